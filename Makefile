@@ -1,0 +1,25 @@
+# The entry points a newcomer types. `make demo` and `make test` install what they
+# need from the system packages (PostgreSQL, libpq-dev) when it is missing.
+
+SWIFT ?= swift
+
+.PHONY: demo test build deps clean
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	$(SWIFT) build
+
+# A throwaway PostgreSQL, the demo table with its trigger, a writer inserting a row
+# every second, and the live page; Ctrl-C removes everything.
+demo: build
+	.build/debug/rowcast demo
+
+# The whole suite against its own throwaway cluster (wal_level=logical).
+test: deps
+	$(SWIFT) build --build-tests
+	scripts/test.sh
+
+clean:
+	rm -rf .build

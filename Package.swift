@@ -1,0 +1,85 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+let package = Package(
+    name: "rowcast",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "rowcast", targets: ["rowcast"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-websocket.git", from: "2.8.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CLibPQ",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]
+        ),
+        .target(
+            name: "RowcastCore"
+        ),
+        .target(
+            name: "RowcastPostgres",
+            dependencies: [
+                "CLibPQ",
+                "RowcastCore",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            resources: [
+                .embedInCode("SQL/rowcast_trigger.sql"),
+                .embedInCode("SQL/rowcast_trigger_teardown.sql"),
+            ]
+        ),
+        .target(
+            name: "RowcastServer",
+            dependencies: [
+                "RowcastCore",
+                "RowcastPostgres",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            resources: [.embedInCode("Page/index.html")]
+        ),
+        .executableTarget(
+            name: "rowcast",
+            dependencies: [
+                "RowcastCore",
+                "RowcastPostgres",
+                "RowcastServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
+            name: "RowcastCoreTests",
+            dependencies: ["RowcastCore"]
+        ),
+        .testTarget(
+            name: "RowcastPostgresTests",
+            dependencies: ["RowcastCore", "RowcastPostgres"]
+        ),
+        .testTarget(
+            name: "RowcastCLITests"
+        ),
+        .testTarget(
+            name: "RowcastServerTests",
+            dependencies: [
+                "RowcastCore",
+                "RowcastPostgres",
+                "RowcastServer",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HummingbirdWSTesting", package: "hummingbird-websocket"),
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+            ]
+        ),
+    ]
+)

@@ -1,0 +1,65 @@
+/// A position in a record stream, handed to clients as an opaque string.
+///
+/// Cursors are unique and increase within one stream. Their text is fixed-width hex,
+/// so within one stream string order is stream order too:
+/// - trigger mode: `t<stream>.<sequence>`, where `stream` identifies one rowcast
+///   process (its start time) and `sequence` counts the records it produced;
+/// - replication mode: `r<commit LSN>.<index>`, the change's position in its
+///   transaction, which survives restarts because the slot replays the same LSNs.
+public struct Cursor: Sendable, Hashable, Comparable, CustomStringConvertible {
+    /// Which capture mode produced the cursor.
+    public enum Kind: Sendable, Hashable { case trigger, replication }
+
+    /// The capture mode.
+    public let kind: Kind
+    /// Trigger: the stream id. Replication: the commit LSN.
+    public let major: UInt64
+    /// Trigger: the sequence number. Replication: the index in the transaction.
+    public let minor: UInt64
+
+    /// A trigger-mode cursor.
+    public static func trigger(stream: UInt64, sequence: UInt64) -> Cursor {
+        Cursor(kind: .trigger, major: stream, minor: sequence)
+    }
+
+    /// A replication-mode cursor.
+    public static func replication(commitLSN: UInt64, index: UInt32) -> Cursor {
+        Cursor(kind: .replication, major: commitLSN, minor: UInt64(index))
+    }
+
+    /// Parses the text form; nil when `text` is not a cursor rowcast made.
+    public init?(_ text: String) {
+        let utf8 = Array(text.utf8)
+        guard utf8.count == 1 + 16 + 1 + 16, utf8[17] == UInt8(ascii: ".") else { return nil }
+        switch utf8[0] {
+        case UInt8(ascii: "t"): kind = .trigger
+        case UInt8(ascii: "r"): kind = .replication
+        default: return nil
+        }
+        guard let major = UInt64(String(decoding: utf8[1..<17], as: UTF8.self), radix: 16),
+            let minor = UInt64(String(decoding: utf8[18...], as: UTF8.self), radix: 16)
+        else { return nil }
+        self.major = major
+        self.minor = minor
+    }
+
+    private init(kind: Kind, major: UInt64, minor: UInt64) {
+        self.kind = kind
+        self.major = major
+        self.minor = minor
+    }
+
+    /// The text form clients see.
+    public var description: String {
+        (kind == .trigger ? "t" : "r") + Self.hex16(major) + "." + Self.hex16(minor)
+    }
+
+    public static func < (lhs: Cursor, rhs: Cursor) -> Bool {
+        (lhs.major, lhs.minor) < (rhs.major, rhs.minor)
+    }
+
+    private static func hex16(_ value: UInt64) -> String {
+        let digits = String(value, radix: 16, uppercase: true)
+        return String(repeating: "0", count: 16 - digits.count) + digits
+    }
+}

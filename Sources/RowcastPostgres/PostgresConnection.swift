@@ -1,0 +1,205 @@
+import CLibPQ
+import Foundation
+
+/// One libpq connection.
+///
+/// Not thread-safe by design: each connection belongs to one thread at a time (a
+/// capture thread, or a command's main flow), which is why the class is
+/// `@unchecked Sendable` rather than guarded by a lock. Every libpq call that
+/// blocks does so on that thread, never on Swift's cooperative pool.
+public final class PostgresConnection: @unchecked Sendable {
+    private var handle: OpaquePointer?
+
+    /// Connects, resolving `settings` exactly as `psql` would.
+    ///
+    /// - Parameter replication: opens a `replication=database` connection for the
+    ///   streaming replication protocol.
+    public init(_ settings: ConnectionSettings, replication: Bool = false) throws(PostgresError) {
+        // Order matters: later keywords override earlier ones, and the expanded
+        // `dbname` (the user's conninfo) sits between what it may override
+        // (application_name) and what rowcast must have (client_encoding).
+        var keywords = ["application_name", "dbname", "client_encoding"]
+        var values = [settings.applicationName, settings.conninfo, "UTF8"]
+        if replication {
+            keywords.append("replication")
+            values.append("database")
+        }
+        let conn = Self.withCStrings(keywords) { keywordPointers in
+            Self.withCStrings(values) { valuePointers in
+                PQconnectdbParams(keywordPointers, valuePointers, 1)
+            }
+        }
+        guard let conn else { throw .cannotConnect("out of memory") }
+        handle = conn
+        // libpq prints notices (and a terminated backend's FATAL) to stderr by
+        // default; rowcast reports problems itself, in one line, through its log.
+        PQsetNoticeProcessor(conn, { _, _ in }, nil)
+        guard PQstatus(conn) == CONNECTION_OK else {
+            let message = PostgresError.oneLine(String(cString: PQerrorMessage(conn)))
+            PQfinish(conn)
+            handle = nil
+            throw .cannotConnect(message.isEmpty ? "unknown error" : message)
+        }
+        if !replication {
+            _ = try execute("SET client_min_messages = warning")
+        }
+    }
+
+    deinit {
+        if let handle { PQfinish(handle) }
+    }
+
+    /// Closes the connection; later calls fail with `connectionLost`.
+    public func close() {
+        if let handle { PQfinish(handle) }
+        handle = nil
+    }
+
+    /// The server's version number, e.g. 150018.
+    public var serverVersion: Int {
+        handle.map { Int(PQserverVersion($0)) } ?? 0
+    }
+
+    /// The backend's process id.
+    public var backendPID: Int32 {
+        handle.map { PQbackendPID($0) } ?? 0
+    }
+
+    /// Runs one statement with text parameters (`$1`, `$2`, …) and returns its rows.
+    @discardableResult
+    public func execute(_ sql: String, _ parameters: [String?] = []) throws(PostgresError) -> QueryResult {
+        let conn = try live()
+        let result: OpaquePointer? =
+            if parameters.isEmpty {
+                PQexecParams(conn, sql, 0, nil, nil, nil, nil, 0)
+            } else {
+                Self.withOptionalCStrings(parameters) { pointers in
+                    PQexecParams(conn, sql, Int32(parameters.count), nil, pointers, nil, nil, 0)
+                }
+            }
+        return try collect(result)
+    }
+
+    /// Runs a script of several statements (no parameters), as `psql -f` would.
+    public func executeScript(_ sql: String) throws(PostgresError) {
+        let conn = try live()
+        _ = try collect(PQexec(conn, sql))
+    }
+
+    /// The socket to wait on.
+    public var socket: Int32 {
+        handle.map { PQsocket($0) } ?? -1
+    }
+
+    /// Waits until the socket is readable or `milliseconds` pass; true when readable.
+    public func waitReadable(milliseconds: Int32) -> Bool {
+        var descriptor = pollfd(fd: socket, events: Int16(POLLIN), revents: 0)
+        return poll(&descriptor, 1, milliseconds) > 0
+    }
+
+    /// Reads whatever the server has sent, without blocking.
+    public func consumeInput() throws(PostgresError) {
+        let conn = try live()
+        if PQconsumeInput(conn) == 0 || PQstatus(conn) != CONNECTION_OK {
+            throw .connectionLost(PostgresError.oneLine(String(cString: PQerrorMessage(conn))))
+        }
+    }
+
+    /// Takes every notification received so far.
+    public func drainNotifications() -> [PostgresNotification] {
+        guard let handle else { return [] }
+        var notifications: [PostgresNotification] = []
+        while let notify = PQnotifies(handle) {
+            let channel = String(cString: notify.pointee.relname)
+            let length = strlen(notify.pointee.extra)
+            let payload = notify.pointee.extra.withMemoryRebound(to: UInt8.self, capacity: length) {
+                Array(UnsafeBufferPointer(start: $0, count: length))
+            }
+            notifications.append(PostgresNotification(channel: channel, payload: payload, pid: notify.pointee.be_pid))
+            PQfreemem(notify)
+        }
+        return notifications
+    }
+
+    /// Whether the connection is still usable.
+    public var isConnected: Bool {
+        handle.map { PQstatus($0) == CONNECTION_OK } ?? false
+    }
+
+    // MARK: - Internals
+
+    private func live() throws(PostgresError) -> OpaquePointer {
+        guard let handle else { throw .connectionLost("the connection was closed") }
+        return handle
+    }
+
+    /// Reads a result, frees it, and turns errors into ``PostgresError``.
+    private func collect(_ result: OpaquePointer?) throws(PostgresError) -> QueryResult {
+        guard let result else {
+            throw .connectionLost(PostgresError.oneLine(handle.map { String(cString: PQerrorMessage($0)) } ?? "no result"))
+        }
+        defer { PQclear(result) }
+        switch PQresultStatus(result) {
+        case PGRES_COMMAND_OK, PGRES_EMPTY_QUERY:
+            return QueryResult(columns: [], rows: [])
+        case PGRES_TUPLES_OK:
+            let columnCount = PQnfields(result)
+            let rowCount = PQntuples(result)
+            let columns = (0..<columnCount).map { String(cString: PQfname(result, $0)) }
+            var rows: [[String?]] = []
+            rows.reserveCapacity(Int(rowCount))
+            for row in 0..<rowCount {
+                rows.append((0..<columnCount).map { column in
+                    PQgetisnull(result, row, column) == 1 ? nil : String(cString: PQgetvalue(result, row, column))
+                })
+            }
+            return QueryResult(columns: columns, rows: rows)
+        default:
+            if let handle, PQstatus(handle) != CONNECTION_OK {
+                throw .connectionLost(PostgresError.oneLine(String(cString: PQerrorMessage(handle))))
+            }
+            func field(_ code: Character) -> String? {
+                guard let value = PQresultErrorField(result, Int32(code.asciiValue ?? 0)) else { return nil }
+                return String(cString: value)
+            }
+            throw .server(
+                sqlState: field("C") ?? "XX000",
+                message: field("M") ?? PostgresError.oneLine(String(cString: PQresultErrorMessage(result))),
+                detail: field("D"),
+                hint: field("H")
+            )
+        }
+    }
+
+    private static func withCStrings<R>(_ strings: [String], _ body: ([UnsafePointer<CChar>?]) -> R) -> R {
+        let duplicates = strings.map { strdup($0) }
+        defer { duplicates.forEach { free($0) } }
+        return body(duplicates.map { UnsafePointer($0) } + [nil])
+    }
+
+    private static func withOptionalCStrings<R>(_ strings: [String?], _ body: ([UnsafePointer<CChar>?]) -> R) -> R {
+        let duplicates = strings.map { $0.map { strdup($0) } ?? nil }
+        defer { duplicates.forEach { free($0) } }
+        return body(duplicates.map { UnsafePointer($0) })
+    }
+}
+
+/// A NOTIFY received on a LISTEN connection.
+public struct PostgresNotification: Sendable, Equatable {
+    public let channel: String
+    /// The payload bytes, UTF-8 (the connection's client encoding).
+    public let payload: [UInt8]
+    /// The process id of the notifying backend.
+    public let pid: Int32
+}
+
+/// The rows of a query, as text.
+public struct QueryResult: Sendable {
+    public let columns: [String]
+    public let rows: [[String?]]
+
+    /// The first column of the first row, if any.
+    public var scalar: String? {
+        rows.first?.first ?? nil
+    }
+}

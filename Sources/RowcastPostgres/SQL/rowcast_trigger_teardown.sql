@@ -1,0 +1,1 @@
+../../../sql/rowcast_trigger_teardown.sql

@@ -1,0 +1,251 @@
+import Foundation
+import Logging
+import RowcastCore
+import Synchronization
+
+/// Trigger mode's capture source: LISTENs for the trigger function's notifications
+/// (and for plain NOTIFY on the channels the user names) and turns them into records.
+///
+/// It waits on the connection's socket, never spins; it reads oversized changes from
+/// `rowcast.overflow`; and when the connection drops it reconnects with backoff and
+/// LISTENs again. NOTIFY is not durable: changes committed while rowcast is not
+/// listening are not seen, which is said loudly in the log (replication mode replays
+/// them).
+public final class TriggerCapture: CaptureSource {
+    /// What to capture.
+    public struct Configuration: Sendable {
+        public var connection: ConnectionSettings
+        /// Tables whose changes to forward; empty forwards every table that has the trigger.
+        public var tables: Set<TableName>
+        /// Channels whose plain NOTIFY traffic becomes `notify` records.
+        public var channels: [String]
+        /// How long overflow rows are kept for other listeners before being purged.
+        public var overflowRetentionSeconds: Int
+
+        public init(
+            connection: ConnectionSettings,
+            tables: Set<TableName> = [],
+            channels: [String] = [],
+            overflowRetentionSeconds: Int = 3600
+        ) {
+            self.connection = connection
+            self.tables = tables
+            self.channels = channels
+            self.overflowRetentionSeconds = overflowRetentionSeconds
+        }
+
+        /// Whether table changes are captured (and so the trigger must be installed):
+        /// when tables are named, or when nothing else is. `--channel` alone captures
+        /// only those channels.
+        var capturesTables: Bool { !tables.isEmpty || channels.isEmpty }
+    }
+
+    public let configuration: Configuration
+    public let state: CaptureState
+    public var mode: CaptureMode { .trigger }
+    private let logger: Logger
+    /// Identifies this process's stream in cursors.
+    private let streamID: UInt64
+    /// The connection made by ``connect(configuration:logger:)``, until `run` takes it.
+    private let firstConnection: Mutex<PostgresConnection?>
+
+    /// Connects and starts listening. Errors here are the user's to fix (a bad
+    /// conninfo, missing set-up), so they are thrown rather than retried; once
+    /// running, a lost connection is retried forever.
+    public static func connect(configuration: Configuration, logger: Logger) throws(CaptureError) -> TriggerCapture {
+        let connection: PostgresConnection
+        do {
+            connection = try PostgresConnection(configuration.connection)
+        } catch {
+            throw .cannotConnect(error)
+        }
+        if configuration.capturesTables, try !triggerInstalled(on: connection) {
+            let tables = configuration.tables.isEmpty ? "T" : configuration.tables.map(\.description).sorted().joined(separator: " --table ")
+            throw .notSetUp("trigger mode is not set up in this database (fix: rowcast setup --mode trigger --table \(tables))")
+        }
+        let capture = TriggerCapture(configuration: configuration, connection: connection, logger: logger)
+        try capture.checkTriggers(connection)
+        try capture.listen(connection)
+        capture.state.markConnected()
+        return capture
+    }
+
+    private init(configuration: Configuration, connection: PostgresConnection, logger: Logger) {
+        self.configuration = configuration
+        self.state = CaptureState()
+        self.logger = logger
+        self.streamID = UInt64(Date().timeIntervalSince1970 * 1_000_000)
+        self.firstConnection = Mutex(connection)
+    }
+
+    /// Captures until `stop` fires, delivering records to `sink` on the calling thread.
+    public func run(sink: any RecordSink, stop: StopSignal) {
+        var connection: PostgresConnection? = firstConnection.withLock { connection in
+            defer { connection = nil }
+            return connection
+        }
+        var sequence: UInt64 = 0
+        var backoff = Backoff()
+        var lastPurge = Date.distantPast
+        var sawOverflow = false
+        while !stop.isStopped {
+            guard let current = connection else {
+                guard stop.sleep(seconds: backoff.take()) else { break }
+                do {
+                    let fresh = try PostgresConnection(configuration.connection)
+                    try listen(fresh)
+                    connection = fresh
+                    backoff.reset()
+                    state.markConnected()
+                    logger.warning("reconnected to PostgreSQL; changes committed while disconnected were not captured (trigger mode cannot replay them; replication mode can)")
+                } catch {
+                    state.markDisconnected("\(error)")
+                    logger.warning("still cannot reconnect: \(error)")
+                }
+                continue
+            }
+            do {
+                if !current.waitReadable(milliseconds: 200) { continue }
+                try current.consumeInput()
+                let notifications = current.drainNotifications()
+                if notifications.isEmpty { continue }
+                var delivered = 0
+                for notification in notifications {
+                    guard let record = try record(for: notification, on: current, sawOverflow: &sawOverflow) else { continue }
+                    sequence += 1
+                    var stamped = record
+                    stamped.cursor = .trigger(stream: streamID, sequence: sequence)
+                    sink.deliver(stamped)
+                    delivered += 1
+                }
+                sink.endOfBatch()
+                state.count(delivered)
+                if sawOverflow, Date().timeIntervalSince(lastPurge) > 60 {
+                    lastPurge = Date()
+                    try purgeOverflow(on: current)
+                }
+            } catch {
+                logger.error("\(error); reconnecting")
+                state.markDisconnected("\(error)")
+                current.close()
+                connection = nil
+            }
+        }
+        connection?.close()
+        state.markDisconnected("stopped")
+    }
+
+    // MARK: - Internals
+
+    private static func triggerInstalled(on connection: PostgresConnection) throws(CaptureError) -> Bool {
+        do {
+            return try connection.execute("SELECT to_regprocedure('rowcast.capture()') IS NOT NULL").scalar == "t"
+        } catch {
+            throw .cannotConnect(error)
+        }
+    }
+
+    private func checkTriggers(_ connection: PostgresConnection) throws(CaptureError) {
+        for table in configuration.tables.sorted(by: { $0.description < $1.description }) {
+            let exists: String?
+            do {
+                exists = try connection.execute(
+                    """
+                    SELECT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = to_regclass($1)
+                        AND t.tgfoid = 'rowcast.capture()'::regprocedure AND NOT t.tgisinternal)
+                    """,
+                    [table.quoted]
+                ).scalar
+            } catch {
+                throw .cannotConnect(error)
+            }
+            if exists != "t" {
+                throw .notSetUp("table \(table) has no rowcast trigger (fix: rowcast setup --mode trigger --table \(table))")
+            }
+        }
+    }
+
+    private func listen(_ connection: PostgresConnection) throws(CaptureError) {
+        var channels = configuration.capturesTables ? [TriggerPayload.channel] : []
+        channels += configuration.channels.filter { $0 != TriggerPayload.channel }
+        do {
+            for channel in channels {
+                try connection.execute("LISTEN " + TableName.quoteIdentifier(channel))
+            }
+        } catch {
+            throw .cannotConnect(error)
+        }
+    }
+
+    /// The record a notification stands for, or nil when it is filtered out or lost.
+    private func record(
+        for notification: PostgresNotification,
+        on connection: PostgresConnection,
+        sawOverflow: inout Bool
+    ) throws(PostgresError) -> ChangeRecord? {
+        let placeholder = Cursor.trigger(stream: streamID, sequence: 0)
+        guard notification.channel == TriggerPayload.channel, configuration.capturesTables else {
+            var record = ChangeRecord(cursor: placeholder, source: .trigger, op: .notify)
+            record.channel = notification.channel
+            record.payload = String(decoding: notification.payload, as: UTF8.self)
+            return record
+        }
+        guard var decoded = decode(notification.payload, from: notification.pid) else { return nil }
+        if case .overflow(let id) = decoded {
+            sawOverflow = true
+            guard let stored = try connection.execute("SELECT payload FROM rowcast.overflow WHERE id = $1", [String(id)]).scalar else {
+                logger.error("overflow row \(id) was purged before it could be read: that change is lost (raise the overflow retention if rowcast falls this far behind)")
+                return nil
+            }
+            guard let inner = decode(Array(stored.utf8), from: notification.pid) else { return nil }
+            decoded = inner
+        }
+        switch decoded {
+        case .change(let change):
+            if !configuration.tables.isEmpty, !configuration.tables.contains(TableName(schema: change.schema, name: change.table)) {
+                return nil
+            }
+            return change.record(cursor: placeholder)
+        case .lost(let change, let reason):
+            logger.error("the trigger could not deliver a \(change.op.rawValue) on \(change.schema).\(change.table) (xid \(change.xid.map(String.init) ?? "?")): \(reason)")
+            return nil
+        case .overflow:
+            logger.error("an overflow row pointed at another overflow row; ignoring it")
+            return nil
+        }
+    }
+
+    private func decode(_ payload: [UInt8], from pid: Int32) -> TriggerPayload? {
+        do {
+            return try TriggerPayload.decode(payload)
+        } catch {
+            logger.error("ignoring a notification on channel \(TriggerPayload.channel) from pid \(pid): \(error)")
+            return nil
+        }
+    }
+
+    private func purgeOverflow(on connection: PostgresConnection) throws(PostgresError) {
+        let purged = try connection.execute(
+            "SELECT rowcast.purge_overflow(make_interval(secs => $1))",
+            [String(configuration.overflowRetentionSeconds)]
+        ).scalar
+        if let purged, purged != "0" {
+            logger.debug("purged \(purged) overflow rows older than \(configuration.overflowRetentionSeconds)s")
+        }
+    }
+}
+
+/// Why capture could not start. The CLI maps these to exit codes.
+public enum CaptureError: Error, Sendable, CustomStringConvertible {
+    /// Exit 3.
+    case cannotConnect(PostgresError)
+    /// Exit 1: a missing object the user must create.
+    case notSetUp(String)
+
+    public var description: String {
+        switch self {
+        case .cannotConnect(let error): error.description
+        case .notSetUp(let why): why
+        }
+    }
+}

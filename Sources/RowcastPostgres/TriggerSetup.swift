@@ -1,0 +1,81 @@
+import RowcastCore
+
+/// Installs and removes trigger mode's database objects: the SQL in `sql/`,
+/// embedded in the binary, plus one row trigger and one TRUNCATE trigger per table.
+public enum TriggerSetup {
+    /// `sql/rowcast_trigger.sql`: schema, overflow table, trigger function.
+    public static let installScript = String(decoding: PackageResources.rowcast_trigger_sql, as: UTF8.self)
+    /// `sql/rowcast_trigger_teardown.sql`.
+    public static let teardownScript = String(decoding: PackageResources.rowcast_trigger_teardown_sql, as: UTF8.self)
+
+    /// The advisory lock that serialises setups and teardowns ("rowcast" in ASCII).
+    static let setupLockKey: Int64 = 0x726F_7763_6173_74
+
+    /// Installs the function and attaches it to `tables`, in one transaction.
+    /// Idempotent: running it again replaces the function and the triggers.
+    public static func install(on connection: PostgresConnection, tables: [TableName]) throws(SetupError) {
+        do {
+            for table in tables {
+                let kind = try connection.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass($1)", [table.quoted])
+                guard let relkind = kind.scalar else { throw SetupError.unknownTable(table) }
+                guard relkind == "r" || relkind == "p" else { throw SetupError.notATable(table, relkind: relkind) }
+            }
+            try connection.execute("BEGIN")
+            do {
+                // Two setups at once would race on CREATE OR REPLACE FUNCTION.
+                try connection.execute("SELECT pg_advisory_xact_lock(\(setupLockKey))")
+                try connection.executeScript(installScript)
+                for table in tables {
+                    try connection.executeScript(
+                        """
+                        DROP TRIGGER IF EXISTS rowcast_capture ON \(table.quoted);
+                        CREATE TRIGGER rowcast_capture AFTER INSERT OR UPDATE OR DELETE ON \(table.quoted)
+                            FOR EACH ROW EXECUTE FUNCTION rowcast.capture();
+                        DROP TRIGGER IF EXISTS rowcast_capture_truncate ON \(table.quoted);
+                        CREATE TRIGGER rowcast_capture_truncate AFTER TRUNCATE ON \(table.quoted)
+                            FOR EACH STATEMENT EXECUTE FUNCTION rowcast.capture();
+                        """
+                    )
+                }
+                try connection.execute("COMMIT")
+            } catch {
+                _ = try? connection.execute("ROLLBACK")
+                throw error
+            }
+        } catch let error as SetupError {
+            throw error
+        } catch let error as PostgresError {
+            throw SetupError.database(error)
+        } catch {
+            throw SetupError.database(.protocolViolation("\(error)"))
+        }
+    }
+
+    /// Removes everything ``install(on:tables:)`` made, triggers included.
+    public static func teardown(on connection: PostgresConnection) throws(SetupError) {
+        do {
+            try connection.executeScript("BEGIN; SELECT pg_advisory_xact_lock(\(setupLockKey)); \(teardownScript) COMMIT;")
+        } catch {
+            _ = try? connection.execute("ROLLBACK")
+            throw .database(error)
+        }
+    }
+}
+
+/// Why `setup` or `teardown` failed; every case is exit code 1 except a lost connection.
+public enum SetupError: Error, Sendable, CustomStringConvertible {
+    case unknownTable(TableName)
+    case notATable(TableName, relkind: String)
+    case database(PostgresError)
+
+    public var description: String {
+        switch self {
+        case .unknownTable(let table):
+            "table \(table) does not exist (fix: create it first, or name it as schema.table)"
+        case .notATable(let table, let relkind):
+            "\(table) is not a table (relkind '\(relkind)'); rowcast captures ordinary and partitioned tables"
+        case .database(let error):
+            error.description
+        }
+    }
+}

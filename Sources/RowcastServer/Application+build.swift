@@ -1,0 +1,65 @@
+import Hummingbird
+import HummingbirdWebSocket
+import Logging
+import NIOCore
+import RowcastCore
+import RowcastPostgres
+import ServiceLifecycle
+
+/// What `rowcast serve` needs beyond the capture source.
+public struct ServerOptions: Sendable {
+    public var host: String
+    public var port: Int
+    /// Frames that may wait for one client before it is cut off.
+    public var clientQueueLimit: Int
+    /// The largest frame a client may send.
+    public var maxClientFrameSize: Int
+
+    public init(host: String = "127.0.0.1", port: Int = 8080, clientQueueLimit: Int = 4096, maxClientFrameSize: Int = 64 * 1024) {
+        self.host = host
+        self.port = port
+        self.clientQueueLimit = clientQueueLimit
+        self.maxClientFrameSize = maxClientFrameSize
+    }
+}
+
+/// Composes the server: routes, the broadcaster, and the capture service that feeds it,
+/// plus any other `services` to run alongside. The CLI and the tests both call this.
+public func buildApplication(
+    options: ServerOptions,
+    source: any CaptureSource,
+    services: [any Service] = [],
+    logger: Logger
+) -> some ApplicationProtocol {
+    let broadcaster = Broadcaster(queueLimit: options.clientQueueLimit)
+    let router = Router(context: BasicWebSocketRequestContext.self)
+    let page = ByteBuffer(bytes: PackageResources.index_html)
+
+    router.get("/") { _, _ in
+        Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"], body: .init(byteBuffer: page))
+    }
+    router.get("/healthz") { _, _ in
+        let connected = source.state.isConnected
+        let body = connected ? "ok\n" : "capture disconnected: \(source.state.lastError ?? "starting")\n"
+        return Response(
+            status: connected ? .ok : .serviceUnavailable,
+            headers: [.contentType: "text/plain; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(string: body))
+        )
+    }
+    router.ws("/ws") { inbound, outbound, context in
+        let session = WebSocketSession(broadcaster: broadcaster, mode: source.mode, maxFrameSize: options.maxClientFrameSize, logger: context.logger)
+        try await session.run(inbound: inbound, outbound: outbound)
+    }
+
+    return Application(
+        router: router,
+        server: .http1WebSocketUpgrade(
+            webSocketRouter: router,
+            configuration: .init(ws: .init(maxFrameSize: options.maxClientFrameSize))
+        ),
+        configuration: .init(address: .hostname(options.host, port: options.port), serverName: "rowcast"),
+        services: [CaptureService(source: source, sink: broadcaster)] + services,
+        logger: logger
+    )
+}

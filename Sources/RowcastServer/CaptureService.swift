@@ -1,0 +1,23 @@
+import RowcastPostgres
+import ServiceLifecycle
+
+/// Runs a capture source as a ServiceLifecycle service, so that start-up and
+/// graceful shutdown of capture and server are one mechanism.
+public struct CaptureService: Service {
+    public let source: any CaptureSource
+    public let sink: any RecordSink
+
+    public init(source: any CaptureSource, sink: any RecordSink) {
+        self.source = source
+        self.sink = sink
+    }
+
+    public func run() async {
+        let stop = StopSignal()
+        await withGracefulShutdownHandler {
+            await source.runOnThread(sink: sink, stop: stop)
+        } onGracefulShutdown: {
+            stop.stop()
+        }
+    }
+}

@@ -1,0 +1,55 @@
+import HummingbirdWebSocket
+import Logging
+import NIOCore
+import NIOWebSocket
+import RowcastCore
+
+/// One client's WebSocket conversation: `connected`, then client requests, and the
+/// updates the broadcaster queues for it, written in order by one writer task.
+struct WebSocketSession {
+    let broadcaster: Broadcaster
+    let mode: CaptureMode
+    let maxFrameSize: Int
+    let logger: Logger
+
+    func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async throws {
+        let subscription = broadcaster.register()
+        defer { broadcaster.unregister(subscription.id) }
+        try await outbound.write(.custom(.init(fin: true, opcode: .text, data: ServerFrame.connected(mode: mode))))
+
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                var lastCursor: String?
+                for await item in subscription.stream {
+                    switch item {
+                    case .frame(let frame, let cursor):
+                        try await outbound.write(.custom(.init(fin: true, opcode: .text, data: frame)))
+                        if let cursor { lastCursor = cursor }
+                    }
+                }
+                if broadcaster.wasCutOff(subscription.id) {
+                    logger.info("cutting off a client that fell \(broadcaster.queueLimit) frames behind")
+                    try await outbound.close(.unknown(1013), reason: "too slow; last cursor \(lastCursor ?? "none")")
+                }
+            }
+            group.addTask {
+                for try await message in inbound.messages(maxSize: maxFrameSize) {
+                    guard case .text(let text) = message else {
+                        broadcaster.send(ServerFrame.error(code: "bad_frame", message: "frames are JSON text, not binary"), to: subscription.id)
+                        continue
+                    }
+                    do throws(ClientMessageError) {
+                        switch try ClientMessage.parse(text) {
+                        case .readyForData: broadcaster.subscribe(subscription.id)
+                        case .unsubscribe: broadcaster.unsubscribe(subscription.id)
+                        }
+                    } catch {
+                        broadcaster.send(ServerFrame.error(code: error.code, message: error.message), to: subscription.id)
+                    }
+                }
+            }
+            try await group.next()
+            group.cancelAll()
+        }
+    }
+}

@@ -1,0 +1,91 @@
+import ArgumentParser
+import Foundation
+import Logging
+import RowcastCore
+import RowcastPostgres
+
+/// Reads `ROWCAST_<FLAG>` for a flag the user did not give.
+enum Environment {
+    static func value(_ flag: String) -> String? {
+        let name = "ROWCAST_" + flag.uppercased().replacingOccurrences(of: "-", with: "_")
+        guard let value = ProcessInfo.processInfo.environment[name], !value.isEmpty else { return nil }
+        return value
+    }
+
+    /// A repeatable flag's values, or the environment's comma-separated list.
+    static func list(_ given: [String], _ flag: String) -> [String] {
+        if !given.isEmpty { return given }
+        return value(flag)?.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } ?? []
+    }
+}
+
+/// `--db` and `--log-level`, shared by every command that talks to PostgreSQL.
+struct ConnectionOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("libpq URI or key=value string; else DATABASE_URL, else PG* variables.", valueName: "conninfo"))
+    var db: String?
+
+    @Option(name: .long, help: ArgumentHelp("trace, debug, info, notice, warning, error or critical.", valueName: "level"))
+    var logLevel: String?
+
+    var settings: ConnectionSettings {
+        ConnectionSettings.resolve(db: db ?? Environment.value("db"))
+    }
+
+    /// Sends logs to stderr at the chosen level; data goes to stdout.
+    func bootstrapLogging() throws -> Logger {
+        let text = logLevel ?? Environment.value("log-level") ?? "info"
+        guard let level = Logger.Level(rawValue: text) else {
+            throw CommandFailure.usage("unknown log level \"\(text)\"; use trace, debug, info, notice, warning, error or critical")
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        var logger = Logger(label: "rowcast")
+        logger.logLevel = level
+        return logger
+    }
+
+    /// Opens an ordinary connection or fails with exit 3.
+    func connect() throws -> PostgresConnection {
+        do {
+            return try PostgresConnection(settings)
+        } catch {
+            throw CommandFailure.cannotConnect(error)
+        }
+    }
+}
+
+/// `--mode`, with the default each command documents.
+struct ModeOption: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("Capture mode: trigger or replication.", valueName: "mode"))
+    var mode: String?
+
+    func resolve(default fallback: CaptureMode?) throws -> CaptureMode {
+        guard let text = mode ?? Environment.value("mode") ?? fallback?.rawValue else {
+            throw CommandFailure.usage("--mode is required: trigger or replication")
+        }
+        guard let mode = CaptureMode(rawValue: text) else {
+            throw CommandFailure.usage("unknown mode \"\(text)\"; use trigger or replication")
+        }
+        return mode
+    }
+}
+
+/// Parses `--table` values.
+func parseTables(_ texts: [String]) throws -> [TableName] {
+    try texts.map { text in
+        guard let table = TableName(parsing: text) else {
+            throw CommandFailure.usage("\"\(text)\" is not a table name; use schema.table or table")
+        }
+        return table
+    }
+}
+
+/// Replication mode is specified but not yet built; say so plainly.
+func requireTriggerMode(_ mode: CaptureMode) throws {
+    if mode == .replication {
+        throw CommandFailure.usage("replication mode is not available in this build yet; use --mode trigger")
+    }
+}

@@ -1,0 +1,97 @@
+import ArgumentParser
+import Foundation
+import Hummingbird
+import Logging
+import RowcastCore
+import RowcastPostgres
+import RowcastServer
+import ServiceLifecycle
+
+/// `rowcast demo`: everything in one command, on a throwaway PostgreSQL.
+struct Demo: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Start a throwaway PostgreSQL, a writer and the demo page; Ctrl-C removes it all.",
+        discussion: """
+            Creates realtime(title varchar(128)) with the rowcast trigger, inserts a row \
+            every second, and serves the live page.
+
+            Example:
+              rowcast demo --port 8080
+            """
+    )
+
+    @Option(name: .long, help: ArgumentHelp("Port to serve the page on.", valueName: "port"))
+    var port: Int?
+
+    @Option(name: .long, help: ArgumentHelp("trace, debug, info, notice, warning, error or critical.", valueName: "level"))
+    var logLevel: String?
+
+    func run() async throws {
+        let logger = try ConnectionOptions.parse(logLevel.map { ["--log-level", $0] } ?? []).bootstrapLogging()
+        let port = port ?? Environment.value("port").flatMap { Int($0) } ?? 8080
+        logger.info("starting a throwaway PostgreSQL")
+        let cluster: ThrowawayCluster
+        do {
+            cluster = try ThrowawayCluster.start()
+        } catch {
+            throw CommandFailure.failed("\(error)")
+        }
+        defer {
+            cluster.destroy()
+            logger.info("removed the throwaway PostgreSQL")
+        }
+        let settings = ConnectionSettings(conninfo: cluster.url)
+        let realtime = TableName(schema: "public", name: "realtime")
+        let capture: TriggerCapture
+        do {
+            let database = try PostgresConnection(settings)
+            try database.execute("CREATE TABLE realtime (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, title varchar(128))")
+            try TriggerSetup.install(on: database, tables: [realtime])
+            capture = try TriggerCapture.connect(
+                configuration: .init(connection: settings, tables: [realtime]),
+                logger: logger
+            )
+        } catch {
+            throw CommandFailure.failed("demo set-up failed: \(error)")
+        }
+        let app = buildApplication(
+            options: ServerOptions(port: port),
+            source: capture,
+            services: [DemoWriter(settings: settings, logger: logger)],
+            logger: logger
+        )
+        print("rowcast demo: open http://127.0.0.1:\(port)/  (database: \(cluster.url); Ctrl-C to stop)")
+        try await app.runService()
+    }
+}
+
+/// Inserts a row into `realtime` every second.
+struct DemoWriter: Service {
+    let settings: ConnectionSettings
+    let logger: Logger
+
+    func run() async {
+        let stop = StopSignal()
+        let settings = settings
+        let logger = logger
+        await withGracefulShutdownHandler {
+            await runBlockingOnThread(named: "rowcast-demo-writer", stop: stop) { stop in
+                var number = 0
+                var connection: PostgresConnection?
+                while stop.sleep(seconds: 1) {
+                    number += 1
+                    do {
+                        let live = try connection ?? PostgresConnection(settings)
+                        connection = live
+                        try live.execute("INSERT INTO realtime (title) VALUES ($1)", ["hello #\(number)"])
+                    } catch {
+                        logger.warning("demo writer: \(error)")
+                        connection = nil
+                    }
+                }
+            }
+        } onGracefulShutdown: {
+            stop.stop()
+        }
+    }
+}

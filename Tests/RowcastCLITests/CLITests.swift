@@ -1,0 +1,180 @@
+import Foundation
+import Synchronization
+import Testing
+
+/// The `rowcast` binary as users run it: exit codes, one-line errors, NDJSON on stdout.
+@Suite struct CLITests {
+    @Test(arguments: [
+        ["--db", "postgresql://postgres@127.0.0.1:1/nothing"],
+        ["--db", "this is not a conninfo"],
+        ["--db", "host=/nonexistent/socket/dir"],
+    ])
+    func aBadConnectionStringExits3WithOneLine(_ arguments: [String]) throws {
+        let result = try Rowcast.run(["tail", "--mode", "trigger"] + arguments)
+        #expect(result.status == 3)
+        #expect(result.stdout.isEmpty)
+        let lines = result.stderr.split(separator: "\n")
+        #expect(lines.count == 1, "stderr: \(result.stderr)")
+        #expect(result.stderr.hasPrefix("rowcast: cannot connect to PostgreSQL: "))
+        #expect(result.stderr.contains("fix: check --db, DATABASE_URL or the PG* variables"))
+    }
+
+    @Test func databaseURLIsUsedWhenThereIsNoFlag() throws {
+        let result = try Rowcast.run(["setup", "--mode", "trigger", "--table", "t"], environment: ["DATABASE_URL": "postgresql://postgres@127.0.0.1:1/viaenv"])
+        #expect(result.status == 3)
+        #expect(result.stderr.contains("127.0.0.1"))
+    }
+
+    @Test(arguments: [
+        ["tail", "--mode", "sideways"],
+        ["tail", "--no-such-flag"],
+        ["setup", "--mode", "trigger"],
+        ["setup", "--mode", "trigger", "--table", "a.b.c"],
+        ["frobnicate"],
+    ])
+    func badUsageExits2(_ arguments: [String]) throws {
+        let result = try Rowcast.run(arguments)
+        #expect(result.status == 2, "stderr: \(result.stderr)")
+        #expect(!result.stderr.isEmpty)
+    }
+
+    @Test func helpAndVersionExit0() throws {
+        let help = try Rowcast.run(["--help"])
+        #expect(help.status == 0)
+        #expect(help.stdout.contains("tail"))
+        let version = try Rowcast.run(["--version"])
+        #expect(version.status == 0)
+        #expect(!version.stdout.isEmpty)
+    }
+}
+
+@Suite(.enabled(if: Rowcast.databaseURL != nil, "needs the cluster that make test starts"))
+struct CLIDatabaseTests {
+    @Test func setupAndTeardownAreIdempotentAndUnknownTablesFailClearly() throws {
+        let url = try Rowcast.freshDatabase()
+        try Rowcast.psql(url, "CREATE TABLE orders (id int PRIMARY KEY, note text); CREATE SCHEMA audit; CREATE TABLE audit.events (id int)")
+
+        let unknown = try Rowcast.run(["setup", "--mode", "trigger", "--db", url, "--table", "orders", "--table", "nope"])
+        #expect(unknown.status == 1)
+        #expect(unknown.stderr == "rowcast: table public.nope does not exist (fix: create it first, or name it as schema.table)\n")
+        #expect(try Rowcast.psql(url, "SELECT count(*) FROM pg_namespace WHERE nspname = 'rowcast'") == "0")
+
+        for _ in 0..<2 {
+            let setup = try Rowcast.run(["setup", "--mode", "trigger", "--db", url, "--table", "orders", "--table", "audit.events"])
+            #expect(setup.status == 0, "stderr: \(setup.stderr)")
+        }
+        #expect(try Rowcast.psql(url, "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'rowcast_capture%'") == "4")
+        for _ in 0..<2 {
+            let teardown = try Rowcast.run(["teardown", "--mode", "trigger", "--db", url])
+            #expect(teardown.status == 0, "stderr: \(teardown.stderr)")
+        }
+        #expect(try Rowcast.psql(url, "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'rowcast_capture%'") == "0")
+        #expect(try Rowcast.psql(url, "SELECT count(*) FROM pg_namespace WHERE nspname = 'rowcast'") == "0")
+    }
+
+    @Test func tailPrintsNDJSONAndEndsCleanlyOnSIGINT() async throws {
+        let url = try Rowcast.freshDatabase()
+        try Rowcast.psql(url, "CREATE TABLE realtime (title varchar(128))")
+        #expect(try Rowcast.run(["setup", "--mode", "trigger", "--db", url, "--table", "realtime"]).status == 0)
+
+        let tail = Process()
+        tail.executableURL = Rowcast.binary
+        tail.arguments = ["tail", "--mode", "trigger", "--db", url, "--table", "realtime", "--channel", "addedrecord"]
+        let output = Pipe()
+        tail.standardOutput = output
+        tail.standardError = FileHandle.nullDevice
+        try tail.run()
+        // Changes made before the LISTEN are not rowcast's to see; wait until it listens.
+        for _ in 0..<100 where try Rowcast.psql(url, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN \"addedrecord\"'") == "0" {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        try Rowcast.psql(url, "INSERT INTO realtime VALUES ('hello'); NOTIFY addedrecord, 'plain'")
+        // A watchdog: if the lines never come, end tail so the read below returns.
+        let pid = tail.processIdentifier
+        let finished = Atomic<Bool>(false)
+        Thread {
+            Thread.sleep(forTimeInterval: 30)
+            if !finished.load(ordering: .relaxed) { kill(pid, SIGKILL) }
+        }.start()
+        var lines: [String] = []
+        var buffer = Data()
+        while lines.count < 2 {
+            let chunk = output.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            buffer.append(chunk)
+            lines = String(decoding: buffer, as: UTF8.self).split(separator: "\n").map(String.init)
+        }
+        kill(tail.processIdentifier, SIGINT)
+        tail.waitUntilExit()
+        finished.store(true, ordering: .relaxed)
+        #expect(tail.terminationStatus == 0)
+        #expect(lines.count == 2)
+        let insert = try JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as? [String: Any]
+        #expect(insert?["op"] as? String == "insert")
+        #expect(insert?["table"] as? String == "realtime")
+        #expect((insert?["row"] as? [String: Any])?["title"] as? String == "hello")
+        let notify = try JSONSerialization.jsonObject(with: Data(lines[1].utf8)) as? [String: Any]
+        #expect(notify?["op"] as? String == "notify")
+        #expect(notify?["payload"] as? String == "plain")
+    }
+}
+
+/// Runs the built binary and psql.
+enum Rowcast {
+    static let databaseURL = ProcessInfo.processInfo.environment["ROWCAST_TEST_DATABASE_URL"]
+
+    static var binary: URL {
+        if let path = ProcessInfo.processInfo.environment["ROWCAST_BIN"] { return URL(fileURLWithPath: path) }
+        return URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../../.build/debug/rowcast").standardized
+    }
+
+    struct Result {
+        let status: Int32
+        let stdout: String
+        let stderr: String
+    }
+
+    static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Result {
+        let process = Process()
+        process.executableURL = binary
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("PG") && $0.key != "DATABASE_URL" && !$0.key.hasPrefix("ROWCAST_") }
+        env.merge(environment) { $1 }
+        process.environment = env
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
+    }
+
+    /// Runs SQL with psql and returns its unaligned output, trimmed.
+    @discardableResult
+    static func psql(_ url: String, _ sql: String) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql]
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw PsqlFailed(sql: sql) }
+        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    struct PsqlFailed: Error { let sql: String }
+
+    /// A new, empty database on the test cluster, so setup and teardown touch nothing else.
+    static func freshDatabase() throws -> String {
+        guard let url = databaseURL, let slash = url.lastIndex(of: "/") else { throw PsqlFailed(sql: "no ROWCAST_TEST_DATABASE_URL") }
+        let name = "cli_" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        try psql(url, "CREATE DATABASE \(name)")
+        return String(url[...slash]) + name
+    }
+}

@@ -1,0 +1,99 @@
+import Foundation
+import Logging
+import RowcastCore
+import RowcastPostgres
+import Synchronization
+import Testing
+
+/// The throwaway cluster `make test` starts, passed in `ROWCAST_TEST_DATABASE_URL`.
+enum LiveDatabase {
+    static let url = ProcessInfo.processInfo.environment["ROWCAST_TEST_DATABASE_URL"]
+
+    /// Live tests run only under `make test`, which always sets the URL.
+    static let available = url != nil
+
+    static var settings: ConnectionSettings { ConnectionSettings(conninfo: url ?? "") }
+
+    static func connect(applicationName: String = "rowcast-tests") throws -> PostgresConnection {
+        try PostgresConnection(ConnectionSettings(conninfo: url ?? "", applicationName: applicationName))
+    }
+
+    /// A table name no other test uses, so tests can run in parallel.
+    static func uniqueName(_ prefix: String) -> String {
+        prefix + "_" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+    }
+
+    static let logger: Logger = {
+        var logger = Logger(label: "rowcast-tests")
+        logger.logLevel = .warning
+        return logger
+    }()
+}
+
+/// Collects what a capture delivers, for tests to wait on.
+final class CollectingSink: RecordSink {
+    private let records = Mutex<[ChangeRecord]>([])
+
+    func deliver(_ record: ChangeRecord) { records.withLock { $0.append(record) } }
+    func endOfBatch() {}
+
+    var snapshot: [ChangeRecord] { records.withLock { $0 } }
+
+    /// Waits until `count` records matching `filter` arrived, or `seconds` pass.
+    func wait(for count: Int, seconds: Double = 60, where filter: (ChangeRecord) -> Bool = { _ in true }) async -> [ChangeRecord] {
+        let deadline = Date().addingTimeInterval(seconds)
+        while true {
+            let matching = snapshot.filter(filter)
+            if matching.count >= count || Date() > deadline { return matching }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+    }
+}
+
+/// A capture running on its own thread for the duration of a test.
+struct RunningCapture {
+    let capture: TriggerCapture
+    let sink = CollectingSink()
+    let stop = StopSignal()
+
+    init(_ configuration: TriggerCapture.Configuration) throws {
+        capture = try TriggerCapture.connect(configuration: configuration, logger: LiveDatabase.logger)
+        let capture = capture, sink = sink, stop = stop
+        Thread { capture.run(sink: sink, stop: stop) }.start()
+    }
+
+    init(tables: [TableName], channels: [String] = [], applicationName: String = "rowcast-tests") throws {
+        try self.init(.init(
+            connection: ConnectionSettings(conninfo: LiveDatabase.url ?? "", applicationName: applicationName),
+            tables: Set(tables),
+            channels: channels
+        ))
+    }
+
+    func finish() { stop.stop() }
+}
+
+/// Runs blocking libpq work off the cooperative pool.
+func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try body() }) }.start()
+    }
+}
+
+/// Asks the server whether `row` is exactly `to_jsonb` of the row of `table` whose
+/// `key` column equals the row's, under TimeZone=UTC; returns (expected, actual) as
+/// jsonb text, which normalises key order and whitespace but keeps numeric scale.
+func serverView(of row: RawJSON, table: TableName, key: String = "id", on connection: PostgresConnection) throws -> (expected: String?, actual: String?) {
+    let result = try connection.execute(
+        """
+        SELECT (SELECT to_jsonb(x)::text FROM \(table.quoted) x WHERE to_jsonb(x)->\(quoteLiteral(key)) = $1::jsonb->\(quoteLiteral(key))),
+               $1::jsonb::text
+        """,
+        [row.text]
+    )
+    return (result.rows.first?[0] ?? nil, result.rows.first?[1] ?? nil)
+}
+
+func quoteLiteral(_ text: String) -> String {
+    "'" + text.replacingOccurrences(of: "'", with: "''") + "'"
+}

@@ -1,0 +1,245 @@
+import Foundation
+import RowcastCore
+import RowcastPostgres
+import Testing
+
+@Suite(.enabled(if: LiveDatabase.available, "needs the cluster that make test starts"))
+struct TriggerCaptureTests {
+    @Test func rowsTooBigForNotifyArriveWholeAtEveryListener() async throws {
+        let name = LiveDatabase.uniqueName("big")
+        let table = TableName(schema: "public", name: name)
+        let database = try LiveDatabase.connect()
+        try database.execute("CREATE TABLE \(table.quoted) (id int PRIMARY KEY, body text)")
+        try TriggerSetup.install(on: database, tables: [table])
+        // Two rowcast processes listening at once must both get every oversized row.
+        let first = try RunningCapture(tables: [table])
+        let second = try RunningCapture(tables: [table])
+        defer { first.finish(); second.finish() }
+
+        let sizes = [1: 100_000, 2: 2_000_000, 3: 7_990]
+        for (id, size) in sizes.sorted(by: { $0.key < $1.key }) {
+            try database.execute("INSERT INTO \(table.quoted) VALUES ($1, repeat('ab€', $2 / 5))", [String(id), String(size)])
+        }
+        for capture in [first, second] {
+            let records = await capture.sink.wait(for: sizes.count)
+            #expect(records.count == sizes.count)
+            for record in records {
+                guard let row = record.row else {
+                    Issue.record("insert without row")
+                    continue
+                }
+                let view = try serverView(of: row, table: table, on: database)
+                #expect(view.expected != nil && view.expected == view.actual)
+            }
+        }
+    }
+
+    @Test func identicalChangesInOneTransactionAreNotFolded() async throws {
+        let table = TableName(schema: "public", name: LiveDatabase.uniqueName("twins"))
+        let database = try LiveDatabase.connect()
+        try database.execute("CREATE TABLE \(table.quoted) (v text)")
+        try TriggerSetup.install(on: database, tables: [table])
+        let capture = try RunningCapture(tables: [table])
+        defer { capture.finish() }
+        try database.execute("INSERT INTO \(table.quoted) VALUES ('same'), ('same'), ('same')")
+        let records = await capture.sink.wait(for: 3, seconds: 10)
+        #expect(records.count == 3)
+    }
+
+    @Test func writesSucceedForARoleWithoutRowcastPrivileges() async throws {
+        let table = TableName(schema: "public", name: LiveDatabase.uniqueName("plain"))
+        let role = LiveDatabase.uniqueName("writer")
+        let admin = try LiveDatabase.connect()
+        try admin.execute("CREATE TABLE \(table.quoted) (id int PRIMARY KEY, body text)")
+        try TriggerSetup.install(on: admin, tables: [table])
+        try admin.execute("CREATE ROLE \(role) LOGIN")
+        try admin.execute("GRANT INSERT ON \(table.quoted) TO \(role)")
+        defer { _ = try? admin.execute("DROP OWNED BY \(role); DROP ROLE \(role)") }
+        let capture = try RunningCapture(tables: [table])
+        defer { capture.finish() }
+
+        let writer = try LiveDatabase.connect()
+        try writer.execute("SET ROLE \(role)")
+        try writer.execute("INSERT INTO \(table.quoted) VALUES (1, 'small'), (2, repeat('x', 50000))")
+        try writer.execute("RESET ROLE")
+        let records = await capture.sink.wait(for: 2, seconds: 10)
+        #expect(records.count == 2)
+        #expect(records.last?.row.map { $0.bytes.count > 50_000 } == true)
+    }
+
+    @Test func burstFromSeveralConnectionsArrivesCompleteInCommitOrder() async throws {
+        let table = TableName(schema: "public", name: LiveDatabase.uniqueName("burst"))
+        let slot = LiveDatabase.uniqueName("order")
+        let database = try LiveDatabase.connect()
+        try database.execute("CREATE TABLE \(table.quoted) (id int PRIMARY KEY, writer int)")
+        try TriggerSetup.install(on: database, tables: [table])
+        // Logical decoding emits transactions in commit order: the oracle for the order NOTIFY must keep.
+        try database.execute("SELECT pg_create_logical_replication_slot($1, 'test_decoding')", [slot])
+        defer { _ = try? database.execute("SELECT pg_drop_replication_slot($1)", [slot]) }
+        let capture = try RunningCapture(tables: [table])
+        defer { capture.finish() }
+
+        let writers = 4, perWriter = 2_500
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for writer in 0..<writers {
+                group.addTask {
+                    try await onThread {
+                        let connection = try LiveDatabase.connect()
+                        for n in 0..<perWriter {
+                            try connection.execute("INSERT INTO \(table.quoted) VALUES ($1, $2)", [String(writer * perWriter + n), String(writer)])
+                        }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let records = await capture.sink.wait(for: writers * perWriter, seconds: 120)
+        let delivered = try records.map { record -> Int in
+            let text = try #require(record.row?.text)
+            let id = try #require(text.firstMatch(of: /"id": (\d+)/)?.1)
+            return try #require(Int(id))
+        }
+        #expect(delivered.count == writers * perWriter)
+        #expect(Set(delivered).count == writers * perWriter)
+
+        let changes = try database.execute(
+            "SELECT data FROM pg_logical_slot_get_changes($1, NULL, NULL) WHERE data LIKE $2",
+            [slot, "table public.\(table.name): INSERT:%"]
+        )
+        let committed = try changes.rows.map { row -> Int in
+            let data = try #require(row.first ?? nil)
+            let id = try #require(data.firstMatch(of: /id\[integer\]:(\d+)/)?.1)
+            return try #require(Int(id))
+        }
+        #expect(committed.count == writers * perWriter)
+        #expect(delivered == committed)
+    }
+
+    @Test func plainNotifyOnANamedChannelIsForwarded() async throws {
+        let channel = LiveDatabase.uniqueName("addedrecord")
+        let capture = try RunningCapture(tables: [], channels: [channel])
+        defer { capture.finish() }
+        let database = try LiveDatabase.connect()
+        try database.execute("SELECT pg_notify($1, $2)", [channel, "Hello \"world\" ünïcode"])
+        let records = await capture.sink.wait(for: 1, seconds: 10)
+        let record = try #require(records.first)
+        #expect(record.op == .notify)
+        #expect(record.source == .trigger)
+        #expect(record.channel == channel)
+        #expect(record.payload == "Hello \"world\" ünïcode")
+        #expect(record.schema == nil && record.table == nil && record.row == nil)
+    }
+
+    @Test func theClassicRecipeTriggerWorksUnchanged() async throws {
+        // The trigger-plus-socket.io recipe: pg_notify('addedrecord', NEW.title).
+        let table = LiveDatabase.uniqueName("classic")
+        let channel = LiveDatabase.uniqueName("addedrecord")
+        let database = try LiveDatabase.connect()
+        try database.executeScript(
+            """
+            CREATE TABLE \(table) (title varchar(128));
+            CREATE FUNCTION \(table)_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN PERFORM pg_notify('\(channel)', NEW.title); RETURN NULL; END $$;
+            CREATE TRIGGER \(table)_t AFTER INSERT ON \(table) FOR EACH ROW EXECUTE FUNCTION \(table)_notify();
+            """
+        )
+        let capture = try RunningCapture(tables: [], channels: [channel])
+        defer { capture.finish() }
+        try database.execute("INSERT INTO \(table) VALUES ('first'), ('second')")
+        let records = await capture.sink.wait(for: 2, seconds: 10)
+        #expect(records.map(\.payload) == ["first", "second"])
+    }
+
+    @Test func reconnectsAndListensAgainAfterTheBackendIsKilled() async throws {
+        let table = TableName(schema: "public", name: LiveDatabase.uniqueName("reconnect"))
+        let database = try LiveDatabase.connect()
+        try database.execute("CREATE TABLE \(table.quoted) (id int)")
+        try TriggerSetup.install(on: database, tables: [table])
+        let applicationName = LiveDatabase.uniqueName("rowcast-reconnect")
+        let capture = try RunningCapture(tables: [table], applicationName: applicationName)
+        defer { capture.finish() }
+        try database.execute("INSERT INTO \(table.quoted) VALUES (1)")
+        #expect(await capture.sink.wait(for: 1, seconds: 10).count == 1)
+
+        let before = try database.execute("SELECT pid FROM pg_stat_activity WHERE application_name = $1", [applicationName]).scalar
+        let killed = try database.execute("SELECT pg_terminate_backend($1::int)", [before]).scalar
+        #expect(killed == "t")
+        // The capture notices, reconnects with backoff and LISTENs again on a new backend.
+        let deadline = Date().addingTimeInterval(60)
+        var after: String?
+        while Date() < deadline {
+            after = try database.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND query LIKE 'LISTEN%'", [applicationName]
+            ).scalar
+            if let after, after != before { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(after != nil && after != before)
+        try database.execute("INSERT INTO \(table.quoted) VALUES (2)")
+        let records = await capture.sink.wait(for: 2, seconds: 20)
+        #expect(records.count == 2)
+    }
+
+    @Test func captureRefusesAMissingSetUpWithTheFix() throws {
+        let table = TableName(schema: "public", name: LiveDatabase.uniqueName("untriggered"))
+        let database = try LiveDatabase.connect()
+        try database.execute("CREATE TABLE \(table.quoted) (id int)")
+        try TriggerSetup.install(on: database, tables: [])
+        #expect {
+            _ = try RunningCapture(tables: [table])
+        } throws: { error in
+            "\(error)".contains("rowcast setup --mode trigger --table \(table)")
+        }
+    }
+}
+
+@Suite(.enabled(if: LiveDatabase.available, "needs the cluster that make test starts"))
+struct TriggerSetupTests {
+    @Test func unknownTableFailsClearlyAndInstallsNothing() throws {
+        let database = try LiveDatabase.connect()
+        let missing = TableName(schema: "public", name: LiveDatabase.uniqueName("missing"))
+        #expect {
+            try TriggerSetup.install(on: database, tables: [missing])
+        } throws: { error in
+            "\(error)" == "table \(missing) does not exist (fix: create it first, or name it as schema.table)"
+        }
+    }
+
+    @Test func setupIsIdempotentAndTheScriptRunsUnderPsql() throws {
+        let table = TableName(schema: "public", name: LiveDatabase.uniqueName("idem"))
+        let database = try LiveDatabase.connect()
+        try database.execute("CREATE TABLE \(table.quoted) (id int)")
+        try TriggerSetup.install(on: database, tables: [table])
+        try TriggerSetup.install(on: database, tables: [table])
+        let triggers = try database.execute(
+            "SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass($1) AND NOT tgisinternal", [table.quoted]
+        )
+        #expect(triggers.scalar == "2")
+        // The embedded copy is the file in sql/, which psql -f runs as well.
+        let file = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../../sql/rowcast_trigger.sql").standardized
+        #expect(try String(contentsOf: file, encoding: .utf8) == TriggerSetup.installScript)
+        let psql = Process()
+        psql.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        psql.arguments = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", LiveDatabase.url ?? "", "-f", file.path]
+        psql.standardOutput = FileHandle.nullDevice
+        try psql.run()
+        psql.waitUntilExit()
+        #expect(psql.terminationStatus == 0)
+    }
+
+    @Test func overflowRowsOlderThanTheRetentionArePurged() throws {
+        let database = try LiveDatabase.connect()
+        try TriggerSetup.install(on: database, tables: [])
+        let old = try database.execute(
+            "INSERT INTO rowcast.overflow (created_at, payload) VALUES (now() - interval '2 hours', 'old') RETURNING id"
+        ).scalar
+        let recent = try database.execute("INSERT INTO rowcast.overflow (payload) VALUES ('recent') RETURNING id").scalar
+        try database.execute("SELECT rowcast.purge_overflow(interval '1 hour')")
+        let left = try database.execute(
+            "SELECT array_agg(id ORDER BY id)::text FROM rowcast.overflow WHERE id IN ($1, $2)", [old, recent]
+        ).scalar
+        #expect(left == "{\(recent ?? "")}")
+        try database.execute("DELETE FROM rowcast.overflow WHERE id = $1", [recent])
+    }
+}

@@ -1,0 +1,113 @@
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import HummingbirdWSClient
+import HummingbirdWSTesting
+import Logging
+import NIOCore
+import RowcastCore
+import RowcastPostgres
+import RowcastServer
+import Testing
+
+@Suite(.enabled(if: ProcessInfo.processInfo.environment["ROWCAST_TEST_DATABASE_URL"] != nil, "needs the cluster that make test starts"))
+struct WebSocketTests {
+    static let url = ProcessInfo.processInfo.environment["ROWCAST_TEST_DATABASE_URL"] ?? ""
+
+    /// A table with the trigger and an app capturing it.
+    static func makeApp() throws -> (app: some ApplicationProtocol, table: TableName) {
+        let table = TableName(schema: "public", name: "ws_" + String(UInt32.random(in: 0...UInt32.max), radix: 36))
+        let database = try PostgresConnection(ConnectionSettings(conninfo: url))
+        try database.execute("CREATE TABLE \(table.quoted) (id int PRIMARY KEY, title text)")
+        try TriggerSetup.install(on: database, tables: [table])
+        var logger = Logger(label: "rowcast-tests")
+        logger.logLevel = .warning
+        let capture = try TriggerCapture.connect(
+            configuration: .init(connection: ConnectionSettings(conninfo: url), tables: [table]),
+            logger: logger
+        )
+        let app = buildApplication(options: ServerOptions(port: 0), source: capture, logger: logger)
+        return (app, table)
+    }
+
+    static func insert(_ sql: String) async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            Thread {
+                continuation.resume(with: Result {
+                    try PostgresConnection(ConnectionSettings(conninfo: url)).execute(sql)
+                    return ()
+                })
+            }.start()
+        }
+    }
+
+    static func object(_ message: WebSocketMessage?) -> [String: Any]? {
+        guard case .text(let text) = message else { return nil }
+        return try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
+    }
+
+    @Test func handshakeThenUpdatesForAnInsert() async throws {
+        let (app, table) = try Self.makeApp()
+        _ = try await app.test(.live) { client in
+            try await client.ws("/ws") { inbound, outbound, _ in
+                var messages = inbound.messages(maxSize: 1 << 24).makeAsyncIterator()
+                let connected = Self.object(try await messages.next())
+                #expect(connected?["event"] as? String == "connected")
+                let data = connected?["data"] as? [String: Any]
+                #expect(data?["connected"] as? Bool == true)
+                #expect(data?["mode"] as? String == "trigger")
+
+                try await outbound.write(.text(#"{"event":"ready for data","data":{}}"#))
+                #expect(Self.object(try await messages.next())?["event"] as? String == "subscribed")
+
+                try await Self.insert("INSERT INTO \(table.quoted) VALUES (7, 'hello')")
+                let update = Self.object(try await messages.next())
+                #expect(update?["event"] as? String == "update")
+                let record = update?["data"] as? [String: Any]
+                #expect(record?["op"] as? String == "insert")
+                #expect(record?["source"] as? String == "trigger")
+                #expect(record?["schema"] as? String == "public")
+                #expect(record?["table"] as? String == table.name)
+                #expect((record?["cursor"] as? String).flatMap(Cursor.init) != nil)
+                let row = record?["row"] as? [String: Any]
+                #expect(row?["id"] as? Int == 7)
+                #expect(row?["title"] as? String == "hello")
+                try await outbound.close(.normalClosure, reason: nil)
+            }
+        }
+    }
+
+    @Test func malformedFramesGetAnErrorAndTheConnectionStaysOpen() async throws {
+        let (app, table) = try Self.makeApp()
+        _ = try await app.test(.live) { client in
+            try await client.ws("/ws") { inbound, outbound, _ in
+                var messages = inbound.messages(maxSize: 1 << 24).makeAsyncIterator()
+                _ = try await messages.next()
+                for (frame, code) in [("not json", "bad_frame"), (#"{"data":{}}"#, "bad_frame"), (#"{"event":"dance","data":{}}"#, "unknown_event")] {
+                    try await outbound.write(.text(frame))
+                    let error = Self.object(try await messages.next())
+                    #expect(error?["event"] as? String == "error")
+                    #expect((error?["data"] as? [String: Any])?["code"] as? String == code)
+                }
+                try await outbound.write(.text(#"{"event":"ready for data","data":{}}"#))
+                #expect(Self.object(try await messages.next())?["event"] as? String == "subscribed")
+                try await Self.insert("INSERT INTO \(table.quoted) VALUES (1, 'still open')")
+                #expect(Self.object(try await messages.next())?["event"] as? String == "update")
+                try await outbound.close(.normalClosure, reason: nil)
+            }
+        }
+    }
+
+    @Test func healthzAndThePage() async throws {
+        let (app, _) = try Self.makeApp()
+        try await app.test(.router) { client in
+            try await client.execute(uri: "/healthz", method: .get) { response in
+                #expect(response.status == .ok)
+            }
+            try await client.execute(uri: "/", method: .get) { response in
+                #expect(response.status == .ok)
+                #expect(String(buffer: response.body).contains("new WebSocket"))
+            }
+        }
+    }
+}
