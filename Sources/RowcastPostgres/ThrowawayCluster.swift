@@ -93,6 +93,13 @@ public struct ThrowawayCluster: Sendable {
     /// posix_spawn and waitpid: Foundation's Process waits for every holder of the
     /// child's output to close, and the server that `pg_ctl start` leaves never does.
     private static func spawnAndWait(_ command: [String], outputPath: String) throws -> Int32 {
+        // The server outlives this call: it must not inherit any descriptor of ours
+        // (a pipe to whoever runs rowcast would then never see end-of-file).
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? [] {
+            if let descriptor = Int32(entry), descriptor > 2 {
+                _ = fcntl(descriptor, F_SETFD, fcntl(descriptor, F_GETFD) | FD_CLOEXEC)
+            }
+        }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }

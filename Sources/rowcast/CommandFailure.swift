@@ -33,3 +33,13 @@ struct CommandFailure: Error {
         }
     }
 }
+
+extension CommandFailure {
+    /// A database error: exit 3 when the connection is the problem, else 1.
+    init(_ error: PostgresError) {
+        switch error {
+        case .cannotConnect, .connectionLost: self.init(message: error.description, exitCode: 3)
+        default: self.init(message: error.description, exitCode: 1)
+        }
+    }
+}

@@ -4,21 +4,6 @@ import Logging
 import RowcastCore
 import RowcastPostgres
 
-/// Reads `ROWCAST_<FLAG>` for a flag the user did not give.
-enum Environment {
-    static func value(_ flag: String) -> String? {
-        let name = "ROWCAST_" + flag.uppercased().replacingOccurrences(of: "-", with: "_")
-        guard let value = ProcessInfo.processInfo.environment[name], !value.isEmpty else { return nil }
-        return value
-    }
-
-    /// A repeatable flag's values, or the environment's comma-separated list.
-    static func list(_ given: [String], _ flag: String) -> [String] {
-        if !given.isEmpty { return given }
-        return value(flag)?.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } ?? []
-    }
-}
-
 /// `--db` and `--log-level`, shared by every command that talks to PostgreSQL.
 struct ConnectionOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("libpq URI or key=value string; else DATABASE_URL, else PG* variables.", valueName: "conninfo"))
@@ -28,12 +13,12 @@ struct ConnectionOptions: ParsableArguments {
     var logLevel: String?
 
     var settings: ConnectionSettings {
-        ConnectionSettings.resolve(db: db ?? Environment.value("db"))
+        ConnectionSettings.resolve(db: db)
     }
 
     /// Sends logs to stderr at the chosen level; data goes to stdout.
     func bootstrapLogging() throws -> Logger {
-        let text = logLevel ?? Environment.value("log-level") ?? "info"
+        let text = logLevel ?? "info"
         guard let level = Logger.Level(rawValue: text) else {
             throw CommandFailure.usage("unknown log level \"\(text)\"; use trace, debug, info, notice, warning, error or critical")
         }
@@ -63,7 +48,7 @@ struct ModeOption: ParsableArguments {
     var mode: String?
 
     func resolve(default fallback: CaptureMode?) throws -> CaptureMode {
-        guard let text = mode ?? Environment.value("mode") ?? fallback?.rawValue else {
+        guard let text = mode ?? fallback?.rawValue else {
             throw CommandFailure.usage("--mode is required: trigger or replication")
         }
         guard let mode = CaptureMode(rawValue: text) else {

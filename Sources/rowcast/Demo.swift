@@ -28,7 +28,7 @@ struct Demo: AsyncParsableCommand {
 
     func run() async throws {
         let logger = try ConnectionOptions.parse(logLevel.map { ["--log-level", $0] } ?? []).bootstrapLogging()
-        let port = port ?? Environment.value("port").flatMap { Int($0) } ?? 8080
+        let port = port ?? 8080
         logger.info("starting a throwaway PostgreSQL")
         let cluster: ThrowawayCluster
         do {
@@ -61,6 +61,7 @@ struct Demo: AsyncParsableCommand {
             logger: logger
         )
         print("rowcast demo: open http://127.0.0.1:\(port)/  (database: \(cluster.url); Ctrl-C to stop)")
+        fflush(nil)
         try await app.runService()
     }
 }

@@ -34,15 +34,15 @@ struct Serve: AsyncParsableCommand {
         let logger = try connection.bootstrapLogging()
         let mode = try modeOption.resolve(default: .replication)
         try requireTriggerMode(mode)
-        let host = host ?? Environment.value("host") ?? "127.0.0.1"
-        let port = port ?? Environment.value("port").map { Int($0) ?? -1 } ?? 8080
+        let host = host ?? "127.0.0.1"
+        let port = port ?? 8080
         guard (0...65535).contains(port) else {
             throw CommandFailure.usage("--port must be a number from 0 to 65535")
         }
         let configuration = TriggerCapture.Configuration(
             connection: connection.settings,
-            tables: Set(try parseTables(Environment.list(table, "table"))),
-            channels: Environment.list(channel, "channel")
+            tables: Set(try parseTables(table)),
+            channels: channel
         )
         let capture: TriggerCapture
         do {

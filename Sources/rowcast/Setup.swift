@@ -25,7 +25,7 @@ struct Setup: ParsableCommand {
         _ = try connection.bootstrapLogging()
         let mode = try modeOption.resolve(default: nil)
         try requireTriggerMode(mode)
-        let tables = try parseTables(Environment.list(table, "table"))
+        let tables = try parseTables(table)
         guard !tables.isEmpty else { throw CommandFailure.usage("name at least one --table to capture") }
         let database = try connection.connect()
         do {

@@ -26,11 +26,11 @@ struct Tail: ParsableCommand {
         let logger = try connection.bootstrapLogging()
         let mode = try modeOption.resolve(default: .replication)
         try requireTriggerMode(mode)
-        let tables = try parseTables(Environment.list(table, "table"))
+        let tables = try parseTables(table)
         let configuration = TriggerCapture.Configuration(
             connection: connection.settings,
             tables: Set(tables),
-            channels: Environment.list(channel, "channel")
+            channels: channel
         )
         let capture: TriggerCapture
         do {

@@ -5,7 +5,7 @@ import Foundation
 signal(SIGPIPE, SIG_IGN)
 
 do {
-    var command = try Rowcast.parseAsRoot()
+    var command = try Rowcast.parseAsRoot(EnvironmentArguments.apply(to: Array(CommandLine.arguments.dropFirst())))
     if let asyncCommand = command as? any AsyncParsableCommand {
         try await runAsync(asyncCommand)
     } else {

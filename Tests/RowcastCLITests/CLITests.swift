@@ -170,11 +170,47 @@ enum Rowcast {
 
     struct PsqlFailed: Error { let sql: String }
 
+    /// A PostgreSQL program such as pg_recvlogical, from the newest server install.
+    static func postgresBinary(_ name: String) throws -> URL {
+        let versions = (try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql")) ?? []
+        for version in versions.compactMap(Int.init).sorted(by: >) {
+            let path = "/usr/lib/postgresql/\(version)/bin/\(name)"
+            if FileManager.default.isExecutableFile(atPath: path) { return URL(fileURLWithPath: path) }
+        }
+        throw PsqlFailed(sql: "no \(name) found")
+    }
+
     /// A new, empty database on the test cluster, so setup and teardown touch nothing else.
     static func freshDatabase() throws -> String {
         guard let url = databaseURL, let slash = url.lastIndex(of: "/") else { throw PsqlFailed(sql: "no ROWCAST_TEST_DATABASE_URL") }
         let name = "cli_" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
         try psql(url, "CREATE DATABASE \(name)")
         return String(url[...slash]) + name
+    }
+}
+
+/// Docs/cli.md carries every command's `--help` verbatim; this keeps them in step.
+@Suite struct CLIReferenceTests {
+    static let commands = ["", "serve", "tail", "setup", "teardown", "slot status", "slot create", "slot drop", "doctor", "demo"]
+
+    static func help(_ command: String) throws -> String {
+        let arguments = command.split(separator: " ").map(String.init) + ["--help"]
+        return try Rowcast.run(arguments, environment: ["COLUMNS": "100"]).stdout
+    }
+
+    @Test func theReferenceShowsEachCommandsHelpVerbatim() throws {
+        let file = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Docs/cli.md").standardized
+        let reference = try String(contentsOf: file, encoding: .utf8)
+        for command in Self.commands {
+            let marker = "<!-- help: " + (["rowcast"] + [command].filter { !$0.isEmpty }).joined(separator: " ") + " -->"
+            let block = marker + "\n```text\n" + (try Self.help(command)) + "```\n"
+            #expect(reference.contains(block), "Docs/cli.md is out of step with `rowcast \(command) --help`; run scripts/cli-reference.py")
+        }
+    }
+
+    @Test(arguments: commands.filter { !$0.isEmpty })
+    func everyCommandsHelpHasAnExample(_ command: String) throws {
+        let help = try Self.help(command)
+        #expect(help.contains("Example:\n  rowcast \(command)"), "`rowcast \(command) --help` lacks an example")
     }
 }

@@ -1,0 +1,229 @@
+import RowcastCore
+
+/// One finding of `rowcast doctor`.
+public struct DoctorCheck: Sendable, Equatable {
+    public enum Outcome: String, Sendable { case ok, warn, fail }
+
+    public var outcome: Outcome
+    /// What was found, in one line.
+    public var summary: String
+    /// The exact fix: SQL to run or a configuration line; nil when nothing needs fixing.
+    public var fix: String?
+
+    static func ok(_ summary: String) -> DoctorCheck { DoctorCheck(outcome: .ok, summary: summary, fix: nil) }
+    static func warn(_ summary: String, fix: String) -> DoctorCheck { DoctorCheck(outcome: .warn, summary: summary, fix: fix) }
+    static func fail(_ summary: String, fix: String) -> DoctorCheck { DoctorCheck(outcome: .fail, summary: summary, fix: fix) }
+}
+
+/// Checks what each capture mode needs from the server, and says how to fix what is missing.
+public enum Doctor {
+    /// Runs the checks for `modes`. `tables` are the tables the user means to capture
+    /// (checked for the trigger in trigger mode and for a replica identity in
+    /// replication mode, together with the publication's own tables).
+    public static func check(
+        on connection: PostgresConnection,
+        modes: [CaptureMode],
+        tables: [TableName],
+        publication: String
+    ) throws(PostgresError) -> [DoctorCheck] {
+        var checks: [DoctorCheck] = []
+        let version = connection.serverVersion
+        let versionText = try connection.execute("SHOW server_version").scalar ?? String(version)
+        let user = try connection.execute("SELECT current_user").scalar ?? "?"
+        let database = try connection.execute("SELECT current_database()").scalar ?? "?"
+        let superuser = try connection.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").scalar == "t"
+        let mayCreate = try connection.execute("SELECT has_database_privilege(current_database(), 'CREATE')").scalar == "t"
+
+        let minimum = modes.contains(.replication) ? 140000 : 110000
+        if version >= minimum {
+            checks.append(.ok("PostgreSQL \(versionText)"))
+        } else {
+            checks.append(.fail(
+                "PostgreSQL \(versionText) is older than rowcast needs (\(minimum / 10000) for \(modes.contains(.replication) ? "replication" : "trigger") mode)",
+                fix: "upgrade PostgreSQL"
+            ))
+        }
+
+        var missingTables: [TableName] = []
+        for table in tables {
+            if try connection.execute("SELECT to_regclass($1) IS NULL", [table.quoted]).scalar == "t" {
+                missingTables.append(table)
+                checks.append(.fail("table \(table) does not exist", fix: "create it, or name it as schema.table"))
+            }
+        }
+        let existingTables = tables.filter { !missingTables.contains($0) }
+
+        if modes.contains(.trigger) {
+            checks += try triggerChecks(on: connection, tables: existingTables, user: user, database: database, superuser: superuser, mayCreate: mayCreate)
+        }
+        if modes.contains(.replication) {
+            checks += try replicationChecks(on: connection, tables: existingTables, publication: publication, user: user, database: database, superuser: superuser, mayCreate: mayCreate)
+        }
+        return checks
+    }
+
+    private static func triggerChecks(
+        on connection: PostgresConnection,
+        tables: [TableName],
+        user: String,
+        database: String,
+        superuser: Bool,
+        mayCreate: Bool
+    ) throws(PostgresError) -> [DoctorCheck] {
+        var checks: [DoctorCheck] = []
+        let installed = try connection.execute("SELECT to_regprocedure('rowcast.capture()') IS NOT NULL").scalar == "t"
+        if installed {
+            checks.append(.ok("trigger mode: rowcast.capture() is installed"))
+        } else if superuser || mayCreate {
+            checks.append(.ok("trigger mode: \(user) may create the rowcast schema (rowcast setup --mode trigger installs it)"))
+        } else {
+            checks.append(.fail(
+                "trigger mode: \(user) may not create the rowcast schema in \(database)",
+                fix: "GRANT CREATE ON DATABASE \(TableName.quoteIdentifier(database)) TO \(TableName.quoteIdentifier(user));"
+            ))
+        }
+        for table in tables {
+            if try connection.execute("SELECT has_table_privilege($1, 'TRIGGER')", [table.quoted]).scalar != "t" {
+                checks.append(.fail(
+                    "trigger mode: \(user) may not create triggers on \(table)",
+                    fix: "GRANT TRIGGER ON \(table.quoted) TO \(TableName.quoteIdentifier(user));"
+                ))
+                continue
+            }
+            let hasTrigger = try connection.execute(
+                """
+                SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1)
+                    AND tgfoid = to_regprocedure('rowcast.capture()') AND NOT tgisinternal)
+                """,
+                [table.quoted]
+            ).scalar == "t"
+            if hasTrigger {
+                checks.append(.ok("trigger mode: \(table) has the rowcast trigger"))
+            } else {
+                checks.append(.fail("trigger mode: \(table) has no rowcast trigger", fix: "rowcast setup --mode trigger --table \(table)"))
+            }
+        }
+        return checks
+    }
+
+    private static func replicationChecks(
+        on connection: PostgresConnection,
+        tables: [TableName],
+        publication: String,
+        user: String,
+        database: String,
+        superuser: Bool,
+        mayCreate: Bool
+    ) throws(PostgresError) -> [DoctorCheck] {
+        var checks: [DoctorCheck] = []
+        func setting(_ name: String) throws(PostgresError) -> String {
+            try connection.execute("SELECT current_setting($1)", [name]).scalar ?? ""
+        }
+
+        let walLevel = try setting("wal_level")
+        if walLevel == "logical" {
+            checks.append(.ok("replication mode: wal_level is logical"))
+        } else {
+            checks.append(.fail(
+                "replication mode: wal_level is \(walLevel), logical decoding needs logical",
+                fix: "ALTER SYSTEM SET wal_level = logical; -- then restart PostgreSQL (or wal_level = logical in postgresql.conf)"
+            ))
+        }
+
+        let maxSlots = Int(try setting("max_replication_slots")) ?? 0
+        let usedSlots = Int(try connection.execute("SELECT count(*) FROM pg_replication_slots").scalar ?? "0") ?? 0
+        if maxSlots - usedSlots >= 1 {
+            checks.append(.ok("replication mode: \(maxSlots - usedSlots) of \(maxSlots) replication slots free"))
+        } else {
+            checks.append(.fail(
+                "replication mode: all \(maxSlots) replication slots are in use",
+                fix: "ALTER SYSTEM SET max_replication_slots = \(max(maxSlots * 2, 10)); -- then restart PostgreSQL; or drop an unused slot (rowcast slot status)"
+            ))
+        }
+
+        let maxSenders = Int(try setting("max_wal_senders")) ?? 0
+        let usedSenders = Int(try connection.execute("SELECT count(*) FROM pg_stat_replication").scalar ?? "0") ?? 0
+        if maxSenders - usedSenders >= 1 {
+            checks.append(.ok("replication mode: \(maxSenders - usedSenders) of \(maxSenders) WAL senders free"))
+        } else {
+            checks.append(.fail(
+                "replication mode: all \(maxSenders) WAL senders are in use",
+                fix: "ALTER SYSTEM SET max_wal_senders = \(max(maxSenders * 2, 10)); -- then restart PostgreSQL"
+            ))
+        }
+
+        let canReplicate = try connection.execute("SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user").scalar == "t"
+        if canReplicate {
+            checks.append(.ok("replication mode: \(user) may open replication connections"))
+        } else {
+            checks.append(.fail(
+                "replication mode: \(user) lacks the REPLICATION attribute",
+                fix: "ALTER ROLE \(TableName.quoteIdentifier(user)) WITH REPLICATION; -- on managed services, grant the provider's replication role"
+            ))
+        }
+
+        let publicationExists = try connection.execute("SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", [publication]).scalar == "t"
+        if !publicationExists {
+            if superuser || mayCreate {
+                checks.append(.ok("replication mode: \(user) may create publication \(publication) (rowcast setup --mode replication creates it)"))
+            } else {
+                checks.append(.fail(
+                    "replication mode: \(user) may not create publication \(publication) in \(database)",
+                    fix: "GRANT CREATE ON DATABASE \(TableName.quoteIdentifier(database)) TO \(TableName.quoteIdentifier(user));"
+                ))
+            }
+        }
+
+        // The publication's tables and the ones named: each needs a replica identity,
+        // or the server rejects UPDATE and DELETE on it once it is published.
+        let published = try connection.execute(
+            "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1, 2", [publication]
+        ).rows.compactMap { row -> TableName? in
+            guard let schema = row[0], let name = row[1] else { return nil }
+            return TableName(schema: schema, name: name)
+        }
+        var seen = Set<TableName>()
+        for table in published + tables where seen.insert(table).inserted {
+            let identity = try connection.execute(
+                """
+                SELECT c.relreplident::text,
+                       EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
+                       EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident)
+                FROM pg_class c WHERE c.oid = to_regclass($1)
+                """,
+                [table.quoted]
+            ).rows.first
+            guard let identity else { continue }
+            let mode = identity[0] ?? "d"
+            let hasPrimaryKey = identity[1] == "t"
+            let hasIdentityIndex = identity[2] == "t"
+            switch mode {
+            case "f":
+                checks.append(.ok("replication mode: \(table) has REPLICA IDENTITY FULL (old rows arrive whole)"))
+            case "i" where hasIdentityIndex, "d" where hasPrimaryKey:
+                checks.append(.ok("replication mode: \(table) has a replica identity (deletes carry its key)"))
+            case "n":
+                checks.append(.fail(
+                    "replication mode: \(table) has REPLICA IDENTITY NOTHING; updates and deletes on it fail once published",
+                    fix: "ALTER TABLE \(table.quoted) REPLICA IDENTITY DEFAULT; -- with a primary key, or REPLICA IDENTITY FULL"
+                ))
+            default:
+                checks.append(.warn(
+                    "replication mode: \(table) has no primary key, so no replica identity; updates and deletes on it fail once published",
+                    fix: "ALTER TABLE \(table.quoted) ADD PRIMARY KEY (...); -- or ALTER TABLE \(table.quoted) REPLICA IDENTITY FULL;"
+                ))
+            }
+        }
+
+        let keep = try setting("max_slot_wal_keep_size")
+        if keep == "-1" {
+            checks.append(.warn(
+                "replication mode: max_slot_wal_keep_size is unlimited; a slot whose consumer stops keeps WAL until the disk fills",
+                fix: "ALTER SYSTEM SET max_slot_wal_keep_size = '10GB'; SELECT pg_reload_conf();"
+            ))
+        } else {
+            checks.append(.ok("replication mode: max_slot_wal_keep_size is \(keep)"))
+        }
+        return checks
+    }
+}

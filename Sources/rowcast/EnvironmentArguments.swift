@@ -1,0 +1,50 @@
+import Foundation
+
+/// Every flag also reads `ROWCAST_<FLAG>` from the environment (SPEC section 3).
+///
+/// Before parsing, the flags a command takes that are absent from the command line
+/// are filled in from the environment: `--log-level` from `ROWCAST_LOG_LEVEL`,
+/// repeatable flags from a comma-separated list, boolean flags from `1`/`true`/`yes`.
+/// A flag given on the command line always wins.
+enum EnvironmentArguments {
+    enum Kind { case value, list, bool }
+
+    static let connection: [(String, Kind)] = [("db", .value), ("log-level", .value)]
+    static let capture: [(String, Kind)] = [("mode", .value), ("table", .list), ("channel", .list)]
+
+    /// The flags of each command, by its path of subcommand names.
+    static let flags: [[String]: [(String, Kind)]] = [
+        ["serve"]: connection + capture + [("host", .value), ("port", .value)],
+        ["tail"]: connection + capture,
+        ["setup"]: connection + [("mode", .value), ("table", .list)],
+        ["teardown"]: connection + [("mode", .value)],
+        ["slot", "status"]: connection + [("slot", .value), ("json", .bool), ("watch", .value)],
+        ["slot", "create"]: connection,
+        ["slot", "drop"]: connection + [("force", .bool)],
+        ["doctor"]: connection + [("mode", .value), ("table", .list), ("publication", .value)],
+        ["demo"]: [("port", .value), ("log-level", .value)],
+    ]
+
+    /// `arguments` (without the program name) with environment values added.
+    static func apply(to arguments: [String], environment: [String: String] = ProcessInfo.processInfo.environment) -> [String] {
+        let path = Array(arguments.prefix { !$0.hasPrefix("-") }.prefix(2))
+        guard let known = flags[path] ?? flags[Array(path.prefix(1))] else { return arguments }
+        var result = arguments
+        for (flag, kind) in known {
+            let given = arguments.contains { $0 == "--" + flag || $0.hasPrefix("--" + flag + "=") }
+            let name = "ROWCAST_" + flag.uppercased().replacingOccurrences(of: "-", with: "_")
+            guard !given, let value = environment[name], !value.isEmpty else { continue }
+            switch kind {
+            case .value:
+                result += ["--" + flag, value]
+            case .list:
+                for item in value.split(separator: ",") {
+                    result += ["--" + flag, item.trimmingCharacters(in: .whitespaces)]
+                }
+            case .bool:
+                if ["1", "true", "yes", "on"].contains(value.lowercased()) { result.append("--" + flag) }
+            }
+        }
+        return result
+    }
+}
