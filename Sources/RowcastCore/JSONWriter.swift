@@ -18,6 +18,11 @@ public struct JSONWriter: Sendable {
         bytes.append(contentsOf: raw)
     }
 
+    /// Drops everything after the first `count` bytes (to undo a failed append).
+    public mutating func truncate(to count: Int) {
+        bytes.removeSubrange(count...)
+    }
+
     /// Appends one ASCII byte of punctuation.
     public mutating func append(byte: UInt8) {
         bytes.append(byte)

@@ -203,3 +203,86 @@ public struct QueryResult: Sendable {
         rows.first?.first ?? nil
     }
 }
+
+/// What one read from a CopyBoth stream gave.
+public enum CopyDataRead: Sendable {
+    /// One CopyData message's bytes.
+    case data([UInt8])
+    /// Nothing complete yet: wait on the socket, then ``PostgresConnection/consumeInput()``.
+    case wouldBlock
+    /// The server ended the copy.
+    case ended
+}
+
+extension PostgresConnection {
+    /// Sends a command that starts a CopyBoth stream (`START_REPLICATION`) and
+    /// switches to non-blocking mode for it.
+    public func startCopyBoth(_ command: String) throws(PostgresError) {
+        let conn = try liveHandle()
+        guard let result = PQexec(conn, command) else {
+            throw .connectionLost(PostgresError.oneLine(String(cString: PQerrorMessage(conn))))
+        }
+        defer { PQclear(result) }
+        guard PQresultStatus(result) == PGRES_COPY_BOTH else {
+            func field(_ code: Character) -> String? {
+                PQresultErrorField(result, Int32(code.asciiValue ?? 0)).map { String(cString: $0) }
+            }
+            throw .server(
+                sqlState: field("C") ?? "XX000",
+                message: field("M") ?? PostgresError.oneLine(String(cString: PQerrorMessage(conn))),
+                detail: field("D"),
+                hint: field("H")
+            )
+        }
+        PQsetnonblocking(conn, 1)
+    }
+
+    /// Reads the next CopyData message without blocking.
+    public func readCopyData() throws(PostgresError) -> CopyDataRead {
+        let conn = try liveHandle()
+        var buffer: UnsafeMutablePointer<CChar>?
+        let length = PQgetCopyData(conn, &buffer, 1)
+        if length > 0, let buffer {
+            defer { PQfreemem(buffer) }
+            return buffer.withMemoryRebound(to: UInt8.self, capacity: Int(length)) {
+                .data(Array(UnsafeBufferPointer(start: $0, count: Int(length))))
+            }
+        }
+        switch length {
+        case 0:
+            return .wouldBlock
+        case -1:
+            // Collect the final result so the connection can report why.
+            while let result = PQgetResult(conn) {
+                let failed = PQresultStatus(result) == PGRES_FATAL_ERROR
+                let message = String(cString: PQresultErrorMessage(result))
+                PQclear(result)
+                if failed { throw .connectionLost(PostgresError.oneLine(message)) }
+            }
+            return .ended
+        default:
+            throw .connectionLost(PostgresError.oneLine(String(cString: PQerrorMessage(conn))))
+        }
+    }
+
+    /// Sends one CopyData message and flushes it.
+    public func writeCopyData(_ bytes: [UInt8]) throws(PostgresError) {
+        let conn = try liveHandle()
+        let queued = bytes.withUnsafeBufferPointer { buffer in
+            buffer.withMemoryRebound(to: CChar.self) { PQputCopyData(conn, $0.baseAddress, Int32($0.count)) }
+        }
+        guard queued == 1 else { throw .connectionLost(PostgresError.oneLine(String(cString: PQerrorMessage(conn)))) }
+        while true {
+            let flushed = PQflush(conn)
+            if flushed == 0 { return }
+            if flushed < 0 { throw .connectionLost(PostgresError.oneLine(String(cString: PQerrorMessage(conn)))) }
+            var descriptor = pollfd(fd: PQsocket(conn), events: Int16(POLLOUT | POLLIN), revents: 0)
+            _ = poll(&descriptor, 1, 1000)
+            if descriptor.revents & Int16(POLLIN) != 0 { _ = PQconsumeInput(conn) }
+        }
+    }
+
+    func liveHandle() throws(PostgresError) -> OpaquePointer {
+        try live()
+    }
+}

@@ -67,6 +67,7 @@ public enum SetupError: Error, Sendable, CustomStringConvertible {
     case unknownTable(TableName)
     case notATable(TableName, relkind: String)
     case database(PostgresError)
+    case slot(SlotError)
 
     public var description: String {
         switch self {
@@ -75,6 +76,8 @@ public enum SetupError: Error, Sendable, CustomStringConvertible {
         case .notATable(let table, let relkind):
             "\(table) is not a table (relkind '\(relkind)'); rowcast captures ordinary and partitioned tables"
         case .database(let error):
+            error.description
+        case .slot(let error):
             error.description
         }
     }

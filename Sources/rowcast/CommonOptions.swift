@@ -47,6 +47,12 @@ struct ModeOption: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Capture mode: trigger or replication.", valueName: "mode"))
     var mode: String?
 
+    init() {}
+
+    init(mode: String?) {
+        self.mode = mode
+    }
+
     func resolve(default fallback: CaptureMode?) throws -> CaptureMode {
         guard let text = mode ?? fallback?.rawValue else {
             throw CommandFailure.usage("--mode is required: trigger or replication")
@@ -68,9 +74,3 @@ func parseTables(_ texts: [String]) throws -> [TableName] {
     }
 }
 
-/// Replication mode is specified but not yet built; say so plainly.
-func requireTriggerMode(_ mode: CaptureMode) throws {
-    if mode == .replication {
-        throw CommandFailure.usage("replication mode is not available in this build yet; use --mode trigger")
-    }
-}

@@ -10,14 +10,16 @@ enum EnvironmentArguments {
     enum Kind { case value, list, bool }
 
     static let connection: [(String, Kind)] = [("db", .value), ("log-level", .value)]
-    static let capture: [(String, Kind)] = [("mode", .value), ("table", .list), ("channel", .list)]
+    static let capture: [(String, Kind)] = [
+        ("mode", .value), ("table", .list), ("channel", .list), ("slot", .value), ("publication", .value), ("since", .value),
+    ]
 
     /// The flags of each command, by its path of subcommand names.
     static let flags: [[String]: [(String, Kind)]] = [
         ["serve"]: connection + capture + [("host", .value), ("port", .value)],
         ["tail"]: connection + capture,
-        ["setup"]: connection + [("mode", .value), ("table", .list)],
-        ["teardown"]: connection + [("mode", .value)],
+        ["setup"]: connection + [("mode", .value), ("table", .list), ("slot", .value), ("publication", .value)],
+        ["teardown"]: connection + [("mode", .value), ("slot", .value), ("publication", .value), ("drop-slot", .bool)],
         ["slot", "status"]: connection + [("slot", .value), ("json", .bool), ("watch", .value)],
         ["slot", "create"]: connection,
         ["slot", "drop"]: connection + [("force", .bool)],

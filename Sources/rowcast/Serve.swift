@@ -10,19 +10,13 @@ struct Serve: AsyncParsableCommand {
         abstract: "Capture changes and serve them to browsers over WebSocket.",
         discussion: """
             Example:
-              rowcast serve --mode trigger --table public.orders --port 8080
+              rowcast serve --mode replication --table public.orders --port 8080
             Then open http://127.0.0.1:8080/ or connect a WebSocket to ws://127.0.0.1:8080/ws.
             """
     )
 
     @OptionGroup var connection: ConnectionOptions
-    @OptionGroup var modeOption: ModeOption
-
-    @Option(name: .long, help: ArgumentHelp("A table to capture (repeatable); default: every table with the trigger.", valueName: "table"))
-    var table: [String] = []
-
-    @Option(name: .long, help: ArgumentHelp("Forward plain NOTIFY traffic on this channel (repeatable).", valueName: "channel"))
-    var channel: [String] = []
+    @OptionGroup var capture: CaptureOptions
 
     @Option(name: .long, help: ArgumentHelp("Address to listen on.", valueName: "host"))
     var host: String?
@@ -32,26 +26,14 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         let logger = try connection.bootstrapLogging()
-        let mode = try modeOption.resolve(default: .replication)
-        try requireTriggerMode(mode)
         let host = host ?? "127.0.0.1"
         let port = port ?? 8080
         guard (0...65535).contains(port) else {
             throw CommandFailure.usage("--port must be a number from 0 to 65535")
         }
-        let configuration = TriggerCapture.Configuration(
-            connection: connection.settings,
-            tables: Set(try parseTables(table)),
-            channels: channel
-        )
-        let capture: TriggerCapture
-        do {
-            capture = try TriggerCapture.connect(configuration: configuration, logger: logger)
-        } catch {
-            throw CommandFailure(error)
-        }
-        let app = buildApplication(options: ServerOptions(host: host, port: port), source: capture, logger: logger)
-        logger.info("serving \(mode.rawValue) mode on http://\(host):\(port)/")
+        let source = try capture.connect(connection.settings, logger: logger)
+        let app = buildApplication(options: ServerOptions(host: host, port: port), source: source, logger: logger)
+        logger.info("serving \(source.mode.rawValue) mode on http://\(host):\(port)/")
         try await app.runService()
     }
 }

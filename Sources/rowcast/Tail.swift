@@ -9,39 +9,23 @@ struct Tail: ParsableCommand {
         abstract: "Print the record stream as NDJSON on stdout, one record a line.",
         discussion: """
             Example:
-              rowcast tail --mode trigger --table public.orders --channel addedrecord | jq .row
+              rowcast tail --mode replication --table public.orders | jq .row
+              rowcast tail --mode trigger --table public.orders --channel addedrecord
+            In replication mode, what tail printed is confirmed to the slot when it ends \
+            (SIGINT or SIGTERM), so the next run starts after it.
             """
     )
 
     @OptionGroup var connection: ConnectionOptions
-    @OptionGroup var modeOption: ModeOption
-
-    @Option(name: .long, help: ArgumentHelp("A table to capture, schema.table or table (repeatable); default: every table with the trigger.", valueName: "table"))
-    var table: [String] = []
-
-    @Option(name: .long, help: ArgumentHelp("Forward plain NOTIFY traffic on this channel as op \"notify\" records (repeatable).", valueName: "channel"))
-    var channel: [String] = []
+    @OptionGroup var capture: CaptureOptions
 
     func run() throws {
         let logger = try connection.bootstrapLogging()
-        let mode = try modeOption.resolve(default: .replication)
-        try requireTriggerMode(mode)
-        let tables = try parseTables(table)
-        let configuration = TriggerCapture.Configuration(
-            connection: connection.settings,
-            tables: Set(tables),
-            channels: channel
-        )
-        let capture: TriggerCapture
-        do {
-            capture = try TriggerCapture.connect(configuration: configuration, logger: logger)
-        } catch {
-            throw CommandFailure(error)
-        }
+        let source = try capture.connect(connection.settings, logger: logger)
         let stop = StopSignal()
         let signals = SignalTrap(signals: [SIGINT, SIGTERM]) { stop.stop() }
         let sink = NDJSONSink(stop: stop)
-        capture.run(sink: sink, stop: stop)
+        source.run(sink: sink, stop: stop)
         sink.endOfBatch()
         withExtendedLifetime(signals) {}
     }

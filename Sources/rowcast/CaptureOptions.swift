@@ -1,0 +1,58 @@
+import ArgumentParser
+import Logging
+import RowcastCore
+import RowcastPostgres
+
+/// The flags that choose and configure a capture source, shared by `tail` and `serve`.
+struct CaptureOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("Capture mode: trigger or replication (default: replication).", valueName: "mode"))
+    var mode: String?
+
+    @Option(name: .long, help: ArgumentHelp("A table to capture, schema.table or table (repeatable); default: all the mode sees.", valueName: "table"))
+    var table: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp("trigger: forward plain NOTIFY traffic on this channel as op \"notify\" records (repeatable).", valueName: "channel"))
+    var channel: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp("replication: the slot to consume, created when missing.", valueName: "name"))
+    var slot: String = "rowcast"
+
+    @Option(name: .long, help: ArgumentHelp("replication: the publication to use, created when missing.", valueName: "name"))
+    var publication: String = "rowcast"
+
+    @Option(name: .long, help: ArgumentHelp("Deliver only records after this cursor.", valueName: "cursor"))
+    var since: String?
+
+    /// Connects the chosen source; failures become the contract's exit codes.
+    func connect(_ settings: ConnectionSettings, logger: Logger) throws -> any CaptureSource {
+        let mode = try ModeOption(mode: mode).resolve(default: .replication)
+        let tables = Set(try parseTables(table))
+        var cursor: Cursor?
+        if let since {
+            guard let parsed = Cursor(since) else { throw CommandFailure.usage("--since \"\(since)\" is not a rowcast cursor") }
+            cursor = parsed
+        }
+        do {
+            switch mode {
+            case .trigger:
+                guard cursor == nil else {
+                    throw CommandFailure.usage("--since needs --mode replication: NOTIFY is not stored, so trigger mode cannot replay")
+                }
+                return try TriggerCapture.connect(
+                    configuration: .init(connection: settings, tables: tables, channels: channel),
+                    logger: logger
+                )
+            case .replication:
+                guard channel.isEmpty else {
+                    throw CommandFailure.usage("--channel needs --mode trigger: NOTIFY is not written to the WAL (in replication mode, send pg_logical_emit_message instead)")
+                }
+                return try ReplicationCapture.connect(
+                    configuration: .init(connection: settings, slot: slot, publication: publication, tables: tables, since: cursor),
+                    logger: logger
+                )
+            }
+        } catch let error as CaptureError {
+            throw CommandFailure(error)
+        }
+    }
+}
