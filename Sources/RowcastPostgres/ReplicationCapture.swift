@@ -188,6 +188,10 @@ struct StreamSession {
             switch try connection.readCopyData() {
             case .data(let bytes):
                 try handle(bytes, on: connection, sink: sink, state: state)
+                // A long drain never waits on the socket: confirm progress on the timer here too.
+                if Date().timeIntervalSince(lastStatus) >= configuration.statusInterval {
+                    try sendStatus(on: connection, sink: sink, replyRequested: false)
+                }
             case .wouldBlock:
                 sink.endOfBatch()
                 if Date().timeIntervalSince(lastStatus) >= configuration.statusInterval {

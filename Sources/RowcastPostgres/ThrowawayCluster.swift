@@ -62,8 +62,8 @@ public struct ThrowawayCluster: Sendable {
             port = \(port)
             unix_socket_directories = '\(directory.path)'
             wal_level = \(walLevel)
-            max_replication_slots = 20
-            max_wal_senders = 20
+            max_replication_slots = 64
+            max_wal_senders = 64
             max_connections = 200
             fsync = off
             full_page_writes = off

@@ -23,10 +23,14 @@ struct CaptureOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Deliver only records after this cursor.", valueName: "cursor"))
     var since: String?
 
+    @Option(name: .long, help: ArgumentHelp("replication: confirm delivered positions to the server at least this often (default 10).", valueName: "seconds"))
+    var statusInterval: Double = 10
+
     /// Connects the chosen source; failures become the contract's exit codes.
     func connect(_ settings: ConnectionSettings, logger: Logger) throws -> any CaptureSource {
         let mode = try ModeOption(mode: mode).resolve(default: .replication)
         let tables = Set(try parseTables(table))
+        guard statusInterval > 0 else { throw CommandFailure.usage("--status-interval takes a number of seconds above 0") }
         var cursor: Cursor?
         if let since {
             guard let parsed = Cursor(since) else { throw CommandFailure.usage("--since \"\(since)\" is not a rowcast cursor") }
@@ -47,7 +51,10 @@ struct CaptureOptions: ParsableArguments {
                     throw CommandFailure.usage("--channel needs --mode trigger: NOTIFY is not written to the WAL (in replication mode, send pg_logical_emit_message instead)")
                 }
                 return try ReplicationCapture.connect(
-                    configuration: .init(connection: settings, slot: slot, publication: publication, tables: tables, since: cursor),
+                    configuration: .init(
+                        connection: settings, slot: slot, publication: publication, tables: tables, since: cursor,
+                        statusInterval: statusInterval
+                    ),
                     logger: logger
                 )
             }

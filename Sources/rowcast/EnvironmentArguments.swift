@@ -12,6 +12,7 @@ enum EnvironmentArguments {
     static let connection: [(String, Kind)] = [("db", .value), ("log-level", .value)]
     static let capture: [(String, Kind)] = [
         ("mode", .value), ("table", .list), ("channel", .list), ("slot", .value), ("publication", .value), ("since", .value),
+        ("status-interval", .value),
     ]
 
     /// The flags of each command, by its path of subcommand names.

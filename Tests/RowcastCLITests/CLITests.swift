@@ -48,7 +48,7 @@ import Testing
     }
 }
 
-@Suite(.enabled(if: Rowcast.databaseURL != nil, "needs the cluster that make test starts"))
+@Suite(.enabled(if: Rowcast.databaseURL != nil, "needs the cluster that make test starts"), .timeLimit(.minutes(3)))
 struct CLIDatabaseTests {
     @Test func setupAndTeardownAreIdempotentAndUnknownTablesFailClearly() throws {
         let url = try Rowcast.freshDatabase()

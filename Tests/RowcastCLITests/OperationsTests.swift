@@ -2,7 +2,7 @@ import Foundation
 import Testing
 
 /// `slot` and `doctor` against the live server; `pg_replication_slots` is the oracle.
-@Suite(.enabled(if: Rowcast.databaseURL != nil, "needs the cluster that make test starts"))
+@Suite(.enabled(if: Rowcast.databaseURL != nil, "needs the cluster that make test starts"), .timeLimit(.minutes(3)))
 struct OperationsTests {
     static func slotName() -> String { "cli_slot_" + String(UInt32.random(in: 0...UInt32.max), radix: 36) }
 
@@ -147,5 +147,115 @@ struct OperationsTests {
         #expect(badMode.status == 2)
         let flagWins = try Rowcast.run(["slot", "status", "--slot", "no_such_slot", "--db", url], environment: ["ROWCAST_DB": "postgresql://127.0.0.1:1/x"])
         #expect(flagWins.status == 1)
+    }
+}
+
+/// `tail --mode replication` across a crash: nothing lost, repeats only past the confirmed position.
+@Suite(.enabled(if: Rowcast.databaseURL != nil, "needs the cluster that make test starts"), .timeLimit(.minutes(3)))
+struct ReplicationTailTests {
+    /// Reads NDJSON lines from a running tail until `enough` (called with each new
+    /// line) says so, or the output ends.
+    static func read(_ process: Process, pipe: Pipe, until enough: (String) -> Bool) -> [String] {
+        var buffer = Data()
+        var lines: [String] = []
+        while true {
+            let chunk = pipe.fileHandleForReading.availableData
+            if chunk.isEmpty { return lines }
+            buffer.append(chunk)
+            guard let end = buffer.lastIndex(of: UInt8(ascii: "\n")) else { continue }
+            for line in String(decoding: buffer[...end], as: UTF8.self).split(separator: "\n") {
+                lines.append(String(line))
+                if enough(String(line)) { return lines }
+            }
+            buffer.removeSubrange(...end)
+        }
+    }
+
+    static func start(_ arguments: [String]) throws -> (Process, Pipe) {
+        let process = Process()
+        process.executableURL = Rowcast.binary
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        // A watchdog so that a hang fails the test instead of blocking the suite.
+        let pid = process.processIdentifier
+        Thread {
+            Thread.sleep(forTimeInterval: 120)
+            if kill(pid, 0) == 0 { kill(pid, SIGKILL) }
+        }.start()
+        return (process, pipe)
+    }
+
+    static func parse(_ line: String) -> (id: Int, lsn: UInt64, cursor: String)? {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+            let row = object["row"] as? [String: Any], let id = row["id"] as? Int,
+            let lsn = (object["lsn"] as? String).flatMap(lsnValue), let cursor = object["cursor"] as? String
+        else { return nil }
+        return (id, lsn, cursor)
+    }
+
+    static func lsnValue(_ text: String) -> UInt64? {
+        let parts = text.split(separator: "/")
+        guard parts.count == 2, let high = UInt64(parts[0], radix: 16), let low = UInt64(parts[1], radix: 16) else { return nil }
+        return high << 32 | low
+    }
+
+    @Test func killNineMidStreamThenRestartLosesNothing() throws {
+        let url = try Rowcast.freshDatabase()
+        let slot = OperationsTests.slotName()
+        try Rowcast.psql(url, "CREATE TABLE crash (id int PRIMARY KEY, pad text)")
+        #expect(try Rowcast.run(["setup", "--mode", "replication", "--table", "crash", "--slot", slot, "--db", url]).status == 0)
+        defer { _ = try? Rowcast.run(["slot", "drop", slot, "--force", "--db", url]) }
+        // 20,000 rows in 200 transactions.
+        let script = (0..<200).map { "INSERT INTO crash SELECT g, repeat('p', 50) FROM generate_series(\($0 * 100 + 1), \($0 * 100 + 100)) g;" }.joined(separator: "\n")
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("rowcast-crash-\(slot).sql")
+        try script.write(to: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let load = Process()
+        load.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        load.arguments = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-f", file.path]
+        try load.run()
+        load.waitUntilExit()
+        #expect(load.terminationStatus == 0)
+
+        let arguments = ["tail", "--mode", "replication", "--table", "crash", "--slot", slot, "--status-interval", "0.05", "--db", url]
+        let initial = try #require(Self.lsnValue(try Rowcast.psql(url, "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'")))
+        let (first, firstPipe) = try Self.start(arguments)
+        // Read slowly enough that tail confirms part of what it printed before it dies.
+        var count = 0
+        let before = Self.read(first, pipe: firstPipe) { _ in
+            count += 1
+            if count % 1_000 == 0 { Thread.sleep(forTimeInterval: 0.2) }
+            return count >= 5_000
+        }
+        kill(first.processIdentifier, SIGKILL)
+        first.waitUntilExit()
+        let confirmed = try #require(Self.lsnValue(try Rowcast.psql(url, "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'")))
+        #expect(confirmed > initial, "tail confirmed progress while streaming")
+        #expect(confirmed <= (before.compactMap(Self.parse).map(\.lsn).max() ?? 0) + 1_000_000, "nothing far beyond what was read was confirmed")
+
+        let (second, secondPipe) = try Self.start(arguments)
+        var seen = Set(before.compactMap { Self.parse($0)?.id })
+        let after = Self.read(second, pipe: secondPipe) { line in
+            if let id = Self.parse(line)?.id { seen.insert(id) }
+            return seen.count >= 20_000
+        }
+        kill(second.processIdentifier, SIGINT)
+        second.waitUntilExit()
+        #expect(second.terminationStatus == 0)
+
+        let firstRecords = before.compactMap(Self.parse)
+        let secondRecords = after.compactMap(Self.parse)
+        seen = Set(firstRecords.map(\.id)).union(secondRecords.map(\.id))
+        #expect(seen == Set(1...20_000), "every row printed at least once")
+        let printedBefore = Set(firstRecords.map(\.cursor))
+        let repeats = secondRecords.filter { printedBefore.contains($0.cursor) }
+        #expect(repeats.allSatisfy { $0.lsn >= confirmed }, "repeats are confined to what was not acknowledged")
+        #expect(!secondRecords.contains { $0.lsn < confirmed }, "nothing acknowledged is sent again")
+        // On SIGINT, tail confirmed everything it printed.
+        let finalConfirmed = try #require(Self.lsnValue(try Rowcast.psql(url, "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'")))
+        #expect(finalConfirmed > (secondRecords.map(\.lsn).max() ?? 0))
     }
 }

@@ -18,6 +18,20 @@ enum LiveDatabase {
         try PostgresConnection(ConnectionSettings(conninfo: url ?? "", applicationName: applicationName))
     }
 
+    /// A new, empty database on the test cluster; returns its URL.
+    static func freshDatabase() throws -> String {
+        guard let url, let slash = url.lastIndex(of: "/") else { throw PostgresError.cannotConnect("no test database") }
+        let name = uniqueName("db")
+        try connect().execute("CREATE DATABASE \(name)")
+        return String(url[...slash]) + name
+    }
+
+    /// The settings under which the contract defines row JSON: UTC and the defaults.
+    static let referenceSettings = """
+        SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres';
+        SET bytea_output = 'hex'; SET extra_float_digits = 1;
+        """
+
     /// A table name no other test uses, so tests can run in parallel.
     static func uniqueName(_ prefix: String) -> String {
         prefix + "_" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
@@ -52,14 +66,22 @@ final class CollectingSink: RecordSink {
 
 /// A capture running on its own thread for the duration of a test.
 struct RunningCapture {
-    let capture: TriggerCapture
+    let capture: any CaptureSource
     let sink = CollectingSink()
     let stop = StopSignal()
 
+    init(source: any CaptureSource) {
+        capture = source
+        let sink = sink, stop = stop
+        Thread { source.run(sink: sink, stop: stop) }.start()
+    }
+
     init(_ configuration: TriggerCapture.Configuration) throws {
-        capture = try TriggerCapture.connect(configuration: configuration, logger: LiveDatabase.logger)
-        let capture = capture, sink = sink, stop = stop
-        Thread { capture.run(sink: sink, stop: stop) }.start()
+        self.init(source: try TriggerCapture.connect(configuration: configuration, logger: LiveDatabase.logger))
+    }
+
+    init(replication configuration: ReplicationCapture.Configuration) throws {
+        self.init(source: try ReplicationCapture.connect(configuration: configuration, logger: LiveDatabase.logger))
     }
 
     init(tables: [TableName], channels: [String] = [], applicationName: String = "rowcast-tests") throws {
@@ -71,6 +93,15 @@ struct RunningCapture {
     }
 
     func finish() { stop.stop() }
+
+    /// Stops the capture and drops its slot (replication mode), so tests leave no slot behind.
+    func finish(droppingSlotIn url: String) {
+        stop.stop()
+        guard let replication = capture as? ReplicationCapture,
+            let connection = try? PostgresConnection(ConnectionSettings(conninfo: url))
+        else { return }
+        try? SlotAdmin.drop(on: connection, slot: replication.configuration.slot, force: true)
+    }
 }
 
 /// Runs blocking libpq work off the cooperative pool.

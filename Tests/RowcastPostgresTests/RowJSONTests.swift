@@ -5,7 +5,7 @@ import Testing
 
 /// `row` must be exactly what the server's own `to_jsonb` gives, whatever the
 /// writer's session settings. The server is the oracle: nothing here is hand-written JSON.
-@Suite(.enabled(if: LiveDatabase.available, "needs the cluster that make test starts"))
+@Suite(.enabled(if: LiveDatabase.available, "needs the cluster that make test starts"), .timeLimit(.minutes(3)))
 struct RowJSONTests {
     static let columns = """
         id int PRIMARY KEY,

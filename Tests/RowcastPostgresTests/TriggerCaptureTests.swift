@@ -3,7 +3,7 @@ import RowcastCore
 import RowcastPostgres
 import Testing
 
-@Suite(.enabled(if: LiveDatabase.available, "needs the cluster that make test starts"))
+@Suite(.enabled(if: LiveDatabase.available, "needs the cluster that make test starts"), .timeLimit(.minutes(3)))
 struct TriggerCaptureTests {
     @Test func rowsTooBigForNotifyArriveWholeAtEveryListener() async throws {
         let name = LiveDatabase.uniqueName("big")
@@ -193,7 +193,7 @@ struct TriggerCaptureTests {
     }
 }
 
-@Suite(.enabled(if: LiveDatabase.available, "needs the cluster that make test starts"))
+@Suite(.enabled(if: LiveDatabase.available, "needs the cluster that make test starts"), .timeLimit(.minutes(3)))
 struct TriggerSetupTests {
     @Test func unknownTableFailsClearlyAndInstallsNothing() throws {
         let database = try LiveDatabase.connect()

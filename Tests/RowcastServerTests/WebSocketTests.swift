@@ -10,7 +10,7 @@ import RowcastPostgres
 import RowcastServer
 import Testing
 
-@Suite(.enabled(if: ProcessInfo.processInfo.environment["ROWCAST_TEST_DATABASE_URL"] != nil, "needs the cluster that make test starts"))
+@Suite(.enabled(if: ProcessInfo.processInfo.environment["ROWCAST_TEST_DATABASE_URL"] != nil, "needs the cluster that make test starts"), .timeLimit(.minutes(3)))
 struct WebSocketTests {
     static let url = ProcessInfo.processInfo.environment["ROWCAST_TEST_DATABASE_URL"] ?? ""
 
