@@ -105,10 +105,13 @@ public final class TriggerCapture: CaptureSource {
                 continue
             }
             do {
-                if !current.waitReadable(milliseconds: 200) { continue }
-                try current.consumeInput()
+                // Drain before waiting: a query (an overflow read) may have pulled later
+                // notifications into libpq's queue, and the socket will not say so again.
                 let notifications = current.drainNotifications()
-                if notifications.isEmpty { continue }
+                if notifications.isEmpty {
+                    if current.waitReadable(milliseconds: 200) { try current.consumeInput() }
+                    continue
+                }
                 var delivered = 0
                 for notification in notifications {
                     guard let record = try record(for: notification, on: current, sawOverflow: &sawOverflow) else { continue }

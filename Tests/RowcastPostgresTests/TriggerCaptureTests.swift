@@ -16,6 +16,8 @@ struct TriggerCaptureTests {
         let second = try RunningCapture(tables: [table])
         defer { first.finish(); second.finish() }
 
+        // The last row follows the overflow reads: its notification must not wait in
+        // libpq's queue for more traffic (a bug this test caught once).
         let sizes = [1: 100_000, 2: 2_000_000, 3: 7_990]
         for (id, size) in sizes.sorted(by: { $0.key < $1.key }) {
             try database.execute("INSERT INTO \(table.quoted) VALUES ($1, repeat('ab€', $2 / 5))", [String(id), String(size)])
