@@ -31,29 +31,31 @@ struct Tail: ParsableCommand {
     }
 }
 
-/// Writes records to stdout as NDJSON, buffered per batch.
+/// Writes records to stdout as NDJSON, buffered per batch. Each record is encoded
+/// straight into the output buffer, so a huge row is held once, not copied again.
 final class NDJSONSink: RecordSink, @unchecked Sendable {
     // Touched only on the capture thread.
-    private var buffer: [UInt8] = []
+    private var buffer = JSONWriter(capacity: 1 << 16)
     private let stop: StopSignal
 
     init(stop: StopSignal) {
         self.stop = stop
-        buffer.reserveCapacity(1 << 16)
     }
 
     func deliver(_ record: ChangeRecord) {
-        var writer = JSONWriter(capacity: 0)
-        record.encode(into: &writer)
-        buffer.append(contentsOf: writer.bytes)
-        buffer.append(UInt8(ascii: "\n"))
-        if buffer.count >= 1 << 16 { endOfBatch() }
+        record.encode(into: &buffer)
+        buffer.append(byte: UInt8(ascii: "\n"))
+        if buffer.bytes.count >= 1 << 16 { endOfBatch() }
     }
 
     func endOfBatch() {
+        let count = buffer.bytes.count
         var offset = 0
-        while offset < buffer.count {
-            let written = buffer[offset...].withUnsafeBytes { write(STDOUT_FILENO, $0.baseAddress, $0.count) }
+        while offset < count {
+            let written = buffer.bytes.withUnsafeBytes { raw -> Int in
+                guard let base = raw.baseAddress else { return 0 }
+                return write(STDOUT_FILENO, base + offset, count - offset)
+            }
             if written < 0 {
                 if errno == EINTR { continue }
                 // The reader went away (a closed pipe): stop capturing.
@@ -62,7 +64,12 @@ final class NDJSONSink: RecordSink, @unchecked Sendable {
             }
             offset += written
         }
-        buffer.removeAll(keepingCapacity: true)
+        // Keep a modest buffer, not the largest record ever seen.
+        if count > 1 << 20 {
+            buffer = JSONWriter(capacity: 1 << 16)
+        } else {
+            buffer.truncate(to: 0)
+        }
     }
 }
 

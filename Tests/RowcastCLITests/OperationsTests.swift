@@ -259,3 +259,33 @@ struct ReplicationTailTests {
         #expect(finalConfirmed > (secondRecords.map(\.lsn).max() ?? 0))
     }
 }
+
+@Suite(.enabled(if: Rowcast.databaseURL != nil, "needs the cluster that make test starts"), .timeLimit(.minutes(3)))
+struct ReplicationSetupCLITests {
+    @Test func setupIsIdempotentAndTeardownKeepsTheSlotUnlessAsked() throws {
+        let url = try Rowcast.freshDatabase()
+        let slot = OperationsTests.slotName()
+        defer { _ = try? Rowcast.run(["slot", "drop", slot, "--db", url]) }
+        try Rowcast.psql(url, "CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id int PRIMARY KEY)")
+        let first = try Rowcast.run(["setup", "--mode", "replication", "--table", "a", "--slot", slot, "--db", url])
+        #expect(first.status == 0, "stderr: \(first.stderr)")
+        #expect(first.stdout.contains("created publication rowcast for public.a"))
+        #expect(first.stdout.contains("created replication slot \(slot)"))
+        let again = try Rowcast.run(["setup", "--mode", "replication", "--table", "a", "--table", "b", "--slot", slot, "--db", url])
+        #expect(again.status == 0)
+        #expect(again.stdout == "added public.b to publication rowcast\n")
+        #expect(try Rowcast.psql(url, "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_publication_tables WHERE pubname = 'rowcast'") == "a,b")
+        let unknown = try Rowcast.run(["setup", "--mode", "replication", "--table", "nope", "--slot", slot, "--db", url])
+        #expect(unknown.status == 1)
+        #expect(unknown.stderr.contains("table public.nope does not exist"))
+
+        let keep = try Rowcast.run(["teardown", "--mode", "replication", "--slot", slot, "--db", url])
+        #expect(keep.status == 0)
+        #expect(keep.stdout.contains("kept replication slot \(slot); pass --drop-slot"))
+        #expect(try Rowcast.psql(url, "SELECT count(*) FROM pg_publication") == "0")
+        #expect(try Rowcast.psql(url, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '\(slot)'") == "1")
+        let drop = try Rowcast.run(["teardown", "--mode", "replication", "--slot", slot, "--drop-slot", "--db", url])
+        #expect(drop.status == 0)
+        #expect(try Rowcast.psql(url, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '\(slot)'") == "0")
+    }
+}

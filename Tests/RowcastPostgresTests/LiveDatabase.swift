@@ -117,7 +117,7 @@ func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async thr
 func serverView(of row: RawJSON, table: TableName, key: String = "id", on connection: PostgresConnection) throws -> (expected: String?, actual: String?) {
     let result = try connection.execute(
         """
-        SELECT (SELECT to_jsonb(x)::text FROM \(table.quoted) x WHERE to_jsonb(x)->\(quoteLiteral(key)) = $1::jsonb->\(quoteLiteral(key))),
+        SELECT (SELECT to_jsonb(rowcast_row)::text FROM \(table.quoted) rowcast_row WHERE to_jsonb(rowcast_row)->\(quoteLiteral(key)) = $1::jsonb->\(quoteLiteral(key))),
                $1::jsonb::text
         """,
         [row.text]
