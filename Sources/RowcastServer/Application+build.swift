@@ -24,11 +24,13 @@ public struct ServerOptions: Sendable {
 }
 
 /// Composes the server: routes, the broadcaster, and the capture service that feeds it,
-/// plus any other `services` to run alongside. The CLI and the tests both call this.
+/// plus any other `services` to run alongside; `onServerRunning` gets the port once
+/// the server listens. The CLI and the tests both call this.
 public func buildApplication(
     options: ServerOptions,
     source: any CaptureSource,
     services: [any Service] = [],
+    onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in },
     logger: Logger
 ) -> some ApplicationProtocol {
     let broadcaster = Broadcaster(queueLimit: options.clientQueueLimit)
@@ -60,6 +62,7 @@ public func buildApplication(
         ),
         configuration: .init(address: .hostname(options.host, port: options.port), serverName: "rowcast"),
         services: [CaptureService(source: source, sink: broadcaster)] + services,
+        onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? options.port) },
         logger: logger
     )
 }

@@ -32,8 +32,24 @@ struct Serve: AsyncParsableCommand {
             throw CommandFailure.usage("--port must be a number from 0 to 65535")
         }
         let source = try capture.connect(connection.settings, logger: logger)
-        let app = buildApplication(options: ServerOptions(host: host, port: port), source: source, logger: logger)
-        logger.info("serving \(source.mode.rawValue) mode on http://\(host):\(port)/")
+        let mode = source.mode.rawValue
+        let app = buildApplication(
+            options: ServerOptions(host: host, port: port),
+            source: source,
+            onServerRunning: { port in logger.info("serving \(mode) mode on http://\(host):\(port)/") },
+            logger: logger
+        )
+        try await runServer(app, host: host, port: port)
+    }
+}
+
+/// Runs the server; a failure to listen becomes one line with the fix (exit 1).
+func runServer(_ app: some ApplicationProtocol, host: String, port: Int) async throws {
+    do {
         try await app.runService()
+    } catch {
+        throw CommandFailure.failed(
+            "cannot serve on \(host):\(port): \(error) (fix: choose another --port, or stop what is using it)"
+        )
     }
 }

@@ -38,50 +38,25 @@ public enum PgOutputMessage: Sendable, Equatable {
             throw DecodingError(message: "pgoutput", expected: "one of B C O R Y I U D T M", found: describe(tag: first), offset: 0)
         }
         let body = bytes.dropFirst()
-        let message: PgOutputMessage
-        switch tag {
-        case .begin:
-            var reader = ByteReader(body, message: "Begin")
-            message = .begin(try Begin(from: &reader))
+        /// Decodes the body as one message type and requires every byte consumed.
+        func decode<Message>(_ name: String, _ make: (inout ByteReader) throws(DecodingError) -> Message) throws(DecodingError) -> Message {
+            var reader = ByteReader(body, message: name)
+            let message = try make(&reader)
             try reader.expectEnd()
-        case .commit:
-            var reader = ByteReader(body, message: "Commit")
-            message = .commit(try Commit(from: &reader))
-            try reader.expectEnd()
-        case .origin:
-            var reader = ByteReader(body, message: "Origin")
-            message = .origin(try Origin(from: &reader))
-            try reader.expectEnd()
-        case .relation:
-            var reader = ByteReader(body, message: "Relation")
-            message = .relation(try Relation(from: &reader))
-            try reader.expectEnd()
-        case .type:
-            var reader = ByteReader(body, message: "Type")
-            message = .type(try TypeMessage(from: &reader))
-            try reader.expectEnd()
-        case .insert:
-            var reader = ByteReader(body, message: "Insert")
-            message = .insert(try Insert(from: &reader))
-            try reader.expectEnd()
-        case .update:
-            var reader = ByteReader(body, message: "Update")
-            message = .update(try Update(from: &reader))
-            try reader.expectEnd()
-        case .delete:
-            var reader = ByteReader(body, message: "Delete")
-            message = .delete(try Delete(from: &reader))
-            try reader.expectEnd()
-        case .truncate:
-            var reader = ByteReader(body, message: "Truncate")
-            message = .truncate(try Truncate(from: &reader))
-            try reader.expectEnd()
-        case .message:
-            var reader = ByteReader(body, message: "Message")
-            message = .message(try LogicalMessage(from: &reader))
-            try reader.expectEnd()
+            return message
         }
-        return message
+        return switch tag {
+        case .begin: .begin(try decode("Begin", Begin.init))
+        case .commit: .commit(try decode("Commit", Commit.init))
+        case .origin: .origin(try decode("Origin", Origin.init))
+        case .relation: .relation(try decode("Relation", Relation.init))
+        case .type: .type(try decode("Type", TypeMessage.init))
+        case .insert: .insert(try decode("Insert", Insert.init))
+        case .update: .update(try decode("Update", Update.init))
+        case .delete: .delete(try decode("Delete", Delete.init))
+        case .truncate: .truncate(try decode("Truncate", Truncate.init))
+        case .message: .message(try decode("Message", LogicalMessage.init))
+        }
     }
 }
 
