@@ -16,15 +16,16 @@ public final class Broadcaster: RecordSink {
         case frame(ByteBuffer, cursor: String?)
     }
 
-    /// A client's end of the broadcaster.
-    public struct Subscription: Sendable {
+    /// A client's end of the broadcaster: its id and the frames queued for it.
+    public struct Registration: Sendable {
         public let id: UInt64
         public let stream: AsyncStream<Outgoing>
     }
 
     private struct Client {
         let continuation: AsyncStream<Outgoing>.Continuation
-        var receivesUpdates: Bool
+        /// What the client asked for; nil until it subscribes.
+        var subscription: Subscription?
     }
 
     private struct State {
@@ -44,29 +45,29 @@ public final class Broadcaster: RecordSink {
     }
 
     /// Registers a client. It receives updates only after ``receiveUpdates(_:)``.
-    public func register() -> Subscription {
+    public func register() -> Registration {
         let (stream, continuation) = AsyncStream<Outgoing>.makeStream(bufferingPolicy: .bufferingOldest(queueLimit))
         let id = state.withLock { state in
             state.nextID += 1
-            state.clients[state.nextID] = Client(continuation: continuation, receivesUpdates: false)
+            state.clients[state.nextID] = Client(continuation: continuation, subscription: nil)
             return state.nextID
         }
-        return Subscription(id: id, stream: stream)
+        return Registration(id: id, stream: stream)
     }
 
-    /// Starts sending updates to a client and queues its `subscribed` reply, which
-    /// names the last record published before it: every later one will follow.
-    public func subscribe(_ id: UInt64) {
+    /// Starts (or replaces) a client's subscription and queues its `subscribed` reply,
+    /// which names the last record published before it: every later match follows.
+    public func subscribe(_ id: UInt64, to subscription: Subscription) {
         state.withLock { state in
             guard state.clients[id] != nil else { return }
-            state.clients[id]?.receivesUpdates = true
-            Self.enqueue(ServerFrame.subscribed(cursor: state.lastCursor), to: id, in: &state)
+            state.clients[id]?.subscription = subscription
+            Self.enqueue(ServerFrame.subscribed(subscription, cursor: state.lastCursor), to: id, in: &state)
         }
     }
 
     /// Stops sending updates to a client.
     public func unsubscribe(_ id: UInt64) {
-        state.withLock { $0.clients[id]?.receivesUpdates = false }
+        state.withLock { $0.clients[id]?.subscription = nil }
     }
 
     /// Queues a frame for one client, in order with its updates.
@@ -101,7 +102,8 @@ public final class Broadcaster: RecordSink {
         let cursor = record.cursor.description
         state.withLock { state in
             state.lastCursor = cursor
-            for (id, client) in state.clients where client.receivesUpdates {
+            for (id, client) in state.clients {
+                guard let subscription = client.subscription, subscription.matches(record) else { continue }
                 switch client.continuation.yield(.frame(frame, cursor: cursor)) {
                 case .enqueued:
                     state.recordsSent += 1

@@ -21,12 +21,29 @@ public enum ServerFrame {
         return ByteBuffer(bytes: writer.bytes)
     }
 
-    /// `subscribed`, echoing what the client asked for.
-    public static func subscribed(cursor: String?) -> ByteBuffer {
-        var writer = JSONWriter(capacity: 96)
+    /// `subscribed`, echoing the subscription, with the cursor of the last record
+    /// published before it (absent when there was none).
+    public static func subscribed(_ subscription: Subscription, cursor: String?) -> ByteBuffer {
+        var writer = JSONWriter(capacity: 128)
         writer.appendASCII(#"{"event":"subscribed","data":{"#)
+        var first = true
+        func list(_ key: StaticString, _ values: [String]) {
+            writer.appendKey(key, first: &first)
+            writer.append(byte: UInt8(ascii: "["))
+            for (index, value) in values.enumerated() {
+                if index > 0 { writer.append(byte: UInt8(ascii: ",")) }
+                writer.appendString(value)
+            }
+            writer.append(byte: UInt8(ascii: "]"))
+        }
+        if let tables = subscription.tables { list("tables", tables.sorted()) }
+        if let ops = subscription.ops { list("ops", ops.map(\.rawValue).sorted()) }
+        if let filter = subscription.filter {
+            writer.appendKey("filter", first: &first)
+            writer.appendString(filter.description)
+        }
         if let cursor {
-            writer.appendASCII(#""cursor":"#)
+            writer.appendKey("cursor", first: &first)
             writer.appendString(cursor)
         }
         writer.appendASCII("}}")

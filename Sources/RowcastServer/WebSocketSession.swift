@@ -13,21 +13,21 @@ struct WebSocketSession {
     let logger: Logger
 
     func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async throws {
-        let subscription = broadcaster.register()
-        defer { broadcaster.unregister(subscription.id) }
+        let client = broadcaster.register()
+        defer { broadcaster.unregister(client.id) }
         try await outbound.write(.custom(.init(fin: true, opcode: .text, data: ServerFrame.connected(mode: mode))))
 
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 var lastCursor: String?
-                for await item in subscription.stream {
+                for await item in client.stream {
                     switch item {
                     case .frame(let frame, let cursor):
                         try await outbound.write(.custom(.init(fin: true, opcode: .text, data: frame)))
                         if let cursor { lastCursor = cursor }
                     }
                 }
-                if broadcaster.wasCutOff(subscription.id) {
+                if broadcaster.wasCutOff(client.id) {
                     logger.info("cutting off a client that fell \(broadcaster.queueLimit) frames behind")
                     try await outbound.close(.unknown(1013), reason: "too slow; last cursor \(lastCursor ?? "none")")
                 }
@@ -35,16 +35,25 @@ struct WebSocketSession {
             group.addTask {
                 for try await message in inbound.messages(maxSize: maxFrameSize) {
                     guard case .text(let text) = message else {
-                        broadcaster.send(ServerFrame.error(code: "bad_frame", message: "frames are JSON text, not binary"), to: subscription.id)
+                        broadcaster.send(ServerFrame.error(code: "bad_frame", message: "frames are JSON text, not binary"), to: client.id)
                         continue
                     }
                     do throws(ClientMessageError) {
                         switch try ClientMessage.parse(text) {
-                        case .readyForData: broadcaster.subscribe(subscription.id)
-                        case .unsubscribe: broadcaster.unsubscribe(subscription.id)
+                        case .readyForData:
+                            broadcaster.subscribe(client.id, to: .everything)
+                        case .subscribe(let wanted, let since):
+                            if since != nil {
+                                // No records are kept for replay yet, so every cursor is older than the window.
+                                broadcaster.send(ServerFrame.error(code: "cursor_expired", message: "this server keeps no records to resume from; subscribe without since"), to: client.id)
+                            } else {
+                                broadcaster.subscribe(client.id, to: wanted)
+                            }
+                        case .unsubscribe:
+                            broadcaster.unsubscribe(client.id)
                         }
                     } catch {
-                        broadcaster.send(ServerFrame.error(code: error.code, message: error.message), to: subscription.id)
+                        broadcaster.send(ServerFrame.error(code: error.code, message: error.message), to: client.id)
                     }
                 }
             }

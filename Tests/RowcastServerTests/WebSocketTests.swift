@@ -34,7 +34,7 @@ struct WebSocketTests {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             Thread {
                 continuation.resume(with: Result {
-                    try PostgresConnection(ConnectionSettings(conninfo: url)).execute(sql)
+                    try PostgresConnection(ConnectionSettings(conninfo: url)).executeScript(sql)
                     return ()
                 })
             }.start()
@@ -93,6 +93,51 @@ struct WebSocketTests {
                 #expect(Self.object(try await messages.next())?["event"] as? String == "subscribed")
                 try await Self.insert("INSERT INTO \(table.quoted) VALUES (1, 'still open')")
                 #expect(Self.object(try await messages.next())?["event"] as? String == "update")
+                try await outbound.close(.normalClosure, reason: nil)
+            }
+        }
+    }
+
+    @Test func subscribeFiltersByTableOpAndRowAndAnswersErrorsInPlace() async throws {
+        let (app, table) = try Self.makeApp()
+        _ = try await app.test(.live) { client in
+            try await client.ws("/ws") { inbound, outbound, _ in
+                var messages = inbound.messages(maxSize: 1 << 24).makeAsyncIterator()
+                _ = try await messages.next()
+                for (frame, code) in [
+                    (#"{"event":"subscribe","data":{"filter":"id=like.1"}}"#, "bad_filter"),
+                    (#"{"event":"subscribe","data":{"ops":["upsert"]}}"#, "bad_subscription"),
+                    (#"{"event":"subscribe","data":{"tables":"all"}}"#, "bad_subscription"),
+                    (#"{"event":"subscribe","data":{"since":"t0000000000000001.0000000000000001"}}"#, "cursor_expired"),
+                ] {
+                    try await outbound.write(.text(frame))
+                    let error = Self.object(try await messages.next())
+                    #expect(error?["event"] as? String == "error")
+                    #expect((error?["data"] as? [String: Any])?["code"] as? String == code, "\(frame)")
+                }
+                let request = #"{"event":"subscribe","data":{"tables":["\#(table.name)"],"ops":["update"],"filter":"id=in.(2,3)"}}"#
+                try await outbound.write(.text(request))
+                let subscribed = Self.object(try await messages.next())
+                #expect(subscribed?["event"] as? String == "subscribed")
+                let echo = subscribed?["data"] as? [String: Any]
+                #expect(echo?["tables"] as? [String] == [table.description])
+                #expect(echo?["ops"] as? [String] == ["update"])
+                #expect(echo?["filter"] as? String == "id=in.(2,3)")
+
+                try await Self.insert(
+                    """
+                    INSERT INTO \(table.quoted) VALUES (1, 'a'), (2, 'b'), (3, 'c');
+                    UPDATE \(table.quoted) SET title = title || '!';
+                    """
+                )
+                var ids: [Int] = []
+                for _ in 0..<2 {
+                    let update = Self.object(try await messages.next())
+                    let record = update?["data"] as? [String: Any]
+                    #expect(record?["op"] as? String == "update")
+                    if let id = (record?["row"] as? [String: Any])?["id"] as? Int { ids.append(id) }
+                }
+                #expect(ids == [2, 3])
                 try await outbound.close(.normalClosure, reason: nil)
             }
         }

@@ -1,0 +1,150 @@
+/// What one client asked to receive (SPEC section 4, `subscribe`): tables, operations
+/// and a PostgREST-style row filter. Pure: matching takes a record and returns a Bool.
+public struct Subscription: Sendable, Equatable {
+    /// `schema.table` names; nil means every table (and records without one).
+    public var tables: Set<String>?
+    /// nil means every operation.
+    public var ops: Set<Operation>?
+    /// A condition on one column of the row (or of `old` for deletes).
+    public var filter: RowFilter?
+
+    /// Everything the client may see (`ready for data`).
+    public static let everything = Subscription(tables: nil, ops: nil, filter: nil)
+
+    public init(tables: Set<String>?, ops: Set<Operation>?, filter: RowFilter?) {
+        self.tables = tables
+        self.ops = ops
+        self.filter = filter
+    }
+
+    /// Whether `record` is one the client asked for.
+    public func matches(_ record: ChangeRecord) -> Bool {
+        if let ops, !ops.contains(record.op) { return false }
+        if let tables {
+            guard let table = record.qualifiedTable, tables.contains(table) else { return false }
+        }
+        if let filter {
+            guard let row = record.row ?? record.old else { return false }
+            return filter.matches(row)
+        }
+        return true
+    }
+}
+
+/// `column=op.value`, with op one of `eq neq lt lte gt gte in` (`in.(a,b,c)`), compared
+/// with the column's JSON value: numbers numerically, strings as strings, booleans and
+/// null by their JSON spelling.
+public struct RowFilter: Sendable, Equatable, CustomStringConvertible {
+    public enum Comparison: String, Sendable, CaseIterable {
+        case eq, neq, lt, lte, gt, gte, `in`
+    }
+
+    public let column: String
+    public let comparison: Comparison
+    /// One value, or several for `in`.
+    public let values: [String]
+
+    /// Parses `column=op.value`; a ``RowFilterError`` says what is wrong.
+    public init(parsing text: String) throws(RowFilterError) {
+        guard let equals = text.firstIndex(of: "="), equals != text.startIndex else {
+            throw .malformed("expected column=op.value, e.g. id=eq.7")
+        }
+        column = String(text[..<equals])
+        let rest = text[text.index(after: equals)...]
+        guard let dot = rest.firstIndex(of: ".") else { throw .malformed("expected op.value after '=', e.g. id=eq.7") }
+        let name = String(rest[..<dot])
+        guard let comparison = Comparison(rawValue: name) else {
+            throw .malformed("unknown operator \"\(name)\"; use eq, neq, lt, lte, gt, gte or in")
+        }
+        self.comparison = comparison
+        let value = String(rest[rest.index(after: dot)...])
+        if comparison == .in {
+            guard value.hasPrefix("("), value.hasSuffix(")"), value.count >= 2 else {
+                throw .malformed("in takes a list: \(column)=in.(a,b,c)")
+            }
+            values = value.dropFirst().dropLast().split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        } else {
+            values = [value]
+        }
+    }
+
+    public var description: String {
+        column + "=" + comparison.rawValue + "." + (comparison == .in ? "(" + values.joined(separator: ",") + ")" : values[0])
+    }
+
+    /// Whether the row's value for `column` satisfies the filter. A missing column never matches.
+    public func matches(_ row: RawJSON) -> Bool {
+        var scanner = JSONScanner(row.bytes)
+        var found: Range<Int>?
+        do {
+            try scanner.scanObject { (key, range) throws(JSONSyntaxError) in
+                if key == column { found = range }
+            }
+        } catch {
+            return false
+        }
+        guard let found else { return false }
+        let value = JSONScalar(Array(row.bytes[found]))
+        switch comparison {
+        case .eq: return value.compare(to: values[0]) == 0
+        case .neq: return value.compare(to: values[0]).map { $0 != 0 } ?? true
+        case .lt: return value.compare(to: values[0]).map { $0 < 0 } ?? false
+        case .lte: return value.compare(to: values[0]).map { $0 <= 0 } ?? false
+        case .gt: return value.compare(to: values[0]).map { $0 > 0 } ?? false
+        case .gte: return value.compare(to: values[0]).map { $0 >= 0 } ?? false
+        case .in: return values.contains { value.compare(to: $0) == 0 }
+        }
+    }
+}
+
+/// Why a filter was rejected; sent back as an `error` with code `bad_filter`.
+public enum RowFilterError: Error, Sendable, Equatable, CustomStringConvertible {
+    case malformed(String)
+
+    public var description: String {
+        switch self {
+        case .malformed(let why): "bad filter: \(why)"
+        }
+    }
+}
+
+/// One JSON value, as a filter sees it.
+enum JSONScalar {
+    case number(Double)
+    case string(String)
+    case literal(String)  // true, false, null
+    case composite  // objects and arrays never compare
+
+    init(_ bytes: [UInt8]) {
+        guard let first = bytes.first else {
+            self = .composite
+            return
+        }
+        switch first {
+        case UInt8(ascii: "\""):
+            var scanner = JSONScanner(bytes)
+            self = (try? scanner.readString()).map(JSONScalar.string) ?? .composite
+        case UInt8(ascii: "{"), UInt8(ascii: "["):
+            self = .composite
+        case UInt8(ascii: "t"), UInt8(ascii: "f"), UInt8(ascii: "n"):
+            self = .literal(String(decoding: bytes, as: UTF8.self))
+        default:
+            self = Double(String(decoding: bytes, as: UTF8.self)).map(JSONScalar.number) ?? .composite
+        }
+    }
+
+    /// -1, 0 or 1 against the filter's text; nil when they cannot be compared.
+    func compare(to text: String) -> Int? {
+        switch self {
+        case .number(let number):
+            guard let other = Double(text) else { return nil }
+            return number < other ? -1 : (number > other ? 1 : 0)
+        case .string(let string):
+            return string < text ? -1 : (string > text ? 1 : 0)
+        case .literal(let literal):
+            return literal == text ? 0 : nil
+        case .composite:
+            return nil
+        }
+    }
+}

@@ -1,0 +1,50 @@
+import Testing
+@testable import RowcastCore
+
+@Suite struct SubscriptionTests {
+    func record(_ op: Operation, table: String = "orders", row: String?, old: String? = nil) throws -> ChangeRecord {
+        var record = ChangeRecord(cursor: .trigger(stream: 1, sequence: 1), source: .trigger, op: op)
+        record.schema = "public"
+        record.table = table
+        record.row = try row.map { try RawJSON(validating: Array($0.utf8)) }
+        record.old = try old.map { try RawJSON(validating: Array($0.utf8)) }
+        return record
+    }
+
+    @Test func tablesAndOps() throws {
+        let subscription = Subscription(tables: ["public.orders"], ops: [.insert, .delete], filter: nil)
+        #expect(subscription.matches(try record(.insert, row: "{}")))
+        #expect(!subscription.matches(try record(.update, row: "{}")))
+        #expect(!subscription.matches(try record(.insert, table: "users", row: "{}")))
+        var notify = ChangeRecord(cursor: .trigger(stream: 1, sequence: 2), source: .trigger, op: .notify)
+        notify.channel = "c"
+        #expect(!Subscription(tables: ["public.orders"], ops: nil, filter: nil).matches(notify))
+        #expect(Subscription.everything.matches(notify))
+    }
+
+    @Test(arguments: [
+        ("id=eq.7", true), ("id=neq.7", false), ("id=lt.10", true), ("id=lte.7", true), ("id=gt.7", false),
+        ("id=gte.7.0", true), ("id=in.(1,7,9)", true), ("id=in.(1,2)", false),
+        ("status=eq.paid", true), ("status=neq.paid", false), ("status=in.(open,paid)", true), ("status=lt.zzz", true),
+        ("amount=gt.10.4", true), ("amount=lt.10.5", false), ("flag=eq.true", true), ("flag=eq.false", false),
+        ("note=eq.null", true), ("missing=eq.1", false), ("tags=eq.x", false), ("price=eq.1e2", true),
+    ])
+    func filtersCompareWithTheColumnsJSONValue(_ filter: String, _ expected: Bool) throws {
+        let row = #"{"id": 7, "status": "paid", "amount": 10.50, "flag": true, "note": null, "tags": ["x"], "price": 100}"#
+        let parsed = try RowFilter(parsing: filter)
+        #expect(parsed.matches(try RawJSON(validating: Array(row.utf8))) == expected, "\(filter)")
+        #expect(parsed.description == filter)
+    }
+
+    @Test func deletesAreFilteredOnTheOldRow() throws {
+        let subscription = Subscription(tables: nil, ops: nil, filter: try RowFilter(parsing: "id=eq.3"))
+        #expect(subscription.matches(try record(.delete, row: nil, old: #"{"id": 3}"#)))
+        #expect(!subscription.matches(try record(.delete, row: nil, old: #"{"id": 4}"#)))
+        #expect(!subscription.matches(try record(.truncate, row: nil)))
+    }
+
+    @Test(arguments: ["", "id", "=eq.1", "id=", "id=like.x", "id=eq", "id=in.1,2", "id=in.("])
+    func malformedFiltersAreRejected(_ text: String) {
+        #expect(throws: RowFilterError.self) { try RowFilter(parsing: text) }
+    }
+}
