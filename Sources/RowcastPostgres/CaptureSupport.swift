@@ -39,6 +39,8 @@ public final class CaptureState: Sendable {
         var connected = false
         var lastError: String?
         var recordsCaptured: UInt64 = 0
+        var confirmedLSN: UInt64?
+        var serverLSN: UInt64?
     }
 
     private let snapshot = Mutex(Snapshot())
@@ -51,6 +53,20 @@ public final class CaptureState: Sendable {
     public var lastError: String? { snapshot.withLock { $0.lastError } }
     /// Records produced since start.
     public var recordsCaptured: UInt64 { snapshot.withLock { $0.recordsCaptured } }
+
+    /// Replication: the last position confirmed to the server.
+    public var confirmedLSN: UInt64? { snapshot.withLock { $0.confirmedLSN } }
+    /// Replication: bytes of WAL the server has that rowcast has not confirmed yet.
+    public var lagBytes: UInt64? {
+        snapshot.withLock { state in
+            guard let confirmed = state.confirmedLSN, let server = state.serverLSN else { return nil }
+            return server > confirmed ? server - confirmed : 0
+        }
+    }
+
+    func recordPositions(confirmed: UInt64, server: UInt64) {
+        snapshot.withLock { $0.confirmedLSN = confirmed; $0.serverLSN = server }
+    }
 
     func markConnected() { snapshot.withLock { $0.connected = true; $0.lastError = nil } }
     func markDisconnected(_ error: String) { snapshot.withLock { $0.connected = false; $0.lastError = error } }

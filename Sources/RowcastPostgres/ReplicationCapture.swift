@@ -133,7 +133,7 @@ public final class ReplicationCapture: CaptureSource {
         }
         if let connection {
             // Confirm what was delivered before leaving, so a restart resumes right after it.
-            try? session.sendStatus(on: connection, sink: sink, replyRequested: false)
+            try? session.sendStatus(on: connection, sink: sink, state: state, replyRequested: false)
             connection.close()
         }
         state.markDisconnected("stopped")
@@ -190,12 +190,12 @@ struct StreamSession {
                 try handle(bytes, on: connection, sink: sink, state: state)
                 // A long drain never waits on the socket: confirm progress on the timer here too.
                 if Date().timeIntervalSince(lastStatus) >= configuration.statusInterval {
-                    try sendStatus(on: connection, sink: sink, replyRequested: false)
+                    try sendStatus(on: connection, sink: sink, state: state, replyRequested: false)
                 }
             case .wouldBlock:
                 sink.endOfBatch()
                 if Date().timeIntervalSince(lastStatus) >= configuration.statusInterval {
-                    try sendStatus(on: connection, sink: sink, replyRequested: false)
+                    try sendStatus(on: connection, sink: sink, state: state, replyRequested: false)
                 }
                 let wait = max(0.05, configuration.statusInterval - Date().timeIntervalSince(lastStatus))
                 if connection.waitReadable(milliseconds: Int32(min(wait, 0.25) * 1000)) {
@@ -208,12 +208,13 @@ struct StreamSession {
     }
 
     /// Flushes the sink, then confirms everything delivered.
-    mutating func sendStatus(on connection: PostgresConnection, sink: any RecordSink, replyRequested: Bool) throws(PostgresError) {
+    mutating func sendStatus(on connection: PostgresConnection, sink: any RecordSink, state: CaptureState? = nil, replyRequested: Bool) throws(PostgresError) {
         sink.endOfBatch()
         let now = Int64(Date().timeIntervalSince1970 * 1_000_000) - postgresEpochOffsetMicroseconds
         let update = StandbyStatusUpdate(written: max(received, delivered), flushed: delivered, applied: delivered, clock: now, replyRequested: replyRequested)
         try connection.writeCopyData(update.bytes)
         lastStatus = Date()
+        state?.recordPositions(confirmed: delivered, server: max(received, delivered))
     }
 
     private mutating func handle(_ bytes: [UInt8], on connection: PostgresConnection, sink: any RecordSink, state: CaptureState) throws(PostgresError) {
@@ -227,7 +228,7 @@ struct StreamSession {
         case .keepalive(let keepalive):
             received = max(received, keepalive.walEnd)
             if transaction == nil { delivered = max(delivered, keepalive.walEnd) }
-            if keepalive.replyRequested { try sendStatus(on: connection, sink: sink, replyRequested: false) }
+            if keepalive.replyRequested { try sendStatus(on: connection, sink: sink, state: state, replyRequested: false) }
         case .xLogData(let data):
             received = max(received, data.walEnd, data.walStart)
             let decoded: PgOutputMessage

@@ -14,12 +14,25 @@ public struct ServerOptions: Sendable {
     public var clientQueueLimit: Int
     /// The largest frame a client may send.
     public var maxClientFrameSize: Int
+    /// Recent records kept so that clients can resume with `since`.
+    public var resumeWindow: Int
+    /// Replication: the slot, reported by `/status`.
+    public var slot: String?
 
-    public init(host: String = "127.0.0.1", port: Int = 8080, clientQueueLimit: Int = 4096, maxClientFrameSize: Int = 64 * 1024) {
+    public init(
+        host: String = "127.0.0.1",
+        port: Int = 8080,
+        clientQueueLimit: Int = 4096,
+        maxClientFrameSize: Int = 64 * 1024,
+        resumeWindow: Int = 1000,
+        slot: String? = nil
+    ) {
         self.host = host
         self.port = port
         self.clientQueueLimit = clientQueueLimit
         self.maxClientFrameSize = maxClientFrameSize
+        self.resumeWindow = resumeWindow
+        self.slot = slot
     }
 }
 
@@ -33,7 +46,7 @@ public func buildApplication(
     onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in },
     logger: Logger
 ) -> some ApplicationProtocol {
-    let broadcaster = Broadcaster(queueLimit: options.clientQueueLimit)
+    let broadcaster = Broadcaster(queueLimit: options.clientQueueLimit, resumeWindow: options.resumeWindow)
     let router = Router(context: BasicWebSocketRequestContext.self)
     let page = ByteBuffer(bytes: PackageResources.index_html)
 
@@ -47,6 +60,13 @@ public func buildApplication(
             status: connected ? .ok : .serviceUnavailable,
             headers: [.contentType: "text/plain; charset=utf-8"],
             body: .init(byteBuffer: ByteBuffer(string: body))
+        )
+    }
+    router.get("/status") { _, _ in
+        Response(
+            status: .ok,
+            headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(bytes: StatusReport.json(source: source, broadcaster: broadcaster, slot: options.slot)))
         )
     }
     router.ws("/ws") { inbound, outbound, context in

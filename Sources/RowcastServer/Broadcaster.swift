@@ -33,15 +33,21 @@ public final class Broadcaster: RecordSink {
         var clients: [UInt64: Client] = [:]
         var cutOff: Set<UInt64> = []
         var recordsSent: UInt64 = 0
-        var lastCursor: String?
+        var recordsPublished: UInt64 = 0
+        var lastCursor: Cursor?
+        var window = ResumeWindow(limit: 0, byteLimit: 0)
     }
 
     /// How many frames may wait for one client before it is cut off.
     public let queueLimit: Int
     private let state = Mutex(State())
 
-    public init(queueLimit: Int = 4096) {
-        self.queueLimit = queueLimit
+    /// - Parameters:
+    ///   - queueLimit: frames that may wait for one client before it is cut off.
+    ///   - resumeWindow: recent records kept for `since` (at most `resumeWindowBytes` of frames).
+    public init(queueLimit: Int = 4096, resumeWindow: Int = 1000, resumeWindowBytes: Int = 64 << 20) {
+        self.queueLimit = max(queueLimit, resumeWindow + 64)
+        state.withLock { $0.window = ResumeWindow(limit: resumeWindow, byteLimit: resumeWindowBytes) }
     }
 
     /// Registers a client. It receives updates only after ``receiveUpdates(_:)``.
@@ -57,11 +63,24 @@ public final class Broadcaster: RecordSink {
 
     /// Starts (or replaces) a client's subscription and queues its `subscribed` reply,
     /// which names the last record published before it: every later match follows.
-    public func subscribe(_ id: UInt64, to subscription: Subscription) {
+    /// With `since`, the matching records after it are replayed from the resume window
+    /// first, in the same critical section as going live: no gap, no repeat. Returns
+    /// false (and subscribes nothing) when `since` is older than the window.
+    @discardableResult
+    public func subscribe(_ id: UInt64, to subscription: Subscription, since: Cursor? = nil) -> Bool {
         state.withLock { state in
-            guard state.clients[id] != nil else { return }
+            guard state.clients[id] != nil else { return true }
+            var replay: [ResumeWindow.Entry] = []
+            if let since {
+                guard let after = state.window.entries(after: since, lastCursor: state.lastCursor) else { return false }
+                replay = after
+            }
             state.clients[id]?.subscription = subscription
-            Self.enqueue(ServerFrame.subscribed(subscription, cursor: state.lastCursor), to: id, in: &state)
+            Self.enqueue(ServerFrame.subscribed(subscription, cursor: state.lastCursor?.description), to: id, in: &state)
+            for entry in replay where subscription.matches(entry.record) {
+                Self.enqueue(entry.frame, to: id, in: &state, cursor: entry.record.cursor.description)
+            }
+            return true
         }
     }
 
@@ -95,13 +114,21 @@ public final class Broadcaster: RecordSink {
     /// Frames of `update` handed to clients since start (one per client per record).
     public var recordsSent: UInt64 { state.withLock { $0.recordsSent } }
 
+    /// Records published since start.
+    public var recordsPublished: UInt64 { state.withLock { $0.recordsPublished } }
+
+    /// The cursor of the last record published.
+    public var lastCursor: Cursor? { state.withLock { $0.lastCursor } }
+
     // MARK: - RecordSink
 
     public func deliver(_ record: ChangeRecord) {
         let frame = ServerFrame.update(record)
         let cursor = record.cursor.description
         state.withLock { state in
-            state.lastCursor = cursor
+            state.lastCursor = record.cursor
+            state.recordsPublished += 1
+            state.window.append(.init(record: record, frame: frame))
             for (id, client) in state.clients {
                 guard let subscription = client.subscription, subscription.matches(record) else { continue }
                 switch client.continuation.yield(.frame(frame, cursor: cursor)) {
@@ -120,9 +147,9 @@ public final class Broadcaster: RecordSink {
 
     public func endOfBatch() {}
 
-    private static func enqueue(_ frame: ByteBuffer, to id: UInt64, in state: inout State) {
+    private static func enqueue(_ frame: ByteBuffer, to id: UInt64, in state: inout State, cursor: String? = nil) {
         guard let client = state.clients[id] else { return }
-        if case .dropped = client.continuation.yield(.frame(frame, cursor: nil)) {
+        if case .dropped = client.continuation.yield(.frame(frame, cursor: cursor)) {
             cut(id, in: &state)
         }
     }

@@ -43,11 +43,14 @@ struct WebSocketSession {
                         case .readyForData:
                             broadcaster.subscribe(client.id, to: .everything)
                         case .subscribe(let wanted, let since):
-                            if since != nil {
-                                // No records are kept for replay yet, so every cursor is older than the window.
-                                broadcaster.send(ServerFrame.error(code: "cursor_expired", message: "this server keeps no records to resume from; subscribe without since"), to: client.id)
-                            } else {
-                                broadcaster.subscribe(client.id, to: wanted)
+                            if !broadcaster.subscribe(client.id, to: wanted, since: since) {
+                                broadcaster.send(
+                                    ServerFrame.error(
+                                        code: "cursor_expired",
+                                        message: "records after \(since?.description ?? "") are no longer kept; subscribe without since and reload"
+                                    ),
+                                    to: client.id
+                                )
                             }
                         case .unsubscribe:
                             broadcaster.unsubscribe(client.id)

@@ -24,6 +24,9 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Port to listen on.", valueName: "port"))
     var port: Int?
 
+    @Option(name: .long, help: ArgumentHelp("Recent records kept so that clients can resume with since.", valueName: "records"))
+    var resumeWindow: Int = 1000
+
     func run() async throws {
         let logger = try connection.bootstrapLogging()
         let host = host ?? "127.0.0.1"
@@ -31,10 +34,14 @@ struct Serve: AsyncParsableCommand {
         guard (0...65535).contains(port) else {
             throw CommandFailure.usage("--port must be a number from 0 to 65535")
         }
+        guard resumeWindow >= 0 else { throw CommandFailure.usage("--resume-window takes a number of records, 0 or more") }
         let source = try capture.connect(connection.settings, logger: logger)
         let mode = source.mode.rawValue
         let app = buildApplication(
-            options: ServerOptions(host: host, port: port),
+            options: ServerOptions(
+                host: host, port: port, resumeWindow: resumeWindow,
+                slot: source.mode == .replication ? capture.slot : nil
+            ),
             source: source,
             onServerRunning: { port in logger.info("serving \(mode) mode on http://\(host):\(port)/") },
             logger: logger

@@ -8,6 +8,7 @@ import NIOCore
 import RowcastCore
 import RowcastPostgres
 import RowcastServer
+import Synchronization
 import Testing
 
 @Suite(.enabled(if: ProcessInfo.processInfo.environment["ROWCAST_TEST_DATABASE_URL"] != nil, "needs the cluster that make test starts"), .timeLimit(.minutes(3)))
@@ -143,6 +144,46 @@ struct WebSocketTests {
         }
     }
 
+    @Test func resumingWithSinceYieldsEveryRecordExactlyOnce() async throws {
+        let (app, table) = try Self.makeApp()
+        _ = try await app.test(.live) { client in
+            // First connection: live, sees 1 and 2, then goes away.
+            let lastCursor = Mutex<String?>(nil)
+            try await client.ws("/ws") { inbound, outbound, _ in
+                var messages = inbound.messages(maxSize: 1 << 24).makeAsyncIterator()
+                _ = try await messages.next()
+                try await outbound.write(.text(#"{"event":"subscribe","data":{"tables":["\#(table.name)"]}}"#))
+                _ = try await messages.next()
+                try await Self.insert("INSERT INTO \(table.quoted) VALUES (1, 'a'); INSERT INTO \(table.quoted) VALUES (2, 'b')")
+                for _ in 0..<2 {
+                    let cursor = (Self.object(try await messages.next())?["data"] as? [String: Any])?["cursor"] as? String
+                    lastCursor.withLock { $0 = cursor }
+                }
+                try await outbound.close(.normalClosure, reason: nil)
+            }
+            // Missed while away.
+            try await Self.insert("INSERT INTO \(table.quoted) VALUES (3, 'c'); INSERT INTO \(table.quoted) VALUES (4, 'd')")
+            try await Task.sleep(for: .milliseconds(300))
+            let since = try #require(lastCursor.withLock { $0 })
+            try await client.ws("/ws") { inbound, outbound, _ in
+                var messages = inbound.messages(maxSize: 1 << 24).makeAsyncIterator()
+                _ = try await messages.next()
+                try await outbound.write(.text(#"{"event":"subscribe","data":{"tables":["\#(table.name)"],"since":"\#(since)"}}"#))
+                #expect(Self.object(try await messages.next())?["event"] as? String == "subscribed")
+                var ids: [Int] = []
+                for _ in 0..<2 {
+                    let record = Self.object(try await messages.next())?["data"] as? [String: Any]
+                    if let id = (record?["row"] as? [String: Any])?["id"] as? Int { ids.append(id) }
+                }
+                #expect(ids == [3, 4], "the missed records, once each")
+                try await Self.insert("INSERT INTO \(table.quoted) VALUES (5, 'e')")
+                let live = Self.object(try await messages.next())?["data"] as? [String: Any]
+                #expect((live?["row"] as? [String: Any])?["id"] as? Int == 5, "then live, with nothing repeated at the seam")
+                try await outbound.close(.normalClosure, reason: nil)
+            }
+        }
+    }
+
     @Test func healthzAndThePage() async throws {
         let (app, _) = try Self.makeApp()
         try await app.test(.router) { client in
@@ -152,6 +193,14 @@ struct WebSocketTests {
             try await client.execute(uri: "/", method: .get) { response in
                 #expect(response.status == .ok)
                 #expect(String(buffer: response.body).contains("new WebSocket"))
+            }
+            try await client.execute(uri: "/status", method: .get) { response in
+                #expect(response.status == .ok)
+                let status = try JSONSerialization.jsonObject(with: Data(String(buffer: response.body).utf8)) as? [String: Any]
+                #expect(status?["mode"] as? String == "trigger")
+                #expect(status?["capture"] as? String == "connected")
+                #expect(status?["clients"] as? Int == 0)
+                #expect(status?["records_sent"] as? Int == 0)
             }
         }
     }

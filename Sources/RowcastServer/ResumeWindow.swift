@@ -1,0 +1,61 @@
+import NIOCore
+import RowcastCore
+
+/// The most recent records with their encoded frames, so a client that reconnects
+/// with `since` gets what it missed. Bounded by a record count and a byte budget.
+struct ResumeWindow {
+    struct Entry {
+        let record: ChangeRecord
+        let frame: ByteBuffer
+    }
+
+    let limit: Int
+    let byteLimit: Int
+    private var entries: [Entry] = []
+    private var head = 0
+    private var bytes = 0
+    /// The cursor of the newest record dropped from the window, if any.
+    private var evictedThrough: Cursor?
+
+    init(limit: Int, byteLimit: Int) {
+        self.limit = limit
+        self.byteLimit = byteLimit
+    }
+
+    mutating func append(_ entry: Entry) {
+        guard limit > 0 else {
+            evictedThrough = entry.record.cursor
+            return
+        }
+        entries.append(entry)
+        bytes += entry.frame.readableBytes
+        while entries.count - head > limit || (bytes > byteLimit && entries.count - head > 1) {
+            bytes -= entries[head].frame.readableBytes
+            evictedThrough = entries[head].record.cursor
+            head += 1
+        }
+        // Compact now and then rather than on every eviction.
+        if head > 1024 && head * 2 > entries.count {
+            entries.removeFirst(head)
+            head = 0
+        }
+    }
+
+    /// The records after `since`, or nil when `since` is older than the window (or
+    /// from another stream) and records after it may be missing.
+    func entries(after since: Cursor, lastCursor: Cursor?) -> [Entry]? {
+        if since == lastCursor { return [] }
+        let live = entries[head...]
+        guard let first = live.first?.record.cursor, since.kind == first.kind else { return nil }
+        let covered: Bool
+        if let evictedThrough {
+            covered = since >= evictedThrough
+        } else {
+            covered = since >= first
+        }
+        // A trigger-mode cursor from another rowcast process belongs to another stream.
+        if since.kind == .trigger, since.major != first.major { return nil }
+        guard covered else { return nil }
+        return live.filter { $0.record.cursor > since }
+    }
+}

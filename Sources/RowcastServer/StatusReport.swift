@@ -1,0 +1,43 @@
+import RowcastCore
+import RowcastPostgres
+
+/// The body of `GET /status`.
+enum StatusReport {
+    static func json(source: any CaptureSource, broadcaster: Broadcaster, slot: String?) -> [UInt8] {
+        var writer = JSONWriter(capacity: 256)
+        var first = true
+        writer.append(byte: UInt8(ascii: "{"))
+        writer.appendKey("mode", first: &first)
+        writer.appendString(source.mode.rawValue)
+        writer.appendKey("capture", first: &first)
+        writer.appendString(source.state.isConnected ? "connected" : "disconnected")
+        if !source.state.isConnected, let error = source.state.lastError {
+            writer.appendKey("capture_error", first: &first)
+            writer.appendString(error)
+        }
+        if let slot {
+            writer.appendKey("slot", first: &first)
+            writer.appendString(slot)
+        }
+        if let confirmed = source.state.confirmedLSN {
+            writer.appendKey("confirmed_lsn", first: &first)
+            writer.appendString(formatLSN(confirmed))
+        }
+        if let lag = source.state.lagBytes {
+            writer.appendKey("lag_bytes", first: &first)
+            writer.appendInteger(lag)
+        }
+        writer.appendKey("clients", first: &first)
+        writer.appendInteger(broadcaster.clientCount)
+        writer.appendKey("records_captured", first: &first)
+        writer.appendInteger(source.state.recordsCaptured)
+        writer.appendKey("records_sent", first: &first)
+        writer.appendInteger(broadcaster.recordsSent)
+        if let cursor = broadcaster.lastCursor {
+            writer.appendKey("last_cursor", first: &first)
+            writer.appendString(cursor.description)
+        }
+        writer.append(byte: UInt8(ascii: "}"))
+        return writer.bytes
+    }
+}
