@@ -16,7 +16,7 @@ struct WebSocketTests {
     static let url = ProcessInfo.processInfo.environment["ROWCAST_TEST_DATABASE_URL"] ?? ""
 
     /// A table with the trigger and an app capturing it.
-    static func makeApp() throws -> (app: some ApplicationProtocol, table: TableName) {
+    static func makeApp(options: ServerOptions = ServerOptions(port: 0)) throws -> (app: some ApplicationProtocol, table: TableName) {
         let table = TableName(schema: "public", name: "ws_" + String(UInt32.random(in: 0...UInt32.max), radix: 36))
         let database = try PostgresConnection(ConnectionSettings(conninfo: url))
         try database.execute("CREATE TABLE \(table.quoted) (id int PRIMARY KEY, title text)")
@@ -27,7 +27,7 @@ struct WebSocketTests {
             configuration: .init(connection: ConnectionSettings(conninfo: url), tables: [table]),
             logger: logger
         )
-        let app = buildApplication(options: ServerOptions(port: 0), source: capture, logger: logger)
+        let app = buildApplication(options: options, source: capture, logger: logger)
         return (app, table)
     }
 

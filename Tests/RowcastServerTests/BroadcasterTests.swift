@@ -1,0 +1,72 @@
+import NIOCore
+import RowcastCore
+import RowcastServer
+import Testing
+
+@Suite struct BroadcasterTests {
+    static func record(_ n: UInt64, table: String = "t") -> ChangeRecord {
+        var record = ChangeRecord(cursor: .trigger(stream: 9, sequence: n), source: .trigger, op: .insert)
+        record.schema = "public"
+        record.table = table
+        record.row = RawJSON(trusted: Array(#"{"id":\#(n)}"#.utf8))
+        return record
+    }
+
+    @Test func eachRecordIsEncodedOnceAndItsBytesShared() async {
+        let broadcaster = Broadcaster(queueLimit: 16, resumeWindow: 0)
+        let a = broadcaster.register(), b = broadcaster.register()
+        broadcaster.subscribe(a.id, to: .everything)
+        broadcaster.subscribe(b.id, to: .everything)
+        broadcaster.deliver(Self.record(1))
+        var frames: [ByteBuffer] = []
+        for registration in [a, b] {
+            var iterator = registration.stream.makeAsyncIterator()
+            _ = await iterator.next()  // subscribed
+            if case .frame(let frame, let cursor)? = await iterator.next() {
+                frames.append(frame)
+                #expect(cursor == Self.record(1).cursor.description)
+            }
+        }
+        #expect(frames.count == 2)
+        // Same storage, not an equal copy.
+        let pointers = frames.map { $0.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) } }
+        #expect(pointers[0] == pointers[1])
+    }
+
+    @Test func aClientThatFallsBehindIsCutOffWithoutTouchingTheOthers() async {
+        let broadcaster = Broadcaster(queueLimit: 64, resumeWindow: 0)
+        let slow = broadcaster.register(), fast = broadcaster.register()
+        broadcaster.subscribe(slow.id, to: .everything)
+        broadcaster.subscribe(fast.id, to: .everything)
+        var fastFrames = 0
+        var iterator = fast.stream.makeAsyncIterator()
+        _ = await iterator.next()  // subscribed
+        for n in 1...1_000 {
+            broadcaster.deliver(Self.record(UInt64(n)))
+            // The fast client keeps up; the slow one never reads.
+            if case .frame? = await iterator.next() { fastFrames += 1 }
+        }
+        #expect(fastFrames == 1_000)
+        #expect(broadcaster.wasCutOff(slow.id))
+        #expect(!broadcaster.wasCutOff(fast.id))
+        // The slow client's queue ends after what it had room for, so its session can close it.
+        var queued = 0
+        for await _ in slow.stream { queued += 1 }
+        #expect(queued == 64)
+        #expect(broadcaster.clientCount == 1)
+    }
+
+    @Test func sinceReplaysTheWindowAndRefusesWhatFellOutOfIt() async {
+        let broadcaster = Broadcaster(queueLimit: 64, resumeWindow: 5)
+        for n in 1...8 { broadcaster.deliver(Self.record(UInt64(n), table: n % 2 == 0 ? "even" : "odd")) }
+        let client = broadcaster.register()
+        #expect(!broadcaster.subscribe(client.id, to: .everything, since: Self.record(2).cursor), "record 3 fell out of the window")
+        let evens = Subscription(tables: ["public.even"], ops: nil, filter: nil)
+        #expect(broadcaster.subscribe(client.id, to: evens, since: Self.record(4).cursor))
+        broadcaster.deliver(Self.record(10, table: "even"))
+        broadcaster.unregister(client.id)
+        var cursors: [String] = []
+        for await case .frame(_, let cursor?) in client.stream { cursors.append(cursor) }
+        #expect(cursors == [6, 8, 10].map { Self.record($0).cursor.description })
+    }
+}
