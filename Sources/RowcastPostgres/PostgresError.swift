@@ -1,3 +1,5 @@
+import Foundation
+
 /// A failure talking to PostgreSQL, phrased for a one-line message.
 public enum PostgresError: Error, Sendable, CustomStringConvertible {
     /// The connection could not be made (the CLI exits 3).
@@ -38,5 +40,3 @@ public enum PostgresError: Error, Sendable, CustomStringConvertible {
             .joined(separator: "; ")
     }
 }
-
-import Foundation

@@ -1,3 +1,4 @@
+import Foundation
 import RowcastCore
 
 /// One logical replication slot as `rowcast slot status` reports it.
@@ -137,5 +138,3 @@ public enum SlotError: Error, Sendable, CustomStringConvertible {
         }
     }
 }
-
-import Foundation

@@ -16,14 +16,26 @@ public final class Broadcaster: RecordSink {
         case frame(ByteBuffer, cursor: String?)
     }
 
-    /// A client's end of the broadcaster: its id and the frames queued for it.
+    /// A client's end of the broadcaster: its id, the frames queued for it, and a flag
+    /// raised when it is cut off (checked without a lock before each write).
     public struct Registration: Sendable {
         public let id: UInt64
         public let stream: AsyncStream<Outgoing>
+        let cutFlag: CutFlag
+
+        /// Whether the client was cut off for falling behind: stop writing and close it.
+        public var isCutOff: Bool { cutFlag.isRaised }
+    }
+
+    final class CutFlag: Sendable {
+        private let raised = Atomic<Bool>(false)
+        var isRaised: Bool { raised.load(ordering: .relaxed) }
+        func raise() { raised.store(true, ordering: .relaxed) }
     }
 
     private struct Client {
         let continuation: AsyncStream<Outgoing>.Continuation
+        let cutFlag: CutFlag
         /// What the client asked for; nil until it subscribes.
         var subscription: Subscription?
     }
@@ -53,12 +65,13 @@ public final class Broadcaster: RecordSink {
     /// Registers a client. It receives updates only after ``receiveUpdates(_:)``.
     public func register() -> Registration {
         let (stream, continuation) = AsyncStream<Outgoing>.makeStream(bufferingPolicy: .bufferingOldest(queueLimit))
+        let flag = CutFlag()
         let id = state.withLock { state in
             state.nextID += 1
-            state.clients[state.nextID] = Client(continuation: continuation, subscription: nil)
+            state.clients[state.nextID] = Client(continuation: continuation, cutFlag: flag, subscription: nil)
             return state.nextID
         }
-        return Registration(id: id, stream: stream)
+        return Registration(id: id, stream: stream, cutFlag: flag)
     }
 
     /// Starts (or replaces) a client's subscription and queues its `subscribed` reply,
@@ -157,6 +170,7 @@ public final class Broadcaster: RecordSink {
     private static func cut(_ id: UInt64, in state: inout State) {
         guard let client = state.clients.removeValue(forKey: id) else { return }
         state.cutOff.insert(id)
+        client.cutFlag.raise()
         client.continuation.finish()
     }
 }

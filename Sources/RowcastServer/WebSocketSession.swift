@@ -21,13 +21,15 @@ struct WebSocketSession {
             group.addTask {
                 var lastCursor: String?
                 for await item in client.stream {
+                    // Cut off: close now rather than write out the backlog it could not take.
+                    if client.isCutOff { break }
                     switch item {
                     case .frame(let frame, let cursor):
                         try await outbound.write(.custom(.init(fin: true, opcode: .text, data: frame)))
                         if let cursor { lastCursor = cursor }
                     }
                 }
-                if broadcaster.wasCutOff(client.id) {
+                if client.isCutOff {
                     logger.info("cutting off a client that fell \(broadcaster.queueLimit) frames behind")
                     try await outbound.close(.unknown(1013), reason: "too slow; last cursor \(lastCursor ?? "none")")
                 }
