@@ -18,6 +18,8 @@ public struct ServerOptions: Sendable {
     public var resumeWindow: Int
     /// Replication: the slot, reported by `/status`.
     public var slot: String?
+    /// How often `/events` sends a comment line on a quiet stream.
+    public var heartbeatSeconds: Double = 15
 
     public init(
         host: String = "127.0.0.1",
@@ -62,6 +64,9 @@ public func buildApplication(
             body: .init(byteBuffer: ByteBuffer(string: body))
         )
     }
+    router.get("/events") { request, _ in
+        try ServerSentEvents.response(for: request, broadcaster: broadcaster, heartbeatSeconds: options.heartbeatSeconds)
+    }
     router.get("/status") { _, _ in
         Response(
             status: .ok,
@@ -81,7 +86,7 @@ public func buildApplication(
             configuration: .init(ws: .init(maxFrameSize: options.maxClientFrameSize))
         ),
         configuration: .init(address: .hostname(options.host, port: options.port), serverName: "rowcast"),
-        services: [CaptureService(source: source, sink: broadcaster)] + services,
+        services: [CaptureService(source: source, sink: broadcaster), ClientShutdownService(broadcaster: broadcaster)] + services,
         onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? options.port) },
         logger: logger
     )

@@ -14,6 +14,8 @@ public final class Broadcaster: RecordSink {
     public enum Outgoing: Sendable {
         /// A frame to send; `cursor` is set for `update` frames.
         case frame(ByteBuffer, cursor: String?)
+        /// Nothing to send but a sign of life (SSE comment lines).
+        case heartbeat
     }
 
     /// A client's end of the broadcaster: its id, the frames queued for it, and a flag
@@ -48,6 +50,7 @@ public final class Broadcaster: RecordSink {
         var recordsPublished: UInt64 = 0
         var lastCursor: Cursor?
         var window = ResumeWindow(limit: 0, byteLimit: 0)
+        var closing = false
     }
 
     /// How many frames may wait for one client before it is cut off.
@@ -68,7 +71,11 @@ public final class Broadcaster: RecordSink {
         let flag = CutFlag()
         let id = state.withLock { state in
             state.nextID += 1
-            state.clients[state.nextID] = Client(continuation: continuation, cutFlag: flag, subscription: nil)
+            if state.closing {
+                continuation.finish()
+            } else {
+                state.clients[state.nextID] = Client(continuation: continuation, cutFlag: flag, subscription: nil)
+            }
             return state.nextID
         }
         return Registration(id: id, stream: stream, cutFlag: flag)
@@ -97,6 +104,14 @@ public final class Broadcaster: RecordSink {
         }
     }
 
+    /// Queues a heartbeat for one client, in order with its updates.
+    public func heartbeat(_ id: UInt64) {
+        state.withLock { state in
+            guard let client = state.clients[id] else { return }
+            if case .dropped = client.continuation.yield(.heartbeat) { Self.cut(id, in: &state) }
+        }
+    }
+
     /// Stops sending updates to a client.
     public func unsubscribe(_ id: UInt64) {
         state.withLock { $0.clients[id]?.subscription = nil }
@@ -106,6 +121,18 @@ public final class Broadcaster: RecordSink {
     public func send(_ frame: ByteBuffer, to id: UInt64) {
         state.withLock { Self.enqueue(frame, to: id, in: &$0) }
     }
+
+    /// Ends every client's queue for a graceful shutdown: WebSocket sessions close with
+    /// 1001 after what was already queued, SSE streams end. New clients are refused.
+    public func closeAll() {
+        state.withLock { state in
+            state.closing = true
+            for client in state.clients.values { client.continuation.finish() }
+        }
+    }
+
+    /// Whether ``closeAll()`` was called.
+    public var isClosing: Bool { state.withLock { $0.closing } }
 
     /// Forgets a client (its connection ended). Returns whether it had been cut off.
     @discardableResult

@@ -21,3 +21,14 @@ public struct CaptureService: Service {
         }
     }
 }
+
+/// Closes every client when graceful shutdown begins, so open WebSocket sessions
+/// (1001) and SSE streams end instead of holding the server open.
+struct ClientShutdownService: Service {
+    let broadcaster: Broadcaster
+
+    func run() async {
+        try? await gracefulShutdown()
+        broadcaster.closeAll()
+    }
+}

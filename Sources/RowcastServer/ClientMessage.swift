@@ -26,7 +26,8 @@ public enum ClientMessage: Sendable, Equatable {
         }
     }
 
-    private static func subscribe(_ data: [String: Any]) throws(ClientMessageError) -> ClientMessage {
+    /// Parses a `subscribe` request's data (also used for `/events` query keys).
+    static func subscribe(_ data: [String: Any]) throws(ClientMessageError) -> ClientMessage {
         var tables: Set<String>?
         if let value = data["tables"] {
             guard let names = value as? [String] else { throw .badSubscription("\"tables\" must be an array of table names") }

@@ -15,10 +15,18 @@ public enum ServerFrame {
     /// `update` with the record as `data`. Built once per record and shared by every client.
     public static func update(_ record: ChangeRecord) -> ByteBuffer {
         var writer = JSONWriter(capacity: 160 + (record.row?.bytes.count ?? 0) + (record.old?.bytes.count ?? 0))
-        writer.appendASCII(#"{"event":"update","data":"#)
+        writer.appendASCII(updatePrefix)
         record.encode(into: &writer)
         writer.append(byte: UInt8(ascii: "}"))
         return ByteBuffer(bytes: writer.bytes)
+    }
+
+    private static let updatePrefix: StaticString = #"{"event":"update","data":"#
+
+    /// The record inside an `update` frame, as a slice of the same bytes (for SSE).
+    public static func record(inUpdate frame: ByteBuffer) -> ByteBuffer? {
+        let prefix = updatePrefix.utf8CodeUnitCount
+        return frame.getSlice(at: frame.readerIndex + prefix, length: frame.readableBytes - prefix - 1)
     }
 
     /// `subscribed`, echoing the subscription, with the cursor of the last record

@@ -27,11 +27,15 @@ struct WebSocketSession {
                     case .frame(let frame, let cursor):
                         try await outbound.write(.custom(.init(fin: true, opcode: .text, data: frame)))
                         if let cursor { lastCursor = cursor }
+                    case .heartbeat:
+                        break
                     }
                 }
                 if client.isCutOff {
                     logger.info("cutting off a client that fell \(broadcaster.queueLimit) frames behind")
                     try await outbound.close(.unknown(1013), reason: "too slow; last cursor \(lastCursor ?? "none")")
+                } else if broadcaster.isClosing {
+                    try await outbound.close(.goingAway, reason: "server shutting down; last cursor \(lastCursor ?? "none")")
                 }
             }
             group.addTask {

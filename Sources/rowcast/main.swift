@@ -11,6 +11,8 @@ do {
     } else {
         try command.run()
     }
+    // Done: do not wait for stray threads (a capture thread finishing its last poll).
+    exit(0)
 } catch let failure as CommandFailure {
     FileHandle.standardError.write(Data(("rowcast: " + failure.message + "\n").utf8))
     exit(failure.exitCode)

@@ -42,6 +42,12 @@ struct WebSocketTests {
         }
     }
 
+    static func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread { continuation.resume(with: Result { try body() }) }.start()
+        }
+    }
+
     static func object(_ message: WebSocketMessage?) -> [String: Any]? {
         guard case .text(let text) = message else { return nil }
         return try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
@@ -181,6 +187,39 @@ struct WebSocketTests {
                 #expect((live?["row"] as? [String: Any])?["id"] as? Int == 5, "then live, with nothing repeated at the seam")
                 try await outbound.close(.normalClosure, reason: nil)
             }
+        }
+    }
+
+    @Test func serverSentEventsFilterAndResumeWithLastEventID() async throws {
+        let (app, table) = try Self.makeApp()
+        _ = try await app.test(.live) { client in
+            let port = try #require(client.port)
+            let path = "/events?tables=\(table.name)&ops=insert"
+            let first = try EventStreamClient(port: port, path: path)
+            let head = try await Self.onThread { first.readHead() }
+            #expect(head.hasPrefix("HTTP/1.1 200"))
+            #expect(head.lowercased().contains("content-type: text/event-stream"))
+            try await Self.insert("INSERT INTO \(table.quoted) VALUES (1, 'a'); INSERT INTO \(table.quoted) VALUES (2, 'b'); UPDATE \(table.quoted) SET title = 'x'")
+            let events = try await Self.onThread { first.events(2) }
+            #expect(events.count == 2)
+            let ids = events.compactMap(\.id)
+            #expect(ids.count == 2 && ids.allSatisfy { Cursor($0) != nil })
+            let record = try JSONSerialization.jsonObject(with: Data(events[0].data.utf8)) as? [String: Any]
+            #expect(record?["op"] as? String == "insert")
+            #expect(record?["cursor"] as? String == ids.first)
+
+            // EventSource reconnects with Last-Event-ID: it gets what came after, once.
+            let second = try EventStreamClient(port: port, path: path, headers: ["Last-Event-ID": ids[0]])
+            _ = try await Self.onThread { second.readHead() }
+            let resumed = try await Self.onThread { second.events(1) }
+            #expect(resumed.map(\.id) == [ids[1]])
+
+            let bad = try EventStreamClient(port: port, path: "/events?filter=id=like.1")
+            #expect(try await Self.onThread { bad.readHead() }.hasPrefix("HTTP/1.1 400"))
+            let expired = try EventStreamClient(port: port, path: "/events", headers: ["Last-Event-ID": "t0000000000000001.0000000000000001"])
+            _ = try await Self.onThread { expired.readHead() }
+            #expect(try await Self.onThread { expired.events(1) }.first?.event == "error")
+            for stream in [first, second, bad, expired] { stream.disconnect() }
         }
     }
 
