@@ -67,22 +67,16 @@ public enum SlotAdmin {
 
     /// Creates a logical slot using `pgoutput`.
     public static func create(on connection: PostgresConnection, slot: String) throws(SlotError) {
-        do {
+        try mappingErrors(slot: slot) {
             if try !status(on: connection, slot: slot).isEmpty { throw SlotError.exists(slot) }
             try connection.execute("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", [slot])
-        } catch let error as SlotError {
-            throw error
-        } catch let error as PostgresError {
-            throw SlotError.from(error, slot: slot)
-        } catch {
-            throw SlotError.database(.protocolViolation("\(error)"))
         }
     }
 
     /// Drops a slot. An active slot is refused unless `force`, which terminates its
     /// holder first and waits (up to `timeoutSeconds`) for the slot to be released.
     public static func drop(on connection: PostgresConnection, slot: String, force: Bool, timeoutSeconds: Double = 10) throws(SlotError) {
-        do {
+        try mappingErrors(slot: slot) {
             guard let current = try status(on: connection, slot: slot).first else { throw SlotError.missing(slot) }
             if current.active {
                 guard force, let pid = current.activePID else { throw SlotError.active(slot, pid: current.activePID) }
@@ -95,6 +89,13 @@ public enum SlotAdmin {
                 }
             }
             try connection.execute("SELECT pg_drop_replication_slot($1)", [slot])
+        }
+    }
+
+    /// Runs `body`, turning server errors into the ``SlotError`` users can act on.
+    private static func mappingErrors(slot: String, _ body: () throws -> Void) throws(SlotError) {
+        do {
+            try body()
         } catch let error as SlotError {
             throw error
         } catch let error as PostgresError {
