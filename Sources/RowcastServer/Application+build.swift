@@ -20,6 +20,9 @@ public struct ServerOptions: Sendable {
     public var slot: String?
     /// How often `/events` sends a comment line on a quiet stream.
     public var heartbeatSeconds: Double = 15
+    /// Browser origins allowed on `/ws` and `/events`; empty allows any. Requests
+    /// without an `Origin` header (not from a browser) are always allowed.
+    public var allowedOrigins: Set<String> = []
 
     public init(
         host: String = "127.0.0.1",
@@ -64,8 +67,15 @@ public func buildApplication(
             body: .init(byteBuffer: ByteBuffer(string: body))
         )
     }
+    @Sendable func checkOrigin(_ request: Request) throws {
+        guard !options.allowedOrigins.isEmpty, let origin = request.headers[.origin] else { return }
+        guard options.allowedOrigins.contains(origin) else {
+            throw HTTPError(.forbidden, message: "origin \(origin) is not allowed (see --allow-origin)")
+        }
+    }
     router.get("/events") { request, _ in
-        try ServerSentEvents.response(for: request, broadcaster: broadcaster, heartbeatSeconds: options.heartbeatSeconds)
+        try checkOrigin(request)
+        return try ServerSentEvents.response(for: request, broadcaster: broadcaster, heartbeatSeconds: options.heartbeatSeconds)
     }
     router.get("/status") { _, _ in
         Response(
@@ -74,7 +84,10 @@ public func buildApplication(
             body: .init(byteBuffer: ByteBuffer(bytes: StatusReport.json(source: source, broadcaster: broadcaster, slot: options.slot)))
         )
     }
-    router.ws("/ws") { inbound, outbound, context in
+    router.ws("/ws", shouldUpgrade: { request, _ in
+        try checkOrigin(request)
+        return .upgrade([:])
+    }) { inbound, outbound, context in
         let session = WebSocketSession(broadcaster: broadcaster, mode: source.mode, maxFrameSize: options.maxClientFrameSize, logger: context.logger)
         try await session.run(inbound: inbound, outbound: outbound)
     }

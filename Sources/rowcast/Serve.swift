@@ -27,6 +27,12 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Recent records kept so that clients can resume with since.", valueName: "records"))
     var resumeWindow: Int = 1000
 
+    @Option(name: .long, help: ArgumentHelp("A browser origin allowed on /ws and /events (repeatable); default: any.", valueName: "origin"))
+    var allowOrigin: [String] = []
+
+    @Flag(name: .long, help: "Allow listening on a non-loopback address without client authentication.")
+    var insecureNoAuth = false
+
     func run() async throws {
         let logger = try connection.bootstrapLogging()
         let host = host ?? "127.0.0.1"
@@ -34,14 +40,23 @@ struct Serve: AsyncParsableCommand {
         guard (0...65535).contains(port) else {
             throw CommandFailure.usage("--port must be a number from 0 to 65535")
         }
+        guard isLoopback(host) || insecureNoAuth else {
+            throw CommandFailure.usage(
+                "refusing to serve unauthenticated clients on \(host) (fix: listen on 127.0.0.1 behind a proxy that authenticates, or pass --insecure-no-auth)"
+            )
+        }
         guard resumeWindow >= 0 else { throw CommandFailure.usage("--resume-window takes a number of records, 0 or more") }
         let source = try capture.connect(connection.settings, logger: logger)
         let mode = source.mode.rawValue
         let app = buildApplication(
-            options: ServerOptions(
-                host: host, port: port, resumeWindow: resumeWindow,
-                slot: source.mode == .replication ? capture.slot : nil
-            ),
+            options: {
+                var options = ServerOptions(
+                    host: host, port: port, resumeWindow: resumeWindow,
+                    slot: source.mode == .replication ? capture.slot : nil
+                )
+                options.allowedOrigins = Set(allowOrigin)
+                return options
+            }(),
             source: source,
             onServerRunning: { port in logger.info("serving \(mode) mode on http://\(host):\(port)/") },
             logger: logger
@@ -59,4 +74,9 @@ func runServer(_ app: some ApplicationProtocol, host: String, port: Int) async t
             "cannot serve on \(host):\(port): \(error) (fix: choose another --port, or stop what is using it)"
         )
     }
+}
+
+/// Whether `host` only accepts connections from this machine.
+func isLoopback(_ host: String) -> Bool {
+    host == "localhost" || host == "::1" || host.hasPrefix("127.")
 }

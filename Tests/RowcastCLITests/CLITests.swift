@@ -38,6 +38,16 @@ import Testing
         #expect(!result.stderr.isEmpty)
     }
 
+    @Test func servingBeyondLoopbackWithoutAuthIsRefused() throws {
+        let result = try Rowcast.run(["serve", "--mode", "trigger", "--host", "0.0.0.0", "--db", "postgresql://127.0.0.1:1/x"])
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("refusing to serve unauthenticated clients on 0.0.0.0"))
+        #expect(result.stderr.contains("--insecure-no-auth"))
+        // With the explicit flag it goes on (and here fails to connect: exit 3).
+        let allowed = try Rowcast.run(["serve", "--mode", "trigger", "--host", "0.0.0.0", "--insecure-no-auth", "--db", "postgresql://127.0.0.1:1/x"])
+        #expect(allowed.status == 3)
+    }
+
     @Test func helpAndVersionExit0() throws {
         let help = try Rowcast.run(["--help"])
         #expect(help.status == 0)

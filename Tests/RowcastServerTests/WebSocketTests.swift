@@ -223,6 +223,30 @@ struct WebSocketTests {
         }
     }
 
+    @Test func onlyAllowedBrowserOriginsMayConnect() async throws {
+        var options = ServerOptions(port: 0)
+        options.allowedOrigins = ["http://good.example"]
+        let (app, _) = try Self.makeApp(options: options)
+        _ = try await app.test(.live) { client in
+            // This client always sends its own Origin (http://localhost:PORT): not allowed.
+            await #expect(throws: (any Error).self) {
+                try await client.ws("/ws") { _, _, _ in }
+            }
+            let port = try #require(client.port)
+            let upgrade = ["Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="]
+            for (origin, path, status) in [
+                ("http://good.example", "/ws", "101"), ("http://evil.example", "/ws", "400"),
+                ("http://good.example", "/events", "200"), ("http://evil.example", "/events", "403"),
+            ] {
+                let headers = path == "/ws" ? upgrade.merging(["Origin": origin]) { $1 } : ["Origin": origin]
+                let request = try EventStreamClient(port: port, path: path, headers: headers)
+                let head = try await Self.onThread { request.readHead() }
+                #expect(head.hasPrefix("HTTP/1.1 \(status)"), "\(origin) \(path): \(head.prefix(40))")
+                request.disconnect()
+            }
+        }
+    }
+
     @Test func healthzAndThePage() async throws {
         let (app, _) = try Self.makeApp()
         try await app.test(.router) { client in
