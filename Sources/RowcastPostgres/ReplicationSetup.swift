@@ -44,14 +44,8 @@ public enum ReplicationSetup {
                 try SlotAdmin.create(on: connection, slot: slot)
                 done.append("created replication slot \(slot)")
             }
-        } catch let error as SetupError {
-            throw error
-        } catch let error as SlotError {
-            throw SetupError.slot(error)
-        } catch let error as PostgresError {
-            throw SetupError.database(error)
         } catch {
-            throw SetupError.database(.protocolViolation("\(error)"))
+            throw SetupError(wrapping: error)
         }
         return done
     }
@@ -69,12 +63,8 @@ public enum ReplicationSetup {
                 try SlotAdmin.drop(on: connection, slot: slot, force: false)
                 done.append("dropped replication slot \(slot)")
             }
-        } catch let error as SlotError {
-            throw SetupError.slot(error)
-        } catch let error as PostgresError {
-            throw SetupError.database(error)
         } catch {
-            throw SetupError.database(.protocolViolation("\(error)"))
+            throw SetupError(wrapping: error)
         }
         return done
     }

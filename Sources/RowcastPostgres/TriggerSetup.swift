@@ -42,12 +42,8 @@ public enum TriggerSetup {
                 _ = try? connection.execute("ROLLBACK")
                 throw error
             }
-        } catch let error as SetupError {
-            throw error
-        } catch let error as PostgresError {
-            throw SetupError.database(error)
         } catch {
-            throw SetupError.database(.protocolViolation("\(error)"))
+            throw SetupError(wrapping: error)
         }
     }
 
@@ -68,6 +64,16 @@ public enum SetupError: Error, Sendable, CustomStringConvertible {
     case notATable(TableName, relkind: String)
     case database(PostgresError)
     case slot(SlotError)
+
+    /// Any error from a set-up step, as the SetupError the CLI reports.
+    init(wrapping error: any Error) {
+        switch error {
+        case let error as SetupError: self = error
+        case let error as SlotError: self = .slot(error)
+        case let error as PostgresError: self = .database(error)
+        default: self = .database(.protocolViolation("\(error)"))
+        }
+    }
 
     public var description: String {
         switch self {

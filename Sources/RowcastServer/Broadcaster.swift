@@ -45,9 +45,7 @@ public final class Broadcaster: RecordSink {
     private struct State {
         var nextID: UInt64 = 0
         var clients: [UInt64: Client] = [:]
-        var cutOff: Set<UInt64> = []
         var recordsSent: UInt64 = 0
-        var recordsPublished: UInt64 = 0
         var lastCursor: Cursor?
         var window = ResumeWindow(limit: 0, byteLimit: 0)
         var closing = false
@@ -134,18 +132,9 @@ public final class Broadcaster: RecordSink {
     /// Whether ``closeAll()`` was called.
     public var isClosing: Bool { state.withLock { $0.closing } }
 
-    /// Forgets a client (its connection ended). Returns whether it had been cut off.
-    @discardableResult
-    public func unregister(_ id: UInt64) -> Bool {
-        state.withLock { state in
-            state.clients.removeValue(forKey: id)?.continuation.finish()
-            return state.cutOff.remove(id) != nil
-        }
-    }
-
-    /// Whether a client was cut off for being too slow.
-    public func wasCutOff(_ id: UInt64) -> Bool {
-        state.withLock { $0.cutOff.contains(id) }
+    /// Forgets a client (its connection ended).
+    public func unregister(_ id: UInt64) {
+        state.withLock { _ = $0.clients.removeValue(forKey: id)?.continuation.finish() }
     }
 
     /// The number of connected clients.
@@ -153,9 +142,6 @@ public final class Broadcaster: RecordSink {
 
     /// Frames of `update` handed to clients since start (one per client per record).
     public var recordsSent: UInt64 { state.withLock { $0.recordsSent } }
-
-    /// Records published since start.
-    public var recordsPublished: UInt64 { state.withLock { $0.recordsPublished } }
 
     /// The cursor of the last record published.
     public var lastCursor: Cursor? { state.withLock { $0.lastCursor } }
@@ -167,7 +153,6 @@ public final class Broadcaster: RecordSink {
         let cursor = record.cursor.description
         state.withLock { state in
             state.lastCursor = record.cursor
-            state.recordsPublished += 1
             state.window.append(.init(record: record, frame: frame))
             for (id, client) in state.clients {
                 guard let subscription = client.subscription, subscription.matches(record) else { continue }
@@ -196,7 +181,6 @@ public final class Broadcaster: RecordSink {
 
     private static func cut(_ id: UInt64, in state: inout State) {
         guard let client = state.clients.removeValue(forKey: id) else { return }
-        state.cutOff.insert(id)
         client.cutFlag.raise()
         client.continuation.finish()
     }
