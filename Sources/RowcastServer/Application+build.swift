@@ -23,6 +23,8 @@ public struct ServerOptions: Sendable {
     /// Browser origins allowed on `/ws` and `/events`; empty allows any. Requests
     /// without an `Origin` header (not from a browser) are always allowed.
     public var allowedOrigins: Set<String> = []
+    /// Who may connect to `/ws`, `/events`, `/status` and `/metrics`, and what they see.
+    public var auth: ClientAuthenticator = .disabled
 
     public init(
         host: String = "127.0.0.1",
@@ -51,7 +53,8 @@ public func buildApplication(
     onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in },
     logger: Logger
 ) -> some ApplicationProtocol {
-    let broadcaster = Broadcaster(queueLimit: options.clientQueueLimit, resumeWindow: options.resumeWindow)
+    let metrics = ServerMetrics()
+    let broadcaster = Broadcaster(queueLimit: options.clientQueueLimit, resumeWindow: options.resumeWindow, metrics: metrics)
     let router = Router(context: BasicWebSocketRequestContext.self)
     let page = ByteBuffer(bytes: PackageResources.index_html)
 
@@ -75,20 +78,43 @@ public func buildApplication(
     }
     router.get("/events") { request, _ in
         try checkOrigin(request)
-        return try ServerSentEvents.response(for: request, broadcaster: broadcaster, heartbeatSeconds: options.heartbeatSeconds)
+        let access = try await options.auth.authenticate(request)
+        return try ServerSentEvents.response(for: request, access: access, broadcaster: broadcaster, heartbeatSeconds: options.heartbeatSeconds)
     }
-    router.get("/status") { _, _ in
-        Response(
+    router.get("/status") { request, _ in
+        _ = try await options.auth.authenticate(request)
+        return Response(
             status: .ok,
             headers: [.contentType: "application/json"],
             body: .init(byteBuffer: ByteBuffer(bytes: StatusReport.json(source: source, broadcaster: broadcaster, slot: options.slot)))
+        )
+    }
+    router.get("/metrics") { request, _ in
+        _ = try await options.auth.authenticate(request)
+        return Response(
+            status: .ok,
+            headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(bytes: metrics.render(source: source)))
         )
     }
     router.ws("/ws", shouldUpgrade: { request, _ in
         try checkOrigin(request)
         return .upgrade([:])
     }) { inbound, outbound, context in
-        let session = WebSocketSession(broadcaster: broadcaster, mode: source.mode, maxFrameSize: options.maxClientFrameSize, logger: context.logger)
+        // A refused upgrade can only be a bare 400 in this stack, and browsers hide the
+        // status of a failed handshake anyway: so credentials are checked after the
+        // upgrade, and a failure closes with 1008 and a reason a page can act on.
+        let access: ClientAccess
+        do throws(AuthFailure) {
+            access = try await options.auth.authenticate(context.request)
+        } catch {
+            try await outbound.close(.policyViolation, reason: closeReason("unauthorized: " + error.message))
+            return
+        }
+        let session = WebSocketSession(
+            broadcaster: broadcaster, mode: source.mode, access: access,
+            maxFrameSize: options.maxClientFrameSize, logger: context.logger
+        )
         try await session.run(inbound: inbound, outbound: outbound)
     }
 
@@ -103,4 +129,11 @@ public func buildApplication(
         onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? options.port) },
         logger: logger
     )
+}
+
+/// A close frame's reason is at most 123 bytes of UTF-8.
+func closeReason(_ text: String) -> String {
+    var reason = Substring(text)
+    while reason.utf8.count > 123 { reason = reason.dropLast() }
+    return String(reason)
 }

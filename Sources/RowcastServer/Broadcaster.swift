@@ -18,26 +18,36 @@ public final class Broadcaster: RecordSink {
         case heartbeat
     }
 
-    /// A client's end of the broadcaster: its id, the frames queued for it, and a flag
-    /// raised when it is cut off (checked without a lock before each write).
+    /// Why the broadcaster ended a client's queue before the client left.
+    public enum EndReason: UInt8, Sendable {
+        /// It fell `queueLimit` frames behind.
+        case tooSlow = 1
+        /// Its credential expired.
+        case credentialExpired = 2
+        /// The server is shutting down.
+        case shuttingDown = 3
+    }
+
+    /// A client's end of the broadcaster: its id, the frames queued for it, and the
+    /// reason it was ended, if it was (checked without a lock before each write).
     public struct Registration: Sendable {
         public let id: UInt64
         public let stream: AsyncStream<Outgoing>
-        let cutFlag: CutFlag
+        let endFlag: EndFlag
 
-        /// Whether the client was cut off for falling behind: stop writing and close it.
-        public var isCutOff: Bool { cutFlag.isRaised }
+        /// Set when the broadcaster ended this client: stop writing and close it.
+        public var endReason: EndReason? { endFlag.reason }
     }
 
-    final class CutFlag: Sendable {
-        private let raised = Atomic<Bool>(false)
-        var isRaised: Bool { raised.load(ordering: .relaxed) }
-        func raise() { raised.store(true, ordering: .relaxed) }
+    final class EndFlag: Sendable {
+        private let value = Atomic<UInt8>(0)
+        var reason: EndReason? { EndReason(rawValue: value.load(ordering: .relaxed)) }
+        func raise(_ reason: EndReason) { value.store(reason.rawValue, ordering: .relaxed) }
     }
 
     private struct Client {
         let continuation: AsyncStream<Outgoing>.Continuation
-        let cutFlag: CutFlag
+        let endFlag: EndFlag
         /// What the client asked for; nil until it subscribes.
         var subscription: Subscription?
     }
@@ -54,29 +64,33 @@ public final class Broadcaster: RecordSink {
     /// How many frames may wait for one client before it is cut off.
     public let queueLimit: Int
     private let state = Mutex(State())
+    private let metrics: ServerMetrics?
 
     /// - Parameters:
     ///   - queueLimit: frames that may wait for one client before it is cut off.
     ///   - resumeWindow: recent records kept for `since` (at most `resumeWindowBytes` of frames).
-    public init(queueLimit: Int = 4096, resumeWindow: Int = 1000, resumeWindowBytes: Int = 64 << 20) {
+    ///   - metrics: where to count records, clients and cut-offs.
+    public init(queueLimit: Int = 4096, resumeWindow: Int = 1000, resumeWindowBytes: Int = 64 << 20, metrics: ServerMetrics? = nil) {
         self.queueLimit = max(queueLimit, resumeWindow + 64)
+        self.metrics = metrics
         state.withLock { $0.window = ResumeWindow(limit: resumeWindow, byteLimit: resumeWindowBytes) }
     }
 
     /// Registers a client. It receives updates only after ``receiveUpdates(_:)``.
     public func register() -> Registration {
         let (stream, continuation) = AsyncStream<Outgoing>.makeStream(bufferingPolicy: .bufferingOldest(queueLimit))
-        let flag = CutFlag()
+        let flag = EndFlag()
         let id = state.withLock { state in
             state.nextID += 1
             if state.closing {
                 continuation.finish()
             } else {
-                state.clients[state.nextID] = Client(continuation: continuation, cutFlag: flag, subscription: nil)
+                state.clients[state.nextID] = Client(continuation: continuation, endFlag: flag, subscription: nil)
             }
+            metrics?.clients.set(state.clients.count)
             return state.nextID
         }
-        return Registration(id: id, stream: stream, cutFlag: flag)
+        return Registration(id: id, stream: stream, endFlag: flag)
     }
 
     /// Starts (or replaces) a client's subscription and queues its `subscribed` reply,
@@ -94,9 +108,9 @@ public final class Broadcaster: RecordSink {
                 replay = after
             }
             state.clients[id]?.subscription = subscription
-            Self.enqueue(ServerFrame.subscribed(subscription, cursor: state.lastCursor?.description), to: id, in: &state)
+            enqueue(ServerFrame.subscribed(subscription, cursor: state.lastCursor?.description), to: id, in: &state)
             for entry in replay where subscription.matches(entry.record) {
-                Self.enqueue(entry.frame, to: id, in: &state, cursor: entry.record.cursor.description)
+                enqueue(entry.frame, to: id, in: &state, cursor: entry.record.cursor.description)
             }
             return true
         }
@@ -106,8 +120,13 @@ public final class Broadcaster: RecordSink {
     public func heartbeat(_ id: UInt64) {
         state.withLock { state in
             guard let client = state.clients[id] else { return }
-            if case .dropped = client.continuation.yield(.heartbeat) { Self.cut(id, in: &state) }
+            if case .dropped = client.continuation.yield(.heartbeat) { end(id, .tooSlow, in: &state) }
         }
+    }
+
+    /// Ends a client whose credential expired: its session closes after what is queued.
+    public func expire(_ id: UInt64) {
+        state.withLock { end(id, .credentialExpired, in: &$0) }
     }
 
     /// Stops sending updates to a client.
@@ -117,24 +136,30 @@ public final class Broadcaster: RecordSink {
 
     /// Queues a frame for one client, in order with its updates.
     public func send(_ frame: ByteBuffer, to id: UInt64) {
-        state.withLock { Self.enqueue(frame, to: id, in: &$0) }
+        state.withLock { enqueue(frame, to: id, in: &$0) }
     }
 
     /// Ends every client's queue for a graceful shutdown: WebSocket sessions close with
-    /// 1001 after what was already queued, SSE streams end. New clients are refused.
+    /// 1001, SSE streams end. New clients are refused.
     public func closeAll() {
         state.withLock { state in
             state.closing = true
-            for client in state.clients.values { client.continuation.finish() }
+            for id in Array(state.clients.keys) { end(id, .shuttingDown, in: &state) }
         }
     }
 
-    /// Whether ``closeAll()`` was called.
-    public var isClosing: Bool { state.withLock { $0.closing } }
+    /// Ends one client's queue because the server is shutting down (its connection's
+    /// own graceful-shutdown handler calls this).
+    public func shutDown(_ id: UInt64) {
+        state.withLock { end(id, .shuttingDown, in: &$0) }
+    }
 
     /// Forgets a client (its connection ended).
     public func unregister(_ id: UInt64) {
-        state.withLock { _ = $0.clients.removeValue(forKey: id)?.continuation.finish() }
+        state.withLock { state in
+            state.clients.removeValue(forKey: id)?.continuation.finish()
+            metrics?.clients.set(state.clients.count)
+        }
     }
 
     /// The number of connected clients.
@@ -151,37 +176,54 @@ public final class Broadcaster: RecordSink {
     public func deliver(_ record: ChangeRecord) {
         let frame = ServerFrame.update(record)
         let cursor = record.cursor.description
-        state.withLock { state in
+        let sent = state.withLock { state in
             state.lastCursor = record.cursor
             state.window.append(.init(record: record, frame: frame))
+            var sent = 0
             for (id, client) in state.clients {
                 guard let subscription = client.subscription, subscription.matches(record) else { continue }
                 switch client.continuation.yield(.frame(frame, cursor: cursor)) {
                 case .enqueued:
-                    state.recordsSent += 1
+                    sent += 1
                 case .dropped:
-                    Self.cut(id, in: &state)
+                    end(id, .tooSlow, in: &state)
                 case .terminated:
                     state.clients.removeValue(forKey: id)
+                    metrics?.clients.set(state.clients.count)
                 @unknown default:
                     break
                 }
+            }
+            state.recordsSent += UInt64(sent)
+            return sent
+        }
+        if let metrics {
+            metrics.recordsCaptured.increment()
+            if sent > 0 {
+                metrics.recordsSent.increment(by: sent)
+                metrics.bytesSent.increment(by: sent * frame.readableBytes)
             }
         }
     }
 
     public func endOfBatch() {}
 
-    private static func enqueue(_ frame: ByteBuffer, to id: UInt64, in state: inout State, cursor: String? = nil) {
+    private func enqueue(_ frame: ByteBuffer, to id: UInt64, in state: inout State, cursor: String? = nil) {
         guard let client = state.clients[id] else { return }
         if case .dropped = client.continuation.yield(.frame(frame, cursor: cursor)) {
-            cut(id, in: &state)
+            end(id, .tooSlow, in: &state)
         }
     }
 
-    private static func cut(_ id: UInt64, in state: inout State) {
+    private func end(_ id: UInt64, _ reason: EndReason, in state: inout State) {
         guard let client = state.clients.removeValue(forKey: id) else { return }
-        client.cutFlag.raise()
+        client.endFlag.raise(reason)
         client.continuation.finish()
+        switch reason {
+        case .tooSlow: metrics?.clientsCutOff.increment()
+        case .credentialExpired: metrics?.clientsExpired.increment()
+        case .shuttingDown: break
+        }
+        metrics?.clients.set(state.clients.count)
     }
 }

@@ -9,6 +9,9 @@ public enum ClientMessage: Sendable, Equatable {
     case subscribe(Subscription, since: Cursor?)
     /// `unsubscribe` `{}`: stop updates, keep the connection.
     case unsubscribe
+    /// `ping` with any object: answered with `pong` and the same object, in order with
+    /// the updates (browsers cannot send WebSocket ping frames).
+    case ping(data: String)
 
     /// Parses a text frame; a ``ClientMessageError`` names what is wrong with it.
     public static func parse(_ text: String) throws(ClientMessageError) -> ClientMessage {
@@ -22,6 +25,9 @@ public enum ClientMessage: Sendable, Equatable {
         case "ready for data": return .readyForData
         case "unsubscribe": return .unsubscribe
         case "subscribe": return try subscribe(data)
+        case "ping":
+            let echo = (try? JSONSerialization.data(withJSONObject: data)).map { String(decoding: $0, as: UTF8.self) }
+            return .ping(data: echo ?? "{}")
         default: throw .unknownEvent(event)
         }
     }
@@ -72,6 +78,10 @@ public enum ClientMessageError: Error, Sendable, Equatable {
     case unknownEvent(String)
     case badSubscription(String)
     case badFilter(String)
+    /// The client's credential does not allow what it asked for.
+    case forbidden(String)
+    /// `since` is older than the resume window.
+    case cursorExpired(Cursor?)
 
     /// The `code` of the `error` frame.
     public var code: String {
@@ -80,15 +90,19 @@ public enum ClientMessageError: Error, Sendable, Equatable {
         case .unknownEvent: "unknown_event"
         case .badSubscription: "bad_subscription"
         case .badFilter: "bad_filter"
+        case .forbidden: "forbidden"
+        case .cursorExpired: "cursor_expired"
         }
     }
 
     /// The `message` of the `error` frame.
     public var message: String {
         switch self {
-        case .badFrame(let why), .badSubscription(let why), .badFilter(let why): why
+        case .badFrame(let why), .badSubscription(let why), .badFilter(let why), .forbidden(let why): why
+        case .cursorExpired(let since):
+            "records after \(since?.description ?? "that cursor") are no longer kept; subscribe without since and reload"
         case .unknownEvent(let event):
-            "unknown event \"\(event)\"; expected \"ready for data\", \"subscribe\" or \"unsubscribe\""
+            "unknown event \"\(event)\"; expected \"ready for data\", \"subscribe\", \"unsubscribe\" or \"ping\""
         }
     }
 }

@@ -61,11 +61,33 @@ public enum ServerFrame {
     /// `error` `{"code": C, "message": M}`; the connection stays open.
     public static func error(code: String, message: String) -> ByteBuffer {
         var writer = JSONWriter(capacity: 96 + message.utf8.count)
-        writer.appendASCII(#"{"event":"error","data":{"code":"#)
+        writer.appendASCII(#"{"event":"error","data":"#)
+        appendErrorObject(code: code, message: message, to: &writer)
+        writer.append(byte: UInt8(ascii: "}"))
+        return ByteBuffer(bytes: writer.bytes)
+    }
+
+    /// `{"code": C, "message": M}` alone: the body of HTTP errors and SSE `error` events.
+    public static func errorObject(code: String, message: String) -> [UInt8] {
+        var writer = JSONWriter(capacity: 64 + message.utf8.count)
+        appendErrorObject(code: code, message: message, to: &writer)
+        return writer.bytes
+    }
+
+    private static func appendErrorObject(code: String, message: String, to writer: inout JSONWriter) {
+        writer.appendASCII(#"{"code":"#)
         writer.appendString(code)
         writer.appendASCII(#","message":"#)
         writer.appendString(message)
-        writer.appendASCII("}}")
+        writer.append(byte: UInt8(ascii: "}"))
+    }
+
+    /// `pong`, answering a client's `ping` with the same `data`.
+    public static func pong(echoing data: String) -> ByteBuffer {
+        var writer = JSONWriter(capacity: 32 + data.utf8.count)
+        writer.appendASCII(#"{"event":"pong","data":"#)
+        writer.appendRaw(Array(data.utf8))
+        writer.append(byte: UInt8(ascii: "}"))
         return ByteBuffer(bytes: writer.bytes)
     }
 }

@@ -2,6 +2,7 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 import RowcastCore
+import ServiceLifecycle
 
 /// `GET /events`: the record stream as Server-Sent Events.
 ///
@@ -11,7 +12,7 @@ import RowcastCore
 /// bytes the WebSocket clients get. A comment line every `heartbeatSeconds` keeps
 /// proxies from closing a quiet stream.
 enum ServerSentEvents {
-    static func response(for request: Request, broadcaster: Broadcaster, heartbeatSeconds: Double) throws -> Response {
+    static func response(for request: Request, access: ClientAccess, broadcaster: Broadcaster, heartbeatSeconds: Double) throws -> Response {
         let query = request.uri.queryParameters
         var data: [String: Any] = [:]
         if let tables = query["tables"] { data["tables"] = tables.split(separator: ",").map(String.init) }
@@ -24,13 +25,13 @@ enum ServerSentEvents {
             guard case .subscribe(let parsed, let cursor) = try ClientMessage.subscribe(data) else {
                 throw HTTPError(.badRequest)
             }
-            subscription = parsed
+            subscription = try access.restrict(parsed)
             since = cursor
         } catch let error as ClientMessageError {
             return Response(
-                status: .badRequest,
+                status: error.code == "forbidden" ? .forbidden : .badRequest,
                 headers: [.contentType: "application/json"],
-                body: .init(byteBuffer: ByteBuffer(string: #"{"code":"\#(error.code)","message":\#(quoted(error.message))}"#))
+                body: .init(byteBuffer: ByteBuffer(bytes: ServerFrame.errorObject(code: error.code, message: error.message)))
             )
         }
         let client = broadcaster.register()
@@ -41,7 +42,8 @@ enum ServerSentEvents {
             body: ResponseBody { writer in
                 defer { broadcaster.unregister(client.id) }
                 guard subscribed else {
-                    try await writer.write(ByteBuffer(string: "event: error\ndata: {\"code\":\"cursor_expired\",\"message\":\"records after that cursor are no longer kept; reconnect without it\"}\n\n"))
+                    let error = ClientMessageError.cursorExpired(since)
+                    try await writer.write(errorEvent(code: error.code, message: error.message))
                     try await writer.finish(nil)
                     return
                 }
@@ -53,27 +55,43 @@ enum ServerSentEvents {
                     }
                 }
                 defer { heartbeat.cancel() }
-                for await item in client.stream {
-                    if client.isCutOff { break }
-                    switch item {
-                    case .frame(let frame, let cursor?):
-                        guard let record = ServerFrame.record(inUpdate: frame) else { continue }
-                        try await writer.write(contentsOf: [ByteBuffer(string: "id: \(cursor)\ndata: "), record, ByteBuffer(string: "\n\n")])
-                    case .frame:
-                        continue  // subscribed and errors belong to the WebSocket protocol
-                    case .heartbeat:
-                        try await writer.write(ByteBuffer(string: ": keepalive\n\n"))
+                let expiry = access.expires.map { expires in
+                    Task {
+                        try await Task.sleep(for: .seconds(max(0, expires.timeIntervalSinceNow)))
+                        broadcaster.expire(client.id)
                     }
+                }
+                defer { expiry?.cancel() }
+                // The server's graceful shutdown waits for open responses: end this stream.
+                try await withGracefulShutdownHandler {
+                    for await item in client.stream {
+                        if client.endReason != nil { break }
+                        switch item {
+                        case .frame(let frame, let cursor?):
+                            guard let record = ServerFrame.record(inUpdate: frame) else { continue }
+                            try await writer.write(contentsOf: [ByteBuffer(string: "id: \(cursor)\ndata: "), record, ByteBuffer(string: "\n\n")])
+                        case .frame:
+                            continue  // subscribed and errors belong to the WebSocket protocol
+                        case .heartbeat:
+                            try await writer.write(ByteBuffer(string: ": keepalive\n\n"))
+                        }
+                    }
+                } onGracefulShutdown: {
+                    broadcaster.shutDown(client.id)
+                }
+                if client.endReason == .credentialExpired {
+                    try await writer.write(errorEvent(code: "unauthorized", message: "token expired; reconnect with a fresh one"))
                 }
                 try await writer.finish(nil)
             }
         )
     }
 
-    private static func quoted(_ text: String) -> String {
-        var writer = JSONWriter()
-        writer.appendString(text)
-        return String(decoding: writer.bytes, as: UTF8.self)
+    private static func errorEvent(code: String, message: String) -> ByteBuffer {
+        var buffer = ByteBuffer(string: "event: error\ndata: ")
+        buffer.writeBytes(ServerFrame.errorObject(code: code, message: message))
+        buffer.writeString("\n\n")
+        return buffer
     }
 }
 

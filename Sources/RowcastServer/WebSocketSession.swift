@@ -1,14 +1,17 @@
+import Foundation
 import HummingbirdWebSocket
 import Logging
 import NIOCore
 import NIOWebSocket
 import RowcastCore
+import ServiceLifecycle
 
 /// One client's WebSocket conversation: `connected`, then client requests, and the
 /// updates the broadcaster queues for it, written in order by one writer task.
 struct WebSocketSession {
     let broadcaster: Broadcaster
     let mode: CaptureMode
+    let access: ClientAccess
     let maxFrameSize: Int
     let logger: Logger
 
@@ -17,12 +20,22 @@ struct WebSocketSession {
         defer { broadcaster.unregister(client.id) }
         try await outbound.write(.custom(.init(fin: true, opcode: .text, data: ServerFrame.connected(mode: mode))))
 
-        try await withThrowingTaskGroup(of: Void.self) { group in
+        // The server's graceful shutdown waits for open connections: end this one's
+        // queue at once, so the writer closes it with 1001.
+        try await withGracefulShutdownHandler {
+            try await serve(client, inbound: inbound, outbound: outbound)
+        } onGracefulShutdown: {
+            broadcaster.shutDown(client.id)
+        }
+    }
+
+    private func serve(_ client: Broadcaster.Registration, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async throws {
+        try await withThrowingTaskGroup(of: Part.self) { group in
             group.addTask {
                 var lastCursor: String?
                 for await item in client.stream {
-                    // Cut off: close now rather than write out the backlog it could not take.
-                    if client.isCutOff { break }
+                    // Ended by the broadcaster: close now rather than write out the backlog.
+                    if client.endReason != nil { break }
                     switch item {
                     case .frame(let frame, let cursor):
                         try await outbound.write(.custom(.init(fin: true, opcode: .text, data: frame)))
@@ -31,11 +44,25 @@ struct WebSocketSession {
                         break
                     }
                 }
-                if client.isCutOff {
+                let last = "last cursor \(lastCursor ?? "none")"
+                switch client.endReason {
+                case .tooSlow:
                     logger.info("cutting off a client that fell \(broadcaster.queueLimit) frames behind")
-                    try await outbound.close(.unknown(1013), reason: "too slow; last cursor \(lastCursor ?? "none")")
-                } else if broadcaster.isClosing {
-                    try await outbound.close(.goingAway, reason: "server shutting down; last cursor \(lastCursor ?? "none")")
+                    try await outbound.close(.unknown(1013), reason: closeReason("too slow; \(last)"))
+                case .credentialExpired:
+                    try await outbound.close(.policyViolation, reason: closeReason("token expired; reconnect with a fresh one; \(last)"))
+                case .shuttingDown:
+                    try await outbound.close(.goingAway, reason: closeReason("server shutting down; \(last)"))
+                case nil:
+                    break
+                }
+                return .writer
+            }
+            if let expires = access.expires {
+                group.addTask {
+                    try? await Task.sleep(for: .seconds(max(0, expires.timeIntervalSinceNow)))
+                    if !Task.isCancelled { broadcaster.expire(client.id) }
+                    return .expiry
                 }
             }
             group.addTask {
@@ -44,30 +71,36 @@ struct WebSocketSession {
                         broadcaster.send(ServerFrame.error(code: "bad_frame", message: "frames are JSON text, not binary"), to: client.id)
                         continue
                     }
-                    do throws(ClientMessageError) {
-                        switch try ClientMessage.parse(text) {
-                        case .readyForData:
-                            broadcaster.subscribe(client.id, to: .everything)
-                        case .subscribe(let wanted, let since):
-                            if !broadcaster.subscribe(client.id, to: wanted, since: since) {
-                                broadcaster.send(
-                                    ServerFrame.error(
-                                        code: "cursor_expired",
-                                        message: "records after \(since?.description ?? "") are no longer kept; subscribe without since and reload"
-                                    ),
-                                    to: client.id
-                                )
-                            }
-                        case .unsubscribe:
-                            broadcaster.unsubscribe(client.id)
-                        }
-                    } catch {
-                        broadcaster.send(ServerFrame.error(code: error.code, message: error.message), to: client.id)
-                    }
+                    handle(text, client: client.id)
                 }
+                return .reader
             }
-            try await group.next()
+            // The client leaving, or the writer closing, ends the session; the expiry
+            // timer only ends the client's queue, and the writer then closes.
+            while let finished = try await group.next(), finished == .expiry {}
             group.cancelAll()
+        }
+    }
+
+    private enum Part { case writer, reader, expiry }
+
+    private func handle(_ text: String, client: UInt64) {
+        do throws(ClientMessageError) {
+            switch try ClientMessage.parse(text) {
+            case .readyForData:
+                broadcaster.subscribe(client, to: try access.restrict(.everything))
+            case .subscribe(let wanted, let since):
+                let allowed = try access.restrict(wanted)
+                if !broadcaster.subscribe(client, to: allowed, since: since) {
+                    throw .cursorExpired(since)
+                }
+            case .unsubscribe:
+                broadcaster.unsubscribe(client)
+            case .ping(let data):
+                broadcaster.send(ServerFrame.pong(echoing: data), to: client)
+            }
+        } catch {
+            broadcaster.send(ServerFrame.error(code: error.code, message: error.message), to: client)
         }
     }
 }

@@ -17,7 +17,9 @@ enum EnvironmentArguments {
 
     /// The flags of each command, by its path of subcommand names.
     static let flags: [[String]: [(String, Kind)]] = [
-        ["serve"]: connection + capture + [("host", .value), ("port", .value), ("resume-window", .value), ("allow-origin", .list), ("insecure-no-auth", .bool)],
+        ["serve"]: connection + capture + [
+            ("host", .value), ("port", .value), ("resume-window", .value), ("allow-origin", .list), ("token", .value), ("jwt-secret", .value), ("insecure-no-auth", .bool),
+        ],
         ["tail"]: connection + capture,
         ["setup"]: connection + [("mode", .value), ("table", .list), ("slot", .value), ("publication", .value)],
         ["teardown"]: connection + [("mode", .value), ("slot", .value), ("publication", .value), ("drop-slot", .bool)],

@@ -12,6 +12,8 @@ struct Serve: AsyncParsableCommand {
             Example:
               rowcast serve --mode replication --table public.orders --port 8080
             Then open http://127.0.0.1:8080/ or connect a WebSocket to ws://127.0.0.1:8080/ws.
+            Beyond this machine, with JWTs whose tables claim limits each client:
+              ROWCAST_JWT_SECRET=$(openssl rand -base64 32) rowcast serve --host 0.0.0.0
             """
     )
 
@@ -30,6 +32,12 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("A browser origin allowed on /ws and /events (repeatable); default: any.", valueName: "origin"))
     var allowOrigin: [String] = []
 
+    @Option(name: .long, help: ArgumentHelp("A shared secret clients must present (?token= or Authorization: Bearer); prefer ROWCAST_TOKEN.", valueName: "token"))
+    var token: String?
+
+    @Option(name: .long, help: ArgumentHelp("Accept JWTs signed with this HS256 secret; a tables claim limits what a client sees. Prefer ROWCAST_JWT_SECRET.", valueName: "secret"))
+    var jwtSecret: String?
+
     @Flag(name: .long, help: "Allow listening on a non-loopback address without client authentication.")
     var insecureNoAuth = false
 
@@ -40,9 +48,16 @@ struct Serve: AsyncParsableCommand {
         guard (0...65535).contains(port) else {
             throw CommandFailure.usage("--port must be a number from 0 to 65535")
         }
-        guard isLoopback(host) || insecureNoAuth else {
+        if token?.isEmpty == true || jwtSecret?.isEmpty == true {
+            throw CommandFailure.usage("--token and --jwt-secret take a non-empty secret")
+        }
+        if let jwtSecret, jwtSecret.utf8.count < 32 {
+            throw CommandFailure.usage("--jwt-secret needs at least 32 bytes so that tokens cannot be guessed (e.g. openssl rand -base64 32)")
+        }
+        let auth = await ClientAuthenticator(token: token, jwtSecret: jwtSecret)
+        guard isLoopback(host) || auth.isEnabled || insecureNoAuth else {
             throw CommandFailure.usage(
-                "refusing to serve unauthenticated clients on \(host) (fix: listen on 127.0.0.1 behind a proxy that authenticates, or pass --insecure-no-auth)"
+                "refusing to serve unauthenticated clients on \(host) (fix: pass --token or --jwt-secret, listen on 127.0.0.1 behind a proxy that authenticates, or pass --insecure-no-auth)"
             )
         }
         guard resumeWindow >= 0 else { throw CommandFailure.usage("--resume-window takes a number of records, 0 or more") }
@@ -55,6 +70,7 @@ struct Serve: AsyncParsableCommand {
                     slot: source.mode == .replication ? capture.slot : nil
                 )
                 options.allowedOrigins = Set(allowOrigin)
+                options.auth = auth
                 return options
             }(),
             source: source,

@@ -47,6 +47,20 @@ final class EventStreamClient: @unchecked Sendable {
         }
     }
 
+    /// A whole response with a `Content-Length` body: the head, then the body.
+    func response() -> String {
+        let head = readHead()
+        let length = head.split(separator: "\r\n").lazy
+            .compactMap { line -> Int? in
+                let parts = line.split(separator: ":", maxSplits: 1)
+                guard parts.count == 2, parts[0].lowercased() == "content-length" else { return nil }
+                return Int(parts[1].trimmingCharacters(in: .whitespaces))
+            }
+            .first ?? 0
+        while pending.count < length, fill() {}
+        return head + "\r\n\r\n" + String(decoding: pending.prefix(length), as: UTF8.self)
+    }
+
     /// Reads events until `count` arrived or the stream stalls; skips comment lines.
     func events(_ count: Int) -> [Event] {
         var events: [Event] = []

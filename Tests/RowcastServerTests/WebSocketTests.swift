@@ -17,18 +17,27 @@ struct WebSocketTests {
 
     /// A table with the trigger and an app capturing it.
     static func makeApp(options: ServerOptions = ServerOptions(port: 0)) throws -> (app: some ApplicationProtocol, table: TableName) {
-        let table = TableName(schema: "public", name: "ws_" + String(UInt32.random(in: 0...UInt32.max), radix: 36))
+        let (app, tables) = try makeApp(options: options, tables: 1)
+        return (app, tables[0])
+    }
+
+    /// `count` tables with the trigger and an app capturing them.
+    static func makeApp(options: ServerOptions, tables count: Int) throws -> (app: some ApplicationProtocol, tables: [TableName]) {
         let database = try PostgresConnection(ConnectionSettings(conninfo: url))
-        try database.execute("CREATE TABLE \(table.quoted) (id int PRIMARY KEY, title text)")
-        try TriggerSetup.install(on: database, tables: [table])
+        let tables = (0..<count).map { _ in
+            TableName(schema: "public", name: "ws_" + String(UInt32.random(in: 0...UInt32.max), radix: 36))
+        }
+        for table in tables {
+            try database.execute("CREATE TABLE \(table.quoted) (id int PRIMARY KEY, title text)")
+        }
+        try TriggerSetup.install(on: database, tables: tables)
         var logger = Logger(label: "rowcast-tests")
         logger.logLevel = .warning
         let capture = try TriggerCapture.connect(
-            configuration: .init(connection: ConnectionSettings(conninfo: url), tables: [table]),
+            configuration: .init(connection: ConnectionSettings(conninfo: url), tables: Set(tables)),
             logger: logger
         )
-        let app = buildApplication(options: options, source: capture, logger: logger)
-        return (app, table)
+        return (buildApplication(options: options, source: capture, logger: logger), tables)
     }
 
     static func insert(_ sql: String) async throws {

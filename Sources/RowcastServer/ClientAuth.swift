@@ -1,0 +1,148 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import JWTKit
+import NIOCore
+import RowcastCore
+
+/// What one authenticated client may see, decided when it connects.
+public struct ClientAccess: Sendable, Equatable {
+    /// `schema.table` names the client may see; nil means every table, and the records
+    /// without one (`notify`, `message`).
+    public var tables: Set<String>?
+    /// When the credential stops being valid (a JWT's `exp`); the client is closed then.
+    public var expires: Date?
+
+    /// Everything, for ever: no authentication configured, or the static `--token`.
+    public static let everything = ClientAccess(tables: nil, expires: nil)
+
+    public init(tables: Set<String>?, expires: Date?) {
+        self.tables = tables
+        self.expires = expires
+    }
+
+    /// `subscription` narrowed to what the client may see. Asking for no tables means
+    /// every table allowed; naming a table outside the allowed ones is refused.
+    public func restrict(_ subscription: Subscription) throws(ClientMessageError) -> Subscription {
+        guard let allowed = tables else { return subscription }
+        var narrowed = subscription
+        guard let wanted = subscription.tables else {
+            narrowed.tables = allowed
+            return narrowed
+        }
+        let forbidden = wanted.subtracting(allowed)
+        guard forbidden.isEmpty else {
+            throw .forbidden(
+                "not allowed to see \(forbidden.sorted().joined(separator: ", ")); this credential allows \(allowed.isEmpty ? "no tables" : allowed.sorted().joined(separator: ", "))"
+            )
+        }
+        return narrowed
+    }
+}
+
+/// Why a request was not authenticated; Hummingbird answers it with a 401 whose JSON
+/// body is shaped like the protocol's errors.
+public struct AuthFailure: HTTPResponseError, Sendable, Equatable {
+    public let message: String
+
+    public var status: HTTPResponse.Status { .unauthorized }
+
+    public func response(from request: Request, context: some RequestContext) throws -> Response {
+        Response(
+            status: .unauthorized,
+            headers: [.contentType: "application/json", .wwwAuthenticate: #"Bearer realm="rowcast""#],
+            body: .init(byteBuffer: ByteBuffer(bytes: ServerFrame.errorObject(code: "unauthorized", message: message)))
+        )
+    }
+}
+
+/// Checks client credentials: the static `--token`, or an HS256 JWT signed with
+/// `--jwt-secret` whose optional `tables` claim limits what the client sees.
+///
+/// Credentials come as `?token=` (browsers cannot set headers on a WebSocket or an
+/// EventSource) or `Authorization: Bearer`.
+public struct ClientAuthenticator: Sendable {
+    private let token: [UInt8]?
+    private let keys: JWTKeyCollection?
+
+    /// Whether clients must authenticate at all.
+    public var isEnabled: Bool { token != nil || keys != nil }
+
+    /// No authentication: every client sees everything (loopback only, or `--insecure-no-auth`).
+    public static let disabled = ClientAuthenticator(token: nil, keys: nil)
+
+    private init(token: [UInt8]?, keys: JWTKeyCollection?) {
+        self.token = token
+        self.keys = keys
+    }
+
+    public init(token: String?, jwtSecret: String?) async {
+        var keys: JWTKeyCollection?
+        if let jwtSecret {
+            let collection = JWTKeyCollection()
+            await collection.add(hmac: HMACKey(from: jwtSecret), digestAlgorithm: .sha256)
+            keys = collection
+        }
+        self.init(token: token.map { Array($0.utf8) }, keys: keys)
+    }
+
+    /// The access a request's credential grants.
+    public func authenticate(_ request: Request) async throws(AuthFailure) -> ClientAccess {
+        guard isEnabled else { return .everything }
+        guard let credential = Self.credential(in: request) else {
+            throw AuthFailure(message: "authentication required: pass ?token=TOKEN or an Authorization: Bearer TOKEN header")
+        }
+        if let token, Self.constantTimeEqual(Array(credential.utf8), token) {
+            return .everything
+        }
+        guard let keys else { throw AuthFailure(message: "the token is not valid") }
+        let claims: RowcastClaims
+        do {
+            claims = try await keys.verify(credential, as: RowcastClaims.self)
+        } catch let error as JWTError where error.errorType == .claimVerificationFailure {
+            throw AuthFailure(message: "the token is not valid: \(error.reason ?? "a claim failed"); ask for a fresh one")
+        } catch {
+            throw AuthFailure(message: "the token is not valid: neither the --token nor a JWT signed (HS256) with the server's secret")
+        }
+        var tables: Set<String>?
+        if let names = claims.tables {
+            var parsed: Set<String> = []
+            for name in names {
+                guard let table = TableName(parsing: name) else {
+                    throw AuthFailure(message: "the token's tables claim has \"\(name)\", which is not a table name (schema.table or table)")
+                }
+                parsed.insert(table.description)
+            }
+            tables = parsed
+        }
+        return ClientAccess(tables: tables, expires: claims.exp?.value)
+    }
+
+    static func credential(in request: Request) -> String? {
+        if let header = request.headers[.authorization] {
+            let parts = header.split(separator: " ", maxSplits: 1)
+            if parts.count == 2, parts[0].lowercased() == "bearer" { return String(parts[1]) }
+        }
+        if let token = request.uri.queryParameters["token"], !token.isEmpty { return String(token) }
+        return nil
+    }
+
+    private static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        guard a.count == b.count else { return false }
+        var difference: UInt8 = 0
+        for index in a.indices { difference |= a[index] ^ b[index] }
+        return difference == 0
+    }
+}
+
+/// The claims rowcast reads from a JWT: `exp` and `nbf` when present, and `tables`.
+struct RowcastClaims: JWTPayload {
+    var exp: ExpirationClaim?
+    var nbf: NotBeforeClaim?
+    var tables: [String]?
+
+    func verify(using algorithm: some JWTAlgorithm) throws {
+        try exp?.verifyNotExpired()
+        try nbf?.verifyNotBefore()
+    }
+}

@@ -1,0 +1,48 @@
+import CoreMetrics
+import Prometheus
+import RowcastPostgres
+
+/// The server's metrics, recorded through swift-metrics into a Prometheus registry of
+/// its own (not the process-wide `MetricsSystem`, so that several servers, as in the
+/// tests, keep separate counts), and rendered as Prometheus text by `GET /metrics`.
+public final class ServerMetrics: Sendable {
+    private let registry = PrometheusCollectorRegistry()
+    /// Records handed to the broadcaster by the capture.
+    let recordsCaptured: CoreMetrics.Counter
+    /// `update` frames queued for clients (one per client per record) and their bytes.
+    let recordsSent: CoreMetrics.Counter
+    let bytesSent: CoreMetrics.Counter
+    /// Connected WebSocket and SSE clients.
+    let clients: CoreMetrics.Meter
+    /// Clients closed for falling behind.
+    let clientsCutOff: CoreMetrics.Counter
+    /// Clients closed because their token expired.
+    let clientsExpired: CoreMetrics.Counter
+    /// 1 while the capture is connected to PostgreSQL.
+    private let captureConnected: CoreMetrics.Meter
+    /// Replication: WAL bytes between the server's current position and what rowcast confirmed.
+    private let captureLag: CoreMetrics.Meter
+
+    public init() {
+        let factory = PrometheusMetricsFactory(registry: registry)
+        recordsCaptured = CoreMetrics.Counter(label: "rowcast_records_captured_total", factory: factory)
+        recordsSent = CoreMetrics.Counter(label: "rowcast_records_sent_total", factory: factory)
+        bytesSent = CoreMetrics.Counter(label: "rowcast_sent_bytes_total", factory: factory)
+        clients = CoreMetrics.Meter(label: "rowcast_clients", factory: factory)
+        clientsCutOff = CoreMetrics.Counter(label: "rowcast_clients_cut_off_total", factory: factory)
+        clientsExpired = CoreMetrics.Counter(label: "rowcast_clients_expired_total", factory: factory)
+        captureConnected = CoreMetrics.Meter(label: "rowcast_capture_connected", factory: factory)
+        captureLag = CoreMetrics.Meter(label: "rowcast_capture_lag_bytes", factory: factory)
+    }
+
+    /// The Prometheus text exposition, with the capture's state read now.
+    func render(source: any CaptureSource) -> [UInt8] {
+        let state = source.state
+        captureConnected.set(state.isConnected ? 1 : 0)
+        if let lag = state.lagBytes { captureLag.set(Int(clamping: lag)) }
+        var buffer: [UInt8] = []
+        buffer.reserveCapacity(1024)
+        registry.emit(into: &buffer)
+        return buffer
+    }
+}

@@ -1,0 +1,206 @@
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import HummingbirdWSClient
+import HummingbirdWSTesting
+import JWTKit
+import NIOWebSocket
+import RowcastCore
+import RowcastPostgres
+import RowcastServer
+import Testing
+
+/// Authentication (`--token`, `--jwt-secret` and the `tables` claim), `ping`, the
+/// frame size limit and `/metrics`, against a live server and database.
+@Suite(.enabled(if: ProcessInfo.processInfo.environment["ROWCAST_TEST_DATABASE_URL"] != nil, "needs the cluster that make test starts"), .timeLimit(.minutes(3)))
+struct AuthAndMetricsTests {
+    static let token = "static-token-for-tests"
+    static let secret = "a-jwt-secret-of-at-least-32-bytes!!"
+
+    struct Claims: JWTPayload {
+        var exp: ExpirationClaim?
+        var tables: [String]?
+        func verify(using algorithm: some JWTAlgorithm) throws {}
+    }
+
+    static func jwt(tables: [String]?, expiresIn seconds: Double = 600, secret: String = secret) async throws -> String {
+        let keys = JWTKeyCollection()
+        await keys.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)
+        return try await keys.sign(Claims(exp: ExpirationClaim(value: Date().addingTimeInterval(seconds)), tables: tables))
+    }
+
+    static func authenticatedApp() async throws -> (app: some ApplicationProtocol, tables: [TableName]) {
+        var options = ServerOptions(port: 0)
+        options.auth = await ClientAuthenticator(token: token, jwtSecret: secret)
+        let (app, first) = try WebSocketTests.makeApp(options: options, tables: 2)
+        return (app, first)
+    }
+
+    static func status(_ port: Int, _ path: String, headers: [String: String] = [:]) async throws -> String {
+        let request = try EventStreamClient(port: port, path: path, headers: headers)
+        defer { request.disconnect() }
+        return try await WebSocketTests.onThread { String(request.readHead().prefix(12).dropFirst(9)) }
+    }
+
+    @Test func credentialsAreRequiredExceptForThePageAndHealth() async throws {
+        let (app, _) = try await Self.authenticatedApp()
+        let expired = try await Self.jwt(tables: nil, expiresIn: -60)
+        let forged = try await Self.jwt(tables: nil, secret: "another-secret-of-at-least-32-bytes!")
+        let unsigned = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJ0YWJsZXMiOm51bGx9."
+        _ = try await app.test(.live) { client in
+            let port = try #require(client.port)
+            #expect(try await Self.status(port, "/") == "200")
+            #expect(try await Self.status(port, "/healthz") == "200")
+            for path in ["/events", "/status", "/metrics"] {
+                #expect(try await Self.status(port, path) == "401", "\(path) without credentials")
+                #expect(try await Self.status(port, path + "?token=wrong") == "401", "\(path) with a wrong token")
+                #expect(try await Self.status(port, path + "?token=\(expired)") == "401", "\(path) with an expired JWT")
+                #expect(try await Self.status(port, path + "?token=\(forged)") == "401", "\(path) with a JWT signed by another secret")
+                #expect(try await Self.status(port, path + "?token=\(unsigned)") == "401", "\(path) with an unsigned JWT")
+                #expect(try await Self.status(port, path + "?token=\(Self.token)") == "200", "\(path) with the token")
+                #expect(try await Self.status(port, path, headers: ["Authorization": "Bearer \(Self.token)"]) == "200", "\(path) with a Bearer header")
+            }
+            // WebSocket: browsers hide a refused handshake's status, so the socket opens
+            // and closes at once with 1008 and the cause.
+            for path in ["/ws", "/ws?token=wrong", "/ws?token=\(expired)"] {
+                let close = try await client.ws(path) { inbound, _, _ in
+                    for try await _ in inbound {}
+                }
+                #expect(close?.closeCode == .policyViolation, "\(path)")
+                #expect(close?.reason?.hasPrefix("unauthorized: ") == true, "\(path): \(close?.reason ?? "")")
+            }
+            try await client.ws("/ws?token=\(Self.token)") { inbound, outbound, _ in
+                var messages = inbound.messages(maxSize: 1 << 24).makeAsyncIterator()
+                #expect(WebSocketTests.object(try await messages.next())?["event"] as? String == "connected")
+                try await outbound.close(.normalClosure, reason: nil)
+            }
+            let bearer = WebSocketClientConfiguration(additionalHeaders: [.authorization: "Bearer \(Self.token)"])
+            try await client.ws("/ws", configuration: bearer) { inbound, outbound, _ in
+                var messages = inbound.messages(maxSize: 1 << 24).makeAsyncIterator()
+                #expect(WebSocketTests.object(try await messages.next())?["event"] as? String == "connected")
+                try await outbound.close(.normalClosure, reason: nil)
+            }
+
+            // The body names the cause and the fix.
+            let request = try EventStreamClient(port: port, path: "/status?token=\(expired)")
+            let answer = try await WebSocketTests.onThread { request.response() }
+            #expect(answer.contains(#""code":"unauthorized""#))
+            #expect(answer.contains("expired"))
+            request.disconnect()
+        }
+    }
+
+    @Test func aJWTsTablesClaimLimitsWhatTheClientSees() async throws {
+        let (app, tables) = try await Self.authenticatedApp()
+        let (allowed, other) = (tables[0], tables[1])
+        let jwt = try await Self.jwt(tables: [allowed.name])
+        _ = try await app.test(.live) { client in
+            try await client.ws("/ws?token=\(jwt)") { inbound, outbound, _ in
+                var messages = inbound.messages(maxSize: 1 << 24).makeAsyncIterator()
+                _ = try await messages.next()
+                try await outbound.write(.text(#"{"event":"subscribe","data":{"tables":["\#(other.name)"]}}"#))
+                let refused = WebSocketTests.object(try await messages.next())
+                #expect(refused?["event"] as? String == "error")
+                let error = refused?["data"] as? [String: Any]
+                #expect(error?["code"] as? String == "forbidden")
+                #expect((error?["message"] as? String)?.contains(other.description) == true)
+
+                try await outbound.write(.text(#"{"event":"ready for data","data":{}}"#))
+                let subscribed = WebSocketTests.object(try await messages.next())
+                #expect(subscribed?["event"] as? String == "subscribed")
+                #expect((subscribed?["data"] as? [String: Any])?["tables"] as? [String] == [allowed.description])
+
+                try await WebSocketTests.insert(
+                    "INSERT INTO \(other.quoted) VALUES (1, 'secret'); INSERT INTO \(allowed.quoted) VALUES (2, 'visible')"
+                )
+                let update = WebSocketTests.object(try await messages.next())?["data"] as? [String: Any]
+                #expect(update?["table"] as? String == allowed.name)
+                #expect((update?["row"] as? [String: Any])?["id"] as? Int == 2)
+                try await outbound.close(.normalClosure, reason: nil)
+            }
+
+            // The same rule on /events, with the JWT as a Bearer header.
+            let port = try #require(client.port)
+            #expect(try await Self.status(port, "/events?tables=\(other.name)", headers: ["Authorization": "Bearer \(jwt)"]) == "403")
+            let stream = try EventStreamClient(port: port, path: "/events", headers: ["Authorization": "Bearer \(jwt)"])
+            #expect(try await WebSocketTests.onThread { stream.readHead() }.hasPrefix("HTTP/1.1 200"))
+            try await WebSocketTests.insert(
+                "INSERT INTO \(other.quoted) VALUES (3, 'secret'); INSERT INTO \(allowed.quoted) VALUES (4, 'visible')"
+            )
+            let events = try await WebSocketTests.onThread { stream.events(1) }
+            let record = try events.first.map { try JSONSerialization.jsonObject(with: Data($0.data.utf8)) } as? [String: Any]
+            #expect(record?["table"] as? String == allowed.name)
+            #expect((record?["row"] as? [String: Any])?["id"] as? Int == 4)
+            stream.disconnect()
+        }
+    }
+
+    @Test func aClientIsClosedWhenItsTokenExpires() async throws {
+        let (app, _) = try await Self.authenticatedApp()
+        let jwt = try await Self.jwt(tables: nil, expiresIn: 2)
+        _ = try await app.test(.live) { client in
+            let close = try await client.ws("/ws?token=\(jwt)") { inbound, outbound, _ in
+                var messages = inbound.messages(maxSize: 1 << 24).makeAsyncIterator()
+                _ = try await messages.next()
+                try await outbound.write(.text(#"{"event":"ready for data","data":{}}"#))
+                #expect(WebSocketTests.object(try await messages.next())?["event"] as? String == "subscribed")
+                while try await messages.next() != nil {}
+            }
+            #expect(close?.closeCode == .policyViolation)
+            #expect(close?.reason?.contains("token expired") == true)
+        }
+    }
+
+    @Test func pingIsAnsweredAndOversizedFramesCloseTheConnection() async throws {
+        var options = ServerOptions(port: 0)
+        options.maxClientFrameSize = 1024
+        let (app, _) = try WebSocketTests.makeApp(options: options)
+        _ = try await app.test(.live) { client in
+            let close = try await client.ws("/ws") { inbound, outbound, _ in
+                var messages = inbound.messages(maxSize: 1 << 24).makeAsyncIterator()
+                _ = try await messages.next()
+                try await outbound.write(.text(#"{"event":"ping","data":{"n":7}}"#))
+                let pong = WebSocketTests.object(try await messages.next())
+                #expect(pong?["event"] as? String == "pong")
+                #expect((pong?["data"] as? [String: Any])?["n"] as? Int == 7)
+                try await outbound.write(.text(#"{"event":"ping","data":{"pad":""# + String(repeating: "x", count: 2000) + #""}}"#))
+                while try await messages.next() != nil {}
+            }
+            #expect(close?.closeCode == .messageTooLarge)
+        }
+    }
+
+    @Test func metricsCountRecordsClientsAndCapture() async throws {
+        let (app, table) = try WebSocketTests.makeApp()
+        _ = try await app.test(.live) { client in
+            try await client.ws("/ws") { inbound, outbound, _ in
+                var messages = inbound.messages(maxSize: 1 << 24).makeAsyncIterator()
+                _ = try await messages.next()
+                try await outbound.write(.text(#"{"event":"ready for data","data":{}}"#))
+                _ = try await messages.next()
+                try await WebSocketTests.insert("INSERT INTO \(table.quoted) VALUES (1, 'a'), (2, 'b')")
+                _ = try await messages.next()
+                _ = try await messages.next()
+
+                let port = try #require(client.port)
+                let request = try EventStreamClient(port: port, path: "/metrics")
+                let text = try await WebSocketTests.onThread { request.response() }
+                request.disconnect()
+                let values = Dictionary(
+                    text.split(separator: "\n").filter { !$0.hasPrefix("#") }.compactMap { line -> (String, String)? in
+                        let parts = line.split(separator: " ")
+                        return parts.count == 2 ? (String(parts[0]), String(parts[1])) : nil
+                    },
+                    uniquingKeysWith: { $1 }
+                )
+                #expect(values["rowcast_records_captured_total"] == "2")
+                #expect(values["rowcast_records_sent_total"] == "2")
+                #expect(values["rowcast_clients"].flatMap(Double.init) == 1)
+                #expect(values["rowcast_capture_connected"].flatMap(Double.init) == 1)
+                #expect(values["rowcast_clients_cut_off_total"] == "0")
+                #expect(Int(values["rowcast_sent_bytes_total"] ?? "") ?? 0 > 100)
+                try await outbound.close(.normalClosure, reason: nil)
+            }
+        }
+    }
+}
