@@ -1,5 +1,6 @@
 # The entry points a newcomer types. `make demo` and `make test` install what they
-# need from the system packages (PostgreSQL, libpq-dev) when it is missing.
+# need from the system packages (PostgreSQL, libpq-dev; Chromium for the tests)
+# when it is missing.
 
 SWIFT ?= swift
 
@@ -16,8 +17,10 @@ build: deps
 demo: build
 	.build/debug/rowcast demo
 
-# The whole suite against its own throwaway cluster (wal_level=logical).
-test: deps
+# The whole suite against its own throwaway cluster (wal_level=logical); the page is
+# tested in headless Chromium, installed from the system packages when missing.
+test:
+	@scripts/install-deps.sh chromium
 	$(SWIFT) build --build-tests
 	scripts/test.sh
 

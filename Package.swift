@@ -79,6 +79,13 @@ let package = Package(
             name: "RowcastCLITests"
         ),
         .testTarget(
+            name: "RowcastEndToEndTests",
+            dependencies: [
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
             name: "RowcastServerTests",
             dependencies: [
                 "RowcastCore",

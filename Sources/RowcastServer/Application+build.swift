@@ -45,7 +45,8 @@ public struct ServerOptions: Sendable {
 
 /// Composes the server: routes, the broadcaster, and the capture service that feeds it,
 /// plus any other `services` to run alongside; `onServerRunning` gets the port once
-/// the server listens. The CLI and the tests both call this.
+/// the server listens. The tests run this; `rowcast serve` runs ``serve(options:source:onServerRunning:logger:)``,
+/// which orders the same parts for a graceful shutdown.
 public func buildApplication(
     options: ServerOptions,
     source: any CaptureSource,
@@ -53,8 +54,56 @@ public func buildApplication(
     onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in },
     logger: Logger
 ) -> some ApplicationProtocol {
-    let metrics = ServerMetrics()
-    let broadcaster = Broadcaster(queueLimit: options.clientQueueLimit, resumeWindow: options.resumeWindow, metrics: metrics)
+    let broadcaster = Broadcaster(queueLimit: options.clientQueueLimit, resumeWindow: options.resumeWindow, metrics: ServerMetrics())
+    return makeApplication(
+        options: options, source: source, broadcaster: broadcaster,
+        services: [CaptureService(source: source, sink: broadcaster), ClientShutdownService(broadcaster: broadcaster)] + services,
+        onServerRunning: onServerRunning, logger: logger
+    )
+}
+
+/// Runs capture, server and any other `services` until SIGINT or SIGTERM, then shuts
+/// down in this order:
+/// clients first (WebSocket sessions close with 1001 and their last cursor, SSE
+/// streams end), then the HTTP server, then the capture, which confirms to the slot
+/// what was delivered.
+public func serve(
+    options: ServerOptions,
+    source: any CaptureSource,
+    services: [any Service] = [],
+    onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in },
+    logger: Logger
+) async throws {
+    let broadcaster = Broadcaster(queueLimit: options.clientQueueLimit, resumeWindow: options.resumeWindow, metrics: ServerMetrics())
+    let app = makeApplication(
+        options: options, source: source, broadcaster: broadcaster, services: [],
+        onServerRunning: onServerRunning, logger: logger
+    )
+    // ServiceGroup shuts services down in reverse order, each after the one before ended.
+    let group = ServiceGroup(
+        configuration: .init(
+            services: [.init(service: CaptureService(source: source, sink: broadcaster))]
+                + services.map { .init(service: $0) }
+                + [
+                .init(service: app),
+                .init(service: ClientShutdownService(broadcaster: broadcaster, waitForClients: .seconds(5))),
+            ],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        )
+    )
+    try await group.run()
+}
+
+func makeApplication(
+    options: ServerOptions,
+    source: any CaptureSource,
+    broadcaster: Broadcaster,
+    services: [any Service],
+    onServerRunning: @escaping @Sendable (Int) async -> Void,
+    logger: Logger
+) -> some ApplicationProtocol {
+    let metrics = broadcaster.metrics ?? ServerMetrics()
     let router = Router(context: BasicWebSocketRequestContext.self)
     let page = ByteBuffer(bytes: PackageResources.index_html)
 
@@ -125,7 +174,7 @@ public func buildApplication(
             configuration: .init(ws: .init(maxFrameSize: options.maxClientFrameSize))
         ),
         configuration: .init(address: .hostname(options.host, port: options.port), serverName: "rowcast"),
-        services: [CaptureService(source: source, sink: broadcaster), ClientShutdownService(broadcaster: broadcaster)] + services,
+        services: services,
         onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? options.port) },
         logger: logger
     )

@@ -64,7 +64,7 @@ public final class Broadcaster: RecordSink {
     /// How many frames may wait for one client before it is cut off.
     public let queueLimit: Int
     private let state = Mutex(State())
-    private let metrics: ServerMetrics?
+    let metrics: ServerMetrics?
 
     /// - Parameters:
     ///   - queueLimit: frames that may wait for one client before it is cut off.

@@ -23,12 +23,18 @@ public struct CaptureService: Service {
 }
 
 /// Closes every client when graceful shutdown begins, so open WebSocket sessions
-/// (1001) and SSE streams end instead of holding the server open.
+/// (1001) and SSE streams end instead of holding the server open; then waits, up to
+/// `waitForClients`, for their connections to finish closing.
 struct ClientShutdownService: Service {
     let broadcaster: Broadcaster
+    var waitForClients: Duration = .zero
 
     func run() async {
         try? await gracefulShutdown()
         broadcaster.closeAll()
+        let deadline = ContinuousClock.now + waitForClients
+        while broadcaster.clientCount > 0, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
     }
 }

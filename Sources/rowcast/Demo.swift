@@ -55,17 +55,18 @@ struct Demo: AsyncParsableCommand {
             throw CommandFailure.failed("demo set-up failed: \(error)")
         }
         let url = cluster.url
-        let app = buildApplication(
-            options: ServerOptions(port: port),
-            source: capture,
-            services: [DemoWriter(settings: settings, logger: logger)],
-            onServerRunning: { port in
-                print("rowcast demo: open http://127.0.0.1:\(port)/  (database: \(url); Ctrl-C to stop)")
-                fflush(nil)
-            },
-            logger: logger
-        )
-        try await runServer(app, host: "127.0.0.1", port: port)
+        try await runServer(host: "127.0.0.1", port: port) {
+            try await serve(
+                options: ServerOptions(port: port),
+                source: capture,
+                services: [DemoWriter(settings: settings, logger: logger)],
+                onServerRunning: { port in
+                    print("rowcast demo: open http://127.0.0.1:\(port)/  (database: \(url); Ctrl-C to stop)")
+                    fflush(nil)
+                },
+                logger: logger
+            )
+        }
     }
 }
 

@@ -63,28 +63,30 @@ struct Serve: AsyncParsableCommand {
         guard resumeWindow >= 0 else { throw CommandFailure.usage("--resume-window takes a number of records, 0 or more") }
         let source = try capture.connect(connection.settings, logger: logger)
         let mode = source.mode.rawValue
-        let app = buildApplication(
-            options: {
-                var options = ServerOptions(
-                    host: host, port: port, resumeWindow: resumeWindow,
-                    slot: source.mode == .replication ? capture.slot : nil
-                )
-                options.allowedOrigins = Set(allowOrigin)
-                options.auth = auth
-                return options
-            }(),
-            source: source,
-            onServerRunning: { port in logger.info("serving \(mode) mode on http://\(host):\(port)/") },
-            logger: logger
-        )
-        try await runServer(app, host: host, port: port)
+        let options = {
+            var options = ServerOptions(
+                host: host, port: port, resumeWindow: resumeWindow,
+                slot: source.mode == .replication ? capture.slot : nil
+            )
+            options.allowedOrigins = Set(allowOrigin)
+            options.auth = auth
+            return options
+        }()
+        try await runServer(host: host, port: port) {
+            try await serve(
+                options: options,
+                source: source,
+                onServerRunning: { port in logger.info("serving \(mode) mode on http://\(host):\(port)/") },
+                logger: logger
+            )
+        }
     }
 }
 
 /// Runs the server; a failure to listen becomes one line with the fix (exit 1).
-func runServer(_ app: some ApplicationProtocol, host: String, port: Int) async throws {
+func runServer(host: String, port: Int, _ body: () async throws -> Void) async throws {
     do {
-        try await app.runService()
+        try await body()
     } catch {
         throw CommandFailure.failed(
             "cannot serve on \(host):\(port): \(error) (fix: choose another --port, or stop what is using it)"

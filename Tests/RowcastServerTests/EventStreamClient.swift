@@ -61,6 +61,19 @@ final class EventStreamClient: @unchecked Sendable {
         return head + "\r\n\r\n" + String(decoding: pending.prefix(length), as: UTF8.self)
     }
 
+    /// One unmasked WebSocket frame from the server, after a `101` head: its opcode and
+    /// payload (short frames only: payloads under 126 bytes, as close frames are).
+    func webSocketFrame() -> (opcode: UInt8, payload: Data)? {
+        while pending.count < 2 { guard fill() else { return nil } }
+        let start = pending.startIndex
+        let length = Int(pending[start + 1] & 0x7F)
+        guard length < 126 else { return nil }
+        while pending.count < 2 + length { guard fill() else { return nil } }
+        let frame = (opcode: pending[start] & 0x0F, payload: Data(pending[(start + 2)..<(start + 2 + length)]))
+        pending.removeSubrange(start..<(start + 2 + length))
+        return frame
+    }
+
     /// Reads events until `count` arrived or the stream stalls; skips comment lines.
     func events(_ count: Int) -> [Event] {
         var events: [Event] = []

@@ -1,0 +1,136 @@
+import Foundation
+import HummingbirdWSClient
+import Logging
+import Testing
+
+/// The page at `/`, in a real headless Chromium, served by the real `rowcast serve`:
+/// rows inserted into PostgreSQL appear in the page's DOM, the table filter narrows
+/// them, and a dropped connection resumes without a gap or a repeat.
+@Suite(
+    .enabled(if: Environment.databaseURL != nil && Environment.binary != nil, "needs the cluster and binary that make test provides"),
+    .timeLimit(.minutes(3))
+)
+struct BrowserTests {
+    @Test func thePageShowsInsertedRowsFiltersByTableAndResumes() async throws {
+        let url = try Environment.freshDatabase()
+        try Environment.psql(url, "CREATE TABLE orders (id int PRIMARY KEY, note text); CREATE TABLE audit (id int PRIMARY KEY, note text)")
+        let binary = try #require(Environment.binary)
+        let setup = try RunningProcess(binary, ["setup", "--mode", "trigger", "--table", "orders", "--table", "audit", "--db", url])
+        #expect(try await setup.stop(0) == 0, "setup: \(setup.output)")
+        let server = try RunningProcess(
+            binary, ["serve", "--mode", "trigger", "--table", "orders", "--table", "audit", "--port", "0", "--db", url]
+        )
+        let port = try await server.waitFor(#"serving trigger mode on http://127\.0\.0\.1:(\d+)/"#)
+
+        let profile = FileManager.default.temporaryDirectory.appendingPathComponent("rowcast-chromium-" + UUID().uuidString)
+        defer { try? FileManager.default.removeItem(at: profile) }
+        let browser = try RunningProcess(try Environment.chromium(), [
+            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--remote-debugging-port=0",
+            "--remote-allow-origins=*", "--user-data-dir=\(profile.path)", "about:blank",
+        ])
+        let devtools = try await browser.waitFor(#"DevTools listening on (ws://\S+)"#)
+
+        var logger = Logger(label: "devtools")
+        logger.logLevel = .warning
+        try await WebSocketClient.connect(url: devtools, configuration: .init(maxFrameSize: 1 << 24), logger: logger) { inbound, outbound, _ in
+            var page = DevToolsSession(inbound: inbound, outbound: outbound)
+            try await page.open("http://127.0.0.1:\(port)/?tables=orders")
+            try await page.waitUntil("document.getElementById('state').textContent === 'live'")
+
+            // Filtered to orders: the audit row never shows.
+            try Environment.psql(url, "INSERT INTO audit VALUES (1, 'hidden'); INSERT INTO orders VALUES (1, 'first'), (2, 'second')")
+            try await page.waitUntil("document.querySelectorAll('tr.record').length === 2")
+            let shown = try await page.rows()
+            #expect(shown.map(\.table) == ["public.orders", "public.orders"])
+            #expect(shown.map(\.row) == [["id": 2, "note": "second"], ["id": 1, "note": "first"]] as [NSDictionary])
+
+            // Clearing the filter subscribes to every table from now on.
+            try await page.evaluate("tablesInput.value = ''; tablesInput.dispatchEvent(new Event('change')); 0")
+            try await page.waitUntil("document.getElementById('state').textContent === 'live' && !resubscribing")
+            try Environment.psql(url, "INSERT INTO audit VALUES (2, 'now shown')")
+            try await page.waitUntil("document.querySelectorAll('tr.record').length === 1")
+            #expect(try await page.rows().first?.table == "public.audit")
+
+            // The connection drops; rows committed meanwhile arrive once each after the reconnect.
+            try await page.evaluate("socket.close(); 0")
+            try Environment.psql(url, "INSERT INTO orders SELECT g, 'while away' FROM generate_series(10, 14) g")
+            try await page.waitUntil("document.querySelectorAll('tr.record').length === 6")
+            try Environment.psql(url, "INSERT INTO orders VALUES (15, 'live again')")
+            try await page.waitUntil("document.querySelectorAll('tr.record').length === 7")
+            let ids = try await page.rows().compactMap { $0.row["id"] as? Int }
+            #expect(ids == [15, 14, 13, 12, 11, 10, 2], "every row once, newest first")
+            #expect(try await page.evaluate("document.getElementById('state').textContent") as? String == "live")
+            try await outbound.close(.normalClosure, reason: nil)
+        }
+        #expect(try await browser.stop() != 255)
+        #expect(try await server.stop(SIGINT) == 0, "serve output:\n\(server.output)")
+    }
+}
+
+/// A Chrome DevTools Protocol session over the browser's WebSocket: opens a page and
+/// evaluates JavaScript in it.
+struct DevToolsSession {
+    var messages: WebSocketInboundMessageStream.AsyncIterator
+    let outbound: WebSocketOutboundWriter
+    var nextID = 0
+    var session: String?
+
+    init(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) {
+        messages = inbound.messages(maxSize: 1 << 24).makeAsyncIterator()
+        self.outbound = outbound
+    }
+
+    /// Sends a command and returns its `result`, skipping events.
+    @discardableResult
+    mutating func call(_ method: String, _ params: [String: Any] = [:]) async throws -> [String: Any] {
+        nextID += 1
+        var command: [String: Any] = ["id": nextID, "method": method, "params": params]
+        if let session { command["sessionId"] = session }
+        try await outbound.write(.text(String(decoding: try JSONSerialization.data(withJSONObject: command), as: UTF8.self)))
+        while let message = try await messages.next() {
+            guard case .text(let text) = message,
+                let reply = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
+                reply["id"] as? Int == nextID
+            else { continue }
+            if let error = reply["error"] { throw Failure("\(method): \(error)") }
+            return reply["result"] as? [String: Any] ?? [:]
+        }
+        throw Failure("the browser closed the DevTools connection")
+    }
+
+    mutating func open(_ url: String) async throws {
+        let target = try await call("Target.createTarget", ["url": url])
+        let attached = try await call("Target.attachToTarget", ["targetId": target["targetId"] ?? "", "flatten": true])
+        session = attached["sessionId"] as? String
+    }
+
+    /// The value of a JavaScript expression in the page.
+    @discardableResult
+    mutating func evaluate(_ expression: String) async throws -> Any? {
+        let result = try await call("Runtime.evaluate", ["expression": expression, "returnByValue": true])
+        if let exception = result["exceptionDetails"] { throw Failure("\(expression): \(exception)") }
+        return (result["result"] as? [String: Any])?["value"]
+    }
+
+    /// Polls until `condition` is true in the page (up to 20 s).
+    mutating func waitUntil(_ condition: String) async throws {
+        for _ in 0..<200 {
+            // Until the page has loaded, its elements and globals do not exist yet.
+            if try await evaluate("(() => { try { return Boolean(\(condition)) } catch (e) { return false } })()") as? Bool == true { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let html = try await evaluate("document.body.innerText") as? String ?? ""
+        throw Failure("the page never satisfied \(condition); it shows:\n\(html.prefix(2000))")
+    }
+
+    /// The record rows the page shows, newest first: table and parsed row JSON.
+    mutating func rows() async throws -> [(table: String, row: NSDictionary)] {
+        let json = try await evaluate(
+            "JSON.stringify([...document.querySelectorAll('tr.record')].map(tr => [tr.dataset.table || '', tr.querySelector('pre').textContent]))"
+        ) as? String ?? "[]"
+        let pairs = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [[String]] ?? []
+        return try pairs.map { pair in
+            (pair[0], try JSONSerialization.jsonObject(with: Data(pair[1].utf8)) as? NSDictionary ?? [:])
+        }
+    }
+}

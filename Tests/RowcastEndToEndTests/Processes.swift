@@ -1,0 +1,115 @@
+import Foundation
+import Synchronization
+
+/// What the end-to-end tests run: the built `rowcast` binary, psql, and Chromium.
+enum Environment {
+    static let databaseURL = ProcessInfo.processInfo.environment["ROWCAST_TEST_DATABASE_URL"]
+    static let binary = ProcessInfo.processInfo.environment["ROWCAST_BIN"]
+
+    /// Runs SQL with psql and returns its unaligned output, trimmed.
+    @discardableResult
+    static func psql(_ url: String, _ sql: String) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql]
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw Failure("psql failed: \(sql)") }
+        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// A new, empty database on the test cluster.
+    static func freshDatabase() throws -> String {
+        guard let url = databaseURL, let slash = url.lastIndex(of: "/") else { throw Failure("no ROWCAST_TEST_DATABASE_URL") }
+        let name = "e2e_" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        try psql(url, "CREATE DATABASE \(name)")
+        return String(url[...slash]) + name
+    }
+
+    /// The Chromium binary (make test installs Debian's `chromium` when it is missing).
+    static func chromium() throws -> String {
+        for path in ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"]
+        where FileManager.default.isExecutableFile(atPath: path) {
+            return path
+        }
+        throw Failure("no chromium found (fix: apt-get install chromium, which make test does when it can)")
+    }
+}
+
+struct Failure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// A long-running child process whose stderr is collected, so a test can wait for a
+/// line (a listening port, a DevTools URL) and read the rest afterwards.
+final class RunningProcess: Sendable {
+    private let process: Process
+    private final class Collected: Sendable {
+        let text = Mutex("")
+    }
+
+    private let stderr = Collected()
+
+    init(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("ROWCAST_") }
+        env.merge(environment) { $1 }
+        process.environment = env
+        let err = Pipe()
+        process.standardError = err
+        process.standardOutput = FileHandle.nullDevice
+        process.standardInput = FileHandle.nullDevice
+        self.process = process
+        let collected = stderr
+        err.fileHandleForReading.readabilityHandler = { handle in
+            let data = handle.availableData
+            if data.isEmpty { handle.readabilityHandler = nil; return }
+            collected.text.withLock { $0 += String(decoding: data, as: UTF8.self) }
+        }
+        try process.run()
+    }
+
+    /// Everything written to stderr so far.
+    var output: String { stderr.text.withLock { $0 } }
+
+    /// Waits (up to `seconds`) for stderr to contain a match for `pattern`; returns its first capture.
+    func waitFor(_ pattern: String, seconds: Double = 60) async throws -> String {
+        let regex = try NSRegularExpression(pattern: pattern)
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            let text = output
+            if let match = regex.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)),
+                let range = Range(match.range(at: match.numberOfRanges > 1 ? 1 : 0), in: text)
+            {
+                return String(text[range])
+            }
+            guard process.isRunning else { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw Failure("no \(pattern) from \(process.executableURL?.lastPathComponent ?? "process"); stderr:\n\(output)")
+    }
+
+    /// Sends a signal (none with 0) and waits for the exit status.
+    func stop(_ signal: Int32 = SIGTERM, seconds: Double = 30) async throws -> Int32 {
+        if process.isRunning, signal != 0 { kill(process.processIdentifier, signal) }
+        let deadline = Date().addingTimeInterval(seconds)
+        while process.isRunning {
+            guard Date() < deadline else {
+                kill(process.processIdentifier, SIGKILL)
+                throw Failure("\(process.executableURL?.lastPathComponent ?? "process") did not exit within \(seconds) s of signal \(signal)")
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return process.terminationStatus
+    }
+
+    deinit {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    }
+}

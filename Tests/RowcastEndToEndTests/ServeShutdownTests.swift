@@ -1,0 +1,59 @@
+import Foundation
+import HummingbirdWSClient
+import Logging
+import NIOWebSocket
+import Synchronization
+import Testing
+
+/// `rowcast serve` as users stop it: SIGTERM closes WebSocket clients with 1001 and
+/// their last cursor, and in replication mode confirms to the slot what it delivered.
+@Suite(
+    .enabled(if: Environment.databaseURL != nil && Environment.binary != nil, "needs the cluster and binary that make test provides"),
+    .timeLimit(.minutes(3))
+)
+struct ServeShutdownTests {
+    @Test func sigtermClosesClientsWith1001AndConfirmsWhatWasDelivered() async throws {
+        let url = try Environment.freshDatabase()
+        try Environment.psql(url, "CREATE TABLE orders (id int PRIMARY KEY, note text)")
+        let slot = "shutdown_" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        let binary = try #require(Environment.binary)
+        // A status interval far longer than the test: only the shutdown can confirm.
+        let server = try RunningProcess(binary, [
+            "serve", "--mode", "replication", "--table", "orders", "--slot", slot, "--publication", slot,
+            "--status-interval", "600", "--port", "0", "--db", url,
+        ])
+        let port = try await server.waitFor(#"serving replication mode on http://127\.0\.0\.1:(\d+)/"#)
+        defer { try? Environment.psql(url, "SELECT pg_drop_replication_slot('\(slot)')") }
+
+        var logger = Logger(label: "client")
+        logger.logLevel = .warning
+        let lastLSN = Mutex<String?>(nil)
+        let lastCursor = Mutex<String?>(nil)
+        let close = try await WebSocketClient.connect(url: "ws://127.0.0.1:\(port)/ws", configuration: .init(maxFrameSize: 1 << 24), logger: logger) { inbound, outbound, _ in
+            var messages = inbound.messages(maxSize: 1 << 24).makeAsyncIterator()
+            _ = try await messages.next()
+            try await outbound.write(.text(#"{"event":"ready for data","data":{}}"#))
+            _ = try await messages.next()
+            try Environment.psql(url, "INSERT INTO orders SELECT g, 'x' FROM generate_series(1, 50) g")
+            for _ in 0..<50 {
+                guard case .text(let text) = try await messages.next(),
+                    let frame = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
+                    let record = frame["data"] as? [String: Any]
+                else { continue }
+                lastLSN.withLock { $0 = record["lsn"] as? String }
+                lastCursor.withLock { $0 = record["cursor"] as? String }
+            }
+            #expect(try await server.stop(SIGTERM) == 0, "serve output:\n\(server.output)")
+            while try await messages.next() != nil {}
+        }
+        #expect(close?.closeCode == .goingAway)
+        let cursor = try #require(lastCursor.withLock { $0 })
+        #expect(close?.reason == "server shutting down; last cursor \(cursor)")
+
+        let delivered = try #require(lastLSN.withLock { $0 })
+        let confirmed = try Environment.psql(
+            url, "SELECT confirmed_flush_lsn >= '\(delivered)'::pg_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'"
+        )
+        #expect(confirmed == "t", "the slot confirmed at least the last delivered commit \(delivered)")
+    }
+}
