@@ -22,18 +22,7 @@ struct BrowserTests {
         )
         let port = try await server.waitFor(#"serving trigger mode on http://127\.0\.0\.1:(\d+)/"#)
 
-        let profile = FileManager.default.temporaryDirectory.appendingPathComponent("rowcast-chromium-" + UUID().uuidString)
-        defer { try? FileManager.default.removeItem(at: profile) }
-        let browser = try RunningProcess(try Environment.chromium(), [
-            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--remote-debugging-port=0",
-            "--remote-allow-origins=*", "--user-data-dir=\(profile.path)", "about:blank",
-        ])
-        let devtools = try await browser.waitFor(#"DevTools listening on (ws://\S+)"#)
-
-        var logger = Logger(label: "devtools")
-        logger.logLevel = .warning
-        try await WebSocketClient.connect(url: devtools, configuration: .init(maxFrameSize: 1 << 24), logger: logger) { inbound, outbound, _ in
-            var page = DevToolsSession(inbound: inbound, outbound: outbound)
+        try await Self.withBrowser { page in
             try await page.open("http://127.0.0.1:\(port)/?tables=orders")
             try await page.waitUntil("document.getElementById('state').textContent === 'live'")
 
@@ -60,10 +49,52 @@ struct BrowserTests {
             let ids = try await page.rows().compactMap { $0.row["id"] as? Int }
             #expect(ids == [15, 14, 13, 12, 11, 10, 2], "every row once, newest first")
             #expect(try await page.evaluate("document.getElementById('state').textContent") as? String == "live")
+        }
+        #expect(try await server.stop(SIGINT) == 0, "serve output:\n\(server.output)")
+    }
+
+    @Test func withATokenThePageConnectsOnlyWhenItsURLCarriesIt() async throws {
+        let url = try Environment.freshDatabase()
+        try Environment.psql(url, "CREATE TABLE orders (id int PRIMARY KEY, note text)")
+        let binary = try #require(Environment.binary)
+        let setup = try RunningProcess(binary, ["setup", "--mode", "trigger", "--table", "orders", "--db", url])
+        #expect(try await setup.stop(0) == 0, "setup: \(setup.output)")
+        let server = try RunningProcess(
+            binary, ["serve", "--mode", "trigger", "--table", "orders", "--port", "0", "--db", url],
+            environment: ["ROWCAST_TOKEN": "page-token"]
+        )
+        let port = try await server.waitFor(#"serving trigger mode on http://127\.0\.0\.1:(\d+)/"#)
+        try await Self.withBrowser { page in
+            try await page.open("http://127.0.0.1:\(port)/")
+            try await page.waitUntil("document.getElementById('state').textContent === 'unauthorized'")
+            let message = try await page.evaluate("document.getElementById('message').textContent") as? String ?? ""
+            #expect(message.hasPrefix("unauthorized: authentication required"), "\(message)")
+
+            try await page.evaluate("location.href = '/?token=page-token'; 0")
+            try await page.waitUntil("document.getElementById('state').textContent === 'live'")
+            try Environment.psql(url, "INSERT INTO orders VALUES (1, 'with a token')")
+            try await page.waitUntil("document.querySelectorAll('tr.record').length === 1")
+        }
+        #expect(try await server.stop(SIGINT) == 0, "serve output:\n\(server.output)")
+    }
+
+    /// A fresh headless Chromium with one page, driven over DevTools; removed afterwards.
+    static func withBrowser(_ body: @escaping @Sendable (inout DevToolsSession) async throws -> Void) async throws {
+        let profile = FileManager.default.temporaryDirectory.appendingPathComponent("rowcast-chromium-" + UUID().uuidString)
+        defer { try? FileManager.default.removeItem(at: profile) }
+        let browser = try RunningProcess(try Environment.chromium(), [
+            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--remote-debugging-port=0",
+            "--remote-allow-origins=*", "--user-data-dir=\(profile.path)", "about:blank",
+        ])
+        let devtools = try await browser.waitFor(#"DevTools listening on (ws://\S+)"#)
+        var logger = Logger(label: "devtools")
+        logger.logLevel = .warning
+        try await WebSocketClient.connect(url: devtools, configuration: .init(maxFrameSize: 1 << 24), logger: logger) { inbound, outbound, _ in
+            var page = DevToolsSession(inbound: inbound, outbound: outbound)
+            try await body(&page)
             try await outbound.close(.normalClosure, reason: nil)
         }
-        #expect(try await browser.stop() != 255)
-        #expect(try await server.stop(SIGINT) == 0, "serve output:\n\(server.output)")
+        _ = try await browser.stop()
     }
 }
 
