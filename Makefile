@@ -4,7 +4,7 @@
 
 SWIFT ?= swift
 
-.PHONY: demo test build deps clean
+.PHONY: demo test bench build deps clean
 
 deps:
 	@scripts/install-deps.sh
@@ -23,6 +23,11 @@ test:
 	@scripts/install-deps.sh chromium
 	$(SWIFT) build --build-tests
 	scripts/test.sh
+
+# Release builds, side by side with pg_recvlogical, wal2json and a bare WebSocket
+# broadcaster; writes Docs/benchmarks.md. Takes about half an hour here.
+bench: deps
+	scripts/bench.sh
 
 clean:
 	rm -rf .build

@@ -5,7 +5,8 @@ let package = Package(
     name: "rowcast",
     platforms: [.macOS(.v15)],
     products: [
-        .executable(name: "rowcast", targets: ["rowcast"])
+        .executable(name: "rowcast", targets: ["rowcast"]),
+        .executable(name: "rowcast-bench", targets: ["RowcastBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
@@ -64,6 +65,20 @@ let package = Package(
                 "RowcastPostgres",
                 "RowcastServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // `make bench` only: the baseline broadcaster and the load client.
+        .executableTarget(
+            name: "RowcastBench",
+            dependencies: [
+                "RowcastCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

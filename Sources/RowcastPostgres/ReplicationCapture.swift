@@ -23,6 +23,9 @@ public final class ReplicationCapture: CaptureSource {
         public var since: Cursor?
         /// How often to confirm progress when the server does not ask.
         public var statusInterval: Double
+        /// Stop once everything up to this WAL position was delivered (and confirmed),
+        /// as `pg_recvlogical --endpos` does.
+        public var endPosition: UInt64?
 
         public init(
             connection: ConnectionSettings,
@@ -30,7 +33,8 @@ public final class ReplicationCapture: CaptureSource {
             publication: String = "rowcast",
             tables: Set<TableName> = [],
             since: Cursor? = nil,
-            statusInterval: Double = 10
+            statusInterval: Double = 10,
+            endPosition: UInt64? = nil
         ) {
             self.connection = connection
             self.slot = slot
@@ -38,6 +42,7 @@ public final class ReplicationCapture: CaptureSource {
             self.tables = tables
             self.since = since
             self.statusInterval = statusInterval
+            self.endPosition = endPosition
         }
     }
 
@@ -188,6 +193,10 @@ struct StreamSession {
             switch try connection.readCopyData() {
             case .data(let bytes):
                 try handle(bytes, on: connection, sink: sink, state: state)
+                if reachedEnd {
+                    stop.stop()  // run() confirms what was delivered and closes
+                    return
+                }
                 // A long drain never waits on the socket: confirm progress on the timer here too.
                 if Date().timeIntervalSince(lastStatus) >= configuration.statusInterval {
                     try sendStatus(on: connection, sink: sink, state: state, replyRequested: false)
@@ -205,6 +214,12 @@ struct StreamSession {
                 return
             }
         }
+    }
+
+    /// Whether `endPosition` is reached, between transactions.
+    private var reachedEnd: Bool {
+        guard let end = configuration.endPosition else { return false }
+        return transaction == nil && delivered >= end
     }
 
     /// Flushes the sink, then confirms everything delivered.

@@ -65,7 +65,7 @@ enum ServerSentEvents {
                 // The server's graceful shutdown waits for open responses: end this stream.
                 try await withGracefulShutdownHandler {
                     for await item in client.stream {
-                        if client.endReason != nil { break }
+                        if let reason = client.endReason, reason != .shuttingDown { break }
                         switch item {
                         case .frame(let frame, let cursor?):
                             guard let record = ServerFrame.record(inUpdate: frame) else { continue }

@@ -34,8 +34,10 @@ struct WebSocketSession {
             group.addTask {
                 var lastCursor: String?
                 for await item in client.stream {
-                    // Ended by the broadcaster: close now rather than write out the backlog.
-                    if client.endReason != nil { break }
+                    // Cut off or expired: close now rather than write out the backlog.
+                    // Shutting down: write what is queued (the capture already counted it
+                    // as delivered), then close.
+                    if let reason = client.endReason, reason != .shuttingDown { break }
                     switch item {
                     case .frame(let frame, let cursor):
                         try await outbound.write(.custom(.init(fin: true, opcode: .text, data: frame)))

@@ -27,7 +27,7 @@ struct CaptureOptions: ParsableArguments {
     var statusInterval: Double = 10
 
     /// Connects the chosen source; failures become the contract's exit codes.
-    func connect(_ settings: ConnectionSettings, logger: Logger) throws -> any CaptureSource {
+    func connect(_ settings: ConnectionSettings, endPosition: UInt64? = nil, logger: Logger) throws -> any CaptureSource {
         let mode = try ModeOption(mode: mode).resolve(default: .replication)
         let tables = Set(try parseTables(table))
         guard statusInterval > 0 else { throw CommandFailure.usage("--status-interval takes a number of seconds above 0") }
@@ -39,6 +39,9 @@ struct CaptureOptions: ParsableArguments {
         do {
             switch mode {
             case .trigger:
+                guard endPosition == nil else {
+                    throw CommandFailure.usage("--endpos needs --mode replication: it is a WAL position")
+                }
                 guard cursor == nil else {
                     throw CommandFailure.usage("--since needs --mode replication: NOTIFY is not stored, so trigger mode cannot replay")
                 }
@@ -53,7 +56,7 @@ struct CaptureOptions: ParsableArguments {
                 return try ReplicationCapture.connect(
                     configuration: .init(
                         connection: settings, slot: slot, publication: publication, tables: tables, since: cursor,
-                        statusInterval: statusInterval
+                        statusInterval: statusInterval, endPosition: endPosition
                     ),
                     logger: logger
                 )

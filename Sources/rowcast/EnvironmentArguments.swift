@@ -20,7 +20,7 @@ enum EnvironmentArguments {
         ["serve"]: connection + capture + [
             ("host", .value), ("port", .value), ("resume-window", .value), ("allow-origin", .list), ("token", .value), ("jwt-secret", .value), ("insecure-no-auth", .bool),
         ],
-        ["tail"]: connection + capture,
+        ["tail"]: connection + capture + [("endpos", .value)],
         ["setup"]: connection + [("mode", .value), ("table", .list), ("slot", .value), ("publication", .value)],
         ["teardown"]: connection + [("mode", .value), ("slot", .value), ("publication", .value), ("drop-slot", .bool)],
         ["slot", "status"]: connection + [("slot", .value), ("json", .bool), ("watch", .value)],

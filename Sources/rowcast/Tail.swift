@@ -11,6 +11,7 @@ struct Tail: ParsableCommand {
             Example:
               rowcast tail --mode replication --table public.orders | jq .row
               rowcast tail --mode trigger --table public.orders --channel addedrecord
+              rowcast tail --endpos "$(psql -Atc 'SELECT pg_current_wal_lsn()')" > backlog.ndjson
             In replication mode, what tail printed is confirmed to the slot when it ends \
             (SIGINT or SIGTERM), so the next run starts after it.
             """
@@ -19,9 +20,17 @@ struct Tail: ParsableCommand {
     @OptionGroup var connection: ConnectionOptions
     @OptionGroup var capture: CaptureOptions
 
+    @Option(name: .long, help: ArgumentHelp("replication: exit once everything up to this WAL position (X/X) is printed and confirmed.", valueName: "lsn"))
+    var endpos: String?
+
     func run() throws {
         let logger = try connection.bootstrapLogging()
-        let source = try capture.connect(connection.settings, logger: logger)
+        var endPosition: UInt64?
+        if let endpos {
+            guard let lsn = parseLSN(endpos) else { throw CommandFailure.usage("--endpos \"\(endpos)\" is not a WAL position like 0/16B3748") }
+            endPosition = lsn
+        }
+        let source = try capture.connect(connection.settings, endPosition: endPosition, logger: logger)
         let stop = StopSignal()
         let signals = SignalTrap(signals: [SIGINT, SIGTERM]) { stop.stop() }
         let sink = NDJSONSink(stop: stop)

@@ -260,6 +260,32 @@ struct ReplicationTailTests {
     }
 }
 
+extension ReplicationTailTests {
+    @Test func tailWithEndposPrintsTheBacklogAndExits() throws {
+        let url = try Rowcast.freshDatabase()
+        let slot = OperationsTests.slotName()
+        try Rowcast.psql(url, "CREATE TABLE backlog (id int PRIMARY KEY)")
+        #expect(try Rowcast.run(["setup", "--mode", "replication", "--table", "backlog", "--slot", slot, "--db", url]).status == 0)
+        defer { _ = try? Rowcast.run(["slot", "drop", slot, "--force", "--db", url]) }
+        for batch in 0..<3 {
+            try Rowcast.psql(url, "INSERT INTO backlog SELECT g FROM generate_series(\(batch * 100 + 1), \(batch * 100 + 100)) g")
+        }
+        let end = try Rowcast.psql(url, "SELECT pg_current_wal_lsn()")
+        try Rowcast.psql(url, "INSERT INTO backlog VALUES (1000)")  // after the end: not printed
+
+        let tail = try Rowcast.run(["tail", "--mode", "replication", "--slot", slot, "--endpos", end, "--db", url])
+        #expect(tail.status == 0, "stderr: \(tail.stderr)")
+        let ids = tail.stdout.split(separator: "\n").compactMap { Self.parse(String($0))?.id }
+        #expect(ids == Array(1...300))
+        let confirmed = try #require(Self.lsnValue(try Rowcast.psql(url, "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'")))
+        #expect(confirmed >= Self.lsnValue(end) ?? .max, "what was printed is confirmed")
+
+        let bad = try Rowcast.run(["tail", "--mode", "replication", "--endpos", "yesterday", "--db", url])
+        #expect(bad.status == 2)
+        #expect(bad.stderr.contains("is not a WAL position"))
+    }
+}
+
 @Suite(.enabled(if: Rowcast.databaseURL != nil, "needs the cluster that make test starts"), .timeLimit(.minutes(3)))
 struct ReplicationSetupCLITests {
     @Test func setupIsIdempotentAndTeardownKeepsTheSlotUnlessAsked() throws {

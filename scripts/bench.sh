@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# make bench: release builds, a throwaway cluster, and side-by-side figures:
+#   1. drain throughput of a 1,000,000-row backlog: rowcast tail vs pg_recvlogical with
+#      pgoutput (the floor) vs pg_recvlogical with wal2json format 2;
+#   2. fan-out: rowcast serve vs a bare Hummingbird broadcaster (rowcast-bench baseline),
+#      measured by one load-client process (rowcast-bench load);
+#   3. trigger mode's cost on the writer (pgbench);
+#   4. peak RSS of rowcast during 1 and 2, and with a 64 MB row.
+# Prints a table and writes Docs/benchmarks.md. Times are measured here, never in tests.
+#
+# BENCH_ROWS (default 1000000), BENCH_RUNS (3) and BENCH_SECONDS (10) shorten a trial run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rows=${BENCH_ROWS:-1000000}
+runs=${BENCH_RUNS:-3}
+seconds=${BENCH_SECONDS:-10}
+
+pgver=$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1)
+scripts/install-deps.sh "postgresql-${pgver:-15}-wal2json"
+pgver=$(ls /usr/lib/postgresql | sort -n | tail -1)
+pgbin=/usr/lib/postgresql/$pgver/bin
+
+echo "bench: building release binaries" >&2
+swift build -c release >&2
+bin=$PWD/.build/release/rowcast
+bench=$PWD/.build/release/rowcast-bench
+
+cluster=$("$bin" dev-cluster start --wal-level logical)
+dir=${cluster%% *}
+url=${cluster#* }
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    "$bin" dev-cluster stop "$dir" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+work=$(mktemp -d)
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+q() { psql -X -q -A -t -v ON_ERROR_STOP=1 -d "$url" -c "$1"; }
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+hwm_mb() { awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
+hz=$(getconf CLK_TCK)
+
+q "ALTER SYSTEM SET max_wal_size = '8GB'; ALTER SYSTEM SET checkpoint_timeout = '30min'" >/dev/null
+q "SELECT pg_reload_conf()" >/dev/null
+
+report=$work/report.md
+: >"$report"
+out() { echo "$*" | tee -a "$report"; }
+
+# ---------------------------------------------------------------- 1. drain
+out "## 1. Drain throughput: a ${rows}-row backlog (median of ${runs} runs)"
+out ""
+out "| rows | tool | seconds | rows/s | × floor | peak RSS |"
+out "| --- | --- | --- | --- | --- | --- |"
+
+drain_table() { # name, CREATE TABLE body, SELECT list for generate_series g
+    local name=$1 columns=$2 select=$3
+    q "CREATE TABLE $name ($columns)"
+    q "CREATE PUBLICATION pub_$name FOR TABLE $name" >/dev/null
+    for run in $(seq "$runs"); do
+        for plugin in pgoutput:rc pgoutput:pg wal2json:wj; do
+            q "SELECT pg_create_logical_replication_slot('${plugin#*:}_${name}_$run', '${plugin%%:*}')" >/dev/null
+        done
+    done
+    local batch=10000 start=1
+    while [ "$start" -le "$rows" ]; do
+        local end=$((start + batch - 1)); [ "$end" -gt "$rows" ] && end=$rows
+        q "INSERT INTO $name SELECT $select FROM generate_series($start, $end) g"
+        start=$((end + 1))
+    done
+    local endpos; endpos=$(q "SELECT pg_current_wal_lsn()")
+    for tool in rc pg wj; do : >"$work/$name.$tool"; done
+    for run in $(seq "$runs"); do
+        for tool in rc pg wj; do
+            local slot=${tool}_${name}_$run
+            case $tool in
+            rc) /usr/bin/time -f "%e %M" -o "$work/t" "$bin" tail --mode replication --slot "$slot" \
+                    --publication "pub_$name" --endpos "$endpos" --db "$url" --log-level warning >/dev/null ;;
+            pg) /usr/bin/time -f "%e %M" -o "$work/t" "$pgbin/pg_recvlogical" -d "$url" --slot "$slot" --start \
+                    --endpos "$endpos" -o proto_version=1 -o "publication_names=pub_$name" -f /dev/null ;;
+            wj) /usr/bin/time -f "%e %M" -o "$work/t" "$pgbin/pg_recvlogical" -d "$url" --slot "$slot" --start \
+                    --endpos "$endpos" -o format-version=2 -o "add-tables=public.$name" -f /dev/null ;;
+            esac
+            tail -1 "$work/t" >>"$work/$name.$tool"
+        done
+    done
+    local floor; floor=$(awk '{ print $1 }' "$work/$name.pg" | median)
+    for tool in pg rc wj; do
+        local secs rss label
+        secs=$(awk '{ print $1 }' "$work/$name.$tool" | median)
+        rss=$(awk '{ print $2 }' "$work/$name.$tool" | sort -n | tail -1)
+        case $tool in rc) label="rowcast tail";; pg) label="pg_recvlogical pgoutput (floor)";; wj) label="pg_recvlogical wal2json 2";; esac
+        out "| $name | $label | $secs | $(awk -v r="$rows" -v s="$secs" 'BEGIN { printf "%.0f", r / s }') | $(awk -v a="$secs" -v b="$floor" 'BEGIN { printf "%.2f", a / b }') | $((rss / 1024)) MB |"
+    done
+    q "DROP TABLE $name" >/dev/null
+    for run in $(seq "$runs"); do
+        for tool in rc pg wj; do q "SELECT pg_drop_replication_slot('${tool}_${name}_$run')" >/dev/null; done
+    done
+}
+
+drain_table seed "id bigint PRIMARY KEY, title text" "g, 'row number ' || g"
+drain_table wide "id bigint PRIMARY KEY, i2 smallint, i4 integer, i8 bigint, f4 real, f8 double precision,
+    n numeric(20,6), b boolean, d date, ts timestamp, tz timestamptz, iv interval, u uuid, j jsonb,
+    a integer[], ta text[], by bytea, ip inet, t1 text, t2 text" \
+    "g, (g % 30000)::smallint, g::int, g * 1000, g / 7.0, g / 3.0, g / 11.0, g % 2 = 0, date '2026-01-01' + (g % 365),
+    timestamp '2026-01-01' + g * interval '1 second', timestamptz '2026-01-01 UTC' + g * interval '1 second',
+    g * interval '1 minute', md5(g::text)::uuid, jsonb_build_object('k', g, 'tags', jsonb_build_array('a', 'b')),
+    ARRAY[g, g + 1, g + 2], ARRAY['x' || g, 'y'], decode(md5(g::text), 'hex'), '10.0.0.1'::inet,
+    repeat(md5(g::text), 28), repeat('é', 100)"
+out ""
+
+# ---------------------------------------------------------------- 2. fan-out
+out "## 2. Fan-out: frames delivered per second and commit-to-client latency (${seconds} s each)"
+out ""
+out "| server | clients | rows/s | frames/s | p50 ms | p99 ms | max ms | server CPU | load-client CPU | server peak RSS |"
+out "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+q "CREATE TABLE fanout (id bigserial PRIMARY KEY, title text)"
+"$bin" setup --mode replication --table fanout --slot fanout --publication fanout --db "$url" >/dev/null
+echo "INSERT INTO fanout (title) VALUES ('row from pgbench, about as long as a title');" >"$work/fanout.sql"
+
+measure() { # label, pid, clients, rate, load arguments...
+    local label=$1 pid=$2 clients=$3 rate=$4; shift 4
+    local before after start end result
+    before=$(cpu_ticks "$pid"); start=$(date +%s.%N)
+    result=$("$bench" load --clients "$clients" --seconds "$seconds" "$@")
+    after=$(cpu_ticks "$pid"); end=$(date +%s.%N)
+    local cpu; cpu=$(awk -v t=$((after - before)) -v hz="$hz" -v s="$start" -v e="$end" 'BEGIN { printf "%.0f%%", t / hz / (e - s) * 100 }')
+    echo "$result" | python3 -c '
+import json, sys
+r = json.loads(sys.stdin.read())
+label, clients, rate, cpu, rss = sys.argv[1:6]
+print(f"| {label} | {r[\"clients\"]} | {rate} | {r[\"frames_per_s\"]} | {r[\"p50_ms\"]} | {r[\"p99_ms\"]} | {r[\"max_ms\"]} | {cpu} | {r[\"cpu_percent\"]}% | {rss} MB |")
+' "$label" "$clients" "$rate" "$cpu" "$(hwm_mb "$pid")" | tee -a "$report"
+}
+
+for load in 1:100 100:100 1000:100 100:2000; do
+    clients=${load%%:*} rate=${load#*:}
+    "$bench" baseline --port 8090 --rate "$rate" >/dev/null 2>&1 &
+    base=$!; pids+=("$base"); sleep 1
+    measure "baseline" "$base" "$clients" "$rate" --url ws://127.0.0.1:8090/ws
+    kill "$base"; wait "$base" 2>/dev/null || true
+
+    "$bin" serve --mode replication --table fanout --slot fanout --publication fanout --port 8091 --db "$url" --log-level warning &
+    serve=$!; pids+=("$serve"); sleep 1
+    "$pgbin/pgbench" -n -R "$rate" -T 600 -c 2 -j 1 -f "$work/fanout.sql" "$url" >/dev/null 2>&1 &
+    writer=$!; pids+=("$writer")
+    measure "rowcast" "$serve" "$clients" "$rate" --url ws://127.0.0.1:8091/ws --subscribe
+    kill "$writer" "$serve"; wait "$writer" "$serve" 2>/dev/null || true
+done
+out ""
+
+# ---------------------------------------------------------------- 3. trigger cost
+out "## 3. Trigger mode's cost on the writer: pgbench inserts, 4 clients, ${seconds} s (median of ${runs})"
+out ""
+out "| trigger | transactions/s | × no trigger |"
+out "| --- | --- | --- |"
+q "CREATE TABLE trig_none (id bigserial PRIMARY KEY, title text); CREATE TABLE trig_classic (LIKE trig_none INCLUDING ALL); CREATE TABLE trig_rowcast (LIKE trig_none INCLUDING ALL)"
+q "CREATE FUNCTION classic_notify() RETURNS trigger LANGUAGE plpgsql AS \$\$ BEGIN PERFORM pg_notify('bench_classic', NEW.title); RETURN NEW; END \$\$"
+q "CREATE TRIGGER classic AFTER INSERT ON trig_classic FOR EACH ROW EXECUTE FUNCTION classic_notify()"
+"$bin" setup --mode trigger --table trig_rowcast --db "$url" >/dev/null
+# Every notification has a listener, as in production.
+"$bin" tail --mode trigger --channel bench_classic --db "$url" --log-level warning >/dev/null &
+pids+=($!)
+"$bin" tail --mode trigger --table trig_rowcast --db "$url" --log-level warning >/dev/null &
+pids+=($!)
+sleep 1
+for variant in none classic rowcast; do : >"$work/trig.$variant"; done
+for run in $(seq "$runs"); do
+    for variant in none classic rowcast; do
+        echo "INSERT INTO trig_$variant (title) VALUES ('a title of some forty characters or so');" >"$work/trig.sql"
+        "$pgbin/pgbench" -n -c 4 -j 2 -T "$seconds" -f "$work/trig.sql" "$url" 2>/dev/null \
+            | awk '/^tps/ { print $3 }' >>"$work/trig.$variant"
+    done
+done
+none=$(median <"$work/trig.none")
+for variant in none classic rowcast; do
+    tps=$(median <"$work/trig.$variant")
+    out "| $variant | $(printf "%.0f" "$tps") | $(awk -v a="$tps" -v b="$none" 'BEGIN { printf "%.2f", a / b }') |"
+done
+out ""
+
+# ---------------------------------------------------------------- 4. a 64 MB row
+out "## 4. Peak RSS of rowcast tail with one 64 MB row"
+out ""
+q "CREATE TABLE huge (id int PRIMARY KEY, body text)"
+"$bin" setup --mode replication --table huge --slot huge --publication huge --db "$url" >/dev/null
+q "INSERT INTO huge VALUES (1, repeat('x', 64 * 1024 * 1024))"
+endpos=$(q "SELECT pg_current_wal_lsn()")
+/usr/bin/time -f "%e %M" -o "$work/t" "$bin" tail --mode replication --slot huge --publication huge --endpos "$endpos" --db "$url" --log-level warning >/dev/null
+out "peak RSS $(awk '{ printf "%.0f", $2 / 1024 }' "$work/t") MB for a 64 MB row ($(awk '{ print $1 }' "$work/t") s)"
+out ""
+
+# ---------------------------------------------------------------- Docs/benchmarks.md
+{
+    echo "# Benchmarks"
+    echo ""
+    echo "Written by \`make bench\` (scripts/bench.sh) on $(date -u +%Y-%m-%d). Release builds;"
+    echo "one throwaway PostgreSQL $pgver cluster with \`wal_level=logical\` on the same machine."
+    echo ""
+    echo "Machine: $(nproc) cores ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)),"
+    echo "$(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) memory, Linux $(uname -r)."
+    echo ""
+    echo "Commands (see scripts/bench.sh for the exact flags): \`rowcast tail --mode replication"
+    echo "--endpos LSN > /dev/null\`; \`pg_recvlogical --start --endpos LSN -o proto_version=1 -o"
+    echo "publication_names=P -f /dev/null\` (pgoutput) and \`-o format-version=2\` (wal2json);"
+    echo "\`rowcast serve --mode replication\` fed by \`pgbench -R RATE\`, against"
+    echo "\`rowcast-bench baseline --rate RATE\`; \`rowcast-bench load --clients N\` measures both."
+    echo "Each drain run uses its own slot, created before the backlog was loaded."
+    echo ""
+    cat "$report"
+} >Docs/benchmarks.md
+echo "bench: wrote Docs/benchmarks.md" >&2
