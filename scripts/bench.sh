@@ -44,7 +44,8 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 hwm_mb() { awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
 hz=$(getconf CLK_TCK)
 
-q "ALTER SYSTEM SET max_wal_size = '8GB'; ALTER SYSTEM SET checkpoint_timeout = '30min'" >/dev/null
+q "ALTER SYSTEM SET max_wal_size = '8GB'" >/dev/null
+q "ALTER SYSTEM SET checkpoint_timeout = '30min'" >/dev/null
 q "SELECT pg_reload_conf()" >/dev/null
 
 report=$work/report.md
@@ -133,7 +134,8 @@ measure() { # label, pid, clients, rate, load arguments...
 import json, sys
 r = json.loads(sys.stdin.read())
 label, clients, rate, cpu, rss = sys.argv[1:6]
-print(f"| {label} | {r[\"clients\"]} | {rate} | {r[\"frames_per_s\"]} | {r[\"p50_ms\"]} | {r[\"p99_ms\"]} | {r[\"max_ms\"]} | {cpu} | {r[\"cpu_percent\"]}% | {rss} MB |")
+print("| %s | %s | %s | %s | %s | %s | %s | %s | %s%% | %s MB |" % (label, r["clients"], rate, r["frames_per_s"],
+      r["p50_ms"], r["p99_ms"], r["max_ms"], cpu, r["cpu_percent"], rss))
 ' "$label" "$clients" "$rate" "$cpu" "$(hwm_mb "$pid")" | tee -a "$report"
 }
 

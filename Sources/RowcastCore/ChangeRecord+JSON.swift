@@ -1,6 +1,25 @@
 extension ChangeRecord {
     /// Appends the record as one JSON object.
     public func encode(into writer: inout JSONWriter) {
+        encode(into: &writer, largeValue: nil)
+    }
+
+    /// Encodes the record; `row` and `old` values of at least `largeValueBytes` are
+    /// handed to `largeValue` instead of being copied into `writer`, which must then
+    /// emit what `writer` holds followed by the value (a sink writing a huge row
+    /// straight from its bytes holds it once less).
+    public func encode(
+        into writer: inout JSONWriter,
+        largeValueBytes: Int = 1 << 20,
+        largeValue: ((inout JSONWriter, RawJSON) -> Void)?
+    ) {
+        func appendValue(_ value: RawJSON) {
+            if let largeValue, value.bytes.count >= largeValueBytes {
+                largeValue(&writer, value)
+            } else {
+                writer.appendRaw(value.bytes)
+            }
+        }
         var first = true
         writer.append(byte: UInt8(ascii: "{"))
         writer.appendKey("cursor", first: &first)
@@ -31,11 +50,11 @@ extension ChangeRecord {
         }
         if let row {
             writer.appendKey("row", first: &first)
-            writer.appendRaw(row.bytes)
+            appendValue(row)
         }
         if let old {
             writer.appendKey("old", first: &first)
-            writer.appendRaw(old.bytes)
+            appendValue(old)
         }
         if let unchanged {
             writer.appendKey("unchanged", first: &first)

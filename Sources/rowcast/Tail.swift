@@ -52,33 +52,41 @@ final class NDJSONSink: RecordSink, @unchecked Sendable {
     }
 
     func deliver(_ record: ChangeRecord) {
-        record.encode(into: &buffer)
+        // A huge row goes to stdout straight from its own bytes, not through the buffer.
+        record.encode(into: &buffer) { [stop] writer, value in
+            if !Self.writeAll(writer.bytes) || !Self.writeAll(value.bytes) { stop.stop() }
+            writer.truncate(to: 0)
+        }
         buffer.append(byte: UInt8(ascii: "\n"))
         if buffer.bytes.count >= 1 << 16 { endOfBatch() }
     }
 
     func endOfBatch() {
-        let count = buffer.bytes.count
-        var offset = 0
-        while offset < count {
-            let written = buffer.bytes.withUnsafeBytes { raw -> Int in
-                guard let base = raw.baseAddress else { return 0 }
-                return write(STDOUT_FILENO, base + offset, count - offset)
-            }
-            if written < 0 {
-                if errno == EINTR { continue }
-                // The reader went away (a closed pipe): stop capturing.
-                stop.stop()
-                break
-            }
-            offset += written
-        }
+        // The reader went away (a closed pipe): stop capturing.
+        if !Self.writeAll(buffer.bytes) { stop.stop() }
         // Keep a modest buffer, not the largest record ever seen.
-        if count > 1 << 20 {
+        if buffer.bytes.count > 1 << 20 {
             buffer = JSONWriter(capacity: 1 << 16)
         } else {
             buffer.truncate(to: 0)
         }
+    }
+
+    /// Writes all of `bytes` to stdout; false when stdout is closed.
+    private static func writeAll(_ bytes: [UInt8]) -> Bool {
+        var offset = 0
+        while offset < bytes.count {
+            let written = bytes.withUnsafeBytes { raw -> Int in
+                guard let base = raw.baseAddress else { return 0 }
+                return write(STDOUT_FILENO, base + offset, bytes.count - offset)
+            }
+            if written < 0 {
+                if errno == EINTR { continue }
+                return false
+            }
+            offset += written
+        }
+        return true
     }
 }
 
