@@ -280,6 +280,20 @@ extension ReplicationTailTests {
         let confirmed = try #require(Self.lsnValue(try Rowcast.psql(url, "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'")))
         #expect(confirmed >= Self.lsnValue(end) ?? .max, "what was printed is confirmed")
 
+        // Rows over 1 MB go to stdout straight from their bytes: whole lines still.
+        try Rowcast.psql(url, "CREATE TABLE wide (id int PRIMARY KEY, body text)")
+        #expect(try Rowcast.run(["setup", "--mode", "replication", "--table", "wide", "--slot", slot + "_w", "--db", url]).status == 0)
+        defer { _ = try? Rowcast.run(["slot", "drop", slot + "_w", "--force", "--db", url]) }
+        try Rowcast.psql(url, #"INSERT INTO wide VALUES (1, 'a'), (2, repeat('é"\', 1000000)), (3, 'c')"#)
+        let wideEnd = try Rowcast.psql(url, "SELECT pg_current_wal_lsn()")
+        let wide = try Rowcast.run(["tail", "--mode", "replication", "--slot", slot + "_w", "--endpos", wideEnd, "--db", url])
+        #expect(wide.status == 0, "stderr: \(wide.stderr)")
+        let rows = wide.stdout.split(separator: "\n").map { line in
+            (try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["row"] as? [String: Any]
+        }
+        #expect(rows.map { $0?["id"] as? Int } == [1, 2, 3])
+        #expect((rows[1]?["body"] as? String) == String(repeating: "é\"\\", count: 1_000_000))
+
         let bad = try Rowcast.run(["tail", "--mode", "replication", "--endpos", "yesterday", "--db", url])
         #expect(bad.status == 2)
         #expect(bad.stderr.contains("is not a WAL position"))
