@@ -119,6 +119,7 @@ out "## 2. Fan-out: frames delivered per second and commit-to-client latency (${
 out ""
 out "| server | clients | rows/s | frames/s | p50 ms | p99 ms | max ms | server CPU | load-client CPU | server peak RSS |"
 out "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+q "CHECKPOINT"  # not in the middle of a fan-out run
 q "CREATE TABLE fanout (id bigserial PRIMARY KEY, title text)"
 "$bin" setup --mode replication --table fanout --slot fanout --publication fanout --db "$url" >/dev/null
 echo "INSERT INTO fanout (title) VALUES ('row from pgbench, about as long as a title');" >"$work/fanout.sql"
@@ -214,5 +215,28 @@ out ""
     echo "Each drain run uses its own slot, created before the backlog was loaded."
     echo ""
     cat "$report"
+    cat <<'NOTES'
+## Reading the figures
+
+- **Drain.** Every tool waits on the same walsender, which decodes the WAL and runs
+  the output plugin: that is the floor. rowcast can finish before `pg_recvlogical`
+  with pgoutput because it batches its output (64 KiB writes) where `pg_recvlogical`
+  writes each message on its own; its cost above the floor (pgoutput decoding, row
+  JSON from text values and the catalog) hides behind the server's. wal2json pays for
+  JSON on the server side.
+- **Fan-out.** Both servers encode a frame once and share its bytes; per client and
+  frame the cost is the stack's (a task switch and a `writev`), so both saturate
+  together. On 2 cores, with PostgreSQL, pgbench and the load client on the same
+  cores, loads of 100,000 frames/s and more are past saturation: compare frames/s
+  there, not latency (queues grow for as long as the run lasts). rowcast additionally
+  decodes the WAL and matches each record against each client's subscription.
+- **Trigger mode** costs the writer the `to_jsonb` of each row, a per-transaction
+  counter, and the NOTIFY itself (which the classic trigger pays too).
+- **A 64 MB row** is held three times at the peak: libpq's input buffer, the copy
+  `PQgetCopyData` returns, and the row's JSON (a huge row then goes to stdout straight
+  from its bytes). The first two are libpq's COPY API; getting under the row plus
+  100 MB needs the row JSON streamed to the output instead of built, which the shared,
+  encode-once frame of `serve` cannot do.
+NOTES
 } >Docs/benchmarks.md
 echo "bench: wrote Docs/benchmarks.md" >&2
