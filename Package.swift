@@ -90,11 +90,9 @@ let package = Package(
             name: "RowcastPostgresTests",
             dependencies: ["RowcastCore", "RowcastPostgres"]
         ),
+        // The binary as users run it, with real clients: psql, WebSockets, headless Chromium.
         .testTarget(
-            name: "RowcastCLITests"
-        ),
-        .testTarget(
-            name: "RowcastEndToEndTests",
+            name: "RowcastCLITests",
             dependencies: [
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "Logging", package: "swift-log"),

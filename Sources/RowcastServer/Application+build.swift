@@ -54,7 +54,7 @@ public func buildApplication(
     onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in },
     logger: Logger
 ) -> some ApplicationProtocol {
-    let broadcaster = Broadcaster(queueLimit: options.clientQueueLimit, resumeWindow: options.resumeWindow, metrics: ServerMetrics())
+    let broadcaster = Broadcaster(options: options)
     return makeApplication(
         options: options, source: source, broadcaster: broadcaster,
         services: [CaptureService(source: source, sink: broadcaster), ClientShutdownService(broadcaster: broadcaster)] + services,
@@ -63,10 +63,9 @@ public func buildApplication(
 }
 
 /// Runs capture, server and any other `services` until SIGINT or SIGTERM, then shuts
-/// down in this order:
-/// clients first (WebSocket sessions close with 1001 and their last cursor, SSE
-/// streams end), then the HTTP server, then the capture, which confirms to the slot
-/// what was delivered.
+/// down in this order: clients first (WebSocket sessions close with 1001 and their
+/// last cursor, SSE streams end), then the HTTP server, then the capture, which
+/// confirms to the slot what was delivered.
 public func serve(
     options: ServerOptions,
     source: any CaptureSource,
@@ -74,7 +73,7 @@ public func serve(
     onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in },
     logger: Logger
 ) async throws {
-    let broadcaster = Broadcaster(queueLimit: options.clientQueueLimit, resumeWindow: options.resumeWindow, metrics: ServerMetrics())
+    let broadcaster = Broadcaster(options: options)
     let app = makeApplication(
         options: options, source: source, broadcaster: broadcaster, services: [],
         onServerRunning: onServerRunning, logger: logger
@@ -93,6 +92,12 @@ public func serve(
         )
     )
     try await group.run()
+}
+
+extension Broadcaster {
+    convenience init(options: ServerOptions) {
+        self.init(queueLimit: options.clientQueueLimit, resumeWindow: options.resumeWindow, metrics: ServerMetrics())
+    }
 }
 
 func makeApplication(

@@ -8,22 +8,22 @@ import Testing
 /// `rowcast serve` as users stop it: SIGTERM closes WebSocket clients with 1001 and
 /// their last cursor, and in replication mode confirms to the slot what it delivered.
 @Suite(
-    .enabled(if: Environment.databaseURL != nil && Environment.binary != nil, "needs the cluster and binary that make test provides"),
+    .enabled(if: Rowcast.databaseURL != nil, "needs the cluster that make test starts"),
     .timeLimit(.minutes(3))
 )
 struct ServeShutdownTests {
     @Test func sigtermClosesClientsWith1001AndConfirmsWhatWasDelivered() async throws {
-        let url = try Environment.freshDatabase()
-        try Environment.psql(url, "CREATE TABLE orders (id int PRIMARY KEY, note text)")
+        let url = try Rowcast.freshDatabase()
+        try Rowcast.psql(url, "CREATE TABLE orders (id int PRIMARY KEY, note text)")
         let slot = "shutdown_" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
-        let binary = try #require(Environment.binary)
+        let binary = Rowcast.binary.path
         // A status interval far longer than the test: only the shutdown can confirm.
         let server = try RunningProcess(binary, [
             "serve", "--mode", "replication", "--table", "orders", "--slot", slot, "--publication", slot,
             "--status-interval", "600", "--port", "0", "--db", url,
         ])
         let port = try await server.waitFor(#"serving replication mode on http://127\.0\.0\.1:(\d+)/"#)
-        defer { try? Environment.psql(url, "SELECT pg_drop_replication_slot('\(slot)')") }
+        defer { try? Rowcast.psql(url, "SELECT pg_drop_replication_slot('\(slot)')") }
 
         var logger = Logger(label: "client")
         logger.logLevel = .warning
@@ -34,7 +34,7 @@ struct ServeShutdownTests {
             _ = try await messages.next()
             try await outbound.write(.text(#"{"event":"ready for data","data":{}}"#))
             _ = try await messages.next()
-            try Environment.psql(url, "INSERT INTO orders SELECT g, 'x' FROM generate_series(1, 50) g")
+            try Rowcast.psql(url, "INSERT INTO orders SELECT g, 'x' FROM generate_series(1, 50) g")
             for _ in 0..<50 {
                 guard case .text(let text) = try await messages.next(),
                     let frame = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
@@ -51,7 +51,7 @@ struct ServeShutdownTests {
         #expect(close?.reason == "server shutting down; last cursor \(cursor)")
 
         let delivered = try #require(lastLSN.withLock { $0 })
-        let confirmed = try Environment.psql(
+        let confirmed = try Rowcast.psql(
             url, "SELECT confirmed_flush_lsn >= '\(delivered)'::pg_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'"
         )
         #expect(confirmed == "t", "the slot confirmed at least the last delivered commit \(delivered)")

@@ -1,34 +1,7 @@
 import Foundation
 import Synchronization
 
-/// What the end-to-end tests run: the built `rowcast` binary, psql, and Chromium.
-enum Environment {
-    static let databaseURL = ProcessInfo.processInfo.environment["ROWCAST_TEST_DATABASE_URL"]
-    static let binary = ProcessInfo.processInfo.environment["ROWCAST_BIN"]
-
-    /// Runs SQL with psql and returns its unaligned output, trimmed.
-    @discardableResult
-    static func psql(_ url: String, _ sql: String) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql]
-        let out = Pipe()
-        process.standardOutput = out
-        try process.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw Failure("psql failed: \(sql)") }
-        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-    }
-
-    /// A new, empty database on the test cluster.
-    static func freshDatabase() throws -> String {
-        guard let url = databaseURL, let slash = url.lastIndex(of: "/") else { throw Failure("no ROWCAST_TEST_DATABASE_URL") }
-        let name = "e2e_" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
-        try psql(url, "CREATE DATABASE \(name)")
-        return String(url[...slash]) + name
-    }
-
+extension Rowcast {
     /// The Chromium binary (make test installs Debian's `chromium` when it is missing).
     static func chromium() throws -> String {
         for path in ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"]

@@ -7,14 +7,14 @@ import Testing
 /// rows inserted into PostgreSQL appear in the page's DOM, the table filter narrows
 /// them, and a dropped connection resumes without a gap or a repeat.
 @Suite(
-    .enabled(if: Environment.databaseURL != nil && Environment.binary != nil, "needs the cluster and binary that make test provides"),
+    .enabled(if: Rowcast.databaseURL != nil, "needs the cluster that make test starts"),
     .timeLimit(.minutes(3))
 )
 struct BrowserTests {
     @Test func thePageShowsInsertedRowsFiltersByTableAndResumes() async throws {
-        let url = try Environment.freshDatabase()
-        try Environment.psql(url, "CREATE TABLE orders (id int PRIMARY KEY, note text); CREATE TABLE audit (id int PRIMARY KEY, note text)")
-        let binary = try #require(Environment.binary)
+        let url = try Rowcast.freshDatabase()
+        try Rowcast.psql(url, "CREATE TABLE orders (id int PRIMARY KEY, note text); CREATE TABLE audit (id int PRIMARY KEY, note text)")
+        let binary = Rowcast.binary.path
         let setup = try RunningProcess(binary, ["setup", "--mode", "trigger", "--table", "orders", "--table", "audit", "--db", url])
         #expect(try await setup.stop(0) == 0, "setup: \(setup.output)")
         let server = try RunningProcess(
@@ -27,7 +27,7 @@ struct BrowserTests {
             try await page.waitUntil("document.getElementById('state').textContent === 'live'")
 
             // Filtered to orders: the audit row never shows.
-            try Environment.psql(url, "INSERT INTO audit VALUES (1, 'hidden'); INSERT INTO orders VALUES (1, 'first'), (2, 'second')")
+            try Rowcast.psql(url, "INSERT INTO audit VALUES (1, 'hidden'); INSERT INTO orders VALUES (1, 'first'), (2, 'second')")
             try await page.waitUntil("document.querySelectorAll('tr.record').length === 2")
             let shown = try await page.rows()
             #expect(shown.map(\.table) == ["public.orders", "public.orders"])
@@ -36,15 +36,15 @@ struct BrowserTests {
             // Clearing the filter subscribes to every table from now on.
             try await page.evaluate("tablesInput.value = ''; tablesInput.dispatchEvent(new Event('change')); 0")
             try await page.waitUntil("document.getElementById('state').textContent === 'live' && !resubscribing")
-            try Environment.psql(url, "INSERT INTO audit VALUES (2, 'now shown')")
+            try Rowcast.psql(url, "INSERT INTO audit VALUES (2, 'now shown')")
             try await page.waitUntil("document.querySelectorAll('tr.record').length === 1")
             #expect(try await page.rows().first?.table == "public.audit")
 
             // The connection drops; rows committed meanwhile arrive once each after the reconnect.
             try await page.evaluate("socket.close(); 0")
-            try Environment.psql(url, "INSERT INTO orders SELECT g, 'while away' FROM generate_series(10, 14) g")
+            try Rowcast.psql(url, "INSERT INTO orders SELECT g, 'while away' FROM generate_series(10, 14) g")
             try await page.waitUntil("document.querySelectorAll('tr.record').length === 6")
-            try Environment.psql(url, "INSERT INTO orders VALUES (15, 'live again')")
+            try Rowcast.psql(url, "INSERT INTO orders VALUES (15, 'live again')")
             try await page.waitUntil("document.querySelectorAll('tr.record').length === 7")
             let ids = try await page.rows().compactMap { $0.row["id"] as? Int }
             #expect(ids == [15, 14, 13, 12, 11, 10, 2], "every row once, newest first")
@@ -54,9 +54,9 @@ struct BrowserTests {
     }
 
     @Test func withATokenThePageConnectsOnlyWhenItsURLCarriesIt() async throws {
-        let url = try Environment.freshDatabase()
-        try Environment.psql(url, "CREATE TABLE orders (id int PRIMARY KEY, note text)")
-        let binary = try #require(Environment.binary)
+        let url = try Rowcast.freshDatabase()
+        try Rowcast.psql(url, "CREATE TABLE orders (id int PRIMARY KEY, note text)")
+        let binary = Rowcast.binary.path
         let setup = try RunningProcess(binary, ["setup", "--mode", "trigger", "--table", "orders", "--db", url])
         #expect(try await setup.stop(0) == 0, "setup: \(setup.output)")
         let server = try RunningProcess(
@@ -72,7 +72,7 @@ struct BrowserTests {
 
             try await page.evaluate("location.href = '/?token=page-token'; 0")
             try await page.waitUntil("document.getElementById('state').textContent === 'live'")
-            try Environment.psql(url, "INSERT INTO orders VALUES (1, 'with a token')")
+            try Rowcast.psql(url, "INSERT INTO orders VALUES (1, 'with a token')")
             try await page.waitUntil("document.querySelectorAll('tr.record').length === 1")
         }
         #expect(try await server.stop(SIGINT) == 0, "serve output:\n\(server.output)")
@@ -82,7 +82,7 @@ struct BrowserTests {
     static func withBrowser(_ body: @escaping @Sendable (inout DevToolsSession) async throws -> Void) async throws {
         let profile = FileManager.default.temporaryDirectory.appendingPathComponent("rowcast-chromium-" + UUID().uuidString)
         defer { try? FileManager.default.removeItem(at: profile) }
-        let browser = try RunningProcess(try Environment.chromium(), [
+        let browser = try RunningProcess(try Rowcast.chromium(), [
             "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--remote-debugging-port=0",
             "--remote-allow-origins=*", "--user-data-dir=\(profile.path)", "about:blank",
         ])
