@@ -25,7 +25,7 @@ test:
 	scripts/test.sh
 
 # Release builds, side by side with pg_recvlogical, wal2json and a bare WebSocket
-# broadcaster; writes Docs/benchmarks.md. Takes about half an hour here.
+# broadcaster; writes Docs/benchmarks.md. About 12 minutes here (4.5 of them the build).
 bench: deps
 	scripts/bench.sh
 
