@@ -55,6 +55,8 @@ public final class Broadcaster: RecordSink {
     private struct State {
         var nextID: UInt64 = 0
         var clients: [UInt64: Client] = [:]
+        /// Registered and not yet unregistered: includes clients ended but still closing.
+        var connections: Set<UInt64> = []
         var recordsSent: UInt64 = 0
         var lastCursor: Cursor?
         var window = ResumeWindow(limit: 0, byteLimit: 0)
@@ -76,7 +78,7 @@ public final class Broadcaster: RecordSink {
         state.withLock { $0.window = ResumeWindow(limit: resumeWindow, byteLimit: resumeWindowBytes) }
     }
 
-    /// Registers a client. It receives updates only after ``receiveUpdates(_:)``.
+    /// Registers a client. It receives updates once it subscribes.
     public func register() -> Registration {
         let (stream, continuation) = AsyncStream<Outgoing>.makeStream(bufferingPolicy: .bufferingOldest(queueLimit))
         let flag = EndFlag()
@@ -86,6 +88,7 @@ public final class Broadcaster: RecordSink {
                 continuation.finish()
             } else {
                 state.clients[state.nextID] = Client(continuation: continuation, endFlag: flag, subscription: nil)
+                state.connections.insert(state.nextID)
             }
             metrics?.clients.set(state.clients.count)
             return state.nextID
@@ -157,6 +160,7 @@ public final class Broadcaster: RecordSink {
     /// Forgets a client (its connection ended).
     public func unregister(_ id: UInt64) {
         state.withLock { state in
+            state.connections.remove(id)
             state.clients.removeValue(forKey: id)?.continuation.finish()
             metrics?.clients.set(state.clients.count)
         }
@@ -164,6 +168,9 @@ public final class Broadcaster: RecordSink {
 
     /// The number of connected clients.
     public var clientCount: Int { state.withLock { $0.clients.count } }
+
+    /// Connections not yet closed, counting clients ended but still closing.
+    public var connectionCount: Int { state.withLock { $0.connections.count } }
 
     /// Frames of `update` handed to clients since start (one per client per record).
     public var recordsSent: UInt64 { state.withLock { $0.recordsSent } }

@@ -33,7 +33,7 @@ struct ClientShutdownService: Service {
         try? await gracefulShutdown()
         broadcaster.closeAll()
         let deadline = ContinuousClock.now + waitForClients
-        while broadcaster.clientCount > 0, ContinuousClock.now < deadline {
+        while broadcaster.connectionCount > 0, ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(10))
         }
     }

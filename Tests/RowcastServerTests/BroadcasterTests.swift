@@ -56,6 +56,29 @@ import Testing
         #expect(broadcaster.clientCount == 1)
     }
 
+    @Test func closeAllEndsEveryQueueAfterWhatIsQueuedAndCountsConnectionsUntilTheyLeave() async {
+        let broadcaster = Broadcaster(queueLimit: 64, resumeWindow: 0)
+        let client = broadcaster.register()
+        broadcaster.subscribe(client.id, to: .everything)
+        for n in 1...3 { broadcaster.deliver(Self.record(UInt64(n))) }
+        broadcaster.closeAll()
+        #expect(client.endReason == .shuttingDown)
+        // Shutting down, the session still writes what was queued (subscribed + 3 updates).
+        var queued = 0
+        for await _ in client.stream { queued += 1 }
+        #expect(queued == 4)
+        #expect(broadcaster.clientCount == 0)
+        #expect(broadcaster.connectionCount == 1, "still open until its session unregisters")
+        broadcaster.unregister(client.id)
+        #expect(broadcaster.connectionCount == 0)
+        // Newcomers during shutdown get an ended queue.
+        let late = broadcaster.register()
+        var lateItems = 0
+        for await _ in late.stream { lateItems += 1 }
+        #expect(lateItems == 0)
+        #expect(broadcaster.connectionCount == 0)
+    }
+
     @Test func sinceReplaysTheWindowAndRefusesWhatFellOutOfIt() async {
         let broadcaster = Broadcaster(queueLimit: 64, resumeWindow: 5)
         for n in 1...8 { broadcaster.deliver(Self.record(UInt64(n), table: n % 2 == 0 ? "even" : "odd")) }
