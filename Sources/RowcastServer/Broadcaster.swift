@@ -112,7 +112,7 @@ public final class Broadcaster: RecordSink {
             }
             state.clients[id]?.subscription = subscription
             enqueue(ServerFrame.subscribed(subscription, cursor: state.lastCursor?.description), to: id, in: &state)
-            for entry in replay where subscription.matches(entry.record) {
+            for entry in replay where entry.matches(subscription) {
                 enqueue(entry.frame, to: id, in: &state, cursor: entry.record.cursor.description)
             }
             return true

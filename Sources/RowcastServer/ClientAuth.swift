@@ -102,7 +102,7 @@ public struct ClientAuthenticator: Sendable {
         } catch let error as JWTError where error.errorType == .claimVerificationFailure {
             throw AuthFailure(message: "the token is not valid: \(error.reason ?? "a claim failed"); ask for a fresh one")
         } catch {
-            throw AuthFailure(message: "the token is not valid: neither the --token nor a JWT signed (HS256) with the server's secret")
+            throw AuthFailure(message: "the token is not valid: neither the server's token nor a JWT signed (HS256) with its secret")
         }
         var tables: Set<String>?
         if let names = claims.tables {

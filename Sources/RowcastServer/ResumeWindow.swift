@@ -5,8 +5,27 @@ import RowcastCore
 /// with `since` gets what it missed. Bounded by a record count and a byte budget.
 struct ResumeWindow {
     struct Entry {
+        /// The record without `row` and `old`, which only the frame keeps: a huge row
+        /// is held once, not twice.
         let record: ChangeRecord
         let frame: ByteBuffer
+
+        init(record: ChangeRecord, frame: ByteBuffer) {
+            var light = record
+            light.row = nil
+            light.old = nil
+            self.record = light
+            self.frame = frame
+        }
+
+        /// Whether the record matches; `row` and `old` are read back from the frame only
+        /// when the subscription filters on them.
+        func matches(_ subscription: Subscription) -> Bool {
+            guard subscription.filter != nil else { return subscription.matches(record) }
+            var full = record
+            (full.row, full.old) = ServerFrame.values(inUpdate: frame)
+            return subscription.matches(full)
+        }
     }
 
     let limit: Int

@@ -14,11 +14,33 @@ public enum ServerFrame {
 
     /// `update` with the record as `data`. Built once per record and shared by every client.
     public static func update(_ record: ChangeRecord) -> ByteBuffer {
-        var writer = JSONWriter(capacity: 160 + (record.row?.bytes.count ?? 0) + (record.old?.bytes.count ?? 0))
+        var frame = ByteBuffer()
+        frame.reserveCapacity(160 + (record.row?.bytes.count ?? 0) + (record.old?.bytes.count ?? 0))
+        var writer = JSONWriter(capacity: 256)
         writer.appendASCII(updatePrefix)
-        record.encode(into: &writer)
+        // Large values are copied once, straight into the frame.
+        record.encode(into: &writer) { writer, value in
+            frame.writeBytes(writer.bytes)
+            writer.truncate(to: 0)
+            frame.writeBytes(value.bytes)
+        }
         writer.append(byte: UInt8(ascii: "}"))
-        return ByteBuffer(bytes: writer.bytes)
+        frame.writeBytes(writer.bytes)
+        return frame
+    }
+
+    /// The `row` and `old` values inside an `update` frame, copied out (for matching a
+    /// row filter against a record the resume window keeps without them).
+    static func values(inUpdate frame: ByteBuffer) -> (row: RawJSON?, old: RawJSON?) {
+        guard let record = self.record(inUpdate: frame) else { return (nil, nil) }
+        let bytes = Array(record.readableBytesView)
+        var row: RawJSON?, old: RawJSON?
+        var scanner = JSONScanner(bytes)
+        try? scanner.scanObject { (key, range) throws(JSONSyntaxError) in
+            if key == "row" { row = RawJSON(trusted: Array(bytes[range])) }
+            if key == "old" { old = RawJSON(trusted: Array(bytes[range])) }
+        }
+        return (row, old)
     }
 
     private static let updatePrefix: StaticString = #"{"event":"update","data":"#

@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import RowcastCore
 import RowcastServer
@@ -91,5 +92,26 @@ import Testing
         var cursors: [String] = []
         for await case .frame(_, let cursor?) in client.stream { cursors.append(cursor) }
         #expect(cursors == [6, 8, 10].map { Self.record($0).cursor.description })
+    }
+
+    @Test func replayAppliesRowFiltersToRowsTheWindowKeepsOnlyInTheirFrames() async throws {
+        let broadcaster = Broadcaster(queueLimit: 64, resumeWindow: 10)
+        for n in 1...4 { broadcaster.deliver(Self.record(UInt64(n))) }
+        // A row over 1 MB goes into its frame without an intermediate copy.
+        var big = Self.record(5)
+        let pad = String(repeating: "é", count: 1 << 20)
+        big.row = RawJSON(trusted: Array(#"{"id":5,"pad":"\#(pad)"}"#.utf8))
+        broadcaster.deliver(big)
+        let frame = ServerFrame.update(big)
+        let decoded = try JSONSerialization.jsonObject(with: Data(frame.readableBytesView)) as? [String: Any]
+        #expect(((decoded?["data"] as? [String: Any])?["row"] as? [String: Any])?["pad"] as? String == pad)
+
+        let client = broadcaster.register()
+        let odd = Subscription(tables: nil, ops: nil, filter: try RowFilter(parsing: "id=in.(1,3,5)"))
+        #expect(broadcaster.subscribe(client.id, to: odd, since: Self.record(1).cursor))
+        broadcaster.unregister(client.id)
+        var cursors: [String] = []
+        for await case .frame(_, let cursor?) in client.stream { cursors.append(cursor) }
+        #expect(cursors == [3, 5].map { Self.record($0).cursor.description })
     }
 }
