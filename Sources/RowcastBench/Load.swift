@@ -26,7 +26,7 @@ struct Load: AsyncParsableCommand {
             for _ in 0..<clients {
                 group.addTask { [url, logger] in
                     _ = try? await WebSocketClient.connect(
-                        url: url, configuration: .init(maxFrameSize: 1 << 26), eventLoopGroup: MultiThreadedEventLoopGroup.singleton, logger: logger
+                        url: url, configuration: .init(maxFrameSize: 1 << 28), eventLoopGroup: MultiThreadedEventLoopGroup.singleton, logger: logger
                     ) { inbound, outbound, _ in
                         var local = Stats.Local()
                         shared.connected.add(1, ordering: .relaxed)
