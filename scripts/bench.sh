@@ -187,7 +187,7 @@ done
 out ""
 
 # ---------------------------------------------------------------- 4. a 64 MB row
-out "## 4. Peak RSS of rowcast tail with one 64 MB row"
+out "## 4. Peak RSS with one 64 MB row"
 out ""
 q "CREATE TABLE huge (id int PRIMARY KEY, body text)"
 "$bin" setup --mode replication --table huge --slot huge --publication huge --db "$url" >/dev/null
