@@ -96,7 +96,10 @@ public func serve(
 
 extension Broadcaster {
     convenience init(options: ServerOptions) {
-        self.init(queueLimit: options.clientQueueLimit, resumeWindow: options.resumeWindow, metrics: ServerMetrics())
+        self.init(
+            queueLimit: options.clientQueueLimit, resumeWindow: options.resumeWindow,
+            metrics: ServerMetrics(replication: options.slot != nil)
+        )
     }
 }
 
@@ -108,7 +111,7 @@ func makeApplication(
     onServerRunning: @escaping @Sendable (Int) async -> Void,
     logger: Logger
 ) -> some ApplicationProtocol {
-    let metrics = broadcaster.metrics ?? ServerMetrics()
+    let metrics = broadcaster.metrics ?? ServerMetrics(replication: options.slot != nil)
     let router = Router(context: BasicWebSocketRequestContext.self)
     let page = ByteBuffer(bytes: PackageResources.index_html)
 

@@ -20,10 +20,11 @@ public final class ServerMetrics: Sendable {
     let clientsExpired: CoreMetrics.Counter
     /// 1 while the capture is connected to PostgreSQL.
     private let captureConnected: CoreMetrics.Meter
-    /// Replication: WAL bytes between the server's current position and what rowcast confirmed.
-    private let captureLag: CoreMetrics.Meter
+    /// Replication: WAL bytes between the server's current position and what rowcast
+    /// confirmed (absent in trigger mode, which has no position).
+    private let captureLag: CoreMetrics.Meter?
 
-    public init() {
+    public init(replication: Bool) {
         let factory = PrometheusMetricsFactory(registry: registry)
         recordsCaptured = CoreMetrics.Counter(label: "rowcast_records_captured_total", factory: factory)
         recordsSent = CoreMetrics.Counter(label: "rowcast_records_sent_total", factory: factory)
@@ -32,14 +33,14 @@ public final class ServerMetrics: Sendable {
         clientsCutOff = CoreMetrics.Counter(label: "rowcast_clients_cut_off_total", factory: factory)
         clientsExpired = CoreMetrics.Counter(label: "rowcast_clients_expired_total", factory: factory)
         captureConnected = CoreMetrics.Meter(label: "rowcast_capture_connected", factory: factory)
-        captureLag = CoreMetrics.Meter(label: "rowcast_capture_lag_bytes", factory: factory)
+        captureLag = replication ? CoreMetrics.Meter(label: "rowcast_capture_lag_bytes", factory: factory) : nil
     }
 
     /// The Prometheus text exposition, with the capture's state read now.
     func render(source: any CaptureSource) -> [UInt8] {
         let state = source.state
         captureConnected.set(state.isConnected ? 1 : 0)
-        if let lag = state.lagBytes { captureLag.set(Int(clamping: lag)) }
+        if let lag = state.lagBytes { captureLag?.set(Int(clamping: lag)) }
         var buffer: [UInt8] = []
         buffer.reserveCapacity(1024)
         registry.emit(into: &buffer)

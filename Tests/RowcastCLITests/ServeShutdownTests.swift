@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import HummingbirdWSClient
 import Logging
 import NIOWebSocket
@@ -43,6 +46,12 @@ struct ServeShutdownTests {
                 lastLSN.withLock { $0 = record["lsn"] as? String }
                 lastCursor.withLock { $0 = record["cursor"] as? String }
             }
+            // /metrics in replication mode: what was captured and sent, and the slot's lag.
+            let metricsURL = try #require(URL(string: "http://127.0.0.1:\(port)/metrics"))
+            let (body, _) = try await URLSession.shared.data(from: metricsURL)
+            let metrics = String(decoding: body, as: UTF8.self)
+            #expect(metrics.contains("rowcast_records_captured_total 50"), "\(metrics)")
+            #expect(metrics.contains("rowcast_capture_lag_bytes "))
             #expect(try await server.stop(SIGTERM) == 0, "serve output:\n\(server.output)")
             while try await messages.next() != nil {}
         }

@@ -211,6 +211,7 @@ struct AuthAndMetricsTests {
                 #expect(values["rowcast_clients"].flatMap(Double.init) == 1)
                 #expect(values["rowcast_capture_connected"].flatMap(Double.init) == 1)
                 #expect(values["rowcast_clients_cut_off_total"] == "0")
+                #expect(values["rowcast_capture_lag_bytes"] == nil, "trigger mode has no WAL position")
                 #expect(Int(values["rowcast_sent_bytes_total"] ?? "") ?? 0 > 100)
                 try await outbound.close(.normalClosure, reason: nil)
             }
