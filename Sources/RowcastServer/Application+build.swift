@@ -79,19 +79,21 @@ public func serve(
         onServerRunning: onServerRunning, logger: logger
     )
     // ServiceGroup shuts services down in reverse order, each after the one before ended.
-    let group = ServiceGroup(
-        configuration: .init(
-            services: [.init(service: CaptureService(source: source, sink: broadcaster))]
-                + services.map { .init(service: $0) }
-                + [
+    var configuration = ServiceGroupConfiguration(
+        services: [.init(service: CaptureService(source: source, sink: broadcaster))]
+            + services.map { .init(service: $0) }
+            + [
                 .init(service: app),
                 .init(service: ClientShutdownService(broadcaster: broadcaster, waitForClients: .seconds(5))),
             ],
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger
-        )
+        gracefulShutdownSignals: [.sigterm, .sigint],
+        logger: logger
     )
-    try await group.run()
+    // A connection that never drains (a stalled client) must not hold shutdown for
+    // ever: past this, services are cancelled, and the capture still confirms what it
+    // delivered as it stops.
+    configuration.maximumGracefulShutdownDuration = .seconds(30)
+    try await ServiceGroup(configuration: configuration).run()
 }
 
 extension Broadcaster {
