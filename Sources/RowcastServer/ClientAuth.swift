@@ -101,6 +101,8 @@ public struct ClientAuthenticator: Sendable {
             claims = try await keys.verify(credential, as: RowcastClaims.self)
         } catch let error as JWTError where error.errorType == .claimVerificationFailure {
             throw AuthFailure(message: "the token is not valid: \(error.reason ?? "a claim failed"); ask for a fresh one")
+        } catch let error as JWTError where error.errorType == .malformedToken {
+            throw AuthFailure(message: "the token is not a JWT rowcast can read (\"tables\" is an array of table names, \"exp\" and \"nbf\" are numbers)")
         } catch {
             throw AuthFailure(message: "the token is not valid: neither the server's token nor a JWT signed (HS256) with its secret")
         }
