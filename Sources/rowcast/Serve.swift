@@ -51,6 +51,7 @@ struct Serve: AsyncParsableCommand {
         if token?.isEmpty == true || jwtSecret?.isEmpty == true {
             throw CommandFailure.usage("--token and --jwt-secret take a non-empty secret")
         }
+        // 32 bytes: the SHA-256 digest's size, which jwt-kit also expects of an HS256 key.
         if let jwtSecret, jwtSecret.utf8.count < 32 {
             throw CommandFailure.usage("--jwt-secret needs at least 32 bytes so that tokens cannot be guessed (e.g. openssl rand -base64 32)")
         }

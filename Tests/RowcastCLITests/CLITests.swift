@@ -46,6 +46,14 @@ import Testing
         // With the explicit flag it goes on (and here fails to connect: exit 3).
         let allowed = try Rowcast.run(["serve", "--mode", "trigger", "--host", "0.0.0.0", "--insecure-no-auth", "--db", "postgresql://127.0.0.1:1/x"])
         #expect(allowed.status == 3)
+        // So it does with authentication, from the environment as from the flags.
+        let withToken = try Rowcast.run(
+            ["serve", "--mode", "trigger", "--host", "0.0.0.0", "--db", "postgresql://127.0.0.1:1/x"], environment: ["ROWCAST_TOKEN": "s3cret"]
+        )
+        #expect(withToken.status == 3, "stderr: \(withToken.stderr)")
+        let shortSecret = try Rowcast.run(["serve", "--mode", "trigger", "--jwt-secret", "short", "--db", "postgresql://127.0.0.1:1/x"])
+        #expect(shortSecret.status == 2)
+        #expect(shortSecret.stderr.contains("--jwt-secret needs at least 32 bytes"))
     }
 
     @Test func helpAndVersionExit0() throws {
