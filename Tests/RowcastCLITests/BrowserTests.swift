@@ -33,6 +33,10 @@ struct BrowserTests {
             #expect(shown.map(\.table) == ["public.orders", "public.orders"])
             #expect(shown.map(\.row) == [["id": 2, "note": "second"], ["id": 1, "note": "first"]] as [NSDictionary])
 
+            // A malformed table name is refused in place; the message line says why.
+            try await page.evaluate("tablesInput.value = 'a.b.c'; tablesInput.dispatchEvent(new Event('change')); 0")
+            try await page.waitUntil("document.getElementById('message').textContent.startsWith('bad_subscription')")
+
             // Clearing the filter subscribes to every table from now on.
             try await page.evaluate("tablesInput.value = ''; tablesInput.dispatchEvent(new Event('change')); 0")
             try await page.waitUntil("document.getElementById('state').textContent === 'live' && !resubscribing")
