@@ -8,9 +8,12 @@ extension ChangeRecord {
     /// handed to `largeValue` instead of being copied into `writer`, which must then
     /// emit what `writer` holds followed by the value (a sink writing a huge row
     /// straight from its bytes holds it once less).
+    /// From this size on, `row` and `old` go to `encode(into:largeValue:)`'s handler.
+    public static let largeValueBytes = 1 << 20
+
     public func encode(
         into writer: inout JSONWriter,
-        largeValueBytes: Int = 1 << 20,
+        largeValueBytes: Int = ChangeRecord.largeValueBytes,
         largeValue: ((inout JSONWriter, RawJSON) -> Void)?
     ) {
         func appendValue(_ value: RawJSON) {

@@ -130,26 +130,21 @@ public enum Doctor {
             ))
         }
 
-        let maxSlots = Int(try setting("max_replication_slots")) ?? 0
-        let usedSlots = Int(try connection.execute("SELECT count(*) FROM pg_replication_slots").scalar ?? "0") ?? 0
-        if maxSlots - usedSlots >= 1 {
-            checks.append(.ok("replication mode: \(maxSlots - usedSlots) of \(maxSlots) replication slots free"))
-        } else {
-            checks.append(.fail(
-                "replication mode: all \(maxSlots) replication slots are in use",
-                fix: "ALTER SYSTEM SET max_replication_slots = \(max(maxSlots * 2, 10)); -- then restart PostgreSQL; or drop an unused slot (rowcast slot status)"
-            ))
+        // One free slot and one free WAL sender: what a rowcast in replication mode takes.
+        func capacity(_ limit: String, inUse query: String, noun: String, fix: (Int) -> String) throws(PostgresError) {
+            let maximum = Int(try setting(limit)) ?? 0
+            let used = Int(try connection.execute(query).scalar ?? "0") ?? 0
+            if maximum - used >= 1 {
+                checks.append(.ok("replication mode: \(maximum - used) of \(maximum) \(noun) free"))
+            } else {
+                checks.append(.fail("replication mode: all \(maximum) \(noun) are in use", fix: fix(maximum)))
+            }
         }
-
-        let maxSenders = Int(try setting("max_wal_senders")) ?? 0
-        let usedSenders = Int(try connection.execute("SELECT count(*) FROM pg_stat_replication").scalar ?? "0") ?? 0
-        if maxSenders - usedSenders >= 1 {
-            checks.append(.ok("replication mode: \(maxSenders - usedSenders) of \(maxSenders) WAL senders free"))
-        } else {
-            checks.append(.fail(
-                "replication mode: all \(maxSenders) WAL senders are in use",
-                fix: "ALTER SYSTEM SET max_wal_senders = \(max(maxSenders * 2, 10)); -- then restart PostgreSQL"
-            ))
+        try capacity("max_replication_slots", inUse: "SELECT count(*) FROM pg_replication_slots", noun: "replication slots") { maximum in
+            "ALTER SYSTEM SET max_replication_slots = \(max(maximum * 2, 10)); -- then restart PostgreSQL; or drop an unused slot (rowcast slot status)"
+        }
+        try capacity("max_wal_senders", inUse: "SELECT count(*) FROM pg_stat_replication", noun: "WAL senders") { maximum in
+            "ALTER SYSTEM SET max_wal_senders = \(max(maximum * 2, 10)); -- then restart PostgreSQL"
         }
 
         let canReplicate = try connection.execute("SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user").scalar == "t"

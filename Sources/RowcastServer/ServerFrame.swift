@@ -14,9 +14,13 @@ public enum ServerFrame {
 
     /// `update` with the record as `data`. Built once per record and shared by every client.
     public static func update(_ record: ChangeRecord) -> ByteBuffer {
+        let (row, old) = (record.row?.bytes.count ?? 0, record.old?.bytes.count ?? 0)
         var frame = ByteBuffer()
-        frame.reserveCapacity(160 + (record.row?.bytes.count ?? 0) + (record.old?.bytes.count ?? 0))
-        var writer = JSONWriter(capacity: 256)
+        frame.reserveCapacity(160 + row + old)
+        // Sized for what goes through the writer: everything but the large values.
+        let limit = ChangeRecord.largeValueBytes
+        let small = (row < limit ? row : 0) + (old < limit ? old : 0)
+        var writer = JSONWriter(capacity: 160 + small)
         writer.appendASCII(updatePrefix)
         // Large values are copied once, straight into the frame.
         record.encode(into: &writer) { writer, value in
