@@ -45,7 +45,6 @@ let package = Package(
             name: "RowcastServer",
             dependencies: [
                 "RowcastCore",
-                "RowcastPostgres",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

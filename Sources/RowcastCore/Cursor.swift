@@ -54,8 +54,12 @@ public struct Cursor: Sendable, Hashable, Comparable, CustomStringConvertible {
         (kind == .trigger ? "t" : "r") + Self.hex16(major) + "." + Self.hex16(minor)
     }
 
+    /// Stream order within one kind. Cursors of different kinds come from different
+    /// streams and are never in order with each other: trigger cursors sort first,
+    /// so that the order stays total and a cursor of the other mode never skips a record.
     public static func < (lhs: Cursor, rhs: Cursor) -> Bool {
-        (lhs.major, lhs.minor) < (rhs.major, rhs.minor)
+        if lhs.kind != rhs.kind { return lhs.kind == .trigger }
+        return (lhs.major, lhs.minor) < (rhs.major, rhs.minor)
     }
 
     private static func hex16(_ value: UInt64) -> String {

@@ -177,6 +177,8 @@ public enum Doctor {
             guard let schema = row[0], let name = row[1] else { return nil }
             return TableName(schema: schema, name: name)
         }
+        let publishedSet = Set(published)
+        let allTables = try connection.execute("SELECT puballtables FROM pg_publication WHERE pubname = $1", [publication]).scalar == "t"
         var seen = Set<TableName>()
         for table in published + tables where seen.insert(table).inserted {
             let identity = try connection.execute(
@@ -203,10 +205,19 @@ public enum Doctor {
                     fix: "ALTER TABLE \(table.quoted) REPLICA IDENTITY DEFAULT; -- with a primary key, or REPLICA IDENTITY FULL"
                 ))
             default:
-                checks.append(.warn(
-                    "replication mode: \(table) has no primary key, so no replica identity; updates and deletes on it fail once published",
-                    fix: "ALTER TABLE \(table.quoted) ADD PRIMARY KEY (...); -- or ALTER TABLE \(table.quoted) REPLICA IDENTITY FULL;"
-                ))
+                let fix = "ALTER TABLE \(table.quoted) ADD PRIMARY KEY (...); -- or ALTER TABLE \(table.quoted) REPLICA IDENTITY FULL;"
+                if publishedSet.contains(table) {
+                    // Published already: the application's own writes fail right now.
+                    checks.append(.fail(
+                        "replication mode: \(table) has no primary key or replica identity and publication \(publication)\(allTables ? " (FOR ALL TABLES)" : "") publishes it: every UPDATE and DELETE on it fails",
+                        fix: fix + (allTables ? " -- or replace the FOR ALL TABLES publication: rowcast setup --mode replication --publication NAME --table T..." : "")
+                    ))
+                } else {
+                    checks.append(.warn(
+                        "replication mode: \(table) has no primary key, so no replica identity; updates and deletes on it fail once published",
+                        fix: fix
+                    ))
+                }
             }
         }
 

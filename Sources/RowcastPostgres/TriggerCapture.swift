@@ -11,7 +11,7 @@ import Synchronization
 /// LISTENs again. NOTIFY is not durable: changes committed while rowcast is not
 /// listening are not seen, which is said loudly in the log (replication mode replays
 /// them).
-public final class TriggerCapture: CaptureSource {
+public final class TriggerCapture: BlockingCaptureSource {
     /// What to capture.
     public struct Configuration: Sendable {
         public var connection: ConnectionSettings
@@ -78,8 +78,15 @@ public final class TriggerCapture: CaptureSource {
         self.firstConnection = Mutex(connection)
     }
 
-    /// Captures until `stop` fires, delivering records to `sink` on the calling thread.
-    public func run(sink: any RecordSink, stop: StopSignal) {
+    public func run(sink: any RecordSink, stop: StopSignal) async {
+        await runBlockingOnThread(named: "rowcast-listen", stop: stop) { stop in
+            self.runBlocking(sink: sink, stop: stop)
+        }
+    }
+
+    /// Captures until `stop` fires or the sink fails, delivering records to `sink` on
+    /// the calling thread. NOTIFY cannot be replayed, so there is nothing to confirm.
+    package func runBlocking(sink: any RecordSink, stop: StopSignal) {
         var connection: PostgresConnection? = firstConnection.withLock { connection in
             defer { connection = nil }
             return connection
@@ -88,7 +95,7 @@ public final class TriggerCapture: CaptureSource {
         var backoff = Backoff()
         var lastPurge = Date.distantPast
         var sawOverflow = false
-        while !stop.isStopped {
+        capture: while !stop.isStopped {
             guard let current = connection else {
                 guard stop.sleep(seconds: backoff.take()) else { break }
                 do {
@@ -121,8 +128,8 @@ public final class TriggerCapture: CaptureSource {
                     sink.deliver(stamped)
                     delivered += 1
                 }
-                sink.endOfBatch()
                 state.count(delivered)
+                if case .failed = sink.flush() { break capture }
                 if sawOverflow, Date().timeIntervalSince(lastPurge) > 60 {
                     lastPurge = Date()
                     try purgeOverflow(on: current)

@@ -64,6 +64,10 @@ public enum SetupError: Error, Sendable, CustomStringConvertible {
     case notATable(TableName, relkind: String)
     case database(PostgresError)
     case slot(SlotError)
+    /// Replication: no publication and no table named; FOR ALL TABLES needs consent.
+    case noTables(publication: String)
+    /// Replication: FOR ALL TABLES would make UPDATE/DELETE fail on these tables.
+    case allTablesWouldBreakWrites([String])
 
     /// Any error from a set-up step, as the SetupError the CLI reports.
     init(wrapping error: any Error) {
@@ -85,6 +89,12 @@ public enum SetupError: Error, Sendable, CustomStringConvertible {
             error.description
         case .slot(let error):
             error.description
+        case .noTables(let publication):
+            "publication \"\(publication)\" does not exist and no --table was named (fix: name the tables to capture with --table, or pass --all-tables to publish every table)"
+        case .allTablesWouldBreakWrites(let tables):
+            "--all-tables would make every UPDATE and DELETE fail on \(tables.count) table\(tables.count == 1 ? "" : "s") without a primary key or replica identity: "
+                + tables.prefix(10).joined(separator: ", ") + (tables.count > 10 ? ", …" : "")
+                + " (fix: add a primary key or ALTER TABLE … REPLICA IDENTITY FULL, name the tables with --table, or pass --force-all-tables)"
         }
     }
 }

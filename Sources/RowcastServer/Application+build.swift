@@ -3,7 +3,6 @@ import HummingbirdWebSocket
 import Logging
 import NIOCore
 import RowcastCore
-import RowcastPostgres
 import ServiceLifecycle
 
 /// What `rowcast serve` needs beyond the capture source.

@@ -1,6 +1,5 @@
 import NIOCore
 import RowcastCore
-import RowcastPostgres
 import Synchronization
 
 /// Fans records out to every subscribed client.
@@ -213,7 +212,11 @@ public final class Broadcaster: RecordSink {
         }
     }
 
-    public func endOfBatch() {}
+    /// Everything handed to ``deliver(_:)`` was accepted: queued for each subscribed
+    /// client and kept in the resume window.
+    public func flush() -> SinkProgress {
+        .delivered(through: state.withLock { $0.lastCursor })
+    }
 
     private func enqueue(_ frame: ByteBuffer, to id: UInt64, in state: inout State, cursor: String? = nil) {
         guard let client = state.clients[id] else { return }

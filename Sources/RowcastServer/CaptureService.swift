@@ -1,4 +1,4 @@
-import RowcastPostgres
+import RowcastCore
 import ServiceLifecycle
 
 /// Runs a capture source as a ServiceLifecycle service, so that start-up and
@@ -15,7 +15,7 @@ public struct CaptureService: Service {
     public func run() async {
         let stop = StopSignal()
         await withGracefulShutdownHandler {
-            await source.runOnThread(sink: sink, stop: stop)
+            await source.run(sink: sink, stop: stop)
         } onGracefulShutdown: {
             stop.stop()
         }

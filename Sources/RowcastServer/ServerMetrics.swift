@@ -1,6 +1,6 @@
 import CoreMetrics
 import Prometheus
-import RowcastPostgres
+import RowcastCore
 
 /// The server's metrics, recorded through swift-metrics into a Prometheus registry of
 /// its own (not the process-wide `MetricsSystem`, so that several servers, as in the

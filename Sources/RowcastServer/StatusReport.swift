@@ -1,5 +1,4 @@
 import RowcastCore
-import RowcastPostgres
 
 /// The body of `GET /status`.
 enum StatusReport {

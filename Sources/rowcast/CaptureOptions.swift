@@ -20,6 +20,12 @@ struct CaptureOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("replication: the publication to use, created when missing.", valueName: "name"))
     var publication: String = "rowcast"
 
+    @Flag(name: .long, help: "replication: with no --table and no publication, publish every table (FOR ALL TABLES), after checking that no table's UPDATE or DELETE would then fail.")
+    var allTables = false
+
+    @Flag(name: .long, help: "replication: --all-tables even though tables without a primary key or replica identity will then refuse UPDATE and DELETE.")
+    var forceAllTables = false
+
     @Option(name: .long, help: ArgumentHelp("Deliver only records after this cursor.", valueName: "cursor"))
     var since: String?
 
@@ -55,9 +61,10 @@ struct CaptureOptions: ParsableArguments {
                 }
                 return try ReplicationCapture.connect(
                     configuration: .init(
-                        connection: settings, slot: slot, publication: publication, tables: tables, since: cursor,
-                        statusInterval: statusInterval, endPosition: endPosition
+                        connection: settings, slot: slot, publication: publication,
+                        session: .init(tables: tables, since: cursor, statusInterval: statusInterval, endPosition: endPosition)
                     ),
+                    allTables: forceAllTables ? .evenIfWritesFail : (allTables ? .checked : .no),
                     logger: logger
                 )
             }

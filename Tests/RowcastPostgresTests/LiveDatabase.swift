@@ -49,7 +49,7 @@ final class CollectingSink: RecordSink {
     private let records = Mutex<[ChangeRecord]>([])
 
     func deliver(_ record: ChangeRecord) { records.withLock { $0.append(record) } }
-    func endOfBatch() {}
+    func flush() -> SinkProgress { .delivered(through: records.withLock { $0.last?.cursor }) }
 
     var snapshot: [ChangeRecord] { records.withLock { $0 } }
 
@@ -70,10 +70,11 @@ struct RunningCapture {
     let sink = CollectingSink()
     let stop = StopSignal()
 
-    init(source: any CaptureSource) {
+    init(source: any BlockingCaptureSource) {
         capture = source
         let sink = sink, stop = stop
-        Thread { source.run(sink: sink, stop: stop) }.start()
+        // A thread of its own: a busy cooperative pool must not delay the capture.
+        Thread { source.runBlocking(sink: sink, stop: stop) }.start()
     }
 
     init(_ configuration: TriggerCapture.Configuration) throws {

@@ -46,7 +46,7 @@ struct ReplicationCaptureTests {
         for (values, more) in zip(RowJSONTests.rows, extra) {
             try writer.execute("INSERT INTO matrix VALUES (\(values)\(more))")
         }
-        let records = await capture.sink.wait(for: extra.count, seconds: 30)
+        let records = await capture.sink.wait(for: extra.count)
         #expect(records.count == extra.count)
         let checker = try Self.connect(url)
         try checker.executeScript(LiveDatabase.referenceSettings)
@@ -74,7 +74,7 @@ struct ReplicationCaptureTests {
         defer { capture.finish(droppingSlotIn: url) }
         try admin.execute("UPDATE docs SET title = 'b' WHERE id = 1")
         try admin.execute("DELETE FROM docs WHERE id = 1")
-        let records = await capture.sink.wait(for: 2, seconds: 20)
+        let records = await capture.sink.wait(for: 2)
         #expect(records.count == 2)
         let update = try #require(records.first)
         #expect(update.op == .update)
@@ -111,8 +111,8 @@ struct ReplicationCaptureTests {
             DELETE FROM both_modes WHERE id = 1;
             """
         )
-        let fromTrigger = await trigger.sink.wait(for: 3, seconds: 20)
-        let fromReplication = await replication.sink.wait(for: 3, seconds: 20)
+        let fromTrigger = await trigger.sink.wait(for: 3)
+        let fromReplication = await replication.sink.wait(for: 3)
         #expect(fromTrigger.count == 3 && fromReplication.count == 3)
         for (a, b) in zip(fromTrigger, fromReplication) {
             #expect(a.op == b.op && a.schema == b.schema && a.table == b.table && a.xid == b.xid)
@@ -136,7 +136,7 @@ struct ReplicationCaptureTests {
         ))
         defer { capture.finish(droppingSlotIn: url) }
         try admin.execute("INSERT INTO ticks SELECT generate_series(1, 100)")
-        #expect(await capture.sink.wait(for: 100, seconds: 20).count == 100)
+        #expect(await capture.sink.wait(for: 100).count == 100)
         let killed = try admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_replication WHERE application_name = $1", [applicationName])
         #expect(killed.scalar == "1")
         for n in 101...300 { try admin.execute("INSERT INTO ticks VALUES ($1)", [String(n)]) }
@@ -202,14 +202,14 @@ struct ReplicationResumeTests {
         for n in 1...10 { try admin.execute("INSERT INTO seq VALUES ($1)", [String(n)]) }
 
         let a = try RunningCapture(replication: .init(connection: ConnectionSettings(conninfo: url), slot: first, publication: "seq", tables: [table]))
-        let all = await a.sink.wait(for: 10, seconds: 20)
+        let all = await a.sink.wait(for: 10)
         a.finish(droppingSlotIn: url)
         #expect(all.count == 10)
         let since = try #require(all.count == 10 ? all[4].cursor : nil)
 
         let b = try RunningCapture(replication: .init(connection: ConnectionSettings(conninfo: url), slot: second, publication: "seq", tables: [table], since: since))
         defer { b.finish(droppingSlotIn: url) }
-        let rest = await b.sink.wait(for: 5, seconds: 20)
+        let rest = await b.sink.wait(for: 5)
         try await Task.sleep(for: .milliseconds(300))
         #expect(b.sink.snapshot.map(\.cursor) == Array(all[5...]).map(\.cursor))
         #expect(rest.count == 5)

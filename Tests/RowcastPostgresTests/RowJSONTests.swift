@@ -69,7 +69,7 @@ struct RowJSONTests {
         }
         let checker = try LiveDatabase.connect()
         try checker.execute("SET TimeZone = 'UTC'")
-        let inserts = await capture.sink.wait(for: Self.rows.count, seconds: 20)
+        let inserts = await capture.sink.wait(for: Self.rows.count)
         #expect(inserts.count == Self.rows.count)
         for record in inserts {
             let row = try #require(record.row)
@@ -82,7 +82,7 @@ struct RowJSONTests {
         let updatedOld = try checker.execute("SELECT to_jsonb(rowcast_row)::text FROM \(table.quoted) rowcast_row WHERE id = 1").scalar
         try writer.execute("UPDATE \(table.quoted) SET t = t || '!' WHERE id = 1")
         try writer.execute("DELETE FROM \(table.quoted) WHERE id = 4")
-        let records = await capture.sink.wait(for: Self.rows.count + 2, seconds: 20)
+        let records = await capture.sink.wait(for: Self.rows.count + 2)
         #expect(records.count == Self.rows.count + 2)
         let update = try #require(records.first { $0.op == .update })
         let updated = try #require(update.row)

@@ -44,7 +44,7 @@ struct TriggerCaptureTests {
         let capture = try RunningCapture(tables: [table])
         defer { capture.finish() }
         try database.execute("INSERT INTO \(table.quoted) VALUES ('same'), ('same'), ('same')")
-        let records = await capture.sink.wait(for: 3, seconds: 10)
+        let records = await capture.sink.wait(for: 3)
         #expect(records.count == 3)
     }
 
@@ -64,7 +64,7 @@ struct TriggerCaptureTests {
         try writer.execute("SET ROLE \(role)")
         try writer.execute("INSERT INTO \(table.quoted) VALUES (1, 'small'), (2, repeat('x', 50000))")
         try writer.execute("RESET ROLE")
-        let records = await capture.sink.wait(for: 2, seconds: 10)
+        let records = await capture.sink.wait(for: 2)
         #expect(records.count == 2)
         #expect(records.last?.row.map { $0.bytes.count > 50_000 } == true)
     }
@@ -123,7 +123,7 @@ struct TriggerCaptureTests {
         defer { capture.finish() }
         let database = try LiveDatabase.connect()
         try database.execute("SELECT pg_notify($1, $2)", [channel, "Hello \"world\" ünïcode"])
-        let records = await capture.sink.wait(for: 1, seconds: 10)
+        let records = await capture.sink.wait(for: 1)
         let record = try #require(records.first)
         #expect(record.op == .notify)
         #expect(record.source == .trigger)
@@ -148,7 +148,7 @@ struct TriggerCaptureTests {
         let capture = try RunningCapture(tables: [], channels: [channel])
         defer { capture.finish() }
         try database.execute("INSERT INTO \(table) VALUES ('first'), ('second')")
-        let records = await capture.sink.wait(for: 2, seconds: 10)
+        let records = await capture.sink.wait(for: 2)
         #expect(records.map(\.payload) == ["first", "second"])
     }
 
@@ -161,7 +161,7 @@ struct TriggerCaptureTests {
         let capture = try RunningCapture(tables: [table], applicationName: applicationName)
         defer { capture.finish() }
         try database.execute("INSERT INTO \(table.quoted) VALUES (1)")
-        #expect(await capture.sink.wait(for: 1, seconds: 10).count == 1)
+        #expect(await capture.sink.wait(for: 1).count == 1)
 
         let before = try database.execute("SELECT pid FROM pg_stat_activity WHERE application_name = $1", [applicationName]).scalar
         let killed = try database.execute("SELECT pg_terminate_backend($1::int)", [before]).scalar
@@ -178,7 +178,7 @@ struct TriggerCaptureTests {
         }
         #expect(after != nil && after != before)
         try database.execute("INSERT INTO \(table.quoted) VALUES (2)")
-        let records = await capture.sink.wait(for: 2, seconds: 20)
+        let records = await capture.sink.wait(for: 2)
         #expect(records.count == 2)
     }
 

@@ -1,0 +1,41 @@
+import Synchronization
+
+/// What a capture source is doing, for `/healthz`, `/status` and `/metrics`.
+public final class CaptureState: Sendable {
+    private struct Snapshot {
+        var connected = false
+        var lastError: String?
+        var recordsCaptured: UInt64 = 0
+        var confirmedLSN: UInt64?
+        var serverLSN: UInt64?
+    }
+
+    private let snapshot = Mutex(Snapshot())
+
+    public init() {}
+
+    /// Whether the source is connected and capturing.
+    public var isConnected: Bool { snapshot.withLock { $0.connected } }
+    /// The last connection error, if the source is not connected.
+    public var lastError: String? { snapshot.withLock { $0.lastError } }
+    /// Records handed to the sink since start: the one count `/status` and `/metrics` report.
+    public var recordsCaptured: UInt64 { snapshot.withLock { $0.recordsCaptured } }
+
+    /// Replication: the last position confirmed to the server.
+    public var confirmedLSN: UInt64? { snapshot.withLock { $0.confirmedLSN } }
+    /// Replication: bytes of WAL the server has that rowcast has not confirmed yet.
+    public var lagBytes: UInt64? {
+        snapshot.withLock { state in
+            guard let confirmed = state.confirmedLSN, let server = state.serverLSN else { return nil }
+            return server > confirmed ? server - confirmed : 0
+        }
+    }
+
+    package func recordPositions(confirmed: UInt64, server: UInt64) {
+        snapshot.withLock { $0.confirmedLSN = confirmed; $0.serverLSN = max(server, confirmed) }
+    }
+
+    package func markConnected() { snapshot.withLock { $0.connected = true; $0.lastError = nil } }
+    package func markDisconnected(_ error: String) { snapshot.withLock { $0.connected = false; $0.lastError = error } }
+    package func count(_ records: Int) { snapshot.withLock { $0.recordsCaptured += UInt64(records) } }
+}

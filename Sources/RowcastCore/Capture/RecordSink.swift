@@ -1,0 +1,24 @@
+/// Where a capture source hands its records: `tail`'s stdout, `serve`'s broadcaster.
+///
+/// The sink, not the source, knows what was really delivered (written to stdout,
+/// accepted by the broadcaster), so ``flush()`` reports it and the capture confirms
+/// nothing past it.
+public protocol RecordSink: AnyObject, Sendable {
+    /// Takes one record, in stream order, on the capture's thread. Must not block for
+    /// long: capture waits for it. A sink that has failed ignores further records.
+    func deliver(_ record: ChangeRecord)
+
+    /// Ends a batch: writes out what ``deliver(_:)`` buffered and says how far
+    /// delivery got. Called whenever the source has caught up with its input, and
+    /// before every acknowledgement.
+    func flush() -> SinkProgress
+}
+
+/// How far a sink got with the records handed to it.
+public enum SinkProgress: Sendable, Equatable {
+    /// Every record up to and including `through` is delivered (nil: none yet).
+    case delivered(through: Cursor?)
+    /// Delivery failed for good: nothing after `through` is delivered, and capture
+    /// must stop. `reason` is one line for the user (`cannot write to stdout: …`).
+    case failed(through: Cursor?, reason: String)
+}
