@@ -11,6 +11,13 @@ public struct ServerOptions: Sendable {
     public var port: Int
     /// Frames that may wait for one client before it is cut off.
     public var clientQueueLimit: Int
+    /// Bytes of frames that may wait for one client before it is cut off.
+    public var clientQueueBytes: Int = 64 << 20
+    /// How long a cut-off or expired client's connection may take to close before it
+    /// is closed outright (its peer may never read the close frame).
+    public var stalledClientGrace: Duration = .seconds(5)
+    /// The resume window's byte budget.
+    public var resumeWindowBytes: Int = 64 << 20
     /// The largest frame a client may send.
     public var maxClientFrameSize: Int
     /// Recent records kept so that clients can resume with `since`.
@@ -98,7 +105,8 @@ public func serve(
 extension Broadcaster {
     convenience init(options: ServerOptions) {
         self.init(
-            queueLimit: options.clientQueueLimit, resumeWindow: options.resumeWindow,
+            queueLimit: options.clientQueueLimit, queueBytes: options.clientQueueBytes,
+            resumeWindow: options.resumeWindow, resumeWindowBytes: options.resumeWindowBytes,
             metrics: ServerMetrics(replication: options.slot != nil)
         )
     }
@@ -113,7 +121,7 @@ func makeApplication(
     logger: Logger
 ) -> some ApplicationProtocol {
     let metrics = broadcaster.metrics ?? ServerMetrics(replication: options.slot != nil)
-    let router = Router(context: BasicWebSocketRequestContext.self)
+    let router = Router(context: RowcastRequestContext.self)
     let page = ByteBuffer(bytes: PackageResources.index_html)
 
     router.get("/") { _, _ in
@@ -134,10 +142,13 @@ func makeApplication(
             throw HTTPError(.forbidden, message: "origin \(origin) is not allowed (see --allow-origin)")
         }
     }
-    router.get("/events") { request, _ in
+    router.get("/events") { request, context in
         try checkOrigin(request)
         let access = try await options.auth.authenticate(request)
-        return try ServerSentEvents.response(for: request, access: access, broadcaster: broadcaster, heartbeatSeconds: options.heartbeatSeconds)
+        return try ServerSentEvents.response(
+            for: request, access: access, broadcaster: broadcaster, heartbeatSeconds: options.heartbeatSeconds,
+            channel: context.channel, stalledClientGrace: options.stalledClientGrace
+        )
     }
     router.get("/status") { request, _ in
         _ = try await options.auth.authenticate(request)
@@ -171,7 +182,8 @@ func makeApplication(
         }
         let session = WebSocketSession(
             broadcaster: broadcaster, mode: source.mode, access: access,
-            maxFrameSize: options.maxClientFrameSize, logger: context.logger
+            maxFrameSize: options.maxClientFrameSize, channel: context.requestContext.channel,
+            stalledClientGrace: options.stalledClientGrace, logger: context.logger
         )
         try await session.run(inbound: inbound, outbound: outbound)
     }

@@ -5,9 +5,10 @@ import Synchronization
 /// Fans records out to every subscribed client.
 ///
 /// Each record is encoded once, into one `update` frame whose bytes every client
-/// shares. Each client has a bounded queue; a client whose queue is full is cut off
-/// (its session closes with 1013 and the last cursor it was sent) so that it never
-/// slows capture or the other clients. `deliver` never blocks.
+/// shares. Each client has a queue bounded in frames and in bytes; a client whose
+/// queue is full is cut off (its session closes with 1013 and the last cursor it was
+/// sent, and its connection is closed outright if even that cannot be written) so
+/// that it never slows capture or the other clients. `deliver` never blocks.
 public final class Broadcaster: RecordSink {
     /// One queued item for a client's writer.
     public enum Outgoing: Sendable {
@@ -32,21 +33,34 @@ public final class Broadcaster: RecordSink {
     public struct Registration: Sendable {
         public let id: UInt64
         public let stream: AsyncStream<Outgoing>
-        let endFlag: EndFlag
+        let control: ClientControl
 
         /// Set when the broadcaster ended this client: stop writing and close it.
-        public var endReason: EndReason? { endFlag.reason }
+        public var endReason: EndReason? { control.reason }
+
+        /// The writer calls this after writing a frame it took from `stream`, so that
+        /// what the client holds queued is counted in bytes.
+        public func wrote(_ frame: ByteBuffer) { control.dequeued(frame.readableBytes) }
     }
 
-    final class EndFlag: Sendable {
+    /// Shared by the broadcaster and one client's writer, without a lock.
+    final class ClientControl: Sendable {
         private let value = Atomic<UInt8>(0)
+        private let queuedBytes = Atomic<Int>(0)
+        let onEnd: (@Sendable (EndReason) -> Void)?
+
+        init(onEnd: (@Sendable (EndReason) -> Void)?) { self.onEnd = onEnd }
+
         var reason: EndReason? { EndReason(rawValue: value.load(ordering: .relaxed)) }
         func raise(_ reason: EndReason) { value.store(reason.rawValue, ordering: .relaxed) }
+        var queued: Int { queuedBytes.load(ordering: .relaxed) }
+        func enqueued(_ bytes: Int) { queuedBytes.add(bytes, ordering: .relaxed) }
+        func dequeued(_ bytes: Int) { queuedBytes.subtract(bytes, ordering: .relaxed) }
     }
 
     private struct Client {
         let continuation: AsyncStream<Outgoing>.Continuation
-        let endFlag: EndFlag
+        let control: ClientControl
         /// What the client asked for; nil until it subscribes.
         var subscription: Subscription?
     }
@@ -64,35 +78,44 @@ public final class Broadcaster: RecordSink {
 
     /// How many frames may wait for one client before it is cut off.
     public let queueLimit: Int
+    /// How many bytes of frames may wait for one client before it is cut off (a single
+    /// frame larger than this still goes to a client whose queue is empty).
+    public let queueByteLimit: Int
     private let state = Mutex(State())
     let metrics: ServerMetrics?
 
     /// - Parameters:
-    ///   - queueLimit: frames that may wait for one client before it is cut off.
+    ///   - queueLimit: frames that may wait for one client before it is cut off (at
+    ///     least the resume window and some, so that a full replay fits).
+    ///   - queueBytes: bytes that may wait for one client (at least `resumeWindowBytes`).
     ///   - resumeWindow: recent records kept for `since` (at most `resumeWindowBytes` of frames).
     ///   - metrics: where to count records, clients and cut-offs.
-    public init(queueLimit: Int = 4096, resumeWindow: Int = 1000, resumeWindowBytes: Int = 64 << 20, metrics: ServerMetrics? = nil) {
+    public init(queueLimit: Int = 4096, queueBytes: Int = 64 << 20, resumeWindow: Int = 1000, resumeWindowBytes: Int = 64 << 20, metrics: ServerMetrics? = nil) {
         self.queueLimit = max(queueLimit, resumeWindow + 64)
+        self.queueByteLimit = max(queueBytes, resumeWindowBytes)
         self.metrics = metrics
         state.withLock { $0.window = ResumeWindow(limit: resumeWindow, byteLimit: resumeWindowBytes) }
     }
 
-    /// Registers a client. It receives updates once it subscribes.
-    public func register() -> Registration {
+    /// Registers a client. It receives updates once it subscribes. `onEnd` is called
+    /// (under the broadcaster's lock: it must only schedule work) when the broadcaster
+    /// ends the client, so that its connection can be closed even if its writer is
+    /// stuck behind a peer that stopped reading.
+    public func register(onEnd: (@Sendable (EndReason) -> Void)? = nil) -> Registration {
         let (stream, continuation) = AsyncStream<Outgoing>.makeStream(bufferingPolicy: .bufferingOldest(queueLimit))
-        let flag = EndFlag()
+        let flag = ClientControl(onEnd: onEnd)
         let id = state.withLock { state in
             state.nextID += 1
             if state.closing {
                 continuation.finish()
             } else {
-                state.clients[state.nextID] = Client(continuation: continuation, endFlag: flag, subscription: nil)
+                state.clients[state.nextID] = Client(continuation: continuation, control: flag, subscription: nil)
                 state.connections.insert(state.nextID)
             }
             metrics?.clients.set(state.clients.count)
             return state.nextID
         }
-        return Registration(id: id, stream: stream, endFlag: flag)
+        return Registration(id: id, stream: stream, control: flag)
     }
 
     /// Starts (or replaces) a client's subscription and queues its `subscribed` reply,
@@ -186,10 +209,17 @@ public final class Broadcaster: RecordSink {
             state.lastCursor = record.cursor
             state.window.append(.init(record: record, frame: frame))
             var sent = 0
+            let size = frame.readableBytes
             for (id, client) in state.clients {
                 guard let subscription = client.subscription, subscription.matches(record) else { continue }
+                let queued = client.control.queued
+                if queued > 0, queued + size > queueByteLimit {
+                    end(id, .tooSlow, in: &state)
+                    continue
+                }
                 switch client.continuation.yield(.frame(frame, cursor: cursor)) {
                 case .enqueued:
+                    client.control.enqueued(size)
                     sent += 1
                 case .dropped:
                     end(id, .tooSlow, in: &state)
@@ -220,15 +250,24 @@ public final class Broadcaster: RecordSink {
 
     private func enqueue(_ frame: ByteBuffer, to id: UInt64, in state: inout State, cursor: String? = nil) {
         guard let client = state.clients[id] else { return }
-        if case .dropped = client.continuation.yield(.frame(frame, cursor: cursor)) {
+        let queued = client.control.queued
+        if queued > 0, queued + frame.readableBytes > queueByteLimit {
             end(id, .tooSlow, in: &state)
+            return
+        }
+        switch client.continuation.yield(.frame(frame, cursor: cursor)) {
+        case .enqueued: client.control.enqueued(frame.readableBytes)
+        case .dropped: end(id, .tooSlow, in: &state)
+        case .terminated: break
+        @unknown default: break
         }
     }
 
     private func end(_ id: UInt64, _ reason: EndReason, in state: inout State) {
         guard let client = state.clients.removeValue(forKey: id) else { return }
-        client.endFlag.raise(reason)
+        client.control.raise(reason)
         client.continuation.finish()
+        client.control.onEnd?(reason)
         switch reason {
         case .tooSlow: metrics?.clientsCutOff.increment()
         case .credentialExpired: metrics?.clientsExpired.increment()

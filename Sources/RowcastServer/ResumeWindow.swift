@@ -30,7 +30,9 @@ struct ResumeWindow {
 
     let limit: Int
     let byteLimit: Int
-    private var entries: [Entry] = []
+    /// Oldest first; an evicted slot is nil at once, so its frame is released then,
+    /// not when the array is next compacted.
+    private var entries: [Entry?] = []
     private var head = 0
     private var bytes = 0
     /// The cursor of the newest record dropped from the window, if any.
@@ -41,6 +43,8 @@ struct ResumeWindow {
         self.byteLimit = byteLimit
     }
 
+    /// Adds the newest record, then evicts the oldest until the window is within both
+    /// its count and its byte budget (one record is kept even when alone it is over).
     mutating func append(_ entry: Entry) {
         guard limit > 0 else {
             evictedThrough = entry.record.cursor
@@ -49,22 +53,30 @@ struct ResumeWindow {
         entries.append(entry)
         bytes += entry.frame.readableBytes
         while entries.count - head > limit || (bytes > byteLimit && entries.count - head > 1) {
-            bytes -= entries[head].frame.readableBytes
-            evictedThrough = entries[head].record.cursor
+            if let evicted = entries[head] {
+                bytes -= evicted.frame.readableBytes
+                evictedThrough = evicted.record.cursor
+            }
+            entries[head] = nil
             head += 1
         }
-        // Compact now and then rather than on every eviction.
+        // Compact now and then rather than on every eviction (only empty slots move).
         if head > 1024 && head * 2 > entries.count {
             entries.removeFirst(head)
             head = 0
         }
     }
 
+    /// Bytes of frames the window holds: never above `byteLimit` unless one record alone is.
+    var retainedFrameBytes: Int {
+        entries.reduce(0) { $0 + ($1?.frame.readableBytes ?? 0) }
+    }
+
     /// The records after `since`, or nil when `since` is older than the window (or
     /// from another stream) and records after it may be missing.
     func entries(after since: Cursor, lastCursor: Cursor?) -> [Entry]? {
         if since == lastCursor { return [] }
-        let live = entries[head...]
+        let live = entries[head...].lazy.compactMap { $0 }
         guard let first = live.first?.record.cursor, since.kind == first.kind else { return nil }
         let covered: Bool
         if let evictedThrough {

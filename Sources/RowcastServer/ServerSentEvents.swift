@@ -12,7 +12,10 @@ import ServiceLifecycle
 /// bytes the WebSocket clients get. A comment line every `heartbeatSeconds` keeps
 /// proxies from closing a quiet stream.
 enum ServerSentEvents {
-    static func response(for request: Request, access: ClientAccess, broadcaster: Broadcaster, heartbeatSeconds: Double) throws -> Response {
+    static func response(
+        for request: Request, access: ClientAccess, broadcaster: Broadcaster, heartbeatSeconds: Double,
+        channel: any Channel, stalledClientGrace: Duration
+    ) throws -> Response {
         let query = request.uri.queryParameters
         var data: [String: Any] = [:]
         if let tables = query["tables"] { data["tables"] = tables.split(separator: ",").map(String.init) }
@@ -34,7 +37,9 @@ enum ServerSentEvents {
                 body: .init(byteBuffer: ByteBuffer(bytes: ServerFrame.errorObject(code: error.code, message: error.message)))
             )
         }
-        let client = broadcaster.register()
+        let client = broadcaster.register { reason in
+            channel.closeUnlessClosed(after: reason == .shuttingDown ? stalledClientGrace * 2 : stalledClientGrace)
+        }
         let subscribed = broadcaster.subscribe(client.id, to: subscription, since: since)
         return Response(
             status: .ok,
@@ -68,10 +73,14 @@ enum ServerSentEvents {
                         if let reason = client.endReason, reason != .shuttingDown { break }
                         switch item {
                         case .frame(let frame, let cursor?):
-                            guard let record = ServerFrame.record(inUpdate: frame) else { continue }
+                            guard let record = ServerFrame.record(inUpdate: frame) else {
+                                client.wrote(frame)
+                                continue
+                            }
                             try await writer.write(contentsOf: [ByteBuffer(string: "id: \(cursor)\ndata: "), record, ByteBuffer(string: "\n\n")])
-                        case .frame:
-                            continue  // subscribed and errors belong to the WebSocket protocol
+                            client.wrote(frame)
+                        case .frame(let frame, nil):
+                            client.wrote(frame)  // subscribed and errors belong to the WebSocket protocol
                         case .heartbeat:
                             try await writer.write(ByteBuffer(string: ": keepalive\n\n"))
                         }

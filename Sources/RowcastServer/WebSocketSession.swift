@@ -13,10 +13,17 @@ struct WebSocketSession {
     let mode: CaptureMode
     let access: ClientAccess
     let maxFrameSize: Int
+    let channel: any Channel
+    let stalledClientGrace: Duration
     let logger: Logger
 
     func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async throws {
-        let client = broadcaster.register()
+        let channel = channel, grace = stalledClientGrace
+        let client = broadcaster.register { reason in
+            // The writer closes with a reason at once unless the peer stopped reading;
+            // then nothing can be written, and only closing the socket frees it.
+            channel.closeUnlessClosed(after: reason == .shuttingDown ? grace * 2 : grace)
+        }
         defer { broadcaster.unregister(client.id) }
         try await outbound.write(.custom(.init(fin: true, opcode: .text, data: ServerFrame.connected(mode: mode))))
 
@@ -41,6 +48,7 @@ struct WebSocketSession {
                     switch item {
                     case .frame(let frame, let cursor):
                         try await outbound.write(.custom(.init(fin: true, opcode: .text, data: frame)))
+                        client.wrote(frame)
                         if let cursor { lastCursor = cursor }
                     case .heartbeat:
                         break
@@ -49,7 +57,7 @@ struct WebSocketSession {
                 let last = "last cursor \(lastCursor ?? "none")"
                 switch client.endReason {
                 case .tooSlow:
-                    logger.info("cutting off a client that fell \(broadcaster.queueLimit) frames behind")
+                    logger.info("cutting off a client that fell behind (more than \(broadcaster.queueLimit) frames or \(broadcaster.queueByteLimit) bytes queued); \(last)")
                     try await outbound.close(.unknown(1013), reason: closeReason("too slow; \(last)"))
                 case .credentialExpired:
                     try await outbound.close(.policyViolation, reason: closeReason("token expired; reconnect with a fresh one; \(last)"))

@@ -29,6 +29,12 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Recent records kept so that clients can resume with since.", valueName: "records"))
     var resumeWindow: Int = 1000
 
+    @Option(name: .long, help: ArgumentHelp("The most bytes of frames the resume window holds (default 64 MiB).", valueName: "bytes"))
+    var resumeWindowBytes: Int = 64 << 20
+
+    @Option(name: .long, help: ArgumentHelp("The most bytes queued for one client before it is cut off as too slow (default 64 MiB, at least --resume-window-bytes).", valueName: "bytes"))
+    var clientQueueBytes: Int = 64 << 20
+
     @Option(name: .long, help: ArgumentHelp("A browser origin allowed on /ws and /events (repeatable); default: any.", valueName: "origin"))
     var allowOrigin: [String] = []
 
@@ -62,6 +68,9 @@ struct Serve: AsyncParsableCommand {
             )
         }
         guard resumeWindow >= 0 else { throw CommandFailure.usage("--resume-window takes a number of records, 0 or more") }
+        guard resumeWindowBytes > 0, clientQueueBytes > 0 else {
+            throw CommandFailure.usage("--resume-window-bytes and --client-queue-bytes take a number of bytes above 0")
+        }
         let source = try capture.connect(connection.settings, logger: logger)
         let mode = source.mode.rawValue
         let options = {
@@ -70,6 +79,8 @@ struct Serve: AsyncParsableCommand {
                 slot: source.mode == .replication ? capture.slot : nil
             )
             options.allowedOrigins = Set(allowOrigin)
+            options.resumeWindowBytes = resumeWindowBytes
+            options.clientQueueBytes = clientQueueBytes
             options.auth = auth
             return options
         }()

@@ -51,6 +51,30 @@ final class RunningProcess: Sendable {
     /// Everything written to stderr so far.
     var output: String { stderr.text.withLock { $0 } }
 
+    /// The process id.
+    var pid: Int32 { process.processIdentifier }
+
+    /// Resident memory of the process in MB (Linux), -1 when unknown.
+    var residentMegabytes: Int {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+            let kilobytes = Int(line.split(separator: " ").dropFirst().first ?? "")
+        else { return -1 }
+        return kilobytes / 1024
+    }
+
+    /// What each open descriptor is, for a failure message.
+    var describeDescriptors: String {
+        let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
+        return fds.compactMap { try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\($0)") }.sorted().joined(separator: " ")
+    }
+
+    /// Open sockets of the process (Linux): connections and listeners.
+    var openSockets: Int { describeDescriptors.split(separator: " ").filter { $0.hasPrefix("socket:") }.count }
+
+    /// Open file descriptors of the process (Linux).
+    var openDescriptors: Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1 }
+
     /// Waits (up to `seconds`) for stderr to contain a match for `pattern`; returns its first capture.
     func waitFor(_ pattern: String, seconds: Double = 60) async throws -> String {
         let regex = try NSRegularExpression(pattern: pattern)

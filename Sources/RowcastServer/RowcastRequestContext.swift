@@ -1,0 +1,29 @@
+import Hummingbird
+import HummingbirdWebSocket
+import NIOCore
+
+/// The request context of every route: Hummingbird's core context, the WebSocket
+/// upgrade's handler reference, and the connection's channel, which a session closes
+/// outright when its client stopped reading and no close frame can be written.
+struct RowcastRequestContext: RequestContext, WebSocketRequestContext {
+    var coreContext: CoreRequestContextStorage
+    let webSocket: WebSocketHandlerReference<Self>
+    let channel: any Channel
+
+    init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        webSocket = .init()
+        channel = source.channel
+    }
+}
+
+extension Channel {
+    /// Closes the connection `after` from now unless it closed by then: the last resort
+    /// for a client whose peer never reads again (a close frame would wait for ever).
+    func closeUnlessClosed(after delay: Duration) {
+        let nanoseconds = delay.components.seconds * 1_000_000_000 + delay.components.attoseconds / 1_000_000_000
+        eventLoop.scheduleTask(in: .nanoseconds(nanoseconds)) { [self] in
+            close(promise: nil)
+        }
+    }
+}

@@ -1,0 +1,100 @@
+import Foundation
+
+/// A client on a plain TCP socket that can stop reading whenever a test wants: the
+/// hostile and broken peers real clients never are. Blocking; keep it off the
+/// cooperative pool.
+final class RawClient: @unchecked Sendable {
+    private let descriptor: Int32
+    private(set) var received = Data()
+
+    /// Connects to 127.0.0.1:`port`; a small receive buffer makes a peer that stops
+    /// reading fill up quickly.
+    init(port: Int, receiveBuffer: Int32? = nil) throws {
+        descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        if var size = receiveBuffer {
+            setsockopt(descriptor, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        }
+        var timeout = timeval(tv_sec: 30, tv_usec: 0)
+        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = UInt16(port).bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw Failure("cannot connect to port \(port)") }
+    }
+
+    deinit { close(descriptor) }
+
+    func send(_ bytes: [UInt8]) {
+        var offset = 0
+        while offset < bytes.count {
+            let sent = bytes[offset...].withUnsafeBytes { Foundation.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard sent > 0 else { return }
+            offset += sent
+        }
+    }
+
+    func send(_ text: String) { send(Array(text.utf8)) }
+
+    /// Reads until `received` contains `marker`; false on EOF, error or timeout.
+    func read(until marker: String) -> Bool {
+        let needle = Data(marker.utf8)
+        while received.range(of: needle) == nil {
+            guard fill() else { return false }
+        }
+        return true
+    }
+
+    /// Reads until the server closes the connection (EOF or reset); false when the
+    /// connection is still open after `seconds`.
+    func readUntilClosed(seconds: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            var buffer = [UInt8](repeating: 0, count: 1 << 16)
+            let count = recv(descriptor, &buffer, buffer.count, 0)
+            if count > 0 { received.append(contentsOf: buffer[0..<count]) }
+            if count == 0 { return true }
+            if count < 0 {
+                if errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR { continue }
+                return true  // reset
+            }
+        }
+        return false
+    }
+
+    /// Sends a WebSocket upgrade for `path` and waits for the 101.
+    func upgrade(path: String = "/ws", origin: String? = nil) -> Bool {
+        var request = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        request += "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        if let origin { request += "Origin: \(origin)\r\n" }
+        send(request + "\r\n")
+        return read(until: "\r\n\r\n") && received.starts(with: Data("HTTP/1.1 101".utf8))
+    }
+
+    /// Sends one masked text frame, as a browser would.
+    func sendText(_ text: String) {
+        let payload = Array(text.utf8)
+        var frame: [UInt8] = [0x81]
+        if payload.count < 126 {
+            frame.append(0x80 | UInt8(payload.count))
+        } else {
+            frame.append(0x80 | 126)
+            frame += [UInt8(payload.count >> 8), UInt8(payload.count & 0xFF)]
+        }
+        let mask: [UInt8] = [1, 2, 3, 4]
+        frame += mask
+        frame += payload.enumerated().map { $0.element ^ mask[$0.offset % 4] }
+        send(frame)
+    }
+
+    private func fill() -> Bool {
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        let count = recv(descriptor, &buffer, buffer.count, 0)
+        guard count > 0 else { return false }
+        received.append(contentsOf: buffer[0..<count])
+        return true
+    }
+}

@@ -1,0 +1,51 @@
+import NIOCore
+import RowcastCore
+import Synchronization
+import Testing
+
+@testable import RowcastServer
+
+@Suite struct ResumeWindowTests {
+    static func entry(_ n: UInt64, bytes: Int) -> ResumeWindow.Entry {
+        var record = ChangeRecord(cursor: .trigger(stream: 1, sequence: n), source: .trigger, op: .insert)
+        record.schema = "public"
+        record.table = "t"
+        return ResumeWindow.Entry(record: record, frame: ByteBuffer(repeating: 0x20, count: bytes))
+    }
+
+    @Test func neverHoldsMoreThanItsByteBudget() {
+        var window = ResumeWindow(limit: 100_000, byteLimit: 10 << 20)
+        for n in 1...2_000 {
+            window.append(Self.entry(UInt64(n), bytes: 100_000))
+            #expect(window.retainedFrameBytes <= 10 << 20, "after \(n) records of 100 kB the window holds \(window.retainedFrameBytes) bytes")
+            if window.retainedFrameBytes > 10 << 20 { return }
+        }
+        // Still answers for what it holds, and only that.
+        #expect(window.entries(after: .trigger(stream: 1, sequence: 1_950), lastCursor: .trigger(stream: 1, sequence: 2_000))?.count == 50)
+        #expect(window.entries(after: .trigger(stream: 1, sequence: 10), lastCursor: .trigger(stream: 1, sequence: 2_000)) == nil)
+    }
+
+    @Test func aClientIsCutOffByBytesQueuedNotOnlyByFrames() async {
+        let broadcaster = Broadcaster(queueLimit: 10_000, queueBytes: 1 << 20, resumeWindow: 0, resumeWindowBytes: 1)
+        let ended = Mutex<Broadcaster.EndReason?>(nil)
+        let slow = broadcaster.register { reason in ended.withLock { $0 = reason } }
+        let fast = broadcaster.register()
+        broadcaster.subscribe(slow.id, to: .everything)
+        broadcaster.subscribe(fast.id, to: .everything)
+        var record = ChangeRecord(cursor: .trigger(stream: 1, sequence: 1), source: .trigger, op: .insert)
+        record.schema = "public"
+        record.table = "t"
+        record.row = RawJSON(trusted: Array(("{\"pad\":\"" + String(repeating: "x", count: 200_000) + "\"}").utf8))
+        var fastIterator = fast.stream.makeAsyncIterator()
+        _ = await fastIterator.next()  // subscribed
+        for sequence in 1...20 {
+            record.cursor = .trigger(stream: 1, sequence: UInt64(sequence))
+            broadcaster.deliver(record)
+            // The fast client writes each frame as it comes.
+            if case .frame(let frame, _)? = await fastIterator.next() { fast.wrote(frame) }
+        }
+        #expect(slow.endReason == .tooSlow)
+        #expect(ended.withLock { $0 } == .tooSlow, "the session was told, so that it can close the connection")
+        #expect(fast.endReason == nil)
+    }
+}
