@@ -40,6 +40,9 @@ public final class ReplicationCapture: BlockingCaptureSource {
     public let configuration: Configuration
     public let state = CaptureState()
     public var mode: CaptureMode { .replication }
+    /// Just before the slot's confirmed position when streaming began: the slot
+    /// delivers only transactions that commit at or after it.
+    public let origin: Cursor
     private let logger: Logger
     private let firstConnection: Mutex<PostgresConnection?>
 
@@ -48,6 +51,8 @@ public final class ReplicationCapture: BlockingCaptureSource {
     /// here are the user's to fix, so they are thrown.
     public static func connect(configuration: Configuration, allTables: ReplicationSetup.AllTables = .no, logger: Logger) throws(CaptureError) -> ReplicationCapture {
         let admin: PostgresConnection
+        var confirmed: UInt64 = 0
+        var captured: Set<String>?
         do {
             admin = try PostgresConnection(configuration.connection)
         } catch {
@@ -63,7 +68,9 @@ public final class ReplicationCapture: BlockingCaptureSource {
                 allTables: allTables
             )
             for line in done { logger.info("\(line)") }
+            captured = try capturedTables(on: admin, publication: configuration.publication, named: configuration.session.tables)
             if let slot = try SlotAdmin.status(on: admin, slot: configuration.slot).first {
+                confirmed = slot.confirmedFlushLSN.flatMap(parseLSN) ?? 0
                 if slot.plugin != "pgoutput" {
                     throw CaptureError.notSetUp("replication slot \"\(slot.name)\" uses plugin \(slot.plugin ?? "?"), not pgoutput (fix: rowcast slot drop \(slot.name), or choose another with --slot)")
                 }
@@ -79,7 +86,9 @@ public final class ReplicationCapture: BlockingCaptureSource {
         } catch {
             throw .notSetUp("\(error)")
         }
-        let capture = ReplicationCapture(configuration: configuration, logger: logger)
+        let origin = Cursor.replication(commitLSN: confirmed > 0 ? confirmed - 1 : 0, index: confirmed > 0 ? .max : 0)
+        let capture = ReplicationCapture(configuration: configuration, origin: origin, logger: logger)
+        capture.state.setCapturedTables(captured)
         let stream: PostgresConnection
         do {
             stream = try capture.startStream()
@@ -92,8 +101,9 @@ public final class ReplicationCapture: BlockingCaptureSource {
         return capture
     }
 
-    private init(configuration: Configuration, logger: Logger) {
+    private init(configuration: Configuration, origin: Cursor, logger: Logger) {
         self.configuration = configuration
+        self.origin = origin
         self.logger = logger
         self.firstConnection = Mutex(nil)
     }
@@ -143,6 +153,18 @@ public final class ReplicationCapture: BlockingCaptureSource {
         }
         connection?.close()
         state.markDisconnected("stopped")
+    }
+
+    /// The tables the publication sends that the session forwards; nil for a
+    /// publication FOR ALL TABLES with no table named.
+    private static func capturedTables(on connection: PostgresConnection, publication: String, named: Set<TableName>) throws -> Set<String>? {
+        if try connection.execute("SELECT puballtables FROM pg_publication WHERE pubname = $1", [publication]).scalar == "t" {
+            return named.isEmpty ? nil : Set(named.map(\.description))
+        }
+        let published = Set(try connection.execute(
+            "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = $1", [publication]
+        ).rows.compactMap { $0[0] })
+        return named.isEmpty ? published : published.intersection(named.map(\.description))
     }
 
     /// Opens the replication connection, pins the output settings, and starts streaming.

@@ -43,6 +43,7 @@ public final class TriggerCapture: BlockingCaptureSource {
     public let configuration: Configuration
     public let state: CaptureState
     public var mode: CaptureMode { .trigger }
+    public var origin: Cursor { .trigger(stream: streamID, sequence: 0) }
     private let logger: Logger
     /// Identifies this process's stream in cursors.
     private let streamID: UInt64
@@ -65,6 +66,7 @@ public final class TriggerCapture: BlockingCaptureSource {
         }
         let capture = TriggerCapture(configuration: configuration, connection: connection, logger: logger)
         try capture.checkTriggers(connection)
+        try capture.learnCapturedTables(connection)
         try capture.listen(connection)
         capture.state.markConnected()
         return capture
@@ -172,6 +174,24 @@ public final class TriggerCapture: BlockingCaptureSource {
             if exists != "t" {
                 throw .notSetUp("table \(table) has no rowcast trigger (fix: rowcast setup --mode trigger --table \(table))")
             }
+        }
+    }
+
+    /// The named tables, or every table with the trigger when none are named.
+    private func learnCapturedTables(_ connection: PostgresConnection) throws(CaptureError) {
+        guard configuration.capturesTables else { return state.setCapturedTables([]) }
+        guard configuration.tables.isEmpty else { return state.setCapturedTables(Set(configuration.tables.map(\.description))) }
+        do {
+            let rows = try connection.execute(
+                """
+                SELECT n.nspname, c.relname FROM pg_trigger t
+                JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE t.tgfoid = 'rowcast.capture()'::regprocedure AND NOT t.tgisinternal
+                """
+            ).rows
+            state.setCapturedTables(Set(rows.compactMap { row in row[0].flatMap { schema in row[1].map { schema + "." + $0 } } }))
+        } catch {
+            throw .cannotConnect(error)
         }
     }
 

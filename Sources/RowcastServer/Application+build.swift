@@ -26,9 +26,12 @@ public struct ServerOptions: Sendable {
     public var slot: String?
     /// How often `/events` sends a comment line on a quiet stream.
     public var heartbeatSeconds: Double = 15
-    /// Browser origins allowed on `/ws` and `/events`; empty allows any. Requests
-    /// without an `Origin` header (not from a browser) are always allowed.
+    /// Browser origins allowed on `/ws` and `/events` besides the page's own (`*`
+    /// allows any). Requests without an `Origin` header (not from a browser) pass.
     public var allowedOrigins: Set<String> = []
+    /// Host names requests may name besides the address rowcast listens on and
+    /// loopback names (a proxy's public name, say).
+    public var allowedHosts: [String] = []
     /// Who may connect to `/ws`, `/events`, `/status` and `/metrics`, and what they see.
     public var auth: ClientAuthenticator = .disabled
 
@@ -60,7 +63,7 @@ public func buildApplication(
     onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in },
     logger: Logger
 ) -> some ApplicationProtocol {
-    let broadcaster = Broadcaster(options: options)
+    let broadcaster = Broadcaster(options: options, origin: source.origin)
     return makeApplication(
         options: options, source: source, broadcaster: broadcaster,
         services: [CaptureService(source: source, sink: broadcaster), ClientShutdownService(broadcaster: broadcaster)] + services,
@@ -79,7 +82,7 @@ public func serve(
     onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in },
     logger: Logger
 ) async throws {
-    let broadcaster = Broadcaster(options: options)
+    let broadcaster = Broadcaster(options: options, origin: source.origin)
     let app = makeApplication(
         options: options, source: source, broadcaster: broadcaster, services: [],
         onServerRunning: onServerRunning, logger: logger
@@ -103,10 +106,10 @@ public func serve(
 }
 
 extension Broadcaster {
-    convenience init(options: ServerOptions) {
+    convenience init(options: ServerOptions, origin: Cursor?) {
         self.init(
             queueLimit: options.clientQueueLimit, queueBytes: options.clientQueueBytes,
-            resumeWindow: options.resumeWindow, resumeWindowBytes: options.resumeWindowBytes,
+            resumeWindow: options.resumeWindow, resumeWindowBytes: options.resumeWindowBytes, origin: origin,
             metrics: ServerMetrics(replication: options.slot != nil)
         )
     }
@@ -122,6 +125,8 @@ func makeApplication(
 ) -> some ApplicationProtocol {
     let metrics = broadcaster.metrics ?? ServerMetrics(replication: options.slot != nil)
     let router = Router(context: RowcastRequestContext.self)
+    let guardian = RequestGuard(listening: options.host, extraHosts: options.allowedHosts, origins: options.allowedOrigins)
+    router.add(middleware: HostCheckMiddleware(guardian: guardian))
     let page = ByteBuffer(bytes: PackageResources.index_html)
 
     router.get("/") { _, _ in
@@ -137,16 +142,13 @@ func makeApplication(
         )
     }
     @Sendable func checkOrigin(_ request: Request) throws {
-        guard !options.allowedOrigins.isEmpty, let origin = request.headers[.origin] else { return }
-        guard options.allowedOrigins.contains(origin) else {
-            throw HTTPError(.forbidden, message: "origin \(origin) is not allowed (see --allow-origin)")
-        }
+        try guardian.checkOrigin(request)
     }
     router.get("/events") { request, context in
         try checkOrigin(request)
         let access = try await options.auth.authenticate(request)
         return try ServerSentEvents.response(
-            for: request, access: access, broadcaster: broadcaster, heartbeatSeconds: options.heartbeatSeconds,
+            for: request, access: access, broadcaster: broadcaster, capture: source.state, heartbeatSeconds: options.heartbeatSeconds,
             channel: context.channel, stalledClientGrace: options.stalledClientGrace
         )
     }
@@ -182,7 +184,7 @@ func makeApplication(
         }
         let session = WebSocketSession(
             broadcaster: broadcaster, mode: source.mode, access: access,
-            maxFrameSize: options.maxClientFrameSize, channel: context.requestContext.channel,
+            capture: source.state, maxFrameSize: options.maxClientFrameSize, channel: context.requestContext.channel,
             stalledClientGrace: options.stalledClientGrace, logger: context.logger
         )
         try await session.run(inbound: inbound, outbound: outbound)

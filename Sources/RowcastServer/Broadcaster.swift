@@ -90,11 +90,17 @@ public final class Broadcaster: RecordSink {
     ///   - queueBytes: bytes that may wait for one client (at least `resumeWindowBytes`).
     ///   - resumeWindow: recent records kept for `since` (at most `resumeWindowBytes` of frames).
     ///   - metrics: where to count records, clients and cut-offs.
-    public init(queueLimit: Int = 4096, queueBytes: Int = 64 << 20, resumeWindow: Int = 1000, resumeWindowBytes: Int = 64 << 20, metrics: ServerMetrics? = nil) {
+    ///   - origin: a cursor before every record the capture will deliver (see
+    ///     ``CaptureSource/origin``): `subscribed` names it until the first record, and
+    ///     resuming from it replays everything the window still holds.
+    public init(queueLimit: Int = 4096, queueBytes: Int = 64 << 20, resumeWindow: Int = 1000, resumeWindowBytes: Int = 64 << 20, origin: Cursor? = nil, metrics: ServerMetrics? = nil) {
         self.queueLimit = max(queueLimit, resumeWindow + 64)
         self.queueByteLimit = max(queueBytes, resumeWindowBytes)
         self.metrics = metrics
-        state.withLock { $0.window = ResumeWindow(limit: resumeWindow, byteLimit: resumeWindowBytes) }
+        state.withLock {
+            $0.window = ResumeWindow(limit: resumeWindow, byteLimit: resumeWindowBytes, origin: origin)
+            $0.lastCursor = origin
+        }
     }
 
     /// Registers a client. It receives updates once it subscribes. `onEnd` is called

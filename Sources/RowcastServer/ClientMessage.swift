@@ -82,6 +82,8 @@ public enum ClientMessageError: Error, Sendable, Equatable {
     case forbidden(String)
     /// `since` is older than the resume window.
     case cursorExpired(Cursor?)
+    /// A table this server does not capture (a typo, or a table not set up).
+    case unknownTable([String])
 
     /// The `code` of the `error` frame.
     public var code: String {
@@ -92,6 +94,7 @@ public enum ClientMessageError: Error, Sendable, Equatable {
         case .badFilter: "bad_filter"
         case .forbidden: "forbidden"
         case .cursorExpired: "cursor_expired"
+        case .unknownTable: "unknown_table"
         }
     }
 
@@ -101,8 +104,20 @@ public enum ClientMessageError: Error, Sendable, Equatable {
         case .badFrame(let why), .badSubscription(let why), .badFilter(let why), .forbidden(let why): why
         case .cursorExpired(let since):
             "records after \(since?.description ?? "that cursor") are no longer kept; subscribe without since and reload"
+        case .unknownTable(let tables):
+            "\(tables.joined(separator: ", ")) \(tables.count == 1 ? "is" : "are") not captured by this server (fix: check the name, or rowcast setup --table \(tables[0]) and serve it)"
         case .unknownEvent(let event):
             "unknown event \"\(event)\"; expected \"ready for data\", \"subscribe\", \"unsubscribe\" or \"ping\""
         }
+    }
+}
+
+extension Subscription {
+    /// Refuses tables the capture does not deliver, so that a typo is an error, not a
+    /// subscription that silently receives nothing.
+    func checkCaptured(by capture: CaptureState) throws(ClientMessageError) {
+        guard let tables, let captured = capture.capturedTables else { return }
+        let unknown = tables.subtracting(captured).sorted()
+        if !unknown.isEmpty { throw .unknownTable(unknown) }
     }
 }

@@ -38,9 +38,12 @@ struct ResumeWindow {
     /// The cursor of the newest record dropped from the window, if any.
     private var evictedThrough: Cursor?
 
-    init(limit: Int, byteLimit: Int) {
+    /// - Parameter origin: a cursor before every record that will be appended; the
+    ///   window covers everything after it until it evicts a record.
+    init(limit: Int, byteLimit: Int, origin: Cursor? = nil) {
         self.limit = limit
         self.byteLimit = byteLimit
+        self.evictedThrough = origin
     }
 
     /// Adds the newest record, then evicts the oldest until the window is within both
@@ -77,7 +80,7 @@ struct ResumeWindow {
     func entries(after since: Cursor, lastCursor: Cursor?) -> [Entry]? {
         if since == lastCursor { return [] }
         let live = entries[head...].lazy.compactMap { $0 }
-        guard let first = live.first?.record.cursor, since.kind == first.kind else { return nil }
+        guard let first = evictedThrough ?? live.first?.record.cursor, since.kind == first.kind else { return nil }
         let covered: Bool
         if let evictedThrough {
             covered = since >= evictedThrough

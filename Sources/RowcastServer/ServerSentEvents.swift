@@ -13,7 +13,7 @@ import ServiceLifecycle
 /// proxies from closing a quiet stream.
 enum ServerSentEvents {
     static func response(
-        for request: Request, access: ClientAccess, broadcaster: Broadcaster, heartbeatSeconds: Double,
+        for request: Request, access: ClientAccess, broadcaster: Broadcaster, capture: CaptureState, heartbeatSeconds: Double,
         channel: any Channel, stalledClientGrace: Duration
     ) throws -> Response {
         let query = request.uri.queryParameters
@@ -28,6 +28,7 @@ enum ServerSentEvents {
             guard case .subscribe(let parsed, let cursor) = try ClientMessage.subscribe(data) else {
                 throw HTTPError(.badRequest)
             }
+            try parsed.checkCaptured(by: capture)
             subscription = try access.restrict(parsed)
             since = cursor
         } catch let error as ClientMessageError {

@@ -12,6 +12,7 @@ struct WebSocketSession {
     let broadcaster: Broadcaster
     let mode: CaptureMode
     let access: ClientAccess
+    let capture: CaptureState
     let maxFrameSize: Int
     let channel: any Channel
     let stalledClientGrace: Duration
@@ -100,6 +101,7 @@ struct WebSocketSession {
             case .readyForData:
                 broadcaster.subscribe(client, to: try access.restrict(.everything))
             case .subscribe(let wanted, let since):
+                try wanted.checkCaptured(by: capture)
                 let allowed = try access.restrict(wanted)
                 if !broadcaster.subscribe(client, to: allowed, since: since) {
                     throw .cursorExpired(since)

@@ -35,8 +35,11 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The most bytes queued for one client before it is cut off as too slow (default 64 MiB, at least --resume-window-bytes).", valueName: "bytes"))
     var clientQueueBytes: Int = 64 << 20
 
-    @Option(name: .long, help: ArgumentHelp("A browser origin allowed on /ws and /events (repeatable); default: any.", valueName: "origin"))
+    @Option(name: .long, help: ArgumentHelp("A browser origin allowed on /ws and /events besides the page's own (repeatable; * allows any).", valueName: "origin"))
     var allowOrigin: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp("A host name requests may name besides the listening address and loopback names, e.g. a proxy's (repeatable).", valueName: "host"))
+    var allowHost: [String] = []
 
     @Option(name: .long, help: ArgumentHelp("A shared secret clients must present (?token= or Authorization: Bearer); prefer ROWCAST_TOKEN.", valueName: "token"))
     var token: String?
@@ -79,6 +82,7 @@ struct Serve: AsyncParsableCommand {
                 slot: source.mode == .replication ? capture.slot : nil
             )
             options.allowedOrigins = Set(allowOrigin)
+            options.allowedHosts = allowHost
             options.resumeWindowBytes = resumeWindowBytes
             options.clientQueueBytes = clientQueueBytes
             options.auth = auth

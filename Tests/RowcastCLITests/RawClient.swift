@@ -66,12 +66,27 @@ final class RawClient: @unchecked Sendable {
     }
 
     /// Sends a WebSocket upgrade for `path` and waits for the 101.
-    func upgrade(path: String = "/ws", origin: String? = nil) -> Bool {
-        var request = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    func upgrade(path: String = "/ws", host: String = "127.0.0.1", origin: String? = nil) -> Bool {
+        var request = "GET \(path) HTTP/1.1\r\nHost: \(host)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         request += "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
         if let origin { request += "Origin: \(origin)\r\n" }
         send(request + "\r\n")
         return read(until: "\r\n\r\n") && received.starts(with: Data("HTTP/1.1 101".utf8))
+    }
+
+    /// The status code of one request (its head only; the connection is then done).
+    static func status(port: Int, path: String, host: String, headers: [String: String] = [:], upgrade: Bool = false) throws -> String {
+        let client = try RawClient(port: port)
+        if upgrade {
+            _ = client.upgrade(path: path, host: host, origin: headers["Origin"])
+        } else {
+            var request = "GET \(path) HTTP/1.1\r\nHost: \(host)\r\n"
+            for (name, value) in headers { request += "\(name): \(value)\r\n" }
+            client.send(request + "\r\n")
+            _ = client.read(until: "\r\n")
+        }
+        let line = String(decoding: client.received.prefix(while: { $0 != 13 }), as: UTF8.self)
+        return line.split(separator: " ").dropFirst().first.map(String.init) ?? "no response"
     }
 
     /// Sends one masked text frame, as a browser would.

@@ -81,4 +81,35 @@ struct ServeFaultTests {
         print("rowcast-test: stalled clients released \(String(format: "%.1f", seconds)) s after the last insert; serve RSS \(server.residentMegabytes) MB")
         #expect(try await server.stop() == 0, "serve output:\n\(server.output.suffix(2000))")
     }
+
+    @Test func onlyThePagesOwnOriginAndServedHostsMayReadTheStream() async throws {
+        let (server, port, _) = try await Self.serve(table: "guarded", ["--allow-origin", "http://good.example"])
+        let portNumber = try #require(Int(port))
+        let own = "127.0.0.1:\(port)"
+        let cases: [(path: String, host: String, origin: String?, upgrade: Bool, expected: String)] = [
+            // Browsers from other sites: refused by default, on every streaming route.
+            // (A refused WebSocket upgrade is a bare 400 in hummingbird-websocket.)
+            ("/ws", own, "http://evil.example", true, "400"),
+            ("/events", own, "http://evil.example", false, "403"),
+            // The page's own origin, an allowed one, and clients that are not browsers.
+            ("/ws", own, "http://\(own)", true, "101"),
+            ("/ws", own, "http://good.example", true, "101"),
+            ("/ws", own, nil, true, "101"),
+            ("/events", own, "http://\(own)", false, "200"),
+            ("/events", own, nil, false, "200"),
+            // DNS rebinding: a name rowcast does not serve, on any route.
+            ("/status", "rebound.example:\(port)", nil, false, "421"),
+            ("/events", "rebound.example:\(port)", "http://rebound.example:\(port)", false, "421"),
+            ("/ws", "rebound.example:\(port)", "http://rebound.example:\(port)", true, "400"),
+            ("/", "rebound.example:\(port)", nil, false, "421"),
+            ("/status", "localhost:\(port)", nil, false, "200"),
+        ]
+        for item in cases {
+            let status = try await Self.onThread {
+                try RawClient.status(port: portNumber, path: item.path, host: item.host, headers: item.origin.map { ["Origin": $0] } ?? [:], upgrade: item.upgrade)
+            }
+            #expect(status == item.expected, "\(item.path) Host \(item.host) Origin \(item.origin ?? "none")")
+        }
+        #expect(try await server.stop() == 0)
+    }
 }

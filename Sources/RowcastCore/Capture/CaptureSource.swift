@@ -7,6 +7,9 @@ public protocol CaptureSource: Sendable {
     var mode: CaptureMode { get }
     /// Connection state and counters, for `/healthz`, `/status` and `/metrics`.
     var state: CaptureState { get }
+    /// A cursor before every record this source will deliver: what a client that
+    /// subscribes before the first record resumes from, so it misses nothing.
+    var origin: Cursor { get }
     /// Captures until `stop` fires (or the task is cancelled, or the sink fails),
     /// delivering records to `sink` in stream order; reconnects by itself. Before it
     /// returns it confirms what the sink delivered.

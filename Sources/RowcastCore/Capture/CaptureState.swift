@@ -8,6 +8,7 @@ public final class CaptureState: Sendable {
         var recordsCaptured: UInt64 = 0
         var confirmedLSN: UInt64?
         var serverLSN: UInt64?
+        var capturedTables: Set<String>?
     }
 
     private let snapshot = Mutex(Snapshot())
@@ -34,6 +35,12 @@ public final class CaptureState: Sendable {
     package func recordPositions(confirmed: UInt64, server: UInt64) {
         snapshot.withLock { $0.confirmedLSN = confirmed; $0.serverLSN = max(server, confirmed) }
     }
+
+    /// `schema.table` of every table whose changes this source captures, as the
+    /// database said when it connected; nil when it captures every table.
+    public var capturedTables: Set<String>? { snapshot.withLock { $0.capturedTables } }
+
+    package func setCapturedTables(_ tables: Set<String>?) { snapshot.withLock { $0.capturedTables = tables } }
 
     package func markConnected() { snapshot.withLock { $0.connected = true; $0.lastError = nil } }
     package func markDisconnected(_ error: String) { snapshot.withLock { $0.connected = false; $0.lastError = error } }

@@ -1,0 +1,66 @@
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import HummingbirdWSClient
+import HummingbirdWSTesting
+import RowcastCore
+import RowcastServer
+import Synchronization
+import Testing
+
+/// `subscribed` before any record, and subscriptions to tables the server does not capture.
+@Suite(.enabled(if: ProcessInfo.processInfo.environment["ROWCAST_TEST_DATABASE_URL"] != nil, "needs the cluster that make test starts"), .timeLimit(.minutes(3)))
+struct SubscribeEdgeTests {
+    @Test func subscribedCarriesACursorBeforeTheFirstRecordAndResumingFromItMissesNothing() async throws {
+        let (app, table) = try WebSocketTests.makeApp()
+        _ = try await app.test(.live) { client in
+            let cursor = Mutex<String?>(nil)
+            // Subscribe, then leave before anything is published.
+            try await client.ws("/ws") { inbound, outbound, _ in
+                var messages = inbound.messages(maxSize: 1 << 24).makeAsyncIterator()
+                _ = try await messages.next()
+                try await outbound.write(.text(#"{"event":"ready for data","data":{}}"#))
+                let subscribed = WebSocketTests.object(try await messages.next())
+                #expect(subscribed?["event"] as? String == "subscribed")
+                cursor.withLock { $0 = (subscribed?["data"] as? [String: Any])?["cursor"] as? String }
+                try await outbound.close(.normalClosure, reason: nil)
+            }
+            let since = try #require(cursor.withLock { $0 }, "subscribed names a cursor even before the first record")
+            try await WebSocketTests.insert("INSERT INTO \(table.quoted) VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+            // Wait until the server has the rows, then come back with the cursor.
+            try await client.ws("/ws") { inbound, outbound, _ in
+                var messages = inbound.messages(maxSize: 1 << 24).makeAsyncIterator()
+                _ = try await messages.next()
+                try await outbound.write(.text(#"{"event":"subscribe","data":{"since":"\#(since)"}}"#))
+                var ids: [Int] = []
+                while ids.count < 3, let frame = WebSocketTests.object(try await messages.next()) {
+                    if frame["event"] as? String == "error" { Issue.record("error: \(frame)"); break }
+                    if let row = (frame["data"] as? [String: Any])?["row"] as? [String: Any], let id = row["id"] as? Int { ids.append(id) }
+                }
+                #expect(ids == [1, 2, 3])
+                try await outbound.close(.normalClosure, reason: nil)
+            }
+        }
+    }
+
+    @Test func aTableThatIsNotCapturedIsAnErrorAndTheConnectionStaysOpen() async throws {
+        let (app, table) = try WebSocketTests.makeApp()
+        _ = try await app.test(.live) { client in
+            try await client.ws("/ws") { inbound, outbound, _ in
+                var messages = inbound.messages(maxSize: 1 << 24).makeAsyncIterator()
+                _ = try await messages.next()
+                try await outbound.write(.text(#"{"event":"subscribe","data":{"tables":["\#(table.name)_typo"]}}"#))
+                let error = WebSocketTests.object(try await messages.next())
+                #expect(error?["event"] as? String == "error")
+                let data = error?["data"] as? [String: Any]
+                #expect(data?["code"] as? String == "unknown_table")
+                #expect((data?["message"] as? String)?.contains("\(table.description)_typo") == true)
+                try await outbound.write(.text(#"{"event":"subscribe","data":{"tables":["\#(table.name)"]}}"#))
+                #expect(WebSocketTests.object(try await messages.next())?["event"] as? String == "subscribed")
+                try await WebSocketTests.insert("INSERT INTO \(table.quoted) VALUES (1, 'still open')")
+                #expect(WebSocketTests.object(try await messages.next())?["event"] as? String == "update")
+                try await outbound.close(.normalClosure, reason: nil)
+            }
+        }
+    }
+}
