@@ -16,6 +16,11 @@
 -- listening rowcast reads it from there, and rows older than the retention window
 -- are purged by rowcast.purge_overflow().
 
+-- Two set-ups at once (two rowcast processes, or this script under psql beside
+-- `rowcast setup`) would deadlock on the catalog: take the set-up lock first. A
+-- session that already holds it (rowcast setup does) takes it again at once.
+DO $lock$ BEGIN PERFORM pg_advisory_lock(32210705904137076); END $lock$;
+
 CREATE SCHEMA IF NOT EXISTS rowcast;
 
 COMMENT ON SCHEMA rowcast IS 'rowcast: change capture for streaming rows to browsers';
@@ -97,3 +102,5 @@ AS $function$
     )
     SELECT count(*) FROM purged;
 $function$;
+
+DO $lock$ BEGIN PERFORM pg_advisory_unlock(32210705904137076); END $lock$;

@@ -59,6 +59,34 @@ public struct JSONScanner {
         }
     }
 
+    /// Reads an array and calls `element` with the byte range of each value.
+    public mutating func scanArray(
+        _ element: (Range<Int>) throws(JSONSyntaxError) -> Void
+    ) throws(JSONSyntaxError) {
+        skipWhitespace()
+        try expect(UInt8(ascii: "["), "'['")
+        skipWhitespace()
+        if peek() == UInt8(ascii: "]") { offset += 1; return }
+        while true {
+            skipWhitespace()
+            let start = offset
+            try skipValue(depth: 1)
+            try element(start..<offset)
+            skipWhitespace()
+            guard let next = peek() else { throw fail("',' or ']'") }
+            offset += 1
+            if next == UInt8(ascii: "]") { return }
+            if next != UInt8(ascii: ",") { offset -= 1; throw fail("',' or ']'") }
+        }
+    }
+
+    /// The first byte of the next value, after whitespace: `{`, `[`, `"`, a digit,
+    /// `-`, `t`, `f` or `n`; nil at the end.
+    public mutating func peekValue() -> UInt8? {
+        skipWhitespace()
+        return peek()
+    }
+
     /// Skips one JSON value of any kind.
     public mutating func skipValue() throws(JSONSyntaxError) {
         try skipValue(depth: 0)

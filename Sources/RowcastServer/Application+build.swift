@@ -1,108 +1,72 @@
 import Hummingbird
+import HummingbirdCore
 import HummingbirdWebSocket
 import Logging
 import NIOCore
 import RowcastCore
 import ServiceLifecycle
 
-/// What `rowcast serve` needs beyond the capture source.
-public struct ServerOptions: Sendable {
-    public var host: String
-    public var port: Int
-    /// Frames that may wait for one client before it is cut off.
-    public var clientQueueLimit: Int
-    /// Bytes of frames that may wait for one client before it is cut off.
-    public var clientQueueBytes: Int = 64 << 20
-    /// How long a cut-off or expired client's connection may take to close before it
-    /// is closed outright (its peer may never read the close frame).
-    public var stalledClientGrace: Duration = .seconds(5)
-    /// The resume window's byte budget.
-    public var resumeWindowBytes: Int = 64 << 20
-    /// The largest frame a client may send.
-    public var maxClientFrameSize: Int
-    /// Recent records kept so that clients can resume with `since`.
-    public var resumeWindow: Int
-    /// Replication: the slot, reported by `/status`.
-    public var slot: String?
-    /// How often `/events` sends a comment line on a quiet stream.
-    public var heartbeatSeconds: Double = 15
-    /// Browser origins allowed on `/ws` and `/events` besides the page's own (`*`
-    /// allows any). Requests without an `Origin` header (not from a browser) pass.
-    public var allowedOrigins: Set<String> = []
-    /// Host names requests may name besides the address rowcast listens on and
-    /// loopback names (a proxy's public name, say).
-    public var allowedHosts: [String] = []
-    /// Who may connect to `/ws`, `/events`, `/status` and `/metrics`, and what they see.
-    public var auth: ClientAuthenticator = .disabled
-
-    public init(
-        host: String = "127.0.0.1",
-        port: Int = 8080,
-        clientQueueLimit: Int = 4096,
-        maxClientFrameSize: Int = 64 * 1024,
-        resumeWindow: Int = 1000,
-        slot: String? = nil
-    ) {
-        self.host = host
-        self.port = port
-        self.clientQueueLimit = clientQueueLimit
-        self.maxClientFrameSize = maxClientFrameSize
-        self.resumeWindow = resumeWindow
-        self.slot = slot
-    }
-}
-
-/// Composes the server: routes, the broadcaster, and the capture service that feeds it,
-/// plus any other `services` to run alongside; `onServerRunning` gets the port once
-/// the server listens. The tests run this; `rowcast serve` runs ``serve(options:source:onServerRunning:logger:)``,
-/// which orders the same parts for a graceful shutdown.
+/// Composes the server in one place, for `rowcast serve`, `rowcast demo` and the tests:
+/// the routes, the broadcaster, the capture service that feeds it, and any other
+/// `services` (the demo's writer). `onServerRunning` gets the port once the server
+/// listens. Run it with ``RowcastApplication/runUntilSignalled()``, or with
+/// HummingbirdTesting in tests.
 public func buildApplication(
     options: ServerOptions,
     source: any CaptureSource,
     services: [any Service] = [],
     onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in },
     logger: Logger
-) -> some ApplicationProtocol {
+) -> RowcastApplication {
     let broadcaster = Broadcaster(options: options, origin: source.origin)
-    return makeApplication(
-        options: options, source: source, broadcaster: broadcaster,
-        services: [CaptureService(source: source, sink: broadcaster), ClientShutdownService(broadcaster: broadcaster)] + services,
-        onServerRunning: onServerRunning, logger: logger
-    )
-}
-
-/// Runs capture, server and any other `services` until SIGINT or SIGTERM, then shuts
-/// down in this order: clients first (WebSocket sessions close with 1001 and their
-/// last cursor, SSE streams end), then the HTTP server, then the capture, which
-/// confirms to the slot what was delivered.
-public func serve(
-    options: ServerOptions,
-    source: any CaptureSource,
-    services: [any Service] = [],
-    onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in },
-    logger: Logger
-) async throws {
-    let broadcaster = Broadcaster(options: options, origin: source.origin)
-    let app = makeApplication(
-        options: options, source: source, broadcaster: broadcaster, services: [],
-        onServerRunning: onServerRunning, logger: logger
-    )
-    // ServiceGroup shuts services down in reverse order, each after the one before ended.
-    var configuration = ServiceGroupConfiguration(
-        services: [.init(service: CaptureService(source: source, sink: broadcaster))]
-            + services.map { .init(service: $0) }
-            + [
-                .init(service: app),
-                .init(service: ClientShutdownService(broadcaster: broadcaster, waitForClients: .seconds(5))),
-            ],
-        gracefulShutdownSignals: [.sigterm, .sigint],
+    let router = makeRouter(options: options, source: source, broadcaster: broadcaster)
+    let app = Application(
+        router: router,
+        server: .http1WebSocketUpgrade(
+            webSocketRouter: router,
+            configuration: .init(ws: .init(maxFrameSize: options.maxClientFrameSize))
+        ),
+        configuration: .init(address: .hostname(options.host, port: options.port), serverName: "rowcast"),
+        services: [CaptureService(source: source, sink: broadcaster)] + services,
+        onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? options.port) },
         logger: logger
     )
-    // A connection that never drains (a stalled client) must not hold shutdown for
-    // ever: past this, services are cancelled, and the capture still confirms what it
-    // delivered as it stops.
-    configuration.maximumGracefulShutdownDuration = .seconds(30)
-    try await ServiceGroup(configuration: configuration).run()
+    return RowcastApplication(app: app, broadcaster: broadcaster)
+}
+
+/// The composed server: a Hummingbird application (so tests drive it with
+/// HummingbirdTesting) that knows the order its parts must stop in.
+public struct RowcastApplication: ApplicationProtocol {
+    public typealias Composed = Application<RouterResponder<RowcastRequestContext>>
+    let app: Composed
+    let broadcaster: Broadcaster
+
+    public var responder: Composed.Responder { get async throws { try await app.responder } }
+    public var server: HTTPServerBuilder { app.server }
+    public var eventLoopGroup: any EventLoopGroup { app.eventLoopGroup }
+    public var configuration: ApplicationConfiguration { app.configuration }
+    public var logger: Logger { app.logger }
+    public var services: [any Service] { app.services }
+    public var processesRunBeforeServerStart: [@Sendable () async throws -> Void] { app.processesRunBeforeServerStart }
+    public func onServerRunning(_ channel: any Channel) async { await app.onServerRunning(channel) }
+
+    /// Runs until SIGINT or SIGTERM, then stops in the order that protects clients and
+    /// the acknowledgement: clients first (each WebSocket session writes what was
+    /// queued, then closes with 1001 and its last cursor; SSE streams end; up to 5 s),
+    /// then the HTTP server, then the other services, and last the capture, which
+    /// confirms to the slot what the broadcaster accepted. A connection that never
+    /// drains cannot hold this for ever: past 30 s what remains is cancelled, and the
+    /// capture still confirms as it stops.
+    public func runUntilSignalled() async throws {
+        // A group stops its services in reverse: ClientShutdownService before the app.
+        var configuration = ServiceGroupConfiguration(
+            services: [.init(service: self), .init(service: ClientShutdownService(broadcaster: broadcaster, waitForClients: .seconds(5)))],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        )
+        configuration.maximumGracefulShutdownDuration = .seconds(30)
+        try await ServiceGroup(configuration: configuration).run()
+    }
 }
 
 extension Broadcaster {
@@ -115,14 +79,9 @@ extension Broadcaster {
     }
 }
 
-func makeApplication(
-    options: ServerOptions,
-    source: any CaptureSource,
-    broadcaster: Broadcaster,
-    services: [any Service],
-    onServerRunning: @escaping @Sendable (Int) async -> Void,
-    logger: Logger
-) -> some ApplicationProtocol {
+/// The routes: the page and `/healthz` for anyone; `/ws`, `/events`, `/status` and
+/// `/metrics` behind the credentials check. Every route checks `Host` first.
+func makeRouter(options: ServerOptions, source: any CaptureSource, broadcaster: Broadcaster) -> Router<RowcastRequestContext> {
     let metrics = broadcaster.metrics ?? ServerMetrics(replication: options.slot != nil)
     let router = Router(context: RowcastRequestContext.self)
     let guardian = RequestGuard(listening: options.host, extraHosts: options.allowedHosts, origins: options.allowedOrigins)
@@ -141,35 +100,31 @@ func makeApplication(
             body: .init(byteBuffer: ByteBuffer(string: body))
         )
     }
-    @Sendable func checkOrigin(_ request: Request) throws {
+
+    let authenticated = router.group().add(middleware: AuthMiddleware(authenticator: options.auth))
+    authenticated.get("/events") { request, context in
         try guardian.checkOrigin(request)
-    }
-    router.get("/events") { request, context in
-        try checkOrigin(request)
-        let access = try await options.auth.authenticate(request)
         return try ServerSentEvents.response(
-            for: request, access: access, broadcaster: broadcaster, capture: source.state, heartbeatSeconds: options.heartbeatSeconds,
+            for: request, access: context.access, broadcaster: broadcaster, capture: source.state, heartbeatSeconds: options.heartbeatSeconds,
             channel: context.channel, stalledClientGrace: options.stalledClientGrace
         )
     }
-    router.get("/status") { request, _ in
-        _ = try await options.auth.authenticate(request)
-        return Response(
+    authenticated.get("/status") { _, _ in
+        Response(
             status: .ok,
             headers: [.contentType: "application/json"],
             body: .init(byteBuffer: ByteBuffer(bytes: StatusReport.json(source: source, broadcaster: broadcaster, slot: options.slot)))
         )
     }
-    router.get("/metrics") { request, _ in
-        _ = try await options.auth.authenticate(request)
-        return Response(
+    authenticated.get("/metrics") { _, _ in
+        Response(
             status: .ok,
             headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
             body: .init(byteBuffer: ByteBuffer(bytes: metrics.render(source: source)))
         )
     }
     router.ws("/ws", shouldUpgrade: { request, _ in
-        try checkOrigin(request)
+        try guardian.checkOrigin(request)
         return .upgrade([:])
     }) { inbound, outbound, context in
         // A refused upgrade can only be a bare 400 in this stack, and browsers hide the
@@ -189,18 +144,19 @@ func makeApplication(
         )
         try await session.run(inbound: inbound, outbound: outbound)
     }
+    return router
+}
 
-    return Application(
-        router: router,
-        server: .http1WebSocketUpgrade(
-            webSocketRouter: router,
-            configuration: .init(ws: .init(maxFrameSize: options.maxClientFrameSize))
-        ),
-        configuration: .init(address: .hostname(options.host, port: options.port), serverName: "rowcast"),
-        services: services,
-        onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? options.port) },
-        logger: logger
-    )
+/// Authenticates every request of a route group and puts what it may see in the
+/// context; without valid credentials the answer is 401 with `WWW-Authenticate`.
+struct AuthMiddleware: RouterMiddleware {
+    let authenticator: ClientAuthenticator
+
+    func handle(_ request: Request, context: RowcastRequestContext, next: (Request, RowcastRequestContext) async throws -> Response) async throws -> Response {
+        var context = context
+        context.access = try await authenticator.authenticate(request)
+        return try await next(request, context)
+    }
 }
 
 /// A close frame's reason is at most 123 bytes of UTF-8.

@@ -1,4 +1,3 @@
-import Foundation
 import RowcastCore
 
 /// A frame a client sends, `{"event": NAME, "data": OBJECT}` (SPEC section 4).
@@ -13,62 +12,157 @@ public enum ClientMessage: Sendable, Equatable {
     /// the updates (browsers cannot send WebSocket ping frames).
     case ping(data: String)
 
-    /// Parses a text frame; a ``ClientMessageError`` names what is wrong with it.
+    /// Parses a text frame with rowcast's one JSON reader (``JSONScanner``); a
+    /// ``ClientMessageError`` names what is wrong with it.
     public static func parse(_ text: String) throws(ClientMessageError) -> ClientMessage {
-        guard let object = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] else {
+        let frame = JSONText(Array(text.utf8))
+        var event: String?
+        var eventIsString = true
+        var data: JSONText?
+        do {
+            var scanner = JSONScanner(frame.bytes)
+            try scanner.scanObject { key, range in
+                let value = frame.slice(range)
+                switch key {
+                case "event":
+                    event = value.string
+                    eventIsString = event != nil
+                case "data":
+                    data = value
+                default:
+                    break
+                }
+            }
+            try scanner.expectEnd()
+        } catch {
             throw .badFrame("frames are JSON objects {\"event\": NAME, \"data\": OBJECT}")
         }
-        guard let event = object["event"] as? String else { throw .badFrame("the frame has no string \"event\"") }
-        let data = object["data"] ?? [String: Any]()
-        guard let data = data as? [String: Any] else { throw .badFrame("\"data\" must be an object") }
+        guard let event, eventIsString else { throw .badFrame("the frame has no string \"event\"") }
+        let object = data ?? JSONText(Array("{}".utf8))
+        guard object.isObject else { throw .badFrame("\"data\" must be an object") }
         switch event {
         case "ready for data": return .readyForData
         case "unsubscribe": return .unsubscribe
-        case "subscribe": return try subscribe(data)
-        case "ping":
-            let echo = (try? JSONSerialization.data(withJSONObject: data)).map { String(decoding: $0, as: UTF8.self) }
-            return .ping(data: echo ?? "{}")
+        case "subscribe": return try SubscriptionRequest(json: object).resolve()
+        case "ping": return .ping(data: object.text)
         default: throw .unknownEvent(event)
         }
     }
+}
 
-    /// Parses a `subscribe` request's data (also used for `/events` query keys).
-    static func subscribe(_ data: [String: Any]) throws(ClientMessageError) -> ClientMessage {
-        var tables: Set<String>?
-        if let value = data["tables"] {
-            guard let names = value as? [String] else { throw .badSubscription("\"tables\" must be an array of table names") }
-            tables = try Set(names.map { name throws(ClientMessageError) in
+/// What a client asked to subscribe to, before validation: from a `subscribe`
+/// frame's data or from `/events` query keys, so both are checked by one ``resolve()``.
+struct SubscriptionRequest: Sendable {
+    enum Field: Sendable { case missing, wrongType, value([String]) }
+
+    var tables: Field = .missing
+    var ops: Field = .missing
+    var filter: Field = .missing
+    var since: Field = .missing
+
+    init() {}
+
+    /// From a JSON object: arrays of strings for `tables` and `ops`, strings for
+    /// `filter` and `since`; any other type is remembered as `wrongType`.
+    init(json object: JSONText) throws(ClientMessageError) {
+        do {
+            var scanner = JSONScanner(object.bytes)
+            try scanner.scanObject { key, range in
+                let value = object.slice(range)
+                switch key {
+                case "tables": tables = value.strings.map(Field.value) ?? .wrongType
+                case "ops": ops = value.strings.map(Field.value) ?? .wrongType
+                case "filter": filter = value.string.map { .value([$0]) } ?? .wrongType
+                case "since": since = value.string.map { .value([$0]) } ?? .wrongType
+                default: break
+                }
+            }
+        } catch {
+            throw .badFrame("\"data\" must be an object")
+        }
+    }
+
+    /// Validates every field; the error names the first one that is wrong.
+    func resolve() throws(ClientMessageError) -> ClientMessage {
+        var subscription = Subscription(tables: nil, ops: nil, filter: nil)
+        switch tables {
+        case .missing: break
+        case .wrongType: throw .badSubscription("\"tables\" must be an array of table names")
+        case .value(let names):
+            subscription.tables = try Set(names.map { name throws(ClientMessageError) in
                 guard let table = TableName(parsing: name) else { throw .badSubscription("\"\(name)\" is not a table name (schema.table or table)") }
                 return table.description
             })
         }
-        var ops: Set<RowcastCore.Operation>?
-        if let value = data["ops"] {
-            guard let names = value as? [String] else { throw .badSubscription("\"ops\" must be an array of operations") }
-            ops = try Set(names.map { name throws(ClientMessageError) in
+        switch ops {
+        case .missing: break
+        case .wrongType: throw .badSubscription("\"ops\" must be an array of operations")
+        case .value(let names):
+            subscription.ops = try Set(names.map { name throws(ClientMessageError) in
                 guard let op = RowcastCore.Operation(rawValue: name) else {
                     throw .badSubscription("unknown op \"\(name)\"; use insert, update, delete, truncate, message or notify")
                 }
                 return op
             })
         }
-        var filter: RowFilter?
-        if let value = data["filter"] {
-            guard let text = value as? String else { throw .badFilter("\"filter\" must be a string like \"id=eq.7\"") }
+        switch filter {
+        case .missing: break
+        case .wrongType: throw .badFilter("\"filter\" must be a string like \"id=eq.7\"")
+        case .value(let text):
             do {
-                filter = try RowFilter(parsing: text)
+                subscription.filter = try RowFilter(parsing: text.first ?? "")
             } catch {
                 throw .badFilter(error.description)
             }
         }
-        var since: Cursor?
-        if let value = data["since"] {
-            guard let text = value as? String, let cursor = Cursor(text) else {
-                throw .badSubscription("\"since\" must be a cursor from a record")
-            }
-            since = cursor
+        var cursor: Cursor?
+        switch since {
+        case .missing: break
+        case .wrongType: throw .badSubscription("\"since\" must be a cursor from a record")
+        case .value(let text):
+            guard let parsed = Cursor(text.first ?? "") else { throw .badSubscription("\"since\" must be a cursor from a record") }
+            cursor = parsed
         }
-        return .subscribe(Subscription(tables: tables, ops: ops, filter: filter), since: since)
+        return .subscribe(subscription, since: cursor)
+    }
+}
+
+/// One JSON value's bytes, read through ``JSONScanner``.
+struct JSONText: Sendable {
+    let bytes: [UInt8]
+
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+    func slice(_ range: Range<Int>) -> JSONText { JSONText(Array(bytes[range])) }
+
+    var text: String { String(decoding: bytes, as: UTF8.self) }
+
+    var isObject: Bool {
+        var scanner = JSONScanner(bytes)
+        return scanner.peekValue() == UInt8(ascii: "{")
+    }
+
+    /// The string, when the value is one.
+    var string: String? {
+        var scanner = JSONScanner(bytes)
+        guard scanner.peekValue() == UInt8(ascii: "\"") else { return nil }
+        return try? scanner.readString()
+    }
+
+    /// The strings, when the value is an array of strings only.
+    var strings: [String]? {
+        var scanner = JSONScanner(bytes)
+        guard scanner.peekValue() == UInt8(ascii: "[") else { return nil }
+        var strings: [String] = []
+        var allStrings = true
+        do {
+            try scanner.scanArray { range in
+                if let string = slice(range).string { strings.append(string) } else { allStrings = false }
+            }
+        } catch {
+            return nil
+        }
+        return allStrings ? strings : nil
     }
 }
 

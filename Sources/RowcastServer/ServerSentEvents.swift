@@ -17,15 +17,15 @@ enum ServerSentEvents {
         channel: any Channel, stalledClientGrace: Duration
     ) throws -> Response {
         let query = request.uri.queryParameters
-        var data: [String: Any] = [:]
-        if let tables = query["tables"] { data["tables"] = tables.split(separator: ",").map(String.init) }
-        if let ops = query["ops"] { data["ops"] = ops.split(separator: ",").map(String.init) }
-        if let filter = query["filter"] { data["filter"] = String(filter) }
-        if let since = request.headers[.lastEventID] ?? query["since"].map(String.init) { data["since"] = since }
+        var wanted = SubscriptionRequest()
+        if let tables = query["tables"] { wanted.tables = .value(tables.split(separator: ",").map(String.init)) }
+        if let ops = query["ops"] { wanted.ops = .value(ops.split(separator: ",").map(String.init)) }
+        if let filter = query["filter"] { wanted.filter = .value([String(filter)]) }
+        if let since = request.headers[.lastEventID] ?? query["since"].map(String.init) { wanted.since = .value([since]) }
         let subscription: Subscription
         let since: Cursor?
         do {
-            guard case .subscribe(let parsed, let cursor) = try ClientMessage.subscribe(data) else {
+            guard case .subscribe(let parsed, let cursor) = try wanted.resolve() else {
                 throw HTTPError(.badRequest)
             }
             try parsed.checkCaptured(by: capture)

@@ -56,7 +56,7 @@ struct Demo: AsyncParsableCommand {
         }
         let url = cluster.url
         try await runServer(host: "127.0.0.1", port: port) {
-            try await serve(
+            try await buildApplication(
                 options: ServerOptions(port: port),
                 source: capture,
                 services: [DemoWriter(settings: settings, logger: logger)],
@@ -65,7 +65,7 @@ struct Demo: AsyncParsableCommand {
                     fflush(nil)
                 },
                 logger: logger
-            )
+            ).runUntilSignalled()
         }
     }
 }

@@ -89,12 +89,12 @@ struct Serve: AsyncParsableCommand {
             return options
         }()
         try await runServer(host: host, port: port) {
-            try await serve(
+            try await buildApplication(
                 options: options,
                 source: source,
                 onServerRunning: { port in logger.info("serving \(mode) mode on http://\(host):\(port)/") },
                 logger: logger
-            )
+            ).runUntilSignalled()
         }
     }
 }

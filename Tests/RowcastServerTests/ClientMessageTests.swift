@@ -1,0 +1,55 @@
+import RowcastCore
+import Testing
+
+@testable import RowcastServer
+
+/// The client frame parser: every well-formed frame, and each way a frame can be wrong.
+@Suite struct ClientMessageTests {
+    @Test func wellFormedFrames() throws {
+        #expect(try ClientMessage.parse(#"{"event":"ready for data","data":{}}"#) == .readyForData)
+        #expect(try ClientMessage.parse(#" { "event" : "unsubscribe" } "#) == .unsubscribe)
+        #expect(try ClientMessage.parse(#"{"data":{"n":[1,{"x":"é\n"}]},"event":"ping"}"#) == .ping(data: #"{"n":[1,{"x":"é\n"}]}"#))
+        let subscribe = try ClientMessage.parse(
+            #"{"event":"subscribe","data":{"tables":["orders","audit.events"],"ops":["insert"],"filter":"id=gt.7","since":"r0000000000000010.0000000000000002","extra":null}}"#
+        )
+        guard case .subscribe(let subscription, let since) = subscribe else { Issue.record("\(subscribe)"); return }
+        #expect(subscription.tables == ["public.orders", "audit.events"])
+        #expect(subscription.ops == [.insert])
+        #expect(subscription.filter?.description == "id=gt.7")
+        #expect(since == .replication(commitLSN: 16, index: 2))
+    }
+
+    @Test(arguments: [
+        ("not json", "bad_frame"),
+        (#"["event"]"#, "bad_frame"),
+        (#"{"event":"ping"} trailing"#, "bad_frame"),
+        (#"{"data":{}}"#, "bad_frame"),
+        (#"{"event":7}"#, "bad_frame"),
+        (#"{"event":"ping","data":[]}"#, "bad_frame"),
+        (#"{"event":"dance"}"#, "unknown_event"),
+        (#"{"event":"subscribe","data":{"tables":"orders"}}"#, "bad_subscription"),
+        (#"{"event":"subscribe","data":{"tables":["a.b.c"]}}"#, "bad_subscription"),
+        (#"{"event":"subscribe","data":{"tables":[1]}}"#, "bad_subscription"),
+        (#"{"event":"subscribe","data":{"ops":["upsert"]}}"#, "bad_subscription"),
+        (#"{"event":"subscribe","data":{"since":"yesterday"}}"#, "bad_subscription"),
+        (#"{"event":"subscribe","data":{"since":5}}"#, "bad_subscription"),
+        (#"{"event":"subscribe","data":{"filter":"id=like.1"}}"#, "bad_filter"),
+        (#"{"event":"subscribe","data":{"filter":["id=eq.1"]}}"#, "bad_filter"),
+        ("{\"event\":\"p\u{0}ing\"}", "bad_frame"),
+        (String(repeating: "[", count: 600), "bad_frame"),
+    ])
+    func malformedFramesAreNamedErrors(_ frame: String, _ code: String) {
+        #expect(throws: ClientMessageError.self) { try ClientMessage.parse(frame) }
+        do {
+            _ = try ClientMessage.parse(frame)
+        } catch {
+            #expect(error.code == code, "\(frame.prefix(60))")
+        }
+    }
+
+    @Test func queryKeysAndFramesShareOneValidation() {
+        var request = SubscriptionRequest()
+        request.tables = .value(["orders", "bad.name.here"])
+        #expect(throws: ClientMessageError.badSubscription("\"bad.name.here\" is not a table name (schema.table or table)")) { try request.resolve() }
+    }
+}
