@@ -54,7 +54,7 @@ struct Baseline: AsyncParsableCommand {
                 try await clock.sleep(until: next)
                 id += 1
                 // Shaped like an update frame, with the send time where a record has commit_time.
-                let micros = Int64(Date().timeIntervalSince1970 * 1_000_000) - 946_684_800_000_000
+                let micros = Int64(Date().timeIntervalSince1970 * 1_000_000) - postgresEpochOffsetMicroseconds
                 var writer = JSONWriter(capacity: 160 + size)
                 writer.appendASCII(#"{"event":"update","data":{"op":"insert","commit_time":"#)
                 writer.appendString(CommitTime.rfc3339(postgresMicroseconds: micros))

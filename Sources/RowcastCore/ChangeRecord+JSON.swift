@@ -1,6 +1,6 @@
 extension ChangeRecord {
     /// Appends the record as one JSON object.
-    public func encode(into writer: inout JSONWriter) {
+    package func encode(into writer: inout JSONWriter) {
         encode(into: &writer, largeValue: nil)
     }
 
@@ -9,9 +9,9 @@ extension ChangeRecord {
     /// emit what `writer` holds followed by the value (a sink writing a huge row
     /// straight from its bytes holds it once less).
     /// From this size on, `row` and `old` go to `encode(into:largeValue:)`'s handler.
-    public static let largeValueBytes = 1 << 20
+    package static let largeValueBytes = 1 << 20
 
-    public func encode(
+    package func encode(
         into writer: inout JSONWriter,
         largeValueBytes: Int = ChangeRecord.largeValueBytes,
         largeValue: ((inout JSONWriter, RawJSON) -> Void)?
@@ -96,7 +96,7 @@ extension ChangeRecord {
     }
 
     /// The record as JSON bytes.
-    public func jsonBytes() -> [UInt8] {
+    package func jsonBytes() -> [UInt8] {
         var writer = JSONWriter(capacity: 128 + (row?.bytes.count ?? 0) + (old?.bytes.count ?? 0))
         encode(into: &writer)
         return writer.bytes

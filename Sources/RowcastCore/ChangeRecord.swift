@@ -1,10 +1,10 @@
 /// What kind of change a record describes (SPEC section 2, `op`).
-public enum Operation: String, Sendable, Hashable, CaseIterable {
+package enum Operation: String, Sendable, Hashable, CaseIterable {
     case insert, update, delete, truncate, message, notify
 }
 
 /// Which capture mode produced a record (`source`).
-public enum CaptureMode: String, Sendable, Hashable, CaseIterable {
+package enum CaptureMode: String, Sendable, Hashable, CaseIterable {
     case trigger, replication
 }
 
@@ -13,35 +13,35 @@ public enum CaptureMode: String, Sendable, Hashable, CaseIterable {
 /// Optional fields are omitted from the JSON when nil: a record never invents a
 /// key that does not apply. `row` and `old` stay raw JSON so that values are exactly
 /// what `to_jsonb` produced.
-public struct ChangeRecord: Sendable, Hashable {
-    public var cursor: Cursor
-    public var source: CaptureMode
-    public var op: Operation
-    public var schema: String?
-    public var table: String?
-    public var row: RawJSON?
-    public var old: RawJSON?
-    public var unchanged: [String]?
-    public var xid: UInt32?
+package struct ChangeRecord: Sendable, Hashable {
+    package var cursor: Cursor
+    package var source: CaptureMode
+    package var op: Operation
+    package var schema: String?
+    package var table: String?
+    package var row: RawJSON?
+    package var old: RawJSON?
+    package var unchanged: [String]?
+    package var xid: UInt32?
     /// Replication: commit LSN in `X/X` form.
-    public var lsn: String?
+    package var lsn: String?
     /// Replication: commit time, RFC 3339 UTC with microseconds.
-    public var commitTime: String?
+    package var commitTime: String?
     /// `notify`: the channel.
-    public var channel: String?
+    package var channel: String?
     /// `notify`: the raw payload.
-    public var payload: String?
+    package var payload: String?
     /// `message`: the prefix.
-    public var prefix: String?
+    package var prefix: String?
     /// `message`: the content, as text (or base64 when `contentIsBase64`).
-    public var content: String?
+    package var content: String?
     /// `message`: true when `content` is base64 because the bytes were not UTF-8.
-    public var contentIsBase64: Bool
+    package var contentIsBase64: Bool
     /// `message`: whether the message was emitted transactionally.
-    public var transactional: Bool?
+    package var transactional: Bool?
 
     /// Creates a record; every optional field starts absent.
-    public init(cursor: Cursor, source: CaptureMode, op: Operation) {
+    package init(cursor: Cursor, source: CaptureMode, op: Operation) {
         self.cursor = cursor
         self.source = source
         self.op = op
@@ -49,7 +49,7 @@ public struct ChangeRecord: Sendable, Hashable {
     }
 
     /// `schema.table`, the name filters and subscriptions use; nil for records without a relation.
-    public var qualifiedTable: String? {
+    package var qualifiedTable: String? {
         guard let schema, let table else { return nil }
         return schema + "." + table
     }

@@ -1,8 +1,8 @@
 /// Formats PostgreSQL timestamps (µs since 2000-01-01 UTC) as RFC 3339 UTC with
 /// microseconds: `2024-06-01T10:00:00.123456Z`.
-public enum CommitTime {
-    public static func rfc3339(postgresMicroseconds: Int64) -> String {
-        let unix = postgresMicroseconds + 946_684_800_000_000
+package enum CommitTime {
+    package static func rfc3339(postgresMicroseconds: Int64) -> String {
+        let unix = postgresMicroseconds + postgresEpochOffsetMicroseconds
         var seconds = unix / 1_000_000
         var micros = unix % 1_000_000
         if micros < 0 {

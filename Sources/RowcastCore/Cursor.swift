@@ -6,29 +6,29 @@
 ///   process (its start time) and `sequence` counts the records it produced;
 /// - replication mode: `r<commit LSN>.<index>`, the change's position in its
 ///   transaction, which survives restarts because the slot replays the same LSNs.
-public struct Cursor: Sendable, Hashable, Comparable, CustomStringConvertible {
+package struct Cursor: Sendable, Hashable, Comparable, CustomStringConvertible {
     /// Which capture mode produced the cursor.
-    public enum Kind: Sendable, Hashable { case trigger, replication }
+    package enum Kind: Sendable, Hashable { case trigger, replication }
 
     /// The capture mode.
-    public let kind: Kind
+    package let kind: Kind
     /// Trigger: the stream id. Replication: the commit LSN.
-    public let major: UInt64
+    package let major: UInt64
     /// Trigger: the sequence number. Replication: the index in the transaction.
-    public let minor: UInt64
+    package let minor: UInt64
 
     /// A trigger-mode cursor.
-    public static func trigger(stream: UInt64, sequence: UInt64) -> Cursor {
+    package static func trigger(stream: UInt64, sequence: UInt64) -> Cursor {
         Cursor(kind: .trigger, major: stream, minor: sequence)
     }
 
     /// A replication-mode cursor.
-    public static func replication(commitLSN: UInt64, index: UInt32) -> Cursor {
+    package static func replication(commitLSN: UInt64, index: UInt32) -> Cursor {
         Cursor(kind: .replication, major: commitLSN, minor: UInt64(index))
     }
 
     /// Parses the text form; nil when `text` is not a cursor rowcast made.
-    public init?(_ text: String) {
+    package init?(_ text: String) {
         let utf8 = Array(text.utf8)
         guard utf8.count == 1 + 16 + 1 + 16, utf8[17] == UInt8(ascii: ".") else { return nil }
         switch utf8[0] {
@@ -50,14 +50,14 @@ public struct Cursor: Sendable, Hashable, Comparable, CustomStringConvertible {
     }
 
     /// The text form clients see.
-    public var description: String {
+    package var description: String {
         (kind == .trigger ? "t" : "r") + Self.hex16(major) + "." + Self.hex16(minor)
     }
 
     /// Stream order within one kind. Cursors of different kinds come from different
     /// streams and are never in order with each other: trigger cursors sort first,
     /// so that the order stays total and a cursor of the other mode never skips a record.
-    public static func < (lhs: Cursor, rhs: Cursor) -> Bool {
+    package static func < (lhs: Cursor, rhs: Cursor) -> Bool {
         if lhs.kind != rhs.kind { return lhs.kind == .trigger }
         return (lhs.major, lhs.minor) < (rhs.major, rhs.minor)
     }

@@ -1,11 +1,11 @@
 /// Where and why a JSON text is malformed.
-public struct JSONSyntaxError: Error, Sendable, Equatable, CustomStringConvertible {
+package struct JSONSyntaxError: Error, Sendable, Equatable, CustomStringConvertible {
     /// Byte offset of the problem.
-    public let offset: Int
+    package let offset: Int
     /// What the scanner expected there.
-    public let expected: String
+    package let expected: String
 
-    public var description: String { "invalid JSON at byte \(offset): expected \(expected)" }
+    package var description: String { "invalid JSON at byte \(offset): expected \(expected)" }
 }
 
 /// A validating, non-allocating JSON scanner.
@@ -14,28 +14,28 @@ public struct JSONSyntaxError: Error, Sendable, Equatable, CustomStringConvertib
 /// byte ranges of object members so that callers can lift raw values out of a larger
 /// document without re-encoding them. Every read is bounds-checked; malformed input
 /// is a ``JSONSyntaxError``, never a trap. Nesting is limited to ``maximumDepth``.
-public struct JSONScanner {
+package struct JSONScanner {
     /// Deeper nesting than this is rejected rather than risking the stack.
-    public static let maximumDepth = 512
+    package static let maximumDepth = 512
 
     private let bytes: [UInt8]
     /// The offset of the next unread byte.
-    public private(set) var offset: Int
+    package private(set) var offset: Int
 
     /// Starts scanning `bytes` from the beginning.
-    public init(_ bytes: [UInt8]) {
+    package init(_ bytes: [UInt8]) {
         self.bytes = bytes
         self.offset = 0
     }
 
     /// Requires that only whitespace remains.
-    public mutating func expectEnd() throws(JSONSyntaxError) {
+    package mutating func expectEnd() throws(JSONSyntaxError) {
         skipWhitespace()
         if offset != bytes.count { throw fail("end of input") }
     }
 
     /// Reads an object and calls `member` with each key and the byte range of its value.
-    public mutating func scanObject(
+    package mutating func scanObject(
         _ member: (String, Range<Int>) throws(JSONSyntaxError) -> Void
     ) throws(JSONSyntaxError) {
         skipWhitespace()
@@ -60,7 +60,7 @@ public struct JSONScanner {
     }
 
     /// Reads an array and calls `element` with the byte range of each value.
-    public mutating func scanArray(
+    package mutating func scanArray(
         _ element: (Range<Int>) throws(JSONSyntaxError) -> Void
     ) throws(JSONSyntaxError) {
         skipWhitespace()
@@ -82,18 +82,18 @@ public struct JSONScanner {
 
     /// The first byte of the next value, after whitespace: `{`, `[`, `"`, a digit,
     /// `-`, `t`, `f` or `n`; nil at the end.
-    public mutating func peekValue() -> UInt8? {
+    package mutating func peekValue() -> UInt8? {
         skipWhitespace()
         return peek()
     }
 
     /// Skips one JSON value of any kind.
-    public mutating func skipValue() throws(JSONSyntaxError) {
+    package mutating func skipValue() throws(JSONSyntaxError) {
         try skipValue(depth: 0)
     }
 
     /// Reads a string value and returns it unescaped.
-    public mutating func readString() throws(JSONSyntaxError) -> String {
+    package mutating func readString() throws(JSONSyntaxError) -> String {
         let start = offset + 1
         let plain = try skipString()
         let raw = bytes[start..<offset - 1]

@@ -3,44 +3,44 @@
 /// rowcast encodes each record exactly once, straight into bytes; this is the only
 /// place that knows how a JSON string is escaped. Output is RFC 8259 JSON: `"`, `\`
 /// and control characters are escaped, every other scalar is written as UTF-8.
-public struct JSONWriter: Sendable {
+package struct JSONWriter: Sendable {
     /// The bytes written so far.
-    public private(set) var bytes: [UInt8]
+    package private(set) var bytes: [UInt8]
 
     /// Starts an empty buffer with room for `capacity` bytes.
-    public init(capacity: Int = 256) {
+    package init(capacity: Int = 256) {
         bytes = []
         bytes.reserveCapacity(capacity)
     }
 
     /// Appends bytes that are already JSON (a raw value or punctuation).
-    public mutating func appendRaw(_ raw: some Collection<UInt8>) {
+    package mutating func appendRaw(_ raw: some Collection<UInt8>) {
         bytes.append(contentsOf: raw)
     }
 
     /// Drops everything after the first `count` bytes (to undo a failed append).
-    public mutating func truncate(to count: Int) {
+    package mutating func truncate(to count: Int) {
         bytes.removeSubrange(count...)
     }
 
     /// Appends one ASCII byte of punctuation.
-    public mutating func append(byte: UInt8) {
+    package mutating func append(byte: UInt8) {
         bytes.append(byte)
     }
 
     /// Appends ASCII text that needs no escaping (keys and numbers we produce ourselves).
-    public mutating func appendASCII(_ text: StaticString) {
+    package mutating func appendASCII(_ text: StaticString) {
         text.withUTF8Buffer { bytes.append(contentsOf: $0) }
     }
 
     /// Appends `value` as a quoted, escaped JSON string.
-    public mutating func appendString(_ value: String) {
+    package mutating func appendString(_ value: String) {
         var value = value
         value.withUTF8 { appendString(utf8: $0) }
     }
 
     /// Appends UTF-8 bytes as a quoted, escaped JSON string. The bytes must be valid UTF-8.
-    public mutating func appendString(utf8: some Collection<UInt8>) {
+    package mutating func appendString(utf8: some Collection<UInt8>) {
         bytes.append(UInt8(ascii: "\""))
         for byte in utf8 {
             switch byte {
@@ -63,18 +63,18 @@ public struct JSONWriter: Sendable {
     }
 
     /// Appends a decimal integer.
-    public mutating func appendInteger(_ value: some BinaryInteger) {
+    package mutating func appendInteger(_ value: some BinaryInteger) {
         bytes.append(contentsOf: Array(String(value).utf8))
     }
 
     /// Appends `true` or `false`.
-    public mutating func appendBool(_ value: Bool) {
+    package mutating func appendBool(_ value: Bool) {
         if value { appendASCII("true") } else { appendASCII("false") }
     }
 
     /// Appends `"key":` for a key that needs no escaping. Writes the separating comma
     /// when `first` is false and then clears it.
-    public mutating func appendKey(_ key: StaticString, first: inout Bool) {
+    package mutating func appendKey(_ key: StaticString, first: inout Bool) {
         if !first { bytes.append(UInt8(ascii: ",")) }
         first = false
         bytes.append(UInt8(ascii: "\""))

@@ -4,17 +4,17 @@
 /// gave them: parsing into `Double` and printing again would change `1.10` into `1.1`
 /// and lose digits past 2^53. Construct one through ``JSONScanner`` (which validates)
 /// or from bytes rowcast wrote itself.
-public struct RawJSON: Sendable, Hashable {
+package struct RawJSON: Sendable, Hashable {
     /// The UTF-8 bytes of one complete JSON value.
-    public let bytes: [UInt8]
+    package let bytes: [UInt8]
 
     /// Wraps bytes the caller vouches for: produced by ``JSONWriter`` or already validated.
-    public init(trusted bytes: [UInt8]) {
+    package init(trusted bytes: [UInt8]) {
         self.bytes = bytes
     }
 
     /// Validates `bytes` as exactly one JSON value (surrounding whitespace allowed).
-    public init(validating bytes: [UInt8]) throws(JSONSyntaxError) {
+    package init(validating bytes: [UInt8]) throws(JSONSyntaxError) {
         var scanner = JSONScanner(bytes)
         try scanner.skipValue()
         try scanner.expectEnd()
@@ -22,5 +22,5 @@ public struct RawJSON: Sendable, Hashable {
     }
 
     /// The JSON text.
-    public var text: String { String(decoding: bytes, as: UTF8.self) }
+    package var text: String { String(decoding: bytes, as: UTF8.self) }
 }

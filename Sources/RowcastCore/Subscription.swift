@@ -1,24 +1,24 @@
 /// What one client asked to receive (SPEC section 4, `subscribe`): tables, operations
 /// and a PostgREST-style row filter. Pure: matching takes a record and returns a Bool.
-public struct Subscription: Sendable, Equatable {
+package struct Subscription: Sendable, Equatable {
     /// `schema.table` names; nil means every table (and records without one).
-    public var tables: Set<String>?
+    package var tables: Set<String>?
     /// nil means every operation.
-    public var ops: Set<Operation>?
+    package var ops: Set<Operation>?
     /// A condition on one column of the row (or of `old` for deletes).
-    public var filter: RowFilter?
+    package var filter: RowFilter?
 
     /// Everything the client may see (`ready for data`).
-    public static let everything = Subscription(tables: nil, ops: nil, filter: nil)
+    package static let everything = Subscription(tables: nil, ops: nil, filter: nil)
 
-    public init(tables: Set<String>?, ops: Set<Operation>?, filter: RowFilter?) {
+    package init(tables: Set<String>?, ops: Set<Operation>?, filter: RowFilter?) {
         self.tables = tables
         self.ops = ops
         self.filter = filter
     }
 
     /// Whether `record` is one the client asked for.
-    public func matches(_ record: ChangeRecord) -> Bool {
+    package func matches(_ record: ChangeRecord) -> Bool {
         if let ops, !ops.contains(record.op) { return false }
         if let tables {
             guard let table = record.qualifiedTable, tables.contains(table) else { return false }
@@ -34,18 +34,18 @@ public struct Subscription: Sendable, Equatable {
 /// `column=op.value`, with op one of `eq neq lt lte gt gte in` (`in.(a,b,c)`), compared
 /// with the column's JSON value: numbers numerically, strings as strings, booleans and
 /// null by their JSON spelling.
-public struct RowFilter: Sendable, Equatable, CustomStringConvertible {
-    public enum Comparison: String, Sendable, CaseIterable {
+package struct RowFilter: Sendable, Equatable, CustomStringConvertible {
+    package enum Comparison: String, Sendable, CaseIterable {
         case eq, neq, lt, lte, gt, gte, `in`
     }
 
-    public let column: String
-    public let comparison: Comparison
+    package let column: String
+    package let comparison: Comparison
     /// One value, or several for `in`.
-    public let values: [String]
+    package let values: [String]
 
     /// Parses `column=op.value`; a ``RowFilterError`` says what is wrong.
-    public init(parsing text: String) throws(RowFilterError) {
+    package init(parsing text: String) throws(RowFilterError) {
         guard let equals = text.firstIndex(of: "="), equals != text.startIndex else {
             throw .malformed("expected column=op.value, e.g. id=eq.7")
         }
@@ -68,12 +68,12 @@ public struct RowFilter: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    public var description: String {
+    package var description: String {
         column + "=" + comparison.rawValue + "." + (comparison == .in ? "(" + values.joined(separator: ",") + ")" : values[0])
     }
 
     /// Whether the row's value for `column` satisfies the filter. A missing column never matches.
-    public func matches(_ row: RawJSON) -> Bool {
+    package func matches(_ row: RawJSON) -> Bool {
         var scanner = JSONScanner(row.bytes)
         var found: Range<Int>?
         do {
@@ -98,10 +98,10 @@ public struct RowFilter: Sendable, Equatable, CustomStringConvertible {
 }
 
 /// Why a filter was rejected; sent back as an `error` with code `bad_filter`.
-public enum RowFilterError: Error, Sendable, Equatable, CustomStringConvertible {
+package enum RowFilterError: Error, Sendable, Equatable, CustomStringConvertible {
     case malformed(String)
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .malformed(let why): "bad filter: \(why)"
         }

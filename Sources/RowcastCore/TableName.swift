@@ -1,15 +1,15 @@
 /// A table as users name it on the command line: `schema.table`, or `table` for `public`.
-public struct TableName: Sendable, Hashable, CustomStringConvertible {
-    public let schema: String
-    public let name: String
+package struct TableName: Sendable, Hashable, CustomStringConvertible {
+    package let schema: String
+    package let name: String
 
-    public init(schema: String, name: String) {
+    package init(schema: String, name: String) {
         self.schema = schema
         self.name = name
     }
 
     /// Parses `schema.table` or `table`; nil for an empty part or more than one dot.
-    public init?(parsing text: String) {
+    package init?(parsing text: String) {
         let parts = text.split(separator: ".", omittingEmptySubsequences: false)
         switch parts.count {
         case 1 where !parts[0].isEmpty:
@@ -22,13 +22,13 @@ public struct TableName: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// `schema.table`.
-    public var description: String { schema + "." + name }
+    package var description: String { schema + "." + name }
 
     /// The name quoted for SQL: `"schema"."table"`.
-    public var quoted: String { Self.quoteIdentifier(schema) + "." + Self.quoteIdentifier(name) }
+    package var quoted: String { Self.quoteIdentifier(schema) + "." + Self.quoteIdentifier(name) }
 
     /// Quotes an identifier the way `quote_ident` does when quoting is needed.
-    public static func quoteIdentifier(_ identifier: String) -> String {
+    package static func quoteIdentifier(_ identifier: String) -> String {
         var quoted = "\""
         for character in identifier {
             quoted.append(character)

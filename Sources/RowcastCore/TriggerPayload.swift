@@ -10,16 +10,16 @@
 ///   change itself is the `payload` of row `ID` in `rowcast.overflow`;
 /// - a loss report: a change without `row`/`old` but with `"lost":REASON`, sent when
 ///   the trigger could not store an oversized change and chose not to fail the write.
-public enum TriggerPayload: Sendable, Equatable {
+package enum TriggerPayload: Sendable, Equatable {
     /// The NOTIFY channel the trigger function uses.
-    public static let channel = "rowcast"
+    package static let channel = "rowcast"
 
     case change(TriggerChange)
     case overflow(id: Int64)
     case lost(TriggerChange, reason: String)
 
     /// Decodes one payload.
-    public static func decode(_ bytes: [UInt8]) throws(TriggerPayloadError) -> TriggerPayload {
+    package static func decode(_ bytes: [UInt8]) throws(TriggerPayloadError) -> TriggerPayload {
         var scanner = JSONScanner(bytes)
         var op: Operation?
         var schema: String?
@@ -81,16 +81,16 @@ public enum TriggerPayload: Sendable, Equatable {
 }
 
 /// A row change as the trigger function reports it.
-public struct TriggerChange: Sendable, Equatable {
-    public var op: Operation
-    public var schema: String
-    public var table: String
-    public var xid: UInt32?
-    public var row: RawJSON?
-    public var old: RawJSON?
+package struct TriggerChange: Sendable, Equatable {
+    package var op: Operation
+    package var schema: String
+    package var table: String
+    package var xid: UInt32?
+    package var row: RawJSON?
+    package var old: RawJSON?
 
     /// The record for this change at `cursor`.
-    public func record(cursor: Cursor) -> ChangeRecord {
+    package func record(cursor: Cursor) -> ChangeRecord {
         var record = ChangeRecord(cursor: cursor, source: .trigger, op: op)
         record.schema = schema
         record.table = table
@@ -102,11 +102,11 @@ public struct TriggerChange: Sendable, Equatable {
 }
 
 /// Why a trigger payload could not be decoded.
-public enum TriggerPayloadError: Error, Sendable, Equatable, CustomStringConvertible {
+package enum TriggerPayloadError: Error, Sendable, Equatable, CustomStringConvertible {
     case malformed(String)
     case missing(String)
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .malformed(let why): "malformed trigger payload: \(why)"
         case .missing(let key): "trigger payload lacks \(key)"

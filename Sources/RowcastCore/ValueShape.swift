@@ -2,7 +2,7 @@
 /// type falls in (after looking through domains), with the element or attribute
 /// shapes for arrays and composites. Built from the catalog; used to turn
 /// pgoutput's text values into exactly the JSON `to_jsonb` gives.
-public indirect enum ValueShape: Sendable, Equatable {
+package indirect enum ValueShape: Sendable, Equatable {
     /// `bool`: `t`/`f` become true/false.
     case bool
     /// int2, int4, int8, float4, float8, numeric: a JSON number, or a string for
@@ -24,18 +24,18 @@ public indirect enum ValueShape: Sendable, Equatable {
     case composite([Attribute])
 
     /// One attribute of a composite type.
-    public struct Attribute: Sendable, Equatable {
-        public let name: String
-        public let shape: ValueShape
+    package struct Attribute: Sendable, Equatable {
+        package let name: String
+        package let shape: ValueShape
 
-        public init(name: String, shape: ValueShape) {
+        package init(name: String, shape: ValueShape) {
             self.name = name
             self.shape = shape
         }
     }
 
     /// The shape of a built-in scalar type by OID, or nil when the catalog must be asked.
-    public static func builtin(_ oid: UInt32) -> ValueShape? {
+    package static func builtin(_ oid: UInt32) -> ValueShape? {
         switch oid {
         case 16: .bool
         case 20, 21, 23, 700, 701, 1700: .number
@@ -51,17 +51,17 @@ public indirect enum ValueShape: Sendable, Equatable {
 }
 
 /// A text value that does not parse as its type's output should.
-public struct ValueConversionError: Error, Sendable, Equatable, CustomStringConvertible {
-    public let expected: String
-    public let offset: Int
+package struct ValueConversionError: Error, Sendable, Equatable, CustomStringConvertible {
+    package let expected: String
+    package let offset: Int
 
-    public var description: String { "cannot convert a value to JSON: expected \(expected) at byte \(offset)" }
+    package var description: String { "cannot convert a value to JSON: expected \(expected) at byte \(offset)" }
 }
 
 /// Turns a type's text output into the JSON `to_jsonb` gives for it.
-public enum ValueJSON {
+package enum ValueJSON {
     /// Appends the JSON for `text`, a value of shape `shape`.
-    public static func append(
+    package static func append(
         _ text: ArraySlice<UInt8>,
         shape: ValueShape,
         to writer: inout JSONWriter

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import RowcastCore
 
 extension StopSignal {
@@ -52,4 +53,58 @@ package func runBlockingOnThread(
 package protocol BlockingCaptureSource: CaptureSource {
     /// Captures on the calling thread until `stop` fires or the sink fails.
     func runBlocking(sink: any RecordSink, stop: StopSignal)
+}
+
+/// The reconnect loop both capture sources share: run `work` on the connection
+/// while it lasts; when it fails, log it, mark the capture disconnected, and
+/// reconnect with ``Backoff`` until `finished` says so or `stop` fires.
+struct ReconnectLoop {
+    let state: CaptureState
+    let logger: Logger
+    let stop: StopSignal
+
+    /// - Parameters:
+    ///   - connection: the connection made at start-up, if any.
+    ///   - reconnect: opens a new connection ready for `work` (LISTEN, START_REPLICATION).
+    ///   - reconnected: what to log once it did.
+    ///   - finished: whether to end; checked before each round.
+    ///   - work: one round on the connection; throwing means the connection is lost.
+    ///   - lost: called after a connection is lost, before reconnecting.
+    func run(
+        connection first: PostgresConnection?,
+        reconnect: () throws -> PostgresConnection,
+        reconnected: String,
+        finished: () -> Bool,
+        work: (PostgresConnection) throws -> Void,
+        lost: () -> Void = {}
+    ) {
+        var connection = first
+        var backoff = Backoff()
+        while !finished() {
+            guard let current = connection else {
+                guard stop.sleep(seconds: backoff.take()) else { break }
+                do {
+                    connection = try reconnect()
+                    backoff.reset()
+                    state.markConnected()
+                    logger.warning("\(reconnected)")
+                } catch {
+                    state.markDisconnected("\(error)")
+                    logger.warning("cannot reconnect yet: \(error)")
+                }
+                continue
+            }
+            do {
+                try work(current)
+            } catch {
+                logger.error("\(error); reconnecting")
+                state.markDisconnected("\(error)")
+                current.close()
+                connection = nil
+                lost()
+            }
+        }
+        connection?.close()
+        state.markDisconnected("stopped")
+    }
 }

@@ -2,19 +2,19 @@ import Foundation
 
 /// How to reach the database, resolved the way `psql` resolves it: `--db`, else
 /// `DATABASE_URL`, else libpq's own `PG*` variables and defaults.
-public struct ConnectionSettings: Sendable, Equatable {
+package struct ConnectionSettings: Sendable, Equatable {
     /// A libpq URI or `key=value` string; empty means "libpq defaults and `PG*`".
-    public var conninfo: String
+    package var conninfo: String
     /// Sent as `application_name` unless the conninfo names one.
-    public var applicationName: String
+    package var applicationName: String
 
-    public init(conninfo: String, applicationName: String = "rowcast") {
+    package init(conninfo: String, applicationName: String = "rowcast") {
         self.conninfo = conninfo
         self.applicationName = applicationName
     }
 
     /// Resolves `--db` against the environment.
-    public static func resolve(
+    package static func resolve(
         db: String?,
         environment: [String: String] = ProcessInfo.processInfo.environment
     ) -> ConnectionSettings {

@@ -1,14 +1,14 @@
 import RowcastCore
 
 /// One finding of `rowcast doctor`.
-public struct DoctorCheck: Sendable, Equatable {
-    public enum Outcome: String, Sendable { case ok, warn, fail }
+package struct DoctorCheck: Sendable, Equatable {
+    package enum Outcome: String, Sendable { case ok, warn, fail }
 
-    public var outcome: Outcome
+    package var outcome: Outcome
     /// What was found, in one line.
-    public var summary: String
+    package var summary: String
     /// The exact fix: SQL to run or a configuration line; nil when nothing needs fixing.
-    public var fix: String?
+    package var fix: String?
 
     static func ok(_ summary: String) -> DoctorCheck { DoctorCheck(outcome: .ok, summary: summary, fix: nil) }
     static func warn(_ summary: String, fix: String) -> DoctorCheck { DoctorCheck(outcome: .warn, summary: summary, fix: fix) }
@@ -16,11 +16,11 @@ public struct DoctorCheck: Sendable, Equatable {
 }
 
 /// Checks what each capture mode needs from the server, and says how to fix what is missing.
-public enum Doctor {
+package enum Doctor {
     /// Runs the checks for `modes`. `tables` are the tables the user means to capture
     /// (checked for the trigger in trigger mode and for a replica identity in
     /// replication mode, together with the publication's own tables).
-    public static func check(
+    package static func check(
         on connection: PostgresConnection,
         modes: [CaptureMode],
         tables: [TableName],

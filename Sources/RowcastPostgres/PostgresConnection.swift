@@ -7,14 +7,14 @@ import Foundation
 /// capture thread, or a command's main flow), which is why the class is
 /// `@unchecked Sendable` rather than guarded by a lock. Every libpq call that
 /// blocks does so on that thread, never on Swift's cooperative pool.
-public final class PostgresConnection: @unchecked Sendable {
+package final class PostgresConnection: @unchecked Sendable {
     private var handle: OpaquePointer?
 
     /// Connects, resolving `settings` exactly as `psql` would.
     ///
     /// - Parameter replication: opens a `replication=database` connection for the
     ///   streaming replication protocol.
-    public init(_ settings: ConnectionSettings, replication: Bool = false) throws(PostgresError) {
+    package init(_ settings: ConnectionSettings, replication: Bool = false) throws(PostgresError) {
         // Order matters: later keywords override earlier ones, and the expanded
         // `dbname` (the user's conninfo) sits between what it may override
         // (application_name) and what rowcast must have (client_encoding).
@@ -50,24 +50,24 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     /// Closes the connection; later calls fail with `connectionLost`.
-    public func close() {
+    package func close() {
         if let handle { PQfinish(handle) }
         handle = nil
     }
 
     /// The server's version number, e.g. 150018.
-    public var serverVersion: Int {
+    package var serverVersion: Int {
         handle.map { Int(PQserverVersion($0)) } ?? 0
     }
 
     /// The backend's process id.
-    public var backendPID: Int32 {
+    package var backendPID: Int32 {
         handle.map { PQbackendPID($0) } ?? 0
     }
 
     /// Runs one statement with text parameters (`$1`, `$2`, …) and returns its rows.
     @discardableResult
-    public func execute(_ sql: String, _ parameters: [String?] = []) throws(PostgresError) -> QueryResult {
+    package func execute(_ sql: String, _ parameters: [String?] = []) throws(PostgresError) -> QueryResult {
         let conn = try live()
         let result: OpaquePointer? =
             if parameters.isEmpty {
@@ -81,32 +81,32 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     /// Runs a script of several statements (no parameters), as `psql -f` would.
-    public func executeScript(_ sql: String) throws(PostgresError) {
+    package func executeScript(_ sql: String) throws(PostgresError) {
         let conn = try live()
         _ = try collect(PQexec(conn, sql))
     }
 
     /// The socket to wait on.
-    public var socket: Int32 {
+    package var socket: Int32 {
         handle.map { PQsocket($0) } ?? -1
     }
 
     /// Waits until the socket is readable or `milliseconds` pass; true when readable.
-    public func waitReadable(milliseconds: Int32) -> Bool {
+    package func waitReadable(milliseconds: Int32) -> Bool {
         var descriptor = pollfd(fd: socket, events: Int16(POLLIN), revents: 0)
         return poll(&descriptor, 1, milliseconds) > 0
     }
 
     /// Reads whatever the server has sent, without blocking.
-    public func consumeInput() throws(PostgresError) {
+    package func consumeInput() throws(PostgresError) {
         let conn = try live()
         if PQconsumeInput(conn) == 0 || PQstatus(conn) != CONNECTION_OK {
-            throw .connectionLost(PostgresError.oneLine(String(cString: PQerrorMessage(conn))))
+            throw Self.connectionError(conn)
         }
     }
 
     /// Takes every notification received so far.
-    public func drainNotifications() -> [PostgresNotification] {
+    package func drainNotifications() -> [PostgresNotification] {
         guard let handle else { return [] }
         var notifications: [PostgresNotification] = []
         while let notify = PQnotifies(handle) {
@@ -122,7 +122,7 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     /// Whether the connection is still usable.
-    public var isConnected: Bool {
+    package var isConnected: Bool {
         handle.map { PQstatus($0) == CONNECTION_OK } ?? false
     }
 
@@ -156,19 +156,28 @@ public final class PostgresConnection: @unchecked Sendable {
             return QueryResult(columns: columns, rows: rows)
         default:
             if let handle, PQstatus(handle) != CONNECTION_OK {
-                throw .connectionLost(PostgresError.oneLine(String(cString: PQerrorMessage(handle))))
+                throw Self.connectionError(handle)
             }
-            func field(_ code: Character) -> String? {
-                guard let value = PQresultErrorField(result, Int32(code.asciiValue ?? 0)) else { return nil }
-                return String(cString: value)
-            }
-            throw .server(
-                sqlState: field("C") ?? "XX000",
-                message: field("M") ?? PostgresError.oneLine(String(cString: PQresultErrorMessage(result))),
-                detail: field("D"),
-                hint: field("H")
-            )
+            throw Self.serverError(result)
         }
+    }
+
+    /// The one reading of a failed result: SQLSTATE, message, detail and hint.
+    static func serverError(_ result: OpaquePointer) -> PostgresError {
+        func field(_ code: Character) -> String? {
+            PQresultErrorField(result, Int32(code.asciiValue ?? 0)).map { String(cString: $0) }
+        }
+        return .server(
+            sqlState: field("C") ?? "XX000",
+            message: field("M") ?? PostgresError.oneLine(String(cString: PQresultErrorMessage(result))),
+            detail: field("D"),
+            hint: field("H")
+        )
+    }
+
+    /// The one reading of a connection-level failure.
+    static func connectionError(_ connection: OpaquePointer) -> PostgresError {
+        .connectionLost(PostgresError.oneLine(String(cString: PQerrorMessage(connection))))
     }
 
     private static func withCStrings<R>(_ strings: [String], _ body: ([UnsafePointer<CChar>?]) -> R) -> R {
@@ -185,27 +194,27 @@ public final class PostgresConnection: @unchecked Sendable {
 }
 
 /// A NOTIFY received on a LISTEN connection.
-public struct PostgresNotification: Sendable, Equatable {
-    public let channel: String
+package struct PostgresNotification: Sendable, Equatable {
+    package let channel: String
     /// The payload bytes, UTF-8 (the connection's client encoding).
-    public let payload: [UInt8]
+    package let payload: [UInt8]
     /// The process id of the notifying backend.
-    public let pid: Int32
+    package let pid: Int32
 }
 
 /// The rows of a query, as text.
-public struct QueryResult: Sendable {
-    public let columns: [String]
-    public let rows: [[String?]]
+package struct QueryResult: Sendable {
+    package let columns: [String]
+    package let rows: [[String?]]
 
     /// The first column of the first row, if any.
-    public var scalar: String? {
+    package var scalar: String? {
         rows.first?.first ?? nil
     }
 }
 
 /// What one read from a CopyBoth stream gave.
-public enum CopyDataRead: Sendable {
+package enum CopyDataRead: Sendable {
     /// One CopyData message's bytes.
     case data([UInt8])
     /// Nothing complete yet: wait on the socket, then ``PostgresConnection/consumeInput()``.
@@ -217,28 +226,20 @@ public enum CopyDataRead: Sendable {
 extension PostgresConnection {
     /// Sends a command that starts a CopyBoth stream (`START_REPLICATION`) and
     /// switches to non-blocking mode for it.
-    public func startCopyBoth(_ command: String) throws(PostgresError) {
+    package func startCopyBoth(_ command: String) throws(PostgresError) {
         let conn = try liveHandle()
         guard let result = PQexec(conn, command) else {
-            throw .connectionLost(PostgresError.oneLine(String(cString: PQerrorMessage(conn))))
+            throw Self.connectionError(conn)
         }
         defer { PQclear(result) }
         guard PQresultStatus(result) == PGRES_COPY_BOTH else {
-            func field(_ code: Character) -> String? {
-                PQresultErrorField(result, Int32(code.asciiValue ?? 0)).map { String(cString: $0) }
-            }
-            throw .server(
-                sqlState: field("C") ?? "XX000",
-                message: field("M") ?? PostgresError.oneLine(String(cString: PQerrorMessage(conn))),
-                detail: field("D"),
-                hint: field("H")
-            )
+            throw Self.serverError(result)
         }
         PQsetnonblocking(conn, 1)
     }
 
     /// Reads the next CopyData message without blocking.
-    public func readCopyData() throws(PostgresError) -> CopyDataRead {
+    package func readCopyData() throws(PostgresError) -> CopyDataRead {
         let conn = try liveHandle()
         var buffer: UnsafeMutablePointer<CChar>?
         let length = PQgetCopyData(conn, &buffer, 1)
@@ -261,21 +262,21 @@ extension PostgresConnection {
             }
             return .ended
         default:
-            throw .connectionLost(PostgresError.oneLine(String(cString: PQerrorMessage(conn))))
+            throw Self.connectionError(conn)
         }
     }
 
     /// Sends one CopyData message and flushes it.
-    public func writeCopyData(_ bytes: [UInt8]) throws(PostgresError) {
+    package func writeCopyData(_ bytes: [UInt8]) throws(PostgresError) {
         let conn = try liveHandle()
         let queued = bytes.withUnsafeBufferPointer { buffer in
             buffer.withMemoryRebound(to: CChar.self) { PQputCopyData(conn, $0.baseAddress, Int32($0.count)) }
         }
-        guard queued == 1 else { throw .connectionLost(PostgresError.oneLine(String(cString: PQerrorMessage(conn)))) }
+        guard queued == 1 else { throw Self.connectionError(conn) }
         while true {
             let flushed = PQflush(conn)
             if flushed == 0 { return }
-            if flushed < 0 { throw .connectionLost(PostgresError.oneLine(String(cString: PQerrorMessage(conn)))) }
+            if flushed < 0 { throw Self.connectionError(conn) }
             var descriptor = pollfd(fd: PQsocket(conn), events: Int16(POLLOUT | POLLIN), revents: 0)
             _ = poll(&descriptor, 1, 1000)
             if descriptor.revents & Int16(POLLIN) != 0 { _ = PQconsumeInput(conn) }

@@ -1,7 +1,7 @@
 import Foundation
 
 /// A failure talking to PostgreSQL, phrased for a one-line message.
-public enum PostgresError: Error, Sendable, CustomStringConvertible {
+package enum PostgresError: Error, Sendable, CustomStringConvertible {
     /// The connection could not be made (the CLI exits 3).
     case cannotConnect(String)
     /// The connection broke while in use.
@@ -12,12 +12,12 @@ public enum PostgresError: Error, Sendable, CustomStringConvertible {
     case protocolViolation(String)
 
     /// The SQLSTATE of a server error, if this is one.
-    public var sqlState: String? {
+    package var sqlState: String? {
         if case .server(let state, _, _, _) = self { return state }
         return nil
     }
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .cannotConnect(let why):
             "cannot connect to PostgreSQL: \(why) (fix: check --db, DATABASE_URL or the PG* variables, and that the server is running)"

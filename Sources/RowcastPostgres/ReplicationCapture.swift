@@ -10,15 +10,15 @@ import Synchronization
 /// a record is, when to send a status update, what may be confirmed, `--endpos`,
 /// skipping resends): the shell reads the socket, feeds the session events, and
 /// performs the actions it returns, in order. It also reconnects with backoff.
-public final class ReplicationCapture: BlockingCaptureSource {
-    public struct Configuration: Sendable {
-        public var connection: ConnectionSettings
-        public var slot: String
-        public var publication: String
+package final class ReplicationCapture: BlockingCaptureSource {
+    package struct Configuration: Sendable {
+        package var connection: ConnectionSettings
+        package var slot: String
+        package var publication: String
         /// The session's rules: tables, `since`, status interval, `--endpos`.
-        public var session: ReplicationSession.Configuration
+        package var session: ReplicationSession.Configuration
 
-        public init(connection: ConnectionSettings, slot: String = "rowcast", publication: String = "rowcast", session: ReplicationSession.Configuration = .init()) {
+        package init(connection: ConnectionSettings, slot: String = "rowcast", publication: String = "rowcast", session: ReplicationSession.Configuration = .init()) {
             self.connection = connection
             self.slot = slot
             self.publication = publication
@@ -26,7 +26,7 @@ public final class ReplicationCapture: BlockingCaptureSource {
         }
 
         /// The same, with the session's settings spelled out.
-        public init(
+        package init(
             connection: ConnectionSettings, slot: String = "rowcast", publication: String = "rowcast",
             tables: Set<TableName>, since: Cursor? = nil, statusInterval: Double = 10, endPosition: UInt64? = nil
         ) {
@@ -37,19 +37,19 @@ public final class ReplicationCapture: BlockingCaptureSource {
         }
     }
 
-    public let configuration: Configuration
-    public let state = CaptureState()
-    public var mode: CaptureMode { .replication }
+    package let configuration: Configuration
+    package let state = CaptureState()
+    package var mode: CaptureMode { .replication }
     /// Just before the slot's confirmed position when streaming began: the slot
     /// delivers only transactions that commit at or after it.
-    public let origin: Cursor
+    package let origin: Cursor
     private let logger: Logger
     private let firstConnection: Mutex<PostgresConnection?>
 
     /// Checks the publication and the slot (creating what is missing, see
     /// ``ReplicationSetup``), checks the slot is free, and starts streaming. Errors
     /// here are the user's to fix, so they are thrown.
-    public static func connect(configuration: Configuration, allTables: ReplicationSetup.AllTables = .no, logger: Logger) throws(CaptureError) -> ReplicationCapture {
+    package static func connect(configuration: Configuration, allTables: ReplicationSetup.AllTables = .no, logger: Logger) throws(CaptureError) -> ReplicationCapture {
         let admin: PostgresConnection
         var confirmed: UInt64 = 0
         var captured: Set<String>?
@@ -108,7 +108,7 @@ public final class ReplicationCapture: BlockingCaptureSource {
         self.firstConnection = Mutex(nil)
     }
 
-    public func run(sink: any RecordSink, stop: StopSignal) async {
+    package func run(sink: any RecordSink, stop: StopSignal) async {
         await runBlockingOnThread(named: "rowcast-replication", stop: stop) { stop in
             self.runBlocking(sink: sink, stop: stop)
         }
@@ -117,7 +117,7 @@ public final class ReplicationCapture: BlockingCaptureSource {
     /// The capture loop, on a thread of its own: stream, and reconnect until the
     /// session finishes (stop, `--endpos`, or a failed sink).
     package func runBlocking(sink: any RecordSink, stop: StopSignal) {
-        var connection: PostgresConnection? = firstConnection.withLock { connection in
+        let connection: PostgresConnection? = firstConnection.withLock { connection in
             defer { connection = nil }
             return connection
         }
@@ -126,33 +126,14 @@ public final class ReplicationCapture: BlockingCaptureSource {
             types: TypeCatalog(settings: configuration.connection),
             sink: sink, state: state, logger: logger
         )
-        var backoff = Backoff()
-        while driver.session.finished == nil {
-            guard let current = connection else {
-                guard stop.sleep(seconds: backoff.take()) else { break }
-                do {
-                    connection = try startStream()
-                    backoff.reset()
-                    state.markConnected()
-                    logger.info("resumed streaming from slot \(configuration.slot)")
-                } catch {
-                    state.markDisconnected("\(error)")
-                    logger.warning("cannot resume streaming yet: \(error)")
-                }
-                continue
-            }
-            do {
-                try driver.stream(on: current, stop: stop)
-            } catch {
-                logger.error("\(error); reconnecting")
-                state.markDisconnected("\(error)")
-                current.close()
-                connection = nil
-                try? driver.feed(.disconnected, on: nil)
-            }
-        }
-        connection?.close()
-        state.markDisconnected("stopped")
+        ReconnectLoop(state: state, logger: logger, stop: stop).run(
+            connection: connection,
+            reconnect: { try startStream() },
+            reconnected: "resumed streaming from slot \(configuration.slot)",
+            finished: { driver.session.finished != nil },
+            work: { current in try driver.stream(on: current, stop: stop) },
+            lost: { try? driver.feed(.disconnected, on: nil) }
+        )
     }
 
     /// The tables the publication sends that the session forwards; nil for a

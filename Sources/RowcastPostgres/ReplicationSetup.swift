@@ -1,13 +1,13 @@
 import RowcastCore
 
 /// Creates and removes replication mode's publication and slot.
-public enum ReplicationSetup {
+package enum ReplicationSetup {
     /// Whether a publication FOR ALL TABLES may be created when no table is named.
     ///
     /// Such a publication makes every UPDATE and DELETE fail on tables without a
     /// primary key or replica identity, for every application, until it is dropped:
     /// rowcast never creates one without being asked.
-    public enum AllTables: Sendable {
+    package enum AllTables: Sendable {
         /// Never: no table and no publication is an error naming `--table` and `--all-tables`.
         case no
         /// When asked, and only when no table's writes would then fail.
@@ -20,7 +20,7 @@ public enum ReplicationSetup {
     /// allows) or adds missing tables to it, and creates the slot when missing.
     /// Idempotent. Returns what it did, one line per change.
     @discardableResult
-    public static func install(
+    package static func install(
         on connection: PostgresConnection,
         publication: String,
         slot: String,
@@ -77,7 +77,7 @@ public enum ReplicationSetup {
     /// Tables whose UPDATE and DELETE fail once a publication that publishes them
     /// exists: no primary key and default replica identity, identity NOTHING, or an
     /// identity index that is gone. `schema.table`, sorted.
-    public static func tablesWithoutReplicaIdentity(on connection: PostgresConnection, publication: String? = nil) throws(PostgresError) -> [String] {
+    package static func tablesWithoutReplicaIdentity(on connection: PostgresConnection, publication: String? = nil) throws(PostgresError) -> [String] {
         let scope = publication == nil
             ? "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'"
             : "EXISTS (SELECT 1 FROM pg_publication_tables p WHERE p.pubname = $1 AND p.schemaname = n.nspname AND p.tablename = c.relname)"
@@ -95,7 +95,7 @@ public enum ReplicationSetup {
 
     /// Drops the publication, and the slot too when `dropSlot`.
     @discardableResult
-    public static func teardown(on connection: PostgresConnection, publication: String, slot: String, dropSlot: Bool) throws(SetupError) -> [String] {
+    package static func teardown(on connection: PostgresConnection, publication: String, slot: String, dropSlot: Bool) throws(SetupError) -> [String] {
         var done: [String] = []
         do {
             if try connection.execute("SELECT count(*) FROM pg_publication WHERE pubname = $1", [publication]).scalar != "0" {

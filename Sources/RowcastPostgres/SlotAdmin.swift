@@ -2,28 +2,28 @@ import Foundation
 import RowcastCore
 
 /// One logical replication slot as `rowcast slot status` reports it.
-public struct SlotStatus: Sendable, Equatable {
-    public var name: String
-    public var plugin: String?
-    public var database: String?
-    public var active: Bool
-    public var activePID: Int?
-    public var restartLSN: String?
-    public var confirmedFlushLSN: String?
+package struct SlotStatus: Sendable, Equatable {
+    package var name: String
+    package var plugin: String?
+    package var database: String?
+    package var active: Bool
+    package var activePID: Int?
+    package var restartLSN: String?
+    package var confirmedFlushLSN: String?
     /// Bytes between the server's current WAL position and `confirmed_flush_lsn`.
-    public var lagBytes: Int64?
+    package var lagBytes: Int64?
     /// `lagBytes` in the server's own units (`pg_size_pretty`).
-    public var lag: String?
+    package var lag: String?
     /// Bytes of WAL the slot keeps on disk (from `restart_lsn`).
-    public var retainedBytes: Int64?
-    public var walStatus: String?
-    public var safeWALSize: Int64?
+    package var retainedBytes: Int64?
+    package var walStatus: String?
+    package var safeWALSize: Int64?
 }
 
 /// Reads and manages logical replication slots.
-public enum SlotAdmin {
+package enum SlotAdmin {
     /// Every logical slot, or the one named `slot` (empty when it does not exist).
-    public static func status(on connection: PostgresConnection, slot: String? = nil) throws(PostgresError) -> [SlotStatus] {
+    package static func status(on connection: PostgresConnection, slot: String? = nil) throws(PostgresError) -> [SlotStatus] {
         let result = try connection.execute(
             """
             WITH here AS (
@@ -59,14 +59,14 @@ public enum SlotAdmin {
     }
 
     /// `max_slot_wal_keep_size` in bytes; nil when unlimited (-1).
-    public static func maxSlotWALKeepSize(on connection: PostgresConnection) throws(PostgresError) -> Int64? {
+    package static func maxSlotWALKeepSize(on connection: PostgresConnection) throws(PostgresError) -> Int64? {
         let megabytes = try connection.execute("SELECT setting::bigint FROM pg_settings WHERE name = 'max_slot_wal_keep_size'").scalar
         guard let megabytes, let value = Int64(megabytes), value >= 0 else { return nil }
         return value * 1024 * 1024
     }
 
     /// Creates a logical slot using `pgoutput`.
-    public static func create(on connection: PostgresConnection, slot: String) throws(SlotError) {
+    package static func create(on connection: PostgresConnection, slot: String) throws(SlotError) {
         try mappingErrors(slot: slot) {
             if try !status(on: connection, slot: slot).isEmpty { throw SlotError.exists(slot) }
             try connection.execute("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", [slot])
@@ -75,7 +75,7 @@ public enum SlotAdmin {
 
     /// Drops a slot. An active slot is refused unless `force`, which terminates its
     /// holder first and waits (up to `timeoutSeconds`) for the slot to be released.
-    public static func drop(on connection: PostgresConnection, slot: String, force: Bool, timeoutSeconds: Double = 10) throws(SlotError) {
+    package static func drop(on connection: PostgresConnection, slot: String, force: Bool, timeoutSeconds: Double = 10) throws(SlotError) {
         try mappingErrors(slot: slot) {
             guard let current = try status(on: connection, slot: slot).first else { throw SlotError.missing(slot) }
             if current.active {
@@ -107,7 +107,7 @@ public enum SlotAdmin {
 }
 
 /// Why a slot command failed. All are exit code 1.
-public enum SlotError: Error, Sendable, CustomStringConvertible {
+package enum SlotError: Error, Sendable, CustomStringConvertible {
     case missing(String)
     case exists(String)
     case active(String, pid: Int?)
@@ -124,7 +124,7 @@ public enum SlotError: Error, Sendable, CustomStringConvertible {
         }
     }
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .missing(let slot):
             "replication slot \"\(slot)\" does not exist (fix: rowcast slot create \(slot), or rowcast setup --mode replication)"

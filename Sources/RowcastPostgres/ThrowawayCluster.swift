@@ -5,23 +5,23 @@ import Foundation
 /// Started with trust authentication on loopback and a free port, with
 /// `wal_level=logical` unless asked otherwise. As root it runs the server as the
 /// `postgres` user, since `initdb` refuses to run as root.
-public struct ThrowawayCluster: Sendable {
+package struct ThrowawayCluster: Sendable {
     /// The folder holding the data directory, the socket and the server log.
-    public let directory: URL
+    package let directory: URL
     /// The TCP port on 127.0.0.1.
-    public let port: Int
+    package let port: Int
     /// The folder with `initdb`, `pg_ctl` and friends.
-    public let binaries: URL
+    package let binaries: URL
 
     /// A libpq URI for the cluster's `postgres` database as superuser `postgres`.
-    public var url: String { "postgresql://postgres@127.0.0.1:\(port)/postgres" }
+    package var url: String { "postgresql://postgres@127.0.0.1:\(port)/postgres" }
 
     private var dataDirectory: URL { directory.appendingPathComponent("data") }
     private var logFile: URL { directory.appendingPathComponent("server.log") }
 
     /// Creates and starts a cluster in a new temporary folder.
     /// - Parameter walLevel: `logical` for both capture modes; `replica` to test what fails without it.
-    public static func start(walLevel: String = "logical") throws -> ThrowawayCluster {
+    package static func start(walLevel: String = "logical") throws -> ThrowawayCluster {
         let binaries = try findBinaries()
         let folder = try makeTemporaryFolder()
         let cluster = ThrowawayCluster(directory: folder, port: try freePort(), binaries: binaries)
@@ -36,7 +36,7 @@ public struct ThrowawayCluster: Sendable {
     }
 
     /// Reattaches to a cluster started earlier in `directory` (for `stop` from another process).
-    public static func existing(at directory: URL) throws -> ThrowawayCluster {
+    package static func existing(at directory: URL) throws -> ThrowawayCluster {
         let options = try String(contentsOf: directory.appendingPathComponent("data/postgresql.auto.conf"), encoding: .utf8)
         let port = options.split(separator: "\n").compactMap { line -> Int? in
             let parts = line.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
@@ -48,7 +48,7 @@ public struct ThrowawayCluster: Sendable {
     }
 
     /// Stops the server (fast shutdown) and deletes the folder.
-    public func destroy() {
+    package func destroy() {
         try? runTool("pg_ctl", ["-D", dataDirectory.path, "-m", "immediate", "-w", "-t", "30", "stop"])
         try? FileManager.default.removeItem(at: directory)
     }
@@ -190,10 +190,10 @@ public struct ThrowawayCluster: Sendable {
 }
 
 /// Why a throwaway cluster could not be made.
-public enum ClusterError: Error, CustomStringConvertible {
+package enum ClusterError: Error, CustomStringConvertible {
     case failed(String)
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .failed(let why): "throwaway PostgreSQL: \(why)"
         }

@@ -11,18 +11,18 @@ import Synchronization
 /// LISTENs again. NOTIFY is not durable: changes committed while rowcast is not
 /// listening are not seen, which is said loudly in the log (replication mode replays
 /// them).
-public final class TriggerCapture: BlockingCaptureSource {
+package final class TriggerCapture: BlockingCaptureSource {
     /// What to capture.
-    public struct Configuration: Sendable {
-        public var connection: ConnectionSettings
+    package struct Configuration: Sendable {
+        package var connection: ConnectionSettings
         /// Tables whose changes to forward; empty forwards every table that has the trigger.
-        public var tables: Set<TableName>
+        package var tables: Set<TableName>
         /// Channels whose plain NOTIFY traffic becomes `notify` records.
-        public var channels: [String]
+        package var channels: [String]
         /// How long overflow rows are kept for other listeners before being purged.
-        public var overflowRetentionSeconds: Int
+        package var overflowRetentionSeconds: Int
 
-        public init(
+        package init(
             connection: ConnectionSettings,
             tables: Set<TableName> = [],
             channels: [String] = [],
@@ -40,10 +40,10 @@ public final class TriggerCapture: BlockingCaptureSource {
         var capturesTables: Bool { !tables.isEmpty || channels.isEmpty }
     }
 
-    public let configuration: Configuration
-    public let state: CaptureState
-    public var mode: CaptureMode { .trigger }
-    public var origin: Cursor { .trigger(stream: streamID, sequence: 0) }
+    package let configuration: Configuration
+    package let state: CaptureState
+    package var mode: CaptureMode { .trigger }
+    package var origin: Cursor { .trigger(stream: streamID, sequence: 0) }
     private let logger: Logger
     /// Identifies this process's stream in cursors.
     private let streamID: UInt64
@@ -53,7 +53,7 @@ public final class TriggerCapture: BlockingCaptureSource {
     /// Connects and starts listening. Errors here are the user's to fix (a bad
     /// conninfo, missing set-up), so they are thrown rather than retried; once
     /// running, a lost connection is retried forever.
-    public static func connect(configuration: Configuration, logger: Logger) throws(CaptureError) -> TriggerCapture {
+    package static func connect(configuration: Configuration, logger: Logger) throws(CaptureError) -> TriggerCapture {
         let connection: PostgresConnection
         do {
             connection = try PostgresConnection(configuration.connection)
@@ -80,7 +80,7 @@ public final class TriggerCapture: BlockingCaptureSource {
         self.firstConnection = Mutex(connection)
     }
 
-    public func run(sink: any RecordSink, stop: StopSignal) async {
+    package func run(sink: any RecordSink, stop: StopSignal) async {
         await runBlockingOnThread(named: "rowcast-listen", stop: stop) { stop in
             self.runBlocking(sink: sink, stop: stop)
         }
@@ -94,32 +94,25 @@ public final class TriggerCapture: BlockingCaptureSource {
             return connection
         }
         var sequence: UInt64 = 0
-        var backoff = Backoff()
         var lastPurge = Date.distantPast
         var sawOverflow = false
-        capture: while !stop.isStopped {
-            guard let current = connection else {
-                guard stop.sleep(seconds: backoff.take()) else { break }
-                do {
-                    let fresh = try PostgresConnection(configuration.connection)
-                    try listen(fresh)
-                    connection = fresh
-                    backoff.reset()
-                    state.markConnected()
-                    logger.warning("reconnected to PostgreSQL; changes committed while disconnected were not captured (trigger mode cannot replay them; replication mode can)")
-                } catch {
-                    state.markDisconnected("\(error)")
-                    logger.warning("still cannot reconnect: \(error)")
-                }
-                continue
-            }
-            do {
+        var sinkFailed = false
+        ReconnectLoop(state: state, logger: logger, stop: stop).run(
+            connection: connection,
+            reconnect: {
+                let fresh = try PostgresConnection(configuration.connection)
+                try listen(fresh)
+                return fresh
+            },
+            reconnected: "reconnected to PostgreSQL; changes committed while disconnected were not captured (trigger mode cannot replay them; replication mode can)",
+            finished: { stop.isStopped || sinkFailed },
+            work: { current in
                 // Drain before waiting: a query (an overflow read) may have pulled later
                 // notifications into libpq's queue, and the socket will not say so again.
                 let notifications = current.drainNotifications()
                 if notifications.isEmpty {
                     if current.waitReadable(milliseconds: 200) { try current.consumeInput() }
-                    continue
+                    return
                 }
                 var delivered = 0
                 for notification in notifications {
@@ -131,20 +124,16 @@ public final class TriggerCapture: BlockingCaptureSource {
                     delivered += 1
                 }
                 state.count(delivered)
-                if case .failed = sink.flush() { break capture }
+                if case .failed = sink.flush() {
+                    sinkFailed = true
+                    return
+                }
                 if sawOverflow, Date().timeIntervalSince(lastPurge) > 60 {
                     lastPurge = Date()
                     try purgeOverflow(on: current)
                 }
-            } catch {
-                logger.error("\(error); reconnecting")
-                state.markDisconnected("\(error)")
-                current.close()
-                connection = nil
             }
-        }
-        connection?.close()
-        state.markDisconnected("stopped")
+        )
     }
 
     // MARK: - Internals
@@ -266,13 +255,13 @@ public final class TriggerCapture: BlockingCaptureSource {
 }
 
 /// Why capture could not start. The CLI maps these to exit codes.
-public enum CaptureError: Error, Sendable, CustomStringConvertible {
+package enum CaptureError: Error, Sendable, CustomStringConvertible {
     /// Exit 3.
     case cannotConnect(PostgresError)
     /// Exit 1: a missing object the user must create.
     case notSetUp(String)
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .cannotConnect(let error): error.description
         case .notSetUp(let why): why

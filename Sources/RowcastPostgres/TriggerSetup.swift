@@ -2,18 +2,18 @@ import RowcastCore
 
 /// Installs and removes trigger mode's database objects: the SQL in `sql/`,
 /// embedded in the binary, plus one row trigger and one TRUNCATE trigger per table.
-public enum TriggerSetup {
+package enum TriggerSetup {
     /// `sql/rowcast_trigger.sql`: schema, overflow table, trigger function.
-    public static let installScript = String(decoding: PackageResources.rowcast_trigger_sql, as: UTF8.self)
+    package static let installScript = String(decoding: PackageResources.rowcast_trigger_sql, as: UTF8.self)
     /// `sql/rowcast_trigger_teardown.sql`.
-    public static let teardownScript = String(decoding: PackageResources.rowcast_trigger_teardown_sql, as: UTF8.self)
+    package static let teardownScript = String(decoding: PackageResources.rowcast_trigger_teardown_sql, as: UTF8.self)
 
     /// The advisory lock that serialises setups and teardowns ("rowcast" in ASCII).
     static let setupLockKey: Int64 = 0x726F_7763_6173_74
 
     /// Installs the function and attaches it to `tables`, in one transaction.
     /// Idempotent: running it again replaces the function and the triggers.
-    public static func install(on connection: PostgresConnection, tables: [TableName]) throws(SetupError) {
+    package static func install(on connection: PostgresConnection, tables: [TableName]) throws(SetupError) {
         do {
             for table in tables {
                 let kind = try connection.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass($1)", [table.quoted])
@@ -48,7 +48,7 @@ public enum TriggerSetup {
     }
 
     /// Removes everything ``install(on:tables:)`` made, triggers included.
-    public static func teardown(on connection: PostgresConnection) throws(SetupError) {
+    package static func teardown(on connection: PostgresConnection) throws(SetupError) {
         do {
             try connection.executeScript("BEGIN; SELECT pg_advisory_xact_lock(\(setupLockKey)); \(teardownScript) COMMIT;")
         } catch {
@@ -59,7 +59,7 @@ public enum TriggerSetup {
 }
 
 /// Why `setup` or `teardown` failed; every case is exit code 1 except a lost connection.
-public enum SetupError: Error, Sendable, CustomStringConvertible {
+package enum SetupError: Error, Sendable, CustomStringConvertible {
     case unknownTable(TableName)
     case notATable(TableName, relkind: String)
     case database(PostgresError)
@@ -79,7 +79,7 @@ public enum SetupError: Error, Sendable, CustomStringConvertible {
         }
     }
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .unknownTable(let table):
             "table \(table) does not exist (fix: create it first, or name it as schema.table)"

@@ -11,7 +11,7 @@ import ServiceLifecycle
 /// `services` (the demo's writer). `onServerRunning` gets the port once the server
 /// listens. Run it with ``RowcastApplication/runUntilSignalled()``, or with
 /// HummingbirdTesting in tests.
-public func buildApplication(
+package func buildApplication(
     options: ServerOptions,
     source: any CaptureSource,
     services: [any Service] = [],
@@ -36,19 +36,19 @@ public func buildApplication(
 
 /// The composed server: a Hummingbird application (so tests drive it with
 /// HummingbirdTesting) that knows the order its parts must stop in.
-public struct RowcastApplication: ApplicationProtocol {
-    public typealias Composed = Application<RouterResponder<RowcastRequestContext>>
+package struct RowcastApplication: ApplicationProtocol {
+    package typealias Composed = Application<RouterResponder<RowcastRequestContext>>
     let app: Composed
     let broadcaster: Broadcaster
 
-    public var responder: Composed.Responder { get async throws { try await app.responder } }
-    public var server: HTTPServerBuilder { app.server }
-    public var eventLoopGroup: any EventLoopGroup { app.eventLoopGroup }
-    public var configuration: ApplicationConfiguration { app.configuration }
-    public var logger: Logger { app.logger }
-    public var services: [any Service] { app.services }
-    public var processesRunBeforeServerStart: [@Sendable () async throws -> Void] { app.processesRunBeforeServerStart }
-    public func onServerRunning(_ channel: any Channel) async { await app.onServerRunning(channel) }
+    package var responder: Composed.Responder { get async throws { try await app.responder } }
+    package var server: HTTPServerBuilder { app.server }
+    package var eventLoopGroup: any EventLoopGroup { app.eventLoopGroup }
+    package var configuration: ApplicationConfiguration { app.configuration }
+    package var logger: Logger { app.logger }
+    package var services: [any Service] { app.services }
+    package var processesRunBeforeServerStart: [@Sendable () async throws -> Void] { app.processesRunBeforeServerStart }
+    package func onServerRunning(_ channel: any Channel) async { await app.onServerRunning(channel) }
 
     /// Runs until SIGINT or SIGTERM, then stops in the order that protects clients and
     /// the acknowledgement: clients first (each WebSocket session writes what was
@@ -57,7 +57,7 @@ public struct RowcastApplication: ApplicationProtocol {
     /// confirms to the slot what the broadcaster accepted. A connection that never
     /// drains cannot hold this for ever: past 30 s what remains is cancelled, and the
     /// capture still confirms as it stops.
-    public func runUntilSignalled() async throws {
+    package func runUntilSignalled() async throws {
         // A group stops its services in reverse: ClientShutdownService before the app.
         var configuration = ServiceGroupConfiguration(
             services: [.init(service: self), .init(service: ClientShutdownService(broadcaster: broadcaster, waitForClients: .seconds(5)))],

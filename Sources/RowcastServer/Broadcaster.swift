@@ -9,9 +9,9 @@ import Synchronization
 /// queue is full is cut off (its session closes with 1013 and the last cursor it was
 /// sent, and its connection is closed outright if even that cannot be written) so
 /// that it never slows capture or the other clients. `deliver` never blocks.
-public final class Broadcaster: RecordSink {
+package final class Broadcaster: RecordSink {
     /// One queued item for a client's writer.
-    public enum Outgoing: Sendable {
+    package enum Outgoing: Sendable {
         /// A frame to send; `cursor` is set for `update` frames.
         case frame(ByteBuffer, cursor: String?)
         /// Nothing to send but a sign of life (SSE comment lines).
@@ -19,7 +19,7 @@ public final class Broadcaster: RecordSink {
     }
 
     /// Why the broadcaster ended a client's queue before the client left.
-    public enum EndReason: UInt8, Sendable {
+    package enum EndReason: UInt8, Sendable {
         /// It fell `queueLimit` frames behind.
         case tooSlow = 1
         /// Its credential expired.
@@ -30,17 +30,17 @@ public final class Broadcaster: RecordSink {
 
     /// A client's end of the broadcaster: its id, the frames queued for it, and the
     /// reason it was ended, if it was (checked without a lock before each write).
-    public struct Registration: Sendable {
-        public let id: UInt64
-        public let stream: AsyncStream<Outgoing>
+    package struct Registration: Sendable {
+        package let id: UInt64
+        package let stream: AsyncStream<Outgoing>
         let control: ClientControl
 
         /// Set when the broadcaster ended this client: stop writing and close it.
-        public var endReason: EndReason? { control.reason }
+        package var endReason: EndReason? { control.reason }
 
         /// The writer calls this after writing a frame it took from `stream`, so that
         /// what the client holds queued is counted in bytes.
-        public func wrote(_ frame: ByteBuffer) { control.dequeued(frame.readableBytes) }
+        package func wrote(_ frame: ByteBuffer) { control.dequeued(frame.readableBytes) }
     }
 
     /// Shared by the broadcaster and one client's writer, without a lock.
@@ -77,10 +77,10 @@ public final class Broadcaster: RecordSink {
     }
 
     /// How many frames may wait for one client before it is cut off.
-    public let queueLimit: Int
+    package let queueLimit: Int
     /// How many bytes of frames may wait for one client before it is cut off (a single
     /// frame larger than this still goes to a client whose queue is empty).
-    public let queueByteLimit: Int
+    package let queueByteLimit: Int
     private let state = Mutex(State())
     let metrics: ServerMetrics?
 
@@ -93,7 +93,7 @@ public final class Broadcaster: RecordSink {
     ///   - origin: a cursor before every record the capture will deliver (see
     ///     ``CaptureSource/origin``): `subscribed` names it until the first record, and
     ///     resuming from it replays everything the window still holds.
-    public init(queueLimit: Int = 4096, queueBytes: Int = 64 << 20, resumeWindow: Int = 1000, resumeWindowBytes: Int = 64 << 20, origin: Cursor? = nil, metrics: ServerMetrics? = nil) {
+    package init(queueLimit: Int = 4096, queueBytes: Int = 64 << 20, resumeWindow: Int = 1000, resumeWindowBytes: Int = 64 << 20, origin: Cursor? = nil, metrics: ServerMetrics? = nil) {
         self.queueLimit = max(queueLimit, resumeWindow + 64)
         self.queueByteLimit = max(queueBytes, resumeWindowBytes)
         self.metrics = metrics
@@ -107,7 +107,7 @@ public final class Broadcaster: RecordSink {
     /// (under the broadcaster's lock: it must only schedule work) when the broadcaster
     /// ends the client, so that its connection can be closed even if its writer is
     /// stuck behind a peer that stopped reading.
-    public func register(onEnd: (@Sendable (EndReason) -> Void)? = nil) -> Registration {
+    package func register(onEnd: (@Sendable (EndReason) -> Void)? = nil) -> Registration {
         let (stream, continuation) = AsyncStream<Outgoing>.makeStream(bufferingPolicy: .bufferingOldest(queueLimit))
         let flag = ClientControl(onEnd: onEnd)
         let id = state.withLock { state in
@@ -130,7 +130,7 @@ public final class Broadcaster: RecordSink {
     /// first, in the same critical section as going live: no gap, no repeat. Returns
     /// false (and subscribes nothing) when `since` is older than the window.
     @discardableResult
-    public func subscribe(_ id: UInt64, to subscription: Subscription, since: Cursor? = nil) -> Bool {
+    package func subscribe(_ id: UInt64, to subscription: Subscription, since: Cursor? = nil) -> Bool {
         state.withLock { state in
             guard state.clients[id] != nil else { return true }
             var replay: [ResumeWindow.Entry] = []
@@ -148,7 +148,7 @@ public final class Broadcaster: RecordSink {
     }
 
     /// Queues a heartbeat for one client, in order with its updates.
-    public func heartbeat(_ id: UInt64) {
+    package func heartbeat(_ id: UInt64) {
         state.withLock { state in
             guard let client = state.clients[id] else { return }
             if case .dropped = client.continuation.yield(.heartbeat) { end(id, .tooSlow, in: &state) }
@@ -156,23 +156,23 @@ public final class Broadcaster: RecordSink {
     }
 
     /// Ends a client whose credential expired: its session closes after what is queued.
-    public func expire(_ id: UInt64) {
+    package func expire(_ id: UInt64) {
         state.withLock { end(id, .credentialExpired, in: &$0) }
     }
 
     /// Stops sending updates to a client.
-    public func unsubscribe(_ id: UInt64) {
+    package func unsubscribe(_ id: UInt64) {
         state.withLock { $0.clients[id]?.subscription = nil }
     }
 
     /// Queues a frame for one client, in order with its updates.
-    public func send(_ frame: ByteBuffer, to id: UInt64) {
+    package func send(_ frame: ByteBuffer, to id: UInt64) {
         state.withLock { enqueue(frame, to: id, in: &$0) }
     }
 
     /// Ends every client's queue for a graceful shutdown: WebSocket sessions close with
     /// 1001, SSE streams end. New clients are refused.
-    public func closeAll() {
+    package func closeAll() {
         state.withLock { state in
             state.closing = true
             for id in Array(state.clients.keys) { end(id, .shuttingDown, in: &state) }
@@ -181,12 +181,12 @@ public final class Broadcaster: RecordSink {
 
     /// Ends one client's queue because the server is shutting down (its connection's
     /// own graceful-shutdown handler calls this).
-    public func shutDown(_ id: UInt64) {
+    package func shutDown(_ id: UInt64) {
         state.withLock { end(id, .shuttingDown, in: &$0) }
     }
 
     /// Forgets a client (its connection ended).
-    public func unregister(_ id: UInt64) {
+    package func unregister(_ id: UInt64) {
         state.withLock { state in
             state.connections.remove(id)
             state.clients.removeValue(forKey: id)?.continuation.finish()
@@ -195,20 +195,20 @@ public final class Broadcaster: RecordSink {
     }
 
     /// The number of connected clients.
-    public var clientCount: Int { state.withLock { $0.clients.count } }
+    package var clientCount: Int { state.withLock { $0.clients.count } }
 
     /// Connections not yet closed, counting clients ended but still closing.
-    public var connectionCount: Int { state.withLock { $0.connections.count } }
+    package var connectionCount: Int { state.withLock { $0.connections.count } }
 
     /// Frames of `update` handed to clients since start (one per client per record).
-    public var recordsSent: UInt64 { state.withLock { $0.recordsSent } }
+    package var recordsSent: UInt64 { state.withLock { $0.recordsSent } }
 
     /// The cursor of the last record published.
-    public var lastCursor: Cursor? { state.withLock { $0.lastCursor } }
+    package var lastCursor: Cursor? { state.withLock { $0.lastCursor } }
 
     // MARK: - RecordSink
 
-    public func deliver(_ record: ChangeRecord) {
+    package func deliver(_ record: ChangeRecord) {
         let frame = ServerFrame.update(record)
         let cursor = record.cursor.description
         let sent = state.withLock { state in
@@ -240,7 +240,6 @@ public final class Broadcaster: RecordSink {
             return sent
         }
         if let metrics {
-            metrics.recordsCaptured.increment()
             if sent > 0 {
                 metrics.recordsSent.increment(by: sent)
                 metrics.bytesSent.increment(by: sent * frame.readableBytes)
@@ -250,7 +249,7 @@ public final class Broadcaster: RecordSink {
 
     /// Everything handed to ``deliver(_:)`` was accepted: queued for each subscribed
     /// client and kept in the resume window.
-    public func flush() -> SinkProgress {
+    package func flush() -> SinkProgress {
         .delivered(through: state.withLock { $0.lastCursor })
     }
 

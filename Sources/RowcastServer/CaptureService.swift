@@ -3,16 +3,16 @@ import ServiceLifecycle
 
 /// Runs a capture source as a ServiceLifecycle service, so that start-up and
 /// graceful shutdown of capture and server are one mechanism.
-public struct CaptureService: Service {
-    public let source: any CaptureSource
-    public let sink: any RecordSink
+package struct CaptureService: Service {
+    package let source: any CaptureSource
+    package let sink: any RecordSink
 
-    public init(source: any CaptureSource, sink: any RecordSink) {
+    package init(source: any CaptureSource, sink: any RecordSink) {
         self.source = source
         self.sink = sink
     }
 
-    public func run() async {
+    package func run() async {
         let stop = StopSignal()
         await withGracefulShutdownHandler {
             await source.run(sink: sink, stop: stop)

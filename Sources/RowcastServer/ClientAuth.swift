@@ -6,24 +6,24 @@ import NIOCore
 import RowcastCore
 
 /// What one authenticated client may see, decided when it connects.
-public struct ClientAccess: Sendable, Equatable {
+package struct ClientAccess: Sendable, Equatable {
     /// `schema.table` names the client may see; nil means every table, and the records
     /// without one (`notify`, `message`).
-    public var tables: Set<String>?
+    package var tables: Set<String>?
     /// When the credential stops being valid (a JWT's `exp`); the client is closed then.
-    public var expires: Date?
+    package var expires: Date?
 
     /// Everything, for ever: no authentication configured, or the static `--token`.
-    public static let everything = ClientAccess(tables: nil, expires: nil)
+    package static let everything = ClientAccess(tables: nil, expires: nil)
 
-    public init(tables: Set<String>?, expires: Date?) {
+    package init(tables: Set<String>?, expires: Date?) {
         self.tables = tables
         self.expires = expires
     }
 
     /// `subscription` narrowed to what the client may see. Asking for no tables means
     /// every table allowed; naming a table outside the allowed ones is refused.
-    public func restrict(_ subscription: Subscription) throws(ClientMessageError) -> Subscription {
+    package func restrict(_ subscription: Subscription) throws(ClientMessageError) -> Subscription {
         guard let allowed = tables else { return subscription }
         var narrowed = subscription
         guard let wanted = subscription.tables else {
@@ -42,12 +42,12 @@ public struct ClientAccess: Sendable, Equatable {
 
 /// Why a request was not authenticated; Hummingbird answers it with a 401 whose JSON
 /// body is shaped like the protocol's errors.
-public struct AuthFailure: HTTPResponseError, Sendable, Equatable {
-    public let message: String
+package struct AuthFailure: HTTPResponseError, Sendable, Equatable {
+    package let message: String
 
-    public var status: HTTPResponse.Status { .unauthorized }
+    package var status: HTTPResponse.Status { .unauthorized }
 
-    public func response(from request: Request, context: some RequestContext) throws -> Response {
+    package func response(from request: Request, context: some RequestContext) throws -> Response {
         Response(
             status: .unauthorized,
             headers: [.contentType: "application/json", .wwwAuthenticate: #"Bearer realm="rowcast""#],
@@ -61,22 +61,22 @@ public struct AuthFailure: HTTPResponseError, Sendable, Equatable {
 ///
 /// Credentials come as `?token=` (browsers cannot set headers on a WebSocket or an
 /// EventSource) or `Authorization: Bearer`.
-public struct ClientAuthenticator: Sendable {
+package struct ClientAuthenticator: Sendable {
     private let token: [UInt8]?
     private let keys: JWTKeyCollection?
 
     /// Whether clients must authenticate at all.
-    public var isEnabled: Bool { token != nil || keys != nil }
+    package var isEnabled: Bool { token != nil || keys != nil }
 
     /// No authentication: every client sees everything (loopback only, or `--insecure-no-auth`).
-    public static let disabled = ClientAuthenticator(token: nil, keys: nil)
+    package static let disabled = ClientAuthenticator(token: nil, keys: nil)
 
     private init(token: [UInt8]?, keys: JWTKeyCollection?) {
         self.token = token
         self.keys = keys
     }
 
-    public init(token: String?, jwtSecret: String?) async {
+    package init(token: String?, jwtSecret: String?) async {
         var keys: JWTKeyCollection?
         if let jwtSecret {
             let collection = JWTKeyCollection()
@@ -87,7 +87,7 @@ public struct ClientAuthenticator: Sendable {
     }
 
     /// The access a request's credential grants.
-    public func authenticate(_ request: Request) async throws(AuthFailure) -> ClientAccess {
+    package func authenticate(_ request: Request) async throws(AuthFailure) -> ClientAccess {
         guard isEnabled else { return .everything }
         guard let credential = Self.credential(in: request) else {
             throw AuthFailure(message: "authentication required: pass ?token=TOKEN or an Authorization: Bearer TOKEN header")

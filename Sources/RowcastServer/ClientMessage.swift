@@ -1,7 +1,7 @@
 import RowcastCore
 
 /// A frame a client sends, `{"event": NAME, "data": OBJECT}` (SPEC section 4).
-public enum ClientMessage: Sendable, Equatable {
+package enum ClientMessage: Sendable, Equatable {
     /// `ready for data` `{}`: everything the client may see, from now on.
     case readyForData
     /// `subscribe` `{"tables", "ops", "filter", "since"}`, every key optional.
@@ -14,7 +14,7 @@ public enum ClientMessage: Sendable, Equatable {
 
     /// Parses a text frame with rowcast's one JSON reader (``JSONScanner``); a
     /// ``ClientMessageError`` names what is wrong with it.
-    public static func parse(_ text: String) throws(ClientMessageError) -> ClientMessage {
+    package static func parse(_ text: String) throws(ClientMessageError) -> ClientMessage {
         let frame = JSONText(Array(text.utf8))
         var event: String?
         var eventIsString = true
@@ -167,7 +167,7 @@ struct JSONText: Sendable {
 }
 
 /// Why a client frame was rejected; sent back as an `error` frame.
-public enum ClientMessageError: Error, Sendable, Equatable {
+package enum ClientMessageError: Error, Sendable, Equatable {
     case badFrame(String)
     case unknownEvent(String)
     case badSubscription(String)
@@ -180,7 +180,7 @@ public enum ClientMessageError: Error, Sendable, Equatable {
     case unknownTable([String])
 
     /// The `code` of the `error` frame.
-    public var code: String {
+    package var code: String {
         switch self {
         case .badFrame: "bad_frame"
         case .unknownEvent: "unknown_event"
@@ -193,7 +193,7 @@ public enum ClientMessageError: Error, Sendable, Equatable {
     }
 
     /// The `message` of the `error` frame.
-    public var message: String {
+    package var message: String {
         switch self {
         case .badFrame(let why), .badSubscription(let why), .badFilter(let why), .forbidden(let why): why
         case .cursorExpired(let since):

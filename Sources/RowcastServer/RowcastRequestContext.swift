@@ -6,14 +6,14 @@ import RowcastCore
 /// The request context of every route: Hummingbird's core context, the WebSocket
 /// upgrade's handler reference, and the connection's channel, which a session closes
 /// outright when its client stopped reading and no close frame can be written.
-public struct RowcastRequestContext: RequestContext, WebSocketRequestContext {
-    public var coreContext: CoreRequestContextStorage
-    public let webSocket: WebSocketHandlerReference<Self>
+package struct RowcastRequestContext: RequestContext, WebSocketRequestContext {
+    package var coreContext: CoreRequestContextStorage
+    package let webSocket: WebSocketHandlerReference<Self>
     let channel: any Channel
     /// What the request's credentials allow; set by ``AuthMiddleware`` on the routes it guards.
     var access: ClientAccess = .everything
 
-    public init(source: ApplicationRequestContextSource) {
+    package init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
         webSocket = .init()
         channel = source.channel

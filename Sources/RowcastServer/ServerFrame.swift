@@ -2,9 +2,9 @@ import NIOCore
 import RowcastCore
 
 /// The frames the server sends, `{"event": NAME, "data": OBJECT}` (SPEC section 4).
-public enum ServerFrame {
+package enum ServerFrame {
     /// `connected` `{"connected": true, "mode": M}`, sent on open.
-    public static func connected(mode: CaptureMode) -> ByteBuffer {
+    package static func connected(mode: CaptureMode) -> ByteBuffer {
         var writer = JSONWriter(capacity: 64)
         writer.appendASCII(#"{"event":"connected","data":{"connected":true,"mode":"#)
         writer.appendString(mode.rawValue)
@@ -13,7 +13,7 @@ public enum ServerFrame {
     }
 
     /// `update` with the record as `data`. Built once per record and shared by every client.
-    public static func update(_ record: ChangeRecord) -> ByteBuffer {
+    package static func update(_ record: ChangeRecord) -> ByteBuffer {
         let (row, old) = (record.row?.bytes.count ?? 0, record.old?.bytes.count ?? 0)
         var frame = ByteBuffer()
         frame.reserveCapacity(160 + row + old)
@@ -50,14 +50,14 @@ public enum ServerFrame {
     private static let updatePrefix: StaticString = #"{"event":"update","data":"#
 
     /// The record inside an `update` frame, as a slice of the same bytes (for SSE).
-    public static func record(inUpdate frame: ByteBuffer) -> ByteBuffer? {
+    package static func record(inUpdate frame: ByteBuffer) -> ByteBuffer? {
         let prefix = updatePrefix.utf8CodeUnitCount
         return frame.getSlice(at: frame.readerIndex + prefix, length: frame.readableBytes - prefix - 1)
     }
 
     /// `subscribed`, echoing the subscription, with the cursor of the last record
     /// published before it (absent when there was none).
-    public static func subscribed(_ subscription: Subscription, cursor: String?) -> ByteBuffer {
+    package static func subscribed(_ subscription: Subscription, cursor: String?) -> ByteBuffer {
         var writer = JSONWriter(capacity: 128)
         writer.appendASCII(#"{"event":"subscribed","data":{"#)
         var first = true
@@ -85,7 +85,7 @@ public enum ServerFrame {
     }
 
     /// `error` `{"code": C, "message": M}`; the connection stays open.
-    public static func error(code: String, message: String) -> ByteBuffer {
+    package static func error(code: String, message: String) -> ByteBuffer {
         var writer = JSONWriter(capacity: 96 + message.utf8.count)
         writer.appendASCII(#"{"event":"error","data":"#)
         appendErrorObject(code: code, message: message, to: &writer)
@@ -94,7 +94,7 @@ public enum ServerFrame {
     }
 
     /// `{"code": C, "message": M}` alone: the body of HTTP errors and SSE `error` events.
-    public static func errorObject(code: String, message: String) -> [UInt8] {
+    package static func errorObject(code: String, message: String) -> [UInt8] {
         var writer = JSONWriter(capacity: 64 + message.utf8.count)
         appendErrorObject(code: code, message: message, to: &writer)
         return writer.bytes
@@ -109,7 +109,7 @@ public enum ServerFrame {
     }
 
     /// `pong`, answering a client's `ping` with the same `data`.
-    public static func pong(echoing data: String) -> ByteBuffer {
+    package static func pong(echoing data: String) -> ByteBuffer {
         var writer = JSONWriter(capacity: 32 + data.utf8.count)
         writer.appendASCII(#"{"event":"pong","data":"#)
         writer.appendRaw(Array(data.utf8))

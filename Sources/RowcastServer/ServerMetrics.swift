@@ -1,14 +1,17 @@
 import CoreMetrics
 import Prometheus
 import RowcastCore
+import Synchronization
 
 /// The server's metrics, recorded through swift-metrics into a Prometheus registry of
 /// its own (not the process-wide `MetricsSystem`, so that several servers, as in the
 /// tests, keep separate counts), and rendered as Prometheus text by `GET /metrics`.
-public final class ServerMetrics: Sendable {
+package final class ServerMetrics: Sendable {
     private let registry = PrometheusCollectorRegistry()
-    /// Records handed to the broadcaster by the capture.
-    let recordsCaptured: CoreMetrics.Counter
+    /// Records handed to the broadcaster by the capture: follows the capture's own
+    /// count (``CaptureState/recordsCaptured``, which `/status` reports too).
+    private let recordsCaptured: CoreMetrics.Counter
+    private let recordsCapturedRendered = Mutex<UInt64>(0)
     /// `update` frames queued for clients (one per client per record) and their bytes.
     let recordsSent: CoreMetrics.Counter
     let bytesSent: CoreMetrics.Counter
@@ -24,7 +27,7 @@ public final class ServerMetrics: Sendable {
     /// confirmed (absent in trigger mode, which has no position).
     private let captureLag: CoreMetrics.Meter?
 
-    public init(replication: Bool) {
+    package init(replication: Bool) {
         let factory = PrometheusMetricsFactory(registry: registry)
         recordsCaptured = CoreMetrics.Counter(label: "rowcast_records_captured_total", factory: factory)
         recordsSent = CoreMetrics.Counter(label: "rowcast_records_sent_total", factory: factory)
@@ -39,6 +42,12 @@ public final class ServerMetrics: Sendable {
     /// The Prometheus text exposition, with the capture's state read now.
     func render(source: any CaptureSource) -> [UInt8] {
         let state = source.state
+        let captured = state.recordsCaptured
+        let delta = recordsCapturedRendered.withLock { rendered in
+            defer { rendered = max(rendered, captured) }
+            return captured > rendered ? captured - rendered : 0
+        }
+        if delta > 0 { recordsCaptured.increment(by: Int(clamping: delta)) }
         captureConnected.set(state.isConnected ? 1 : 0)
         if let lag = state.lagBytes { captureLag?.set(Int(clamping: lag)) }
         var buffer: [UInt8] = []

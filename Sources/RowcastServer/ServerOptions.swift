@@ -1,36 +1,36 @@
 import RowcastCore
 
 /// What `rowcast serve` needs beyond the capture source.
-public struct ServerOptions: Sendable {
-    public var host: String
-    public var port: Int
+package struct ServerOptions: Sendable {
+    package var host: String
+    package var port: Int
     /// Frames that may wait for one client before it is cut off.
-    public var clientQueueLimit: Int
+    package var clientQueueLimit: Int
     /// Bytes of frames that may wait for one client before it is cut off.
-    public var clientQueueBytes: Int = 64 << 20
+    package var clientQueueBytes: Int = 64 << 20
     /// How long a cut-off or expired client's connection may take to close before it
     /// is closed outright (its peer may never read the close frame).
-    public var stalledClientGrace: Duration = .seconds(5)
+    package var stalledClientGrace: Duration = .seconds(5)
     /// The resume window's byte budget.
-    public var resumeWindowBytes: Int = 64 << 20
+    package var resumeWindowBytes: Int = 64 << 20
     /// The largest frame a client may send.
-    public var maxClientFrameSize: Int
+    package var maxClientFrameSize: Int
     /// Recent records kept so that clients can resume with `since`.
-    public var resumeWindow: Int
+    package var resumeWindow: Int
     /// Replication: the slot, reported by `/status`.
-    public var slot: String?
+    package var slot: String?
     /// How often `/events` sends a comment line on a quiet stream.
-    public var heartbeatSeconds: Double = 15
+    package var heartbeatSeconds: Double = 15
     /// Browser origins allowed on `/ws` and `/events` besides the page's own (`*`
     /// allows any). Requests without an `Origin` header (not from a browser) pass.
-    public var allowedOrigins: Set<String> = []
+    package var allowedOrigins: Set<String> = []
     /// Host names requests may name besides the address rowcast listens on and
     /// loopback names (a proxy's public name, say).
-    public var allowedHosts: [String] = []
+    package var allowedHosts: [String] = []
     /// Who may connect to `/ws`, `/events`, `/status` and `/metrics`, and what they see.
-    public var auth: ClientAuthenticator = .disabled
+    package var auth: ClientAuthenticator = .disabled
 
-    public init(
+    package init(
         host: String = "127.0.0.1",
         port: Int = 8080,
         clientQueueLimit: Int = 4096,

@@ -2,7 +2,7 @@
 ///
 /// The server and the CLI see capture only through this protocol and ``RecordSink``;
 /// the libpq implementations live in RowcastPostgres, and the CLI wires them.
-public protocol CaptureSource: Sendable {
+package protocol CaptureSource: Sendable {
     /// The mode, reported to clients in `connected`.
     var mode: CaptureMode { get }
     /// Connection state and counters, for `/healthz`, `/status` and `/metrics`.

@@ -1,7 +1,7 @@
 import Synchronization
 
 /// What a capture source is doing, for `/healthz`, `/status` and `/metrics`.
-public final class CaptureState: Sendable {
+package final class CaptureState: Sendable {
     private struct Snapshot {
         var connected = false
         var lastError: String?
@@ -13,19 +13,19 @@ public final class CaptureState: Sendable {
 
     private let snapshot = Mutex(Snapshot())
 
-    public init() {}
+    package init() {}
 
     /// Whether the source is connected and capturing.
-    public var isConnected: Bool { snapshot.withLock { $0.connected } }
+    package var isConnected: Bool { snapshot.withLock { $0.connected } }
     /// The last connection error, if the source is not connected.
-    public var lastError: String? { snapshot.withLock { $0.lastError } }
+    package var lastError: String? { snapshot.withLock { $0.lastError } }
     /// Records handed to the sink since start: the one count `/status` and `/metrics` report.
-    public var recordsCaptured: UInt64 { snapshot.withLock { $0.recordsCaptured } }
+    package var recordsCaptured: UInt64 { snapshot.withLock { $0.recordsCaptured } }
 
     /// Replication: the last position confirmed to the server.
-    public var confirmedLSN: UInt64? { snapshot.withLock { $0.confirmedLSN } }
+    package var confirmedLSN: UInt64? { snapshot.withLock { $0.confirmedLSN } }
     /// Replication: bytes of WAL the server has that rowcast has not confirmed yet.
-    public var lagBytes: UInt64? {
+    package var lagBytes: UInt64? {
         snapshot.withLock { state in
             guard let confirmed = state.confirmedLSN, let server = state.serverLSN else { return nil }
             return server > confirmed ? server - confirmed : 0
@@ -38,7 +38,7 @@ public final class CaptureState: Sendable {
 
     /// `schema.table` of every table whose changes this source captures, as the
     /// database said when it connected; nil when it captures every table.
-    public var capturedTables: Set<String>? { snapshot.withLock { $0.capturedTables } }
+    package var capturedTables: Set<String>? { snapshot.withLock { $0.capturedTables } }
 
     package func setCapturedTables(_ tables: Set<String>?) { snapshot.withLock { $0.capturedTables = tables } }
 

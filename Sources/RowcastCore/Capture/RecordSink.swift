@@ -3,7 +3,7 @@
 /// The sink, not the source, knows what was really delivered (written to stdout,
 /// accepted by the broadcaster), so ``flush()`` reports it and the capture confirms
 /// nothing past it.
-public protocol RecordSink: AnyObject, Sendable {
+package protocol RecordSink: AnyObject, Sendable {
     /// Takes one record, in stream order, on the capture's thread. Must not block for
     /// long: capture waits for it. A sink that has failed ignores further records.
     func deliver(_ record: ChangeRecord)
@@ -15,7 +15,7 @@ public protocol RecordSink: AnyObject, Sendable {
 }
 
 /// How far a sink got with the records handed to it.
-public enum SinkProgress: Sendable, Equatable {
+package enum SinkProgress: Sendable, Equatable {
     /// Every record up to and including `through` is delivered (nil: none yet).
     case delivered(through: Cursor?)
     /// Delivery failed for good: nothing after `through` is delivered, and capture

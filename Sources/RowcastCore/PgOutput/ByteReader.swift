@@ -1,64 +1,64 @@
 /// Why bytes from the server could not be decoded. Carries what was expected, what
 /// was found, and where, so a bad stream is reported in one precise line.
-public struct DecodingError: Error, Sendable, Equatable, CustomStringConvertible {
+package struct DecodingError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The message being decoded, e.g. "Insert".
-    public let message: String
+    package let message: String
     /// What the decoder expected.
-    public let expected: String
+    package let expected: String
     /// What it found instead.
-    public let found: String
+    package let found: String
     /// The offset in the message.
-    public let offset: Int
+    package let offset: Int
 
-    public var description: String {
+    package var description: String {
         "malformed \(message) message at byte \(offset): expected \(expected), found \(found)"
     }
 }
 
 /// Bounds-checked big-endian reads over one message's bytes. Every read either
 /// returns a value or throws a ``DecodingError``; nothing traps on short input.
-public struct ByteReader {
+package struct ByteReader {
     private let bytes: ArraySlice<UInt8>
     private var index: Int
     /// The message name used in errors.
     let message: String
 
-    public init(_ bytes: ArraySlice<UInt8>, message: String) {
+    package init(_ bytes: ArraySlice<UInt8>, message: String) {
         self.bytes = bytes
         self.index = bytes.startIndex
         self.message = message
     }
 
     /// Bytes not read yet.
-    public var remaining: Int { bytes.endIndex - index }
+    package var remaining: Int { bytes.endIndex - index }
 
     /// The offset of the next byte within the message.
-    public var offset: Int { index - bytes.startIndex }
+    package var offset: Int { index - bytes.startIndex }
 
-    public mutating func readUInt8(_ what: String) throws(DecodingError) -> UInt8 {
+    package mutating func readUInt8(_ what: String) throws(DecodingError) -> UInt8 {
         try need(1, what)
         defer { index += 1 }
         return bytes[index]
     }
 
-    public mutating func readUInt16(_ what: String) throws(DecodingError) -> UInt16 {
+    package mutating func readUInt16(_ what: String) throws(DecodingError) -> UInt16 {
         UInt16(truncatingIfNeeded: try readInteger(2, what))
     }
 
-    public mutating func readUInt32(_ what: String) throws(DecodingError) -> UInt32 {
+    package mutating func readUInt32(_ what: String) throws(DecodingError) -> UInt32 {
         UInt32(truncatingIfNeeded: try readInteger(4, what))
     }
 
-    public mutating func readUInt64(_ what: String) throws(DecodingError) -> UInt64 {
+    package mutating func readUInt64(_ what: String) throws(DecodingError) -> UInt64 {
         try readInteger(8, what)
     }
 
-    public mutating func readInt64(_ what: String) throws(DecodingError) -> Int64 {
+    package mutating func readInt64(_ what: String) throws(DecodingError) -> Int64 {
         Int64(bitPattern: try readInteger(8, what))
     }
 
     /// Reads `count` bytes.
-    public mutating func readBytes(_ count: Int, _ what: String) throws(DecodingError) -> ArraySlice<UInt8> {
+    package mutating func readBytes(_ count: Int, _ what: String) throws(DecodingError) -> ArraySlice<UInt8> {
         guard count >= 0 else { throw fail(what, found: "a negative length \(count)") }
         try need(count, what)
         defer { index += count }
@@ -66,7 +66,7 @@ public struct ByteReader {
     }
 
     /// Reads a NUL-terminated UTF-8 string.
-    public mutating func readCString(_ what: String) throws(DecodingError) -> String {
+    package mutating func readCString(_ what: String) throws(DecodingError) -> String {
         guard let end = bytes[index...].firstIndex(of: 0) else {
             throw fail("\(what) ending in NUL", found: "\(remaining) bytes without one")
         }
@@ -78,12 +78,12 @@ public struct ByteReader {
     }
 
     /// Requires that every byte was read.
-    public func expectEnd() throws(DecodingError) {
+    package func expectEnd() throws(DecodingError) {
         if remaining != 0 { throw fail("end of message", found: "\(remaining) trailing bytes") }
     }
 
     /// An error at the current offset.
-    public func fail(_ expected: String, found: String) -> DecodingError {
+    package func fail(_ expected: String, found: String) -> DecodingError {
         DecodingError(message: message, expected: expected, found: found, offset: offset)
     }
 
@@ -103,12 +103,12 @@ public struct ByteReader {
 }
 
 /// Formats an LSN as PostgreSQL does: `16/B374D848`.
-public func formatLSN(_ lsn: UInt64) -> String {
+package func formatLSN(_ lsn: UInt64) -> String {
     String(lsn >> 32, radix: 16, uppercase: true) + "/" + String(lsn & 0xFFFF_FFFF, radix: 16, uppercase: true)
 }
 
 /// Parses `16/B374D848`; nil when malformed.
-public func parseLSN(_ text: String) -> UInt64? {
+package func parseLSN(_ text: String) -> UInt64? {
     let parts = text.split(separator: "/")
     guard parts.count == 2, let high = UInt64(parts[0], radix: 16), let low = UInt64(parts[1], radix: 16),
         high <= 0xFFFF_FFFF, low <= 0xFFFF_FFFF

@@ -3,7 +3,7 @@
 /// Each case's type documents its wire layout (see PostgreSQL's
 /// `src/backend/replication/logical/proto.c`). Decoding checks every length and
 /// tag, and requires the message to be consumed exactly.
-public enum PgOutputMessage: Sendable, Equatable {
+package enum PgOutputMessage: Sendable, Equatable {
     /// The tags, as ASCII.
     enum Tag: UInt8 {
         case begin = 0x42  // 'B'
@@ -30,7 +30,7 @@ public enum PgOutputMessage: Sendable, Equatable {
     case message(LogicalMessage)
 
     /// Decodes one message from XLogData's payload.
-    public static func decode(_ bytes: ArraySlice<UInt8>) throws(DecodingError) -> PgOutputMessage {
+    package static func decode(_ bytes: ArraySlice<UInt8>) throws(DecodingError) -> PgOutputMessage {
         guard let first = bytes.first else {
             throw DecodingError(message: "pgoutput", expected: "a message tag", found: "an empty message", offset: 0)
         }
@@ -61,10 +61,10 @@ public enum PgOutputMessage: Sendable, Equatable {
 }
 
 /// `B`: Int64 final (commit) LSN, Int64 commit time (µs since 2000-01-01), Int32 xid.
-public struct Begin: Sendable, Equatable {
-    public let finalLSN: UInt64
-    public let commitTime: Int64
-    public let xid: UInt32
+package struct Begin: Sendable, Equatable {
+    package let finalLSN: UInt64
+    package let commitTime: Int64
+    package let xid: UInt32
 
     init(from reader: inout ByteReader) throws(DecodingError) {
         finalLSN = try reader.readUInt64("the final LSN")
@@ -74,12 +74,12 @@ public struct Begin: Sendable, Equatable {
 }
 
 /// `C`: Int8 flags (0), Int64 commit LSN, Int64 end LSN, Int64 commit time.
-public struct Commit: Sendable, Equatable {
-    public let flags: UInt8
-    public let commitLSN: UInt64
+package struct Commit: Sendable, Equatable {
+    package let flags: UInt8
+    package let commitLSN: UInt64
     /// The end of the commit record: the position to confirm once the transaction is delivered.
-    public let endLSN: UInt64
-    public let commitTime: Int64
+    package let endLSN: UInt64
+    package let commitTime: Int64
 
     init(from reader: inout ByteReader) throws(DecodingError) {
         flags = try reader.readUInt8("the flags")
@@ -90,9 +90,9 @@ public struct Commit: Sendable, Equatable {
 }
 
 /// `O`: Int64 commit LSN on the origin server, String origin name.
-public struct Origin: Sendable, Equatable {
-    public let commitLSN: UInt64
-    public let name: String
+package struct Origin: Sendable, Equatable {
+    package let commitLSN: UInt64
+    package let name: String
 
     init(from reader: inout ByteReader) throws(DecodingError) {
         commitLSN = try reader.readUInt64("the origin's commit LSN")
@@ -103,19 +103,19 @@ public struct Origin: Sendable, Equatable {
 /// `R`: Int32 relation OID, String namespace (empty for `pg_catalog`), String name,
 /// Int8 replica identity (`d`, `n`, `f`, `i`), Int16 column count, then per column:
 /// Int8 flags (1 = part of the key), String name, Int32 type OID, Int32 typmod.
-public struct Relation: Sendable, Equatable {
-    public struct Column: Sendable, Equatable {
-        public let isKey: Bool
-        public let name: String
-        public let typeOID: UInt32
-        public let typeModifier: Int32
+package struct Relation: Sendable, Equatable {
+    package struct Column: Sendable, Equatable {
+        package let isKey: Bool
+        package let name: String
+        package let typeOID: UInt32
+        package let typeModifier: Int32
     }
 
-    public let oid: UInt32
-    public let namespace: String
-    public let name: String
-    public let replicaIdentity: UInt8
-    public let columns: [Column]
+    package let oid: UInt32
+    package let namespace: String
+    package let name: String
+    package let replicaIdentity: UInt8
+    package let columns: [Column]
 
     init(from reader: inout ByteReader) throws(DecodingError) {
         oid = try reader.readUInt32("the relation OID")
@@ -140,10 +140,10 @@ public struct Relation: Sendable, Equatable {
 
 /// `Y`: Int32 type OID, String namespace, String name. Sent before a relation that
 /// uses a non-built-in type.
-public struct TypeMessage: Sendable, Equatable {
-    public let oid: UInt32
-    public let namespace: String
-    public let name: String
+package struct TypeMessage: Sendable, Equatable {
+    package let oid: UInt32
+    package let namespace: String
+    package let name: String
 
     init(from reader: inout ByteReader) throws(DecodingError) {
         oid = try reader.readUInt32("the type OID")
@@ -153,9 +153,9 @@ public struct TypeMessage: Sendable, Equatable {
 }
 
 /// `I`: Int32 relation OID, Byte1 `N`, TupleData.
-public struct Insert: Sendable, Equatable {
-    public let relationOID: UInt32
-    public let new: TupleData
+package struct Insert: Sendable, Equatable {
+    package let relationOID: UInt32
+    package let new: TupleData
 
     init(from reader: inout ByteReader) throws(DecodingError) {
         relationOID = try reader.readUInt32("the relation OID")
@@ -167,11 +167,11 @@ public struct Insert: Sendable, Equatable {
 
 /// `U`: Int32 relation OID, optionally Byte1 `K` (old key) or `O` (old row) with a
 /// TupleData, then Byte1 `N` and the new TupleData.
-public struct Update: Sendable, Equatable {
-    public let relationOID: UInt32
+package struct Update: Sendable, Equatable {
+    package let relationOID: UInt32
     /// The old key (`K`) or the old row (`O`, REPLICA IDENTITY FULL), when sent.
-    public let old: OldTuple?
-    public let new: TupleData
+    package let old: OldTuple?
+    package let new: TupleData
 
     init(from reader: inout ByteReader) throws(DecodingError) {
         relationOID = try reader.readUInt32("the relation OID")
@@ -194,9 +194,9 @@ public struct Update: Sendable, Equatable {
 }
 
 /// `D`: Int32 relation OID, Byte1 `K` (key) or `O` (whole old row), TupleData.
-public struct Delete: Sendable, Equatable {
-    public let relationOID: UInt32
-    public let old: OldTuple
+package struct Delete: Sendable, Equatable {
+    package let relationOID: UInt32
+    package let old: OldTuple
 
     init(from reader: inout ByteReader) throws(DecodingError) {
         relationOID = try reader.readUInt32("the relation OID")
@@ -210,7 +210,7 @@ public struct Delete: Sendable, Equatable {
 }
 
 /// The old side of an update or delete.
-public enum OldTuple: Sendable, Equatable {
+package enum OldTuple: Sendable, Equatable {
     /// Only the replica identity's key columns carry values.
     case key(TupleData)
     /// The whole old row (REPLICA IDENTITY FULL).
@@ -218,9 +218,9 @@ public enum OldTuple: Sendable, Equatable {
 }
 
 /// `T`: Int32 relation count, Int8 options (1 CASCADE, 2 RESTART IDENTITY), Int32 OIDs.
-public struct Truncate: Sendable, Equatable {
-    public let options: UInt8
-    public let relationOIDs: [UInt32]
+package struct Truncate: Sendable, Equatable {
+    package let options: UInt8
+    package let relationOIDs: [UInt32]
 
     init(from reader: inout ByteReader) throws(DecodingError) {
         let count = try reader.readUInt32("the relation count")
@@ -236,11 +236,11 @@ public struct Truncate: Sendable, Equatable {
 }
 
 /// `M`: Int8 flags (1 = transactional), Int64 LSN, String prefix, Int32 length, content.
-public struct LogicalMessage: Sendable, Equatable {
-    public let transactional: Bool
-    public let lsn: UInt64
-    public let prefix: String
-    public let content: ArraySlice<UInt8>
+package struct LogicalMessage: Sendable, Equatable {
+    package let transactional: Bool
+    package let lsn: UInt64
+    package let prefix: String
+    package let content: ArraySlice<UInt8>
 
     init(from reader: inout ByteReader) throws(DecodingError) {
         transactional = try reader.readUInt8("the flags") & 1 == 1
@@ -254,14 +254,14 @@ public struct LogicalMessage: Sendable, Equatable {
 /// TupleData: Int16 column count, then per column Byte1 `n` (null), `u` (unchanged
 /// TOASTed value, not sent), or `t` with Int32 length and that many bytes of text.
 /// (`b`, binary, is only sent when asked for; rowcast never asks.)
-public struct TupleData: Sendable, Equatable {
-    public enum Value: Sendable, Equatable {
+package struct TupleData: Sendable, Equatable {
+    package enum Value: Sendable, Equatable {
         case null
         case unchangedToast
         case text(ArraySlice<UInt8>)
     }
 
-    public let values: [Value]
+    package let values: [Value]
 
     init(from reader: inout ByteReader) throws(DecodingError) {
         let count = Int(Int16(bitPattern: try reader.readUInt16("the column count")))

@@ -5,7 +5,7 @@
 ///   (µs since 2000-01-01), then the plugin's bytes (here one pgoutput message);
 /// - `k` primary keepalive: Int64 server WAL end, Int64 send time, Byte1 1 when the
 ///   server asks for a reply at once.
-public enum ReplicationMessage: Sendable, Equatable {
+package enum ReplicationMessage: Sendable, Equatable {
     /// The tags, as ASCII.
     enum Tag: UInt8 {
         case xLogData = 0x77  // 'w'
@@ -16,7 +16,7 @@ public enum ReplicationMessage: Sendable, Equatable {
     case keepalive(PrimaryKeepalive)
 
     /// Decodes one CopyData payload; requires every byte consumed.
-    public static func decode(_ bytes: ArraySlice<UInt8>) throws(DecodingError) -> ReplicationMessage {
+    package static func decode(_ bytes: ArraySlice<UInt8>) throws(DecodingError) -> ReplicationMessage {
         var reader = ByteReader(bytes, message: "CopyData")
         let tagByte = try reader.readUInt8("a tag")
         guard let tag = Tag(rawValue: tagByte) else {
@@ -44,21 +44,21 @@ public enum ReplicationMessage: Sendable, Equatable {
 }
 
 /// `w`: a chunk of decoded WAL.
-public struct XLogData: Sendable, Equatable {
-    public let walStart: UInt64
-    public let walEnd: UInt64
-    public let sendTime: Int64
+package struct XLogData: Sendable, Equatable {
+    package let walStart: UInt64
+    package let walEnd: UInt64
+    package let sendTime: Int64
     /// The plugin's output: one pgoutput message.
-    public let data: ArraySlice<UInt8>
+    package let data: ArraySlice<UInt8>
 }
 
 /// `k`: the server's keepalive.
-public struct PrimaryKeepalive: Sendable, Equatable {
+package struct PrimaryKeepalive: Sendable, Equatable {
     /// The end of WAL the server has sent.
-    public let walEnd: UInt64
-    public let sendTime: Int64
+    package let walEnd: UInt64
+    package let sendTime: Int64
     /// The server wants a standby status update now (or it will time us out).
-    public let replyRequested: Bool
+    package let replyRequested: Bool
 }
 
 /// The client's standby status update, `r`.
@@ -66,14 +66,14 @@ public struct PrimaryKeepalive: Sendable, Equatable {
 /// Wire layout: Byte1 `r`, Int64 written LSN, Int64 flushed LSN, Int64 applied LSN,
 /// Int64 client time (µs since 2000-01-01), Byte1 1 to ask the server for a reply.
 /// 34 bytes. The slot's `confirmed_flush_lsn` follows the flushed LSN.
-public struct StandbyStatusUpdate: Sendable, Equatable {
-    public var written: UInt64
-    public var flushed: UInt64
-    public var applied: UInt64
-    public var clock: Int64
-    public var replyRequested: Bool
+package struct StandbyStatusUpdate: Sendable, Equatable {
+    package var written: UInt64
+    package var flushed: UInt64
+    package var applied: UInt64
+    package var clock: Int64
+    package var replyRequested: Bool
 
-    public init(written: UInt64, flushed: UInt64, applied: UInt64, clock: Int64, replyRequested: Bool = false) {
+    package init(written: UInt64, flushed: UInt64, applied: UInt64, clock: Int64, replyRequested: Bool = false) {
         self.written = written
         self.flushed = flushed
         self.applied = applied
@@ -82,7 +82,7 @@ public struct StandbyStatusUpdate: Sendable, Equatable {
     }
 
     /// The 34 bytes to send with CopyData.
-    public var bytes: [UInt8] {
+    package var bytes: [UInt8] {
         var out: [UInt8] = [0x72]  // 'r'
         out.reserveCapacity(34)
         for value in [written, flushed, applied, UInt64(bitPattern: clock)] {
@@ -94,7 +94,7 @@ public struct StandbyStatusUpdate: Sendable, Equatable {
 }
 
 /// Microseconds between the Unix epoch and PostgreSQL's, 2000-01-01.
-public let postgresEpochOffsetMicroseconds: Int64 = 946_684_800_000_000
+package let postgresEpochOffsetMicroseconds: Int64 = 946_684_800_000_000
 
 func describe(tag: UInt8) -> String {
     (0x20..<0x7F).contains(tag) ? "'\(Character(Unicode.Scalar(tag)))'" : "byte 0x" + String(tag, radix: 16)

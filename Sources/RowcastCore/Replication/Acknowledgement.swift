@@ -9,7 +9,7 @@
 ///
 /// Pure and bounded: one pending entry per distinct "handed through" cursor, merged
 /// when nothing new was handed in between.
-public struct Acknowledgement: Sendable, Equatable {
+package struct Acknowledgement: Sendable, Equatable {
     private struct Pending: Sendable, Equatable {
         /// The last record handed to the sink before `position` was passed.
         var through: Cursor?
@@ -17,27 +17,27 @@ public struct Acknowledgement: Sendable, Equatable {
     }
 
     /// The position that may be confirmed to the server now.
-    public private(set) var confirmed: UInt64
+    package private(set) var confirmed: UInt64
     /// The highest WAL position the server has reported or sent.
-    public private(set) var received: UInt64 = 0
+    package private(set) var received: UInt64 = 0
     /// The last record the sink reported delivered.
-    public private(set) var delivered: Cursor?
+    package private(set) var delivered: Cursor?
     private var pending: [Pending] = []
     private var head = 0
 
     /// - Parameter confirmed: where the slot already is (0 when unknown).
-    public init(confirmed: UInt64 = 0) {
+    package init(confirmed: UInt64 = 0) {
         self.confirmed = confirmed
     }
 
     /// The server has WAL up to `position` (for the status update's written LSN and lag).
-    public mutating func receive(_ position: UInt64) {
+    package mutating func receive(_ position: UInt64) {
         received = max(received, position)
     }
 
     /// The capture has passed `position`: every record before it has been handed to
     /// the sink, the last of them being `through` (nil when none was handed yet).
-    public mutating func reach(_ position: UInt64, after through: Cursor?) {
+    package mutating func reach(_ position: UInt64, after through: Cursor?) {
         received = max(received, position)
         guard position > confirmed else { return }
         if head == pending.count, isDelivered(through) {
@@ -52,7 +52,7 @@ public struct Acknowledgement: Sendable, Equatable {
     }
 
     /// The sink delivered every record up to and including `through`.
-    public mutating func sinkDelivered(through: Cursor?) {
+    package mutating func sinkDelivered(through: Cursor?) {
         if let through, delivered.map({ through > $0 }) ?? true { delivered = through }
         while head < pending.count, isDelivered(pending[head].through) {
             confirmed = max(confirmed, pending[head].position)
@@ -68,7 +68,7 @@ public struct Acknowledgement: Sendable, Equatable {
     }
 
     /// Positions passed but waiting for the sink.
-    public var waiting: Int { pending.count - head }
+    package var waiting: Int { pending.count - head }
 
     private func isDelivered(_ through: Cursor?) -> Bool {
         guard let through else { return true }

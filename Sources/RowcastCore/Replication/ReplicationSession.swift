@@ -9,19 +9,19 @@
 ///
 /// What may be confirmed is owned by ``Acknowledgement``: a position is confirmed only
 /// after the sink reported delivered every record handed before it.
-public struct ReplicationSession: Sendable {
-    public struct Configuration: Sendable {
+package struct ReplicationSession: Sendable {
+    package struct Configuration: Sendable {
         /// Tables to forward; empty forwards everything the publication sends.
-        public var tables: Set<TableName>
+        package var tables: Set<TableName>
         /// Deliver only records after this cursor.
-        public var since: Cursor?
+        package var since: Cursor?
         /// Seconds between status updates when the server does not ask for one.
-        public var statusInterval: Double
+        package var statusInterval: Double
         /// Stop once everything committed before this WAL position is delivered and
         /// confirmed, as `pg_recvlogical --endpos` does.
-        public var endPosition: UInt64?
+        package var endPosition: UInt64?
 
-        public init(tables: Set<TableName> = [], since: Cursor? = nil, statusInterval: Double = 10, endPosition: UInt64? = nil) {
+        package init(tables: Set<TableName> = [], since: Cursor? = nil, statusInterval: Double = 10, endPosition: UInt64? = nil) {
             self.tables = tables
             self.since = since
             self.statusInterval = statusInterval
@@ -30,7 +30,7 @@ public struct ReplicationSession: Sendable {
     }
 
     /// Something that happened; `at` is a monotonic clock in seconds.
-    public enum Event: Sendable {
+    package enum Event: Sendable {
         /// One CopyData payload from the server.
         case received([UInt8], at: Double)
         /// The socket has nothing more to read for now.
@@ -48,7 +48,7 @@ public struct ReplicationSession: Sendable {
     }
 
     /// What the loop must do, in order.
-    public enum Action: Sendable, Equatable {
+    package enum Action: Sendable, Equatable {
         /// Hand this record to the sink.
         case deliver(ChangeRecord)
         /// Look up these types' shapes in the catalog, then feed ``Event/typesLearned(_:)``.
@@ -66,7 +66,7 @@ public struct ReplicationSession: Sendable {
     }
 
     /// Why the session ends.
-    public enum Finish: Sendable, Equatable {
+    package enum Finish: Sendable, Equatable {
         /// A stop was asked for.
         case stopped
         /// Everything before `--endpos` was delivered and confirmed.
@@ -76,8 +76,8 @@ public struct ReplicationSession: Sendable {
     }
 
     /// A message the session cannot accept.
-    public struct Violation: Error, Sendable, Equatable, CustomStringConvertible {
-        public let description: String
+    package struct Violation: Error, Sendable, Equatable, CustomStringConvertible {
+        package let description: String
         init(_ description: String) { self.description = description }
     }
 
@@ -88,9 +88,9 @@ public struct ReplicationSession: Sendable {
         var index: UInt32 = 0
     }
 
-    public let configuration: Configuration
+    package let configuration: Configuration
     /// What may be confirmed; read by the loop for `/status` and `/metrics`.
-    public private(set) var acknowledgement = Acknowledgement()
+    package private(set) var acknowledgement = Acknowledgement()
     private var relations: [UInt32: Relation] = [:]
     private var shapes: [UInt32: ValueShape] = [:]
     private var transaction: Transaction?
@@ -106,15 +106,15 @@ public struct ReplicationSession: Sendable {
     /// The session ends after the flush answers.
     private var ending: Finish?
     /// Set once `finish` was returned: later events are ignored.
-    public private(set) var finished: Finish?
+    package private(set) var finished: Finish?
 
-    public init(configuration: Configuration) {
+    package init(configuration: Configuration) {
         self.configuration = configuration
         self.lastCursor = configuration.since
     }
 
     /// Feeds one event; appends what to do to `actions` (the caller reuses the array).
-    public mutating func handle(_ event: Event, into actions: inout [Action]) {
+    package mutating func handle(_ event: Event, into actions: inout [Action]) {
         guard finished == nil else { return }
         switch event {
         case .received(let bytes, let now):
