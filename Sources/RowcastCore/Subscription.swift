@@ -1,8 +1,8 @@
 /// What one client asked to receive (SPEC section 4, `subscribe`): tables, operations
 /// and a PostgREST-style row filter. Pure: matching takes a record and returns a Bool.
 package struct Subscription: Sendable, Equatable {
-    /// `schema.table` names; nil means every table (and records without one).
-    package var tables: Set<String>?
+    /// The tables; nil means every table (and records without one).
+    package var tables: Set<TableName>?
     /// nil means every operation.
     package var ops: Set<Operation>?
     /// A condition on one column of the row (or of `old` for deletes).
@@ -11,7 +11,7 @@ package struct Subscription: Sendable, Equatable {
     /// Everything the client may see (`ready for data`).
     package static let everything = Subscription(tables: nil, ops: nil, filter: nil)
 
-    package init(tables: Set<String>?, ops: Set<Operation>?, filter: RowFilter?) {
+    package init(tables: Set<TableName>?, ops: Set<Operation>?, filter: RowFilter?) {
         self.tables = tables
         self.ops = ops
         self.filter = filter
@@ -21,7 +21,7 @@ package struct Subscription: Sendable, Equatable {
     package func matches(_ record: ChangeRecord) -> Bool {
         if let ops, !ops.contains(record.op) { return false }
         if let tables {
-            guard let table = record.qualifiedTable, tables.contains(table) else { return false }
+            guard let schema = record.schema, let table = record.table, tables.contains(TableName(schema: schema, name: table)) else { return false }
         }
         if let filter {
             guard let row = record.row ?? record.old else { return false }

@@ -1,5 +1,5 @@
 /// A table as users name it on the command line: `schema.table`, or `table` for `public`.
-package struct TableName: Sendable, Hashable, CustomStringConvertible {
+package struct TableName: Sendable, Hashable, Comparable, CustomStringConvertible {
     package let schema: String
     package let name: String
 
@@ -19,6 +19,11 @@ package struct TableName: Sendable, Hashable, CustomStringConvertible {
         default:
             return nil
         }
+    }
+
+    /// Ordered as `schema.table` text.
+    package static func < (lhs: TableName, rhs: TableName) -> Bool {
+        (lhs.schema, lhs.name) < (rhs.schema, rhs.name)
     }
 
     /// `schema.table`.

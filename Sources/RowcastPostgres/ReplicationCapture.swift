@@ -52,7 +52,7 @@ package final class ReplicationCapture: BlockingCaptureSource {
     package static func connect(configuration: Configuration, allTables: ReplicationSetup.AllTables = .no, logger: Logger) throws(CaptureError) -> ReplicationCapture {
         let admin: PostgresConnection
         var confirmed: UInt64 = 0
-        var captured: Set<String>?
+        var captured: Set<TableName>?
         do {
             admin = try PostgresConnection(configuration.connection)
         } catch {
@@ -138,14 +138,14 @@ package final class ReplicationCapture: BlockingCaptureSource {
 
     /// The tables the publication sends that the session forwards; nil for a
     /// publication FOR ALL TABLES with no table named.
-    private static func capturedTables(on connection: PostgresConnection, publication: String, named: Set<TableName>) throws -> Set<String>? {
+    private static func capturedTables(on connection: PostgresConnection, publication: String, named: Set<TableName>) throws -> Set<TableName>? {
         if try connection.execute("SELECT puballtables FROM pg_publication WHERE pubname = $1", [publication]).scalar == "t" {
-            return named.isEmpty ? nil : Set(named.map(\.description))
+            return named.isEmpty ? nil : named
         }
         let published = Set(try connection.execute(
-            "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = $1", [publication]
-        ).rows.compactMap { $0[0] })
-        return named.isEmpty ? published : published.intersection(named.map(\.description))
+            "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1", [publication]
+        ).rows.compactMap { row in row[0].flatMap { schema in row[1].map { TableName(schema: schema, name: $0) } } })
+        return named.isEmpty ? published : published.intersection(named)
     }
 
     /// Opens the replication connection, pins the output settings, and starts streaming.

@@ -169,7 +169,7 @@ package final class TriggerCapture: BlockingCaptureSource {
     /// The named tables, or every table with the trigger when none are named.
     private func learnCapturedTables(_ connection: PostgresConnection) throws(CaptureError) {
         guard configuration.capturesTables else { return state.setCapturedTables([]) }
-        guard configuration.tables.isEmpty else { return state.setCapturedTables(Set(configuration.tables.map(\.description))) }
+        guard configuration.tables.isEmpty else { return state.setCapturedTables(configuration.tables) }
         do {
             let rows = try connection.execute(
                 """
@@ -178,7 +178,7 @@ package final class TriggerCapture: BlockingCaptureSource {
                 WHERE t.tgfoid = 'rowcast.capture()'::regprocedure AND NOT t.tgisinternal
                 """
             ).rows
-            state.setCapturedTables(Set(rows.compactMap { row in row[0].flatMap { schema in row[1].map { schema + "." + $0 } } }))
+            state.setCapturedTables(Set(rows.compactMap { row in row[0].flatMap { schema in row[1].map { TableName(schema: schema, name: $0) } } }))
         } catch {
             throw .cannotConnect(error)
         }

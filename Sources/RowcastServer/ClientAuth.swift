@@ -9,14 +9,14 @@ import RowcastCore
 package struct ClientAccess: Sendable, Equatable {
     /// `schema.table` names the client may see; nil means every table, and the records
     /// without one (`notify`, `message`).
-    package var tables: Set<String>?
+    package var tables: Set<TableName>?
     /// When the credential stops being valid (a JWT's `exp`); the client is closed then.
     package var expires: Date?
 
     /// Everything, for ever: no authentication configured, or the static `--token`.
     package static let everything = ClientAccess(tables: nil, expires: nil)
 
-    package init(tables: Set<String>?, expires: Date?) {
+    package init(tables: Set<TableName>?, expires: Date?) {
         self.tables = tables
         self.expires = expires
     }
@@ -33,7 +33,7 @@ package struct ClientAccess: Sendable, Equatable {
         let forbidden = wanted.subtracting(allowed)
         guard forbidden.isEmpty else {
             throw .forbidden(
-                "not allowed to see \(forbidden.sorted().joined(separator: ", ")); this credential allows \(allowed.isEmpty ? "no tables" : allowed.sorted().joined(separator: ", "))"
+                "not allowed to see \(forbidden.sorted().map(\.description).joined(separator: ", ")); this credential allows \(allowed.isEmpty ? "no tables" : allowed.sorted().map(\.description).joined(separator: ", "))"
             )
         }
         return narrowed
@@ -106,14 +106,14 @@ package struct ClientAuthenticator: Sendable {
         } catch {
             throw AuthFailure(message: "the token is not valid: neither the server's token nor a JWT signed (HS256) with its secret")
         }
-        var tables: Set<String>?
+        var tables: Set<TableName>?
         if let names = claims.tables {
-            var parsed: Set<String> = []
+            var parsed: Set<TableName> = []
             for name in names {
                 guard let table = TableName(parsing: name) else {
                     throw AuthFailure(message: "the token's tables claim has \"\(name)\", which is not a table name (schema.table or table)")
                 }
-                parsed.insert(table.description)
+                parsed.insert(table)
             }
             tables = parsed
         }

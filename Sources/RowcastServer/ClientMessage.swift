@@ -91,7 +91,7 @@ struct SubscriptionRequest: Sendable {
         case .value(let names):
             subscription.tables = try Set(names.map { name throws(ClientMessageError) in
                 guard let table = TableName(parsing: name) else { throw .badSubscription("\"\(name)\" is not a table name (schema.table or table)") }
-                return table.description
+                return table
             })
         }
         switch ops {
@@ -211,7 +211,7 @@ extension Subscription {
     /// subscription that silently receives nothing.
     func checkCaptured(by capture: CaptureState) throws(ClientMessageError) {
         guard let tables, let captured = capture.capturedTables else { return }
-        let unknown = tables.subtracting(captured).sorted()
+        let unknown = tables.subtracting(captured).map(\.description).sorted()
         if !unknown.isEmpty { throw .unknownTable(unknown) }
     }
 }

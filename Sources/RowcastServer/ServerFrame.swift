@@ -70,7 +70,7 @@ package enum ServerFrame {
             }
             writer.append(byte: UInt8(ascii: "]"))
         }
-        if let tables = subscription.tables { list("tables", tables.sorted()) }
+        if let tables = subscription.tables { list("tables", tables.map(\.description).sorted()) }
         if let ops = subscription.ops { list("ops", ops.map(\.rawValue).sorted()) }
         if let filter = subscription.filter {
             writer.appendKey("filter", first: &first)

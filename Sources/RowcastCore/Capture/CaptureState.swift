@@ -8,7 +8,7 @@ package final class CaptureState: Sendable {
         var recordsCaptured: UInt64 = 0
         var confirmedLSN: UInt64?
         var serverLSN: UInt64?
-        var capturedTables: Set<String>?
+        var capturedTables: Set<TableName>?
     }
 
     private let snapshot = Mutex(Snapshot())
@@ -36,11 +36,11 @@ package final class CaptureState: Sendable {
         snapshot.withLock { $0.confirmedLSN = confirmed; $0.serverLSN = max(server, confirmed) }
     }
 
-    /// `schema.table` of every table whose changes this source captures, as the
+    /// Every table whose changes this source captures, as the
     /// database said when it connected; nil when it captures every table.
-    package var capturedTables: Set<String>? { snapshot.withLock { $0.capturedTables } }
+    package var capturedTables: Set<TableName>? { snapshot.withLock { $0.capturedTables } }
 
-    package func setCapturedTables(_ tables: Set<String>?) { snapshot.withLock { $0.capturedTables = tables } }
+    package func setCapturedTables(_ tables: Set<TableName>?) { snapshot.withLock { $0.capturedTables = tables } }
 
     package func markConnected() { snapshot.withLock { $0.connected = true; $0.lastError = nil } }
     package func markDisconnected(_ error: String) { snapshot.withLock { $0.connected = false; $0.lastError = error } }
