@@ -47,10 +47,4 @@ package struct ChangeRecord: Sendable, Hashable {
         self.op = op
         self.contentIsBase64 = false
     }
-
-    /// `schema.table`, the name filters and subscriptions use; nil for records without a relation.
-    package var qualifiedTable: String? {
-        guard let schema, let table else { return nil }
-        return schema + "." + table
-    }
 }

@@ -14,7 +14,7 @@ import Testing
         #expect(change.row?.text == #"{"a": 1, "b": "x"}"#)
         #expect(change.old?.text == #"{"a": 0, "b": null}"#)
         let record = change.record(cursor: .trigger(stream: 1, sequence: 1))
-        #expect(record.qualifiedTable == "public.my \"t\"")
+        #expect(record.schema == "public" && record.table == "my \"t\"")
     }
 
     @Test func decodesOverflowAndLoss() throws {
