@@ -4,7 +4,7 @@
 
 SWIFT ?= swift
 
-.PHONY: demo test bench build deps clean
+.PHONY: demo test bench fuzz build deps clean
 
 deps:
 	@scripts/install-deps.sh
@@ -28,6 +28,11 @@ test:
 # broadcaster; writes Docs/benchmarks.md. About 12 minutes here (4.5 of them the build).
 bench: deps
 	scripts/bench.sh
+
+# Coverage-guided fuzzing (libFuzzer) of the pgoutput decoder, the trigger payload
+# reader and the client frame parser; FUZZ_SECONDS per target (default 60).
+fuzz: deps
+	scripts/fuzz.sh
 
 clean:
 	rm -rf .build

@@ -2,6 +2,9 @@ import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
+import HummingbirdWSClient
+import Logging
+import Synchronization
 import Testing
 
 /// `rowcast serve` against peers that misbehave: clients that stop reading, pages
@@ -110,6 +113,74 @@ struct ServeFaultTests {
             }
             #expect(status == item.expected, "\(item.path) Host \(item.host) Origin \(item.origin ?? "none")")
         }
+        #expect(try await server.stop() == 0)
+    }
+
+    /// One client that connects, subscribes and leaves; true when it got `subscribed`.
+    static func churnOnce(port: Int) -> Bool {
+        guard let client = try? RawClient(port: port), client.upgrade() else { return false }
+        client.sendText(#"{"event":"ready for data","data":{}}"#)
+        return client.read(until: "subscribed")
+    }
+
+    @Test func aThousandClientsComingAndGoingLeakNothingAndSteadyClientsGetEveryRow() async throws {
+        let (server, port, url) = try await Self.serve(table: "churn")
+        let portNumber = try #require(Int(port))
+        var logger = Logger(label: "churn")
+        logger.logLevel = .warning
+        // Steady clients: each must see every row exactly once, in order.
+        let rows = 400
+        let steady = 4
+        let received = Mutex<[[Int]]>(Array(repeating: [], count: steady))
+        let steadyTasks = (0..<steady).map { index in
+            Task {
+                try await WebSocketClient.connect(url: "ws://127.0.0.1:\(port)/ws", configuration: .init(maxFrameSize: 1 << 20), logger: logger) { inbound, outbound, _ in
+                    var messages = inbound.messages(maxSize: 1 << 20).makeAsyncIterator()
+                    _ = try await messages.next()
+                    try await outbound.write(.text(#"{"event":"ready for data","data":{}}"#))
+                    while received.withLock({ $0[index].count }) < rows, case .text(let text) = try await messages.next() {
+                        guard let frame = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
+                            let row = (frame["data"] as? [String: Any])?["row"] as? [String: Any], let id = row["id"] as? Int
+                        else { continue }
+                        received.withLock { $0[index].append(id) }
+                    }
+                    try await outbound.close(.normalClosure, reason: nil)
+                }
+            }
+        }
+        #expect(try await Self.eventually { (try await Self.status(port: port)["clients"] as? Int) == steady })
+        let baseline = server.openSockets
+        // Rows flow while 1,000 clients come and go, 20 at a time.
+        let writer = Task.detached {
+            for batch in 0..<(rows / 10) {
+                try Rowcast.psql(url, "INSERT INTO churn SELECT g, 'row ' || g FROM generate_series(\(batch * 10 + 1), \(batch * 10 + 10)) g")
+            }
+        }
+        var rss: [Int] = []
+        var subscribed = 0
+        for round in 0..<2 {
+            subscribed += try await Self.onThread {
+                let done = Mutex(0)
+                DispatchQueue.concurrentPerform(iterations: 20) { _ in
+                    for _ in 0..<25 where Self.churnOnce(port: portNumber) { done.withLock { $0 += 1 } }
+                }
+                return done.withLock { $0 }
+            }
+            _ = try await Self.eventually { (try await Self.status(port: port)["clients"] as? Int) == steady }
+            rss.append(server.residentMegabytes)
+            _ = round
+        }
+        try await writer.value
+        #expect(subscribed == 1_000, "every churning client subscribed")
+        let complete = try await Self.eventually { received.withLock { $0.allSatisfy { $0.count >= rows } } }
+        let inOrder = received.withLock { $0.allSatisfy { $0 == Array(1...rows) } }
+        #expect(complete && inOrder, "steady clients got \(received.withLock { $0.map(\.count) }) of \(rows) rows, in order: \(inOrder)")
+        for task in steadyTasks { _ = try? await task.value }
+        let released = try await Self.eventually { server.openSockets <= baseline - steady }
+        #expect(released, "serve holds \(server.openSockets) sockets, \(baseline - steady) before any client came")
+        // A leak would grow with every client; the second 500 must cost no more than the first.
+        #expect(rss[1] <= rss[0] + 16, "RSS after 500 clients \(rss[0]) MB, after 1,000 \(rss[1]) MB")
+        print("rowcast-test: churn of 1,000 clients: serve RSS \(rss[0]) MB after 500, \(rss[1]) MB after 1,000; sockets back to \(server.openSockets)")
         #expect(try await server.stop() == 0)
     }
 }

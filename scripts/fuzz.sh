@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# make fuzz: coverage-guided fuzzing (libFuzzer, through swiftc -sanitize=fuzzer,address)
+# of what rowcast reads from outside: the pgoutput decoder and replication session,
+# the trigger payload reader, and the client frame parser. Each target runs for
+# FUZZ_SECONDS (default 60), seeded from the test fixtures; its corpus grows in
+# .build/fuzz/corpus/TARGET and crashing inputs land in .build/fuzz/crashes/TARGET.
+# Exit 1 when any target found a crash: turn each into a fixture test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seconds=${FUZZ_SECONDS:-60}
+out=.build/fuzz
+mkdir -p "$out/src"
+
+# RowcastCore as one module with each harness (and the client frame parser, which
+# needs nothing but RowcastCore).
+core=$(find Sources/RowcastCore -name '*.swift' | sort)
+sed '/^import RowcastCore$/d' Sources/RowcastServer/ClientMessage.swift > "$out/src/ClientMessage.swift"
+
+build() {
+    local name=$1; shift
+    echo "fuzz: building $name" >&2
+    swiftc -O -sanitize=fuzzer,address -parse-as-library -package-name rowcast -module-name "Fuzz_$name" \
+        $core "$@" -o "$out/$name" 2> "$out/$name.build.log" || { cat "$out/$name.build.log" >&2; exit 2; }
+}
+build pgoutput Fuzz/PgOutputFuzz.swift
+build trigger-payload Fuzz/TriggerPayloadFuzz.swift
+build client-message Fuzz/ClientMessageFuzz.swift "$out/src/ClientMessage.swift"
+
+# Seeds: the fixtures captured from PostgreSQL, payloads and frames from the tests.
+python3 - "$out/corpus" <<'PY'
+import os, re, sys
+root = sys.argv[1]
+def seeds(target, items):
+    os.makedirs(os.path.join(root, target), exist_ok=True)
+    for i, data in enumerate(items):
+        with open(os.path.join(root, target, "seed-%03d" % i), "wb") as f:
+            f.write(data)
+fixtures = open("Tests/RowcastCoreTests/PgOutputFixtures.swift").read()
+seeds("pgoutput", [bytes.fromhex(h) for h in re.findall(r'"([0-9a-f]{8,})"', fixtures)])
+payloads = re.findall(r'#"(\{.*?\})"#', open("Tests/RowcastCoreTests/TriggerPayloadTests.swift").read())
+seeds("trigger-payload", [p.encode() for p in payloads] or [b'{"op":"insert","schema":"public","table":"t","xid":1,"i":1,"row":{"id":1}}'])
+frames = re.findall(r'#"(\{"event".*?\})"#', open("Tests/RowcastServerTests/ClientMessageTests.swift").read())
+seeds("client-message", [f.encode() for f in frames])
+PY
+
+status=0
+for target in pgoutput trigger-payload client-message; do
+    mkdir -p "$out/crashes/$target"
+    echo "fuzz: $target for ${seconds}s" >&2
+    if ! "$out/$target" -max_total_time="$seconds" -max_len=65536 -print_final_stats=1 \
+        -artifact_prefix="$out/crashes/$target/" "$out/corpus/$target" > "$out/$target.log" 2>&1; then
+        status=1
+        echo "fuzz: $target CRASHED; inputs in $out/crashes/$target (make each a fixture test)" >&2
+    fi
+    runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$out/$target.log" | grep -o '[0-9]*$' || echo "?")
+    cov=$(grep -o 'cov: [0-9]*' "$out/$target.log" | tail -1 | grep -o '[0-9]*' || echo "?")
+    echo "fuzz: $target: $runs executions, coverage $cov edges, corpus $(ls "$out/corpus/$target" | wc -l) inputs" >&2
+done
+exit $status
