@@ -20,7 +20,7 @@ sed '/^import RowcastCore$/d' Sources/RowcastServer/ClientMessage.swift > "$out/
 build() {
     local name=$1; shift
     echo "fuzz: building $name" >&2
-    swiftc -O -sanitize=fuzzer,address -parse-as-library -package-name rowcast -module-name "Fuzz_$name" \
+    swiftc -O -sanitize=fuzzer,address -parse-as-library -package-name rowcast -module-name "Fuzz_${name//-/_}" \
         $core "$@" -o "$out/$name" 2> "$out/$name.build.log" || { cat "$out/$name.build.log" >&2; exit 2; }
 }
 build pgoutput Fuzz/PgOutputFuzz.swift

@@ -99,7 +99,7 @@ struct SubscriptionRequest: Sendable {
         case .wrongType: throw .badSubscription("\"ops\" must be an array of operations")
         case .value(let names):
             subscription.ops = try Set(names.map { name throws(ClientMessageError) in
-                guard let op = RowcastCore.Operation(rawValue: name) else {
+                guard let op = Operation(rawValue: name) else {
                     throw .badSubscription("unknown op \"\(name)\"; use insert, update, delete, truncate, message or notify")
                 }
                 return op

@@ -126,12 +126,15 @@ struct ServeFaultTests {
     @Test func aThousandClientsComingAndGoingLeakNothingAndSteadyClientsGetEveryRow() async throws {
         let (server, port, url) = try await Self.serve(table: "churn")
         let portNumber = try #require(Int(port))
-        var logger = Logger(label: "churn")
-        logger.logLevel = .warning
+        let logger = {
+            var logger = Logger(label: "churn")
+            logger.logLevel = .warning
+            return logger
+        }()
         // Steady clients: each must see every row exactly once, in order.
         let rows = 400
         let steady = 4
-        let received = Mutex<[[Int]]>(Array(repeating: [], count: steady))
+        let received = Shared<[[Int]]>(Array(repeating: [], count: steady))
         let steadyTasks = (0..<steady).map { index in
             Task {
                 try await WebSocketClient.connect(url: "ws://127.0.0.1:\(port)/ws", configuration: .init(maxFrameSize: 1 << 20), logger: logger) { inbound, outbound, _ in
@@ -183,4 +186,11 @@ struct ServeFaultTests {
         print("rowcast-test: churn of 1,000 clients: serve RSS \(rss[0]) MB after 500, \(rss[1]) MB after 1,000; sockets back to \(server.openSockets)")
         #expect(try await server.stop() == 0)
     }
+}
+
+/// A value several tasks update, behind a lock.
+final class Shared<Value: Sendable>: Sendable {
+    private let mutex: Mutex<Value>
+    init(_ value: Value) { mutex = Mutex(value) }
+    func withLock<R>(_ body: (inout Value) -> R) -> R { mutex.withLock { body(&$0) } }
 }
