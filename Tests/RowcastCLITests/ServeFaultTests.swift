@@ -169,7 +169,8 @@ struct ServeFaultTests {
                 }
                 return done.withLock { $0 }
             }
-            _ = try await Self.eventually { (try await Self.status(port: port)["clients"] as? Int) == steady }
+            // Every churning client is gone (steady ones may have left too, once they had every row).
+            #expect(try await Self.eventually { (try await Self.status(port: port)["clients"] as? Int ?? .max) <= steady })
             rss.append(server.residentMegabytes)
             _ = round
         }
