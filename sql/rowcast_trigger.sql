@@ -10,7 +10,7 @@
 --       FOR EACH STATEMENT EXECUTE FUNCTION rowcast.capture();
 --
 -- Every change becomes one NOTIFY on channel `rowcast` whose payload is JSON:
---   {"op":..,"schema":..,"table":..,"xid":..,"i":..,"row":to_jsonb(NEW),"old":to_jsonb(OLD)}
+--   {"op":..,"schema":..,"table":..,"xid":..,"i":..,"row":to_json(NEW),"old":to_json(OLD)}
 -- A payload that would not fit a NOTIFY (8000 bytes) is stored in rowcast.overflow
 -- in the same transaction and the NOTIFY carries only {"overflow":ID}; every
 -- listening rowcast reads it from there, and rows older than the retention window
@@ -62,12 +62,16 @@ BEGIN
         || ',"table":' || to_json(TG_TABLE_NAME::text)::text
         || ',"xid":' || (txid_current() % 4294967296)::text
         || ',"i":' || change_index::text;
+    -- to_json, not to_jsonb: the same JSON value as to_jsonb(row) (the contract),
+    -- but a json column is embedded as written, so a value jsonb rejects (such as
+    -- "\u0000") cannot fail the writer; it is also cheaper, and its text is the one
+    -- replication mode produces from pgoutput (no spaces after ':' and ',').
     IF TG_OP = 'INSERT' THEN
-        payload := head || ',"row":' || to_jsonb(NEW)::text || '}';
+        payload := head || ',"row":' || to_json(NEW)::text || '}';
     ELSIF TG_OP = 'UPDATE' THEN
-        payload := head || ',"row":' || to_jsonb(NEW)::text || ',"old":' || to_jsonb(OLD)::text || '}';
+        payload := head || ',"row":' || to_json(NEW)::text || ',"old":' || to_json(OLD)::text || '}';
     ELSIF TG_OP = 'DELETE' THEN
-        payload := head || ',"old":' || to_jsonb(OLD)::text || '}';
+        payload := head || ',"old":' || to_json(OLD)::text || '}';
     ELSE
         payload := head || '}';
     END IF;

@@ -36,6 +36,29 @@ struct TriggerCaptureTests {
         }
     }
 
+    @Test func aJSONValueThatJSONBRejectsNeitherFailsTheWriterNorGoesMissing() async throws {
+        let table = TableName(schema: "public", name: LiveDatabase.uniqueName("nul"))
+        let database = try LiveDatabase.connect()
+        try database.execute("CREATE TABLE \(table.quoted) (id int PRIMARY KEY, doc json)")
+        try TriggerSetup.install(on: database, tables: [table])
+        let capture = try RunningCapture(tables: [table])
+        defer { capture.finish() }
+        // Valid json that PostgreSQL stores, but to_jsonb (and so the old trigger) rejects.
+        try database.execute(#"INSERT INTO \#(table.quoted) VALUES (1, '{"a":"\u0000","b":[1,2]}')"#)
+        try database.execute(#"UPDATE \#(table.quoted) SET doc = '{"a":"x\u0000y"}' WHERE id = 1"#)
+        try database.execute("DELETE FROM \(table.quoted) WHERE id = 1")
+        let records = await capture.sink.wait(for: 3)
+        #expect(records.map(\.op) == [.insert, .update, .delete])
+        func doc(_ json: RawJSON?) -> [String: Any]? {
+            let object = json.flatMap { try? JSONSerialization.jsonObject(with: Data($0.bytes)) as? [String: Any] }
+            return object?["doc"] as? [String: Any]
+        }
+        #expect(doc(records.first?.row)?["a"] as? String == "\u{0}")
+        #expect(doc(records.dropFirst().first?.row)?["a"] as? String == "x\u{0}y")
+        #expect(doc(records.dropFirst().first?.old)?["a"] as? String == "\u{0}")
+        #expect(doc(records.last?.old)?["a"] as? String == "x\u{0}y")
+    }
+
     @Test func identicalChangesInOneTransactionAreNotFolded() async throws {
         let table = TableName(schema: "public", name: LiveDatabase.uniqueName("twins"))
         let database = try LiveDatabase.connect()
@@ -98,7 +121,7 @@ struct TriggerCaptureTests {
         let records = await capture.sink.wait(for: writers * perWriter, seconds: 120)
         let delivered = try records.map { record -> Int in
             let text = try #require(record.row?.text)
-            let id = try #require(text.firstMatch(of: /"id": (\d+)/)?.1)
+            let id = try #require(text.firstMatch(of: /"id":\s*(\d+)/)?.1)
             return try #require(Int(id))
         }
         #expect(delivered.count == writers * perWriter)
