@@ -4,18 +4,27 @@
 
 SWIFT ?= swift
 
-.PHONY: demo test bench fuzz build deps clean
+.PHONY: demo test bench fuzz build install deps clean
+
+PREFIX ?= /usr/local
 
 deps:
 	@scripts/install-deps.sh
 
 build: deps
-	$(SWIFT) build
+	$(SWIFT) build --product rowcast
 
-# A throwaway PostgreSQL, the demo table with its trigger, a writer inserting a row
-# every second, and the live page; Ctrl-C removes everything.
+# A throwaway PostgreSQL, the demo table captured in replication mode (MODE=trigger
+# for trigger mode), a writer inserting a row every second, and the live page; Ctrl-C
+# removes everything. Builds only the rowcast binary.
 demo: build
-	.build/debug/rowcast demo
+	.build/debug/rowcast demo $(if $(MODE),--mode $(MODE))
+
+# A release build of rowcast in $(PREFIX)/bin (default /usr/local/bin).
+install: deps
+	$(SWIFT) build -c release --product rowcast
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 755 .build/release/rowcast $(DESTDIR)$(PREFIX)/bin/rowcast
 
 # The whole suite against its own throwaway cluster (wal_level=logical); the page is
 # tested in headless Chromium, installed from the system packages when missing.

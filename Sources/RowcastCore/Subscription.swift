@@ -97,13 +97,64 @@ package struct RowFilter: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
+/// How a column's values compare in a filter, from its type (PostgreSQL's type category).
+package enum ColumnKind: Sendable, Equatable {
+    /// int2/4/8, float4/8, numeric and domains over them: compared numerically.
+    case number
+    /// bool: `true`, `false`.
+    case bool
+    /// Everything else: compared as its JSON text.
+    case other
+
+    /// From `pg_type.typcategory`.
+    package init(typeCategory: String) {
+        switch typeCategory {
+        case "N": self = .number
+        case "B": self = .bool
+        default: self = .other
+        }
+    }
+}
+
+extension RowFilter {
+    /// Checks the filter against the columns of the tables it may match (`tables`, or
+    /// every table in `columns` when nil): a column none of them has, or a value that
+    /// cannot compare with the column's type, is an error naming the column, instead
+    /// of a subscription that silently matches nothing. Tables whose columns are not
+    /// known pass.
+    package func check(against columns: [TableName: [String: ColumnKind]], tables: Set<TableName>?) throws(RowFilterError) {
+        let candidates = (tables.map(Array.init) ?? Array(columns.keys)).sorted()
+        let known = candidates.compactMap { table in columns[table].map { (table, $0) } }
+        guard !known.isEmpty, known.count == candidates.count else { return }
+        let kinds = known.compactMap { $0.1[column] }
+        guard !kinds.isEmpty else {
+            if known.count == 1 {
+                let names = known[0].1.keys.sorted().joined(separator: ", ")
+                throw .unknownColumn("\(known[0].0) has no column \"\(column)\" (its columns: \(names))")
+            }
+            throw .unknownColumn("none of \(known.map(\.0.description).joined(separator: ", ")) has a column \"\(column)\"")
+        }
+        if kinds.allSatisfy({ $0 == .number }), let bad = values.first(where: { $0 != "null" && Double($0) == nil }) {
+            throw .incomparable("\(column) is a number, so \"\(bad)\" never compares with it (fix: a number, e.g. \(column)=\(comparison.rawValue).7)")
+        }
+        if kinds.allSatisfy({ $0 == .bool }), let bad = values.first(where: { !["true", "false", "null"].contains($0) }) {
+            throw .incomparable("\(column) is a boolean, so \"\(bad)\" never compares with it (fix: \(column)=eq.true or \(column)=eq.false)")
+        }
+    }
+}
+
 /// Why a filter was rejected; sent back as an `error` with code `bad_filter`.
 package enum RowFilterError: Error, Sendable, Equatable, CustomStringConvertible {
     case malformed(String)
+    /// No table the subscription may match has the column.
+    case unknownColumn(String)
+    /// The value cannot compare with the column's type.
+    case incomparable(String)
 
     package var description: String {
         switch self {
         case .malformed(let why): "bad filter: \(why)"
+        case .unknownColumn(let why), .incomparable(let why): "bad filter: \(why)"
         }
     }
 }

@@ -53,6 +53,7 @@ package final class ReplicationCapture: BlockingCaptureSource {
         let admin: PostgresConnection
         var confirmed: UInt64 = 0
         var captured: Set<TableName>?
+        var columns: [TableName: [String: ColumnKind]] = [:]
         do {
             admin = try PostgresConnection(configuration.connection)
         } catch {
@@ -69,6 +70,7 @@ package final class ReplicationCapture: BlockingCaptureSource {
             )
             for line in done { logger.info("\(line)") }
             captured = try capturedTables(on: admin, publication: configuration.publication, named: configuration.session.tables)
+            columns = try CatalogColumns.kinds(of: captured ?? [], on: admin)
             if let slot = try SlotAdmin.status(on: admin, slot: configuration.slot).first {
                 confirmed = slot.confirmedFlushLSN.flatMap(parseLSN) ?? 0
                 if slot.plugin != "pgoutput" {
@@ -89,6 +91,7 @@ package final class ReplicationCapture: BlockingCaptureSource {
         let origin = Cursor.replication(commitLSN: confirmed > 0 ? confirmed - 1 : 0, index: confirmed > 0 ? .max : 0)
         let capture = ReplicationCapture(configuration: configuration, origin: origin, logger: logger)
         capture.state.setCapturedTables(captured)
+        capture.state.setColumns(columns)
         let stream: PostgresConnection
         do {
             stream = try capture.startStream()

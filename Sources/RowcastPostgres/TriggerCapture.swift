@@ -169,8 +169,12 @@ package final class TriggerCapture: BlockingCaptureSource {
     /// The named tables, or every table with the trigger when none are named.
     private func learnCapturedTables(_ connection: PostgresConnection) throws(CaptureError) {
         guard configuration.capturesTables else { return state.setCapturedTables([]) }
-        guard configuration.tables.isEmpty else { return state.setCapturedTables(configuration.tables) }
         do {
+            if !configuration.tables.isEmpty {
+                state.setCapturedTables(configuration.tables)
+                state.setColumns(try CatalogColumns.kinds(of: configuration.tables, on: connection))
+                return
+            }
             let rows = try connection.execute(
                 """
                 SELECT n.nspname, c.relname FROM pg_trigger t
@@ -178,7 +182,9 @@ package final class TriggerCapture: BlockingCaptureSource {
                 WHERE t.tgfoid = 'rowcast.capture()'::regprocedure AND NOT t.tgisinternal
                 """
             ).rows
-            state.setCapturedTables(Set(rows.compactMap { row in row[0].flatMap { schema in row[1].map { TableName(schema: schema, name: $0) } } }))
+            let tables = Set(rows.compactMap { row in row[0].flatMap { schema in row[1].map { TableName(schema: schema, name: $0) } } })
+            state.setCapturedTables(tables)
+            state.setColumns(try CatalogColumns.kinds(of: tables, on: connection))
         } catch {
             throw .cannotConnect(error)
         }

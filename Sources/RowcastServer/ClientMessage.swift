@@ -209,9 +209,19 @@ package enum ClientMessageError: Error, Sendable, Equatable {
 extension Subscription {
     /// Refuses tables the capture does not deliver, so that a typo is an error, not a
     /// subscription that silently receives nothing.
+    /// A filter is checked against the columns the catalog named: a column no table
+    /// has, or a value that cannot compare with it, is `bad_filter` naming the column.
     func checkCaptured(by capture: CaptureState) throws(ClientMessageError) {
-        guard let tables, let captured = capture.capturedTables else { return }
-        let unknown = tables.subtracting(captured).map(\.description).sorted()
-        if !unknown.isEmpty { throw .unknownTable(unknown) }
+        if let tables, let captured = capture.capturedTables {
+            let unknown = tables.subtracting(captured).map(\.description).sorted()
+            if !unknown.isEmpty { throw .unknownTable(unknown) }
+        }
+        if let filter {
+            do {
+                try filter.check(against: capture.columns, tables: tables ?? capture.capturedTables)
+            } catch {
+                throw .badFilter(error.description)
+            }
+        }
     }
 }

@@ -12,13 +12,18 @@ struct Demo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Start a throwaway PostgreSQL, a writer and the demo page; Ctrl-C removes it all.",
         discussion: """
-            Creates realtime(title varchar(128)) with the rowcast trigger, inserts a row \
-            every second, and serves the live page.
+            Creates realtime(title varchar(128)), captures it in the chosen mode (replication: \
+            a publication and a slot, decoded from the WAL; trigger: the rowcast trigger and \
+            LISTEN), inserts a row every second, and serves the live page.
 
             Example:
               rowcast demo --port 8080
+              rowcast demo --mode trigger
             """
     )
+
+    @Option(name: .long, help: ArgumentHelp("Capture mode: trigger or replication (default: replication, as serve).", valueName: "mode"))
+    var mode: String?
 
     @Option(name: .long, help: ArgumentHelp("Port to serve the page on.", valueName: "port"))
     var port: Int?
@@ -29,6 +34,7 @@ struct Demo: AsyncParsableCommand {
     func run() async throws {
         let logger = try ConnectionOptions.parse(logLevel.map { ["--log-level", $0] } ?? []).bootstrapLogging()
         let port = port ?? 8080
+        let mode = try ModeOption(mode: mode).resolve(default: .replication)
         logger.info("starting a throwaway PostgreSQL")
         let cluster: ThrowawayCluster
         do {
@@ -42,26 +48,28 @@ struct Demo: AsyncParsableCommand {
         }
         let settings = ConnectionSettings(conninfo: cluster.url)
         let realtime = TableName(schema: "public", name: "realtime")
-        let capture: TriggerCapture
+        let capture: any CaptureSource
         do {
             let database = try PostgresConnection(settings)
             try database.execute("CREATE TABLE realtime (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, title varchar(128))")
-            try TriggerSetup.install(on: database, tables: [realtime])
-            capture = try TriggerCapture.connect(
-                configuration: .init(connection: settings, tables: [realtime]),
-                logger: logger
-            )
+            switch mode {
+            case .trigger:
+                try TriggerSetup.install(on: database, tables: [realtime])
+                capture = try TriggerCapture.connect(configuration: .init(connection: settings, tables: [realtime]), logger: logger)
+            case .replication:
+                capture = try ReplicationCapture.connect(configuration: .init(connection: settings, tables: [realtime]), logger: logger)
+            }
         } catch {
             throw CommandFailure.failed("demo set-up failed: \(error)")
         }
         let url = cluster.url
         try await runServer(host: "127.0.0.1", port: port) {
             try await buildApplication(
-                options: ServerOptions(port: port),
+                options: ServerOptions(port: port, slot: mode == .replication ? "rowcast" : nil),
                 source: capture,
                 services: [DemoWriter(settings: settings, logger: logger)],
                 onServerRunning: { port in
-                    print("rowcast demo: open http://127.0.0.1:\(port)/  (database: \(url); Ctrl-C to stop)")
+                    print("rowcast demo: \(mode.rawValue) mode; open http://127.0.0.1:\(port)/  (database: \(url); Ctrl-C to stop)")
                     fflush(nil)
                 },
                 logger: logger

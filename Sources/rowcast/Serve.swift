@@ -103,10 +103,10 @@ struct Serve: AsyncParsableCommand {
 func runServer(host: String, port: Int, _ body: () async throws -> Void) async throws {
     do {
         try await body()
+    } catch let failure as CommandFailure {
+        throw failure
     } catch {
-        throw CommandFailure.failed(
-            "cannot serve on \(host):\(port): \(error) (fix: choose another --port, or stop what is using it)"
-        )
+        throw CommandFailure.failed(listenFailure(error, host: host, port: port))
     }
 }
 

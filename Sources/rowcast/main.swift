@@ -4,8 +4,9 @@ import Foundation
 // SIGPIPE would kill `rowcast tail | head`; write errors end the stream cleanly instead.
 signal(SIGPIPE, SIG_IGN)
 
+let arguments = Array(CommandLine.arguments.dropFirst())
 do {
-    var command = try Rowcast.parseAsRoot(EnvironmentArguments.apply(to: Array(CommandLine.arguments.dropFirst())))
+    var command = try Rowcast.parseAsRoot(EnvironmentArguments.apply(to: arguments))
     if let asyncCommand = command as? any AsyncParsableCommand {
         try await runAsync(asyncCommand)
     } else {
@@ -23,9 +24,13 @@ do {
         if !message.isEmpty { print(message) }
         exit(0)
     }
+    if code == .validationFailure {
+        // The contract's exit code for bad usage is 2, not ArgumentParser's 64; and one line.
+        FileHandle.standardError.write(Data((UsageError.line(for: error, arguments: arguments) + "\n").utf8))
+        exit(2)
+    }
     FileHandle.standardError.write(Data((message + "\n").utf8))
-    // The contract's exit code for bad usage is 2, not ArgumentParser's 64.
-    exit(code == .validationFailure ? 2 : code.rawValue)
+    exit(code.rawValue)
 }
 
 /// Runs an async command; a generic context makes `run()` pick the async overload.

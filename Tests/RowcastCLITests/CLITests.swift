@@ -38,6 +38,37 @@ import Testing
         #expect(!result.stderr.isEmpty)
     }
 
+    @Test(arguments: [
+        (["status"], "rowcast: unknown command \"status\" (fix: did you mean rowcast slot status? commands are serve, tail, setup, teardown, slot, doctor, demo; rowcast --help)"),
+        (["frobnicate"], "rowcast: unknown command \"frobnicate\" (fix: commands are serve, tail, setup, teardown, slot, doctor, demo; rowcast --help)"),
+        (["tail", "--no-such-flag"], "rowcast: unknown option '--no-such-flag' (fix: rowcast tail --help)"),
+        (["slot", "status", "--watch"], "rowcast: missing value for '--watch <seconds>' (fix: rowcast slot status --help)"),
+    ])
+    func badUsageIsOneLineWithTheFix(_ arguments: [String], _ expected: String) throws {
+        let result = try Rowcast.run(arguments)
+        #expect(result.status == 2)
+        #expect(result.stderr == expected + "\n")
+    }
+
+    @Test(.enabled(if: Rowcast.databaseURL != nil, "needs the cluster that make test starts"))
+    func aPortInUseIsOneLineWithTheFix() throws {
+        // Hold a port, then ask serve for it.
+        let holder = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(holder) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(holder, $0, length) == 0 && listen(holder, 1) == 0 && getsockname(holder, $0, &length) == 0 }
+        }
+        #expect(bound)
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        let result = try Rowcast.run(["serve", "--mode", "trigger", "--channel", "nothing", "--port", String(port), "--db", Rowcast.databaseURL ?? ""])
+        #expect(result.status == 1)
+        #expect(result.stderr == "rowcast: port \(port) on 127.0.0.1 is already in use (fix: choose another --port, or stop what is using it)\n", "stderr: \(result.stderr.suffix(300))")
+    }
+
     @Test func servingBeyondLoopbackWithoutAuthIsRefused() throws {
         let result = try Rowcast.run(["serve", "--mode", "trigger", "--host", "0.0.0.0", "--db", "postgresql://127.0.0.1:1/x"])
         #expect(result.status == 2)

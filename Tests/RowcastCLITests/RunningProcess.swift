@@ -36,7 +36,8 @@ final class RunningProcess: Sendable {
         process.environment = env
         let err = Pipe()
         process.standardError = err
-        process.standardOutput = FileHandle.nullDevice
+        // stdout too: `demo` prints its URL there; the order of the two is kept per stream.
+        process.standardOutput = err
         process.standardInput = FileHandle.nullDevice
         self.process = process
         let collected = stderr
@@ -48,7 +49,7 @@ final class RunningProcess: Sendable {
         try process.run()
     }
 
-    /// Everything written to stderr so far.
+    /// Everything written to stderr and stdout so far.
     var output: String { stderr.text.withLock { $0 } }
 
     /// The process id.

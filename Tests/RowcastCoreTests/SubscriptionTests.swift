@@ -47,4 +47,26 @@ import Testing
     func malformedFiltersAreRejected(_ text: String) {
         #expect(throws: RowFilterError.self) { try RowFilter(parsing: text) }
     }
+
+    @Test func filtersAreCheckedAgainstTheColumnsTheCatalogNamed() throws {
+        let orders = TableName(schema: "public", name: "orders")
+        let users = TableName(schema: "public", name: "users")
+        let columns: [TableName: [String: ColumnKind]] = [
+            orders: ["id": .number, "paid": .bool, "note": .other],
+            users: ["id": .number, "name": .other],
+        ]
+        func check(_ filter: String, _ tables: Set<TableName>? = nil) throws {
+            try RowFilter(parsing: filter).check(against: columns, tables: tables)
+        }
+        try check("id=gt.7")
+        try check("id=in.(1,2,null)")
+        try check("note=eq.x", [orders])
+        try check("name=eq.ann")  // users has it: enough when no table is named
+        try check("paid=eq.true", [orders])
+        try check("whatever=eq.1", [TableName(schema: "public", name: "unknown")])  // columns not known: passes
+        #expect(throws: RowFilterError.unknownColumn("public.orders has no column \"name\" (its columns: id, note, paid)")) { try check("name=eq.ann", [orders]) }
+        #expect(throws: RowFilterError.unknownColumn("none of public.orders, public.users has a column \"nope\"")) { try check("nope=eq.1") }
+        #expect(throws: RowFilterError.incomparable("id is a number, so \"abc\" never compares with it (fix: a number, e.g. id=gt.7)")) { try check("id=gt.abc") }
+        #expect(throws: RowFilterError.incomparable("paid is a boolean, so \"yes\" never compares with it (fix: paid=eq.true or paid=eq.false)")) { try check("paid=eq.yes", [orders]) }
+    }
 }

@@ -63,4 +63,25 @@ struct SubscribeEdgeTests {
             }
         }
     }
+
+    @Test func aFilterOnAColumnTheTableLacksOrAValueThatCannotCompareIsAnError() async throws {
+        let (app, table) = try WebSocketTests.makeApp()
+        _ = try await app.test(.live) { client in
+            try await client.ws("/ws") { inbound, outbound, _ in
+                var messages = inbound.messages(maxSize: 1 << 24).makeAsyncIterator()
+                _ = try await messages.next()
+                for (filter, mentions) in [("nope=eq.1", "column \"nope\""), ("id=gt.abc", "id is a number"), ("id=in.(1,x)", "id is a number")] {
+                    try await outbound.write(.text(#"{"event":"subscribe","data":{"tables":["\#(table.name)"],"filter":"\#(filter)"}}"#))
+                    let error = WebSocketTests.object(try await messages.next())
+                    let data = error?["data"] as? [String: Any]
+                    #expect(data?["code"] as? String == "bad_filter", "\(filter)")
+                    #expect((data?["message"] as? String)?.contains(mentions) == true, "\(filter): \(data?["message"] ?? "")")
+                }
+                // A filter the column can answer still subscribes.
+                try await outbound.write(.text(#"{"event":"subscribe","data":{"filter":"id=gt.1"}}"#))
+                #expect(WebSocketTests.object(try await messages.next())?["event"] as? String == "subscribed")
+                try await outbound.close(.normalClosure, reason: nil)
+            }
+        }
+    }
 }

@@ -9,6 +9,7 @@ package final class CaptureState: Sendable {
         var confirmedLSN: UInt64?
         var serverLSN: UInt64?
         var capturedTables: Set<TableName>?
+        var columns: [TableName: [String: ColumnKind]] = [:]
     }
 
     private let snapshot = Mutex(Snapshot())
@@ -41,6 +42,12 @@ package final class CaptureState: Sendable {
     package var capturedTables: Set<TableName>? { snapshot.withLock { $0.capturedTables } }
 
     package func setCapturedTables(_ tables: Set<TableName>?) { snapshot.withLock { $0.capturedTables = tables } }
+
+    /// The captured tables' columns and how they compare, as the catalog said when the
+    /// source connected; filters on them are checked against it.
+    package var columns: [TableName: [String: ColumnKind]] { snapshot.withLock { $0.columns } }
+
+    package func setColumns(_ columns: [TableName: [String: ColumnKind]]) { snapshot.withLock { $0.columns = columns } }
 
     package func markConnected() { snapshot.withLock { $0.connected = true; $0.lastError = nil } }
     package func markDisconnected(_ error: String) { snapshot.withLock { $0.connected = false; $0.lastError = error } }
