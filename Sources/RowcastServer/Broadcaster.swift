@@ -130,13 +130,16 @@ package final class Broadcaster: RecordSink {
     /// first, in the same critical section as going live: no gap, no repeat. Returns
     /// false (and subscribes nothing) when `since` is older than the window.
     @discardableResult
-    package func subscribe(_ id: UInt64, to subscription: Subscription, since: Cursor? = nil) -> Bool {
+    /// With `last` instead, the newest `last` matching records the window holds come first.
+    package func subscribe(_ id: UInt64, to subscription: Subscription, since: Cursor? = nil, last: Int? = nil) -> Bool {
         state.withLock { state in
             guard state.clients[id] != nil else { return true }
             var replay: [ResumeWindow.Entry] = []
             if let since {
                 guard let after = state.window.entries(after: since, lastCursor: state.lastCursor) else { return false }
                 replay = after
+            } else if let last, last > 0 {
+                replay = state.window.latest(last, matching: subscription)
             }
             state.clients[id]?.subscription = subscription
             enqueue(ServerFrame.subscribed(subscription, cursor: state.lastCursor?.description), to: id, in: &state)

@@ -4,8 +4,8 @@ import RowcastCore
 package enum ClientMessage: Sendable, Equatable {
     /// `ready for data` `{}`: everything the client may see, from now on.
     case readyForData
-    /// `subscribe` `{"tables", "ops", "filter", "since"}`, every key optional.
-    case subscribe(Subscription, since: Cursor?)
+    /// `subscribe` `{"tables", "ops", "filter", "since", "last"}`, every key optional.
+    case subscribe(Subscription, since: Cursor?, last: Int?)
     /// `unsubscribe` `{}`: stop updates, keep the connection.
     case unsubscribe
     /// `ping` with any object: answered with `pong` and the same object, in order with
@@ -59,6 +59,7 @@ struct SubscriptionRequest: Sendable {
     var ops: Field = .missing
     var filter: Field = .missing
     var since: Field = .missing
+    var last: Field = .missing
 
     init() {}
 
@@ -74,6 +75,7 @@ struct SubscriptionRequest: Sendable {
                 case "ops": ops = value.strings.map(Field.value) ?? .wrongType
                 case "filter": filter = value.string.map { .value([$0]) } ?? .wrongType
                 case "since": since = value.string.map { .value([$0]) } ?? .wrongType
+                case "last": last = .value([value.text.trimmingWhitespace])
                 default: break
                 }
             }
@@ -123,7 +125,17 @@ struct SubscriptionRequest: Sendable {
             guard let parsed = Cursor(text.first ?? "") else { throw .badSubscription("\"since\" must be a cursor from a record") }
             cursor = parsed
         }
-        return .subscribe(subscription, since: cursor)
+        var count: Int?
+        switch last {
+        case .missing: break
+        case .wrongType: throw .badSubscription("\"last\" must be a number of records")
+        case .value(let text):
+            guard let number = Int(text.first ?? ""), (0...10_000).contains(number) else {
+                throw .badSubscription("\"last\" must be a number of records from 0 to 10000")
+            }
+            count = number
+        }
+        return .subscribe(subscription, since: cursor, last: count)
     }
 }
 
@@ -223,5 +235,13 @@ extension Subscription {
                 throw .badFilter(error.description)
             }
         }
+    }
+}
+
+extension String {
+    /// Without leading and trailing spaces, tabs and newlines (JSON's whitespace).
+    var trimmingWhitespace: String {
+        let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" }
+        return String(drop(while: isSpace).reversed().drop(while: isSpace).reversed())
     }
 }

@@ -75,6 +75,17 @@ struct ResumeWindow {
         entries.reduce(0) { $0 + ($1?.frame.readableBytes ?? 0) }
     }
 
+    /// The newest `count` records that match `subscription`, oldest first (a page that
+    /// opens shows what just happened).
+    func latest(_ count: Int, matching subscription: Subscription) -> [Entry] {
+        var found: [Entry] = []
+        for entry in entries[head...].reversed() {
+            guard found.count < count else { break }
+            if let entry, entry.matches(subscription) { found.append(entry) }
+        }
+        return found.reversed()
+    }
+
     /// The records after `since`, or nil when `since` is older than the window (or
     /// from another stream) and records after it may be missing.
     func entries(after since: Cursor, lastCursor: Cursor?) -> [Entry]? {

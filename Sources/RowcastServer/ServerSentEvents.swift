@@ -25,7 +25,7 @@ enum ServerSentEvents {
         let subscription: Subscription
         let since: Cursor?
         do {
-            guard case .subscribe(let parsed, let cursor) = try wanted.resolve() else {
+            guard case .subscribe(let parsed, let cursor, _) = try wanted.resolve() else {
                 throw HTTPError(.badRequest)
             }
             try parsed.checkCaptured(by: capture)

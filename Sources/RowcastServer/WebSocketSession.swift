@@ -100,10 +100,10 @@ struct WebSocketSession {
             switch try ClientMessage.parse(text) {
             case .readyForData:
                 broadcaster.subscribe(client, to: try access.restrict(.everything))
-            case .subscribe(let wanted, let since):
+            case .subscribe(let wanted, let since, let last):
                 try wanted.checkCaptured(by: capture)
                 let allowed = try access.restrict(wanted)
-                if !broadcaster.subscribe(client, to: allowed, since: since) {
+                if !broadcaster.subscribe(client, to: allowed, since: since, last: last) {
                     throw .cursorExpired(since)
                 }
             case .unsubscribe:

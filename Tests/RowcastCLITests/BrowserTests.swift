@@ -39,24 +39,73 @@ struct BrowserTests {
             try await page.evaluate("tablesInput.value = 'a.b.c'; tablesInput.dispatchEvent(new Event('change')); 0")
             try await page.waitUntil("document.getElementById('message').textContent.startsWith('bad_subscription')")
 
-            // Clearing the filter subscribes to every table from now on.
+            // Clearing the filter subscribes to every table: the latest records of all
+            // tables come first (the audit row the filter hid included), then live ones.
             try await page.evaluate("tablesInput.value = ''; tablesInput.dispatchEvent(new Event('change')); 0")
             try await page.waitUntil("document.getElementById('state').textContent === 'live' && !resubscribing")
+            try await page.waitUntil("document.querySelectorAll('tr.record').length === 3")
             try Rowcast.psql(url, "INSERT INTO audit VALUES (2, 'now shown')")
-            try await page.waitUntil("document.querySelectorAll('tr.record').length === 1")
-            #expect(try await page.rows().first?.table == "public.audit")
+            try await page.waitUntil("document.querySelectorAll('tr.record').length === 4")
+            #expect(try await page.rows().map(\.table) == ["public.audit", "public.orders", "public.orders", "public.audit"])
 
             // The connection drops; rows committed meanwhile arrive once each after the reconnect.
             try await page.evaluate("socket.close(); 0")
             try Rowcast.psql(url, "INSERT INTO orders SELECT g, 'while away' FROM generate_series(10, 14) g")
-            try await page.waitUntil("document.querySelectorAll('tr.record').length === 6")
+            try await page.waitUntil("document.querySelectorAll('tr.record').length === 9")
             try Rowcast.psql(url, "INSERT INTO orders VALUES (15, 'live again')")
-            try await page.waitUntil("document.querySelectorAll('tr.record').length === 7")
-            let ids = try await page.rows().compactMap { $0.row["id"] as? Int }
-            #expect(ids == [15, 14, 13, 12, 11, 10, 2], "every row once, newest first")
+            try await page.waitUntil("document.querySelectorAll('tr.record').length === 10")
+            let ids = try await page.rows().filter { $0.table == "public.orders" }.compactMap { $0.row["id"] as? Int }
+            #expect(ids == [15, 14, 13, 12, 11, 10, 2, 1], "every row once, newest first")
             #expect(try await page.evaluate("document.getElementById('state').textContent") as? String == "live")
         }
         #expect(try await server.stop(SIGINT) == 0, "serve output:\n\(server.output)")
+    }
+
+    @Test func thePageOpensOnTheLatestRecordsHighlightsUpdatesPausesAndKeepsUpWithABurst() async throws {
+        let url = try Rowcast.freshDatabase()
+        try Rowcast.psql(url, "CREATE TABLE items (id int PRIMARY KEY, note text, qty int)")
+        let binary = Rowcast.binary.path
+        #expect(try Rowcast.run(["setup", "--mode", "replication", "--table", "items", "--slot", "page", "--db", url]).status == 0)
+        let server = try RunningProcess(binary, ["serve", "--mode", "replication", "--table", "items", "--slot", "page", "--port", "0", "--db", url])
+        defer { _ = try? Rowcast.run(["slot", "drop", "page", "--force", "--db", url]) }
+        let port = try await server.waitFor(#"serving replication mode on http://127\.0\.0\.1:(\d+)/"#)
+        // Committed before the page exists: it opens on them.
+        try Rowcast.psql(url, "INSERT INTO items VALUES (1, 'first', 1), (2, 'second', 2)")
+        _ = try await ServeFaultTests.eventually { (try await ServeFaultTests.status(port: port)["records_captured"] as? Int ?? 0) >= 2 }
+
+        try await Self.withBrowser { page in
+            try await page.open("http://127.0.0.1:\(port)/")
+            try await page.waitUntil("document.querySelectorAll('tr.record').length === 2")
+            #expect(try await page.rows().compactMap { $0.row["id"] as? Int } == [2, 1])
+            // A readable time from the commit, and an op badge.
+            try await page.waitUntil("/^\\d+ (s|min) ago$/.test(document.querySelector('td.time').textContent)")
+            try await page.waitUntil("document.querySelector('tr.record .op').textContent === 'insert'")
+
+            // An update shows the row with the changed columns as old → new.
+            try Rowcast.psql(url, "ALTER TABLE items REPLICA IDENTITY FULL; UPDATE items SET note = 'changed' WHERE id = 1")
+            try await page.waitUntil("document.querySelector('tr.record').dataset.op === 'update'")
+            try await page.waitUntil("document.querySelector('tr.record dd.changed[data-column=note]').textContent === 'first → changed'")
+            #expect(try await page.evaluate("document.querySelectorAll('tr.record')[0].querySelectorAll('dd.changed').length") as? Int == 1)
+
+            // Pause keeps counting but stops drawing; resume draws; clear empties.
+            try await page.evaluate("document.getElementById('pause').click(); 0")
+            try await page.waitUntil("document.getElementById('state').textContent === 'paused'")
+            try Rowcast.psql(url, "INSERT INTO items VALUES (3, 'while paused', 3)")
+            try await page.waitUntil("document.getElementById('count').textContent === '4 records'")
+            #expect(try await page.evaluate("document.querySelectorAll('tr.record').length") as? Int == 3)
+            try await page.evaluate("document.getElementById('pause').click(); 0")
+            try await page.waitUntil("document.querySelectorAll('tr.record').length === 4 && document.getElementById('state').textContent === 'live'")
+            try await page.evaluate("document.getElementById('clear').click(); 0")
+            try await page.waitUntil("document.querySelectorAll('tr.record').length === 0")
+
+            // A burst far above 1,000 records/s: the page keeps a bounded list and answers.
+            try Rowcast.psql(url, "INSERT INTO items SELECT g, 'burst', g FROM generate_series(100, 5099) g")
+            try await page.waitUntil("document.getElementById('count').textContent === '5000 records'")
+            try await page.waitUntil("document.querySelectorAll('tr.record').length === 200")
+            #expect(try await page.rows().first?.row["id"] as? Int == 5099)
+            try await page.waitUntil("/^\\d+ records\\/s$/.test(document.getElementById('rate').textContent)")
+        }
+        #expect(try await server.stop(SIGINT) == 0, "serve output:\n\(server.output.suffix(2000))")
     }
 
     @Test func withATokenThePageConnectsOnlyWhenItsURLCarriesIt() async throws {
@@ -149,9 +198,9 @@ struct DevToolsSession {
         return (result["result"] as? [String: Any])?["value"]
     }
 
-    /// Polls until `condition` is true in the page (up to 20 s).
+    /// Polls until `condition` is true in the page (up to 60 s).
     mutating func waitUntil(_ condition: String) async throws {
-        for _ in 0..<200 {
+        for _ in 0..<600 {
             // Until the page has loaded, its elements and globals do not exist yet.
             if try await evaluate("(() => { try { return Boolean(\(condition)) } catch (e) { return false } })()") as? Bool == true { return }
             try await Task.sleep(for: .milliseconds(100))

@@ -12,11 +12,13 @@ import Testing
         let subscribe = try ClientMessage.parse(
             #"{"event":"subscribe","data":{"tables":["orders","audit.events"],"ops":["insert"],"filter":"id=gt.7","since":"r0000000000000010.0000000000000002","extra":null}}"#
         )
-        guard case .subscribe(let subscription, let since) = subscribe else { Issue.record("\(subscribe)"); return }
+        guard case .subscribe(let subscription, let since, let last) = subscribe else { Issue.record("\(subscribe)"); return }
         #expect(subscription.tables == ["public.orders", "audit.events"])
         #expect(subscription.ops == [.insert])
         #expect(subscription.filter?.description == "id=gt.7")
         #expect(since == .replication(commitLSN: 16, index: 2))
+        #expect(last == nil)
+        #expect(try ClientMessage.parse(#"{"event":"subscribe","data":{"last": 50 }}"#) == .subscribe(.everything, since: nil, last: 50))
     }
 
     @Test(arguments: [
@@ -34,6 +36,8 @@ import Testing
         (#"{"event":"subscribe","data":{"since":"yesterday"}}"#, "bad_subscription"),
         (#"{"event":"subscribe","data":{"since":5}}"#, "bad_subscription"),
         (#"{"event":"subscribe","data":{"filter":"id=like.1"}}"#, "bad_filter"),
+        (#"{"event":"subscribe","data":{"last":"ten"}}"#, "bad_subscription"),
+        (#"{"event":"subscribe","data":{"last":-1}}"#, "bad_subscription"),
         (#"{"event":"subscribe","data":{"filter":["id=eq.1"]}}"#, "bad_filter"),
         ("{\"event\":\"p\u{0}ing\"}", "bad_frame"),
         (String(repeating: "[", count: 600), "bad_frame"),

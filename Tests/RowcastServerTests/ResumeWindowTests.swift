@@ -48,4 +48,24 @@ import Testing
         #expect(ended.withLock { $0 } == .tooSlow, "the session was told, so that it can close the connection")
         #expect(fast.endReason == nil)
     }
+
+    @Test func lastReplaysTheNewestMatchingRecordsThenGoesLive() async {
+        let broadcaster = Broadcaster(queueLimit: 64, resumeWindow: 100)
+        for n in 1...10 {
+            var record = ChangeRecord(cursor: .trigger(stream: 1, sequence: UInt64(n)), source: .trigger, op: .insert)
+            record.schema = "public"
+            record.table = n % 2 == 0 ? "even" : "odd"
+            record.row = RawJSON(trusted: Array(#"{"n":\#(n)}"#.utf8))
+            broadcaster.deliver(record)
+        }
+        let client = broadcaster.register()
+        broadcaster.subscribe(client.id, to: Subscription(tables: ["public.even"], ops: nil, filter: nil), last: 3)
+        var cursors: [String] = []
+        var iterator = client.stream.makeAsyncIterator()
+        _ = await iterator.next()  // subscribed
+        for _ in 0..<3 {
+            if case .frame(_, let cursor?)? = await iterator.next() { cursors.append(cursor) }
+        }
+        #expect(cursors == [6, 8, 10].map { Cursor.trigger(stream: 1, sequence: $0).description })
+    }
 }
