@@ -34,6 +34,12 @@ struct DemoTests {
         #expect(record?["source"] as? String == mode)
         #expect(record?["table"] as? String == "realtime")
         #expect(((record?["row"] as? [String: Any])?["title"] as? String)?.isEmpty == false)
+        // And in the browser: the page shows the writer's rows live.
+        try await BrowserTests.withBrowser { page in
+            try await page.open("http://127.0.0.1:\(port)/")
+            try await page.waitUntil("document.getElementById('state').textContent === 'live'")
+            try await page.waitUntil("document.querySelectorAll('tr.record[data-table=\"public.realtime\"]').length >= 2")
+        }
         #expect(try await demo.stop(SIGINT) == 0, "demo output:\n\(demo.output.suffix(1000))")
     }
 }

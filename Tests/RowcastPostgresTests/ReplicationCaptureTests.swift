@@ -120,6 +120,8 @@ struct ReplicationCaptureTests {
                 #expect((left == nil) == (right == nil))
                 guard let left, let right else { continue }
                 #expect(try admin.execute("SELECT $1::jsonb::text = $2::jsonb::text", [left.text, right.text]).scalar == "t", "\(left.text) vs \(right.text)")
+                // Not only the same value: the same bytes, so a user switching modes sees no difference.
+                #expect(left.text == right.text)
             }
         }
     }
