@@ -106,6 +106,15 @@ package enum ColumnKind: Sendable, Equatable {
     /// Everything else: compared as its JSON text.
     case other
 
+    /// From a built-in type's OID (what a Relation message names); other types compare as text.
+    package init(typeOID: UInt32) {
+        switch typeOID {
+        case 20, 21, 23, 700, 701, 1700: self = .number  // int8, int2, int4, float4, float8, numeric
+        case 16: self = .bool
+        default: self = .other
+        }
+    }
+
     /// From `pg_type.typcategory`.
     package init(typeCategory: String) {
         switch typeCategory {

@@ -239,6 +239,8 @@ struct Driver {
                 let update = StandbyStatusUpdate(written: max(written, flushed), flushed: flushed, applied: flushed, clock: clock)
                 try connection.writeCopyData(update.bytes)
                 state.recordPositions(confirmed: flushed, server: written)
+            case .tableSeen(let table, let columns):
+                state.capture(table, columns: columns)
             case .warn(let line):
                 logger.error("\(line)")
             case .reconnect(let violation):

@@ -215,8 +215,8 @@ extension [ReplicationSession.Action] {
 
     @Test func recordsCarryTheRowCursorAndTransactionAndTheTableFilterApplies() throws {
         var harness = SessionHarness(.init(tables: [TableName(schema: "public", name: "items")]))
-        _ = harness.receive(WireBytes.relation(oid: 1, name: "items"))
-        _ = harness.receive(WireBytes.relation(oid: 2, name: "other"))
+        #expect(harness.receive(WireBytes.relation(oid: 1, name: "items")) == [.tableSeen("public.items", columns: ["id": .number, "title": .other])])
+        #expect(harness.receive(WireBytes.relation(oid: 2, name: "other")).isEmpty, "a table not asked for is not reported")
         _ = harness.receive(WireBytes.begin(finalLSN: 0x1000, xid: 42))
         var records = harness.receive(WireBytes.insert(oid: 2, id: 9, title: "skipped")).records
         records += harness.receive(WireBytes.insert(oid: 1, id: 7, title: "a \"q\"")).records
@@ -229,7 +229,10 @@ extension [ReplicationSession.Action] {
 
     @Test func aColumnOfAUserTypeAsksTheCatalogOnceItsRelationArrives() {
         var harness = SessionHarness()
-        #expect(harness.receive(WireBytes.relation(oid: 1, name: "items", titleType: 90001)) == [.lookUpTypes([90001])])
+        #expect(harness.receive(WireBytes.relation(oid: 1, name: "items", titleType: 90001)) == [
+            .lookUpTypes([90001]),
+            .tableSeen("public.items", columns: ["id": .number, "title": .other]),
+        ])
         harness.feed(.typesLearned([90001: .json]))
         _ = harness.receive(WireBytes.begin(finalLSN: 0x1000))
         let records = harness.receive(WireBytes.insert(oid: 1, id: 1, title: #"{"a":1}"#)).records

@@ -4,6 +4,8 @@ import HummingbirdTesting
 import HummingbirdWSClient
 import HummingbirdWSTesting
 import RowcastCore
+import Logging
+import RowcastPostgres
 import RowcastServer
 import Synchronization
 import Testing
@@ -80,6 +82,44 @@ struct SubscribeEdgeTests {
                 // A filter the column can answer still subscribes.
                 try await outbound.write(.text(#"{"event":"subscribe","data":{"filter":"id=gt.1"}}"#))
                 #expect(WebSocketTests.object(try await messages.next())?["event"] as? String == "subscribed")
+                try await outbound.close(.normalClosure, reason: nil)
+            }
+        }
+    }
+
+    @Test func aTableSetUpWhileServingIsCapturedOnceItsFirstChangeArrives() async throws {
+        // Every table with the trigger, as `serve --mode trigger` without --table.
+        let url = WebSocketTests.url
+        let database = try PostgresConnection(ConnectionSettings(conninfo: url))
+        try TriggerSetup.install(on: database, tables: [])  // the function, on no table yet
+        let logger = { var logger = Logger(label: "rowcast-tests"); logger.logLevel = .warning; return logger }()
+        let capture = try TriggerCapture.connect(configuration: .init(connection: ConnectionSettings(conninfo: url)), logger: logger)
+        let app = buildApplication(options: ServerOptions(port: 0), source: capture, logger: logger)
+        let late = TableName(schema: "public", name: "late_" + String(UInt32.random(in: 0...UInt32.max), radix: 36))
+        _ = try await app.test(.live) { client in
+            try await client.ws("/ws") { inbound, outbound, _ in
+                var messages = inbound.messages(maxSize: 1 << 24).makeAsyncIterator()
+                _ = try await messages.next()
+                try await outbound.write(.text(#"{"event":"ready for data","data":{}}"#))
+                _ = try await messages.next()
+                // Set up after serve started, then changed.
+                try await WebSocketTests.insert(
+                    "CREATE TABLE \(late.quoted) (id int PRIMARY KEY, n int); SELECT 1;"
+                )
+                try TriggerSetup.install(on: database, tables: [late])
+                try await WebSocketTests.insert("INSERT INTO \(late.quoted) VALUES (1, 5)")
+                while let frame = WebSocketTests.object(try await messages.next()) {
+                    if (frame["data"] as? [String: Any])?["table"] as? String == late.name { break }
+                }
+                // Now it is captured: subscribing to it, with a filter on its columns, works.
+                try await outbound.write(.text(#"{"event":"subscribe","data":{"tables":["\#(late.description)"],"filter":"n=gt.1"}}"#))
+                var reply = WebSocketTests.object(try await messages.next())
+                while reply?["event"] as? String == "update" { reply = WebSocketTests.object(try await messages.next()) }
+                #expect(reply?["event"] as? String == "subscribed", "\(reply ?? [:])")
+                try await outbound.write(.text(#"{"event":"subscribe","data":{"tables":["\#(late.description)"],"filter":"nope=eq.1"}}"#))
+                reply = WebSocketTests.object(try await messages.next())
+                while reply?["event"] as? String == "update" { reply = WebSocketTests.object(try await messages.next()) }
+                #expect((reply?["data"] as? [String: Any])?["code"] as? String == "bad_filter", "its columns are known too")
                 try await outbound.close(.normalClosure, reason: nil)
             }
         }

@@ -49,6 +49,24 @@ package final class CaptureState: Sendable {
 
     package func setColumns(_ columns: [TableName: [String: ColumnKind]]) { snapshot.withLock { $0.columns = columns } }
 
+    /// A table the source delivers that it did not know at start (set up, or added to
+    /// the publication, while it ran). Returns false when nothing changed.
+    @discardableResult
+    package func capture(_ table: TableName, columns: [String: ColumnKind]?) -> Bool {
+        snapshot.withLock { state in
+            let newTable = state.capturedTables.map { !$0.contains(table) } ?? false
+            let newColumns = columns.map { state.columns[table] != $0 } ?? false
+            if newTable { state.capturedTables?.insert(table) }
+            if newColumns { state.columns[table] = columns }
+            return newTable || newColumns
+        }
+    }
+
+    /// Whether the source is known to deliver `table`.
+    package func captures(_ table: TableName) -> Bool {
+        snapshot.withLock { $0.capturedTables?.contains(table) ?? true }
+    }
+
     package func markConnected() { snapshot.withLock { $0.connected = true; $0.lastError = nil } }
     package func markDisconnected(_ error: String) { snapshot.withLock { $0.connected = false; $0.lastError = error } }
     package func count(_ records: Int) { snapshot.withLock { $0.recordsCaptured += UInt64(records) } }

@@ -57,6 +57,9 @@ package struct ReplicationSession: Sendable {
         case flushSink
         /// Send a standby status update with these positions.
         case sendStatus(written: UInt64, flushed: UInt64)
+        /// The server described a table the session forwards (it may be new to the
+        /// publication): its columns and how they compare, for subscriptions and filters.
+        case tableSeen(TableName, columns: [String: ColumnKind])
         /// Log a value that was sent as text because it could not be converted.
         case warn(String)
         /// The stream broke the protocol: log it, drop the connection and reconnect.
@@ -235,6 +238,12 @@ package struct ReplicationSession: Sendable {
                 shapes[column.typeOID] = nil
             }
             if !unknown.isEmpty { actions.append(.lookUpTypes(unknown)) }
+            let table = TableName(schema: relation.namespace, name: relation.name)
+            if configuration.tables.isEmpty || configuration.tables.contains(table) {
+                var columns: [String: ColumnKind] = [:]
+                for column in relation.columns { columns[column.name] = ColumnKind(typeOID: column.typeOID) }
+                actions.append(.tableSeen(table, columns: columns))
+            }
         case .insert(let insert):
             let relation = try relationFor(insert.relationOID)
             var record = try makeRecord(.insert, relation: relation)
