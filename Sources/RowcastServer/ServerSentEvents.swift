@@ -22,15 +22,18 @@ enum ServerSentEvents {
         if let ops = query["ops"] { wanted.ops = .value(ops.split(separator: ",").map(String.init)) }
         if let filter = query["filter"] { wanted.filter = .value([String(filter)]) }
         if let since = request.headers[.lastEventID] ?? query["since"].map(String.init) { wanted.since = .value([since]) }
+        if let last = query["last"] { wanted.last = .value([String(last)]) }
         let subscription: Subscription
         let since: Cursor?
+        let last: Int?
         do {
-            guard case .subscribe(let parsed, let cursor, _) = try wanted.resolve() else {
+            guard case .subscribe(let parsed, let cursor, let count) = try wanted.resolve() else {
                 throw HTTPError(.badRequest)
             }
             try parsed.checkCaptured(by: capture)
             subscription = try access.restrict(parsed)
             since = cursor
+            last = count
         } catch let error as ClientMessageError {
             return Response(
                 status: error.code == "forbidden" ? .forbidden : .badRequest,
@@ -41,7 +44,7 @@ enum ServerSentEvents {
         let client = broadcaster.register { reason in
             channel.closeUnlessClosed(after: reason == .shuttingDown ? stalledClientGrace * 2 : stalledClientGrace)
         }
-        let subscribed = broadcaster.subscribe(client.id, to: subscription, since: since)
+        let subscribed = broadcaster.subscribe(client.id, to: subscription, since: since, last: last)
         return Response(
             status: .ok,
             headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],

@@ -124,4 +124,30 @@ struct SubscribeEdgeTests {
             }
         }
     }
+
+    @Test func eventsWithLastOpenOnTheNewestRecords() async throws {
+        let (app, table) = try WebSocketTests.makeApp()
+        _ = try await app.test(.live) { client in
+            let port = try #require(client.port)
+            try await WebSocketTests.insert("INSERT INTO \(table.quoted) VALUES (1, 'a'); INSERT INTO \(table.quoted) VALUES (2, 'b'); INSERT INTO \(table.quoted) VALUES (3, 'c')")
+            // Wait until the server holds all three, then ask for the last two.
+            let deadline = Date().addingTimeInterval(60)
+            var captured = 0
+            while captured < 3, Date() < deadline {
+                let response = try await WebSocketTests.onThread { try EventStreamClient(port: port, path: "/status").response() }
+                let body = response.components(separatedBy: "\r\n\r\n").last ?? ""
+                captured = ((try? JSONSerialization.jsonObject(with: Data(body.utf8))) as? [String: Any])?["records_captured"] as? Int ?? 0
+                if captured < 3 { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            #expect(captured == 3)
+            let stream = try EventStreamClient(port: port, path: "/events?tables=\(table.name)&last=2")
+            #expect(try await WebSocketTests.onThread { stream.readHead() }.hasPrefix("HTTP/1.1 200"))
+            let events = try await WebSocketTests.onThread { stream.events(2) }
+            let ids = events.compactMap { event in
+                ((try? JSONSerialization.jsonObject(with: Data(event.data.utf8))) as? [String: Any]).flatMap { ($0["row"] as? [String: Any])?["id"] as? Int }
+            }
+            #expect(ids == [2, 3])
+            stream.disconnect()
+        }
+    }
 }
