@@ -73,7 +73,8 @@ extension Broadcaster {
     convenience init(options: ServerOptions, origin: Cursor?) {
         self.init(
             queueLimit: options.clientQueueLimit, queueBytes: options.clientQueueBytes,
-            resumeWindow: options.resumeWindow, resumeWindowBytes: options.resumeWindowBytes, origin: origin,
+            resumeWindow: options.resumeWindow, resumeWindowBytes: options.resumeWindowBytes,
+            resumeWindowAge: options.resumeWindowAge, origin: origin,
             metrics: ServerMetrics(replication: options.slot != nil)
         )
     }

@@ -93,12 +93,15 @@ package final class Broadcaster: RecordSink {
     ///   - origin: a cursor before every record the capture will deliver (see
     ///     ``CaptureSource/origin``): `subscribed` names it until the first record, and
     ///     resuming from it replays everything the window still holds.
-    package init(queueLimit: Int = 4096, queueBytes: Int = 64 << 20, resumeWindow: Int = 1000, resumeWindowBytes: Int = 64 << 20, origin: Cursor? = nil, metrics: ServerMetrics? = nil) {
+    package init(
+        queueLimit: Int = 4096, queueBytes: Int = 64 << 20, resumeWindow: Int = 1000, resumeWindowBytes: Int = 64 << 20,
+        resumeWindowAge: Duration? = nil, origin: Cursor? = nil, metrics: ServerMetrics? = nil
+    ) {
         self.queueLimit = max(queueLimit, resumeWindow + 64)
         self.queueByteLimit = max(queueBytes, resumeWindowBytes)
         self.metrics = metrics
         state.withLock {
-            $0.window = ResumeWindow(limit: resumeWindow, byteLimit: resumeWindowBytes, origin: origin)
+            $0.window = ResumeWindow(limit: resumeWindow, byteLimit: resumeWindowBytes, ageLimit: resumeWindowAge, origin: origin)
             $0.lastCursor = origin
         }
     }
@@ -134,6 +137,7 @@ package final class Broadcaster: RecordSink {
     package func subscribe(_ id: UInt64, to subscription: Subscription, since: Cursor? = nil, last: Int? = nil) -> Bool {
         state.withLock { state in
             guard state.clients[id] != nil else { return true }
+            state.window.expire()
             var replay: [ResumeWindow.Entry] = []
             if let since {
                 guard let after = state.window.entries(after: since, lastCursor: state.lastCursor) else { return false }

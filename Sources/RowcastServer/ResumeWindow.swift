@@ -2,20 +2,24 @@ import NIOCore
 import RowcastCore
 
 /// The most recent records with their encoded frames, so a client that reconnects
-/// with `since` gets what it missed. Bounded by a record count and a byte budget.
+/// with `since` gets what it missed. Bounded by a record count, a byte budget and an
+/// age: a record older than the age limit is dropped at the next append or replay.
 struct ResumeWindow {
     struct Entry {
         /// The record without `row` and `old`, which only the frame keeps: a huge row
         /// is held once, not twice.
         let record: ChangeRecord
         let frame: ByteBuffer
+        /// When the window received it.
+        let at: ContinuousClock.Instant
 
-        init(record: ChangeRecord, frame: ByteBuffer) {
+        init(record: ChangeRecord, frame: ByteBuffer, at: ContinuousClock.Instant = .now) {
             var light = record
             light.row = nil
             light.old = nil
             self.record = light
             self.frame = frame
+            self.at = at
         }
 
         /// Whether the record matches; `row` and `old` are read back from the frame only
@@ -30,6 +34,8 @@ struct ResumeWindow {
 
     let limit: Int
     let byteLimit: Int
+    /// Records older than this are dropped; nil keeps them while count and bytes allow.
+    let ageLimit: Duration?
     /// Oldest first; an evicted slot is nil at once, so its frame is released then,
     /// not when the array is next compacted.
     private var entries: [Entry?] = []
@@ -40,10 +46,28 @@ struct ResumeWindow {
 
     /// - Parameter origin: a cursor before every record that will be appended; the
     ///   window covers everything after it until it evicts a record.
-    init(limit: Int, byteLimit: Int, origin: Cursor? = nil) {
+    init(limit: Int, byteLimit: Int, ageLimit: Duration? = nil, origin: Cursor? = nil) {
         self.limit = limit
         self.byteLimit = byteLimit
+        self.ageLimit = ageLimit
         self.evictedThrough = origin
+    }
+
+    /// Drops the records older than the age limit at `now`.
+    mutating func expire(now: ContinuousClock.Instant = .now) {
+        guard let ageLimit else { return }
+        while head < entries.count, let oldest = entries[head], now - oldest.at > ageLimit {
+            evictOldest()
+        }
+    }
+
+    private mutating func evictOldest() {
+        if let evicted = entries[head] {
+            bytes -= evicted.frame.readableBytes
+            evictedThrough = evicted.record.cursor
+        }
+        entries[head] = nil
+        head += 1
     }
 
     /// Adds the newest record, then evicts the oldest until the window is within both
@@ -56,13 +80,9 @@ struct ResumeWindow {
         entries.append(entry)
         bytes += entry.frame.readableBytes
         while entries.count - head > limit || (bytes > byteLimit && entries.count - head > 1) {
-            if let evicted = entries[head] {
-                bytes -= evicted.frame.readableBytes
-                evictedThrough = evicted.record.cursor
-            }
-            entries[head] = nil
-            head += 1
+            evictOldest()
         }
+        expire(now: entry.at)
         // Compact now and then rather than on every eviction (only empty slots move).
         if head > 1024 && head * 2 > entries.count {
             entries.removeFirst(head)

@@ -13,6 +13,8 @@ package struct ServerOptions: Sendable {
     package var stalledClientGrace: Duration = .seconds(5)
     /// The resume window's byte budget.
     package var resumeWindowBytes: Int = 64 << 20
+    /// The oldest record the resume window keeps.
+    package var resumeWindowAge: Duration = .seconds(600)
     /// The largest frame a client may send.
     package var maxClientFrameSize: Int
     /// Recent records kept so that clients can resume with `since`.

@@ -32,6 +32,9 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The most bytes of frames the resume window holds (default 64 MiB).", valueName: "bytes"))
     var resumeWindowBytes: Int = 64 << 20
 
+    @Option(name: .long, help: ArgumentHelp("The oldest record, in seconds, the resume window keeps (default 600).", valueName: "seconds"))
+    var resumeWindowAge: Double = 600
+
     @Option(name: .long, help: ArgumentHelp("The most bytes queued for one client before it is cut off as too slow (default 64 MiB, at least --resume-window-bytes).", valueName: "bytes"))
     var clientQueueBytes: Int = 64 << 20
 
@@ -71,6 +74,7 @@ struct Serve: AsyncParsableCommand {
             )
         }
         guard resumeWindow >= 0 else { throw CommandFailure.usage("--resume-window takes a number of records, 0 or more") }
+        guard resumeWindowAge > 0 else { throw CommandFailure.usage("--resume-window-age takes a number of seconds above 0") }
         guard resumeWindowBytes > 0, clientQueueBytes > 0 else {
             throw CommandFailure.usage("--resume-window-bytes and --client-queue-bytes take a number of bytes above 0")
         }
@@ -84,6 +88,7 @@ struct Serve: AsyncParsableCommand {
             options.allowedOrigins = Set(allowOrigin)
             options.allowedHosts = allowHost
             options.resumeWindowBytes = resumeWindowBytes
+            options.resumeWindowAge = .milliseconds(Int64(resumeWindowAge * 1000))
             options.clientQueueBytes = clientQueueBytes
             options.auth = auth
             return options

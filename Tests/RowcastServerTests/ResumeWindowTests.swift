@@ -6,11 +6,28 @@ import Testing
 @testable import RowcastServer
 
 @Suite struct ResumeWindowTests {
-    static func entry(_ n: UInt64, bytes: Int) -> ResumeWindow.Entry {
+    static func entry(_ n: UInt64, bytes: Int, at: ContinuousClock.Instant = .now) -> ResumeWindow.Entry {
         var record = ChangeRecord(cursor: .trigger(stream: 1, sequence: n), source: .trigger, op: .insert)
         record.schema = "public"
         record.table = "t"
-        return ResumeWindow.Entry(record: record, frame: ByteBuffer(repeating: 0x20, count: bytes))
+        return ResumeWindow.Entry(record: record, frame: ByteBuffer(repeating: 0x20, count: bytes), at: at)
+    }
+
+    @Test func recordsOlderThanTheAgeLimitAreDroppedAndTheirCursorsExpire() {
+        let start = ContinuousClock.now
+        let cursor = { (n: UInt64) in Cursor.trigger(stream: 1, sequence: n) }
+        var window = ResumeWindow(limit: 1_000, byteLimit: 1 << 20, ageLimit: .seconds(10), origin: cursor(0))
+        window.append(Self.entry(1, bytes: 10, at: start))
+        window.append(Self.entry(2, bytes: 10, at: start + .seconds(5)))
+        window.append(Self.entry(3, bytes: 10, at: start + .seconds(12)))
+        // Record 1 is 12 s old: gone, so a client that saw only the origin has missed it.
+        #expect(window.entries(after: cursor(0), lastCursor: cursor(3)) == nil)
+        #expect(window.entries(after: cursor(1), lastCursor: cursor(3))?.map(\.record.cursor) == [cursor(2), cursor(3)])
+        #expect(window.retainedFrameBytes == 20)
+        window.expire(now: start + .seconds(30))
+        #expect(window.retainedFrameBytes == 0)
+        #expect(window.entries(after: cursor(2), lastCursor: cursor(3)) == nil)
+        #expect(window.entries(after: cursor(3), lastCursor: cursor(3))?.isEmpty == true)
     }
 
     @Test func neverHoldsMoreThanItsByteBudget() {
