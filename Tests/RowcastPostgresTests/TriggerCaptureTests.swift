@@ -59,6 +59,38 @@ struct TriggerCaptureTests {
         #expect(doc(records.last?.old)?["a"] as? String == "x\u{0}y")
     }
 
+    @Test func upgradingAnInstalledTriggerInPlaceLosesNoChange() async throws {
+        let table = TableName(schema: "public", name: LiveDatabase.uniqueName("upgrade"))
+        let admin = try LiveDatabase.connect()
+        try admin.execute("CREATE TABLE \(table.quoted) (id int PRIMARY KEY, doc jsonb)")
+        // The previous version's function: rows through to_jsonb.
+        let previous = TriggerSetup.installScript
+            .replacingOccurrences(of: "to_json(NEW)", with: "to_jsonb(NEW)")
+            .replacingOccurrences(of: "to_json(OLD)", with: "to_jsonb(OLD)")
+        #expect(previous != TriggerSetup.installScript)
+        try admin.executeScript(previous)
+        try TriggerSetup.install(on: admin, tables: [table])
+        try admin.executeScript(previous)
+        let capture = try RunningCapture(tables: [table])
+        defer { capture.finish() }
+        // Writes flow while `rowcast setup` installs the new version, twice.
+        let rows = 300
+        let writer = Task.detached {
+            let connection = try LiveDatabase.connect()
+            for id in 1...rows { try connection.execute("INSERT INTO \(table.quoted) VALUES ($1::int, '{\"k\": 1}')", [String(id)]) }
+        }
+        for _ in 0..<2 {
+            try await Task.sleep(for: .milliseconds(20))
+            try TriggerSetup.install(on: admin, tables: [table])
+        }
+        try await writer.value
+        let records = await capture.sink.wait(for: rows)
+        let ids = Set(records.compactMap { record in
+            record.row.flatMap { try? JSONSerialization.jsonObject(with: Data($0.bytes)) as? [String: Any] }?["id"] as? Int
+        })
+        #expect(ids == Set(1...rows), "\(Set(1...rows).subtracting(ids).count) rows missing across the upgrade")
+    }
+
     @Test func identicalChangesInOneTransactionAreNotFolded() async throws {
         let table = TableName(schema: "public", name: LiveDatabase.uniqueName("twins"))
         let database = try LiveDatabase.connect()
