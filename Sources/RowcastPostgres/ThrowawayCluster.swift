@@ -21,12 +21,13 @@ package struct ThrowawayCluster: Sendable {
 
     /// Creates and starts a cluster in a new temporary folder.
     /// - Parameter walLevel: `logical` for both capture modes; `replica` to test what fails without it.
-    package static func start(walLevel: String = "logical") throws -> ThrowawayCluster {
+    /// - Parameter settings: more `name = value` lines for its configuration.
+    package static func start(walLevel: String = "logical", settings: [String] = []) throws -> ThrowawayCluster {
         let binaries = try findBinaries()
         let folder = try makeTemporaryFolder()
         let cluster = ThrowawayCluster(directory: folder, port: try freePort(), binaries: binaries)
         do {
-            try cluster.initialise(walLevel: walLevel)
+            try cluster.initialise(walLevel: walLevel, extra: settings)
             try cluster.runTool("pg_ctl", ["-D", cluster.dataDirectory.path, "-l", cluster.logFile.path, "-w", "-t", "60", "start"])
         } catch {
             cluster.destroy()
@@ -55,7 +56,7 @@ package struct ThrowawayCluster: Sendable {
 
     // MARK: - Internals
 
-    private func initialise(walLevel: String) throws {
+    private func initialise(walLevel: String, extra: [String]) throws {
         try runTool("initdb", ["-D", dataDirectory.path, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"])
         let settings = """
             listen_addresses = '127.0.0.1'
@@ -67,7 +68,7 @@ package struct ThrowawayCluster: Sendable {
             max_connections = 200
             fsync = off
             full_page_writes = off
-            """
+            """ + extra.map { "\n" + $0 }.joined()
         // postgresql.auto.conf is read last, and `existing(at:)` reads the port back from it.
         let autoConf = dataDirectory.appendingPathComponent("postgresql.auto.conf")
         let handle = try FileHandle(forWritingTo: autoConf)

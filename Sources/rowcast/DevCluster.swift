@@ -17,9 +17,12 @@ struct DevCluster: ParsableCommand {
         @Option(name: .long, help: "wal_level: logical or replica.")
         var walLevel = "logical"
 
+        @Option(name: .long, help: "Another setting, name=value (repeatable).")
+        var setting: [String] = []
+
         func run() throws {
             do {
-                let cluster = try ThrowawayCluster.start(walLevel: walLevel)
+                let cluster = try ThrowawayCluster.start(walLevel: walLevel, settings: setting.map { $0.replacingOccurrences(of: "=", with: " = ") })
                 print(cluster.directory.path, cluster.url)
             } catch {
                 throw CommandFailure.failed("\(error)")

@@ -119,7 +119,8 @@ struct OperationsTests {
     }
 
     @Test func doctorFailsOnAClusterWithoutLogicalWAL() throws {
-        let started = try Rowcast.run(["dev-cluster", "start", "--wal-level", "replica"])
+        // Two-phase commit on, too: trigger mode's doctor warns that the two exclude each other.
+        let started = try Rowcast.run(["dev-cluster", "start", "--wal-level", "replica", "--setting", "max_prepared_transactions=2"])
         #expect(started.status == 0, "stderr: \(started.stderr)")
         let parts = started.stdout.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: " ").map(String.init)
         try #require(parts.count == 2)
@@ -132,8 +133,11 @@ struct OperationsTests {
         let slot = try Rowcast.run(["slot", "create", "x", "--db", parts[1]])
         #expect(slot.status == 1)
         #expect(slot.stderr.contains("wal_level = logical"))
-        // Trigger mode needs none of it.
-        #expect(try Rowcast.run(["doctor", "--mode", "trigger", "--db", parts[1]]).status == 0)
+        // Trigger mode needs none of it, but warns about two-phase commit.
+        let trigger = try Rowcast.run(["doctor", "--mode", "trigger", "--db", parts[1]])
+        #expect(trigger.status == 0)
+        #expect(trigger.stdout.contains("max_prepared_transactions is 2, but a transaction that changes a captured table cannot PREPARE TRANSACTION"), "\(trigger.stdout)")
+        #expect(trigger.stdout.contains("use --mode replication for tables written under two-phase commit"))
     }
 
     @Test func everyFlagReadsItsEnvironmentVariable() throws {
