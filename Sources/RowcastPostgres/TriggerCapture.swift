@@ -117,9 +117,8 @@ package final class TriggerCapture: BlockingCaptureSource {
                 var delivered = 0
                 for notification in notifications {
                     guard let record = try record(for: notification, on: current, sawOverflow: &sawOverflow) else { continue }
-                    if let schema = record.schema, let name = record.table, !state.captures(TableName(schema: schema, name: name)) {
-                        // A table set up while rowcast runs: capture it from now on, columns and all.
-                        let table = TableName(schema: schema, name: name)
+                    // A table set up while rowcast runs: capture it from now on, columns and all.
+                    if let schema = record.schema, let name = record.table, case let table = TableName(schema: schema, name: name), !state.captures(table) {
                         state.capture(table, columns: try CatalogColumns.kinds(of: [table], on: current)[table])
                     }
                     sequence += 1
