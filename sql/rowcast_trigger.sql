@@ -1,20 +1,24 @@
--- rowcast trigger mode: the schema `rowcast`, its overflow table and the trigger
--- function. Idempotent: `rowcast setup --mode trigger` runs it, and so can
+-- rowcast trigger mode: the schema `rowcast`, its changes table and the trigger
+-- functions. Idempotent, and upgrades a database set up by an earlier rowcast in
+-- place: `rowcast setup --mode trigger` runs it, and so can
 -- `psql -v ON_ERROR_STOP=1 -f sql/rowcast_trigger.sql`.
 --
 -- Attach it to a table (what `rowcast setup --mode trigger --table T` does):
 --
---   CREATE TRIGGER rowcast_capture AFTER INSERT OR UPDATE OR DELETE ON T
---       FOR EACH ROW EXECUTE FUNCTION rowcast.capture();
---   CREATE TRIGGER rowcast_capture_truncate AFTER TRUNCATE ON T
---       FOR EACH STATEMENT EXECUTE FUNCTION rowcast.capture();
+--   SELECT rowcast.attach('T');
 --
--- Every change becomes one NOTIFY on channel `rowcast` whose payload is JSON:
---   {"op":..,"schema":..,"table":..,"xid":..,"i":..,"row":to_json(NEW),"old":to_json(OLD)}
--- A payload that would not fit a NOTIFY (8000 bytes) is stored in rowcast.overflow
--- in the same transaction and the NOTIFY carries only {"overflow":ID}; every
--- listening rowcast reads it from there, and rows older than the retention window
--- are purged by rowcast.purge_overflow().
+-- How a change travels. The statement's changes are written, as JSON, to
+-- rowcast.changes, a table only its owner (and the roles it grants) can read; the
+-- NOTIFY on channel `rowcast` carries nothing but the transaction's id, the key of
+-- those rows. So a role that may not read a table cannot read its changes by
+-- LISTENing, and a NOTIFY from anyone else can only name rows the trigger wrote
+-- (rowcast delivers each transaction once). One notification per transaction:
+-- PostgreSQL folds identical payloads of one transaction into one.
+--
+-- Ordinary tables get statement-level triggers with transition tables: one INSERT
+-- into rowcast.changes per statement, however many rows it touched. Partitioned
+-- tables get row-level triggers instead, which PostgreSQL clones onto every
+-- partition, present and future, so a write straight into a partition is seen too.
 
 -- Two set-ups at once (two rowcast processes, or this script under psql beside
 -- `rowcast setup`) would deadlock on the catalog: take the set-up lock first. A
@@ -25,18 +29,43 @@ CREATE SCHEMA IF NOT EXISTS rowcast;
 
 COMMENT ON SCHEMA rowcast IS 'rowcast: change capture for streaming rows to browsers';
 
-CREATE TABLE IF NOT EXISTS rowcast.overflow (
-    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
-    payload    text NOT NULL
+-- One row per change, keyed by the writing transaction's id (`batch`, the 64-bit
+-- txid_current()) and the change's number within it (`n`). UNLOGGED: no WAL for a
+-- copy that lives for a minute; after a crash it is empty, like the notification
+-- queue. Only its owner may read it; `rowcast` deletes what it has delivered.
+CREATE UNLOGGED TABLE IF NOT EXISTS rowcast.changes (
+    batch       bigint NOT NULL,
+    n           bigint NOT NULL,
+    op          text   NOT NULL,
+    schema_name text   NOT NULL,
+    table_name  text   NOT NULL,
+    row_json    json,
+    old_json    json
 );
 
-CREATE INDEX IF NOT EXISTS overflow_created_at ON rowcast.overflow (created_at);
+CREATE INDEX IF NOT EXISTS changes_batch_n ON rowcast.changes (batch, n);
 
--- SECURITY DEFINER: a writer needs no privilege on rowcast.overflow, so a large
--- row never fails for lack of one. The SET clauses pin every setting that shapes
--- to_jsonb's output, so the writer's own TimeZone or DateStyle change nothing.
-CREATE OR REPLACE FUNCTION rowcast.capture() RETURNS trigger
+REVOKE ALL ON rowcast.changes FROM PUBLIC;
+
+-- The statement-level trigger function for ordinary tables.
+--
+-- SECURITY DEFINER: a writer needs no privilege on rowcast.changes. The SET clauses
+-- pin every setting that shapes to_json's output (TimeZone for timestamptz,
+-- DateStyle for values output as text such as ranges, IntervalStyle, bytea_output,
+-- extra_float_digits), so the writer's own session
+-- settings change nothing, and search_path so no object of the writer's can stand
+-- in for one of PostgreSQL's.
+--
+-- to_json, not to_jsonb: the same JSON value as to_jsonb(row) (the contract), but a
+-- json column is embedded as written, so a value jsonb rejects (such as "\u0000")
+-- cannot fail the writer; it is also cheaper, and its text is the one replication
+-- mode produces from pgoutput (no spaces after ':' and ',').
+--
+-- No EXCEPTION block: each would open a subtransaction per statement, and more than
+-- 64 of them in one transaction slow every snapshot on the server. Nothing here can
+-- fail where the writer's own statement would not (no privilege is needed, no value
+-- is rejected, no size is limited below PostgreSQL's 1 GB per value).
+CREATE OR REPLACE FUNCTION rowcast.capture_statement() RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -47,64 +76,130 @@ SET bytea_output = 'hex'
 SET extra_float_digits = 1
 AS $function$
 DECLARE
-    change_index bigint;
-    head text;
-    payload text;
-    overflow_id bigint;
+    batch bigint := txid_current();
+    -- Changes already written by this transaction: numbers continue from there.
+    base bigint := coalesce(nullif(current_setting('rowcast.change_index', true), ''), '0')::bigint;
+    written bigint;
 BEGIN
-    -- A per-transaction counter: it orders changes within the transaction and keeps
-    -- NOTIFY from folding two identical payloads of one transaction into one.
-    change_index := coalesce(nullif(current_setting('rowcast.change_index', true), ''), '0')::bigint + 1;
-    PERFORM set_config('rowcast.change_index', change_index::text, true);
-
-    head := '{"op":"' || lower(TG_OP)
-        || '","schema":' || to_json(TG_TABLE_SCHEMA::text)::text
-        || ',"table":' || to_json(TG_TABLE_NAME::text)::text
-        || ',"xid":' || (txid_current() % 4294967296)::text
-        || ',"i":' || change_index::text;
-    -- to_json, not to_jsonb: the same JSON value as to_jsonb(row) (the contract),
-    -- but a json column is embedded as written, so a value jsonb rejects (such as
-    -- "\u0000") cannot fail the writer; it is also cheaper, and its text is the one
-    -- replication mode produces from pgoutput (no spaces after ':' and ',').
     IF TG_OP = 'INSERT' THEN
-        payload := head || ',"row":' || to_json(NEW)::text || '}';
+        INSERT INTO rowcast.changes (batch, n, op, schema_name, table_name, row_json)
+        SELECT batch, base + row_number() OVER (), 'insert', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(r)
+        FROM rowcast_new r;
     ELSIF TG_OP = 'UPDATE' THEN
-        payload := head || ',"row":' || to_json(NEW)::text || ',"old":' || to_json(OLD)::text || '}';
+        -- The transition tables hold the old and new versions of each row in the
+        -- same order: pair them by position (a key may have changed).
+        INSERT INTO rowcast.changes (batch, n, op, schema_name, table_name, row_json, old_json)
+        SELECT batch, base + nw.k, 'update', TG_TABLE_SCHEMA, TG_TABLE_NAME, nw.j, od.j
+        FROM (SELECT row_number() OVER () AS k, to_json(r) AS j FROM rowcast_new r) nw
+        JOIN (SELECT row_number() OVER () AS k, to_json(r) AS j FROM rowcast_old r) od ON od.k = nw.k;
     ELSIF TG_OP = 'DELETE' THEN
-        payload := head || ',"old":' || to_json(OLD)::text || '}';
+        INSERT INTO rowcast.changes (batch, n, op, schema_name, table_name, old_json)
+        SELECT batch, base + row_number() OVER (), 'delete', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(r)
+        FROM rowcast_old r;
     ELSE
-        payload := head || '}';
+        INSERT INTO rowcast.changes (batch, n, op, schema_name, table_name)
+        VALUES (batch, base + 1, 'truncate', TG_TABLE_SCHEMA, TG_TABLE_NAME);
     END IF;
-
-    IF octet_length(payload) < 8000 THEN
-        PERFORM pg_notify('rowcast', payload);
-    ELSE
-        BEGIN
-            INSERT INTO rowcast.overflow (payload) VALUES (payload) RETURNING id INTO overflow_id;
-            PERFORM pg_notify('rowcast', '{"overflow":' || overflow_id::text || '}');
-        EXCEPTION WHEN OTHERS THEN
-            -- Never fail the user's write because of rowcast: report the loss instead.
-            RAISE WARNING 'rowcast: could not store a change of % bytes to %.%: %',
-                octet_length(payload), TG_TABLE_SCHEMA, TG_TABLE_NAME, SQLERRM;
-            PERFORM pg_notify('rowcast', head || ',"lost":' || to_json(SQLERRM)::text || '}');
-        END;
+    GET DIAGNOSTICS written = ROW_COUNT;
+    IF written > 0 THEN
+        PERFORM set_config('rowcast.change_index', (base + written)::text, true);
+        PERFORM pg_notify('rowcast', batch::text);
     END IF;
     RETURN NULL;
 END
 $function$;
 
--- Deletes overflow rows older than `keep`. Rows are not deleted on read because
--- several rowcast processes may listen to the same database; each gets the
--- notification and reads the row within moments of the commit.
-CREATE OR REPLACE FUNCTION rowcast.purge_overflow(keep interval) RETURNS bigint
-LANGUAGE sql
+-- The row-level trigger function for partitioned tables (see the top of the file):
+-- the same rows and the same notification, one INSERT per row.
+CREATE OR REPLACE FUNCTION rowcast.capture_row() RETURNS trigger
+LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, MDY'
+SET IntervalStyle = 'postgres'
+SET bytea_output = 'hex'
+SET extra_float_digits = 1
 AS $function$
-    WITH purged AS (
-        DELETE FROM rowcast.overflow WHERE created_at < clock_timestamp() - keep RETURNING 1
-    )
-    SELECT count(*) FROM purged;
+DECLARE
+    batch bigint := txid_current();
+    n bigint := coalesce(nullif(current_setting('rowcast.change_index', true), ''), '0')::bigint + 1;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO rowcast.changes (batch, n, op, schema_name, table_name, row_json)
+        VALUES (batch, n, 'insert', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(NEW));
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO rowcast.changes (batch, n, op, schema_name, table_name, row_json, old_json)
+        VALUES (batch, n, 'update', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(NEW), to_json(OLD));
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO rowcast.changes (batch, n, op, schema_name, table_name, old_json)
+        VALUES (batch, n, 'delete', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(OLD));
+    ELSE
+        INSERT INTO rowcast.changes (batch, n, op, schema_name, table_name)
+        VALUES (batch, n, 'truncate', TG_TABLE_SCHEMA, TG_TABLE_NAME);
+    END IF;
+    PERFORM set_config('rowcast.change_index', n::text, true);
+    PERFORM pg_notify('rowcast', batch::text);
+    RETURN NULL;
+END
 $function$;
+
+-- Attaches the capture triggers to a table, replacing any it had (so running it
+-- again, or on a table set up by an earlier rowcast, leaves exactly these).
+CREATE OR REPLACE FUNCTION rowcast.attach(target regclass) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET client_min_messages = warning
+AS $function$
+DECLARE
+    trigger_name text;
+BEGIN
+    FOREACH trigger_name IN ARRAY ARRAY['rowcast_capture', 'rowcast_capture_insert',
+        'rowcast_capture_update', 'rowcast_capture_delete', 'rowcast_capture_truncate'] LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', trigger_name, target);
+    END LOOP;
+    IF (SELECT relkind FROM pg_class WHERE oid = target) = 'p' THEN
+        EXECUTE format('CREATE TRIGGER rowcast_capture AFTER INSERT OR UPDATE OR DELETE ON %s '
+            'FOR EACH ROW EXECUTE FUNCTION rowcast.capture_row()', target);
+    ELSE
+        EXECUTE format('CREATE TRIGGER rowcast_capture_insert AFTER INSERT ON %s '
+            'REFERENCING NEW TABLE AS rowcast_new FOR EACH STATEMENT EXECUTE FUNCTION rowcast.capture_statement()', target);
+        EXECUTE format('CREATE TRIGGER rowcast_capture_update AFTER UPDATE ON %s '
+            'REFERENCING OLD TABLE AS rowcast_old NEW TABLE AS rowcast_new FOR EACH STATEMENT EXECUTE FUNCTION rowcast.capture_statement()', target);
+        EXECUTE format('CREATE TRIGGER rowcast_capture_delete AFTER DELETE ON %s '
+            'REFERENCING OLD TABLE AS rowcast_old FOR EACH STATEMENT EXECUTE FUNCTION rowcast.capture_statement()', target);
+    END IF;
+    EXECUTE format('CREATE TRIGGER rowcast_capture_truncate AFTER TRUNCATE ON %s '
+        'FOR EACH STATEMENT EXECUTE FUNCTION rowcast.capture_statement()', target);
+END
+$function$;
+
+REVOKE ALL ON FUNCTION rowcast.attach(regclass) FROM PUBLIC;
+
+-- Upgrade from rowcast 0.1, whose row-level rowcast.capture() put the row itself in
+-- the NOTIFY payload (readable and forgeable by any role): move every table it
+-- captured to the triggers above, in this transaction, then drop it. A writer
+-- holding one of those tables waits for this transaction, and its changes are
+-- either all before it (old payloads, which rowcast still reads) or all after.
+DO $upgrade$
+DECLARE
+    target regclass;
+BEGIN
+    IF to_regprocedure('rowcast.capture()') IS NOT NULL THEN
+        FOR target IN
+            -- Not the copies PostgreSQL made on partitions (tgparentid, from 13 on;
+            -- before 13 they are tgisinternal): dropping the parent's drops them.
+            SELECT DISTINCT t.tgrelid::regclass FROM pg_trigger t
+            WHERE t.tgfoid = 'rowcast.capture()'::regprocedure AND NOT t.tgisinternal
+                AND coalesce((to_jsonb(t) ->> 'tgparentid')::oid, 0) = 0
+        LOOP
+            PERFORM rowcast.attach(target);
+        END LOOP;
+        DROP FUNCTION rowcast.capture();
+        -- Tells a listening rowcast, in commit order, that no old payload follows.
+        PERFORM pg_notify('rowcast', 'upgraded');
+    END IF;
+END
+$upgrade$;
 
 DO $lock$ BEGIN PERFORM pg_advisory_unlock(32210705904137076); END $lock$;

@@ -71,9 +71,25 @@ package enum Doctor {
         mayCreate: Bool
     ) throws(PostgresError) -> [DoctorCheck] {
         var checks: [DoctorCheck] = []
-        let installed = try connection.execute("SELECT to_regprocedure('rowcast.capture()') IS NOT NULL").scalar == "t"
-        if installed {
-            checks.append(.ok("trigger mode: rowcast.capture() is installed"))
+        let installed = try connection.execute("SELECT to_regprocedure('rowcast.capture_statement()') IS NOT NULL").scalar == "t"
+        let legacy = try connection.execute("SELECT to_regprocedure('rowcast.capture()') IS NOT NULL").scalar == "t"
+        if legacy {
+            checks.append(.warn(
+                "trigger mode: set up by rowcast 0.1, whose notifications carry the rows: any role can read and forge them",
+                fix: "rowcast setup --mode trigger (upgrades every captured table in place)"
+            ))
+        } else if installed {
+            checks.append(.ok("trigger mode: the rowcast trigger functions are installed"))
+            // rowcast reads the changes and deletes what it delivered.
+            let access = try connection.execute(
+                "SELECT has_table_privilege('rowcast.changes', 'SELECT') AND has_table_privilege('rowcast.changes', 'DELETE')"
+            ).scalar
+            if access != "t" {
+                checks.append(.fail(
+                    "trigger mode: \(user) may not read and delete rows of rowcast.changes",
+                    fix: "GRANT USAGE ON SCHEMA rowcast TO \(TableName.quoteIdentifier(user)); GRANT SELECT, DELETE ON rowcast.changes TO \(TableName.quoteIdentifier(user));"
+                ))
+            }
         } else if superuser || mayCreate {
             checks.append(.ok("trigger mode: \(user) may create the rowcast schema (rowcast setup --mode trigger installs it)"))
         } else {
@@ -93,7 +109,7 @@ package enum Doctor {
             let hasTrigger = try connection.execute(
                 """
                 SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1)
-                    AND tgfoid = to_regprocedure('rowcast.capture()') AND NOT tgisinternal)
+                    AND tgfoid IN \(TriggerCapture.captureFunctions) AND NOT tgisinternal)
                 """,
                 [table.quoted]
             ).scalar == "t"

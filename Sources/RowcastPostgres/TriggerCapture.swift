@@ -6,9 +6,9 @@ import Synchronization
 /// Trigger mode's capture source: LISTENs for the trigger function's notifications
 /// (and for plain NOTIFY on the channels the user names) and turns them into records.
 ///
-/// It waits on the connection's socket, never spins; it reads oversized changes from
-/// `rowcast.overflow`; and when the connection drops it reconnects with backoff and
-/// LISTENs again. NOTIFY is not durable: changes committed while rowcast is not
+/// It waits on the connection's socket, never spins; ``TriggerReader`` reads the
+/// changes each notification names; and when the connection drops it reconnects with
+/// backoff and LISTENs again. NOTIFY is not durable: changes committed while rowcast is not
 /// listening are not seen, which is said loudly in the log (replication mode replays
 /// them).
 package final class TriggerCapture: BlockingCaptureSource {
@@ -19,19 +19,24 @@ package final class TriggerCapture: BlockingCaptureSource {
         package var tables: Set<TableName>
         /// Channels whose plain NOTIFY traffic becomes `notify` records.
         package var channels: [String]
-        /// How long overflow rows are kept for other listeners before being purged.
-        package var overflowRetentionSeconds: Int
+        /// How long a delivered transaction's rows stay in `rowcast.changes` for other
+        /// rowcast processes listening to the same database, in seconds.
+        package var retentionSeconds: Double
+        /// How long rows no rowcast delivered (written while none listened) stay.
+        package var orphanRetentionSeconds: Double
 
         package init(
             connection: ConnectionSettings,
             tables: Set<TableName> = [],
             channels: [String] = [],
-            overflowRetentionSeconds: Int = 3600
+            retentionSeconds: Double = 60,
+            orphanRetentionSeconds: Double = 3600
         ) {
             self.connection = connection
             self.tables = tables
             self.channels = channels
-            self.overflowRetentionSeconds = overflowRetentionSeconds
+            self.retentionSeconds = retentionSeconds
+            self.orphanRetentionSeconds = orphanRetentionSeconds
         }
 
         /// Whether table changes are captured (and so the trigger must be installed):
@@ -49,6 +54,8 @@ package final class TriggerCapture: BlockingCaptureSource {
     private let streamID: UInt64
     /// The connection made by ``connect(configuration:logger:)``, until `run` takes it.
     private let firstConnection: Mutex<PostgresConnection?>
+    /// Whether rowcast 0.1's trigger function was installed at connect time.
+    private let legacyInstalled: Bool
 
     /// Connects and starts listening. Errors here are the user's to fix (a bad
     /// conninfo, missing set-up), so they are thrown rather than retried; once
@@ -60,11 +67,16 @@ package final class TriggerCapture: BlockingCaptureSource {
         } catch {
             throw .cannotConnect(error)
         }
-        if configuration.capturesTables, try !triggerInstalled(on: connection) {
+        let installed = try installedFunctions(on: connection)
+        if configuration.capturesTables, installed.isEmpty {
             let tables = configuration.tables.isEmpty ? "T" : configuration.tables.map(\.description).sorted().joined(separator: " --table ")
             throw .notSetUp("trigger mode is not set up in this database (fix: rowcast setup --mode trigger --table \(tables))")
         }
-        let capture = TriggerCapture(configuration: configuration, connection: connection, logger: logger)
+        let legacy = installed.contains(legacyFunction)
+        if configuration.capturesTables, legacy {
+            logger.warning("trigger mode was set up by rowcast 0.1, whose notifications any database role can read and forge (fix: rowcast setup --mode trigger, which upgrades it in place while rowcast runs)")
+        }
+        let capture = TriggerCapture(configuration: configuration, connection: connection, logger: logger, legacyInstalled: legacy)
         try capture.checkTriggers(connection)
         try capture.learnCapturedTables(connection)
         try capture.listen(connection)
@@ -72,7 +84,8 @@ package final class TriggerCapture: BlockingCaptureSource {
         return capture
     }
 
-    private init(configuration: Configuration, connection: PostgresConnection, logger: Logger) {
+    private init(configuration: Configuration, connection: PostgresConnection, logger: Logger, legacyInstalled: Bool) {
+        self.legacyInstalled = legacyInstalled
         self.configuration = configuration
         self.state = CaptureState()
         self.logger = logger
@@ -93,9 +106,9 @@ package final class TriggerCapture: BlockingCaptureSource {
             defer { connection = nil }
             return connection
         }
-        var sequence: UInt64 = 0
-        var lastPurge = Date.distantPast
-        var sawOverflow = false
+        var reader = TriggerReader(
+            configuration: configuration, state: state, logger: logger, streamID: streamID, acceptsLegacy: legacyInstalled
+        )
         var sinkFailed = false
         ReconnectLoop(state: state, logger: logger, stop: stop).run(
             connection: connection,
@@ -107,44 +120,41 @@ package final class TriggerCapture: BlockingCaptureSource {
             reconnected: "reconnected to PostgreSQL; changes committed while disconnected were not captured (trigger mode cannot replay them; replication mode can)",
             finished: { stop.isStopped || sinkFailed },
             work: { current in
-                // Drain before waiting: a query (an overflow read) may have pulled later
-                // notifications into libpq's queue, and the socket will not say so again.
+                try reader.maintain(on: current)
+                // Drain before waiting: a query (reading a transaction's rows) may have
+                // pulled later notifications into libpq's queue, and the socket will
+                // not say so again.
                 let notifications = current.drainNotifications()
                 if notifications.isEmpty {
                     if current.waitReadable(milliseconds: 200) { try current.consumeInput() }
                     return
                 }
-                var delivered = 0
-                for notification in notifications {
-                    guard let record = try record(for: notification, on: current, sawOverflow: &sawOverflow) else { continue }
-                    // A table set up while rowcast runs: capture it from now on, columns and all.
-                    if let schema = record.schema, let name = record.table, case let table = TableName(schema: schema, name: name), !state.captures(table) {
-                        state.capture(table, columns: try CatalogColumns.kinds(of: [table], on: current)[table])
-                    }
-                    sequence += 1
-                    var stamped = record
-                    stamped.cursor = .trigger(stream: streamID, sequence: sequence)
-                    sink.deliver(stamped)
-                    delivered += 1
-                }
-                state.count(delivered)
-                if case .failed = sink.flush() {
+                guard try reader.handle(notifications, on: current, sink: sink) else {
                     sinkFailed = true
                     return
                 }
-                if sawOverflow, Date().timeIntervalSince(lastPurge) > 60 {
-                    lastPurge = Date()
-                    try purgeOverflow(on: current)
-                }
+                if case .failed = sink.flush() { sinkFailed = true }
             }
         )
     }
 
     // MARK: - Internals
 
-    private static func triggerInstalled(on connection: PostgresConnection) throws(CaptureError) -> Bool {
+    /// rowcast 0.1's row-level function; `rowcast setup` replaces it.
+    private static let legacyFunction = "rowcast.capture()"
+    /// The trigger functions a captured table's triggers call.
+    static let captureFunctions = "(to_regprocedure('rowcast.capture_statement()'), to_regprocedure('rowcast.capture_row()'), to_regprocedure('rowcast.capture()'))"
+
+    /// Which of the trigger functions exist.
+    private static func installedFunctions(on connection: PostgresConnection) throws(CaptureError) -> Set<String> {
         do {
-            return try connection.execute("SELECT to_regprocedure('rowcast.capture()') IS NOT NULL").scalar == "t"
+            let rows = try connection.execute(
+                """
+                SELECT f FROM unnest(ARRAY['rowcast.capture_statement()', 'rowcast.capture_row()', 'rowcast.capture()']) AS f
+                WHERE to_regprocedure(f) IS NOT NULL
+                """
+            ).rows
+            return Set(rows.compactMap { $0[0] })
         } catch {
             throw .cannotConnect(error)
         }
@@ -157,7 +167,7 @@ package final class TriggerCapture: BlockingCaptureSource {
                 exists = try connection.execute(
                     """
                     SELECT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = to_regclass($1)
-                        AND t.tgfoid = 'rowcast.capture()'::regprocedure AND NOT t.tgisinternal)
+                        AND t.tgfoid IN \(Self.captureFunctions) AND NOT t.tgisinternal)
                     """,
                     [table.quoted]
                 ).scalar
@@ -183,7 +193,7 @@ package final class TriggerCapture: BlockingCaptureSource {
                 """
                 SELECT n.nspname, c.relname FROM pg_trigger t
                 JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-                WHERE t.tgfoid = 'rowcast.capture()'::regprocedure AND NOT t.tgisinternal
+                WHERE t.tgfoid IN \(Self.captureFunctions) AND NOT t.tgisinternal
                 """
             ).rows
             let tables = Set(rows.compactMap { row in row[0].flatMap { schema in row[1].map { TableName(schema: schema, name: $0) } } })
@@ -203,63 +213,6 @@ package final class TriggerCapture: BlockingCaptureSource {
             }
         } catch {
             throw .cannotConnect(error)
-        }
-    }
-
-    /// The record a notification stands for, or nil when it is filtered out or lost.
-    private func record(
-        for notification: PostgresNotification,
-        on connection: PostgresConnection,
-        sawOverflow: inout Bool
-    ) throws(PostgresError) -> ChangeRecord? {
-        let placeholder = Cursor.trigger(stream: streamID, sequence: 0)
-        guard notification.channel == TriggerPayload.channel, configuration.capturesTables else {
-            var record = ChangeRecord(cursor: placeholder, source: .trigger, op: .notify)
-            record.channel = notification.channel
-            record.payload = String(decoding: notification.payload, as: UTF8.self)
-            return record
-        }
-        guard var decoded = decode(notification.payload, from: notification.pid) else { return nil }
-        if case .overflow(let id) = decoded {
-            sawOverflow = true
-            guard let stored = try connection.execute("SELECT payload FROM rowcast.overflow WHERE id = $1", [String(id)]).scalar else {
-                logger.error("overflow row \(id) was purged before it could be read: that change is lost (raise the overflow retention if rowcast falls this far behind)")
-                return nil
-            }
-            guard let inner = decode(Array(stored.utf8), from: notification.pid) else { return nil }
-            decoded = inner
-        }
-        switch decoded {
-        case .change(let change):
-            if !configuration.tables.isEmpty, !configuration.tables.contains(TableName(schema: change.schema, name: change.table)) {
-                return nil
-            }
-            return change.record(cursor: placeholder)
-        case .lost(let change, let reason):
-            logger.error("the trigger could not deliver a \(change.op.rawValue) on \(change.schema).\(change.table) (xid \(change.xid.map(String.init) ?? "?")): \(reason)")
-            return nil
-        case .overflow:
-            logger.error("an overflow row pointed at another overflow row; ignoring it")
-            return nil
-        }
-    }
-
-    private func decode(_ payload: [UInt8], from pid: Int32) -> TriggerPayload? {
-        do {
-            return try TriggerPayload.decode(payload)
-        } catch {
-            logger.error("ignoring a notification on channel \(TriggerPayload.channel) from pid \(pid): \(error)")
-            return nil
-        }
-    }
-
-    private func purgeOverflow(on connection: PostgresConnection) throws(PostgresError) {
-        let purged = try connection.execute(
-            "SELECT rowcast.purge_overflow(make_interval(secs => $1))",
-            [String(configuration.overflowRetentionSeconds)]
-        ).scalar
-        if let purged, purged != "0" {
-            logger.debug("purged \(purged) overflow rows older than \(configuration.overflowRetentionSeconds)s")
         }
     }
 }

@@ -1,9 +1,9 @@
 import RowcastCore
 
 /// Installs and removes trigger mode's database objects: the SQL in `sql/`,
-/// embedded in the binary, plus one row trigger and one TRUNCATE trigger per table.
+/// embedded in the binary, plus the capture triggers on each table (`rowcast.attach`).
 package enum TriggerSetup {
-    /// `sql/rowcast_trigger.sql`: schema, overflow table, trigger function.
+    /// `sql/rowcast_trigger.sql`: schema, changes table, trigger functions, `rowcast.attach`.
     package static let installScript = String(decoding: PackageResources.rowcast_trigger_sql, as: UTF8.self)
     /// `sql/rowcast_trigger_teardown.sql`.
     package static let teardownScript = String(decoding: PackageResources.rowcast_trigger_teardown_sql, as: UTF8.self)
@@ -26,16 +26,7 @@ package enum TriggerSetup {
                 try connection.execute("SELECT pg_advisory_xact_lock(\(setupLockKey))")
                 try connection.executeScript(installScript)
                 for table in tables {
-                    try connection.executeScript(
-                        """
-                        DROP TRIGGER IF EXISTS rowcast_capture ON \(table.quoted);
-                        CREATE TRIGGER rowcast_capture AFTER INSERT OR UPDATE OR DELETE ON \(table.quoted)
-                            FOR EACH ROW EXECUTE FUNCTION rowcast.capture();
-                        DROP TRIGGER IF EXISTS rowcast_capture_truncate ON \(table.quoted);
-                        CREATE TRIGGER rowcast_capture_truncate AFTER TRUNCATE ON \(table.quoted)
-                            FOR EACH STATEMENT EXECUTE FUNCTION rowcast.capture();
-                        """
-                    )
+                    try connection.execute("SELECT rowcast.attach($1::regclass)", [table.quoted])
                 }
                 try connection.execute("COMMIT")
             } catch {

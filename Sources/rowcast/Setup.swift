@@ -7,8 +7,9 @@ struct Setup: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Install what a capture mode needs in the database. Idempotent.",
         discussion: """
-            trigger: installs the rowcast schema, its overflow table and trigger function, \
-            and a trigger on each --table (the SQL is sql/rowcast_trigger.sql).
+            trigger: installs the rowcast schema, its changes table and trigger functions, \
+            and the capture triggers on each --table (the SQL is sql/rowcast_trigger.sql); \
+            upgrades a database set up by rowcast 0.1 in place.
             replication: creates the publication for the tables (or adds them to it) and \
             the slot, when missing.
 
@@ -56,7 +57,7 @@ struct Teardown: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Remove what setup installed. Idempotent.",
         discussion: """
-            trigger: drops the rowcast schema with its function, overflow table and every \
+            trigger: drops the rowcast schema with its functions, changes table and every \
             rowcast trigger (sql/rowcast_trigger_teardown.sql).
             replication: drops the publication; the slot too with --drop-slot (its \
             position is lost, and with it any change not yet delivered).

@@ -112,7 +112,7 @@ struct CLIDatabaseTests {
             let setup = try Rowcast.run(["setup", "--mode", "trigger", "--db", url, "--table", "orders", "--table", "audit.events"])
             #expect(setup.status == 0, "stderr: \(setup.stderr)")
         }
-        #expect(try Rowcast.psql(url, "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'rowcast_capture%'") == "4")
+        #expect(try Rowcast.psql(url, "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'rowcast_capture%'") == "8")
         for _ in 0..<2 {
             let teardown = try Rowcast.run(["teardown", "--mode", "trigger", "--db", url])
             #expect(teardown.status == 0, "stderr: \(teardown.stderr)")
