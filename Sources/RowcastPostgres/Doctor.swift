@@ -80,6 +80,14 @@ package enum Doctor {
             ))
         } else if installed {
             checks.append(.ok("trigger mode: the rowcast trigger functions are installed"))
+            // Rows are deleted by a listening rowcast; with none running they pile up.
+            if let bytes = try connection.execute("SELECT pg_total_relation_size('rowcast.changes')").scalar.flatMap(Int64.init),
+               bytes > 256 << 20 {
+                checks.append(.warn(
+                    "trigger mode: rowcast.changes holds \(bytes >> 20) MB; rows are deleted only while a rowcast listens",
+                    fix: "run rowcast tail or serve --mode trigger, or rowcast teardown --mode trigger if you no longer capture"
+                ))
+            }
             // rowcast reads the changes and deletes what it delivered.
             let access = try connection.execute(
                 "SELECT has_table_privilege('rowcast.changes', 'SELECT') AND has_table_privilege('rowcast.changes', 'DELETE')"
