@@ -63,6 +63,10 @@ package final class Broadcaster: RecordSink {
         let control: ClientControl
         /// What the client asked for; nil until it subscribes.
         var subscription: Subscription?
+        /// A `since` newer than anything published yet (a client coming from a node
+        /// further ahead, or back before this one rebuilt its window): records up to
+        /// it are the client's already and are skipped.
+        var skipThrough: Cursor?
     }
 
     private struct State {
@@ -146,6 +150,7 @@ package final class Broadcaster: RecordSink {
                 replay = state.window.latest(last, matching: subscription)
             }
             state.clients[id]?.subscription = subscription
+            state.clients[id]?.skipThrough = since.flatMap { since in state.lastCursor.map { since > $0 } ?? true ? since : nil }
             enqueue(ServerFrame.subscribed(subscription, cursor: state.lastCursor?.description), to: id, in: &state)
             for entry in replay where entry.matches(subscription) {
                 enqueue(entry.frame, to: id, in: &state, cursor: entry.record.cursor.description)
@@ -224,7 +229,12 @@ package final class Broadcaster: RecordSink {
             var sent = 0
             let size = frame.readableBytes
             for (id, client) in state.clients {
-                guard let subscription = client.subscription, subscription.matches(record) else { continue }
+                guard let subscription = client.subscription else { continue }
+                if let skip = client.skipThrough {
+                    guard record.cursor > skip else { continue }
+                    state.clients[id]?.skipThrough = nil
+                }
+                guard subscription.matches(record) else { continue }
                 let queued = client.control.queued
                 if queued > 0, queued + size > queueByteLimit {
                     end(id, .tooSlow, in: &state)
@@ -254,10 +264,18 @@ package final class Broadcaster: RecordSink {
         }
     }
 
-    /// Everything handed to ``deliver(_:)`` was accepted: queued for each subscribed
-    /// client and kept in the resume window.
+    /// What the capture may forget: the records the resume window no longer holds.
+    ///
+    /// Everything handed to ``deliver(_:)`` is queued for each subscribed client and
+    /// kept in the window, but a record is reported delivered only once the window
+    /// lets it go (by count, bytes or age). So replication mode's slot keeps every
+    /// record the window holds, and a `serve` restarted after SIGTERM or `kill -9`
+    /// replays them from the slot: a client resumes from any cursor in the window.
     package func flush() -> SinkProgress {
-        .delivered(through: state.withLock { $0.lastCursor })
+        state.withLock { state in
+            state.window.expire()
+            return .delivered(through: state.window.releasedThrough)
+        }
     }
 
     private func enqueue(_ frame: ByteBuffer, to id: UInt64, in state: inout State, cursor: String? = nil) {

@@ -209,7 +209,9 @@ package enum ClientMessageError: Error, Sendable, Equatable {
         switch self {
         case .badFrame(let why), .badSubscription(let why), .badFilter(let why), .forbidden(let why): why
         case .cursorExpired(let since):
-            "records after \(since?.description ?? "that cursor") are no longer kept; subscribe without since and reload"
+            "records after \(since?.description ?? "that cursor") are no longer kept"
+                + (since?.kind == .trigger ? " (trigger mode keeps records in one process's memory: none from before a restart of rowcast serve or from another node; replication mode replays them from its slot)" : "")
+                + "; subscribe without since and reload"
         case .unknownTable(let tables):
             "\(tables.joined(separator: ", ")) \(tables.count == 1 ? "is" : "are") not captured by this server (fix: check the name, or rowcast setup --table \(tables[0]) and serve it)"
         case .unknownEvent(let event):

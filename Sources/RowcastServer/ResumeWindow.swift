@@ -90,6 +90,12 @@ struct ResumeWindow {
         }
     }
 
+    /// The newest record the window no longer holds (or the origin it started from):
+    /// everything up to it may be forgotten by the capture, everything after it is
+    /// here. Replication mode confirms the slot up to this point and no further, so a
+    /// restarted `serve` rebuilds the same window from the slot.
+    var releasedThrough: Cursor? { evictedThrough }
+
     /// Bytes of frames the window holds: never above `byteLimit` unless one record alone is.
     var retainedFrameBytes: Int {
         entries.reduce(0) { $0 + ($1?.frame.readableBytes ?? 0) }

@@ -40,13 +40,17 @@ final class RunningProcess: Sendable {
         process.standardOutput = err
         process.standardInput = FileHandle.nullDevice
         self.process = process
-        let collected = stderr
-        err.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            if data.isEmpty { handle.readabilityHandler = nil; return }
-            collected.text.withLock { $0 += String(decoding: data, as: UTF8.self) }
-        }
         try process.run()
+        // A thread that blocks on the pipe, not a readabilityHandler: dispatch read
+        // sources on pipes that close while other tests spawn processes have crashed
+        // libdispatch's event loop here, and stalled every timer with it.
+        let collected = stderr
+        let reader = err.fileHandleForReading
+        Thread {
+            while case let data = reader.availableData, !data.isEmpty {
+                collected.text.withLock { $0 += String(decoding: data, as: UTF8.self) }
+            }
+        }.start()
     }
 
     /// Everything written to stderr and stdout so far.

@@ -9,13 +9,14 @@ import Synchronization
 import Testing
 
 /// `rowcast serve` as users stop it: SIGTERM closes WebSocket clients with 1001 and
-/// their last cursor, and in replication mode confirms to the slot what it delivered.
+/// their last cursor, and in replication mode confirms to the slot only what the
+/// resume window let go, so a restart rebuilds the window from the slot.
 @Suite(
     .enabled(if: Rowcast.databaseURL != nil, "needs the cluster that make test starts"),
     .timeLimit(.minutes(3))
 )
 struct ServeShutdownTests {
-    @Test func sigtermClosesClientsWith1001AndConfirmsWhatWasDelivered() async throws {
+    @Test func sigtermClosesClientsWith1001AndConfirmsOnlyWhatTheWindowLetGo() async throws {
         let url = try Rowcast.freshDatabase()
         try Rowcast.psql(url, "CREATE TABLE orders (id int PRIMARY KEY, note text)")
         let slot = "shutdown_" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
@@ -23,27 +24,29 @@ struct ServeShutdownTests {
         // A status interval far longer than the test: only the shutdown can confirm.
         let server = try RunningProcess(binary, [
             "serve", "--mode", "replication", "--table", "orders", "--slot", slot, "--publication", slot,
-            "--status-interval", "600", "--port", "0", "--db", url,
+            "--status-interval", "600", "--resume-window", "10", "--port", "0", "--db", url,
         ])
         let port = try await server.waitFor(#"serving replication mode on http://127\.0\.0\.1:(\d+)/"#)
         defer { try? Rowcast.psql(url, "SELECT pg_drop_replication_slot('\(slot)')") }
 
         var logger = Logger(label: "client")
         logger.logLevel = .warning
-        let lastLSN = Mutex<String?>(nil)
+        let lsns = Mutex<[String]>([])
         let lastCursor = Mutex<String?>(nil)
         let close = try await WebSocketClient.connect(url: "ws://127.0.0.1:\(port)/ws", configuration: .init(maxFrameSize: 1 << 24), logger: logger) { inbound, outbound, _ in
             var messages = inbound.messages(maxSize: 1 << 24).makeAsyncIterator()
             _ = try await messages.next()
             try await outbound.write(.text(#"{"event":"ready for data","data":{}}"#))
             _ = try await messages.next()
-            try Rowcast.psql(url, "INSERT INTO orders SELECT g, 'x' FROM generate_series(1, 50) g")
+            // Fifty transactions: the window keeps the last ten.
+            // (psql -c runs a string as one transaction unless it says otherwise.)
+            try Rowcast.psql(url, (1...50).map { "BEGIN; INSERT INTO orders VALUES (\($0), 'x'); COMMIT;" }.joined(separator: "\n"))
             for _ in 0..<50 {
                 guard case .text(let text) = try await messages.next(),
                     let frame = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
                     let record = frame["data"] as? [String: Any]
                 else { continue }
-                lastLSN.withLock { $0 = record["lsn"] as? String }
+                if let lsn = record["lsn"] as? String { lsns.withLock { $0.append(lsn) } }
                 lastCursor.withLock { $0 = record["cursor"] as? String }
             }
             // /metrics in replication mode: what was captured and sent, and the slot's lag.
@@ -59,10 +62,13 @@ struct ServeShutdownTests {
         let cursor = try #require(lastCursor.withLock { $0 })
         #expect(close?.reason == "server shutting down; last cursor \(cursor)")
 
-        let delivered = try #require(lastLSN.withLock { $0 })
+        let commits = lsns.withLock { $0 }
+        try #require(commits.count == 50)
+        // The slot is past the 40 transactions the window let go, and before the 10 it kept.
         let confirmed = try Rowcast.psql(
-            url, "SELECT confirmed_flush_lsn >= '\(delivered)'::pg_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'"
+            url, "SELECT confirmed_flush_lsn >= '\(commits[39])'::pg_lsn AND confirmed_flush_lsn < '\(commits[40])'::pg_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'"
         )
-        #expect(confirmed == "t", "the slot confirmed at least the last delivered commit \(delivered)")
+        let actual = try Rowcast.psql(url, "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'")
+        #expect(confirmed == "t", "confirmed_flush_lsn \(actual) should be between \(commits[39]) and \(commits[40]); commits \(commits.suffix(12))")
     }
 }

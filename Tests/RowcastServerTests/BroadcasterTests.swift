@@ -80,6 +80,40 @@ import Testing
         #expect(broadcaster.connectionCount == 0)
     }
 
+    static func replicated(_ lsn: UInt64) -> ChangeRecord {
+        var record = ChangeRecord(cursor: .replication(commitLSN: lsn, index: 0), source: .replication, op: .insert)
+        record.schema = "public"
+        record.table = "t"
+        record.row = RawJSON(trusted: Array(#"{"id":\#(lsn)}"#.utf8))
+        return record
+    }
+
+    @Test func theCaptureMayForgetOnlyWhatTheWindowLetGo() {
+        let origin = Cursor.replication(commitLSN: 99, index: .max)
+        let broadcaster = Broadcaster(resumeWindow: 3, origin: origin)
+        // Nothing evicted yet: only what came before the window's start.
+        #expect(broadcaster.flush() == .delivered(through: origin))
+        for lsn in UInt64(100)...104 { broadcaster.deliver(Self.replicated(lsn)) }
+        // The window holds 102, 103, 104: 101 is the newest record it let go.
+        #expect(broadcaster.flush() == .delivered(through: Self.replicated(101).cursor))
+    }
+
+    @Test func aSinceAheadOfThisNodeSkipsWhatTheClientAlreadyHas() async {
+        // A client coming from a node further ahead (or back before this one rebuilt
+        // its window from the slot): it has everything through 105.
+        let broadcaster = Broadcaster(resumeWindow: 100, origin: .replication(commitLSN: 99, index: .max))
+        for lsn in UInt64(100)...102 { broadcaster.deliver(Self.replicated(lsn)) }
+        let client = broadcaster.register()
+        #expect(broadcaster.subscribe(client.id, to: .everything, since: Self.replicated(105).cursor))
+        for lsn in UInt64(103)...107 { broadcaster.deliver(Self.replicated(lsn)) }
+        broadcaster.unregister(client.id)
+        var cursors: [String] = []
+        for await item in client.stream {
+            if case .frame(_, let cursor?) = item { cursors.append(cursor) }
+        }
+        #expect(cursors == [Self.replicated(106).cursor.description, Self.replicated(107).cursor.description])
+    }
+
     @Test func sinceReplaysTheWindowAndRefusesWhatFellOutOfIt() async {
         let broadcaster = Broadcaster(queueLimit: 64, resumeWindow: 5)
         for n in 1...8 { broadcaster.deliver(Self.record(UInt64(n), table: n % 2 == 0 ? "even" : "odd")) }
