@@ -17,6 +17,9 @@ package struct DoctorCheck: Sendable, Equatable {
 
 /// Checks what each capture mode needs from the server, and says how to fix what is missing.
 package enum Doctor {
+    /// `serve --resume-window-age`'s default, in seconds: the WAL a slot keeps.
+    package static let defaultWindowAge = 600
+
     /// Runs the checks for `modes`. `tables` are the tables the user means to capture
     /// (checked for the trigger in trigger mode and for a replica identity in
     /// replication mode, together with the publication's own tables).
@@ -259,6 +262,18 @@ package enum Doctor {
             checks.append(.warn(
                 "replication mode: max_slot_wal_keep_size is unlimited; a slot whose consumer stops keeps WAL until the disk fills",
                 fix: "ALTER SYSTEM SET max_slot_wal_keep_size = '10GB'; SELECT pg_reload_conf();"
+            ))
+        } else if let limit = try SlotAdmin.maxSlotWALKeepSize(on: connection),
+                  connection.serverVersion >= 140000,
+                  let rate = try connection.execute(
+                      "SELECT (wal_bytes / greatest(extract(epoch FROM now() - stats_reset), 1))::bigint FROM pg_stat_wal"
+                  ).scalar.flatMap(Int64.init),
+                  rate * Int64(Self.defaultWindowAge) > limit {
+            // serve's slot trails its resume window: it keeps the WAL of the window's age.
+            let needed = rate * Int64(Self.defaultWindowAge)
+            checks.append(.warn(
+                "replication mode: max_slot_wal_keep_size is \(keep), less than the \(needed >> 20) MB this server writes in the resume window's \(Self.defaultWindowAge / 60) minutes (at its average since pg_stat_wal was reset); a slot could be invalidated and serve could not resume clients",
+                fix: "ALTER SYSTEM SET max_slot_wal_keep_size = '\(max((needed * 2) >> 20, 1024))MB'; SELECT pg_reload_conf(); -- or serve --resume-window-age SECONDS"
             ))
         } else {
             checks.append(.ok("replication mode: max_slot_wal_keep_size is \(keep)"))

@@ -121,7 +121,7 @@ func makeRouter(options: ServerOptions, source: any CaptureSource, broadcaster: 
         Response(
             status: .ok,
             headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-            body: .init(byteBuffer: ByteBuffer(bytes: metrics.render(source: source)))
+            body: .init(byteBuffer: ByteBuffer(bytes: metrics.render(source: source, window: broadcaster.windowStats)))
         )
     }
     router.ws("/ws", shouldUpgrade: { request, _ in

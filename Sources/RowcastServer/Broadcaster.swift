@@ -215,6 +215,15 @@ package final class Broadcaster: RecordSink {
     /// Frames of `update` handed to clients since start (one per client per record).
     package var recordsSent: UInt64 { state.withLock { $0.recordsSent } }
 
+    /// What the resume window holds now: records, bytes of frames, and the age of the
+    /// oldest (in replication mode, the slot keeps the WAL from that record on).
+    package var windowStats: (records: Int, bytes: Int, oldestAge: Duration?) {
+        state.withLock { state in
+            state.window.expire()
+            return state.window.stats()
+        }
+    }
+
     /// The cursor of the last record published.
     package var lastCursor: Cursor? { state.withLock { $0.lastCursor } }
 

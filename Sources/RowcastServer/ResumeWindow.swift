@@ -96,6 +96,11 @@ struct ResumeWindow {
     /// restarted `serve` rebuilds the same window from the slot.
     var releasedThrough: Cursor? { evictedThrough }
 
+    /// Records held, bytes of their frames, and how long ago the oldest arrived.
+    func stats(now: ContinuousClock.Instant = .now) -> (records: Int, bytes: Int, oldestAge: Duration?) {
+        (entries.count - head, bytes, entries[head...].first.flatMap { $0 }.map { now - $0.at })
+    }
+
     /// Bytes of frames the window holds: never above `byteLimit` unless one record alone is.
     var retainedFrameBytes: Int {
         entries.reduce(0) { $0 + ($1?.frame.readableBytes ?? 0) }

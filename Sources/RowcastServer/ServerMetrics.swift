@@ -26,6 +26,10 @@ package final class ServerMetrics: Sendable {
     /// Replication: WAL bytes between the server's current position and what rowcast
     /// confirmed (absent in trigger mode, which has no position).
     private let captureLag: CoreMetrics.Meter?
+    /// The resume window: records, bytes and the oldest record's age in seconds.
+    private let windowRecords: CoreMetrics.Meter
+    private let windowBytes: CoreMetrics.Meter
+    private let windowAge: CoreMetrics.Meter
 
     package init(replication: Bool) {
         let factory = PrometheusMetricsFactory(registry: registry)
@@ -37,10 +41,13 @@ package final class ServerMetrics: Sendable {
         clientsExpired = CoreMetrics.Counter(label: "rowcast_clients_expired_total", factory: factory)
         captureConnected = CoreMetrics.Meter(label: "rowcast_capture_connected", factory: factory)
         captureLag = replication ? CoreMetrics.Meter(label: "rowcast_capture_lag_bytes", factory: factory) : nil
+        windowRecords = CoreMetrics.Meter(label: "rowcast_resume_window_records", factory: factory)
+        windowBytes = CoreMetrics.Meter(label: "rowcast_resume_window_bytes", factory: factory)
+        windowAge = CoreMetrics.Meter(label: "rowcast_resume_window_oldest_seconds", factory: factory)
     }
 
     /// The Prometheus text exposition, with the capture's state read now.
-    func render(source: any CaptureSource) -> [UInt8] {
+    func render(source: any CaptureSource, window: (records: Int, bytes: Int, oldestAge: Duration?)) -> [UInt8] {
         let state = source.state
         let captured = state.recordsCaptured
         let delta = recordsCapturedRendered.withLock { rendered in
@@ -50,6 +57,9 @@ package final class ServerMetrics: Sendable {
         if delta > 0 { recordsCaptured.increment(by: Int(clamping: delta)) }
         captureConnected.set(state.isConnected ? 1 : 0)
         if let lag = state.lagBytes { captureLag?.set(Int(clamping: lag)) }
+        windowRecords.set(window.records)
+        windowBytes.set(window.bytes)
+        windowAge.set(Int(window.oldestAge?.components.seconds ?? 0))
         var buffer: [UInt8] = []
         buffer.reserveCapacity(1024)
         registry.emit(into: &buffer)

@@ -32,6 +32,13 @@ enum StatusReport {
         writer.appendInteger(source.state.recordsCaptured)
         writer.appendKey("records_sent", first: &first)
         writer.appendInteger(broadcaster.recordsSent)
+        let window = broadcaster.windowStats
+        writer.appendKey("window_records", first: &first)
+        writer.appendInteger(window.records)
+        writer.appendKey("window_bytes", first: &first)
+        writer.appendInteger(window.bytes)
+        writer.appendKey("window_oldest_seconds", first: &first)
+        writer.appendInteger(Int(window.oldestAge?.components.seconds ?? 0))
         if let cursor = broadcaster.lastCursor {
             writer.appendKey("last_cursor", first: &first)
             writer.appendString(cursor.description)

@@ -120,14 +120,19 @@ struct OperationsTests {
 
     @Test func doctorFailsOnAClusterWithoutLogicalWAL() throws {
         // Two-phase commit on, too: trigger mode's doctor warns that the two exclude each other.
-        let started = try Rowcast.run(["dev-cluster", "start", "--wal-level", "replica", "--setting", "max_prepared_transactions=2"])
+        // And a WAL cap far below what the resume window needs: doctor says so.
+        let started = try Rowcast.run([
+            "dev-cluster", "start", "--wal-level", "replica", "--setting", "max_prepared_transactions=2", "--setting", "max_slot_wal_keep_size=1MB",
+        ])
         #expect(started.status == 0, "stderr: \(started.stderr)")
         let parts = started.stdout.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: " ").map(String.init)
         try #require(parts.count == 2)
         defer { _ = try? Rowcast.run(["dev-cluster", "stop", parts[0]]) }
 
+        try Rowcast.psql(parts[1], "CREATE TABLE wal AS SELECT repeat('x', 1000) FROM generate_series(1, 10000)")
         let doctor = try Rowcast.run(["doctor", "--mode", "replication", "--db", parts[1]])
         #expect(doctor.status == 1)
+        #expect(doctor.stdout.contains("warn  replication mode: max_slot_wal_keep_size is 1MB, less than the"), "\(doctor.stdout)")
         #expect(doctor.stdout.contains("FAIL  replication mode: wal_level is replica"))
         #expect(doctor.stdout.contains("fix: ALTER SYSTEM SET wal_level = logical;"))
         let slot = try Rowcast.run(["slot", "create", "x", "--db", parts[1]])

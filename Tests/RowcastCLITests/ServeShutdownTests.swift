@@ -55,6 +55,14 @@ struct ServeShutdownTests {
             let metrics = String(decoding: body, as: UTF8.self)
             #expect(metrics.contains("rowcast_records_captured_total 50"), "\(metrics)")
             #expect(metrics.contains("rowcast_capture_lag_bytes "))
+            // The window (and so the WAL the slot keeps) is visible: ten records.
+            #expect(metrics.contains("rowcast_resume_window_records 10"), "\(metrics)")
+            #expect(metrics.contains("rowcast_resume_window_oldest_seconds "))
+            let statusURL = try #require(URL(string: "http://127.0.0.1:\(port)/status"))
+            let (statusBody, _) = try await URLSession.shared.data(from: statusURL)
+            let status = try JSONSerialization.jsonObject(with: statusBody) as? [String: Any]
+            #expect(status?["window_records"] as? Int == 10, "\(status ?? [:])")
+            #expect(status?["lag_bytes"] is Int)
             #expect(try await server.stop(SIGTERM) == 0, "serve output:\n\(server.output)")
             while try await messages.next() != nil {}
         }
