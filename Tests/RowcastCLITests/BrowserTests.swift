@@ -1,6 +1,7 @@
 import Foundation
 import HummingbirdWSClient
 import Logging
+import Synchronization
 import Testing
 
 /// The page at `/`, in a real headless Chromium, served by the real `rowcast serve`:
@@ -59,6 +60,46 @@ struct BrowserTests {
             #expect(try await page.evaluate("document.getElementById('state').textContent") as? String == "live")
         }
         #expect(try await server.stop(SIGINT) == 0, "serve output:\n\(server.output)")
+    }
+
+    @Test func thePageResumesAcrossARestartOfServeWithoutAReload() async throws {
+        let url = try Rowcast.freshDatabase()
+        try Rowcast.psql(url, "CREATE TABLE orders (id int PRIMARY KEY, note text)")
+        let slot = "page_restart_" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        defer { _ = try? Rowcast.psql(url, "SELECT pg_drop_replication_slot('\(slot)')") }
+        let binary = Rowcast.binary.path
+        let serve: @Sendable (String) throws -> RunningProcess = { port in
+            try RunningProcess(binary, [
+                "serve", "--mode", "replication", "--table", "orders", "--slot", slot, "--publication", slot, "--port", port, "--db", url,
+            ])
+        }
+        let first = try serve("0")
+        let port = try await first.waitFor(#"serving replication mode on http://127\.0\.0\.1:(\d+)/"#)
+        let restarted = Mutex<RunningProcess?>(nil)
+
+        try await Self.withBrowser { page in
+            try await page.open("http://127.0.0.1:\(port)/")
+            try await page.waitUntil("document.getElementById('state').textContent === 'live'")
+            try Rowcast.psql(url, "INSERT INTO orders VALUES (1, 'before'), (2, 'before')")
+            try await page.waitUntil("document.querySelectorAll('tr.record').length === 2")
+
+            // serve stops; rows committed while it is down; a new serve on the same port.
+            let status = try? await first.stop(SIGTERM)
+            #expect(status == 0, "serve output:\n\(first.output.suffix(3000))")
+            try Rowcast.psql(url, "INSERT INTO orders SELECT g, 'while down' FROM generate_series(3, 5) g")
+            let second = try serve(port)
+            restarted.withLock { $0 = second }
+            _ = try await second.waitFor(#"serving replication mode on"#)
+            try await page.waitUntil("document.querySelectorAll('tr.record').length === 5")
+            try Rowcast.psql(url, "INSERT INTO orders VALUES (6, 'after')")
+            try await page.waitUntil("document.querySelectorAll('tr.record').length === 6")
+            let ids = try await page.rows().compactMap { $0.row["id"] as? Int }
+            #expect(ids == [6, 5, 4, 3, 2, 1], "every row once, newest first, without a reload")
+            #expect(try await page.evaluate("document.getElementById('message').textContent") as? String == "", "nothing missed")
+            #expect(try await page.evaluate("document.getElementById('state').textContent") as? String == "live")
+        }
+        let second = try #require(restarted.withLock { $0 })
+        #expect(try await second.stop(SIGINT) == 0, "serve output:\n\(second.output)")
     }
 
     @Test func thePageOpensOnTheLatestRecordsHighlightsUpdatesPausesAndKeepsUpWithABurst() async throws {
