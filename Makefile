@@ -27,9 +27,10 @@ install: deps
 	install -m 755 .build/release/rowcast $(DESTDIR)$(PREFIX)/bin/rowcast
 
 # The whole suite against its own throwaway cluster (wal_level=logical); the page is
-# tested in headless Chromium, installed from the system packages when missing.
+# tested in headless Chromium and several nodes behind HAProxy, both installed from
+# the system packages when missing.
 test:
-	@scripts/install-deps.sh chromium
+	@scripts/install-deps.sh chromium haproxy
 	$(SWIFT) build --build-tests
 	scripts/test.sh
 

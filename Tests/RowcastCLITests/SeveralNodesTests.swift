@@ -1,0 +1,118 @@
+import Foundation
+import Testing
+
+/// Three `rowcast serve` nodes, each with its own slot, behind HAProxy: when one is
+/// killed, its clients reconnect through HAProxy to another node and resume from
+/// their last cursor, so every client gets every row exactly once, in order.
+@Suite(
+    .enabled(if: Rowcast.databaseURL != nil, "needs the cluster that make test starts"),
+    .timeLimit(.minutes(5))
+)
+struct SeveralNodesTests {
+    /// make test installs it, as it installs chromium.
+    static var haproxy: String? { ["/usr/sbin/haproxy", "/usr/bin/haproxy"].first { FileManager.default.isExecutableFile(atPath: $0) } }
+
+    /// A free TCP port on 127.0.0.1 (released before HAProxy binds it).
+    static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0
+            }
+        }
+        guard bound else { throw Failure("no free port") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    @Test func threeNodesBehindHAProxyAndOneKilledEveryClientGetsEveryRowOnce() async throws {
+        let url = try Rowcast.freshDatabase()
+        try Rowcast.psql(url, "CREATE TABLE orders (id int PRIMARY KEY)")
+        let suffix = String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        let slots = (1...3).map { "node\($0)_\(suffix)" }
+        for slot in slots {
+            let setup = try await ServeFaultTests.onThread {
+                try Rowcast.run(["setup", "--mode", "replication", "--table", "orders", "--slot", slot, "--publication", "orders", "--db", url])
+            }
+            #expect(setup.status == 0, "\(setup.stderr)")
+        }
+        defer {
+            for slot in slots { _ = try? Rowcast.psql(url, "SELECT pg_drop_replication_slot('\(slot)')") }
+        }
+        var nodes: [(process: RunningProcess, port: String)] = []
+        for slot in slots { nodes.append(try await ResumeAcrossRestartTests.serve(slot: slot, url: url)) }
+
+        // HAProxy in front: health checks on /healthz every 200 ms, and a connection
+        // refused by a dead node is sent to another one.
+        let front = try Self.freePort()
+        let config = FileManager.default.temporaryDirectory.appendingPathComponent("rowcast-haproxy-\(suffix).cfg")
+        try """
+            global
+                maxconn 4096
+            defaults
+                mode http
+                timeout connect 1s
+                timeout client 10m
+                timeout server 10m
+                timeout tunnel 10m
+                retries 3
+                option redispatch
+            frontend rowcast
+                bind 127.0.0.1:\(front)
+                default_backend nodes
+            backend nodes
+                balance roundrobin
+                option httpchk GET /healthz
+            \(nodes.enumerated().map { "    server n\($0.offset + 1) 127.0.0.1:\($0.element.port) check inter 200 fall 1 rise 2" }.joined(separator: "\n"))
+
+            """.write(to: config, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: config) }
+        let proxy = try RunningProcess(try #require(Self.haproxy, "haproxy is not installed (make test installs it)"), ["-db", "-f", config.path])
+        // Ready once it answers for the nodes.
+        let deadline = Date().addingTimeInterval(60)
+        var health: String?
+        while health != "200", Date() < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+            health = try? await ServeFaultTests.onThread { try RawClient.status(port: front, path: "/healthz", host: "127.0.0.1") }
+        }
+        try #require(health == "200", "HAProxy did not come up:\n\(proxy.output.suffix(2000))")
+
+        let clients = (0..<200).map { _ in ResumingClient() }
+        for client in clients { client.move(to: String(front)) }
+        let running = clients.map { $0.run() }
+        for client in clients { await client.waitUntilSubscribed() }
+        let allSubscribed = clients.allSatisfy { $0.isSubscribed }
+        try #require(allSubscribed, "\(clients.filter { !$0.isSubscribed }.count) clients never subscribed")
+
+        let rows = 300
+        let script = (1...rows).map { "BEGIN; INSERT INTO orders VALUES (\($0)); COMMIT; SELECT pg_sleep(0.01);" }.joined(separator: "\n")
+        let writer = Task { try await ServeFaultTests.onThread { try Rowcast.psql(url, script) } }
+
+        // Every client well under way, then node 2 dies without a word. (One deadline
+        // for all: the wait is per client, but a client that lags does not add a minute.)
+        for client in clients { await client.received.wait(for: 100) }
+        let underWay = clients.allSatisfy { $0.received.count >= 100 }
+        try #require(underWay, "clients stalled before the kill")
+        _ = try await nodes[1].process.stop(SIGKILL)
+        for client in clients { await client.received.wait(for: rows) }
+        _ = try await writer.value
+        for client in clients { client.stop() }
+        for node in [nodes[0], nodes[2]] { _ = try await node.process.stop(SIGTERM) }
+        for task in running { await task.value }
+        _ = try await proxy.stop(SIGTERM)
+
+        let complete = clients.filter { $0.received.ids == Array(1...rows) }
+        let reconnected = clients.filter { $0.sessionCount > 1 }
+        #expect(reconnected.count > 0, "the killed node's clients reconnected")
+        #expect(complete.count == clients.count, {
+            let bad = clients.first { $0.received.ids != Array(1...rows) }
+            let ids = bad?.received.ids ?? []
+            return "\(clients.count - complete.count) of \(clients.count) clients incomplete; one got \(ids.count) rows, missing \(Set(1...rows).subtracting(ids).sorted().prefix(10)), \(ids.count - Set(ids).count) repeated, errors \(bad?.received.errorFrames ?? [])"
+        }())
+    }
+}
