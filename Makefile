@@ -4,7 +4,7 @@
 
 SWIFT ?= swift
 
-.PHONY: demo test bench fuzz build install deps clean
+.PHONY: demo nodes test bench fuzz build install deps clean
 
 PREFIX ?= /usr/local
 
@@ -19,6 +19,10 @@ build: deps
 # removes everything. Builds only the rowcast binary.
 demo: build
 	.build/debug/rowcast demo $(if $(MODE),--mode $(MODE))
+
+# Three serve nodes behind HAProxy on 8080 (Docs/operations.md); Ctrl-C stops them.
+nodes: build
+	scripts/nodes.sh
 
 # A release build of rowcast in $(PREFIX)/bin (default /usr/local/bin).
 install: deps
