@@ -5,7 +5,9 @@
 #   2. fan-out: rowcast serve vs a bare Hummingbird broadcaster (rowcast-bench baseline),
 #      measured by one load-client process (rowcast-bench load);
 #   3. trigger mode's cost on the writer (pgbench);
-#   4. peak RSS of rowcast during 1 and 2, and with a 64 MB row.
+#   4. peak RSS of rowcast during 1 and 2, and with a 64 MB row;
+#   5. several nodes: drain time and walsender CPU with 1, 2 and 3 slots, and the WAL
+#      a slot keeps for serve's resume window.
 # Prints a table and writes Docs/benchmarks.md. Times are measured here, never in tests.
 #
 # BENCH_ROWS (default 1000000), BENCH_RUNS (3) and BENCH_SECONDS (10) shorten a trial run.
@@ -232,6 +234,62 @@ q "INSERT INTO huge VALUES (2, repeat('y', 64 * 1024 * 1024))"
 wait "$load"
 out "- \`rowcast serve\` sending it to one client: peak RSS $(hwm_mb "$serve") MB, $(awk '/VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$serve/status") MB afterwards (the frame stays in the resume window)"
 kill "$serve"; wait "$serve" 2>/dev/null || true
+out ""
+
+# ---------------------------------------------------------------- 5. several nodes
+nodes_rows=$((rows / 5))
+out "## 5. Several nodes: each with its own slot (${nodes_rows}-row backlog)"
+out ""
+out "k \`rowcast tail\` processes drain the same backlog at once, each from its own slot, as k"
+out "\`serve\` nodes would: wall time until all are done, and the CPU the walsenders used."
+out ""
+out "| slots | seconds | rows/s per slot | walsender CPU s (all) | per slot |"
+out "| --- | --- | --- | --- | --- |"
+q "CREATE TABLE nodes_t (id bigint PRIMARY KEY, title text)"
+q "CREATE PUBLICATION pub_nodes FOR TABLE nodes_t" >/dev/null
+for k in 1 2 3; do
+    for i in $(seq "$k"); do q "SELECT pg_create_logical_replication_slot('nodes_${k}_$i', 'pgoutput')" >/dev/null; done
+done
+q "INSERT INTO nodes_t SELECT g, 'row number ' || g FROM generate_series(1, $nodes_rows) g"
+endpos=$(q "SELECT pg_current_wal_lsn()")
+postmaster=$(head -1 "$dir/data/postmaster.pid")
+# A walsender's CPU reaches the postmaster's children total when it exits.
+children_ticks() { awk '{ print $16 + $17 }' "/proc/$postmaster/stat"; }
+for k in 1 2 3; do
+    before=$(children_ticks)
+    start=$(date +%s.%N)
+    tails=()
+    for i in $(seq "$k"); do
+        "$bin" tail --mode replication --slot "nodes_${k}_$i" --publication pub_nodes --endpos "$endpos" \
+            --db "$url" --log-level warning >/dev/null &
+        tails+=($!)
+    done
+    wait "${tails[@]}"
+    secs=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.2f", e - s }')
+    sleep 1
+    cpu=$(awk -v a="$before" -v b="$(children_ticks)" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz }')
+    out "| $k | $secs | $(awk -v r="$nodes_rows" -v s="$secs" 'BEGIN { printf "%.0f", r / s }') | $cpu | $(awk -v c="$cpu" -v k="$k" 'BEGIN { printf "%.2f", c / k }') |"
+done
+for k in 1 2 3; do
+    for i in $(seq "$k"); do q "SELECT pg_drop_replication_slot('nodes_${k}_$i')" >/dev/null; done
+done
+out ""
+# WAL a slot keeps for a resume window of a given age at a steady write rate.
+out "WAL kept by \`serve\`'s slot for its resume window: 200 single-row transactions/s for 70 s,"
+out "\`--resume-window 100000 --resume-window-age 60\` (so age is the bound):"
+"$bin" setup --mode replication --table nodes_t --slot nodes_wal --publication pub_nodes --db "$url" >/dev/null
+"$bin" serve --mode replication --table nodes_t --slot nodes_wal --publication pub_nodes --port 8093 \
+    --resume-window 100000 --resume-window-age 60 --status-interval 1 --db "$url" --log-level warning &
+serve=$!; pids+=("$serve"); sleep 1
+echo "INSERT INTO nodes_t VALUES (1000000000 + (random() * 1000000000)::bigint, 'steady') ON CONFLICT DO NOTHING;" >"$work/nodes.sql"
+"$pgbin/pgbench" -n -R 200 -T 70 -c 1 -f "$work/nodes.sql" "$url" >/dev/null 2>&1
+sleep 2
+status=$(curl -s http://127.0.0.1:8093/status)
+lag=$(echo "$status" | sed -n 's/.*"lag_bytes":\([0-9]*\).*/\1/p')
+records=$(echo "$status" | sed -n 's/.*"window_records":\([0-9]*\).*/\1/p')
+out "- window: ${records} records; slot holds back $(awk -v b="${lag:-0}" 'BEGIN { printf "%.1f", b / 1048576 }') MB of WAL (\`lag_bytes\`), about $(awk -v b="${lag:-0}" 'BEGIN { printf "%.0f", b / 60 / 1024 }') KB per second of window at this rate"
+kill "$serve"; wait "$serve" 2>/dev/null || true
+"$bin" slot drop nodes_wal --force --db "$url" >/dev/null 2>&1 || true
 out ""
 
 # ---------------------------------------------------------------- Docs/benchmarks.md
