@@ -57,3 +57,13 @@ import Testing
         #expect(throws: ClientMessageError.badSubscription("\"bad.name.here\" is not a table name (schema.table or table)")) { try request.resolve() }
     }
 }
+
+@Suite struct CursorExpiredMessageTests {
+    @Test func aTriggerModeCursorSaysWhyItCannotResumeAcrossRestarts() {
+        let trigger = ClientMessageError.cursorExpired(.trigger(stream: 7, sequence: 3)).message
+        #expect(trigger.contains("trigger mode keeps records in one process's memory"), "\(trigger)")
+        #expect(trigger.hasSuffix("subscribe without since and reload"))
+        let replication = ClientMessageError.cursorExpired(.replication(commitLSN: 10, index: 0)).message
+        #expect(!replication.contains("trigger mode"), "\(replication)")
+    }
+}
