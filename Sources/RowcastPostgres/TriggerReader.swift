@@ -12,7 +12,7 @@ import RowcastCore
 ///
 /// Payloads of rowcast 0.1's trigger (the row itself, or an overflow pointer) are
 /// read only while that trigger may still be installed: when its function existed at
-/// connect time and neither a new-style notification nor the upgrade's own
+/// connect time and neither a transaction with rows in `rowcast.changes` nor the upgrade's own
 /// (`upgraded`) has arrived. The upgrade replaces the trigger in one transaction, so
 /// every old payload precedes both.
 struct TriggerReader {
@@ -116,7 +116,7 @@ struct TriggerReader {
             guard let state = error.sqlState else { throw error }
             if state == "42501" {
                 mayDelete = false
-                logger.error("cannot delete delivered changes from rowcast.changes: \(error) (fix: GRANT DELETE ON rowcast.changes to the role rowcast connects as; until then the table grows)")
+                logger.error("cannot delete delivered changes from rowcast.changes: \(error) (fix: GRANT DELETE ON rowcast.changes to the role rowcast connects as; until then the table grows, and a replayed notification older than the retention is delivered again)")
             } else {
                 logger.warning("could not delete delivered changes from rowcast.changes: \(error)")
             }
@@ -165,8 +165,6 @@ struct TriggerReader {
     /// rows of each in one query, the rest of a large one a page at a time.
     private mutating func read(batches: [Int64], on connection: PostgresConnection, sink: any RecordSink) throws(PostgresError) -> Bool {
         guard !batches.isEmpty else { return true }
-        // Old payloads all precede the first new one (see the type's comment).
-        acceptsLegacy = false
         var seen = Set<Int64>()
         let fresh = batches.filter { batch in
             guard seen.insert(batch).inserted, !self.batches.contains(batch) else {
@@ -211,6 +209,9 @@ struct TriggerReader {
                 full = page.count == Self.pageRows
             }
             self.batches.insert(batch, at: ProcessInfo.processInfo.systemUptime)
+            // Old payloads all precede the first new one (see the type's comment);
+            // an id with rows behind it is one, a bare id anyone could send is not.
+            acceptsLegacy = false
         }
         return true
     }
