@@ -283,6 +283,30 @@ extension PostgresConnection {
         }
     }
 
+    /// Ends a CopyBoth stream as the protocol asks: CopyDone, then read (and drop)
+    /// what the server still sends until it ends the stream too. Closing the socket
+    /// with unread data in it makes the kernel reset the connection, and the server
+    /// could then lose the status update sent just before: the slot would not move.
+    package func endCopyBoth(seconds: Double = 5) {
+        guard let conn = try? liveHandle(), PQputCopyEnd(conn, nil) == 1 else { return }
+        let deadline = Date().addingTimeInterval(seconds)
+        while PQflush(conn) == 1, Date() < deadline {
+            var descriptor = pollfd(fd: PQsocket(conn), events: Int16(POLLOUT | POLLIN), revents: 0)
+            _ = poll(&descriptor, 1, 100)
+            if descriptor.revents & Int16(POLLIN) != 0 { _ = PQconsumeInput(conn) }
+        }
+        while Date() < deadline {
+            switch try? readCopyData() {
+            case .data?:
+                continue
+            case .wouldBlock?:
+                if waitReadable(milliseconds: 100) { _ = PQconsumeInput(conn) }
+            case .ended?, nil:
+                return
+            }
+        }
+    }
+
     func liveHandle() throws(PostgresError) -> OpaquePointer {
         try live()
     }

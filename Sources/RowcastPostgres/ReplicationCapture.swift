@@ -211,6 +211,9 @@ struct Driver {
                 throw .connectionLost("the server ended the replication stream")
             }
         }
+        // Finished (stop, --endpos, a failed sink): the final status update went out
+        // above; end the stream cleanly so the server applies it before the socket closes.
+        connection.endCopyBoth()
     }
 
     /// Feeds one event and performs what it asks, in order; answers to flushes and
