@@ -26,7 +26,9 @@ extension ChangeRecord {
         var first = true
         writer.append(byte: UInt8(ascii: "{"))
         writer.appendKey("cursor", first: &first)
-        writer.appendString(cursor.description)
+        writer.append(byte: UInt8(ascii: "\""))
+        cursor.appendText(to: &writer)
+        writer.append(byte: UInt8(ascii: "\""))
         writer.appendKey("source", first: &first)
         writer.appendString(source.rawValue)
         writer.appendKey("op", first: &first)
@@ -45,7 +47,9 @@ extension ChangeRecord {
         }
         if let lsn {
             writer.appendKey("lsn", first: &first)
-            writer.appendString(lsn)
+            writer.append(byte: UInt8(ascii: "\""))
+            writer.appendLSN(lsn)
+            writer.append(byte: UInt8(ascii: "\""))
         }
         if let commitTime {
             writer.appendKey("commit_time", first: &first)

@@ -23,8 +23,8 @@ package struct ChangeRecord: Sendable, Hashable {
     package var old: RawJSON?
     package var unchanged: [String]?
     package var xid: UInt32?
-    /// Replication: commit LSN in `X/X` form.
-    package var lsn: String?
+    /// Replication: the commit LSN (the JSON shows it as PostgreSQL does, `X/X`).
+    package var lsn: UInt64?
     /// Replication: commit time, RFC 3339 UTC with microseconds.
     package var commitTime: String?
     /// `notify`: the channel.

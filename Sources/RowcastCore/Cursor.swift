@@ -51,7 +51,17 @@ package struct Cursor: Sendable, Hashable, Comparable, CustomStringConvertible {
 
     /// The text form clients see.
     package var description: String {
-        (kind == .trigger ? "t" : "r") + Self.hex16(major) + "." + Self.hex16(minor)
+        var writer = JSONWriter(capacity: 34)
+        appendText(to: &writer)
+        return String(decoding: writer.bytes, as: UTF8.self)
+    }
+
+    /// Appends the text form, unquoted (it never needs escaping).
+    package func appendText(to writer: inout JSONWriter) {
+        writer.append(byte: kind == .trigger ? UInt8(ascii: "t") : UInt8(ascii: "r"))
+        writer.appendHex(major, width: 16)
+        writer.append(byte: UInt8(ascii: "."))
+        writer.appendHex(minor, width: 16)
     }
 
     /// Stream order within one kind. Cursors of different kinds come from different
@@ -60,10 +70,5 @@ package struct Cursor: Sendable, Hashable, Comparable, CustomStringConvertible {
     package static func < (lhs: Cursor, rhs: Cursor) -> Bool {
         if lhs.kind != rhs.kind { return lhs.kind == .trigger }
         return (lhs.major, lhs.minor) < (rhs.major, rhs.minor)
-    }
-
-    private static func hex16(_ value: UInt64) -> String {
-        let digits = String(value, radix: 16, uppercase: true)
-        return String(repeating: "0", count: 16 - digits.count) + digits
     }
 }

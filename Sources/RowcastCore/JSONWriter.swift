@@ -41,30 +41,114 @@ package struct JSONWriter: Sendable {
 
     /// Appends UTF-8 bytes as a quoted, escaped JSON string. The bytes must be valid UTF-8.
     package mutating func appendString(utf8: some Collection<UInt8>) {
+        let done: Void? = utf8.withContiguousStorageIfAvailable { appendString(buffer: $0) }
+        if done == nil { Array(utf8).withUnsafeBufferPointer { appendString(buffer: $0) } }
+    }
+
+    /// The escaping loop: most text needs no escape, so it scans eight bytes at a time
+    /// for `"`, `\` or a control character and copies the clean runs in bulk.
+    private mutating func appendString(buffer: UnsafeBufferPointer<UInt8>) {
         bytes.append(UInt8(ascii: "\""))
-        for byte in utf8 {
-            switch byte {
-            case UInt8(ascii: "\""): bytes.append(UInt8(ascii: "\\")); bytes.append(byte)
-            case UInt8(ascii: "\\"): bytes.append(UInt8(ascii: "\\")); bytes.append(byte)
-            case 0x08: bytes.append(UInt8(ascii: "\\")); bytes.append(UInt8(ascii: "b"))
-            case 0x0C: bytes.append(UInt8(ascii: "\\")); bytes.append(UInt8(ascii: "f"))
-            case 0x0A: bytes.append(UInt8(ascii: "\\")); bytes.append(UInt8(ascii: "n"))
-            case 0x0D: bytes.append(UInt8(ascii: "\\")); bytes.append(UInt8(ascii: "r"))
-            case 0x09: bytes.append(UInt8(ascii: "\\")); bytes.append(UInt8(ascii: "t"))
-            case 0x00..<0x20:
-                bytes.append(contentsOf: Array("\\u00".utf8))
-                bytes.append(Self.hexDigit(byte >> 4))
-                bytes.append(Self.hexDigit(byte & 0x0F))
-            default:
-                bytes.append(byte)
-            }
+        guard let base = buffer.baseAddress else {
+            bytes.append(UInt8(ascii: "\""))
+            return
         }
+        let count = buffer.count
+        var runStart = 0
+        var index = 0
+        while index < count {
+            if count - index >= 8,
+                !Self.mayNeedEscape(UnsafeRawPointer(base + index).loadUnaligned(as: UInt64.self))
+            {
+                index += 8
+                continue
+            }
+            let byte = base[index]
+            guard byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") else {
+                index += 1
+                continue
+            }
+            if runStart < index { bytes.append(contentsOf: UnsafeBufferPointer(start: base + runStart, count: index - runStart)) }
+            appendEscape(byte)
+            index += 1
+            runStart = index
+        }
+        if runStart < count { bytes.append(contentsOf: UnsafeBufferPointer(start: base + runStart, count: count - runStart)) }
         bytes.append(UInt8(ascii: "\""))
+    }
+
+    /// Whether any of the eight bytes in `word` is below 0x20, `"` or `\`. Exact when
+    /// false; a true may be a false alarm, and the bytes are then looked at one by one.
+    @inline(__always)
+    private static func mayNeedEscape(_ word: UInt64) -> Bool {
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let highBits: UInt64 = 0x8080_8080_8080_8080
+        let quote = word ^ (ones &* 0x22)
+        let backslash = word ^ (ones &* 0x5C)
+        let control = word &- (ones &* 0x20)
+        let hasQuote = (quote &- ones) & ~quote
+        let hasBackslash = (backslash &- ones) & ~backslash
+        return (control | hasQuote | hasBackslash) & ~word & highBits != 0  // `&` binds before `!=`
+    }
+
+    private mutating func appendEscape(_ byte: UInt8) {
+        bytes.append(UInt8(ascii: "\\"))
+        switch byte {
+        case UInt8(ascii: "\""), UInt8(ascii: "\\"): bytes.append(byte)
+        case 0x08: bytes.append(UInt8(ascii: "b"))
+        case 0x0C: bytes.append(UInt8(ascii: "f"))
+        case 0x0A: bytes.append(UInt8(ascii: "n"))
+        case 0x0D: bytes.append(UInt8(ascii: "r"))
+        case 0x09: bytes.append(UInt8(ascii: "t"))
+        default:
+            bytes.append(UInt8(ascii: "u"))
+            bytes.append(UInt8(ascii: "0"))
+            bytes.append(UInt8(ascii: "0"))
+            bytes.append(Self.hexDigit(byte >> 4))
+            bytes.append(Self.hexDigit(byte & 0x0F))
+        }
     }
 
     /// Appends a decimal integer.
     package mutating func appendInteger(_ value: some BinaryInteger) {
-        bytes.append(contentsOf: Array(String(value).utf8))
+        if let small = UInt64(exactly: value) {
+            appendDecimal(small)
+        } else {
+            bytes.append(contentsOf: Array(String(value).utf8))
+        }
+    }
+
+    private mutating func appendDecimal(_ value: UInt64) {
+        var digits: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)  // 32 bytes: room for 20 digits
+        var count = 0
+        var rest = value
+        withUnsafeMutableBytes(of: &digits) { buffer in
+            repeat {
+                count += 1
+                buffer[32 - count] = UInt8(ascii: "0") + UInt8(rest % 10)
+                rest /= 10
+            } while rest > 0
+            bytes.append(contentsOf: buffer[(32 - count)...])
+        }
+    }
+
+    /// Appends `value` in upper-case hexadecimal, zero-padded to `width` digits
+    /// (PostgreSQL's LSN halves use no padding: width 1).
+    package mutating func appendHex(_ value: UInt64, width: Int) {
+        let significant = value == 0 ? 1 : (64 - value.leadingZeroBitCount + 3) / 4
+        var shift = max(significant, width) * 4
+        while shift > 0 {
+            shift -= 4
+            let nibble = UInt8(truncatingIfNeeded: shift < 64 ? value >> UInt64(shift) : 0) & 0x0F
+            bytes.append(nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "A") + nibble - 10)
+        }
+    }
+
+    /// Appends a WAL position as PostgreSQL writes it, `16/B374D848`, without quotes.
+    package mutating func appendLSN(_ lsn: UInt64) {
+        appendHex(lsn >> 32, width: 1)
+        bytes.append(UInt8(ascii: "/"))
+        appendHex(lsn & 0xFFFF_FFFF, width: 1)
     }
 
     /// Appends `true` or `false`.

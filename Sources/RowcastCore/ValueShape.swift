@@ -74,9 +74,9 @@ package enum ValueJSON {
         case .date, .text:
             writer.appendString(utf8: text)
         case .timestamp:
-            writer.appendString(utf8: isoT(text))
+            appendTimestamp(text, colonOffset: false, to: &writer)
         case .timestamptz:
-            writer.appendString(utf8: withColonOffset(isoT(text)))
+            appendTimestamp(text, colonOffset: true, to: &writer)
         case .json:
             writer.appendRaw(text)
         case .array(let element, let delimiter):
@@ -113,6 +113,45 @@ package enum ValueJSON {
             if digits() == 0 { return false }
         }
         return index == text.endIndex
+    }
+
+    /// ``isoT(_:)``, then ``withColonOffset(_:)`` when `colonOffset`, written straight
+    /// into `writer` without building the new text.
+    static func appendTimestamp(_ text: ArraySlice<UInt8>, colonOffset: Bool, to writer: inout JSONWriter) {
+        guard !text.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) else {
+            // Never PostgreSQL's output; escaped the slow way rather than trusted.
+            writer.appendString(utf8: colonOffset ? withColonOffset(isoT(text)) : isoT(text))
+            return
+        }
+        guard let space = text.firstIndex(of: UInt8(ascii: " ")),
+            space + 1 < text.endIndex, text[space + 1] >= 0x30, text[space + 1] <= 0x39
+        else {
+            writer.append(byte: UInt8(ascii: "\""))
+            writer.appendRaw(text)
+            writer.append(byte: UInt8(ascii: "\""))
+            return
+        }
+        var insertion = text.endIndex + 1  // where `:00` goes; past the end when nowhere
+        if colonOffset {
+            var end = text.endIndex
+            if text.count >= 3, text.suffix(3).elementsEqual(" BC".utf8) { end -= 3 }
+            if let sign = text[space..<end].lastIndex(where: { $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "-") }),
+                end - sign == 3
+            {
+                insertion = end
+            }
+        }
+        writer.append(byte: UInt8(ascii: "\""))
+        writer.appendRaw(text[..<space])
+        writer.append(byte: UInt8(ascii: "T"))
+        if insertion <= text.endIndex {
+            writer.appendRaw(text[(space + 1)..<insertion])
+            writer.appendASCII(":00")
+            writer.appendRaw(text[insertion...])
+        } else {
+            writer.appendRaw(text[(space + 1)...])
+        }
+        writer.append(byte: UInt8(ascii: "\""))
     }
 
     /// `2024-01-01 10:00:00` → `2024-01-01T10:00:00` (the first space only).

@@ -224,7 +224,7 @@ extension [ReplicationSession.Action] {
         #expect(records.count == 1)
         #expect(record.row?.text == #"{"id":7,"title":"a \"q\""}"#)
         #expect(record.cursor == .replication(commitLSN: 0x1000, index: 1))
-        #expect(record.xid == 42 && record.lsn == "0/1000" && record.table == "items" && record.schema == "public")
+        #expect(record.xid == 42 && record.lsn == 0x1000 && record.table == "items" && record.schema == "public")
     }
 
     @Test func aColumnOfAUserTypeAsksTheCatalogOnceItsRelationArrives() {

@@ -54,4 +54,23 @@ import Testing
         let shape: ValueShape = text.hasPrefix("(") ? .composite([.init(name: "a", shape: .number), .init(name: "b", shape: .number)]) : .array(element: .number, delimiter: 44)
         #expect(throws: ValueConversionError.self) { try json(text, shape) }
     }
+
+    /// Timestamps are written straight into the output; the result must be what the
+    /// text-building definition (`isoT`, then `withColonOffset`) gives, for every form
+    /// PostgreSQL prints.
+    @Test(arguments: [
+        "2024-06-01 10:00:00+00", "2024-06-01 10:00:00.123456+05:30", "2024-06-01 10:00:00-08", "1883-11-18 12:00:00-04:56:02",
+        "0044-03-15 12:00:00+00 BC", "0044-03-15 12:00:00 BC", "infinity", "-infinity", "2024-06-01 10:00:00", "2024-06-01",
+        "12345-01-01 00:00:00+00", "2024-06-01 10:00:00+14", "x\"y 1+00", "",
+    ])
+    func timestampsMatchTheirDefinition(_ text: String) throws {
+        let bytes = Array(text.utf8)[...]
+        for colonOffset in [false, true] {
+            var expected = JSONWriter()
+            expected.appendString(utf8: colonOffset ? ValueJSON.withColonOffset(ValueJSON.isoT(bytes)) : ValueJSON.isoT(bytes))
+            var written = JSONWriter()
+            try ValueJSON.append(bytes, shape: colonOffset ? .timestamptz : .timestamp, to: &written)
+            #expect(String(decoding: written.bytes, as: UTF8.self) == String(decoding: expected.bytes, as: UTF8.self))
+        }
+    }
 }

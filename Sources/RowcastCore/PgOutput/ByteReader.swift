@@ -104,7 +104,9 @@ package struct ByteReader {
 
 /// Formats an LSN as PostgreSQL does: `16/B374D848`.
 package func formatLSN(_ lsn: UInt64) -> String {
-    String(lsn >> 32, radix: 16, uppercase: true) + "/" + String(lsn & 0xFFFF_FFFF, radix: 16, uppercase: true)
+    var writer = JSONWriter(capacity: 17)
+    writer.appendLSN(lsn)
+    return String(decoding: writer.bytes, as: UTF8.self)
 }
 
 /// Parses `16/B374D848`; nil when malformed.

@@ -96,6 +96,9 @@ package struct ReplicationSession: Sendable {
     package private(set) var acknowledgement = Acknowledgement()
     private var relations: [UInt32: Relation] = [:]
     private var shapes: [UInt32: ValueShape] = [:]
+    /// Each relation's encoding plan, made on first use after its Relation message or
+    /// after shapes were learned.
+    private var plans: [UInt32: TupleJSON.Plan] = [:]
     private var transaction: Transaction?
     /// The last record handed to the sink, or `since`: anything not after it is a resend.
     private var lastCursor: Cursor?
@@ -149,12 +152,14 @@ package struct ReplicationSession: Sendable {
             }
         case .typesLearned(let learned):
             shapes.merge(learned) { _, new in new }
+            plans.removeAll()
         case .stop:
             finishAfterFlush(.stopped, into: &actions)
         case .disconnected:
             // The slot resends from the confirmed position: relations come again, and
             // records already handed are skipped by cursor.
             relations.removeAll()
+            plans.removeAll()
             transaction = nil
             flushing = false
         }
@@ -231,6 +236,7 @@ package struct ReplicationSession: Sendable {
             break
         case .relation(let relation):
             relations[relation.oid] = relation
+            plans[relation.oid] = nil
             // A Relation message may mean a type changed: learn its columns' types again.
             var unknown: [UInt32] = []
             for column in relation.columns where ValueShape.builtin(column.typeOID) == nil && !unknown.contains(column.typeOID) {
@@ -322,15 +328,22 @@ package struct ReplicationSession: Sendable {
     private func stamp(_ record: inout ChangeRecord, fallbackLSN: UInt64) {
         if let transaction {
             record.xid = transaction.xid
-            record.lsn = formatLSN(transaction.commitLSN)
+            record.lsn = transaction.commitLSN
             record.commitTime = transaction.time
         } else {
-            record.lsn = formatLSN(fallbackLSN)
+            record.lsn = fallbackLSN
         }
     }
 
-    private func encode(_ tuple: TupleData, relation: Relation, keysOnly: Bool, into actions: inout [Action]) throws(Violation) -> TupleJSON.Encoded {
-        let encoded = try TupleJSON.encode(tuple, relation: relation, shapes: shapes, keysOnly: keysOnly)
+    private mutating func encode(_ tuple: TupleData, relation: Relation, keysOnly: Bool, into actions: inout [Action]) throws(Violation) -> TupleJSON.Encoded {
+        let plan: TupleJSON.Plan
+        if let made = plans[relation.oid] {
+            plan = made
+        } else {
+            plan = TupleJSON.Plan(relation, shapes: shapes)
+            plans[relation.oid] = plan
+        }
+        let encoded = try TupleJSON.encode(tuple, plan: plan, keysOnly: keysOnly)
         for warning in encoded.warnings { actions.append(.warn(warning)) }
         return encoded
     }

@@ -10,42 +10,69 @@ enum TupleJSON {
         var warnings: [String]
     }
 
-    /// `keysOnly` keeps the replica identity's columns (an old key). A type whose shape
-    /// is unknown is written as its text, as `to_jsonb` does for types without a cast.
-    static func encode(_ tuple: TupleData, relation: Relation, shapes: [UInt32: ValueShape], keysOnly: Bool) throws(ReplicationSession.Violation) -> Encoded {
+    /// What every row of one relation needs, worked out once per Relation message:
+    /// each column's `"name":` already escaped, and its shape.
+    struct Plan {
+        let relation: Relation
+        /// The escaped keys back to back; column `i`'s is `keys[keyStarts[i]..<keyStarts[i + 1]]`.
+        let keys: [UInt8]
+        let keyStarts: [Int]
+        let shapes: [ValueShape]
+
+        /// A type whose shape is unknown is written as its text, as `to_jsonb` does
+        /// for types without a cast.
+        init(_ relation: Relation, shapes known: [UInt32: ValueShape]) {
+            self.relation = relation
+            var writer = JSONWriter(capacity: relation.columns.count * 16)
+            var starts: [Int] = []
+            starts.reserveCapacity(relation.columns.count + 1)
+            for column in relation.columns {
+                starts.append(writer.bytes.count)
+                writer.appendString(column.name)
+                writer.append(byte: UInt8(ascii: ":"))
+            }
+            starts.append(writer.bytes.count)
+            keys = writer.bytes
+            keyStarts = starts
+            self.shapes = relation.columns.map { ValueShape.builtin($0.typeOID) ?? known[$0.typeOID] ?? .text }
+        }
+    }
+
+    /// `keysOnly` keeps the replica identity's columns (an old key).
+    static func encode(_ tuple: TupleData, plan: Plan, keysOnly: Bool) throws(ReplicationSession.Violation) -> Encoded {
+        let relation = plan.relation
         guard tuple.values.count == relation.columns.count else {
             throw .init("a tuple of \(tuple.values.count) columns for \(relation.namespace).\(relation.name), which has \(relation.columns.count)")
         }
         var unchanged: [String] = []
         var warnings: [String] = []
-        var capacity = 64
+        var capacity = 2 + plan.keys.count
         for value in tuple.values {
-            if case .text(let bytes) = value { capacity += bytes.count + 16 } else { capacity += 16 }
+            if case .text(let bytes) = value { capacity += bytes.count + 8 } else { capacity += 5 }
         }
         var writer = JSONWriter(capacity: capacity)
         writer.append(byte: UInt8(ascii: "{"))
         var first = true
-        for (column, value) in zip(relation.columns, tuple.values) {
-            if keysOnly && !column.isKey { continue }
+        for index in tuple.values.indices {
+            if keysOnly && !relation.columns[index].isKey { continue }
+            let value = tuple.values[index]
             if case .unchangedToast = value {
-                unchanged.append(column.name)
+                unchanged.append(relation.columns[index].name)
                 continue
             }
             if !first { writer.append(byte: UInt8(ascii: ",")) }
             first = false
-            writer.appendString(column.name)
-            writer.append(byte: UInt8(ascii: ":"))
+            writer.appendRaw(plan.keys[plan.keyStarts[index]..<plan.keyStarts[index + 1]])
             switch value {
             case .null, .unchangedToast:
                 writer.appendASCII("null")
             case .text(let text):
-                let shape = ValueShape.builtin(column.typeOID) ?? shapes[column.typeOID] ?? .text
                 let mark = writer.bytes.count
                 do {
-                    try ValueJSON.append(text, shape: shape, to: &writer)
+                    try ValueJSON.append(text, shape: plan.shapes[index], to: &writer)
                 } catch {
                     writer.truncate(to: mark)
-                    warnings.append("\(relation.namespace).\(relation.name).\(column.name): \(error); sending its text instead")
+                    warnings.append("\(relation.namespace).\(relation.name).\(relation.columns[index].name): \(error); sending its text instead")
                     writer.appendString(utf8: text)
                 }
             }
