@@ -55,13 +55,13 @@ report=$work/report.md
 out() { echo "$*" | tee -a "$report"; }
 
 # ---------------------------------------------------------------- 1. drain
-out "## 1. Drain throughput: a ${rows}-row backlog (median of ${runs} runs)"
+out "## 1. Drain throughput: a backlog per table shape (median of ${runs} runs)"
 out ""
-out "| rows | tool | seconds | rows/s | × floor | peak RSS |"
-out "| --- | --- | --- | --- | --- | --- |"
+out "| table | rows | tool | seconds | rows/s | × floor | tool CPU | peak RSS |"
+out "| --- | --- | --- | --- | --- | --- | --- | --- |"
 
-drain_table() { # name, CREATE TABLE body, SELECT list for generate_series g
-    local name=$1 columns=$2 select=$3
+drain_table() { # name, CREATE TABLE body, SELECT list for generate_series g, [rows]
+    local name=$1 columns=$2 select=$3 rows=${4:-$rows}
     q "CREATE TABLE $name ($columns)"
     q "CREATE PUBLICATION pub_$name FOR TABLE $name" >/dev/null
     for run in $(seq "$runs"); do
@@ -81,11 +81,11 @@ drain_table() { # name, CREATE TABLE body, SELECT list for generate_series g
         for tool in rc pg wj; do
             local slot=${tool}_${name}_$run
             case $tool in
-            rc) /usr/bin/time -f "%e %M" -o "$work/t" "$bin" tail --mode replication --slot "$slot" \
+            rc) /usr/bin/time -f "%e %M %U %S" -o "$work/t" "$bin" tail --mode replication --slot "$slot" \
                     --publication "pub_$name" --endpos "$endpos" --db "$url" --log-level warning >/dev/null ;;
-            pg) /usr/bin/time -f "%e %M" -o "$work/t" "$pgbin/pg_recvlogical" -d "$url" --slot "$slot" --start \
+            pg) /usr/bin/time -f "%e %M %U %S" -o "$work/t" "$pgbin/pg_recvlogical" -d "$url" --slot "$slot" --start \
                     --endpos "$endpos" -o proto_version=1 -o "publication_names=pub_$name" -f /dev/null ;;
-            wj) /usr/bin/time -f "%e %M" -o "$work/t" "$pgbin/pg_recvlogical" -d "$url" --slot "$slot" --start \
+            wj) /usr/bin/time -f "%e %M %U %S" -o "$work/t" "$pgbin/pg_recvlogical" -d "$url" --slot "$slot" --start \
                     --endpos "$endpos" -o format-version=2 -o "add-tables=public.$name" -f /dev/null ;;
             esac
             tail -1 "$work/t" >>"$work/$name.$tool"
@@ -93,11 +93,12 @@ drain_table() { # name, CREATE TABLE body, SELECT list for generate_series g
     done
     local floor; floor=$(awk '{ print $1 }' "$work/$name.pg" | median)
     for tool in pg rc wj; do
-        local secs rss label
+        local secs rss cpu label
         secs=$(awk '{ print $1 }' "$work/$name.$tool" | median)
         rss=$(awk '{ print $2 }' "$work/$name.$tool" | sort -n | tail -1)
+        cpu=$(awk '{ print $3 + $4 }' "$work/$name.$tool" | median)
         case $tool in rc) label="rowcast tail";; pg) label="pg_recvlogical pgoutput (floor)";; wj) label="pg_recvlogical wal2json 2";; esac
-        out "| $name | $label | $secs | $(awk -v r="$rows" -v s="$secs" 'BEGIN { printf "%.0f", r / s }') | $(awk -v a="$secs" -v b="$floor" 'BEGIN { printf "%.2f", a / b }') | $((rss / 1024)) MB |"
+        out "| $name | $rows | $label | $secs | $(awk -v r="$rows" -v s="$secs" 'BEGIN { printf "%.0f", r / s }') | $(awk -v a="$secs" -v b="$floor" 'BEGIN { printf "%.2f", a / b }') | $cpu s | $((rss / 1024)) MB |"
     done
     q "DROP TABLE $name" >/dev/null
     for run in $(seq "$runs"); do
@@ -114,6 +115,19 @@ drain_table wide "id bigint PRIMARY KEY, i2 smallint, i4 integer, i8 bigint, f4 
     g * interval '1 minute', md5(g::text)::uuid, jsonb_build_object('k', g, 'tags', jsonb_build_array('a', 'b')),
     ARRAY[g, g + 1, g + 2], ARRAY['x' || g, 'y'], decode(md5(g::text), 'hex'), '10.0.0.1'::inet,
     repeat(md5(g::text), 28), repeat('é', 100)"
+# The shape of the performance issue: 20 typed columns, five 300-byte texts.
+drain_table wide20 "id bigint PRIMARY KEY, i1 int, i2 int, i3 int, i4 int, t1 text, t2 text, t3 text, t4 text, t5 text,
+    n1 numeric, n2 numeric, n3 numeric, tz timestamptz, j jsonb, b boolean, u uuid, f float8, d date, a int[]" \
+    "g, g::int, (g * 7)::int, (g % 1000)::int, -g::int, repeat(md5(g::text), 9) || 'abcdefghijkl',
+    repeat(md5((g + 1)::text), 9) || 'abcdefghijkl', repeat(md5((g + 2)::text), 9) || 'abcdefghijkl',
+    repeat(md5((g + 3)::text), 9) || 'abcdefghijkl', repeat(md5((g + 4)::text), 9) || 'abcdefghijkl',
+    g / 7.0, g * 1.25, g / 3.0, timestamptz '2026-01-01 UTC' + g * interval '1 second',
+    jsonb_build_object('k', g, 'tags', jsonb_build_array('a', 'b'), 'name', 'n' || g), g % 2 = 0,
+    md5(g::text)::uuid, g / 3.0::float8, date '2026-01-01' + (g % 365), ARRAY[g, g + 1, g + 2]::int[]" $((rows / 5))
+# Long text (4 kB, with quotes and newlines to escape) and a 2 kB jsonb document.
+drain_table long "id bigint PRIMARY KEY, body text, doc jsonb" \
+    "g, repeat(md5(g::text) || E' \"quoted\"\\n', 96),
+    (SELECT jsonb_object_agg('key' || k, md5((g * k)::text)) FROM generate_series(1, 40) k)" $((rows / 20))
 out ""
 
 # ---------------------------------------------------------------- 2. fan-out
@@ -223,7 +237,7 @@ q "CREATE TABLE huge (id int PRIMARY KEY, body text)"
 "$bin" setup --mode replication --table huge --slot huge --publication huge --db "$url" >/dev/null
 q "INSERT INTO huge VALUES (1, repeat('x', 64 * 1024 * 1024))"
 endpos=$(q "SELECT pg_current_wal_lsn()")
-/usr/bin/time -f "%e %M" -o "$work/t" "$bin" tail --mode replication --slot huge --publication huge --endpos "$endpos" --db "$url" --log-level warning >/dev/null
+/usr/bin/time -f "%e %M %U %S" -o "$work/t" "$bin" tail --mode replication --slot huge --publication huge --endpos "$endpos" --db "$url" --log-level warning >/dev/null
 out "- \`rowcast tail\`: peak RSS $(awk '{ printf "%.0f", $2 / 1024 }' "$work/t") MB ($(awk '{ print $1 }' "$work/t") s)"
 # serve, with one subscribed client receiving the row.
 "$bin" serve --mode replication --table huge --slot huge --publication huge --port 8092 --db "$url" --log-level warning &

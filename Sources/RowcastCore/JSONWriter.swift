@@ -45,36 +45,84 @@ package struct JSONWriter: Sendable {
         if done == nil { Array(utf8).withUnsafeBufferPointer { appendString(buffer: $0) } }
     }
 
-    /// The escaping loop: most text needs no escape, so it scans eight bytes at a time
-    /// for `"`, `\` or a control character and copies the clean runs in bulk.
+    /// The escaping loop. Most text needs no escape: it scans eight bytes at a time for
+    /// `"`, `\` or a control character and copies clean text in one piece. Text with
+    /// escapes is written through a stack buffer, so that an escape costs a few stores
+    /// rather than an array append each.
     private mutating func appendString(buffer: UnsafeBufferPointer<UInt8>) {
         bytes.append(UInt8(ascii: "\""))
-        guard let base = buffer.baseAddress else {
-            bytes.append(UInt8(ascii: "\""))
-            return
-        }
+        defer { bytes.append(UInt8(ascii: "\"")) }
+        guard let base = buffer.baseAddress else { return }
         let count = buffer.count
-        var runStart = 0
-        var index = 0
-        while index < count {
-            if count - index >= 8,
-                !Self.mayNeedEscape(UnsafeRawPointer(base + index).loadUnaligned(as: UInt64.self))
-            {
-                index += 8
-                continue
-            }
-            let byte = base[index]
-            guard byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") else {
+        let firstEscape = Self.nextEscape(in: base, from: 0, count: count)
+        bytes.append(contentsOf: UnsafeBufferPointer(start: base, count: firstEscape))
+        guard firstEscape < count else { return }
+        let capacity = 4096
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: capacity) { scratch in
+            guard let out = scratch.baseAddress else { return }
+            var used = 0
+            var index = firstEscape
+            while index < count {
+                if used > capacity - 6 {
+                    bytes.append(contentsOf: UnsafeBufferPointer(start: out, count: used))
+                    used = 0
+                }
+                used += Self.writeEscape(base[index], to: out + used)
                 index += 1
-                continue
+                let runEnd = Self.nextEscape(in: base, from: index, count: count)
+                let run = runEnd - index
+                if used + run > capacity {
+                    bytes.append(contentsOf: UnsafeBufferPointer(start: out, count: used))
+                    used = 0
+                }
+                if run > capacity {
+                    bytes.append(contentsOf: UnsafeBufferPointer(start: base + index, count: run))
+                } else {
+                    (out + used).update(from: base + index, count: run)
+                    used += run
+                }
+                index = runEnd
             }
-            if runStart < index { bytes.append(contentsOf: UnsafeBufferPointer(start: base + runStart, count: index - runStart)) }
-            appendEscape(byte)
-            index += 1
-            runStart = index
+            bytes.append(contentsOf: UnsafeBufferPointer(start: out, count: used))
         }
-        if runStart < count { bytes.append(contentsOf: UnsafeBufferPointer(start: base + runStart, count: count - runStart)) }
-        bytes.append(UInt8(ascii: "\""))
+    }
+
+    /// The index of the first byte from `start` on that needs escaping, or `count`.
+    @inline(__always)
+    private static func nextEscape(in base: UnsafePointer<UInt8>, from start: Int, count: Int) -> Int {
+        var index = start
+        while count - index >= 8 {
+            if mayNeedEscape(UnsafeRawPointer(base + index).loadUnaligned(as: UInt64.self)) { break }
+            index += 8
+        }
+        while index < count {
+            let byte = base[index]
+            if byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { return index }
+            index += 1
+        }
+        return count
+    }
+
+    /// Writes the escape for `byte` at `out` (room for six bytes); returns its length.
+    @inline(__always)
+    private static func writeEscape(_ byte: UInt8, to out: UnsafeMutablePointer<UInt8>) -> Int {
+        out[0] = UInt8(ascii: "\\")
+        switch byte {
+        case UInt8(ascii: "\""), UInt8(ascii: "\\"): out[1] = byte
+        case 0x08: out[1] = UInt8(ascii: "b")
+        case 0x0C: out[1] = UInt8(ascii: "f")
+        case 0x0A: out[1] = UInt8(ascii: "n")
+        case 0x0D: out[1] = UInt8(ascii: "r")
+        case 0x09: out[1] = UInt8(ascii: "t")
+        default:
+            out[1] = UInt8(ascii: "u")
+            out[2] = UInt8(ascii: "0")
+            out[3] = UInt8(ascii: "0")
+            out[4] = hexDigit(byte >> 4)
+            out[5] = hexDigit(byte & 0x0F)
+            return 6
+        }
+        return 2
     }
 
     /// Whether any of the eight bytes in `word` is below 0x20, `"` or `\`. Exact when
@@ -89,24 +137,6 @@ package struct JSONWriter: Sendable {
         let hasQuote = (quote &- ones) & ~quote
         let hasBackslash = (backslash &- ones) & ~backslash
         return (control | hasQuote | hasBackslash) & ~word & highBits != 0  // `&` binds before `!=`
-    }
-
-    private mutating func appendEscape(_ byte: UInt8) {
-        bytes.append(UInt8(ascii: "\\"))
-        switch byte {
-        case UInt8(ascii: "\""), UInt8(ascii: "\\"): bytes.append(byte)
-        case 0x08: bytes.append(UInt8(ascii: "b"))
-        case 0x0C: bytes.append(UInt8(ascii: "f"))
-        case 0x0A: bytes.append(UInt8(ascii: "n"))
-        case 0x0D: bytes.append(UInt8(ascii: "r"))
-        case 0x09: bytes.append(UInt8(ascii: "t"))
-        default:
-            bytes.append(UInt8(ascii: "u"))
-            bytes.append(UInt8(ascii: "0"))
-            bytes.append(UInt8(ascii: "0"))
-            bytes.append(Self.hexDigit(byte >> 4))
-            bytes.append(Self.hexDigit(byte & 0x0F))
-        }
     }
 
     /// Appends a decimal integer.

@@ -72,6 +72,27 @@ import Testing
         #expect(mismatches.isEmpty, "\(mismatches.prefix(5)) and \(max(0, mismatches.count - 5)) more")
     }
 
+    /// Long text past the 4 kB stack buffer: escapes densely packed (the buffer fills
+    /// and is flushed mid-run), and clean runs longer than the buffer between escapes.
+    @Test func longTextAcrossTheEscapeBuffer() {
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        func next() -> UInt64 {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return state >> 33
+        }
+        let alphabet: [UInt8] = Array("ab \"\\\n\u{01}é".utf8)
+        for (length, cleanRun) in [(50_000, 0), (50_000, 5_000), (20_000, 4_090)] {
+            var text: [UInt8] = []
+            while text.count < length {
+                text.append(alphabet[Int(next() % UInt64(alphabet.count))])
+                if cleanRun > 0, next() % 50 == 0 { text += Array(repeating: UInt8(ascii: "x"), count: cleanRun + Int(next() % 20)) }
+            }
+            var writer = JSONWriter()
+            writer.appendString(utf8: text[...])
+            #expect(writer.bytes == Self.slowEscape(text), "length \(length), clean runs of \(cleanRun)")
+        }
+    }
+
     @Test func runsOfEscapesAndNonASCIIAndEmptyText() {
         for text in ["", "\"\"\"\"\"\"\"\"\"", "\\\\\\\\\\\\\\\\", "\n\n\n\n\n\n\n\n\n", "ééééééééé😀😀", "\u{7F}\u{80}x\u{1F}\u{20}"] {
             var writer = JSONWriter()
