@@ -1,7 +1,5 @@
 import ArgumentParser
 import Foundation
-import HummingbirdWSClient
-import Logging
 import NIOCore
 import NIOPosix
 import Synchronization
@@ -9,6 +7,10 @@ import Synchronization
 /// Many WebSocket clients in one process: counts the `update` frames each receives and
 /// the latency from the `commit_time` inside each frame to its arrival, and reports
 /// them, with this process's own CPU, as one JSON line.
+///
+/// The clients are plain NIO channel handlers that parse frames where they arrive, on
+/// the event loop: on a 2-core machine the load client shares the CPU with the server
+/// it measures, so it must cost far less per frame than the server does.
 struct Load: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Connect many WebSocket clients and measure frames and latency.")
 
@@ -18,56 +20,168 @@ struct Load: AsyncParsableCommand {
     @Flag(help: "Send `ready for data` after `connected` (rowcast).") var subscribe = false
 
     func run() async throws {
+        guard let target = LoadTarget(url) else { throw ValidationError("--url must look like ws://host:port/path") }
         let shared = Shared()
-        var logger = Logger(label: "load")
-        logger.logLevel = .critical
-        let subscribe = subscribe
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for _ in 0..<clients {
-                group.addTask { [url, logger] in
-                    _ = try? await WebSocketClient.connect(
-                        url: url, configuration: .init(maxFrameSize: 1 << 28), eventLoopGroup: MultiThreadedEventLoopGroup.singleton, logger: logger
-                    ) { inbound, outbound, _ in
-                        var local = Stats.Local()
-                        shared.connected.add(1, ordering: .relaxed)
-                        if subscribe { try await outbound.write(.text(#"{"event":"ready for data","data":{}}"#)) }
-                        for try await frame in inbound {
-                            if shared.done.load(ordering: .relaxed) { break }
-                            guard shared.measuring.load(ordering: .relaxed), frame.opcode == .text else { continue }
-                            local.frames += 1
-                            if let sent = commitTime(in: frame.data) {
-                                local.latencies.append(nowMicros() - sent)
-                            }
+        let group = MultiThreadedEventLoopGroup.singleton
+        var channels: [any Channel] = []
+        // Connect in waves, as browsers arriving would, without a SYN flood.
+        for wave in stride(from: 0, to: clients, by: 100) {
+            let connecting = (wave..<min(clients, wave + 100)).map { _ in
+                ClientBootstrap(group: group)
+                    .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                    .channelInitializer { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandler(
+                                LoadClientHandler(target: target, subscribe: subscribe, shared: shared))
                         }
-                        shared.stats.merge(local)
-                        try await outbound.close(.normalClosure, reason: nil)
                     }
-                }
+                    .connect(host: target.host, port: target.port)
             }
-            // Wait for every connection (up to 60 s), settle, then measure.
-            let deadline = ContinuousClock.now + .seconds(60)
-            while shared.connected.load(ordering: .relaxed) < clients, ContinuousClock.now < deadline {
-                try await Task.sleep(for: .milliseconds(20))
+            for future in connecting {
+                if let channel = try? await future.get() { channels.append(channel) }
             }
-            try await Task.sleep(for: .seconds(1))
-            let cpuBefore = processCPUSeconds()
-            let start = ContinuousClock.now
-            shared.measuring.store(true, ordering: .relaxed)
-            try await Task.sleep(for: .seconds(seconds))
-            shared.measuring.store(false, ordering: .relaxed)
-            let elapsed = ContinuousClock.now - start
-            let cpu = processCPUSeconds() - cpuBefore
-            shared.done.store(true, ordering: .relaxed)
-            // Each client leaves at its next frame; stop waiting for quiet ones.
-            try await Task.sleep(for: .seconds(2))
-            group.cancelAll()
-            let result = shared.stats.summary(
-                connected: shared.connected.load(ordering: .relaxed),
-                elapsed: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18,
-                cpu: cpu
-            )
-            print(result)
         }
+        // Wait for every upgrade (up to 60 s), settle, then measure.
+        let deadline = ContinuousClock.now + .seconds(60)
+        while shared.connected.load(ordering: .relaxed) < clients, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        try await Task.sleep(for: .seconds(1))
+        let cpuBefore = processCPUSeconds()
+        let start = ContinuousClock.now
+        shared.measuring.store(true, ordering: .relaxed)
+        try await Task.sleep(for: .seconds(seconds))
+        shared.measuring.store(false, ordering: .relaxed)
+        let elapsed = ContinuousClock.now - start
+        let cpu = processCPUSeconds() - cpuBefore
+        shared.done.store(true, ordering: .relaxed)
+        for channel in channels { try? await channel.close() }
+        let result = shared.stats.summary(
+            connected: shared.connected.load(ordering: .relaxed),
+            elapsed: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18,
+            cpu: cpu
+        )
+        print(result)
+    }
+}
+
+/// Where the clients connect: `ws://host:port/path`.
+struct LoadTarget: Sendable {
+    let host: String
+    let port: Int
+    let path: String
+
+    init?(_ url: String) {
+        guard url.hasPrefix("ws://") else { return nil }
+        let rest = url.dropFirst(5)
+        let slash = rest.firstIndex(of: "/") ?? rest.endIndex
+        let authority = rest[..<slash]
+        guard let colon = authority.lastIndex(of: ":"), let port = Int(authority[authority.index(after: colon)...]) else { return nil }
+        host = String(authority[..<colon])
+        self.port = port
+        path = slash == rest.endIndex ? "/" : String(rest[slash...])
+    }
+}
+
+/// One client: the HTTP upgrade by hand, then server frames parsed in place.
+final class LoadClientHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let target: LoadTarget
+    private let subscribe: Bool
+    private let shared: Shared
+    private var upgraded = false
+    private var pending = ByteBuffer()
+    private var local = Stats.Local()
+
+    init(target: LoadTarget, subscribe: Bool, shared: Shared) {
+        self.target = target
+        self.subscribe = subscribe
+        self.shared = shared
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let request = "GET \(target.path) HTTP/1.1\r\nHost: \(target.host):\(target.port)\r\nUpgrade: websocket\r\n"
+            + "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: request)), promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var incoming = unwrapInboundIn(data)
+        pending.writeBuffer(&incoming)
+        if !upgraded {
+            guard let end = pending.readableBytesView.firstRange(of: Array("\r\n\r\n".utf8)) else { return }
+            let head = pending.readString(length: end.upperBound - pending.readerIndex) ?? ""
+            guard head.hasPrefix("HTTP/1.1 101") else {
+                context.close(promise: nil)
+                return
+            }
+            upgraded = true
+            shared.connected.add(1, ordering: .relaxed)
+            if subscribe { send(opcode: 1, payload: Array(#"{"event":"ready for data","data":{}}"#.utf8), context: context) }
+        }
+        while let (opcode, payload) = nextFrame() {
+            switch opcode {
+            case 1:
+                guard shared.measuring.load(ordering: .relaxed) else { continue }
+                local.frames += 1
+                if let sent = commitTime(in: payload) { local.latencies.append(nowMicros() - sent) }
+            case 8:
+                context.close(promise: nil)
+            case 9:
+                send(opcode: 10, payload: Array(payload.readableBytesView), context: context)
+            default:
+                break
+            }
+        }
+        if pending.readerIndex > 1 << 16 { pending.discardReadBytes() }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        shared.stats.merge(local)
+        local = Stats.Local()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    /// The next whole frame in `pending` (server frames are never masked).
+    private func nextFrame() -> (opcode: UInt8, payload: ByteBuffer)? {
+        let start = pending.readerIndex
+        guard let first = pending.getInteger(at: start, as: UInt8.self),
+            let second = pending.getInteger(at: start + 1, as: UInt8.self)
+        else { return nil }
+        var header = 2
+        var length = Int(second & 0x7F)
+        if length == 126 {
+            guard let extended = pending.getInteger(at: start + 2, as: UInt16.self) else { return nil }
+            length = Int(extended)
+            header = 4
+        } else if length == 127 {
+            guard let extended = pending.getInteger(at: start + 2, as: UInt64.self) else { return nil }
+            length = Int(extended)
+            header = 10
+        }
+        guard pending.readableBytes >= header + length, let payload = pending.getSlice(at: start + header, length: length) else { return nil }
+        pending.moveReaderIndex(forwardBy: header + length)
+        return (first & 0x0F, payload)
+    }
+
+    /// A client frame: masked, with a zero key (which leaves the payload as it is).
+    private func send(opcode: UInt8, payload: [UInt8], context: ChannelHandlerContext) {
+        var frame = ByteBuffer()
+        frame.writeInteger(0x80 | opcode)
+        if payload.count < 126 {
+            frame.writeInteger(0x80 | UInt8(payload.count))
+        } else {
+            frame.writeInteger(UInt8(0x80 | 126))
+            frame.writeInteger(UInt16(payload.count))
+        }
+        frame.writeInteger(UInt32(0))
+        frame.writeBytes(payload)
+        context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
     }
 }
 

@@ -32,15 +32,22 @@ package final class Broadcaster: RecordSink {
     /// reason it was ended, if it was (checked without a lock before each write).
     package struct Registration: Sendable {
         package let id: UInt64
-        package let stream: AsyncStream<Outgoing>
+        /// The client's frames, for its writer to take in batches.
+        package let queue: ClientQueue
         let control: ClientControl
+
+        /// The client's frames one at a time.
+        package var stream: ClientQueue.Items { queue.items }
 
         /// Set when the broadcaster ended this client: stop writing and close it.
         package var endReason: EndReason? { control.reason }
 
-        /// The writer calls this after writing a frame it took from `stream`, so that
-        /// what the client holds queued is counted in bytes.
+        /// The writer calls this once frames it took are written (handed to the socket),
+        /// so that what the client holds queued is counted in bytes.
         package func wrote(_ frame: ByteBuffer) { control.dequeued(frame.readableBytes) }
+
+        /// ``wrote(_:)`` for `bytes` bytes of frames at once.
+        package func wrote(bytes: Int) { control.dequeued(bytes) }
     }
 
     /// Shared by the broadcaster and one client's writer, without a lock.
@@ -59,7 +66,7 @@ package final class Broadcaster: RecordSink {
     }
 
     private struct Client {
-        let continuation: AsyncStream<Outgoing>.Continuation
+        let queue: ClientQueue
         let control: ClientControl
         /// What the client asked for; nil until it subscribes.
         var subscription: Subscription?
@@ -115,20 +122,20 @@ package final class Broadcaster: RecordSink {
     /// ends the client, so that its connection can be closed even if its writer is
     /// stuck behind a peer that stopped reading.
     package func register(onEnd: (@Sendable (EndReason) -> Void)? = nil) -> Registration {
-        let (stream, continuation) = AsyncStream<Outgoing>.makeStream(bufferingPolicy: .bufferingOldest(queueLimit))
+        let queue = ClientQueue(limit: queueLimit)
         let flag = ClientControl(onEnd: onEnd)
         let id = state.withLock { state in
             state.nextID += 1
             if state.closing {
-                continuation.finish()
+                queue.finish()
             } else {
-                state.clients[state.nextID] = Client(continuation: continuation, control: flag, subscription: nil)
+                state.clients[state.nextID] = Client(queue: queue, control: flag, subscription: nil)
                 state.connections.insert(state.nextID)
             }
             metrics?.clients.set(state.clients.count)
             return state.nextID
         }
-        return Registration(id: id, stream: stream, control: flag)
+        return Registration(id: id, queue: queue, control: flag)
     }
 
     /// Starts (or replaces) a client's subscription and queues its `subscribed` reply,
@@ -139,7 +146,9 @@ package final class Broadcaster: RecordSink {
     @discardableResult
     /// With `last` instead, the newest `last` matching records the window holds come first.
     package func subscribe(_ id: UInt64, to subscription: Subscription, since: Cursor? = nil, last: Int? = nil) -> Bool {
-        state.withLock { state in
+        var wakes: [ClientQueue] = []
+        defer { for queue in wakes { queue.wake() } }
+        return state.withLock { state in
             guard state.clients[id] != nil else { return true }
             state.window.expire()
             var replay: [ResumeWindow.Entry] = []
@@ -151,9 +160,9 @@ package final class Broadcaster: RecordSink {
             }
             state.clients[id]?.subscription = subscription
             state.clients[id]?.skipThrough = since.flatMap { since in state.lastCursor.map { since > $0 } ?? true ? since : nil }
-            enqueue(ServerFrame.subscribed(subscription, cursor: state.lastCursor?.description), to: id, in: &state)
+            enqueue(ServerFrame.subscribed(subscription, cursor: state.lastCursor?.description), to: id, in: &state, wakes: &wakes)
             for entry in replay where entry.matches(subscription) {
-                enqueue(entry.frame, to: id, in: &state, cursor: entry.record.cursor.description)
+                enqueue(entry.frame, to: id, in: &state, cursor: entry.record.cursor.description, wakes: &wakes)
             }
             return true
         }
@@ -161,10 +170,16 @@ package final class Broadcaster: RecordSink {
 
     /// Queues a heartbeat for one client, in order with its updates.
     package func heartbeat(_ id: UInt64) {
-        state.withLock { state in
-            guard let client = state.clients[id] else { return }
-            if case .dropped = client.continuation.yield(.heartbeat) { end(id, .tooSlow, in: &state) }
+        let wake = state.withLock { state -> ClientQueue? in
+            guard let client = state.clients[id] else { return nil }
+            switch client.queue.yield(.heartbeat) {
+            case .enqueued(let wake): return wake ? client.queue : nil
+            case .dropped: end(id, .tooSlow, in: &state)
+            case .terminated: break
+            }
+            return nil
         }
+        wake?.wake()
     }
 
     /// Ends a client whose credential expired: its session closes after what is queued.
@@ -179,7 +194,9 @@ package final class Broadcaster: RecordSink {
 
     /// Queues a frame for one client, in order with its updates.
     package func send(_ frame: ByteBuffer, to id: UInt64) {
-        state.withLock { enqueue(frame, to: id, in: &$0) }
+        var wakes: [ClientQueue] = []
+        state.withLock { enqueue(frame, to: id, in: &$0, wakes: &wakes) }
+        for queue in wakes { queue.wake() }
     }
 
     /// Ends every client's queue for a graceful shutdown: WebSocket sessions close with
@@ -201,7 +218,7 @@ package final class Broadcaster: RecordSink {
     package func unregister(_ id: UInt64) {
         state.withLock { state in
             state.connections.remove(id)
-            state.clients.removeValue(forKey: id)?.continuation.finish()
+            state.clients.removeValue(forKey: id)?.queue.finish()
             metrics?.clients.set(state.clients.count)
         }
     }
@@ -232,6 +249,7 @@ package final class Broadcaster: RecordSink {
     package func deliver(_ record: ChangeRecord) {
         let frame = ServerFrame.update(record)
         let cursor = record.cursor.description
+        var wakes: [ClientQueue] = []
         let sent = state.withLock { state in
             state.lastCursor = record.cursor
             state.window.append(.init(record: record, frame: frame))
@@ -249,22 +267,25 @@ package final class Broadcaster: RecordSink {
                     end(id, .tooSlow, in: &state)
                     continue
                 }
-                switch client.continuation.yield(.frame(frame, cursor: cursor)) {
-                case .enqueued:
-                    client.control.enqueued(size)
+                // Counted before the writer can take it, so never below zero.
+                client.control.enqueued(size)
+                switch client.queue.yield(.frame(frame, cursor: cursor)) {
+                case .enqueued(let wake):
+                    if wake { wakes.append(client.queue) }
                     sent += 1
                 case .dropped:
+                    client.control.dequeued(size)
                     end(id, .tooSlow, in: &state)
                 case .terminated:
+                    client.control.dequeued(size)
                     state.clients.removeValue(forKey: id)
                     metrics?.clients.set(state.clients.count)
-                @unknown default:
-                    break
                 }
             }
             state.recordsSent += UInt64(sent)
             return sent
         }
+        for queue in wakes { queue.wake() }
         if let metrics {
             if sent > 0 {
                 metrics.recordsSent.increment(by: sent)
@@ -287,25 +308,27 @@ package final class Broadcaster: RecordSink {
         }
     }
 
-    private func enqueue(_ frame: ByteBuffer, to id: UInt64, in state: inout State, cursor: String? = nil) {
+    private func enqueue(_ frame: ByteBuffer, to id: UInt64, in state: inout State, cursor: String? = nil, wakes: inout [ClientQueue]) {
         guard let client = state.clients[id] else { return }
         let queued = client.control.queued
         if queued > 0, queued + frame.readableBytes > queueByteLimit {
             end(id, .tooSlow, in: &state)
             return
         }
-        switch client.continuation.yield(.frame(frame, cursor: cursor)) {
-        case .enqueued: client.control.enqueued(frame.readableBytes)
-        case .dropped: end(id, .tooSlow, in: &state)
-        case .terminated: break
-        @unknown default: break
+        client.control.enqueued(frame.readableBytes)
+        switch client.queue.yield(.frame(frame, cursor: cursor)) {
+        case .enqueued(let wake): if wake { wakes.append(client.queue) }
+        case .dropped:
+            client.control.dequeued(frame.readableBytes)
+            end(id, .tooSlow, in: &state)
+        case .terminated: client.control.dequeued(frame.readableBytes)
         }
     }
 
     private func end(_ id: UInt64, _ reason: EndReason, in state: inout State) {
         guard let client = state.clients.removeValue(forKey: id) else { return }
         client.control.raise(reason)
-        client.continuation.finish()
+        client.queue.finish()
         client.control.onEnd?(reason)
         switch reason {
         case .tooSlow: metrics?.clientsCutOff.increment()

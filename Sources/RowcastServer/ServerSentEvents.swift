@@ -73,21 +73,25 @@ enum ServerSentEvents {
                 defer { expiry?.cancel() }
                 // The server's graceful shutdown waits for open responses: end this stream.
                 try await withGracefulShutdownHandler {
-                    for await item in client.stream {
+                    // Everything queued so far goes out in one write.
+                    while let batch = await client.queue.next() {
                         if let reason = client.endReason, reason != .shuttingDown { break }
-                        switch item {
-                        case .frame(let frame, let cursor?):
-                            guard let record = ServerFrame.record(inUpdate: frame) else {
-                                client.wrote(frame)
-                                continue
+                        var parts: [ByteBuffer] = []
+                        var bytes = 0
+                        for item in batch {
+                            switch item {
+                            case .frame(let frame, let cursor?):
+                                bytes += frame.readableBytes
+                                guard let record = ServerFrame.record(inUpdate: frame) else { continue }
+                                parts += [ByteBuffer(string: "id: \(cursor)\ndata: "), record, ByteBuffer(string: "\n\n")]
+                            case .frame(let frame, nil):
+                                bytes += frame.readableBytes  // subscribed and errors belong to the WebSocket protocol
+                            case .heartbeat:
+                                parts.append(ByteBuffer(string: ": keepalive\n\n"))
                             }
-                            try await writer.write(contentsOf: [ByteBuffer(string: "id: \(cursor)\ndata: "), record, ByteBuffer(string: "\n\n")])
-                            client.wrote(frame)
-                        case .frame(let frame, nil):
-                            client.wrote(frame)  // subscribed and errors belong to the WebSocket protocol
-                        case .heartbeat:
-                            try await writer.write(ByteBuffer(string: ": keepalive\n\n"))
                         }
+                        defer { client.wrote(bytes: bytes) }
+                        if !parts.isEmpty { try await writer.write(contentsOf: parts) }
                     }
                 } onGracefulShutdown: {
                     broadcaster.shutDown(client.id)

@@ -7,7 +7,9 @@ import RowcastCore
 import ServiceLifecycle
 
 /// One client's WebSocket conversation: `connected`, then client requests, and the
-/// updates the broadcaster queues for it, written in order by one writer task.
+/// updates the broadcaster queues for it, written in order on the channel's event loop
+/// (``ChannelFrameWriter``); a task closes the connection with the reason once the
+/// broadcaster ends the client's queue.
 struct WebSocketSession {
     let broadcaster: Broadcaster
     let mode: CaptureMode
@@ -39,23 +41,11 @@ struct WebSocketSession {
 
     private func serve(_ client: Broadcaster.Registration, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async throws {
         try await withThrowingTaskGroup(of: Part.self) { group in
+            let writer = ChannelFrameWriter(channel: channel, client: client)
+            writer.start()
             group.addTask {
-                var lastCursor: String?
-                for await item in client.stream {
-                    // Cut off or expired: close now rather than write out the backlog.
-                    // Shutting down: write what is queued (the capture already counted it
-                    // as delivered), then close.
-                    if let reason = client.endReason, reason != .shuttingDown { break }
-                    switch item {
-                    case .frame(let frame, let cursor):
-                        try await outbound.write(.custom(.init(fin: true, opcode: .text, data: frame)))
-                        client.wrote(frame)
-                        if let cursor { lastCursor = cursor }
-                    case .heartbeat:
-                        break
-                    }
-                }
-                let last = "last cursor \(lastCursor ?? "none")"
+                await writer.finished()
+                let last = "last cursor \(writer.lastCursor ?? "none")"
                 switch client.endReason {
                 case .tooSlow:
                     logger.info("cutting off a client that fell behind (more than \(broadcaster.queueLimit) frames or \(broadcaster.queueByteLimit) bytes queued); \(last)")
