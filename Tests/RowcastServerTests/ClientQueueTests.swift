@@ -1,0 +1,63 @@
+import NIOCore
+import NIOEmbedded
+import RowcastServer
+import Synchronization
+import Testing
+
+@Suite struct ClientQueueTests {
+    static func frame(_ n: Int) -> Broadcaster.Outgoing { .frame(ByteBuffer(string: "\(n)"), cursor: "\(n)") }
+
+    static func numbers(_ items: [Broadcaster.Outgoing]) -> [Int] {
+        items.compactMap { if case .frame(_, let cursor?) = $0 { Int(cursor) } else { nil } }
+    }
+
+    /// A burst wakes the event-loop writer once, and the writer takes the whole burst
+    /// in order: one write and one flush per batch, not per frame.
+    @Test func aBurstWakesTheWriterOnceAndIsTakenWhole() {
+        let queue = ClientQueue(limit: 1_000)
+        let taken = Mutex<[[Int]]>([])
+        let drains = Atomic<Int>(0)
+        // An event loop that runs what was scheduled only when told to: the burst
+        // arrives before the drain runs.
+        let eventLoop = EmbeddedEventLoop()
+        queue.attach(on: eventLoop) {
+            drains.add(1, ordering: .relaxed)
+            let (items, _) = queue.take()
+            taken.withLock { $0.append(Self.numbers(items)) }
+        }
+        var wakes = 0
+        for n in 1...500 {
+            if case .enqueued(wake: true) = queue.yield(Self.frame(n)) {
+                wakes += 1
+                queue.wake()
+            }
+        }
+        #expect(wakes == 1)
+        eventLoop.run()
+        #expect(drains.load(ordering: .relaxed) == 1)
+        #expect(taken.withLock { $0 } == [Array(1...500)])
+        // The next item wakes the writer again.
+        #expect(queue.yield(Self.frame(501)) == .enqueued(wake: true))
+    }
+
+    @Test func aFullQueueDropsAndAFinishedOneRefusesButHandsOverWhatItHolds() async {
+        let queue = ClientQueue(limit: 3)
+        for n in 1...3 { #expect(queue.yield(Self.frame(n)) == .enqueued(wake: false)) }
+        #expect(queue.yield(Self.frame(4)) == .dropped)
+        queue.finish()
+        #expect(queue.yield(Self.frame(5)) == .terminated)
+        #expect(Self.numbers(await queue.next() ?? []) == [1, 2, 3])
+        #expect(await queue.next() == nil)
+    }
+
+    @Test func aWaitingTaskGetsTheNextItemAndCancellationEndsTheWait() async {
+        let queue = ClientQueue(limit: 8)
+        // Whether or not the task is already waiting, it gets the item.
+        async let first = queue.next()
+        _ = queue.yield(Self.frame(1))
+        #expect(Self.numbers(await first ?? []) == [1])
+        let waiting = Task { await queue.next() }
+        waiting.cancel()
+        #expect(await waiting.value == nil)
+    }
+}
