@@ -19,15 +19,64 @@ package struct Subscription: Sendable, Equatable {
 
     /// Whether `record` is one the client asked for.
     package func matches(_ record: ChangeRecord) -> Bool {
-        if let ops, !ops.contains(record.op) { return false }
+        var values = RecordValues(record)
+        return matches(&values)
+    }
+
+    /// Whether the record behind `values` is one the client asked for. The broadcaster
+    /// makes one ``RecordValues`` per record and matches every client against it, so
+    /// the table name is built once and a filtered column is parsed once, not per client.
+    package func matches(_ values: inout RecordValues) -> Bool {
+        if let ops, !ops.contains(values.record.op) { return false }
         if let tables {
-            guard let schema = record.schema, let table = record.table, tables.contains(TableName(schema: schema, name: table)) else { return false }
+            guard let table = values.table, tables.contains(table) else { return false }
         }
-        if let filter {
-            guard let row = record.row ?? record.old else { return false }
-            return filter.matches(row)
-        }
+        if let filter { return filter.matches(&values) }
         return true
+    }
+}
+
+/// One record as subscriptions look at it: its table, and the values of the columns
+/// filters asked about, parsed on first use and kept for the next client.
+package struct RecordValues {
+    package let record: ChangeRecord
+    /// `schema.table`, when the record has one.
+    package let table: TableName?
+    /// Parsed columns of `row` (or `old` for deletes); nil when the column is missing.
+    private var columns: [String: JSONScalar?] = [:]
+    /// How many times the row was scanned for a column (once per distinct column).
+    package private(set) var scans = 0
+
+    package init(_ record: ChangeRecord) {
+        self.record = record
+        if let schema = record.schema, let table = record.table {
+            self.table = TableName(schema: schema, name: table)
+        } else {
+            self.table = nil
+        }
+    }
+
+    /// The value of `column`, parsed once; nil when the record has no row or no such column.
+    mutating func value(of column: String) -> JSONScalar? {
+        if let known = columns[column] { return known }
+        let parsed = Self.scan(record.row ?? record.old, for: column)
+        scans += 1
+        columns[column] = .some(parsed)
+        return parsed
+    }
+
+    private static func scan(_ row: RawJSON?, for column: String) -> JSONScalar? {
+        guard let row else { return nil }
+        var scanner = JSONScanner(row.bytes)
+        var found: Range<Int>?
+        do {
+            try scanner.scanObject { (key, range) throws(JSONSyntaxError) in
+                if key == column { found = range }
+            }
+        } catch {
+            return nil
+        }
+        return found.map { JSONScalar(Array(row.bytes[$0])) }
     }
 }
 
@@ -43,6 +92,8 @@ package struct RowFilter: Sendable, Equatable, CustomStringConvertible {
     package let comparison: Comparison
     /// One value, or several for `in`.
     package let values: [String]
+    /// Each value as a number, when it is one (parsed once, not at every comparison).
+    private let numbers: [Double?]
 
     /// Parses `column=op.value`; a ``RowFilterError`` says what is wrong.
     package init(parsing text: String) throws(RowFilterError) {
@@ -66,6 +117,11 @@ package struct RowFilter: Sendable, Equatable, CustomStringConvertible {
         } else {
             values = [value]
         }
+        numbers = values.map { Double($0) }
+    }
+
+    package static func == (lhs: RowFilter, rhs: RowFilter) -> Bool {
+        (lhs.column, lhs.comparison, lhs.values) == (rhs.column, rhs.comparison, rhs.values)
     }
 
     package var description: String {
@@ -74,25 +130,25 @@ package struct RowFilter: Sendable, Equatable, CustomStringConvertible {
 
     /// Whether the row's value for `column` satisfies the filter. A missing column never matches.
     package func matches(_ row: RawJSON) -> Bool {
-        var scanner = JSONScanner(row.bytes)
-        var found: Range<Int>?
-        do {
-            try scanner.scanObject { (key, range) throws(JSONSyntaxError) in
-                if key == column { found = range }
-            }
-        } catch {
-            return false
-        }
-        guard let found else { return false }
-        let value = JSONScalar(Array(row.bytes[found]))
+        var record = ChangeRecord(cursor: .trigger(stream: 0, sequence: 0), source: .trigger, op: .insert)
+        record.row = row
+        var values = RecordValues(record)
+        return matches(&values)
+    }
+
+    /// Whether the record's value for `column` satisfies the filter; the value is parsed
+    /// at most once per record, however many clients filter on it.
+    package func matches(_ record: inout RecordValues) -> Bool {
+        guard let value = record.value(of: column) else { return false }
+        func compare(_ index: Int) -> Int? { value.compare(to: values[index], number: numbers[index]) }
         switch comparison {
-        case .eq: return value.compare(to: values[0]) == 0
-        case .neq: return value.compare(to: values[0]).map { $0 != 0 } ?? true
-        case .lt: return value.compare(to: values[0]).map { $0 < 0 } ?? false
-        case .lte: return value.compare(to: values[0]).map { $0 <= 0 } ?? false
-        case .gt: return value.compare(to: values[0]).map { $0 > 0 } ?? false
-        case .gte: return value.compare(to: values[0]).map { $0 >= 0 } ?? false
-        case .in: return values.contains { value.compare(to: $0) == 0 }
+        case .eq: return compare(0) == 0
+        case .neq: return compare(0).map { $0 != 0 } ?? true
+        case .lt: return compare(0).map { $0 < 0 } ?? false
+        case .lte: return compare(0).map { $0 <= 0 } ?? false
+        case .gt: return compare(0).map { $0 > 0 } ?? false
+        case .gte: return compare(0).map { $0 >= 0 } ?? false
+        case .in: return values.indices.contains { compare($0) == 0 }
         }
     }
 }
@@ -193,11 +249,12 @@ enum JSONScalar {
         }
     }
 
-    /// -1, 0 or 1 against the filter's text; nil when they cannot be compared.
-    func compare(to text: String) -> Int? {
+    /// -1, 0 or 1 against the filter's text (`number` is that text as a number, when
+    /// it is one); nil when they cannot be compared.
+    func compare(to text: String, number other: Double?) -> Int? {
         switch self {
         case .number(let number):
-            guard let other = Double(text) else { return nil }
+            guard let other else { return nil }
             return number < other ? -1 : (number > other ? 1 : 0)
         case .string(let string):
             return string < text ? -1 : (string > text ? 1 : 0)

@@ -253,6 +253,7 @@ package final class Broadcaster: RecordSink {
         let sent = state.withLock { state in
             state.lastCursor = record.cursor
             state.window.append(.init(record: record, frame: frame))
+            var values = RecordValues(record)
             var sent = 0
             let size = frame.readableBytes
             for (id, client) in state.clients {
@@ -261,7 +262,7 @@ package final class Broadcaster: RecordSink {
                     guard record.cursor > skip else { continue }
                     state.clients[id]?.skipThrough = nil
                 }
-                guard subscription.matches(record) else { continue }
+                guard subscription.matches(&values) else { continue }
                 let queued = client.control.queued
                 if queued > 0, queued + size > queueByteLimit {
                     end(id, .tooSlow, in: &state)

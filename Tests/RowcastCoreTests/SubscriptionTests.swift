@@ -69,4 +69,19 @@ import Testing
         #expect(throws: RowFilterError.incomparable("id is a number, so \"abc\" never compares with it (fix: a number, e.g. id=gt.7)")) { try check("id=gt.abc") }
         #expect(throws: RowFilterError.incomparable("paid is a boolean, so \"yes\" never compares with it (fix: paid=eq.true or paid=eq.false)")) { try check("paid=eq.yes", [orders]) }
     }
+
+    /// A thousand clients filtering on the same column of one record cost one scan of
+    /// its row, and each still gets its own answer.
+    @Test func aFilteredColumnIsParsedOncePerRecordWhateverTheNumberOfClients() throws {
+        var values = RecordValues(try record(.insert, row: #"{"id": 7, "title": "seven", "price": 12.5}"#))
+        var matched = 0
+        for n in 0..<1_000 {
+            let subscription = Subscription(tables: nil, ops: nil, filter: try RowFilter(parsing: "id=lte.\(n)"))
+            if subscription.matches(&values) { matched += 1 }
+        }
+        #expect(matched == 993)
+        let byTitle = Subscription(tables: nil, ops: nil, filter: try RowFilter(parsing: "title=eq.seven"))
+        #expect(byTitle.matches(&values))
+        #expect(values.scans == 2)
+    }
 }
