@@ -196,9 +196,14 @@ struct Driver {
                 try feed(.stop, on: connection)
                 continue
             }
-            switch try connection.readCopyData() {
-            case .data(let bytes):
-                try feed(.received(bytes, at: Self.now()), on: connection)
+            let read = try connection.readCopyData()
+            if case .data = read {
+                try feed(receiving: consume read, on: connection)
+                continue
+            }
+            switch read {
+            case .data:
+                break  // fed above
             case .wouldBlock:
                 try feed(.caughtUp(at: Self.now()), on: connection)
                 if session.finished != nil { break }
@@ -221,6 +226,24 @@ struct Driver {
     mutating func feed(_ event: ReplicationSession.Event, on connection: PostgresConnection?) throws(PostgresError) {
         actions.removeAll(keepingCapacity: true)
         session.handle(event, into: &actions)
+        try perform(on: connection)
+    }
+
+    /// Feeds one CopyData message. The message is released before its records go to the
+    /// sink, so a huge row is not held twice (as the server's bytes and as JSON) while
+    /// the sink writes it.
+    mutating func feed(receiving read: consuming CopyDataRead, on connection: PostgresConnection?) throws(PostgresError) {
+        actions.removeAll(keepingCapacity: true)
+        decide(consume read)
+        try perform(on: connection)
+    }
+
+    private mutating func decide(_ read: consuming CopyDataRead) {
+        guard case .data(let bytes) = consume read else { return }
+        session.handle(.received(bytes, at: Self.now()), into: &actions)
+    }
+
+    private mutating func perform(on connection: PostgresConnection?) throws(PostgresError) {
         var next = 0
         while next < actions.count {
             let action = actions[next]
