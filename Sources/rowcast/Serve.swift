@@ -1,5 +1,7 @@
 import ArgumentParser
+import Foundation
 import Hummingbird
+import Logging
 import RowcastCore
 import RowcastPostgres
 import RowcastServer
@@ -78,6 +80,7 @@ struct Serve: AsyncParsableCommand {
         guard resumeWindowBytes > 0, clientQueueBytes > 0 else {
             throw CommandFailure.usage("--resume-window-bytes and --client-queue-bytes take a number of bytes above 0")
         }
+        raiseOpenFileLimit(logger: logger)
         let source = try capture.connect(connection.settings, logger: logger)
         let mode = source.mode.rawValue
         let options = {
@@ -112,6 +115,21 @@ func runServer(host: String, port: Int, _ body: () async throws -> Void) async t
         throw failure
     } catch {
         throw CommandFailure.failed(listenFailure(error, host: host, port: port))
+    }
+}
+
+/// Each client holds a socket: raise the soft limit on open files to the hard one, as
+/// servers built for many connections do, rather than refuse clients past 1,024.
+func raiseOpenFileLimit(logger: Logger) {
+    var limit = rlimit()
+    let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+    guard getrlimit(resource, &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+    let soft = limit.rlim_cur
+    limit.rlim_cur = limit.rlim_max
+    if setrlimit(resource, &limit) == 0 {
+        logger.debug("raised the open-file limit from \(soft) to \(limit.rlim_max)")
+    } else {
+        logger.warning("cannot raise the open-file limit from \(soft) (at most about \(soft) clients); raise it with ulimit -n")
     }
 }
 

@@ -50,6 +50,24 @@ struct ServeFaultTests {
         return (server, port, url)
     }
 
+    /// Every client holds a descriptor: serve started under a soft limit of 256 open
+    /// files (the hard limit higher) raises it, instead of refusing clients past it.
+    @Test func serveRaisesItsOpenFileLimitToTheHardLimit() async throws {
+        let url = try Rowcast.freshDatabase()
+        try Rowcast.psql(url, "CREATE TABLE limited (id int PRIMARY KEY)")
+        #expect(try Rowcast.run(["setup", "--mode", "trigger", "--table", "limited", "--db", url]).status == 0)
+        let server = try RunningProcess("/bin/sh", [
+            "-c", "ulimit -S -n 256 && exec \"$0\" serve --mode trigger --table limited --port 0 --db \"$1\"", Rowcast.binary.path, url,
+        ])
+        _ = try await server.waitFor(#"serving trigger mode on http://127\.0\.0\.1:(\d+)/"#)
+        let limits = try String(contentsOfFile: "/proc/\(server.pid)/limits", encoding: .utf8)
+        let line = try #require(limits.split(separator: "\n").first { $0.hasPrefix("Max open files") })
+        let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+        // "Max open files  <soft>  <hard>  files"
+        #expect(fields.count >= 5 && fields[3] == fields[4] && fields[3] != "256", "\(line)")
+        #expect(try await server.stop() == 0)
+    }
+
     @Test func aClientThatStopsReadingIsClosedWithinSecondsAndEverythingIsReleased() async throws {
         let (server, port, url) = try await Self.serve(table: "stalled", ["--client-queue-bytes", "1048576", "--resume-window-bytes", "1048576"])
         // Let the server settle (its capture and listener), then count its descriptors.
