@@ -7,7 +7,8 @@
 #   3. trigger mode's cost on the writer (pgbench);
 #   4. peak RSS of rowcast during 1 and 2, and with a 64 MB row;
 #   5. several nodes: drain time and walsender CPU with 1, 2 and 3 slots, and the WAL
-#      a slot keeps for serve's resume window.
+#      a slot keeps for serve's resume window;
+#   6. connections: serve's memory per idle client, and a burst of 1,000 arrivals.
 # Prints a table and writes Docs/benchmarks.md. Times are measured here, never in tests.
 #
 # BENCH_ROWS (default 1000000), BENCH_RUNS (3) and BENCH_SECONDS (10) shorten a trial run.
@@ -304,6 +305,37 @@ records=$(echo "$status" | sed -n 's/.*"window_records":\([0-9]*\).*/\1/p')
 out "- window: ${records} records; slot holds back $(awk -v b="${lag:-0}" 'BEGIN { printf "%.1f", b / 1048576 }') MB of WAL (\`lag_bytes\`), about $(awk -v b="${lag:-0}" 'BEGIN { printf "%.0f", b / 60 / 1024 }') KB per second of window at this rate"
 kill "$serve"; wait "$serve" 2>/dev/null || true
 "$bin" slot drop nodes_wal --force --db "$url" >/dev/null 2>&1 || true
+out ""
+
+# ---------------------------------------------------------------- 6. connections
+out "## 6. Connections: idle clients' memory, and a burst of arrivals"
+out ""
+q "CREATE TABLE idle (id int PRIMARY KEY)"
+"$bin" setup --mode replication --table idle --slot idle --publication idle --db "$url" >/dev/null
+"$bin" serve --mode replication --table idle --slot idle --publication idle --port 8094 --db "$url" --log-level warning &
+serve=$!; pids+=("$serve"); sleep 1
+curl -s http://127.0.0.1:8094/status >/dev/null
+rss_before=$(awk '/VmRSS/ { print $2 }' "/proc/$serve/status")
+idle_clients=${BENCH_IDLE_CLIENTS:-10000}
+"$bench" load --clients "$idle_clients" --seconds 10 --url ws://127.0.0.1:8094/ws --subscribe >"$work/idle" &
+load=$!
+# Every client connected and subscribed: read serve's memory while they sit idle.
+for _ in $(seq 600); do
+    clients=$(curl -s http://127.0.0.1:8094/status | sed -n 's/.*"clients":\([0-9]*\).*/\1/p')
+    [ "${clients:-0}" -ge "$idle_clients" ] && break
+    sleep 0.1
+done
+sleep 2
+rss_idle=$(awk '/VmRSS/ { print $2 }' "/proc/$serve/status")
+wait "$load"
+out "- ${idle_clients} idle WebSocket clients, each subscribed (\`rowcast-bench load --clients ${idle_clients} --subscribe\`, $(sed -n 's/.*"subscribed":\([0-9]*\).*/\1/p' "$work/idle") subscribed): serve's RSS $((rss_before / 1024)) MB before, $((rss_idle / 1024)) MB with them, **$(( (rss_idle - rss_before) / idle_clients )) KB per client**; all subscribed $(sed -n 's/.*"all_subscribed_s":\([0-9.]*\).*/\1/p' "$work/idle") s after the first connect"
+kill "$serve"; wait "$serve" 2>/dev/null || true
+"$bin" serve --mode replication --table idle --slot idle --publication idle --port 8094 --db "$url" --log-level warning &
+serve=$!; pids+=("$serve"); sleep 1
+curl -s http://127.0.0.1:8094/status >/dev/null
+"$bench" load --clients 1000 --seconds 1 --url ws://127.0.0.1:8094/ws --subscribe >"$work/burst"
+out "- 1,000 clients connecting at once: all upgraded $(sed -n 's/.*"all_connected_s":\([0-9.]*\).*/\1/p' "$work/burst") s and all \`subscribed\` $(sed -n 's/.*"all_subscribed_s":\([0-9.]*\).*/\1/p' "$work/burst") s after the first connect"
+kill "$serve"; wait "$serve" 2>/dev/null || true
 out ""
 
 # ---------------------------------------------------------------- Docs/benchmarks.md

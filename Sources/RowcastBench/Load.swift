@@ -23,6 +23,7 @@ struct Load: AsyncParsableCommand {
         guard let target = LoadTarget(url) else { throw ValidationError("--url must look like ws://host:port/path") }
         let shared = Shared()
         let group = MultiThreadedEventLoopGroup.singleton
+        let began = ContinuousClock.now
         var channels: [any Channel] = []
         // Connect in waves, as browsers arriving would, without a SYN flood.
         for wave in stride(from: 0, to: clients, by: 100) {
@@ -41,11 +42,17 @@ struct Load: AsyncParsableCommand {
                 if let channel = try? await future.get() { channels.append(channel) }
             }
         }
-        // Wait for every upgrade (up to 60 s), settle, then measure.
+        // Wait for every upgrade (and `subscribed`, when subscribing) up to 60 s, settle,
+        // then measure.
         let deadline = ContinuousClock.now + .seconds(60)
         while shared.connected.load(ordering: .relaxed) < clients, ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(20))
+            try await Task.sleep(for: .milliseconds(5))
         }
+        let allConnected = ContinuousClock.now - began
+        while subscribe, shared.subscribed.load(ordering: .relaxed) < clients, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        let allSubscribed = ContinuousClock.now - began
         try await Task.sleep(for: .seconds(1))
         let cpuBefore = processCPUSeconds()
         let start = ContinuousClock.now
@@ -56,9 +63,15 @@ struct Load: AsyncParsableCommand {
         let cpu = processCPUSeconds() - cpuBefore
         shared.done.store(true, ordering: .relaxed)
         for channel in channels { try? await channel.close() }
+        func inSeconds(_ duration: Duration) -> Double {
+            Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+        }
         let result = shared.stats.summary(
             connected: shared.connected.load(ordering: .relaxed),
-            elapsed: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18,
+            subscribed: shared.subscribed.load(ordering: .relaxed),
+            connectedSeconds: inSeconds(allConnected),
+            subscribedSeconds: subscribe ? inSeconds(allSubscribed) : 0,
+            elapsed: inSeconds(elapsed),
             cpu: cpu
         )
         print(result)
@@ -92,6 +105,7 @@ final class LoadClientHandler: ChannelInboundHandler {
     private let subscribe: Bool
     private let shared: Shared
     private var upgraded = false
+    private var subscribed = false
     private var pending = ByteBuffer()
     private var local = Stats.Local()
 
@@ -124,6 +138,10 @@ final class LoadClientHandler: ChannelInboundHandler {
         while let (opcode, payload) = nextFrame() {
             switch opcode {
             case 1:
+                if !subscribed, payload.readableBytesView.firstRange(of: Array(#""event":"subscribed""#.utf8)) != nil {
+                    subscribed = true
+                    shared.subscribed.add(1, ordering: .relaxed)
+                }
                 guard shared.measuring.load(ordering: .relaxed) else { continue }
                 local.frames += 1
                 if let sent = commitTime(in: payload) { local.latencies.append(nowMicros() - sent) }
@@ -189,6 +207,7 @@ final class LoadClientHandler: ChannelInboundHandler {
 final class Shared: Sendable {
     let stats = Stats()
     let connected = Atomic<Int>(0)
+    let subscribed = Atomic<Int>(0)
     let measuring = Atomic<Bool>(false)
     let done = Atomic<Bool>(false)
 }
@@ -208,7 +227,7 @@ final class Stats: Sendable {
         }
     }
 
-    func summary(connected: Int, elapsed: Double, cpu: Double) -> String {
+    func summary(connected: Int, subscribed: Int, connectedSeconds: Double, subscribedSeconds: Double, elapsed: Double, cpu: Double) -> String {
         total.withLock { total in
             let sorted = total.latencies.sorted()
             func percentile(_ p: Double) -> Double {
@@ -216,8 +235,8 @@ final class Stats: Sendable {
                 return Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]) / 1000
             }
             return String(
-                format: #"{"clients":%d,"frames":%d,"frames_per_s":%.0f,"p50_ms":%.2f,"p99_ms":%.2f,"max_ms":%.2f,"cpu_percent":%.0f}"#,
-                connected, total.frames, Double(total.frames) / elapsed, percentile(0.5), percentile(0.99),
+                format: #"{"clients":%d,"subscribed":%d,"all_connected_s":%.2f,"all_subscribed_s":%.2f,"frames":%d,"frames_per_s":%.0f,"p50_ms":%.2f,"p99_ms":%.2f,"max_ms":%.2f,"cpu_percent":%.0f}"#,
+                connected, subscribed, connectedSeconds, subscribedSeconds, total.frames, Double(total.frames) / elapsed, percentile(0.5), percentile(0.99),
                 Double(sorted.last ?? 0) / 1000, cpu / elapsed * 100
             )
         }
