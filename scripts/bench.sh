@@ -11,11 +11,15 @@
 #   6. connections: serve's memory per idle client, and a burst of 1,000 arrivals.
 # Prints a table and writes Docs/benchmarks.md. Times are measured here, never in tests.
 #
-# BENCH_ROWS (default 1000000), BENCH_RUNS (3) and BENCH_SECONDS (10) shorten a trial run.
+# BENCH_ROWS (default 1000000), BENCH_RUNS (3) and BENCH_SECONDS (10) shorten a trial run;
+# BENCH_SECTIONS (e.g. "1 2") runs only those sections and prints them without writing
+# Docs/benchmarks.md, whose figures all come from one full run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rows=${BENCH_ROWS:-1000000}
+sections=${BENCH_SECTIONS:-1 2 3 4 5 6}
+want() { case " $sections " in *" $1 "*) return 0 ;; esac; return 1; }
 runs=${BENCH_RUNS:-3}
 seconds=${BENCH_SECONDS:-10}
 
@@ -56,6 +60,7 @@ report=$work/report.md
 out() { echo "$*" | tee -a "$report"; }
 
 # ---------------------------------------------------------------- 1. drain
+if want 1; then
 out "## 1. Drain throughput: a backlog per table shape (median of ${runs} runs)"
 out ""
 out "| table | rows | tool | seconds | rows/s | × floor | tool CPU | peak RSS |"
@@ -131,7 +136,10 @@ drain_table long "id bigint PRIMARY KEY, body text, doc jsonb" \
     (SELECT jsonb_object_agg('key' || k, md5((g * k)::text)) FROM generate_series(1, 40) k)" $((rows / 20))
 out ""
 
+fi
+
 # ---------------------------------------------------------------- 2. fan-out
+if want 2; then
 out "## 2. Fan-out: frames delivered per second and commit-to-client latency (${seconds} s each)"
 out ""
 out "| server | clients | rows/s | frames/s | p50 ms | p99 ms | max ms | server CPU | load-client CPU | server peak RSS |"
@@ -173,7 +181,10 @@ for load in 1:100 100:100 1000:100 100:2000; do
 done
 out ""
 
+fi
+
 # ---------------------------------------------------------------- 3. trigger cost
+if want 3; then
 out "## 3. Trigger mode's cost on the writer: pgbench, 4 clients, ${seconds} s per figure (median of ${runs})"
 out ""
 out "Transactions/s of three statement shapes, and the ratio to the same table without a trigger."
@@ -231,7 +242,10 @@ for variant in none classic rowcast quiet; do
 done
 out ""
 
+fi
+
 # ---------------------------------------------------------------- 4. a 64 MB row
+if want 4; then
 out "## 4. Peak RSS with one 64 MB row"
 out ""
 q "CREATE TABLE huge (id int PRIMARY KEY, body text)"
@@ -251,7 +265,10 @@ out "- \`rowcast serve\` sending it to one client: peak RSS $(hwm_mb "$serve") M
 kill "$serve"; wait "$serve" 2>/dev/null || true
 out ""
 
+fi
+
 # ---------------------------------------------------------------- 5. several nodes
+if want 5; then
 nodes_rows=$((rows / 5))
 out "## 5. Several nodes: each with its own slot (${nodes_rows}-row backlog)"
 out ""
@@ -307,7 +324,10 @@ kill "$serve"; wait "$serve" 2>/dev/null || true
 "$bin" slot drop nodes_wal --force --db "$url" >/dev/null 2>&1 || true
 out ""
 
+fi
+
 # ---------------------------------------------------------------- 6. connections
+if want 6; then
 out "## 6. Connections: idle clients' memory, and a burst of arrivals"
 out ""
 q "CREATE TABLE idle (id int PRIMARY KEY)"
@@ -338,7 +358,13 @@ out "- 1,000 clients connecting at once: all upgraded $(sed -n 's/.*"all_connect
 kill "$serve"; wait "$serve" 2>/dev/null || true
 out ""
 
+fi
+
 # ---------------------------------------------------------------- Docs/benchmarks.md
+if [ "$sections" != "1 2 3 4 5 6" ]; then
+    echo "bench: sections $sections only; Docs/benchmarks.md left as it is" >&2
+    exit 0
+fi
 {
     echo "# Benchmarks"
     echo ""
