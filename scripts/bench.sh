@@ -350,6 +350,21 @@ rss_idle=$(awk '/VmRSS/ { print $2 }' "/proc/$serve/status")
 wait "$load"
 out "- ${idle_clients} idle WebSocket clients, each subscribed (\`rowcast-bench load --clients ${idle_clients} --subscribe\`, $(sed -n 's/.*"subscribed":\([0-9]*\).*/\1/p' "$work/idle") subscribed): serve's RSS $((rss_before / 1024)) MB before, $((rss_idle / 1024)) MB with them, **$(( (rss_idle - rss_before) / idle_clients )) KB per client**; all subscribed $(sed -n 's/.*"all_subscribed_s":\([0-9.]*\).*/\1/p' "$work/idle") s after the first connect"
 kill "$serve"; wait "$serve" 2>/dev/null || true
+# The same idle clients on the bare Hummingbird WebSocket server: the stack's own cost.
+"$bench" baseline --port 8095 --rate 0.1 >/dev/null 2>&1 &
+base=$!; pids+=("$base"); sleep 1
+rss_before=$(awk '/VmRSS/ { print $2 }' "/proc/$base/status")
+"$bench" load --clients "$idle_clients" --seconds 10 --url ws://127.0.0.1:8095/ws >"$work/idle_base" &
+load=$!
+for _ in $(seq 600); do
+    [ "$(ss -Htn state established '( sport = :8095 )' | wc -l)" -ge "$idle_clients" ] && break
+    sleep 0.1
+done
+sleep 2
+rss_idle=$(awk '/VmRSS/ { print $2 }' "/proc/$base/status")
+wait "$load"
+out "- the same ${idle_clients} idle clients on the bare Hummingbird WebSocket server (\`rowcast-bench baseline\`): $((rss_before / 1024)) MB before, $((rss_idle / 1024)) MB with them, **$(( (rss_idle - rss_before) / idle_clients )) KB per client**"
+kill "$base"; wait "$base" 2>/dev/null || true
 "$bin" serve --mode replication --table idle --slot idle --publication idle --port 8094 --db "$url" --log-level warning &
 serve=$!; pids+=("$serve"); sleep 1
 curl -s http://127.0.0.1:8094/status >/dev/null
@@ -386,36 +401,58 @@ fi
 ## Reading the figures
 
 - **Drain.** Every tool waits on the same walsender, which decodes the WAL and runs
-  the output plugin: that is the floor. rowcast can finish before `pg_recvlogical`
-  with pgoutput because it batches its output (64 KiB writes) where `pg_recvlogical`
-  writes each message on its own; its cost above the floor (pgoutput decoding, row
-  JSON from text values and the catalog) hides behind the server's. wal2json pays for
-  JSON on the server side.
-- **Fan-out.** Both servers encode a frame once and share its bytes; per client and
-  frame the cost is the stack's (a task switch and a `writev`), so both saturate
-  together. On 2 cores, with PostgreSQL, pgbench and the load client on the same
-  cores, loads of 100,000 frames/s and more are past saturation: compare frames/s
-  there, not latency (queues grow for as long as the run lasts). rowcast additionally
-  decodes the WAL and matches each record against each client's subscription.
+  the output plugin: that is the floor. rowcast finishes at or before
+  `pg_recvlogical` with pgoutput on every shape, from one-column rows to 4 kB texts
+  full of characters to escape, using more CPU (its own column of the table) on the
+  other core. Where `tail`'s time goes now (`perf record`, 200,000 `wide20` rows): a
+  third in the kernel receiving the stream; JSON escaping 8 % (eight bytes at a time,
+  clean runs copied whole, escapes through a stack buffer); row conversion 6 %;
+  copies 5 %; reference counting 9 %, mostly the slice each column value keeps of
+  its message; array appends 5 %; cursors and LSNs 2 % (hex written straight into
+  the output, no `String`s). Next steps: column values as offsets into the message
+  (no reference count per column), and the row's JSON written into the output buffer
+  instead of built first. On one-column rows `tail` waits for the walsender, and
+  reads it a message at a time: 2 s of its 4 s of CPU is the kernel's. A fixed pause
+  after draining the socket cut that to almost nothing on small rows but stalled
+  large ones (one message per pause), so it is not in; reading larger pieces only
+  while a backlog lasts is the next thing to try.
+- **Fan-out.** rowcast writes each client's queued frames on the connection's event
+  loop, all at once with one flush (`ChannelFrameWriter`): a burst of records costs a
+  client one system call, and no task runs per frame. The baseline is the bare
+  Hummingbird broadcaster, which writes every frame through the WebSocket writer (a
+  task switch and a flush per frame). At 1,000 clients and more its ticker is starved:
+  it delivers a fraction of the frames it should (frames/s column) at full CPU, so its
+  latency there is measured on a fraction of the load. rowcast carries the whole
+  load, every row to every client, at under one core; its p50 there is about half the
+  time one record takes to reach all 1,000 sockets (a `writev` each, on two event
+  loops). pgbench `-R` draws arrivals at random, so rowcast's rows/s sits a few
+  percent under the baseline's exact tick at the same nominal rate.
 - **Trigger mode** costs the writer, per statement, one INSERT of the statement's
   rows (as `to_json`) into the unlogged `rowcast.changes`, and one NOTIFY per
   transaction carrying only its id. The classic trigger sends a title, not the row,
   and writes nothing; rowcast writes every row a second time, which is what keeps
-  rows away from roles that may not read them (LISTEN needs no privilege). That
-  write puts rowcast at 0.65× the classic trigger on single-row INSERTs and 0.56–0.62×
-  on 1,000-row statements. Where the time goes, measured with variants of the
-  function: not the `SET` clauses, `SECURITY DEFINER` or the per-transaction counter
-  (each within noise), but the INSERT itself, one heap and one index tuple per
-  change. Next steps: one `rowcast.changes` row per statement chunk (`json_agg`, a
-  prototype reached 1.1× the classic trigger on 1,000-row INSERTs) with chunks
-  bounded by size so no statement can exceed PostgreSQL's 1 GB per value, and the
-  table's oid in place of two name columns.
-- **A 64 MB row** is held three times at the peak by `tail`: libpq's input buffer, the
-  copy `PQgetCopyData` returns, and the row's JSON (a huge row then goes to stdout
-  straight from its bytes). The first two are libpq's COPY API; getting under the row
-  plus 100 MB needs the row JSON streamed to the output instead of built. `serve`
-  holds it a fourth time, in the frame every client shares (built in one copy; the
-  resume window keeps the row only there).
+  rows away from roles that may not read them (LISTEN needs no privilege). Where the
+  time goes, measured with variants of the function: not the `SET` clauses,
+  `SECURITY DEFINER` or the per-transaction counter (each within noise), but the
+  INSERT itself, one heap and one index tuple per change. Next steps: one
+  `rowcast.changes` row per statement chunk (`json_agg`; a prototype reached 1.1× the
+  classic trigger on 1,000-row INSERTs) with chunks bounded by size so no statement
+  can exceed PostgreSQL's 1 GB per value, and the table's oid in place of two name
+  columns.
+- **A 64 MB row.** libpq grows its input buffer to the largest message and never
+  shrinks it, and `PQgetCopyData` returns a second copy, which rowcast copies once
+  more into the array it decodes: at that moment `tail` holds the row three times.
+  The message is released before its record reaches the sink, so `serve` holds it as
+  libpq's buffer, the row's JSON and the frame every client shares (it was four times
+  before). Under the row plus 64 MB needs decoding straight from libpq's copy and
+  writing the row's JSON to the output as it is converted; under libpq's own buffer
+  needs reading the replication stream without libpq's COPY API.
+- **Connections.** An idle subscribed client costs serve about what a connection of
+  the bare Hummingbird WebSocket server costs (the line below it): the channel and
+  its handlers, the connection's task and the WebSocket session's reader. Getting
+  under 30 KB means fewer tasks per connection than the stack gives each, and a
+  smaller receive buffer per idle socket. A burst of 1,000 arrivals is served well
+  inside a second.
 NOTES
 } >Docs/benchmarks.md
 echo "bench: wrote Docs/benchmarks.md" >&2
