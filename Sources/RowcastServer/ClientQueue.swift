@@ -97,13 +97,18 @@ package final class ClientQueue: Sendable {
     }
 
     /// Everything queued, and whether the queue has finished (nothing more will come).
+    /// Once it has, the writer is let go: it holds the queue, and the queue it.
     package func take() -> (items: [Broadcaster.Outgoing], finished: Bool) {
-        state.withLock { state in
+        let (items, finished, drainer) = state.withLock { state -> ([Broadcaster.Outgoing], Bool, Drainer?) in
             state.drainScheduled = false
             var items: [Broadcaster.Outgoing] = []
             swap(&items, &state.items)
-            return (items, state.finished)
+            guard state.finished else { return (items, false, nil) }
+            defer { state.drainer = nil }
+            return (items, true, state.drainer)
         }
+        _ = drainer  // released here, outside the lock
+        return (items, finished)
     }
 
     /// The next batch: everything queued, waiting for at least one item; nil once the

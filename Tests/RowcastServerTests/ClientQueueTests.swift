@@ -60,4 +60,29 @@ import Testing
         waiting.cancel()
         #expect(await waiting.value == nil)
     }
+
+    /// The writer holds the queue and the queue holds the writer: once the queue has
+    /// finished and the writer took the rest, the queue lets it go, or every closed
+    /// connection would stay in memory.
+    @Test func aFinishedQueueLetsItsWriterGo() {
+        final class Writer: Sendable {}
+        let queue = ClientQueue(limit: 8)
+        let eventLoop = EmbeddedEventLoop()
+        weak var released: Writer?
+        do {
+            let writer = Writer()
+            released = writer
+            queue.attach(on: eventLoop) { [writer, queue] in
+                _ = writer
+                _ = queue.take()
+            }
+        }
+        _ = queue.yield(Self.frame(1))
+        queue.wake()
+        eventLoop.run()
+        #expect(released != nil, "still attached while the queue is open")
+        queue.finish()
+        eventLoop.run()
+        #expect(released == nil)
+    }
 }
