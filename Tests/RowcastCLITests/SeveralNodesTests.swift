@@ -81,6 +81,26 @@ struct SeveralNodesTests {
             health = try? await ServeFaultTests.onThread { try RawClient.status(port: front, path: "/healthz", host: "127.0.0.1") }
         }
         try #require(health == "200", "HAProxy did not come up:\n\(proxy.output.suffix(2000))")
+        // And every node up in HAProxy's eyes (two passed checks each) before clients
+        // arrive, or they all land on the first: round robin over /status names each
+        // node's slot.
+        var seen: Set<String> = []
+        while seen.count < slots.count, Date() < deadline {
+            let body = try? await ServeFaultTests.onThread { () throws -> Data in
+                let client = try RawClient(port: front)
+                client.send("GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                _ = client.readUntilClosed(seconds: 30)
+                return client.received
+            }
+            if let body, let start = body.range(of: Data("\r\n\r\n".utf8)),
+                let status = try? JSONSerialization.jsonObject(with: body[start.upperBound...]) as? [String: Any],
+                let slot = status["slot"] as? String
+            {
+                seen.insert(slot)
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        try #require(seen.count == slots.count, "HAProxy never sent a request to every node: \(seen.sorted())\n\(proxy.output.suffix(2000))")
 
         let clients = (0..<200).map { _ in ResumingClient() }
         for client in clients { client.move(to: String(front)) }
