@@ -401,21 +401,23 @@ fi
 ## Reading the figures
 
 - **Drain.** Every tool waits on the same walsender, which decodes the WAL and runs
-  the output plugin: that is the floor. rowcast finishes at or before
-  `pg_recvlogical` with pgoutput on every shape, from one-column rows to 4 kB texts
-  full of characters to escape, using more CPU (its own column of the table) on the
-  other core. Where `tail`'s time goes now (`perf record`, 200,000 `wide20` rows): a
-  third in the kernel receiving the stream; JSON escaping 8 % (eight bytes at a time,
-  clean runs copied whole, escapes through a stack buffer); row conversion 6 %;
-  copies 5 %; reference counting 9 %, mostly the slice each column value keeps of
-  its message; array appends 5 %; cursors and LSNs 2 % (hex written straight into
-  the output, no `String`s). Next steps: column values as offsets into the message
-  (no reference count per column), and the row's JSON written into the output buffer
-  instead of built first. On one-column rows `tail` waits for the walsender, and
-  reads it a message at a time: 2 s of its 4 s of CPU is the kernel's. A fixed pause
-  after draining the socket cut that to almost nothing on small rows but stalled
-  large ones (one message per pause), so it is not in; reading larger pieces only
-  while a backlog lasts is the next thing to try.
+  the output plugin: that is the floor. rowcast finishes before `pg_recvlogical`
+  with pgoutput on every shape, from one-column rows to 4 kB texts full of characters
+  to escape, and on the wide shapes with no more CPU than `pg_recvlogical` spends
+  writing to /dev/null. Two things got it there. It writes JSON with fewer steps:
+  text escaped eight bytes at a time, clean runs copied whole and escapes through a
+  stack buffer; column names escaped once per relation; cursors and LSNs written as
+  hex into the output, no `String`s. And it reads the stream in large pieces: after a
+  wakeup with data it waits half a millisecond and takes what came in up to 32 reads.
+  Read the moment each message arrived, the stream came a message per wakeup, and
+  the system calls on both ends of the socket slowed the walsender itself (1M
+  one-column rows spent 2 s of `tail`'s 4 s of CPU in the kernel). Where `tail`'s time
+  goes now (`perf record`, 200,000 `wide20` rows): rowcast's own code 51 % (row
+  conversion 8 %, escaping 6 %, array appends 4 %, pgoutput decoding 8 %), reference
+  counting 14 %, mostly the slice each column value keeps of its message, copies and
+  allocation 12 %, the kernel 12 %. Next steps: column values as offsets into the
+  message (no reference count per column), and the row's JSON written into the output
+  buffer instead of built first.
 - **Fan-out.** rowcast writes each client's queued frames on the connection's event
   loop, all at once with one flush (`ChannelFrameWriter`): a burst of records costs a
   client one system call, and no task runs per frame. The baseline is the bare
@@ -423,10 +425,11 @@ fi
   task switch and a flush per frame). At 1,000 clients and more its ticker is starved:
   it delivers a fraction of the frames it should (frames/s column) at full CPU, so its
   latency there is measured on a fraction of the load. rowcast carries the whole
-  load, every row to every client, at under one core; its p50 there is about half the
-  time one record takes to reach all 1,000 sockets (a `writev` each, on two event
-  loops). pgbench `-R` draws arrivals at random, so rowcast's rows/s sits a few
-  percent under the baseline's exact tick at the same nominal rate.
+  load, every row to every client, at under one core; its latency there adds the
+  walsender's decoding to the time one record takes to reach 1,000 sockets (a
+  `writev` each, on two event loops). pgbench `-R` draws arrivals at random, so
+  rowcast's rows/s sits a few percent under the baseline's exact tick at the same
+  nominal rate.
 - **Trigger mode** costs the writer, per statement, one INSERT of the statement's
   rows (as `to_json`) into the unlogged `rowcast.changes`, and one NOTIFY per
   transaction carrying only its id. The classic trigger sends a title, not the row,
