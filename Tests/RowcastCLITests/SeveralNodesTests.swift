@@ -110,14 +110,19 @@ struct SeveralNodesTests {
         try #require(allSubscribed, "\(clients.filter { !$0.isSubscribed }.count) clients never subscribed")
 
         let rows = 300
-        let script = (1...rows).map { "BEGIN; INSERT INTO orders VALUES (\($0)); COMMIT; SELECT pg_sleep(0.01);" }.joined(separator: "\n")
-        let writer = Task { try await ServeFaultTests.onThread { try Rowcast.psql(url, script) } }
-
-        // Every client well under way, then node 2 dies without a word. (One deadline
-        // for all: the wait is per client, but a client that lags does not add a minute.)
+        func script(_ ids: ClosedRange<Int>) -> String {
+            ids.map { "BEGIN; INSERT INTO orders VALUES (\($0)); COMMIT; SELECT pg_sleep(0.01);" }.joined(separator: "\n")
+        }
+        // Rows 1-100, and every client has them; then node 2 dies without a word while
+        // rows 101-300 are being written, so its clients must resume elsewhere. (One
+        // deadline for all: the wait is per client, but a client that lags does not
+        // add a minute.)
+        let (first, rest) = (script(1...100), script(101...rows))
+        _ = try await ServeFaultTests.onThread { try Rowcast.psql(url, first) }
         for client in clients { await client.received.wait(for: 100) }
         let underWay = clients.allSatisfy { $0.received.count >= 100 }
         try #require(underWay, "clients stalled before the kill")
+        let writer = Task { try await ServeFaultTests.onThread { try Rowcast.psql(url, rest) } }
         _ = try await nodes[1].process.stop(SIGKILL)
         for client in clients { await client.received.wait(for: rows) }
         _ = try await writer.value
