@@ -335,35 +335,32 @@ q "CREATE TABLE idle (id int PRIMARY KEY)"
 "$bin" serve --mode replication --table idle --slot idle --publication idle --port 8094 --db "$url" --log-level warning &
 serve=$!; pids+=("$serve"); sleep 1
 curl -s http://127.0.0.1:8094/status >/dev/null
-rss_before=$(awk '/VmRSS/ { print $2 }' "/proc/$serve/status")
 idle_clients=${BENCH_IDLE_CLIENTS:-10000}
-"$bench" load --clients "$idle_clients" --seconds 10 --url ws://127.0.0.1:8094/ws --subscribe >"$work/idle" &
-load=$!
-# Every client connected and subscribed: read serve's memory while they sit idle.
-for _ in $(seq 600); do
-    clients=$(curl -s http://127.0.0.1:8094/status | sed -n 's/.*"clients":\([0-9]*\).*/\1/p')
-    [ "${clients:-0}" -ge "$idle_clients" ] && break
-    sleep 0.1
-done
-sleep 2
-rss_idle=$(awk '/VmRSS/ { print $2 }' "/proc/$serve/status")
-wait "$load"
-out "- ${idle_clients} idle WebSocket clients, each subscribed (\`rowcast-bench load --clients ${idle_clients} --subscribe\`, $(sed -n 's/.*"subscribed":\([0-9]*\).*/\1/p' "$work/idle") subscribed): serve's RSS $((rss_before / 1024)) MB before, $((rss_idle / 1024)) MB with them, **$(( (rss_idle - rss_before) / idle_clients )) KB per client**; all subscribed $(sed -n 's/.*"all_subscribed_s":\([0-9.]*\).*/\1/p' "$work/idle") s after the first connect"
+# Resident memory of a server before and with idle_clients idle clients, and per client:
+# "MB-before MB-with KB-per-client".
+idle_memory() { # pid, port, load output file, load arguments...
+    local pid=$1 port=$2 output=$3; shift 3
+    local before after load
+    before=$(awk '/VmRSS/ { print $2 }' "/proc/$pid/status")
+    "$bench" load --clients "$idle_clients" --seconds 10 --url "ws://127.0.0.1:$port/ws" "$@" >"$output" &
+    load=$!
+    for _ in $(seq 600); do
+        [ "$(ss -Htn state established "( sport = :$port )" | wc -l)" -ge "$idle_clients" ] && break
+        sleep 0.1
+    done
+    sleep 2  # the last subscriptions answered, the clients idle
+    after=$(awk '/VmRSS/ { print $2 }' "/proc/$pid/status")
+    wait "$load"
+    echo "$((before / 1024)) $((after / 1024)) $(( (after - before) / idle_clients ))"
+}
+read -r before with per_client < <(idle_memory "$serve" 8094 "$work/idle" --subscribe)
+out "- ${idle_clients} idle WebSocket clients, each subscribed (\`rowcast-bench load --clients ${idle_clients} --subscribe\`, $(sed -n 's/.*"subscribed":\([0-9]*\).*/\1/p' "$work/idle") subscribed): serve's RSS $before MB before, $with MB with them, **$per_client KB per client**; all subscribed $(sed -n 's/.*"all_subscribed_s":\([0-9.]*\).*/\1/p' "$work/idle") s after the first connect"
 kill "$serve"; wait "$serve" 2>/dev/null || true
 # The same idle clients on the bare Hummingbird WebSocket server: the stack's own cost.
 "$bench" baseline --port 8095 --rate 0.1 >/dev/null 2>&1 &
 base=$!; pids+=("$base"); sleep 1
-rss_before=$(awk '/VmRSS/ { print $2 }' "/proc/$base/status")
-"$bench" load --clients "$idle_clients" --seconds 10 --url ws://127.0.0.1:8095/ws >"$work/idle_base" &
-load=$!
-for _ in $(seq 600); do
-    [ "$(ss -Htn state established '( sport = :8095 )' | wc -l)" -ge "$idle_clients" ] && break
-    sleep 0.1
-done
-sleep 2
-rss_idle=$(awk '/VmRSS/ { print $2 }' "/proc/$base/status")
-wait "$load"
-out "- the same ${idle_clients} idle clients on the bare Hummingbird WebSocket server (\`rowcast-bench baseline\`): $((rss_before / 1024)) MB before, $((rss_idle / 1024)) MB with them, **$(( (rss_idle - rss_before) / idle_clients )) KB per client**"
+read -r before with per_client < <(idle_memory "$base" 8095 "$work/idle_base")
+out "- the same ${idle_clients} idle clients on the bare Hummingbird WebSocket server (\`rowcast-bench baseline\`): $before MB before, $with MB with them, **$per_client KB per client**"
 kill "$base"; wait "$base" 2>/dev/null || true
 "$bin" serve --mode replication --table idle --slot idle --publication idle --port 8094 --db "$url" --log-level warning &
 serve=$!; pids+=("$serve"); sleep 1

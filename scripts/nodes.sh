@@ -34,25 +34,9 @@ for n in 1 2 3; do
     echo "node $n: http://127.0.0.1:808$n/ (pid $!)"
 done
 
-cat >"$work/haproxy.cfg" <<CFG
-defaults
-    mode http
-    timeout connect 1s
-    timeout client 10m
-    timeout server 10m
-    timeout tunnel 10m
-    retries 3
-    option redispatch
-frontend rowcast
-    bind 127.0.0.1:8080
-    default_backend nodes
-backend nodes
-    balance roundrobin
-    option httpchk GET /healthz
-    server node1 127.0.0.1:8081 check inter 500 fall 1 rise 2
-    server node2 127.0.0.1:8082 check inter 500 fall 1 rise 2
-    server node3 127.0.0.1:8083 check inter 500 fall 1 rise 2
-CFG
+servers=$(for n in 1 2 3; do echo "    server node$n 127.0.0.1:808$n check inter 200 fall 1 rise 2"; done)
+awk -v servers="$servers" '$0 == "SERVERS" { print servers; next } { sub("FRONT_PORT", "8080"); print }' \
+    scripts/haproxy-nodes.cfg >"$work/haproxy.cfg"
 haproxy -db -f "$work/haproxy.cfg" &
 pids+=($!)
 echo "HAProxy: http://127.0.0.1:8080/ (Ctrl-C stops everything)"

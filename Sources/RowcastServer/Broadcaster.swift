@@ -44,9 +44,6 @@ package final class Broadcaster: RecordSink {
 
         /// The writer calls this once frames it took are written (handed to the socket),
         /// so that what the client holds queued is counted in bytes.
-        package func wrote(_ frame: ByteBuffer) { control.dequeued(frame.readableBytes) }
-
-        /// ``wrote(_:)`` for `bytes` bytes of frames at once.
         package func wrote(bytes: Int) { control.dequeued(bytes) }
     }
 

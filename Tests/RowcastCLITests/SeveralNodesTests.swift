@@ -51,26 +51,15 @@ struct SeveralNodesTests {
         // refused by a dead node is sent to another one.
         let front = try Self.freePort()
         let config = FileManager.default.temporaryDirectory.appendingPathComponent("rowcast-haproxy-\(suffix).cfg")
-        try """
-            global
-                maxconn 4096
-            defaults
-                mode http
-                timeout connect 1s
-                timeout client 10m
-                timeout server 10m
-                timeout tunnel 10m
-                retries 3
-                option redispatch
-            frontend rowcast
-                bind 127.0.0.1:\(front)
-                default_backend nodes
-            backend nodes
-                balance roundrobin
-                option httpchk GET /healthz
-            \(nodes.enumerated().map { "    server n\($0.offset + 1) 127.0.0.1:\($0.element.port) check inter 200 fall 1 rise 2" }.joined(separator: "\n"))
-
-            """.write(to: config, atomically: true, encoding: .utf8)
+        // The configuration `make nodes` uses (scripts/haproxy-nodes.cfg).
+        let template = try String(
+            contentsOf: URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../scripts/haproxy-nodes.cfg").standardized,
+            encoding: .utf8
+        )
+        let servers = nodes.enumerated().map { "    server node\($0.offset + 1) 127.0.0.1:\($0.element.port) check inter 200 fall 1 rise 2" }
+        try template.replacingOccurrences(of: "FRONT_PORT", with: String(front))
+            .replacingOccurrences(of: "\nSERVERS\n", with: "\n" + servers.joined(separator: "\n") + "\n")
+            .write(to: config, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: config) }
         let proxy = try RunningProcess(try #require(Self.haproxy, "haproxy is not installed (make test installs it)"), ["-db", "-f", config.path])
         // Ready once it answers for the nodes.

@@ -59,7 +59,7 @@ import Testing
             record.cursor = .trigger(stream: 1, sequence: UInt64(sequence))
             broadcaster.deliver(record)
             // The fast client writes each frame as it comes.
-            if case .frame(let frame, _)? = await fastIterator.next() { fast.wrote(frame) }
+            if case .frame(let frame, _)? = await fastIterator.next() { fast.wrote(bytes: frame.readableBytes) }
         }
         #expect(slow.endReason == .tooSlow)
         #expect(ended.withLock { $0 } == .tooSlow, "the session was told, so that it can close the connection")
