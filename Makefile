@@ -32,9 +32,11 @@ install: deps
 
 # The whole suite against its own throwaway cluster (wal_level=logical); the page is
 # tested in headless Chromium and several nodes behind HAProxy, both installed from
-# the system packages when missing.
+# the system packages when missing, and /socket.io/ with the official socket.io-client
+# bundle and python-socketio, fetched from the Python package index when missing.
 test:
 	@scripts/install-deps.sh chromium haproxy
+	@scripts/socketio-clients.sh
 	$(SWIFT) build --build-tests
 	scripts/test.sh
 

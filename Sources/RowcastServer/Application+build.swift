@@ -142,7 +142,50 @@ func makeRouter(options: ServerOptions, source: any CaptureSource, broadcaster: 
         )
         try await session.run(inbound: inbound, outbound: outbound)
     }
+    addSocketIO(to: router, options: options, source: source, broadcaster: broadcaster, guardian: guardian)
     return router
+}
+
+/// `/socket.io/`: Engine.IO's long-polling (`GET`, `POST`, and `OPTIONS` for a
+/// preflight) and its WebSocket. Credentials are checked by the Socket.IO CONNECT (the
+/// client's `auth` payload, or the handshake's `?token=`), not per request.
+private func addSocketIO(
+    to router: Router<RowcastRequestContext>, options: ServerOptions, source: any CaptureSource, broadcaster: Broadcaster,
+    guardian: RequestGuard
+) {
+    let socketIO = SocketIOServer(
+        broadcaster: broadcaster, mode: source.mode, capture: source.state, auth: options.auth, settings: options.socketIO,
+        maxPayload: options.maxClientFrameSize, stalledClientGrace: options.stalledClientGrace, logger: Logger(label: "rowcast.socket.io")
+    )
+    let upgrade = WebSocketUpgradeMiddleware<RowcastRequestContext> { _, _ in .upgrade([:]) } onUpgrade: { inbound, outbound, context in
+        try await socketIO.serveWebSocket(
+            request: context.request, inbound: inbound, outbound: outbound, channel: context.requestContext.channel
+        )
+    }
+    let polling: @Sendable (Request, RowcastRequestContext) async throws -> Response = { request, context in
+        try guardian.checkOrigin(request)
+        if request.method == .get, request.headers[.upgrade]?.lowercased() == "websocket" {
+            return try await upgrade.handle(request, context: context) { _, _ in Response(status: .ok) }
+        }
+        return try await socketIO.respond(to: request, channel: context.channel, cors: corsHeaders(for: request))
+    }
+    router.get("/socket.io", use: polling)
+    router.post("/socket.io", use: polling)
+    router.on("/socket.io", method: .options) { request, _ in
+        try guardian.checkOrigin(request)
+        var headers = corsHeaders(for: request)
+        headers[.accessControlAllowMethods] = "GET, POST, OPTIONS"
+        if let wanted = request.headers[.accessControlRequestHeaders] { headers[.accessControlAllowHeaders] = wanted }
+        headers[.accessControlMaxAge] = "86400"
+        return Response(status: .noContent, headers: headers)
+    }
+}
+
+/// A page on another origin reads long-poll answers only with these (its origin was
+/// allowed by ``RequestGuard/checkOrigin(_:)`` first).
+private func corsHeaders(for request: Request) -> HTTPFields {
+    guard let origin = request.headers[.origin] else { return [:] }
+    return [.accessControlAllowOrigin: origin, .accessControlAllowCredentials: "true", .vary: "Origin"]
 }
 
 /// Authenticates every request of a route group and puts what it may see in the

@@ -18,6 +18,15 @@ package final class Broadcaster: RecordSink {
         case heartbeat
     }
 
+    /// The protocol a client speaks, which decides how the broadcaster's own frames
+    /// (`update`, `subscribed`) are shaped for it.
+    package enum Speech: Sendable {
+        /// rowcast's `{"event": NAME, "data": OBJECT}` (`/ws`; `/events` slices it).
+        case rowcast
+        /// Socket.IO event packets, `42["NAME",DATA,"CURSOR"]` (`/socket.io/`).
+        case socketIO
+    }
+
     /// Why the broadcaster ended a client's queue before the client left.
     package enum EndReason: UInt8, Sendable {
         /// It fell `queueLimit` frames behind.
@@ -65,6 +74,7 @@ package final class Broadcaster: RecordSink {
     private struct Client {
         let queue: ClientQueue
         let control: ClientControl
+        let speaks: Speech
         /// What the client asked for; nil until it subscribes.
         var subscription: Subscription?
         /// A `since` newer than anything published yet (a client coming from a node
@@ -118,7 +128,7 @@ package final class Broadcaster: RecordSink {
     /// (under the broadcaster's lock: it must only schedule work) when the broadcaster
     /// ends the client, so that its connection can be closed even if its writer is
     /// stuck behind a peer that stopped reading.
-    package func register(onEnd: (@Sendable (EndReason) -> Void)? = nil) -> Registration {
+    package func register(speaking speaks: Speech = .rowcast, onEnd: (@Sendable (EndReason) -> Void)? = nil) -> Registration {
         let queue = ClientQueue(limit: queueLimit)
         let flag = ClientControl(onEnd: onEnd)
         let id = state.withLock { state in
@@ -126,7 +136,7 @@ package final class Broadcaster: RecordSink {
             if state.closing {
                 queue.finish()
             } else {
-                state.clients[state.nextID] = Client(queue: queue, control: flag, subscription: nil)
+                state.clients[state.nextID] = Client(queue: queue, control: flag, speaks: speaks, subscription: nil)
                 state.connections.insert(state.nextID)
             }
             metrics?.clients.set(state.clients.count)
@@ -138,15 +148,27 @@ package final class Broadcaster: RecordSink {
     /// Starts (or replaces) a client's subscription and queues its `subscribed` reply,
     /// which names the last record published before it: every later match follows.
     /// With `since`, the matching records after it are replayed from the resume window
-    /// first, in the same critical section as going live: no gap, no repeat. Returns
-    /// false (and subscribes nothing) when `since` is older than the window.
+    /// first, in the same critical section as going live: no gap, no repeat. With
+    /// `last` instead, the newest `last` matching records the window holds come first.
+    /// Returns false (and subscribes nothing) when `since` is older than the window.
     @discardableResult
-    /// With `last` instead, the newest `last` matching records the window holds come first.
     package func subscribe(_ id: UInt64, to subscription: Subscription, since: Cursor? = nil, last: Int? = nil) -> Bool {
+        subscribe(id, to: subscription, since: since, last: last, reply: nil)
+    }
+
+    /// Restores a Socket.IO client's subscription after a reconnect: `reply` (its
+    /// CONNECT answer) first, then the matching records after `since`, then live ones,
+    /// without a `subscribed` reply (recovery is invisible to the page). Returns false,
+    /// and queues nothing, when `since` is older than the window.
+    package func recover(_ id: UInt64, to subscription: Subscription, since: Cursor, reply: ByteBuffer) -> Bool {
+        subscribe(id, to: subscription, since: since, last: nil, reply: reply)
+    }
+
+    private func subscribe(_ id: UInt64, to subscription: Subscription, since: Cursor?, last: Int?, reply: ByteBuffer?) -> Bool {
         var wakes: [ClientQueue] = []
         defer { for queue in wakes { queue.wake() } }
         return state.withLock { state in
-            guard state.clients[id] != nil else { return true }
+            guard let client = state.clients[id] else { return true }
             state.window.expire()
             var replay: [ResumeWindow.Entry] = []
             if let since {
@@ -157,9 +179,22 @@ package final class Broadcaster: RecordSink {
             }
             state.clients[id]?.subscription = subscription
             state.clients[id]?.skipThrough = since.flatMap { since in state.lastCursor.map { since > $0 } ?? true ? since : nil }
-            enqueue(ServerFrame.subscribed(subscription, cursor: state.lastCursor?.description), to: id, in: &state, wakes: &wakes)
+            if let reply {
+                enqueue(reply, to: id, in: &state, wakes: &wakes)
+            } else {
+                let frame = ServerFrame.subscribed(subscription, cursor: state.lastCursor?.description)
+                switch client.speaks {
+                case .rowcast: enqueue(frame, to: id, in: &state, wakes: &wakes)
+                case .socketIO:
+                    // The offset a reconnect recovers from: where this subscription starts.
+                    let offset = (since ?? state.lastCursor)?.description
+                    enqueue(SocketIOFrame.event(fromFrame: frame, offset: offset), to: id, in: &state, wakes: &wakes)
+                }
+            }
             for entry in replay where entry.matches(subscription) {
-                enqueue(entry.frame, to: id, in: &state, cursor: entry.record.cursor.description, wakes: &wakes)
+                let cursor = entry.record.cursor.description
+                let frame = client.speaks == .rowcast ? entry.frame : SocketIOFrame.event(fromFrame: entry.frame, offset: cursor)
+                enqueue(frame, to: id, in: &state, cursor: cursor, wakes: &wakes)
             }
             return true
         }
@@ -244,15 +279,16 @@ package final class Broadcaster: RecordSink {
     // MARK: - RecordSink
 
     package func deliver(_ record: ChangeRecord) {
-        let frame = ServerFrame.update(record)
+        let rowcastFrame = ServerFrame.update(record)
         let cursor = record.cursor.description
         var wakes: [ClientQueue] = []
         let sent = state.withLock { state in
             state.lastCursor = record.cursor
-            state.window.append(.init(record: record, frame: frame))
+            state.window.append(.init(record: record, frame: rowcastFrame))
             var values = RecordValues(record)
             var sent = 0
-            let size = frame.readableBytes
+            // Socket.IO clients share one packet of their own, built on first use.
+            var socketIOFrame: ByteBuffer?
             for (id, client) in state.clients {
                 guard let subscription = client.subscription else { continue }
                 if let skip = client.skipThrough {
@@ -260,6 +296,14 @@ package final class Broadcaster: RecordSink {
                     state.clients[id]?.skipThrough = nil
                 }
                 guard subscription.matches(&values) else { continue }
+                let frame: ByteBuffer
+                switch client.speaks {
+                case .rowcast: frame = rowcastFrame
+                case .socketIO:
+                    if socketIOFrame == nil { socketIOFrame = SocketIOFrame.event(fromFrame: rowcastFrame, offset: cursor) }
+                    frame = socketIOFrame ?? rowcastFrame
+                }
+                let size = frame.readableBytes
                 let queued = client.control.queued
                 if queued > 0, queued + size > queueByteLimit {
                     end(id, .tooSlow, in: &state)
@@ -287,7 +331,7 @@ package final class Broadcaster: RecordSink {
         if let metrics {
             if sent > 0 {
                 metrics.recordsSent.increment(by: sent)
-                metrics.bytesSent.increment(by: sent * frame.readableBytes)
+                metrics.bytesSent.increment(by: sent * rowcastFrame.readableBytes)
             }
         }
     }

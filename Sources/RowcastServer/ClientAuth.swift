@@ -88,8 +88,13 @@ package struct ClientAuthenticator: Sendable {
 
     /// The access a request's credential grants.
     package func authenticate(_ request: Request) async throws(AuthFailure) -> ClientAccess {
+        try await authenticate(credential: Self.credential(in: request))
+    }
+
+    /// The access a credential grants (a Socket.IO client's comes in its `auth` payload).
+    package func authenticate(credential: String?) async throws(AuthFailure) -> ClientAccess {
         guard isEnabled else { return .everything }
-        guard let credential = Self.credential(in: request) else {
+        guard let credential else {
             throw AuthFailure(message: "authentication required: pass ?token=TOKEN or an Authorization: Bearer TOKEN header")
         }
         if let token, Self.constantTimeEqual(Array(credential.utf8), token) {

@@ -38,6 +38,12 @@ package enum ClientMessage: Sendable, Equatable {
             throw .badFrame("frames are JSON objects {\"event\": NAME, \"data\": OBJECT}")
         }
         guard let event, eventIsString else { throw .badFrame("the frame has no string \"event\"") }
+        return try parse(event: event, data: data)
+    }
+
+    /// An event and its data, however the protocol framed them (a Socket.IO event's
+    /// name and first argument).
+    static func parse(event: String, data: JSONText?) throws(ClientMessageError) -> ClientMessage {
         let object = data ?? JSONText(Array("{}".utf8))
         guard object.isObject else { throw .badFrame("\"data\" must be an object") }
         switch event {

@@ -137,6 +137,16 @@ package final class ClientQueue: Sendable {
         }
     }
 
+    /// Ends a task's wait in ``next()`` with an empty batch, if one waits (a Socket.IO
+    /// long-poll that must answer at once because the client moves to WebSocket).
+    package func interrupt() {
+        let waiter = state.withLock { state in
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume(returning: [])
+    }
+
     /// The items one at a time, for writers that take them so (tests).
     package var items: Items { Items(queue: self) }
 
@@ -151,7 +161,7 @@ package final class ClientQueue: Sendable {
             var position = 0
 
             package mutating func next() async -> Broadcaster.Outgoing? {
-                if position == batch.count {
+                while position == batch.count {
                     guard let next = await queue.next() else { return nil }
                     batch = next
                     position = 0

@@ -29,6 +29,8 @@ package struct ServerOptions: Sendable {
     /// Host names requests may name besides the address rowcast listens on and
     /// loopback names (a proxy's public name, say).
     package var allowedHosts: [String] = []
+    /// Socket.IO's heartbeat and how long a dropped session stays recoverable.
+    var socketIO = SocketIOServer.Settings()
     /// Who may connect to `/ws`, `/events`, `/status` and `/metrics`, and what they see.
     package var auth: ClientAuthenticator = .disabled
 

@@ -87,22 +87,44 @@ struct WebSocketSession {
 
     private func handle(_ text: String, client: UInt64) {
         do throws(ClientMessageError) {
-            switch try ClientMessage.parse(text) {
-            case .readyForData:
-                broadcaster.subscribe(client, to: try access.restrict(.everything))
-            case .subscribe(let wanted, let since, let last):
-                try wanted.checkCaptured(by: capture)
-                let allowed = try access.restrict(wanted)
-                if !broadcaster.subscribe(client, to: allowed, since: since, last: last) {
-                    throw .cursorExpired(since)
-                }
-            case .unsubscribe:
-                broadcaster.unsubscribe(client)
-            case .ping(let data):
+            if case .pong(let data) = try ClientMessage.parse(text).apply(for: client, access: access, capture: capture, broadcaster: broadcaster) {
                 broadcaster.send(ServerFrame.pong(echoing: data), to: client)
             }
         } catch {
             broadcaster.send(ServerFrame.error(code: error.code, message: error.message), to: client)
+        }
+    }
+}
+
+extension ClientMessage {
+    /// What a request did, for the session that must remember or answer it.
+    enum Outcome {
+        case subscribed(Subscription)
+        case unsubscribed
+        /// A `ping`: answer `pong` with this data.
+        case pong(String)
+    }
+
+    /// Carries out a client's request, for every protocol alike: the subscription is
+    /// checked against what is captured and narrowed to what the client may see.
+    func apply(for client: UInt64, access: ClientAccess, capture: CaptureState, broadcaster: Broadcaster) throws(ClientMessageError) -> Outcome {
+        switch self {
+        case .readyForData:
+            let allowed = try access.restrict(.everything)
+            broadcaster.subscribe(client, to: allowed)
+            return .subscribed(allowed)
+        case .subscribe(let wanted, let since, let last):
+            try wanted.checkCaptured(by: capture)
+            let allowed = try access.restrict(wanted)
+            if !broadcaster.subscribe(client, to: allowed, since: since, last: last) {
+                throw .cursorExpired(since)
+            }
+            return .subscribed(allowed)
+        case .unsubscribe:
+            broadcaster.unsubscribe(client)
+            return .unsubscribed
+        case .ping(let data):
+            return .pong(data)
         }
     }
 }

@@ -1,0 +1,282 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdWebSocket
+import Logging
+import NIOCore
+import NIOWebSocket
+import RowcastCore
+import Synchronization
+
+/// Socket.IO v4 at `/socket.io/`, for pages written against `socket.io-client`.
+///
+/// Engine.IO 4 carries the packets: HTTP long-polling (`GET` waits for packets, `POST`
+/// brings the client's), its upgrade to WebSocket, or WebSocket alone; heartbeats are
+/// the server's `2` and the client's `3`. Above it, the default namespace speaks
+/// rowcast's events: `connected`, `ready for data`, `subscribe`, `unsubscribe`,
+/// `update`, `subscribed`, `error`, with the same credentials, filters and slow-client
+/// rules as `/ws`. Every packet a client receives goes through its broadcaster queue,
+/// so `update`s are the shared bytes built once per record.
+///
+/// Connection state recovery: the CONNECT answer carries a private id (`pid`) and each
+/// `update` ends with the record's cursor, which `socket.io-client` keeps as its
+/// offset. A client that comes back within ``Settings/recoveryWindow`` with both gets
+/// its subscription back and every matching record after the offset, once; otherwise
+/// `socket.recovered` is false. Sessions live in this process: after a restart, or on
+/// another node, a page resumes with `subscribe` and `since` instead.
+final class SocketIOServer: Sendable {
+    struct Settings: Sendable {
+        /// socket.io's defaults.
+        var pingInterval: Duration = .seconds(25)
+        var pingTimeout: Duration = .seconds(20)
+        /// How long a disconnected session can be recovered (socket.io's
+        /// `maxDisconnectionDuration`).
+        var recoveryWindow: Duration = .seconds(120)
+    }
+
+    let broadcaster: Broadcaster
+    let mode: CaptureMode
+    let capture: CaptureState
+    let auth: ClientAuthenticator
+    let settings: Settings
+    let maxPayload: Int
+    let stalledClientGrace: Duration
+    let logger: Logger
+
+    /// A disconnected session a client may recover, by its pid.
+    struct Recoverable: Sendable {
+        let sid: String
+        let subscription: Subscription?
+        let until: ContinuousClock.Instant
+    }
+
+    private struct State {
+        var sessions: [String: EngineSession] = [:]
+        var recoverable: [String: Recoverable] = [:]
+        var pruneAt = 1024
+    }
+
+    private let state = Mutex(State())
+
+    init(
+        broadcaster: Broadcaster, mode: CaptureMode, capture: CaptureState, auth: ClientAuthenticator, settings: Settings,
+        maxPayload: Int, stalledClientGrace: Duration, logger: Logger
+    ) {
+        self.broadcaster = broadcaster
+        self.mode = mode
+        self.capture = capture
+        self.auth = auth
+        self.settings = settings
+        self.maxPayload = maxPayload
+        self.stalledClientGrace = stalledClientGrace
+        self.logger = logger
+    }
+
+    /// Engine.IO sessions open now.
+    var sessionCount: Int { state.withLock { $0.sessions.count } }
+
+    // MARK: - HTTP long-polling
+
+    /// `GET` opens a session (no `sid`) or waits for its packets; `POST` delivers the
+    /// client's.
+    func respond(to request: Request, channel: any Channel, cors: HTTPFields) async throws -> Response {
+        let query = request.uri.queryParameters
+        guard query["EIO"] == "4" else {
+            return Self.refusal(5, "Unsupported protocol version: rowcast speaks Engine.IO 4 (socket.io-client 3 and 4)", cors: cors)
+        }
+        guard query["transport"] == "polling" else {
+            if query["transport"] == "websocket" {
+                return Self.refusal(3, "Bad request: transport=websocket needs a WebSocket upgrade", cors: cors)
+            }
+            return Self.refusal(0, "Transport unknown: use polling or websocket", cors: cors)
+        }
+        guard let sid = query["sid"].map(String.init) else {
+            guard request.method == .get else { return Self.refusal(2, "Bad handshake method: a session opens with GET", cors: cors) }
+            let session = open(request: request, eventLoop: channel.eventLoop, webSocket: nil)
+            return Self.text([session.openPacket], cors: cors)
+        }
+        guard let session = state.withLock({ $0.sessions[sid] }) else {
+            return Self.refusal(1, "Session ID unknown: it ended (closed, timed out or cut off); the client reconnects", cors: cors)
+        }
+        if request.method == .post {
+            let body: ByteBuffer
+            do {
+                body = try await request.body.collect(upTo: maxPayload)
+            } catch {
+                session.close()
+                return Self.refusal(3, "Bad request: a payload over maxPayload (\(maxPayload) bytes)", status: .contentTooLarge, cors: cors)
+            }
+            for packet in EnginePacket.split(payload: Array(body.readableBytesView)) {
+                await session.receive(packet)
+            }
+            return Self.text([ByteBuffer(string: "ok")], cors: cors)
+        }
+        switch await session.poll() {
+        case .packets(let packets, let accounted):
+            let client = session.client
+            let length = packets.reduce(0) { $0 + $1.readableBytes } + max(0, packets.count - 1)
+            var headers = cors
+            headers[.contentType] = "text/plain; charset=UTF-8"
+            return Response(
+                status: .ok, headers: headers,
+                body: ResponseBody(contentLength: length) { writer in
+                    defer { client.wrote(bytes: accounted) }
+                    var parts: [ByteBuffer] = []
+                    parts.reserveCapacity(packets.count * 2)
+                    for (index, packet) in packets.enumerated() {
+                        if index > 0 { parts.append(Self.separator) }
+                        parts.append(packet)
+                    }
+                    try await writer.write(contentsOf: parts)
+                    try await writer.finish(nil)
+                }
+            )
+        case .refused(let message):
+            return Self.refusal(3, message, cors: cors)
+        }
+    }
+
+    private static let separator = ByteBuffer(bytes: [0x1E])
+
+    private static func text(_ parts: [ByteBuffer], cors: HTTPFields) -> Response {
+        var headers = cors
+        headers[.contentType] = "text/plain; charset=UTF-8"
+        return Response(status: .ok, headers: headers, body: ResponseBody(contentsOf: parts))
+    }
+
+    /// Engine.IO's error answer: `{"code": N, "message": M}` with 400.
+    static func refusal(_ code: Int, _ message: String, status: HTTPResponse.Status = .badRequest, cors: HTTPFields) -> Response {
+        var writer = JSONWriter(capacity: 64 + message.utf8.count)
+        writer.appendASCII(#"{"code":"#)
+        writer.appendInteger(code)
+        writer.appendASCII(#","message":"#)
+        writer.appendString(message)
+        writer.append(byte: UInt8(ascii: "}"))
+        var headers = cors
+        headers[.contentType] = "application/json"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: writer.bytes)))
+    }
+
+    // MARK: - WebSocket
+
+    /// A WebSocket at `/socket.io/`: a session of its own (`transport=websocket`
+    /// without `sid`), or the upgrade of a polling session (with its `sid`): the client
+    /// probes (`2probe`, answered `3probe`), the pending poll is answered with a noop,
+    /// and after the client's `5` every packet goes over the WebSocket.
+    func serveWebSocket(
+        request: Request, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, channel: any Channel
+    ) async throws {
+        let query = request.uri.queryParameters
+        guard query["EIO"] == "4" else {
+            try await outbound.close(.protocolError, reason: "rowcast speaks Engine.IO 4 (socket.io-client 3 and 4)")
+            return
+        }
+        let session: EngineSession
+        let fresh: Bool
+        if let sid = query["sid"].map(String.init) {
+            guard let existing = state.withLock({ $0.sessions[sid] }), existing.beginProbe() else {
+                try await outbound.close(.policyViolation, reason: "Session ID unknown")
+                return
+            }
+            session = existing
+            fresh = false
+        } else {
+            session = open(request: request, eventLoop: channel.eventLoop, webSocket: channel)
+            try await outbound.write(.text(String(buffer: session.openPacket)))
+            fresh = true
+        }
+
+        let writer = ChannelFrameWriter(channel: channel, client: session.client)
+        if fresh { writer.start() }
+        await withThrowingTaskGroup(of: Void.self) { group in
+            // The session's queue ended (cut off, expired, closed, shutting down).
+            group.addTask {
+                await writer.finished()
+                if !Task.isCancelled { try await session.finish(outbound: outbound, lastCursor: writer.lastCursor) }
+            }
+            group.addTask { [maxPayload] in
+                var moved = fresh
+                for try await message in inbound.messages(maxSize: maxPayload) {
+                    guard case .text(let text) = message else {
+                        session.refuse("binary packets are not supported; rowcast speaks JSON text")
+                        continue
+                    }
+                    if !moved {
+                        // The probe: only `2probe` and `5` mean anything until the client moved.
+                        if text == "2probe" {
+                            try await outbound.write(.text("3probe"))
+                            session.probed()
+                        } else if text == "5", session.completeUpgrade(webSocket: channel) {
+                            moved = true
+                            writer.start()
+                        }
+                        continue
+                    }
+                    await session.receive(text[...].utf8)
+                }
+            }
+            // Either ends the connection: the client left, or the writer closed it.
+            _ = try? await group.next()
+            group.cancelAll()
+        }
+        if session.isOnWebSocket {
+            session.close()
+        } else {
+            session.abandonProbe()
+        }
+    }
+
+    // MARK: - Sessions
+
+    private func open(request: Request, eventLoop: any EventLoop, webSocket: (any Channel)?) -> EngineSession {
+        let session = EngineSession(
+            server: self, credential: ClientAuthenticator.credential(in: request), eventLoop: eventLoop, webSocket: webSocket
+        )
+        state.withLock { $0.sessions[session.sid] = session }
+        session.startHeartbeat()
+        return session
+    }
+
+    /// Forgets a closed session; keeps what it needs to be recovered, if it had joined.
+    func closed(_ session: EngineSession, socket: EngineSession.Socket?) {
+        state.withLock { state in
+            state.sessions.removeValue(forKey: session.sid)
+            guard let socket else { return }
+            let now = ContinuousClock.now
+            state.recoverable[socket.pid] = Recoverable(sid: socket.sid, subscription: socket.subscription, until: now + settings.recoveryWindow)
+            if state.recoverable.count >= state.pruneAt {
+                state.recoverable = state.recoverable.filter { $0.value.until > now }
+                state.pruneAt = max(1024, state.recoverable.count * 2)
+            }
+        }
+    }
+
+    /// The session a reconnecting client held, once: from those that ended, or one
+    /// whose old connection this server has not noticed dead yet (it is closed first).
+    func takeRecoverable(pid: String, for taker: EngineSession) -> Recoverable? {
+        let (found, stale) = state.withLock { state -> (Recoverable?, EngineSession?) in
+            if let found = state.recoverable.removeValue(forKey: pid) {
+                return (found.until > .now ? found : nil, nil)
+            }
+            return (nil, state.sessions.values.first { $0 !== taker && $0.pid == pid })
+        }
+        guard let stale else { return found }
+        stale.close()
+        return state.withLock { $0.recoverable.removeValue(forKey: pid) }
+    }
+
+    /// A random id for sessions and sockets: 128 bits, base64url.
+    static func randomID() -> String {
+        var generator = SystemRandomNumberGenerator()
+        var bytes: [UInt8] = []
+        for _ in 0..<2 { withUnsafeBytes(of: generator.next() as UInt64) { bytes += $0 } }
+        return Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+}
+
+extension TimeAmount {
+    init(_ duration: Duration) {
+        self = .nanoseconds(duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
+    }
+}
