@@ -85,6 +85,10 @@ func makeRouter(options: ServerOptions, source: any CaptureSource, broadcaster: 
     let guardian = RequestGuard(listening: options.host, extraHosts: options.allowedHosts, origins: options.allowedOrigins)
     router.add(middleware: HostCheckMiddleware(guardian: guardian))
     let page = ByteBuffer(bytes: PackageResources.index_html)
+    let socketIO = SocketIOServer(
+        broadcaster: broadcaster, mode: source.mode, capture: source.state, auth: options.auth, settings: options.socketIO,
+        maxPayload: options.maxClientFrameSize, stalledClientGrace: options.stalledClientGrace, logger: Logger(label: "rowcast.socket.io")
+    )
 
     router.get("/") { _, _ in
         Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"], body: .init(byteBuffer: page))
@@ -111,7 +115,7 @@ func makeRouter(options: ServerOptions, source: any CaptureSource, broadcaster: 
         Response(
             status: .ok,
             headers: [.contentType: "application/json"],
-            body: .init(byteBuffer: ByteBuffer(bytes: StatusReport.json(source: source, broadcaster: broadcaster, slot: options.slot)))
+            body: .init(byteBuffer: ByteBuffer(bytes: StatusReport.json(source: source, broadcaster: broadcaster, socketIO: socketIO, slot: options.slot)))
         )
     }
     authenticated.get("/metrics") { _, _ in
@@ -142,21 +146,14 @@ func makeRouter(options: ServerOptions, source: any CaptureSource, broadcaster: 
         )
         try await session.run(inbound: inbound, outbound: outbound)
     }
-    addSocketIO(to: router, options: options, source: source, broadcaster: broadcaster, guardian: guardian)
+    addSocketIO(socketIO, to: router, guardian: guardian)
     return router
 }
 
 /// `/socket.io/`: Engine.IO's long-polling (`GET`, `POST`, and `OPTIONS` for a
 /// preflight) and its WebSocket. Credentials are checked by the Socket.IO CONNECT (the
 /// client's `auth` payload, or the handshake's `?token=`), not per request.
-private func addSocketIO(
-    to router: Router<RowcastRequestContext>, options: ServerOptions, source: any CaptureSource, broadcaster: Broadcaster,
-    guardian: RequestGuard
-) {
-    let socketIO = SocketIOServer(
-        broadcaster: broadcaster, mode: source.mode, capture: source.state, auth: options.auth, settings: options.socketIO,
-        maxPayload: options.maxClientFrameSize, stalledClientGrace: options.stalledClientGrace, logger: Logger(label: "rowcast.socket.io")
-    )
+private func addSocketIO(_ socketIO: SocketIOServer, to router: Router<RowcastRequestContext>, guardian: RequestGuard) {
     let upgrade = WebSocketUpgradeMiddleware<RowcastRequestContext> { _, _ in .upgrade([:]) } onUpgrade: { inbound, outbound, context in
         try await socketIO.serveWebSocket(
             request: context.request, inbound: inbound, outbound: outbound, channel: context.requestContext.channel

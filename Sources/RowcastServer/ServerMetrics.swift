@@ -15,8 +15,14 @@ package final class ServerMetrics: Sendable {
     /// `update` frames queued for clients (one per client per record) and their bytes.
     let recordsSent: CoreMetrics.Counter
     let bytesSent: CoreMetrics.Counter
-    /// Connected WebSocket and SSE clients.
+    /// Connected WebSocket, SSE and Socket.IO clients.
     let clients: CoreMetrics.Meter
+    /// Engine.IO sessions open (Socket.IO clients, joined or not yet).
+    let socketIOSessions: CoreMetrics.Meter
+    /// Socket.IO reconnects that asked to recover a session: recovered, or not (the
+    /// session or the offset was too old, or held by another node).
+    let socketIORecovered: CoreMetrics.Counter
+    let socketIONotRecovered: CoreMetrics.Counter
     /// Clients closed for falling behind.
     let clientsCutOff: CoreMetrics.Counter
     /// Clients closed because their token expired.
@@ -37,6 +43,9 @@ package final class ServerMetrics: Sendable {
         recordsSent = CoreMetrics.Counter(label: "rowcast_records_sent_total", factory: factory)
         bytesSent = CoreMetrics.Counter(label: "rowcast_sent_bytes_total", factory: factory)
         clients = CoreMetrics.Meter(label: "rowcast_clients", factory: factory)
+        socketIOSessions = CoreMetrics.Meter(label: "rowcast_socketio_sessions", factory: factory)
+        socketIORecovered = CoreMetrics.Counter(label: "rowcast_socketio_recoveries_total", dimensions: [("result", "recovered")], factory: factory)
+        socketIONotRecovered = CoreMetrics.Counter(label: "rowcast_socketio_recoveries_total", dimensions: [("result", "not_recovered")], factory: factory)
         clientsCutOff = CoreMetrics.Counter(label: "rowcast_clients_cut_off_total", factory: factory)
         clientsExpired = CoreMetrics.Counter(label: "rowcast_clients_expired_total", factory: factory)
         captureConnected = CoreMetrics.Meter(label: "rowcast_capture_connected", factory: factory)

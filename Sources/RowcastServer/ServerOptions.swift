@@ -30,7 +30,7 @@ package struct ServerOptions: Sendable {
     /// loopback names (a proxy's public name, say).
     package var allowedHosts: [String] = []
     /// Socket.IO's heartbeat and how long a dropped session stays recoverable.
-    var socketIO = SocketIOServer.Settings()
+    package var socketIO = SocketIOSettings()
     /// Who may connect to `/ws`, `/events`, `/status` and `/metrics`, and what they see.
     package var auth: ClientAuthenticator = .disabled
 

@@ -2,7 +2,7 @@ import RowcastCore
 
 /// The body of `GET /status`.
 enum StatusReport {
-    static func json(source: any CaptureSource, broadcaster: Broadcaster, slot: String?) -> [UInt8] {
+    static func json(source: any CaptureSource, broadcaster: Broadcaster, socketIO: SocketIOServer, slot: String?) -> [UInt8] {
         var writer = JSONWriter(capacity: 256)
         var first = true
         writer.append(byte: UInt8(ascii: "{"))
@@ -28,6 +28,8 @@ enum StatusReport {
         }
         writer.appendKey("clients", first: &first)
         writer.appendInteger(broadcaster.clientCount)
+        writer.appendKey("socketio_sessions", first: &first)
+        writer.appendInteger(socketIO.sessionCount)
         writer.appendKey("records_captured", first: &first)
         writer.appendInteger(source.state.recordsCaptured)
         writer.appendKey("records_sent", first: &first)

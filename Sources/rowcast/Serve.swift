@@ -40,7 +40,7 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The most bytes queued for one client before it is cut off as too slow (default 64 MiB, at least --resume-window-bytes).", valueName: "bytes"))
     var clientQueueBytes: Int = 64 << 20
 
-    @Option(name: .long, help: ArgumentHelp("A browser origin allowed on /ws and /events besides the page's own (repeatable; * allows any).", valueName: "origin"))
+    @Option(name: .long, help: ArgumentHelp("A browser origin allowed on /ws, /events and /socket.io/ besides the page's own (repeatable; * allows any).", valueName: "origin"))
     var allowOrigin: [String] = []
 
     @Option(name: .long, help: ArgumentHelp("A host name requests may name besides the listening address and loopback names, e.g. a proxy's (repeatable).", valueName: "host"))
@@ -51,6 +51,15 @@ struct Serve: AsyncParsableCommand {
 
     @Option(name: .long, help: ArgumentHelp("Accept JWTs signed with this HS256 secret; a tables claim limits what a client sees. Prefer ROWCAST_JWT_SECRET.", valueName: "secret"))
     var jwtSecret: String?
+
+    @Option(name: .customLong("socketio-ping-interval"), help: ArgumentHelp("Socket.IO: seconds between the server's heartbeat pings (default 25, as socket.io).", valueName: "seconds"))
+    var socketIOPingInterval: Double = 25
+
+    @Option(name: .customLong("socketio-ping-timeout"), help: ArgumentHelp("Socket.IO: seconds a client has to answer a ping before its session closes (default 20).", valueName: "seconds"))
+    var socketIOPingTimeout: Double = 20
+
+    @Option(name: .customLong("socketio-recovery"), help: ArgumentHelp("Socket.IO: seconds a dropped session can be recovered, with the records it missed (default 120).", valueName: "seconds"))
+    var socketIORecovery: Double = 120
 
     @Flag(name: .long, help: "Allow listening on a non-loopback address without client authentication.")
     var insecureNoAuth = false
@@ -80,6 +89,9 @@ struct Serve: AsyncParsableCommand {
         guard resumeWindowBytes > 0, clientQueueBytes > 0 else {
             throw CommandFailure.usage("--resume-window-bytes and --client-queue-bytes take a number of bytes above 0")
         }
+        guard socketIOPingInterval > 0, socketIOPingTimeout > 0, socketIORecovery >= 0 else {
+            throw CommandFailure.usage("--socketio-ping-interval and --socketio-ping-timeout take a number of seconds above 0, --socketio-recovery 0 or more")
+        }
         raiseOpenFileLimit(logger: logger)
         let source = try capture.connect(connection.settings, logger: logger)
         let mode = source.mode.rawValue
@@ -94,6 +106,9 @@ struct Serve: AsyncParsableCommand {
             options.resumeWindowAge = .milliseconds(Int64(resumeWindowAge * 1000))
             options.clientQueueBytes = clientQueueBytes
             options.auth = auth
+            options.socketIO.pingInterval = .milliseconds(Int64(socketIOPingInterval * 1000))
+            options.socketIO.pingTimeout = .milliseconds(Int64(socketIOPingTimeout * 1000))
+            options.socketIO.recoveryWindow = .milliseconds(Int64(socketIORecovery * 1000))
             return options
         }()
         try await runServer(host: host, port: port) {

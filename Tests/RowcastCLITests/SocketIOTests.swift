@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import Testing
 
 /// `/socket.io/` with two real clients that rowcast had no hand in: the official
@@ -61,6 +64,46 @@ struct SocketIOTests {
         #expect(try await elsewhere.waitFor("(connect_failed .*)") == "connect_failed Unexpected status code 403 in server response")
         for client in [anonymous, wrong, inAuth, inQuery, narrowed, elsewhere] { _ = try await client.stop() }
         #expect(try await server.stop(SIGINT) == 0, "serve output:\n\(server.output)")
+    }
+
+    /// Heartbeats: a session whose client vanished after the handshake (it never polls
+    /// again, so never answers a ping) is closed after pingInterval + pingTimeout,
+    /// while a python-socketio client on polling answers every ping and stays.
+    @Test func aSessionThatStopsAnsweringPingsIsClosedAndALiveOneStays() async throws {
+        let url = try Rowcast.freshDatabase()
+        try Rowcast.psql(url, "CREATE TABLE orders (id int PRIMARY KEY); CREATE TABLE audit (id int PRIMARY KEY)")
+        let setup = try Rowcast.run(["setup", "--mode", "trigger", "--table", "orders", "--db", url])
+        #expect(setup.status == 0, "\(setup.stderr)")
+        let server = try RunningProcess(Rowcast.binary.path, [
+            "serve", "--mode", "trigger", "--table", "orders", "--port", "0", "--db", url,
+            "--socketio-ping-interval", "0.2", "--socketio-ping-timeout", "3",
+        ])
+        let port = try await server.waitFor(#"serving trigger mode on http://127\.0\.0\.1:(\d+)/"#)
+        let live = try Self.python(["http://127.0.0.1:\(port)", "--transports", "polling", "--count", "1"])
+        _ = try await live.waitFor("subscribed cursor=")
+
+        let (open, _) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)/socket.io/?EIO=4&transport=polling")!)
+        #expect(String(decoding: open, as: UTF8.self).contains(#""pingInterval":200,"pingTimeout":3000"#))
+        #expect(try await Self.socketIOSessions(port: port, until: { $0 == 2 }) == 2)
+        // Fifteen pings later the vanished one is gone.
+        #expect(try await Self.socketIOSessions(port: port, until: { $0 == 1 }) == 1)
+
+        try Rowcast.psql(url, "INSERT INTO orders VALUES (1)")
+        #expect(try await live.waitFor("(done .*)") == #"done ids=[1] tables=["orders"] transport=polling"#, "\(live.output)")
+        #expect(try await live.stop(0) == 0)
+        #expect(try await server.stop(SIGINT) == 0, "serve output:\n\(server.output)")
+    }
+
+    /// `socketio_sessions` from `/status`, polled until `done` holds (up to 60 s).
+    static func socketIOSessions(port: String, until done: (Int) -> Bool) async throws -> Int {
+        var sessions = -1
+        for _ in 0..<600 {
+            let (body, _) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)/status")!)
+            sessions = (try JSONSerialization.jsonObject(with: body) as? [String: Any])?["socketio_sessions"] as? Int ?? -1
+            if done(sessions) { return sessions }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return sessions
     }
 
     /// The recipe's page, unchanged, from another origin: rows arrive, the transport

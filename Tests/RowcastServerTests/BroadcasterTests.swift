@@ -34,6 +34,49 @@ import Testing
         #expect(pointers[0] == pointers[1])
     }
 
+    /// Socket.IO clients share one packet per record too, built from the same frame:
+    /// `42["update",RECORD,"CURSOR"]`; `subscribed` ends with the offset to recover from.
+    @Test func socketIOClientsShareOnePacketPerRecord() async {
+        let broadcaster = Broadcaster(queueLimit: 16, resumeWindow: 0)
+        let a = broadcaster.register(speaking: .socketIO), b = broadcaster.register(speaking: .socketIO), plain = broadcaster.register()
+        for client in [a, b, plain] { broadcaster.subscribe(client.id, to: .everything) }
+        broadcaster.deliver(Self.record(1))
+        let cursor = Self.record(1).cursor.description
+        var packets: [ByteBuffer] = []
+        for registration in [a, b] {
+            var iterator = registration.stream.makeAsyncIterator()
+            if case .frame(let subscribed, nil)? = await iterator.next() {
+                #expect(String(buffer: subscribed).hasPrefix(#"42["subscribed",{"#))
+            }
+            if case .frame(let packet, cursor)? = await iterator.next() { packets.append(packet) }
+        }
+        #expect(packets.count == 2)
+        #expect(packets.first.map { String(buffer: $0) } == #"42["update",{"cursor":"\#(cursor)","source":"trigger","op":"insert","schema":"public","table":"t","row":{"id":1}},"\#(cursor)"]"#)
+        let pointers = packets.map { $0.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) } }
+        #expect(pointers[0] == pointers[1])
+        var iterator = plain.stream.makeAsyncIterator()
+        _ = await iterator.next()
+        if case .frame(let frame, _)? = await iterator.next() { #expect(String(buffer: frame).hasPrefix(#"{"event":"update","data":"#)) }
+    }
+
+    /// Recovery queues the CONNECT answer, then what the client missed, then live
+    /// records: no `subscribed`, no gap, no repeat; an offset older than the window
+    /// recovers nothing.
+    @Test func recoverQueuesTheReplyThenTheMissedRecords() async {
+        let broadcaster = Broadcaster(queueLimit: 64, resumeWindow: 3)
+        for n in 1...5 { broadcaster.deliver(Self.record(UInt64(n))) }
+        let client = broadcaster.register(speaking: .socketIO)
+        #expect(!broadcaster.recover(client.id, to: .everything, since: Self.record(1).cursor, reply: ByteBuffer(string: "40{}")))
+        #expect(broadcaster.recover(client.id, to: .everything, since: Self.record(3).cursor, reply: ByteBuffer(string: "40{}")))
+        broadcaster.deliver(Self.record(6))
+        var seen: [String] = []
+        var iterator = client.stream.makeAsyncIterator()
+        for _ in 0..<4 {
+            if case .frame(let packet, let cursor)? = await iterator.next() { seen.append(cursor ?? String(buffer: packet)) }
+        }
+        #expect(seen == ["40{}"] + [4, 5, 6].map { Self.record($0).cursor.description })
+    }
+
     @Test func aClientThatFallsBehindIsCutOffWithoutTouchingTheOthers() async {
         let broadcaster = Broadcaster(queueLimit: 64, resumeWindow: 0)
         let slow = broadcaster.register(), fast = broadcaster.register()

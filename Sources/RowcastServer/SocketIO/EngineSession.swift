@@ -39,6 +39,7 @@ final class EngineSession: Sendable {
         var pongDeadline: Scheduled<Void>?
         var expiry: Scheduled<Void>?
         var endTimer: Scheduled<Void>?
+        var joinDeadline: Scheduled<Void>?
     }
 
     let sid = SocketIOServer.randomID()
@@ -88,6 +89,18 @@ final class EngineSession: Sendable {
     }
 
     // MARK: - Heartbeat
+
+    /// A session that has not joined the namespace by then is closed.
+    func startJoinDeadline() {
+        state.withLock { state in
+            guard !state.closed else { return }
+            state.joinDeadline = eventLoop.scheduleTask(in: TimeAmount(server.settings.connectTimeout)) { [self] in
+                guard pid == nil else { return }
+                server.logger.debug("socket.io session \(sid): no successful CONNECT within connectTimeout; closing it")
+                close()
+            }
+        }
+    }
 
     func startHeartbeat() {
         state.withLock { state in
@@ -204,10 +217,15 @@ final class EngineSession: Sendable {
                 recovered = true
             }
         }
+        if auth.pid != nil {
+            (recovered ? server.metrics?.socketIORecovered : server.metrics?.socketIONotRecovered)?.increment()
+        }
         if !recovered { send(SocketIOFrame.connected(sid: socket.sid, pid: socket.pid)) }
         let closed = state.withLock { state -> Bool in
             guard !state.closed else { return true }
             state.socket = socket
+            state.joinDeadline?.cancel()
+            state.joinDeadline = nil
             if let expires = access.expires {
                 let delay = Duration.milliseconds(max(0, Int64(expires.timeIntervalSinceNow * 1000)))
                 state.expiry = eventLoop.scheduleTask(in: TimeAmount(delay)) { [server, client] in server.broadcaster.expire(client.id) }
@@ -352,7 +370,7 @@ final class EngineSession: Sendable {
         let socket = state.withLock { state -> Socket?? in
             guard !state.closed else { return .none }
             state.closed = true
-            for timer in [state.pingTimer, state.pongDeadline, state.expiry, state.endTimer] { timer?.cancel() }
+            for timer in [state.pingTimer, state.pongDeadline, state.expiry, state.endTimer, state.joinDeadline] { timer?.cancel() }
             return .some(state.socket)
         }
         guard let socket else { return }

@@ -20,28 +20,20 @@ import Synchronization
 ///
 /// Connection state recovery: the CONNECT answer carries a private id (`pid`) and each
 /// `update` ends with the record's cursor, which `socket.io-client` keeps as its
-/// offset. A client that comes back within ``Settings/recoveryWindow`` with both gets
+/// offset. A client that comes back within ``SocketIOSettings/recoveryWindow`` with both gets
 /// its subscription back and every matching record after the offset, once; otherwise
 /// `socket.recovered` is false. Sessions live in this process: after a restart, or on
 /// another node, a page resumes with `subscribe` and `since` instead.
 final class SocketIOServer: Sendable {
-    struct Settings: Sendable {
-        /// socket.io's defaults.
-        var pingInterval: Duration = .seconds(25)
-        var pingTimeout: Duration = .seconds(20)
-        /// How long a disconnected session can be recovered (socket.io's
-        /// `maxDisconnectionDuration`).
-        var recoveryWindow: Duration = .seconds(120)
-    }
-
     let broadcaster: Broadcaster
     let mode: CaptureMode
     let capture: CaptureState
     let auth: ClientAuthenticator
-    let settings: Settings
+    let settings: SocketIOSettings
     let maxPayload: Int
     let stalledClientGrace: Duration
     let logger: Logger
+    var metrics: ServerMetrics? { broadcaster.metrics }
 
     /// A disconnected session a client may recover, by its pid.
     struct Recoverable: Sendable {
@@ -59,7 +51,7 @@ final class SocketIOServer: Sendable {
     private let state = Mutex(State())
 
     init(
-        broadcaster: Broadcaster, mode: CaptureMode, capture: CaptureState, auth: ClientAuthenticator, settings: Settings,
+        broadcaster: Broadcaster, mode: CaptureMode, capture: CaptureState, auth: ClientAuthenticator, settings: SocketIOSettings,
         maxPayload: Int, stalledClientGrace: Duration, logger: Logger
     ) {
         self.broadcaster = broadcaster
@@ -232,23 +224,31 @@ final class SocketIOServer: Sendable {
         let session = EngineSession(
             server: self, credential: ClientAuthenticator.credential(in: request), eventLoop: eventLoop, webSocket: webSocket
         )
-        state.withLock { $0.sessions[session.sid] = session }
+        let count = state.withLock { state in
+            state.sessions[session.sid] = session
+            return state.sessions.count
+        }
+        metrics?.socketIOSessions.set(count)
         session.startHeartbeat()
+        session.startJoinDeadline()
         return session
     }
 
     /// Forgets a closed session; keeps what it needs to be recovered, if it had joined.
     func closed(_ session: EngineSession, socket: EngineSession.Socket?) {
-        state.withLock { state in
+        let now = ContinuousClock.now
+        let count = state.withLock { state in
             state.sessions.removeValue(forKey: session.sid)
-            guard let socket else { return }
-            let now = ContinuousClock.now
-            state.recoverable[socket.pid] = Recoverable(sid: socket.sid, subscription: socket.subscription, until: now + settings.recoveryWindow)
-            if state.recoverable.count >= state.pruneAt {
-                state.recoverable = state.recoverable.filter { $0.value.until > now }
-                state.pruneAt = max(1024, state.recoverable.count * 2)
+            if let socket {
+                state.recoverable[socket.pid] = Recoverable(sid: socket.sid, subscription: socket.subscription, until: now + settings.recoveryWindow)
+                if state.recoverable.count >= state.pruneAt {
+                    state.recoverable = state.recoverable.filter { $0.value.until > now }
+                    state.pruneAt = max(1024, state.recoverable.count * 2)
+                }
             }
+            return state.sessions.count
         }
+        metrics?.socketIOSessions.set(count)
     }
 
     /// The session a reconnecting client held, once: from those that ended, or one
@@ -273,6 +273,21 @@ final class SocketIOServer: Sendable {
         return Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
             .replacingOccurrences(of: "=", with: "")
     }
+}
+
+/// Socket.IO's timings (`rowcast serve --socketio-…`).
+package struct SocketIOSettings: Sendable {
+    /// socket.io's defaults.
+    package var pingInterval: Duration = .seconds(25)
+    package var pingTimeout: Duration = .seconds(20)
+    /// How long a disconnected session can be recovered (socket.io's
+    /// `maxDisconnectionDuration`).
+    package var recoveryWindow: Duration = .seconds(120)
+    /// How long a session may go without joining the namespace (socket.io's
+    /// `connectTimeout`): without credentials, it holds nothing for longer.
+    package var connectTimeout: Duration = .seconds(45)
+
+    package init() {}
 }
 
 extension TimeAmount {
