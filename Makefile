@@ -46,7 +46,8 @@ bench: deps
 	scripts/bench.sh
 
 # Coverage-guided fuzzing (libFuzzer) of the pgoutput decoder, the trigger payload
-# reader and the client frame parser; FUZZ_SECONDS per target (default 60).
+# reader, the client frame parser and the Socket.IO packet parser; FUZZ_SECONDS per
+# target (default 60).
 fuzz: deps
 	scripts/fuzz.sh
 

@@ -177,6 +177,11 @@ for load in 1:100 100:100 1000:100 100:2000; do
     "$pgbin/pgbench" -n -R "$rate" -T 600 -c 2 -j 1 -f "$work/fanout.sql" "$url" >/dev/null 2>&1 &
     writer=$!; pids+=("$writer")
     measure "rowcast" "$serve" "$clients" "$rate" --url ws://127.0.0.1:8091/ws --subscribe
+    if [ "$clients" -ge 100 ]; then
+        # The same server and writer, Socket.IO clients over WebSocket.
+        measure "rowcast, Socket.IO" "$serve" "$clients" "$rate" --socketio --subscribe \
+            --url "ws://127.0.0.1:8091/socket.io/?EIO=4&transport=websocket"
+    fi
     kill "$writer" "$serve"; wait "$writer" "$serve" 2>/dev/null || true
 done
 out ""
@@ -427,6 +432,14 @@ fi
   `writev` each, on two event loops). pgbench `-R` draws arrivals at random, so
   rowcast's rows/s sits a few percent under the baseline's exact tick at the same
   nominal rate.
+- **Socket.IO.** The `rowcast, Socket.IO` rows are the same server and writer as the
+  `rowcast` row above them, with `rowcast-bench load --socketio`: each client opens
+  `/socket.io/?EIO=4&transport=websocket`, joins the default namespace and sends
+  `ready for data`, and counts the `42["update",…]` packets. They keep pace with `/ws`
+  at every load: the broadcaster builds one Socket.IO packet per record, shared by
+  every Socket.IO client, and writes it through the same event-loop writer. The
+  frames/s of the two rows differ by what pgbench's random arrivals delivered in
+  each 10 s; the server peak RSS is the process's peak so far, `/ws` run included.
 - **Trigger mode** costs the writer, per statement, one INSERT of the statement's
   rows (as `to_json`) into the unlogged `rowcast.changes`, and one NOTIFY per
   transaction carrying only its id. The classic trigger sends a title, not the row,

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # make fuzz: coverage-guided fuzzing (libFuzzer, through swiftc -sanitize=fuzzer,address)
 # of what rowcast reads from outside: the pgoutput decoder and replication session,
-# the trigger payload reader, and the client frame parser. Each target runs for
-# FUZZ_SECONDS (default 60), seeded from the test fixtures; its corpus grows in
-# .build/fuzz/corpus/TARGET and crashing inputs land in .build/fuzz/crashes/TARGET.
+# the trigger payload reader, the client frame parser and the Socket.IO packet
+# parser. Each target runs for FUZZ_SECONDS (default 60), seeded from the test
+# fixtures; its corpus grows in .build/fuzz/corpus/TARGET and crashing inputs land in
+# .build/fuzz/crashes/TARGET.
 # Exit 1 when any target found a crash: turn each into a fixture test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,7 @@ mkdir -p "$out/src"
 # needs nothing but RowcastCore).
 core=$(find Sources/RowcastCore -name '*.swift' | sort)
 sed '/^import RowcastCore$/d' Sources/RowcastServer/ClientMessage.swift > "$out/src/ClientMessage.swift"
+sed '/^import RowcastCore$/d' Sources/RowcastServer/SocketIO/SocketIOPacket.swift > "$out/src/SocketIOPacket.swift"
 
 build() {
     local name=$1; shift
@@ -26,6 +28,7 @@ build() {
 build pgoutput Fuzz/PgOutputFuzz.swift
 build trigger-payload Fuzz/TriggerPayloadFuzz.swift
 build client-message Fuzz/ClientMessageFuzz.swift "$out/src/ClientMessage.swift"
+build socketio Fuzz/SocketIOFuzz.swift "$out/src/ClientMessage.swift" "$out/src/SocketIOPacket.swift"
 
 # Seeds: the fixtures captured from PostgreSQL, payloads and frames from the tests.
 python3 - "$out/corpus" <<'PY'
@@ -42,10 +45,12 @@ payloads = re.findall(r'#"(\{.*?\})"#', open("Tests/RowcastCoreTests/TriggerPayl
 seeds("trigger-payload", [p.encode() for p in payloads] or [b'{"op":"insert","schema":"public","table":"t","xid":1,"i":1,"row":{"id":1}}'])
 frames = re.findall(r'#"(\{"event".*?\})"#', open("Tests/RowcastServerTests/ClientMessageTests.swift").read())
 seeds("client-message", [f.encode() for f in frames])
+packets = re.findall(r'parse\((#?)"(.*?)"\1\)', open("Tests/RowcastServerTests/SocketIOPacketTests.swift").read())
+seeds("socketio", [p[1].encode() for p in packets] + [b'40{"token":"t"}\x1e42["subscribe",{"tables":["orders"],"filter":"id=gt.1"}]\x1e3'])
 PY
 
 status=0
-for target in pgoutput trigger-payload client-message; do
+for target in pgoutput trigger-payload client-message socketio; do
     mkdir -p "$out/crashes/$target"
     echo "fuzz: $target for ${seconds}s" >&2
     if ! "$out/$target" -max_total_time="$seconds" -max_len=65536 -print_final_stats=1 \

@@ -18,6 +18,7 @@ struct Load: AsyncParsableCommand {
     @Option(help: "Connections.") var clients = 1
     @Option(help: "Seconds to measure, after every client is connected.") var seconds = 10.0
     @Flag(help: "Send `ready for data` after `connected` (rowcast).") var subscribe = false
+    @Flag(help: "Speak Socket.IO over WebSocket (the URL's path is /socket.io/?EIO=4&transport=websocket).") var socketio = false
 
     func run() async throws {
         guard let target = LoadTarget(url) else { throw ValidationError("--url must look like ws://host:port/path") }
@@ -33,7 +34,7 @@ struct Load: AsyncParsableCommand {
                     .channelInitializer { channel in
                         channel.eventLoop.makeCompletedFuture {
                             try channel.pipeline.syncOperations.addHandler(
-                                LoadClientHandler(target: target, subscribe: subscribe, shared: shared))
+                                LoadClientHandler(target: target, subscribe: subscribe, socketIO: socketio, shared: shared))
                         }
                     }
                     .connect(host: target.host, port: target.port)
@@ -103,15 +104,17 @@ final class LoadClientHandler: ChannelInboundHandler {
 
     private let target: LoadTarget
     private let subscribe: Bool
+    private let socketIO: Bool
     private let shared: Shared
     private var upgraded = false
     private var subscribed = false
     private var pending = ByteBuffer()
     private var local = Stats.Local()
 
-    init(target: LoadTarget, subscribe: Bool, shared: Shared) {
+    init(target: LoadTarget, subscribe: Bool, socketIO: Bool, shared: Shared) {
         self.target = target
         self.subscribe = subscribe
+        self.socketIO = socketIO
         self.shared = shared
     }
 
@@ -133,10 +136,12 @@ final class LoadClientHandler: ChannelInboundHandler {
             }
             upgraded = true
             shared.connected.add(1, ordering: .relaxed)
-            if subscribe { send(opcode: 1, payload: Array(#"{"event":"ready for data","data":{}}"#.utf8), context: context) }
+            if subscribe, !socketIO { send(opcode: 1, payload: Array(#"{"event":"ready for data","data":{}}"#.utf8), context: context) }
         }
         while let (opcode, payload) = nextFrame() {
             switch opcode {
+            case 1 where socketIO:
+                socketIOPacket(payload, context: context)
             case 1:
                 if !subscribed, payload.readableBytesView.firstRange(of: Array(#""event":"subscribed""#.utf8)) != nil {
                     subscribed = true
@@ -154,6 +159,32 @@ final class LoadClientHandler: ChannelInboundHandler {
             }
         }
         if pending.readerIndex > 1 << 16 { pending.discardReadBytes() }
+    }
+
+    /// Engine.IO's open packet gets the namespace's CONNECT, its answer `ready for
+    /// data`; pings get pongs; only `update` events count.
+    private func socketIOPacket(_ payload: ByteBuffer, context: ChannelHandlerContext) {
+        let view = payload.readableBytesView
+        guard let type = view.first else { return }
+        switch type {
+        case UInt8(ascii: "0"):
+            send(opcode: 1, payload: Array("40".utf8), context: context)
+        case UInt8(ascii: "2"):
+            send(opcode: 1, payload: Array("3".utf8), context: context)
+        case UInt8(ascii: "4"):
+            if view.starts(with: Array(#"42["update""#.utf8)) {
+                guard shared.measuring.load(ordering: .relaxed) else { return }
+                local.frames += 1
+                if let sent = commitTime(in: payload) { local.latencies.append(nowMicros() - sent) }
+            } else if view.starts(with: Array("40{".utf8)) {
+                if subscribe { send(opcode: 1, payload: Array(#"42["ready for data",{}]"#.utf8), context: context) }
+            } else if !subscribed, view.starts(with: Array(#"42["subscribed""#.utf8)) {
+                subscribed = true
+                shared.subscribed.add(1, ordering: .relaxed)
+            }
+        default:
+            break
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {

@@ -29,6 +29,8 @@ package final class ClientQueue: Sendable {
         var drainer: Drainer?
         /// A drain is scheduled and has not taken the items yet.
         var drainScheduled = false
+        /// ``interrupt()`` found no waiter: the next ``next()`` returns at once.
+        var interrupted = false
     }
 
     private struct Drainer: Sendable {
@@ -120,9 +122,14 @@ package final class ClientQueue: Sendable {
                     if !state.items.isEmpty {
                         var items: [Broadcaster.Outgoing] = []
                         swap(&items, &state.items)
+                        state.interrupted = false
                         return .some(items)
                     }
                     if state.finished || Task.isCancelled { return .some(nil) }
+                    if state.interrupted {
+                        state.interrupted = false
+                        return .some([])
+                    }
                     state.waiter = continuation
                     return nil
                 }
@@ -137,11 +144,14 @@ package final class ClientQueue: Sendable {
         }
     }
 
-    /// Ends a task's wait in ``next()`` with an empty batch, if one waits (a Socket.IO
-    /// long-poll that must answer at once because the client moves to WebSocket).
+    /// Ends a task's wait in ``next()`` with an empty batch (a Socket.IO long-poll that
+    /// must answer at once because the client moves to WebSocket); when no task waits,
+    /// the next call to ``next()`` returns the empty batch at once, so that a poll
+    /// arriving just after the interruption cannot miss it.
     package func interrupt() {
         let waiter = state.withLock { state in
             defer { state.waiter = nil }
+            if state.waiter == nil { state.interrupted = true }
             return state.waiter
         }
         waiter?.resume(returning: [])

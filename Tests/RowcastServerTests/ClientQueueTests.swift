@@ -61,6 +61,28 @@ import Testing
         #expect(await waiting.value == nil)
     }
 
+    /// A Socket.IO long-poll released for the upgrade: an interruption ends a wait with
+    /// an empty batch, or, when nobody waits yet, the next wait; items still come in
+    /// order afterwards, and the one-at-a-time reader skips the empty batch.
+    @Test func anInterruptionEndsTheWaitWithAnEmptyBatchEvenIfTheWaitComesLater() async {
+        let queue = ClientQueue(limit: 8)
+        let waiting = Task { await queue.next() }
+        // Interrupted while waiting, or before the wait began: either way it ends empty.
+        queue.interrupt()
+        #expect(await waiting.value?.isEmpty == true)
+        queue.interrupt()
+        #expect(await queue.next()?.isEmpty == true)
+        queue.interrupt()
+        _ = queue.yield(Self.frame(1))
+        #expect(Self.numbers(await queue.next() ?? []) == [1], "items first; the interruption is spent")
+        queue.interrupt()
+        _ = queue.yield(Self.frame(2))
+        queue.finish()
+        var iterator = queue.items.makeAsyncIterator()
+        #expect(await iterator.next().map { Self.numbers([$0]) } == [2])
+        #expect(await iterator.next() == nil)
+    }
+
     /// The writer holds the queue and the queue holds the writer: once the queue has
     /// finished and the writer took the rest, the queue lets it go, or every closed
     /// connection would stay in memory.

@@ -109,8 +109,8 @@ if not finished.wait(60):
     say(f"timeout after {len(updates)} updates")
     sys.exit(1)
 if updates or args.count == 0:
-    # An upgrade from polling happens in the background: give it its time.
-    for _ in range(100):
+    # An upgrade from polling happens in the background: give it its time (up to 60 s).
+    for _ in range(600):
         if client.transport() == args.transports.split(",")[-1]:
             break
         threading.Event().wait(0.1)
