@@ -4,7 +4,7 @@
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let text = String(decoding: UnsafeBufferPointer(start: data, count: size), as: UTF8.self)
-    if case .subscribe(let subscription, _)? = try? ClientMessage.parse(text) {
+    if case .subscribe(let subscription, _, _)? = try? ClientMessage.parse(text) {
         var record = ChangeRecord(cursor: .trigger(stream: 1, sequence: 1), source: .trigger, op: .insert)
         record.schema = "public"
         record.table = "t"
