@@ -85,9 +85,18 @@ struct ServeFaultTests {
             let events = try RawClient(port: portNumber, receiveBuffer: 4096)
             events.send("GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             guard events.read(until: ": connected") else { throw Failure("no SSE stream: \(String(decoding: events.received, as: UTF8.self))") }
-            return [webSocket, events]
+            // A Socket.IO client on WebSocket: open packet, CONNECT, ready for data.
+            let socketIO = try RawClient(port: portNumber, receiveBuffer: 4096)
+            guard socketIO.upgrade(path: "/socket.io/?EIO=4&transport=websocket"), socketIO.read(until: "\"sid\"") else {
+                throw Failure("no Engine.IO open packet: \(String(decoding: socketIO.received, as: UTF8.self))")
+            }
+            socketIO.sendText("40")
+            guard socketIO.read(until: "\"pid\"") else { throw Failure("no CONNECT answer") }
+            socketIO.sendText(#"42["ready for data",{}]"#)
+            guard socketIO.read(until: "subscribed") else { throw Failure("no subscribed event") }
+            return [webSocket, events, socketIO]
         }
-        #expect(try await Self.status(port: port)["clients"] as? Int == 2)
+        #expect(try await Self.status(port: port)["clients"] as? Int == 3)
         // Neither reads again. 20 MB of rows: far more than their queues (1 MB) and the socket buffers hold.
         for batch in 0..<20 {
             try Rowcast.psql(url, "INSERT INTO stalled SELECT g, repeat('x', 100000) FROM generate_series(\(batch * 10 + 1), \(batch * 10 + 10)) g")
@@ -98,7 +107,7 @@ struct ServeFaultTests {
         #expect(released, "serve still holds \(server.openSockets - baseline) more sockets than before the clients came: \(server.describeDescriptors) (before: \(baselineList))")
         #expect(try await Self.status(port: port)["clients"] as? Int == 0)
         let closed = try await Self.onThread { clients.map { $0.readUntilClosed(seconds: 30) } }
-        #expect(closed == [true, true], "the server closed both connections (WebSocket, SSE)")
+        #expect(closed == [true, true, true], "the server closed every connection (WebSocket, SSE, Socket.IO)")
         print("rowcast-test: stalled clients released \(String(format: "%.1f", seconds)) s after the last insert; serve RSS \(server.residentMegabytes) MB")
         #expect(try await server.stop() == 0, "serve output:\n\(server.output.suffix(2000))")
     }
@@ -118,6 +127,12 @@ struct ServeFaultTests {
             ("/ws", own, nil, true, "101"),
             ("/events", own, "http://\(own)", false, "200"),
             ("/events", own, nil, false, "200"),
+            // Socket.IO, both transports.
+            ("/socket.io/?EIO=4&transport=polling", own, "http://evil.example", false, "403"),
+            ("/socket.io/?EIO=4&transport=websocket", own, "http://evil.example", true, "400"),
+            ("/socket.io/?EIO=4&transport=polling", own, "http://good.example", false, "200"),
+            ("/socket.io/?EIO=4&transport=websocket", own, "http://good.example", true, "101"),
+            ("/socket.io/?EIO=4&transport=polling", "rebound.example:\(port)", "http://rebound.example:\(port)", false, "421"),
             // DNS rebinding: a name rowcast does not serve, on any route.
             ("/status", "rebound.example:\(port)", nil, false, "421"),
             ("/events", "rebound.example:\(port)", "http://rebound.example:\(port)", false, "421"),

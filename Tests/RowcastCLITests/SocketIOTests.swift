@@ -116,13 +116,8 @@ struct SocketIOTests {
         let slot = "socketio_" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
         defer { _ = try? Rowcast.psql(url, "SELECT pg_drop_replication_slot('\(slot)')") }
 
-        let site = FileManager.default.temporaryDirectory.appendingPathComponent("rowcast-sio-page-" + UUID().uuidString)
-        try FileManager.default.createDirectory(at: site, withIntermediateDirectories: true)
+        let (site, pages, pagePort) = try await Self.pageSite()
         defer { try? FileManager.default.removeItem(at: site) }
-        try FileManager.default.copyItem(at: Self.clients.appendingPathComponent("socket.io.min.js"), to: site.appendingPathComponent("socket.io.min.js"))
-        try FileManager.default.copyItem(at: Self.scripts.appendingPathComponent("page.html"), to: site.appendingPathComponent("page.html"))
-        let pages = try RunningProcess("/usr/bin/env", ["python3", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory", site.path])
-        let pagePort = try await pages.waitFor(#"port (\d+)"#)
 
         let server = try RunningProcess(Rowcast.binary.path, [
             "serve", "--mode", "replication", "--table", "orders", "--slot", slot, "--publication", slot, "--port", "0", "--db", url,
@@ -176,6 +171,58 @@ struct SocketIOTests {
         _ = try await pages.stop(SIGKILL)
     }
 
+    /// With a token required, the official client is refused without it (`connect_error`
+    /// with the reason) and admitted with it in its `auth` option or the URL.
+    @Test func theOfficialClientIsRefusedWithoutItsTokenAndAdmittedWithIt() async throws {
+        let url = try Rowcast.freshDatabase()
+        let (site, pages, pagePort) = try await Self.pageSite()
+        defer { try? FileManager.default.removeItem(at: site) }
+        let server = try Self.serveTrigger(url, arguments: ["--allow-origin", "http://127.0.0.1:\(pagePort)"], environment: ["ROWCAST_TOKEN": "page-token"])
+        let port = try await server.waitFor(#"serving trigger mode on http://127\.0\.0\.1:(\d+)/"#)
+        try await BrowserTests.withBrowser { page in
+            // The page's own socket has no token: refused, with the reason.
+            try await page.open("http://127.0.0.1:\(pagePort)/page.html?server=http://127.0.0.1:\(port)")
+            try await page.waitUntil("refusal !== null")
+            #expect(try await page.evaluate("refusal") as? String == "unauthorized: authentication required: pass io(url, { auth: { token } }), or ?token= in the URL")
+            try await page.evaluate("""
+                var ready = 0;
+                var inAuth = io(url, { forceNew: true, auth: { token: 'page-token' } }), inAuthRows = [];
+                inAuth.emit('subscribe', { tables: ['orders'] });
+                inAuth.on('subscribed', function () { ready++; });
+                inAuth.on('update', function (data) { inAuthRows.push(data.row.id); });
+                var inQuery = io(url + '/?token=page-token', { forceNew: true, transports: ['websocket'] }), inQueryRows = [];
+                inQuery.emit('ready for data', {});
+                inQuery.on('subscribed', function () { ready++; });
+                inQuery.on('update', function (data) { inQueryRows.push(data.row.id); });
+                var wrong = io(url, { forceNew: true, auth: { token: 'not-it' } }), wrongRefusal = null;
+                wrong.on('connect_error', function (e) { wrongRefusal = e.message; });
+                0
+                """)
+            try await page.waitUntil("ready === 2 && wrongRefusal !== null")
+            #expect(try await page.evaluate("wrongRefusal") as? String == "unauthorized: the token is not valid")
+            try Rowcast.psql(url, "INSERT INTO orders VALUES (1)")
+            try await page.waitUntil("inAuthRows.length === 1 && inQueryRows.length === 1")
+            #expect(try await page.evaluate("JSON.stringify([inAuthRows, inQueryRows, rows, socket.connected])") as? String == "[[1],[1],[],false]")
+        }
+        #expect(try await server.stop(SIGINT) == 0, "serve output:\n\(server.output.suffix(2000))")
+        _ = try await pages.stop(SIGKILL)
+    }
+
+    /// A temporary site with the test page and the official bundle, served by Python on
+    /// another port than rowcast's: another origin.
+    static func pageSite() async throws -> (URL, RunningProcess, String) {
+        let site = FileManager.default.temporaryDirectory.appendingPathComponent("rowcast-sio-page-" + UUID().uuidString)
+        try FileManager.default.createDirectory(at: site, withIntermediateDirectories: true)
+        let bundle = clients.appendingPathComponent("socket.io.min.js")
+        guard FileManager.default.fileExists(atPath: bundle.path) else {
+            throw Failure("the socket.io-client bundle is missing from \(bundle.path) (fix: scripts/socketio-clients.sh, which make test runs)")
+        }
+        try FileManager.default.copyItem(at: bundle, to: site.appendingPathComponent("socket.io.min.js"))
+        try FileManager.default.copyItem(at: scripts.appendingPathComponent("page.html"), to: site.appendingPathComponent("page.html"))
+        let pages = try RunningProcess("/usr/bin/env", ["python3", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory", site.path])
+        return (site, pages, try await pages.waitFor(#"port (\d+)"#))
+    }
+
     static let scripts = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../SocketIOClients").standardized
 
     /// What scripts/socketio-clients.sh fetched.
@@ -197,12 +244,12 @@ struct SocketIOTests {
     }
 
     /// `orders` and `audit` captured in trigger mode on a fresh database.
-    static func serveTrigger(_ url: String, environment: [String: String] = [:]) throws -> RunningProcess {
+    static func serveTrigger(_ url: String, arguments: [String] = [], environment: [String: String] = [:]) throws -> RunningProcess {
         try Rowcast.psql(url, "CREATE TABLE orders (id int PRIMARY KEY); CREATE TABLE audit (id int PRIMARY KEY)")
         let setup = try Rowcast.run(["setup", "--mode", "trigger", "--table", "orders", "--table", "audit", "--db", url])
         guard setup.status == 0 else { throw Failure("setup: \(setup.stderr)") }
         return try RunningProcess(
-            Rowcast.binary.path, ["serve", "--mode", "trigger", "--table", "orders", "--table", "audit", "--port", "0", "--db", url],
+            Rowcast.binary.path, ["serve", "--mode", "trigger", "--table", "orders", "--table", "audit", "--port", "0", "--db", url] + arguments,
             environment: environment
         )
     }
