@@ -113,15 +113,21 @@ package final class ClientQueue: Sendable {
         return (items, finished)
     }
 
-    /// The next batch: everything queued, waiting for at least one item; nil once the
-    /// queue has finished and is empty, or the task was cancelled. One task at a time.
-    package func next() async -> [Broadcaster.Outgoing]? {
+    /// The next batch: everything queued (at most `limit` items; the rest stay for the
+    /// next call), waiting for at least one item; nil once the queue has finished and
+    /// is empty, or the task was cancelled. One task at a time.
+    package func next(limit: Int = .max) async -> [Broadcaster.Outgoing]? {
         await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
                 let ready = state.withLock { state -> [Broadcaster.Outgoing]?? in
                     if !state.items.isEmpty {
                         var items: [Broadcaster.Outgoing] = []
-                        swap(&items, &state.items)
+                        if state.items.count <= limit {
+                            swap(&items, &state.items)
+                        } else {
+                            items = Array(state.items.prefix(limit))
+                            state.items.removeFirst(limit)
+                        }
                         state.interrupted = false
                         return .some(items)
                     }

@@ -23,15 +23,16 @@ package struct ServerOptions: Sendable {
     package var slot: String?
     /// How often `/events` sends a comment line on a quiet stream.
     package var heartbeatSeconds: Double = 15
-    /// Browser origins allowed on `/ws` and `/events` besides the page's own (`*`
-    /// allows any). Requests without an `Origin` header (not from a browser) pass.
+    /// Browser origins allowed on `/ws`, `/events` and `/socket.io/` besides the page's
+    /// own (`*` allows any). Requests without an `Origin` header (not from a browser) pass.
     package var allowedOrigins: Set<String> = []
     /// Host names requests may name besides the address rowcast listens on and
     /// loopback names (a proxy's public name, say).
     package var allowedHosts: [String] = []
     /// Socket.IO's heartbeat and how long a dropped session stays recoverable.
     package var socketIO = SocketIOSettings()
-    /// Who may connect to `/ws`, `/events`, `/status` and `/metrics`, and what they see.
+    /// Who may connect to `/ws`, `/events`, `/status`, `/metrics` and join on
+    /// `/socket.io/`, and what they see.
     package var auth: ClientAuthenticator = .disabled
 
     package init(

@@ -33,6 +33,15 @@ struct SocketIOTests {
             #expect(done == "done ids=[\(base + 1), \(base + 2)] tables=[\"orders\"] transport=\(transport)", "\(transports):\n\(client.output)")
             #expect(try await client.stop(0) == 0, "\(client.output)")
         }
+
+        // A burst on long-polling: many packets per response, every one in order.
+        let burst = try Self.python([
+            "http://127.0.0.1:\(port)", "--transports", "polling", "--count", "1000", "--subscribe", #"{"filter": "id=gt.1000"}"#,
+        ])
+        _ = try await burst.waitFor("subscribed cursor=")
+        try Rowcast.psql(url, "INSERT INTO orders SELECT g FROM generate_series(1001, 2000) g")
+        let done = try await burst.waitFor("(done .*)")
+        #expect(done == "done ids=\(Array(1001...2000).description) tables=[\"orders\"] transport=polling", "\(done.prefix(200))")
         #expect(try await server.stop(SIGINT) == 0, "serve output:\n\(server.output)")
     }
 

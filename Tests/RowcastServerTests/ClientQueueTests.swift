@@ -83,6 +83,19 @@ import Testing
         #expect(await iterator.next() == nil)
     }
 
+    /// A long-poll answer takes at most `limit` items; the rest wait, in order, for the
+    /// next one.
+    @Test func aLimitedBatchLeavesTheRestInOrder() async {
+        let queue = ClientQueue(limit: 64)
+        for n in 1...40 { _ = queue.yield(Self.frame(n)) }
+        #expect(Self.numbers(await queue.next(limit: 16) ?? []) == Array(1...16))
+        #expect(Self.numbers(await queue.next(limit: 16) ?? []) == Array(17...32))
+        _ = queue.yield(Self.frame(41))
+        queue.finish()
+        #expect(Self.numbers(await queue.next(limit: 16) ?? []) == Array(33...41))
+        #expect(await queue.next(limit: 16) == nil)
+    }
+
     /// The writer holds the queue and the queue holds the writer: once the queue has
     /// finished and the writer took the rest, the queue lets it go, or every closed
     /// connection would stay in memory.

@@ -244,6 +244,11 @@ final class EngineSession: Sendable {
         case refused(String)
     }
 
+    /// The most packets one long-poll answer carries: python-engineio refuses a payload
+    /// of more than 16 (`Payload.max_decode_packets`) and drops the connection; the
+    /// rest go in the next answer, which the client asks for at once.
+    static let packetsPerPoll = 16
+
     /// A long-poll: waits for packets (a ping comes every pingInterval).
     func poll() async -> PollAnswer {
         enum Start { case wait, noop, moved, overlap }
@@ -265,7 +270,7 @@ final class EngineSession: Sendable {
             close()
             return .refused("Bad request: two long-polls at once for one session")
         }
-        let batch = await client.queue.next()
+        let batch = await client.queue.next(limit: Self.packetsPerPoll)
         state.withLock { $0.polling = false }
         guard let batch else {
             close()
