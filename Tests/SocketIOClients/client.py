@@ -51,6 +51,17 @@ def say(line):
 
 
 client = socketio.Client(reconnection=False)
+# python-engineio runs each message's handler on a thread of its own, so handlers may
+# run out of order; the tests check the order the server sent, so run them in turn.
+_trigger = client.eio._trigger_event
+
+
+def _in_order(event, *args, **kwargs):
+    kwargs["run_async"] = False
+    return _trigger(event, *args, **kwargs)
+
+
+client.eio._trigger_event = _in_order
 updates = []
 finished = threading.Event()
 

@@ -137,7 +137,9 @@ final class EngineSession: Sendable {
     func receive(_ text: Substring.UTF8View) async {
         do throws(SocketIOPacketError) {
             switch try EnginePacket.parse(text) {
-            case .close: close()
+            case .close:
+                server.logger.debug("socket.io session \(sid): the client closed it")
+                close()
             case .ping(let data): send(ByteBuffer(string: "3" + data))
             case .pong: ponged()
             case .message(let packet): await receive(packet)
@@ -267,6 +269,7 @@ final class EngineSession: Sendable {
         case .noop: return .packets([SocketIOFrame.noop], accounted: 0)
         case .moved: return .refused("Bad request: the session moved to WebSocket")
         case .overlap:
+            server.logger.debug("socket.io session \(sid): two long-polls at once; closing it")
             close()
             return .refused("Bad request: two long-polls at once for one session")
         }

@@ -95,6 +95,7 @@ final class SocketIOServer: Sendable {
             do {
                 body = try await request.body.collect(upTo: maxPayload)
             } catch {
+                logger.debug("socket.io session \(sid): a POST over maxPayload; closing it")
                 session.close()
                 return Self.refusal(3, "Bad request: a payload over maxPayload (\(maxPayload) bytes)", status: .contentTooLarge, cors: cors)
             }
