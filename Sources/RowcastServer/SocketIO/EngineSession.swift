@@ -241,8 +241,8 @@ final class EngineSession: Sendable {
     // MARK: - Long-polling
 
     enum PollAnswer {
-        /// Packets to join with 0x1E; `accounted` bytes leave the client's queue budget once written.
-        case packets([ByteBuffer], accounted: Int)
+        /// Packets to join with 0x1E.
+        case packets([ByteBuffer])
         case refused(String)
     }
 
@@ -266,7 +266,7 @@ final class EngineSession: Sendable {
         }
         switch start {
         case .wait: break
-        case .noop: return .packets([SocketIOFrame.noop], accounted: 0)
+        case .noop: return .packets([SocketIOFrame.noop])
         case .moved: return .refused("Bad request: the session moved to WebSocket")
         case .overlap:
             server.logger.debug("socket.io session \(sid): two long-polls at once; closing it")
@@ -277,7 +277,7 @@ final class EngineSession: Sendable {
         state.withLock { $0.polling = false }
         guard let batch else {
             close()
-            return .packets(finalPackets(), accounted: 0)
+            return .packets(finalPackets())
         }
         var packets: [ByteBuffer] = []
         packets.reserveCapacity(batch.count)
@@ -286,13 +286,15 @@ final class EngineSession: Sendable {
             bytes += frame.readableBytes
             packets.append(frame)
         }
+        // Out of the queue: the answer is written at once (what waits to be taken is
+        // what the byte budget bounds).
+        client.wrote(bytes: bytes)
         // Cut off or expired while this batch waited: what is queued is dropped, as on `/ws`.
         if let reason = client.endReason, reason != .shuttingDown {
-            client.wrote(bytes: bytes)
             close()
-            return .packets(finalPackets(), accounted: 0)
+            return .packets(finalPackets())
         }
-        return .packets(packets.isEmpty ? [SocketIOFrame.noop] : packets, accounted: bytes)
+        return .packets(packets.isEmpty ? [SocketIOFrame.noop] : packets)
     }
 
     /// What the client gets once its queue ended: on an expired credential, an `error`
@@ -345,11 +347,15 @@ final class EngineSession: Sendable {
         return moved
     }
 
-    /// The probe's WebSocket went away before the client moved: keep polling.
-    func abandonProbe() {
-        state.withLock { state in
+    /// A WebSocket of this session closed: the one that carries it ends the session
+    /// (Engine.IO's transport close); a probe that never moved it leaves it polling.
+    func webSocketEnded(_ channel: any Channel) {
+        let carried = state.withLock { state -> Bool in
+            if state.webSocket === channel { return true }
             if state.transport == .probing { state.transport = .polling }
+            return false
         }
+        if carried { close() }
     }
 
     /// After the WebSocket writer took the last queued packet: the final packets and

@@ -105,25 +105,14 @@ final class SocketIOServer: Sendable {
             return Self.text([ByteBuffer(string: "ok")], cors: cors)
         }
         switch await session.poll() {
-        case .packets(let packets, let accounted):
-            let client = session.client
-            let length = packets.reduce(0) { $0 + $1.readableBytes } + max(0, packets.count - 1)
-            var headers = cors
-            headers[.contentType] = "text/plain; charset=UTF-8"
-            return Response(
-                status: .ok, headers: headers,
-                body: ResponseBody(contentLength: length) { writer in
-                    defer { client.wrote(bytes: accounted) }
-                    var parts: [ByteBuffer] = []
-                    parts.reserveCapacity(packets.count * 2)
-                    for (index, packet) in packets.enumerated() {
-                        if index > 0 { parts.append(Self.separator) }
-                        parts.append(packet)
-                    }
-                    try await writer.write(contentsOf: parts)
-                    try await writer.finish(nil)
-                }
-            )
+        case .packets(let packets):
+            var parts: [ByteBuffer] = []
+            parts.reserveCapacity(packets.count * 2)
+            for (index, packet) in packets.enumerated() {
+                if index > 0 { parts.append(Self.separator) }
+                parts.append(packet)
+            }
+            return Self.text(parts, cors: cors)
         case .refused(let message):
             return Self.refusal(3, message, cors: cors)
         }
@@ -212,11 +201,7 @@ final class SocketIOServer: Sendable {
             _ = try? await group.next()
             group.cancelAll()
         }
-        if session.isOnWebSocket {
-            session.close()
-        } else {
-            session.abandonProbe()
-        }
+        session.webSocketEnded(channel)
     }
 
     // MARK: - Sessions
