@@ -78,7 +78,8 @@ extension Broadcaster {
 }
 
 /// The routes: the page and `/healthz` for anyone; `/ws`, `/events`, `/status` and
-/// `/metrics` behind the credentials check. Every route checks `Host` first.
+/// `/metrics` behind the credentials check, and `/socket.io/`, whose CONNECT checks
+/// them. Every route checks `Host` first.
 func makeRouter(options: ServerOptions, source: any CaptureSource, broadcaster: Broadcaster) -> Router<RowcastRequestContext> {
     let metrics = broadcaster.metrics ?? ServerMetrics(replication: options.slot != nil)
     let router = Router(context: RowcastRequestContext.self)

@@ -5,7 +5,8 @@ import Synchronization
 /// Fans records out to every subscribed client.
 ///
 /// Each record is encoded once, into one `update` frame whose bytes every client
-/// shares. Each client has a queue bounded in frames and in bytes; a client whose
+/// shares (Socket.IO clients share one packet made from it, built once when the first
+/// of them matches). Each client has a queue bounded in frames and in bytes; a client whose
 /// queue is full is cut off (its session closes with 1013 and the last cursor it was
 /// sent, and its connection is closed outright if even that cannot be written) so
 /// that it never slows capture or the other clients. `deliver` never blocks.
