@@ -60,10 +60,16 @@ final class EngineSession: Sendable {
         relay.session = self
     }
 
-    /// Lets the broadcaster's end callback reach the session it belongs to.
-    private final class EndRelay: @unchecked Sendable {
-        // Set once, before the broadcaster can end the client (it has no subscription yet).
-        weak var session: EngineSession?
+    /// Lets the broadcaster's end callback reach the session it belongs to, without
+    /// holding it (the session holds the registration that holds the callback).
+    private final class EndRelay: Sendable {
+        private struct Weak { weak var session: EngineSession? }
+        private let target = Mutex(Weak())
+
+        var session: EngineSession? {
+            get { target.withLock { $0.session } }
+            set { target.withLock { $0.session = newValue } }
+        }
     }
 
     var openPacket: ByteBuffer {
