@@ -54,6 +54,7 @@ let package = Package(
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "JWTKit", package: "jwt-kit"),
+                "RowcastTestSupport",
             ],
             resources: [.embedInCode("Page/index.html")]
         ),
@@ -81,13 +82,19 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // What the test targets share: waiting without Dispatch's timers.
+        .target(
+            name: "RowcastTestSupport",
+            dependencies: [.product(name: "NIOPosix", package: "swift-nio")],
+            path: "Tests/RowcastTestSupport"
+        ),
         .testTarget(
             name: "RowcastCoreTests",
             dependencies: ["RowcastCore"]
         ),
         .testTarget(
             name: "RowcastPostgresTests",
-            dependencies: ["RowcastCore", "RowcastPostgres"]
+            dependencies: ["RowcastCore", "RowcastPostgres", "RowcastTestSupport"]
         ),
         // The binary as users run it, with real clients: psql, WebSockets, headless Chromium.
         .testTarget(
@@ -95,6 +102,7 @@ let package = Package(
             dependencies: [
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "Logging", package: "swift-log"),
+                "RowcastTestSupport",
             ]
         ),
         .testTarget(
@@ -108,6 +116,7 @@ let package = Package(
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "JWTKit", package: "jwt-kit"),
+                "RowcastTestSupport",
             ]
         ),
     ]

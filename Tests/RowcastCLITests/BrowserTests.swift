@@ -1,6 +1,7 @@
 import Foundation
 import HummingbirdWSClient
 import Logging
+import RowcastTestSupport
 import Synchronization
 import Testing
 
@@ -245,7 +246,7 @@ struct DevToolsSession {
         for _ in 0..<600 {
             // Until the page has loaded, its elements and globals do not exist yet.
             if try await evaluate("(() => { try { return Boolean(\(condition)) } catch (e) { return false } })()") as? Bool == true { return }
-            try await Task.sleep(for: .milliseconds(100))
+            try await pause(for: .milliseconds(100))
         }
         let html = try await evaluate("document.body.innerText") as? String ?? ""
         throw Failure("the page never satisfied \(condition); it shows:\n\(html.prefix(2000))")

@@ -1,4 +1,5 @@
 import Foundation
+import RowcastTestSupport
 import Synchronization
 import Testing
 
@@ -135,7 +136,7 @@ struct CLIDatabaseTests {
         try tail.run()
         // Changes made before the LISTEN are not rowcast's to see; wait until it listens.
         for _ in 0..<100 where try Rowcast.psql(url, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN \"addedrecord\"'") == "0" {
-            try await Task.sleep(for: .milliseconds(100))
+            try await pause(for: .milliseconds(100))
         }
         try Rowcast.psql(url, "INSERT INTO realtime VALUES ('hello'); NOTIFY addedrecord, 'plain'")
         // A watchdog: if the lines never come, end tail so the read below returns.

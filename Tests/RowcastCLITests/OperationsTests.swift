@@ -1,4 +1,5 @@
 import Foundation
+import RowcastTestSupport
 import Testing
 
 /// `slot` and `doctor` against the live server; `pg_replication_slots` is the oracle.
@@ -83,7 +84,7 @@ struct OperationsTests {
         try consumer.run()
         defer { if consumer.isRunning { consumer.terminate() } }
         for _ in 0..<100 where try Rowcast.psql(url, "SELECT active FROM pg_replication_slots WHERE slot_name = '\(slot)'") != "t" {
-            try await Task.sleep(for: .milliseconds(100))
+            try await pause(for: .milliseconds(100))
         }
         #expect(try Rowcast.psql(url, "SELECT active FROM pg_replication_slots WHERE slot_name = '\(slot)'") == "t")
 

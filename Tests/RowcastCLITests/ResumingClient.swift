@@ -2,6 +2,7 @@ import Foundation
 import HummingbirdWSClient
 import Logging
 import NIOWebSocket
+import RowcastTestSupport
 import Synchronization
 
 /// What one client received, in order.
@@ -19,7 +20,7 @@ final class ReceivedRows: Sendable {
     /// Waits until `count` rows arrived, or a minute passes.
     func wait(for count: Int) async {
         let deadline = Date().addingTimeInterval(60)
-        while self.count < count, Date() < deadline { try? await Task.sleep(for: .milliseconds(20)) }
+        while self.count < count, Date() < deadline { try? await pause(for: .milliseconds(20)) }
     }
 }
 
@@ -42,7 +43,7 @@ final class ResumingClient: Sendable {
     /// Waits until the client's first subscription is live, or a minute passes.
     func waitUntilSubscribed() async {
         let deadline = Date().addingTimeInterval(60)
-        while subscriptions.withLock({ $0 }) == 0, Date() < deadline { try? await Task.sleep(for: .milliseconds(20)) }
+        while subscriptions.withLock({ $0 }) == 0, Date() < deadline { try? await pause(for: .milliseconds(20)) }
     }
 
     func run() -> Task<Void, Never> {
@@ -53,7 +54,7 @@ final class ResumingClient: Sendable {
                 let port = self.port.withLock { $0 }
                 self.sessions.withLock { $0 += 1 }
                 await self.session(port: port, logger: logger)
-                try? await Task.sleep(for: .milliseconds(100))
+                try? await pause(for: .milliseconds(100))
             }
         }
     }

@@ -1,4 +1,5 @@
 import Foundation
+import RowcastTestSupport
 import Synchronization
 
 extension Rowcast {
@@ -92,7 +93,7 @@ final class RunningProcess: Sendable {
                 return String(text[range])
             }
             guard process.isRunning else { break }
-            try await Task.sleep(for: .milliseconds(50))
+            try await pause(for: .milliseconds(50))
         }
         throw Failure("no \(pattern) from \(process.executableURL?.lastPathComponent ?? "process"); stderr:\n\(output)")
     }
@@ -106,7 +107,7 @@ final class RunningProcess: Sendable {
                 kill(process.processIdentifier, SIGKILL)
                 throw Failure("\(process.executableURL?.lastPathComponent ?? "process") did not exit within \(seconds) s of signal \(signal)")
             }
-            try await Task.sleep(for: .milliseconds(50))
+            try await pause(for: .milliseconds(50))
         }
         return process.terminationStatus
     }

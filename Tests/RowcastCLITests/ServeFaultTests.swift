@@ -4,6 +4,7 @@ import FoundationNetworking
 #endif
 import HummingbirdWSClient
 import Logging
+import RowcastTestSupport
 import Synchronization
 import Testing
 
@@ -22,7 +23,7 @@ struct ServeFaultTests {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
             if try await condition() { return true }
-            try? await Task.sleep(for: .milliseconds(100))
+            try? await pause(for: .milliseconds(100))
         }
         return try await condition()
     }

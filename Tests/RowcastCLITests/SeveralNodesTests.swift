@@ -1,4 +1,5 @@
 import Foundation
+import RowcastTestSupport
 import Testing
 
 /// Three `rowcast serve` nodes, each with its own slot, behind HAProxy: when one is
@@ -66,7 +67,7 @@ struct SeveralNodesTests {
         let deadline = Date().addingTimeInterval(60)
         var health: String?
         while health != "200", Date() < deadline {
-            try await Task.sleep(for: .milliseconds(100))
+            try await pause(for: .milliseconds(100))
             health = try? await ServeFaultTests.onThread { try RawClient.status(port: front, path: "/healthz", host: "127.0.0.1") }
         }
         try #require(health == "200", "HAProxy did not come up:\n\(proxy.output.suffix(2000))")
@@ -87,7 +88,7 @@ struct SeveralNodesTests {
             {
                 seen.insert(slot)
             }
-            try await Task.sleep(for: .milliseconds(50))
+            try await pause(for: .milliseconds(50))
         }
         try #require(seen.count == slots.count, "HAProxy never sent a request to every node: \(seen.sorted())\n\(proxy.output.suffix(2000))")
 

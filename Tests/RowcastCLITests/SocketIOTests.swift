@@ -2,6 +2,7 @@ import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
+import RowcastTestSupport
 import Testing
 
 /// `/socket.io/` with two real clients that rowcast had no hand in: the official
@@ -113,7 +114,7 @@ struct SocketIOTests {
             let (body, _) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)/status")!)
             sessions = (try JSONSerialization.jsonObject(with: body) as? [String: Any])?["socketio_sessions"] as? Int ?? -1
             if done(sessions) { return sessions }
-            try await Task.sleep(for: .milliseconds(100))
+            try await pause(for: .milliseconds(100))
         }
         return sessions
     }

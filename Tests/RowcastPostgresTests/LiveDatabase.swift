@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import RowcastCore
 import RowcastPostgres
+import RowcastTestSupport
 import Synchronization
 import Testing
 
@@ -59,7 +60,7 @@ final class CollectingSink: RecordSink {
         while true {
             let matching = snapshot.filter(filter)
             if matching.count >= count || Date() > deadline { return matching }
-            try? await Task.sleep(for: .milliseconds(50))
+            try? await pause(for: .milliseconds(50))
         }
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import RowcastCore
 import RowcastPostgres
+import RowcastTestSupport
 import Testing
 
 @Suite(.enabled(if: LiveDatabase.available, "needs the cluster that make test starts"), .timeLimit(.minutes(3)))
@@ -168,7 +169,7 @@ struct ReplicationCaptureTests {
         var lag = written
         let deadline = Date().addingTimeInterval(60)
         while lag > 4 * 1024 * 1024, Date() < deadline {
-            try await Task.sleep(for: .milliseconds(250))
+            try await pause(for: .milliseconds(250))
             lag = try #require(admin.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1", [quietSlot]).scalar.flatMap { Int64($0) })
         }
         #expect(lag < 4 * 1024 * 1024, "confirmed_flush_lsn is \(lag) bytes behind")
@@ -212,7 +213,7 @@ struct ReplicationResumeTests {
         let b = try RunningCapture(replication: .init(connection: ConnectionSettings(conninfo: url), slot: second, publication: "seq", tables: [table], since: since))
         defer { b.finish(droppingSlotIn: url) }
         let rest = await b.sink.wait(for: 5)
-        try await Task.sleep(for: .milliseconds(300))
+        try await pause(for: .milliseconds(300))
         #expect(b.sink.snapshot.map(\.cursor) == Array(all[5...]).map(\.cursor))
         #expect(rest.count == 5)
     }

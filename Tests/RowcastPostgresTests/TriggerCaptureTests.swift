@@ -1,6 +1,7 @@
 import Foundation
 import RowcastCore
 import RowcastPostgres
+import RowcastTestSupport
 import Testing
 
 @Suite(.enabled(if: LiveDatabase.available, "needs the cluster that make test starts"), .timeLimit(.minutes(3)))
@@ -84,7 +85,7 @@ struct TriggerCaptureTests {
             for id in 1...rows { try connection.execute("INSERT INTO \(table.quoted) VALUES ($1::int, '{\"k\": 1}')", [String(id)]) }
         }
         for _ in 0..<2 {
-            try await Task.sleep(for: .milliseconds(20))
+            try await pause(for: .milliseconds(20))
             try TriggerSetup.install(on: admin, tables: [table])
         }
         try await writer.value
@@ -240,7 +241,7 @@ struct TriggerCaptureTests {
         while Date() < deadline {
             after = try database.execute("SELECT pid FROM pg_stat_activity WHERE application_name = $1", [applicationName]).scalar
             if let after, after != before { break }
-            try await Task.sleep(for: .milliseconds(50))
+            try await pause(for: .milliseconds(50))
         }
         #expect(after != nil && after != before, "a new backend for the capture")
         var id = 1

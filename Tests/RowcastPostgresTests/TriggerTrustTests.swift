@@ -1,6 +1,7 @@
 import Foundation
 import RowcastCore
 import RowcastPostgres
+import RowcastTestSupport
 import Testing
 
 /// Trigger mode against a database role that may not read the captured tables: it
@@ -95,7 +96,7 @@ struct TriggerTrustTests {
         // A real change after them: once it arrives, every forgery was handled.
         try admin.execute("INSERT INTO \(table.quoted) VALUES (2, 20)")
         let records = await capture.sink.wait(for: 2)
-        try await Task.sleep(for: .milliseconds(200))
+        try await pause(for: .milliseconds(200))
         let ids = capture.sink.snapshot.compactMap { record in
             record.row.flatMap { try? JSONSerialization.jsonObject(with: Data($0.bytes)) as? [String: Any] }?["id"] as? Int
         }
@@ -187,13 +188,13 @@ struct TriggerTrustTests {
         let deadline = Date().addingTimeInterval(60)
         while left != "0", Date() < deadline {
             left = try admin.execute("SELECT count(*) FROM rowcast.changes WHERE batch = $1::bigint", [xid]).scalar ?? ""
-            try await Task.sleep(for: .milliseconds(100))
+            try await pause(for: .milliseconds(100))
         }
         #expect(left == "0", "the delivered rows were deleted")
         try admin.execute("SELECT pg_notify('rowcast', $1)", [xid])
         try admin.execute("INSERT INTO \(table.quoted) VALUES (2)")
         _ = await capture.sink.wait(for: 2)
-        try await Task.sleep(for: .milliseconds(200))
+        try await pause(for: .milliseconds(200))
         #expect(capture.sink.snapshot.count == 2, "the replayed id delivered nothing")
     }
 }

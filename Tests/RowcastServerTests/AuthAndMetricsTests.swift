@@ -8,6 +8,7 @@ import NIOWebSocket
 import RowcastCore
 import RowcastPostgres
 import RowcastServer
+import RowcastTestSupport
 import Synchronization
 import Testing
 
@@ -214,7 +215,7 @@ struct AuthAndMetricsTests {
                         uniquingKeysWith: { $1 }
                     )
                     if values["rowcast_records_sent_total"] == "2" { break }
-                    try await Task.sleep(for: .milliseconds(100))
+                    try await pause(for: .milliseconds(100))
                 }
                 #expect(values["rowcast_records_captured_total"] == "2")
                 #expect(values["rowcast_records_sent_total"] == "2")

@@ -7,6 +7,7 @@ import RowcastCore
 import Logging
 import RowcastPostgres
 import RowcastServer
+import RowcastTestSupport
 import Synchronization
 import Testing
 
@@ -137,7 +138,7 @@ struct SubscribeEdgeTests {
                 let response = try await WebSocketTests.onThread { try EventStreamClient(port: port, path: "/status").response() }
                 let body = response.components(separatedBy: "\r\n\r\n").last ?? ""
                 captured = ((try? JSONSerialization.jsonObject(with: Data(body.utf8))) as? [String: Any])?["records_captured"] as? Int ?? 0
-                if captured < 3 { try await Task.sleep(for: .milliseconds(50)) }
+                if captured < 3 { try await pause(for: .milliseconds(50)) }
             }
             #expect(captured == 3)
             let stream = try EventStreamClient(port: port, path: "/events?tables=\(table.name)&last=2")

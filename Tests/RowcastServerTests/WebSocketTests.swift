@@ -8,6 +8,7 @@ import NIOCore
 import RowcastCore
 import RowcastPostgres
 import RowcastServer
+import RowcastTestSupport
 import Synchronization
 import Testing
 
@@ -178,7 +179,7 @@ struct WebSocketTests {
             }
             // Missed while away.
             try await Self.insert("INSERT INTO \(table.quoted) VALUES (3, 'c'); INSERT INTO \(table.quoted) VALUES (4, 'd')")
-            try await Task.sleep(for: .milliseconds(300))
+            try await pause(for: .milliseconds(300))
             let since = try #require(lastCursor.withLock { $0 })
             try await client.ws("/ws") { inbound, outbound, _ in
                 var messages = inbound.messages(maxSize: 1 << 24).makeAsyncIterator()
