@@ -24,8 +24,7 @@ extension Channel {
     /// Closes the connection `after` from now unless it closed by then: the last resort
     /// for a client whose peer never reads again (a close frame would wait for ever).
     func closeUnlessClosed(after delay: Duration) {
-        let nanoseconds = delay.components.seconds * 1_000_000_000 + delay.components.attoseconds / 1_000_000_000
-        eventLoop.scheduleTask(in: .nanoseconds(nanoseconds)) { [self] in
+        eventLoop.scheduleTask(in: TimeAmount(delay)) { [self] in
             close(promise: nil)
         }
     }

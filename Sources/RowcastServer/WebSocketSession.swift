@@ -45,17 +45,12 @@ struct WebSocketSession {
             writer.start()
             group.addTask {
                 await writer.finished()
-                let last = "last cursor \(writer.lastCursor ?? "none")"
-                switch client.endReason {
-                case .tooSlow:
-                    logger.info("cutting off a client that fell behind (more than \(broadcaster.queueLimit) frames or \(broadcaster.queueByteLimit) bytes queued); \(last)")
-                    try await outbound.close(.unknown(1013), reason: closeReason("too slow; \(last)"))
-                case .credentialExpired:
-                    try await outbound.close(.policyViolation, reason: closeReason("token expired; reconnect with a fresh one; \(last)"))
-                case .shuttingDown:
-                    try await outbound.close(.goingAway, reason: closeReason("server shutting down; \(last)"))
-                case nil:
-                    break
+                if let reason = client.endReason {
+                    if reason == .tooSlow {
+                        logger.info("cutting off a client that fell behind (more than \(broadcaster.queueLimit) frames or \(broadcaster.queueByteLimit) bytes queued); last cursor \(writer.lastCursor ?? "none")")
+                    }
+                    let (code, text) = reason.closeFrame(lastCursor: writer.lastCursor)
+                    try await outbound.close(code, reason: text)
                 }
                 return .writer
             }
@@ -92,6 +87,19 @@ struct WebSocketSession {
             }
         } catch {
             broadcaster.send(ServerFrame.error(code: error.code, message: error.message), to: client)
+        }
+    }
+}
+
+extension Broadcaster.EndReason {
+    /// The close code and reason a WebSocket client gets when the broadcaster ended
+    /// it, with the cursor of the last update written to it.
+    func closeFrame(lastCursor: String?) -> (WebSocketErrorCode, String) {
+        let last = "last cursor \(lastCursor ?? "none")"
+        switch self {
+        case .tooSlow: return (.unknown(1013), closeReason("too slow; \(last)"))
+        case .credentialExpired: return (.policyViolation, closeReason("token expired; reconnect with a fresh one; \(last)"))
+        case .shuttingDown: return (.goingAway, closeReason("server shutting down; \(last)"))
         }
     }
 }

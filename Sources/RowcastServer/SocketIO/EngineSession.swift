@@ -91,7 +91,7 @@ final class EngineSession: Sendable {
     /// A `42["error",{…}]` event, when a socket joined (before, there is no one to tell).
     func refuse(_ message: String, code: String = "bad_frame") {
         guard state.withLock({ $0.socket != nil }) else { return }
-        send(SocketIOFrame.event(fromFrame: ServerFrame.error(code: code, message: message), offset: nil))
+        send(SocketIOFrame.error(code: code, message: message))
     }
 
     // MARK: - Heartbeat
@@ -186,7 +186,7 @@ final class EngineSession: Sendable {
                 }
                 if let ack { send(SocketIOFrame.ack(ack, error: nil)) }
             } catch {
-                send(SocketIOFrame.event(fromFrame: ServerFrame.error(code: error.code, message: error.message), offset: nil))
+                refuse(error.message, code: error.code)
                 if let ack { send(SocketIOFrame.ack(ack, error: error)) }
             }
         case .ack:
@@ -309,7 +309,7 @@ final class EngineSession: Sendable {
     private func finalPackets() -> [ByteBuffer] {
         guard client.endReason == .credentialExpired else { return [SocketIOFrame.close] }
         return [
-            SocketIOFrame.event(fromFrame: ServerFrame.error(code: "unauthorized", message: "token expired; reconnect with a fresh one"), offset: nil),
+            SocketIOFrame.error(code: "unauthorized", message: "token expired; reconnect with a fresh one"),
             SocketIOFrame.disconnect, SocketIOFrame.close,
         ]
     }
@@ -367,19 +367,16 @@ final class EngineSession: Sendable {
     /// After the WebSocket writer took the last queued packet: the final packets and
     /// the close frame, with a reason like `/ws`'s.
     func finish(outbound: WebSocketOutboundWriter, lastCursor: String?) async throws {
-        let last = "last cursor \(lastCursor ?? "none")"
-        switch client.endReason {
-        case .tooSlow:
-            server.logger.info("cutting off a socket.io client that fell behind; \(last)")
-            try await outbound.close(.unknown(1013), reason: closeReason("too slow; \(last)"))
-        case .credentialExpired:
-            for packet in finalPackets() { try await outbound.write(.text(String(buffer: packet))) }
-            try await outbound.close(.policyViolation, reason: closeReason("token expired; reconnect with a fresh one; \(last)"))
-        case .shuttingDown:
-            try await outbound.close(.goingAway, reason: closeReason("server shutting down; \(last)"))
-        case nil:
+        guard let reason = client.endReason else {
             try await outbound.close(.normalClosure, reason: nil)
+            return
         }
+        if reason == .tooSlow { server.logger.info("cutting off a socket.io client that fell behind; last cursor \(lastCursor ?? "none")") }
+        if reason == .credentialExpired {
+            for packet in finalPackets() { try await outbound.write(.text(String(buffer: packet))) }
+        }
+        let (code, text) = reason.closeFrame(lastCursor: lastCursor)
+        try await outbound.close(code, reason: text)
     }
 
     // MARK: - End

@@ -62,6 +62,11 @@ enum SocketIOFrame {
         return ByteBuffer(bytes: writer.bytes)
     }
 
+    /// rowcast's `error` event, `42["error",{"code":C,"message":M}]`.
+    static func error(code: String, message: String) -> ByteBuffer {
+        event(fromFrame: ServerFrame.error(code: code, message: message), offset: nil)
+    }
+
     private static let eventPrefix = Array(#"{"event":"#.utf8)
     private static let dataKey = Array(#","data":"#.utf8)
 
