@@ -35,7 +35,7 @@ install: deps
 # the system packages when missing, and /socket.io/ with the official socket.io-client
 # bundle and python-socketio, fetched from the Python package index when missing.
 test:
-	@scripts/install-deps.sh chromium haproxy
+	@scripts/install-deps.sh chromium haproxy gdb
 	@scripts/socketio-clients.sh
 	$(SWIFT) build --build-tests
 	scripts/test.sh

@@ -10,8 +10,8 @@ import Testing
         ["--db", "this is not a conninfo"],
         ["--db", "host=/nonexistent/socket/dir"],
     ])
-    func aBadConnectionStringExits3WithOneLine(_ arguments: [String]) throws {
-        let result = try Rowcast.run(["tail", "--mode", "trigger"] + arguments)
+    func aBadConnectionStringExits3WithOneLine(_ arguments: [String]) async throws {
+        let result = try await Rowcast.run(["tail", "--mode", "trigger"] + arguments)
         #expect(result.status == 3)
         #expect(result.stdout.isEmpty)
         let lines = result.stderr.split(separator: "\n")
@@ -20,8 +20,8 @@ import Testing
         #expect(result.stderr.contains("fix: check --db, DATABASE_URL or the PG* variables"))
     }
 
-    @Test func databaseURLIsUsedWhenThereIsNoFlag() throws {
-        let result = try Rowcast.run(["setup", "--mode", "trigger", "--table", "t"], environment: ["DATABASE_URL": "postgresql://postgres@127.0.0.1:1/viaenv"])
+    @Test func databaseURLIsUsedWhenThereIsNoFlag() async throws {
+        let result = try await Rowcast.run(["setup", "--mode", "trigger", "--table", "t"], environment: ["DATABASE_URL": "postgresql://postgres@127.0.0.1:1/viaenv"])
         #expect(result.status == 3)
         #expect(result.stderr.contains("127.0.0.1"))
     }
@@ -33,8 +33,8 @@ import Testing
         ["setup", "--mode", "trigger", "--table", "a.b.c"],
         ["frobnicate"],
     ])
-    func badUsageExits2(_ arguments: [String]) throws {
-        let result = try Rowcast.run(arguments)
+    func badUsageExits2(_ arguments: [String]) async throws {
+        let result = try await Rowcast.run(arguments)
         #expect(result.status == 2, "stderr: \(result.stderr)")
         #expect(!result.stderr.isEmpty)
     }
@@ -45,14 +45,14 @@ import Testing
         (["tail", "--no-such-flag"], "rowcast: unknown option '--no-such-flag' (fix: rowcast tail --help)"),
         (["slot", "status", "--watch"], "rowcast: missing value for '--watch <seconds>' (fix: rowcast slot status --help)"),
     ])
-    func badUsageIsOneLineWithTheFix(_ arguments: [String], _ expected: String) throws {
-        let result = try Rowcast.run(arguments)
+    func badUsageIsOneLineWithTheFix(_ arguments: [String], _ expected: String) async throws {
+        let result = try await Rowcast.run(arguments)
         #expect(result.status == 2)
         #expect(result.stderr == expected + "\n")
     }
 
     @Test(.enabled(if: Rowcast.databaseURL != nil, "needs the cluster that make test starts"))
-    func aPortInUseIsOneLineWithTheFix() throws {
+    func aPortInUseIsOneLineWithTheFix() async throws {
         // Hold a port, then ask serve for it.
         let holder = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(holder) }
@@ -65,34 +65,34 @@ import Testing
         }
         #expect(bound)
         let port = Int(UInt16(bigEndian: address.sin_port))
-        let result = try Rowcast.run(["serve", "--mode", "trigger", "--channel", "nothing", "--port", String(port), "--db", Rowcast.databaseURL ?? ""])
+        let result = try await Rowcast.run(["serve", "--mode", "trigger", "--channel", "nothing", "--port", String(port), "--db", Rowcast.databaseURL ?? ""])
         #expect(result.status == 1)
         #expect(result.stderr == "rowcast: port \(port) on 127.0.0.1 is already in use (fix: choose another --port, or stop what is using it)\n", "stderr: \(result.stderr.suffix(300))")
     }
 
-    @Test func servingBeyondLoopbackWithoutAuthIsRefused() throws {
-        let result = try Rowcast.run(["serve", "--mode", "trigger", "--host", "0.0.0.0", "--db", "postgresql://127.0.0.1:1/x"])
+    @Test func servingBeyondLoopbackWithoutAuthIsRefused() async throws {
+        let result = try await Rowcast.run(["serve", "--mode", "trigger", "--host", "0.0.0.0", "--db", "postgresql://127.0.0.1:1/x"])
         #expect(result.status == 2)
         #expect(result.stderr.contains("refusing to serve unauthenticated clients on 0.0.0.0"))
         #expect(result.stderr.contains("--insecure-no-auth"))
         // With the explicit flag it goes on (and here fails to connect: exit 3).
-        let allowed = try Rowcast.run(["serve", "--mode", "trigger", "--host", "0.0.0.0", "--insecure-no-auth", "--db", "postgresql://127.0.0.1:1/x"])
+        let allowed = try await Rowcast.run(["serve", "--mode", "trigger", "--host", "0.0.0.0", "--insecure-no-auth", "--db", "postgresql://127.0.0.1:1/x"])
         #expect(allowed.status == 3)
         // So it does with authentication, from the environment as from the flags.
-        let withToken = try Rowcast.run(
+        let withToken = try await Rowcast.run(
             ["serve", "--mode", "trigger", "--host", "0.0.0.0", "--db", "postgresql://127.0.0.1:1/x"], environment: ["ROWCAST_TOKEN": "s3cret"]
         )
         #expect(withToken.status == 3, "stderr: \(withToken.stderr)")
-        let shortSecret = try Rowcast.run(["serve", "--mode", "trigger", "--jwt-secret", "short", "--db", "postgresql://127.0.0.1:1/x"])
+        let shortSecret = try await Rowcast.run(["serve", "--mode", "trigger", "--jwt-secret", "short", "--db", "postgresql://127.0.0.1:1/x"])
         #expect(shortSecret.status == 2)
         #expect(shortSecret.stderr.contains("--jwt-secret needs at least 32 bytes"))
     }
 
-    @Test func helpAndVersionExit0() throws {
-        let help = try Rowcast.run(["--help"])
+    @Test func helpAndVersionExit0() async throws {
+        let help = try await Rowcast.run(["--help"])
         #expect(help.status == 0)
         #expect(help.stdout.contains("tail"))
-        let version = try Rowcast.run(["--version"])
+        let version = try await Rowcast.run(["--version"])
         #expect(version.status == 0)
         #expect(!version.stdout.isEmpty)
     }
@@ -100,32 +100,32 @@ import Testing
 
 @Suite(.enabled(if: Rowcast.databaseURL != nil, "needs the cluster that make test starts"), .timeLimit(.minutes(3)))
 struct CLIDatabaseTests {
-    @Test func setupAndTeardownAreIdempotentAndUnknownTablesFailClearly() throws {
-        let url = try Rowcast.freshDatabase()
-        try Rowcast.psql(url, "CREATE TABLE orders (id int PRIMARY KEY, note text); CREATE SCHEMA audit; CREATE TABLE audit.events (id int)")
+    @Test func setupAndTeardownAreIdempotentAndUnknownTablesFailClearly() async throws {
+        let url = try await Rowcast.freshDatabase()
+        try await Rowcast.psql(url, "CREATE TABLE orders (id int PRIMARY KEY, note text); CREATE SCHEMA audit; CREATE TABLE audit.events (id int)")
 
-        let unknown = try Rowcast.run(["setup", "--mode", "trigger", "--db", url, "--table", "orders", "--table", "nope"])
+        let unknown = try await Rowcast.run(["setup", "--mode", "trigger", "--db", url, "--table", "orders", "--table", "nope"])
         #expect(unknown.status == 1)
         #expect(unknown.stderr == "rowcast: table public.nope does not exist (fix: create it first, or name it as schema.table)\n")
-        #expect(try Rowcast.psql(url, "SELECT count(*) FROM pg_namespace WHERE nspname = 'rowcast'") == "0")
+        #expect(try await Rowcast.psql(url, "SELECT count(*) FROM pg_namespace WHERE nspname = 'rowcast'") == "0")
 
         for _ in 0..<2 {
-            let setup = try Rowcast.run(["setup", "--mode", "trigger", "--db", url, "--table", "orders", "--table", "audit.events"])
+            let setup = try await Rowcast.run(["setup", "--mode", "trigger", "--db", url, "--table", "orders", "--table", "audit.events"])
             #expect(setup.status == 0, "stderr: \(setup.stderr)")
         }
-        #expect(try Rowcast.psql(url, "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'rowcast_capture%'") == "8")
+        #expect(try await Rowcast.psql(url, "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'rowcast_capture%'") == "8")
         for _ in 0..<2 {
-            let teardown = try Rowcast.run(["teardown", "--mode", "trigger", "--db", url])
+            let teardown = try await Rowcast.run(["teardown", "--mode", "trigger", "--db", url])
             #expect(teardown.status == 0, "stderr: \(teardown.stderr)")
         }
-        #expect(try Rowcast.psql(url, "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'rowcast_capture%'") == "0")
-        #expect(try Rowcast.psql(url, "SELECT count(*) FROM pg_namespace WHERE nspname = 'rowcast'") == "0")
+        #expect(try await Rowcast.psql(url, "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'rowcast_capture%'") == "0")
+        #expect(try await Rowcast.psql(url, "SELECT count(*) FROM pg_namespace WHERE nspname = 'rowcast'") == "0")
     }
 
     @Test func tailPrintsNDJSONAndEndsCleanlyOnSIGINT() async throws {
-        let url = try Rowcast.freshDatabase()
-        try Rowcast.psql(url, "CREATE TABLE realtime (title varchar(128))")
-        #expect(try Rowcast.run(["setup", "--mode", "trigger", "--db", url, "--table", "realtime"]).status == 0)
+        let url = try await Rowcast.freshDatabase()
+        try await Rowcast.psql(url, "CREATE TABLE realtime (title varchar(128))")
+        #expect(try await Rowcast.run(["setup", "--mode", "trigger", "--db", url, "--table", "realtime"]).status == 0)
 
         let tail = Process()
         tail.executableURL = Rowcast.binary
@@ -135,29 +135,32 @@ struct CLIDatabaseTests {
         tail.standardError = FileHandle.nullDevice
         try tail.run()
         // Changes made before the LISTEN are not rowcast's to see; wait until it listens.
-        for _ in 0..<100 where try Rowcast.psql(url, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN \"addedrecord\"'") == "0" {
+        for _ in 0..<100 where try await Rowcast.psql(url, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN \"addedrecord\"'") == "0" {
             try await pause(for: .milliseconds(100))
         }
-        try Rowcast.psql(url, "INSERT INTO realtime VALUES ('hello'); NOTIFY addedrecord, 'plain'")
-        // A watchdog: if the lines never come, end tail so the read below returns.
+        try await Rowcast.psql(url, "INSERT INTO realtime VALUES ('hello'); NOTIFY addedrecord, 'plain'")
+        // Read on a thread; past the deadline tail is killed, so the read ends too.
         let pid = tail.processIdentifier
-        let finished = Atomic<Bool>(false)
-        Thread {
-            Thread.sleep(forTimeInterval: 30)
-            if !finished.load(ordering: .relaxed) { kill(pid, SIGKILL) }
-        }.start()
-        var lines: [String] = []
-        var buffer = Data()
-        while lines.count < 2 {
-            let chunk = output.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            buffer.append(chunk)
-            lines = String(decoding: buffer, as: UTF8.self).split(separator: "\n").map(String.init)
+        let reader = output.fileHandleForReading
+        let read = Mutex("")
+        let lines: [String]
+        do {
+            lines = try await onThread("two NDJSON lines from tail", within: 60, seen: { read.withLock { $0 } }) {
+                var lines: [String] = []
+                while lines.count < 2 {
+                    let chunk = reader.availableData
+                    if chunk.isEmpty { break }
+                    let text = read.withLock { $0 += String(decoding: chunk, as: UTF8.self); return $0 }
+                    lines = text.split(separator: "\n").map(String.init)
+                }
+                return lines
+            }
+        } catch {
+            kill(pid, SIGKILL)
+            throw error
         }
         kill(tail.processIdentifier, SIGINT)
-        tail.waitUntilExit()
-        finished.store(true, ordering: .relaxed)
-        #expect(tail.terminationStatus == 0)
+        #expect(try await tail.exit(within: 60) == 0)
         #expect(lines.count == 2)
         let insert = try JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as? [String: Any]
         #expect(insert?["op"] as? String == "insert")
@@ -185,40 +188,44 @@ enum Rowcast {
         let stderr: String
     }
 
-    static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Result {
-        let process = Process()
-        process.executableURL = binary
-        process.arguments = arguments
+    /// Runs the binary to completion on a thread of its own (never blocking the
+    /// cooperative pool, which in-process servers of other tests need), killed and
+    /// reported with its output when it has not exited within `seconds`.
+    static func run(_ arguments: [String], environment: [String: String] = [:], seconds: Double = 120) async throws -> Result {
+        try await onThread("rowcast \(arguments.first ?? "") to exit", within: seconds + 30) {
+            try runBlocking(arguments, environment: environment, seconds: seconds)
+        }
+    }
+
+    /// `run`, for code already on a thread of its own.
+    static func runBlocking(_ arguments: [String], environment: [String: String] = [:], seconds: Double = 120) throws -> Result {
         var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("PG") && $0.key != "DATABASE_URL" && !$0.key.hasPrefix("ROWCAST_") }
         env.merge(environment) { $1 }
-        process.environment = env
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
+        let result = try runChild(binary.path, arguments, environment: env, seconds: seconds)
+        return Result(status: result.status, stdout: result.stdout, stderr: result.stderr)
     }
 
-    /// Runs SQL with psql and returns its unaligned output, trimmed.
+    /// Runs SQL with psql, on a thread of its own, and returns its unaligned output,
+    /// trimmed; a failure names the statement and what psql said.
     @discardableResult
-    static func psql(_ url: String, _ sql: String) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql]
-        let out = Pipe()
-        process.standardOutput = out
-        try process.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw PsqlFailed(sql: sql) }
-        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    static func psql(_ url: String, _ sql: String, seconds: Double = 120) async throws -> String {
+        try await onThread("psql to run \(sql.prefix(60))", within: seconds + 30) { try psqlBlocking(url, sql, seconds: seconds) }
     }
 
-    struct PsqlFailed: Error { let sql: String }
+    /// `psql`, for code already on a thread of its own.
+    @discardableResult
+    static func psqlBlocking(_ url: String, _ sql: String, seconds: Double = 120) throws -> String {
+        let result = try runChild("psql", ["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql], seconds: seconds)
+        guard result.status == 0 else { throw PsqlFailed(sql: sql, status: result.status, stderr: result.stderr) }
+        return result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    struct PsqlFailed: Error, CustomStringConvertible {
+        let sql: String
+        var status: Int32 = 0
+        var stderr = ""
+        var description: String { "psql exited \(status) on \(sql.prefix(200)): \(stderr.suffix(600))" }
+    }
 
     /// A PostgreSQL program such as pg_recvlogical, from the newest server install.
     static func postgresBinary(_ name: String) throws -> URL {
@@ -231,10 +238,10 @@ enum Rowcast {
     }
 
     /// A new, empty database on the test cluster, so setup and teardown touch nothing else.
-    static func freshDatabase() throws -> String {
+    static func freshDatabase() async throws -> String {
         guard let url = databaseURL, let slash = url.lastIndex(of: "/") else { throw PsqlFailed(sql: "no ROWCAST_TEST_DATABASE_URL") }
         let name = "cli_" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
-        try psql(url, "CREATE DATABASE \(name)")
+        try await psql(url, "CREATE DATABASE \(name)")
         return String(url[...slash]) + name
     }
 }
@@ -243,25 +250,25 @@ enum Rowcast {
 @Suite struct CLIReferenceTests {
     static let commands = ["", "serve", "tail", "setup", "teardown", "slot status", "slot create", "slot drop", "doctor", "demo"]
 
-    static func help(_ command: String) throws -> String {
+    static func help(_ command: String) async throws -> String {
         let arguments = command.split(separator: " ").map(String.init) + ["--help"]
-        return try Rowcast.run(arguments, environment: ["COLUMNS": "100"]).stdout
+        return try await Rowcast.run(arguments, environment: ["COLUMNS": "100"]).stdout
     }
 
-    @Test func theReferenceShowsEachCommandsHelpVerbatim() throws {
+    @Test func theReferenceShowsEachCommandsHelpVerbatim() async throws {
         let file = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Docs/cli.md").standardized
         let reference = try String(contentsOf: file, encoding: .utf8)
         for command in Self.commands {
             let marker = "<!-- help: " + (["rowcast"] + [command].filter { !$0.isEmpty }).joined(separator: " ") + " -->"
-            let block = marker + "\n```text\n" + (try Self.help(command)) + "```\n"
+            let block = marker + "\n```text\n" + (try await Self.help(command)) + "```\n"
             let inStep = reference.contains(block)
             #expect(inStep, "Docs/cli.md is out of step with `rowcast \(command) --help`; run scripts/cli-reference.py")
         }
     }
 
     @Test(arguments: commands.filter { !$0.isEmpty })
-    func everyCommandsHelpHasAnExample(_ command: String) throws {
-        let help = try Self.help(command)
+    func everyCommandsHelpHasAnExample(_ command: String) async throws {
+        let help = try await Self.help(command)
         #expect(help.contains("Example:\n  rowcast \(command)"), "`rowcast \(command) --help` lacks an example")
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import RowcastTestSupport
 import HummingbirdWSClient
 import Logging
 import Testing
@@ -16,7 +17,8 @@ struct DemoTests {
             return logger
         }()
         let first = Shared<String?>(nil)
-        _ = try await WebSocketClient.connect(url: "ws://127.0.0.1:\(port)/ws", logger: logger) { inbound, outbound, _ in
+        _ = try await within(90, "the demo's first record over /ws", seen: { demo.output.suffix(1000).description }) {
+          try await WebSocketClient.connect(url: "ws://127.0.0.1:\(port)/ws", logger: logger) { inbound, outbound, _ in
             var messages = inbound.messages(maxSize: 1 << 20).makeAsyncIterator()
             _ = try await messages.next()
             try await outbound.write(.text(#"{"event":"ready for data","data":{}}"#))
@@ -28,6 +30,7 @@ struct DemoTests {
                 break
             }
             try await outbound.close(.normalClosure, reason: nil)
+          }
         }
         let text = first.withLock { $0 } ?? "{}"
         let record = (try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])?["data"] as? [String: Any]

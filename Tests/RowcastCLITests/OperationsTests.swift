@@ -7,19 +7,19 @@ import Testing
 struct OperationsTests {
     static func slotName() -> String { "cli_slot_" + String(UInt32.random(in: 0...UInt32.max), radix: 36) }
 
-    @Test func slotStatusJSONMatchesPgReplicationSlots() throws {
+    @Test func slotStatusJSONMatchesPgReplicationSlots() async throws {
         let url = try #require(Rowcast.databaseURL)
         let slot = Self.slotName()
-        let created = try Rowcast.run(["slot", "create", slot, "--db", url])
+        let created = try await Rowcast.run(["slot", "create", slot, "--db", url])
         #expect(created.status == 0, "stderr: \(created.stderr)")
-        defer { _ = try? Rowcast.run(["slot", "drop", slot, "--db", url]) }
+        defer { _ = try? Rowcast.runBlocking(["slot", "drop", slot, "--db", url]) }
 
-        let status = try Rowcast.run(["slot", "status", "--slot", slot, "--json", "--db", url])
+        let status = try await Rowcast.run(["slot", "status", "--slot", slot, "--json", "--db", url])
         #expect(status.status == 0)
         let array = try #require(try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [[String: Any]])
         #expect(array.count == 1)
         let reported = try #require(array.first)
-        let server = try Rowcast.psql(
+        let server = try await Rowcast.psql(
             url,
             """
             SELECT concat_ws('|', slot_name, plugin, database, active, restart_lsn, confirmed_flush_lsn, wal_status)
@@ -35,10 +35,10 @@ struct OperationsTests {
         #expect(reported["wal_status"] as? String == server[6])
         let lag = try #require(reported["lag_bytes"] as? Int)
         #expect(lag >= 0)
-        #expect(reported["lag"] as? String == (try Rowcast.psql(url, "SELECT pg_size_pretty(\(lag)::bigint)")))
+        #expect(reported["lag"] as? String == (try await Rowcast.psql(url, "SELECT pg_size_pretty(\(lag)::bigint)")))
         for key in ["active_pid", "safe_wal_size"] { #expect(reported.keys.contains(key)) }
 
-        let table = try Rowcast.run(["slot", "status", "--slot", slot, "--db", url])
+        let table = try await Rowcast.run(["slot", "status", "--slot", slot, "--db", url])
         #expect(table.status == 0)
         let lines = table.stdout.split(separator: "\n")
         #expect(lines.first?.hasPrefix("slot ") == true)
@@ -46,116 +46,116 @@ struct OperationsTests {
         #expect(lines.last?.hasPrefix(slot + " ") == true)
     }
 
-    @Test func aMissingSlotExits1WithTheFix() throws {
+    @Test func aMissingSlotExits1WithTheFix() async throws {
         let url = try #require(Rowcast.databaseURL)
-        let status = try Rowcast.run(["slot", "status", "--slot", "no_such_slot", "--db", url])
+        let status = try await Rowcast.run(["slot", "status", "--slot", "no_such_slot", "--db", url])
         #expect(status.status == 1)
         #expect(status.stderr == "rowcast: replication slot \"no_such_slot\" does not exist (fix: rowcast slot create no_such_slot, or rowcast setup --mode replication)\n")
-        let drop = try Rowcast.run(["slot", "drop", "no_such_slot", "--db", url])
+        let drop = try await Rowcast.run(["slot", "drop", "no_such_slot", "--db", url])
         #expect(drop.status == 1)
     }
 
-    @Test func anInactiveSlotHoldingWALIsWarnedAbout() throws {
-        let url = try Rowcast.freshDatabase()
+    @Test func anInactiveSlotHoldingWALIsWarnedAbout() async throws {
+        let url = try await Rowcast.freshDatabase()
         let slot = Self.slotName()
-        #expect(try Rowcast.run(["slot", "create", slot, "--db", url]).status == 0)
-        defer { _ = try? Rowcast.run(["slot", "drop", slot, "--db", url]) }
+        #expect(try await Rowcast.run(["slot", "create", slot, "--db", url]).status == 0)
+        defer { _ = try? Rowcast.runBlocking(["slot", "drop", slot, "--db", url]) }
         // About 24 MB of WAL that the inactive slot now holds back.
-        try Rowcast.psql(url, "CREATE TABLE filler AS SELECT repeat('x', 1000) AS v FROM generate_series(1, 24000)")
-        let status = try Rowcast.run(["slot", "status", "--slot", slot, "--db", url])
+        try await Rowcast.psql(url, "CREATE TABLE filler AS SELECT repeat('x', 1000) AS v FROM generate_series(1, 24000)")
+        let status = try await Rowcast.run(["slot", "status", "--slot", slot, "--db", url])
         #expect(status.status == 0)
         #expect(status.stderr.contains("warning: slot \(slot) is inactive and holds back"))
     }
 
     @Test func createRefusesADuplicateAndDropRefusesAnActiveSlotUnlessForced() async throws {
-        let url = try Rowcast.freshDatabase()
+        let url = try await Rowcast.freshDatabase()
         let slot = Self.slotName()
-        #expect(try Rowcast.run(["slot", "create", slot, "--db", url]).status == 0)
-        let again = try Rowcast.run(["slot", "create", slot, "--db", url])
+        #expect(try await Rowcast.run(["slot", "create", slot, "--db", url]).status == 0)
+        let again = try await Rowcast.run(["slot", "create", slot, "--db", url])
         #expect(again.status == 1)
         #expect(again.stderr.contains("already exists"))
 
         // Make the slot active with a real consumer.
-        try Rowcast.psql(url, "CREATE PUBLICATION cli_pub FOR ALL TABLES")
+        try await Rowcast.psql(url, "CREATE PUBLICATION cli_pub FOR ALL TABLES")
         let consumer = Process()
         consumer.executableURL = try Rowcast.postgresBinary("pg_recvlogical")
         consumer.arguments = ["-d", url, "--slot", slot, "--start", "-f", "/dev/null", "-o", "proto_version=1", "-o", "publication_names=cli_pub", "--no-loop"]
         consumer.standardError = FileHandle.nullDevice
         try consumer.run()
         defer { if consumer.isRunning { consumer.terminate() } }
-        for _ in 0..<100 where try Rowcast.psql(url, "SELECT active FROM pg_replication_slots WHERE slot_name = '\(slot)'") != "t" {
+        for _ in 0..<100 where try await Rowcast.psql(url, "SELECT active FROM pg_replication_slots WHERE slot_name = '\(slot)'") != "t" {
             try await pause(for: .milliseconds(100))
         }
-        #expect(try Rowcast.psql(url, "SELECT active FROM pg_replication_slots WHERE slot_name = '\(slot)'") == "t")
+        #expect(try await Rowcast.psql(url, "SELECT active FROM pg_replication_slots WHERE slot_name = '\(slot)'") == "t")
 
-        let refused = try Rowcast.run(["slot", "drop", slot, "--db", url])
+        let refused = try await Rowcast.run(["slot", "drop", slot, "--db", url])
         #expect(refused.status == 1)
         #expect(refused.stderr.contains("is in use by process"))
         #expect(refused.stderr.contains("--force"))
 
-        let forced = try Rowcast.run(["slot", "drop", slot, "--force", "--db", url])
+        let forced = try await Rowcast.run(["slot", "drop", slot, "--force", "--db", url])
         #expect(forced.status == 0, "stderr: \(forced.stderr)")
-        #expect(try Rowcast.psql(url, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '\(slot)'") == "0")
-        consumer.waitUntilExit()
+        #expect(try await Rowcast.psql(url, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '\(slot)'") == "0")
+        _ = try await consumer.exit(within: 60)
     }
 
-    @Test func doctorPassesOnALogicalClusterAndNamesTheFixForAMissingTrigger() throws {
-        let url = try Rowcast.freshDatabase()
-        try Rowcast.psql(url, "CREATE TABLE orders (id int PRIMARY KEY); CREATE TABLE loose (v text)")
-        let replication = try Rowcast.run(["doctor", "--mode", "replication", "--table", "orders", "--db", url])
+    @Test func doctorPassesOnALogicalClusterAndNamesTheFixForAMissingTrigger() async throws {
+        let url = try await Rowcast.freshDatabase()
+        try await Rowcast.psql(url, "CREATE TABLE orders (id int PRIMARY KEY); CREATE TABLE loose (v text)")
+        let replication = try await Rowcast.run(["doctor", "--mode", "replication", "--table", "orders", "--db", url])
         #expect(replication.status == 0, "stdout: \(replication.stdout)")
         #expect(replication.stdout.contains("ok    replication mode: wal_level is logical"))
 
-        let loose = try Rowcast.run(["doctor", "--mode", "replication", "--table", "loose", "--db", url])
+        let loose = try await Rowcast.run(["doctor", "--mode", "replication", "--table", "loose", "--db", url])
         #expect(loose.status == 0)
         #expect(loose.stdout.contains("warn  replication mode: public.loose has no primary key"))
         #expect(loose.stdout.contains("fix: ALTER TABLE \"public\".\"loose\" ADD PRIMARY KEY"))
 
-        let trigger = try Rowcast.run(["doctor", "--mode", "trigger", "--table", "orders", "--db", url])
+        let trigger = try await Rowcast.run(["doctor", "--mode", "trigger", "--table", "orders", "--db", url])
         #expect(trigger.status == 1)
         #expect(trigger.stdout.contains("FAIL  trigger mode: public.orders has no rowcast trigger"))
         #expect(trigger.stdout.contains("fix: rowcast setup --mode trigger --table public.orders"))
-        #expect(try Rowcast.run(["setup", "--mode", "trigger", "--table", "orders", "--db", url]).status == 0)
-        #expect(try Rowcast.run(["doctor", "--mode", "trigger", "--table", "orders", "--db", url]).status == 0)
+        #expect(try await Rowcast.run(["setup", "--mode", "trigger", "--table", "orders", "--db", url]).status == 0)
+        #expect(try await Rowcast.run(["doctor", "--mode", "trigger", "--table", "orders", "--db", url]).status == 0)
     }
 
-    @Test func doctorFailsOnAClusterWithoutLogicalWAL() throws {
+    @Test func doctorFailsOnAClusterWithoutLogicalWAL() async throws {
         // Two-phase commit on, too: trigger mode's doctor warns that the two exclude each other.
         // And a WAL cap far below what the resume window needs: doctor says so.
-        let started = try Rowcast.run([
+        let started = try await Rowcast.run([
             "dev-cluster", "start", "--wal-level", "replica", "--setting", "max_prepared_transactions=2", "--setting", "max_slot_wal_keep_size=1MB",
         ])
         #expect(started.status == 0, "stderr: \(started.stderr)")
         let parts = started.stdout.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: " ").map(String.init)
         try #require(parts.count == 2)
-        defer { _ = try? Rowcast.run(["dev-cluster", "stop", parts[0]]) }
+        defer { _ = try? Rowcast.runBlocking(["dev-cluster", "stop", parts[0]]) }
 
-        try Rowcast.psql(parts[1], "CREATE TABLE wal AS SELECT repeat('x', 1000) FROM generate_series(1, 10000)")
-        let doctor = try Rowcast.run(["doctor", "--mode", "replication", "--db", parts[1]])
+        try await Rowcast.psql(parts[1], "CREATE TABLE wal AS SELECT repeat('x', 1000) FROM generate_series(1, 10000)")
+        let doctor = try await Rowcast.run(["doctor", "--mode", "replication", "--db", parts[1]])
         #expect(doctor.status == 1)
         #expect(doctor.stdout.contains("warn  replication mode: max_slot_wal_keep_size is 1MB, less than the"), "\(doctor.stdout)")
         #expect(doctor.stdout.contains("FAIL  replication mode: wal_level is replica"))
         #expect(doctor.stdout.contains("fix: ALTER SYSTEM SET wal_level = logical;"))
-        let slot = try Rowcast.run(["slot", "create", "x", "--db", parts[1]])
+        let slot = try await Rowcast.run(["slot", "create", "x", "--db", parts[1]])
         #expect(slot.status == 1)
         #expect(slot.stderr.contains("wal_level = logical"))
         // Trigger mode needs none of it, but warns about two-phase commit.
-        let trigger = try Rowcast.run(["doctor", "--mode", "trigger", "--db", parts[1]])
+        let trigger = try await Rowcast.run(["doctor", "--mode", "trigger", "--db", parts[1]])
         #expect(trigger.status == 0)
         #expect(trigger.stdout.contains("max_prepared_transactions is 2, but a transaction that changes a captured table cannot PREPARE TRANSACTION"), "\(trigger.stdout)")
         #expect(trigger.stdout.contains("use --mode replication for tables written under two-phase commit"))
     }
 
-    @Test func everyFlagReadsItsEnvironmentVariable() throws {
+    @Test func everyFlagReadsItsEnvironmentVariable() async throws {
         let url = try #require(Rowcast.databaseURL)
-        let viaEnvironment = try Rowcast.run(["slot", "status", "--slot", "no_such_slot"], environment: ["ROWCAST_DB": url])
+        let viaEnvironment = try await Rowcast.run(["slot", "status", "--slot", "no_such_slot"], environment: ["ROWCAST_DB": url])
         #expect(viaEnvironment.status == 1)
         #expect(viaEnvironment.stderr.contains("does not exist"))
-        let json = try Rowcast.run(["slot", "status"], environment: ["ROWCAST_DB": url, "ROWCAST_JSON": "true"])
+        let json = try await Rowcast.run(["slot", "status"], environment: ["ROWCAST_DB": url, "ROWCAST_JSON": "true"])
         #expect(json.stdout.hasPrefix("["))
-        let badMode = try Rowcast.run(["tail"], environment: ["ROWCAST_MODE": "sideways"])
+        let badMode = try await Rowcast.run(["tail"], environment: ["ROWCAST_MODE": "sideways"])
         #expect(badMode.status == 2)
-        let flagWins = try Rowcast.run(["slot", "status", "--slot", "no_such_slot", "--db", url], environment: ["ROWCAST_DB": "postgresql://127.0.0.1:1/x"])
+        let flagWins = try await Rowcast.run(["slot", "status", "--slot", "no_such_slot", "--db", url], environment: ["ROWCAST_DB": "postgresql://127.0.0.1:1/x"])
         #expect(flagWins.status == 1)
     }
 }
@@ -167,7 +167,7 @@ struct ReplicationTailTests {
     /// line) says so, or the output ends. Never drops a line tail already wrote: the
     /// rest of the chunk in hand is kept too, and after the process is gone
     /// ``drain(_:)`` returns every complete line still in the pipe.
-    final class LineReader {
+    final class LineReader: @unchecked Sendable {
         private let pipe: Pipe
         private var buffer = Data()
 
@@ -231,56 +231,59 @@ struct ReplicationTailTests {
         return high << 32 | low
     }
 
-    @Test func killNineMidStreamThenRestartLosesNothing() throws {
-        let url = try Rowcast.freshDatabase()
+    @Test func killNineMidStreamThenRestartLosesNothing() async throws {
+        let url = try await Rowcast.freshDatabase()
         let slot = OperationsTests.slotName()
-        try Rowcast.psql(url, "CREATE TABLE crash (id int PRIMARY KEY, pad text)")
-        #expect(try Rowcast.run(["setup", "--mode", "replication", "--table", "crash", "--slot", slot, "--db", url]).status == 0)
-        defer { _ = try? Rowcast.run(["slot", "drop", slot, "--force", "--db", url]) }
+        try await Rowcast.psql(url, "CREATE TABLE crash (id int PRIMARY KEY, pad text)")
+        #expect(try await Rowcast.run(["setup", "--mode", "replication", "--table", "crash", "--slot", slot, "--db", url]).status == 0)
+        defer { _ = try? Rowcast.runBlocking(["slot", "drop", slot, "--force", "--db", url]) }
         // 20,000 rows in 200 transactions.
         let script = (0..<200).map { "INSERT INTO crash SELECT g, repeat('p', 50) FROM generate_series(\($0 * 100 + 1), \($0 * 100 + 100)) g;" }.joined(separator: "\n")
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("rowcast-crash-\(slot).sql")
         try script.write(to: file, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: file) }
-        let load = Process()
-        load.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        load.arguments = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-f", file.path]
-        try load.run()
-        load.waitUntilExit()
-        #expect(load.terminationStatus == 0)
+        let load = try await onThread("psql -f to load 20,000 rows") {
+            try runChild("psql", ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-f", file.path])
+        }
+        #expect(load.status == 0, "\(load.stderr)")
 
         let arguments = ["tail", "--mode", "replication", "--table", "crash", "--slot", slot, "--status-interval", "0.05", "--db", url]
-        let initial = try #require(Self.lsnValue(try Rowcast.psql(url, "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'")))
+        let initial = try #require(Self.lsnValue(try await Rowcast.psql(url, "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'")))
         let (first, firstPipe) = try Self.start(arguments)
         // Read slowly enough that tail confirms part of what it printed before it dies.
-        var count = 0
         let firstReader = LineReader(firstPipe)
-        var before = firstReader.read { _ in
-            count += 1
-            if count % 1_000 == 0 { Thread.sleep(forTimeInterval: 0.2) }
-            return count >= 5_000
+        var before = try await onThread("5,000 lines from the first tail", within: 150) {
+            var count = 0
+            return firstReader.read { _ in
+                count += 1
+                if count % 1_000 == 0 { Thread.sleep(forTimeInterval: 0.2) }
+                return count >= 5_000
+            }
         }
         kill(first.processIdentifier, SIGKILL)
-        first.waitUntilExit()
+        _ = try await first.exit(within: 60)
         // What tail wrote before it died counts as printed (it may be confirmed).
-        before += firstReader.drain()
-        let confirmed = try #require(Self.lsnValue(try Rowcast.psql(url, "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'")))
+        before += try await onThread("the rest of the first tail's output", within: 60) { firstReader.drain() }
+        let confirmed = try #require(Self.lsnValue(try await Rowcast.psql(url, "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'")))
         #expect(confirmed > initial, "tail confirmed progress while streaming")
         #expect(confirmed <= (before.compactMap(Self.parse).map(\.lsn).max() ?? 0) + 1_000_000, "nothing far beyond what was read was confirmed")
 
         let (second, secondPipe) = try Self.start(arguments)
-        var seen = Set(before.compactMap { Self.parse($0)?.id })
-        let after = Self.read(second, pipe: secondPipe) { line in
-            if let id = Self.parse(line)?.id { seen.insert(id) }
-            return seen.count >= 20_000
+        let printed = Set(before.compactMap { Self.parse($0)?.id })
+        let secondReader = LineReader(secondPipe)
+        let after = try await onThread("the second tail to print every row", within: 150) {
+            var seen = printed
+            return secondReader.read { line in
+                if let id = Self.parse(line)?.id { seen.insert(id) }
+                return seen.count >= 20_000
+            }
         }
         kill(second.processIdentifier, SIGINT)
-        second.waitUntilExit()
-        #expect(second.terminationStatus == 0)
+        #expect(try await second.exit(within: 60) == 0)
 
         let firstRecords = before.compactMap(Self.parse)
         let secondRecords = after.compactMap(Self.parse)
-        seen = Set(firstRecords.map(\.id)).union(secondRecords.map(\.id))
+        let seen = Set(firstRecords.map(\.id)).union(secondRecords.map(\.id))
         let missing = Set(1...20_000).subtracting(seen)
         #expect(missing.isEmpty, "every row printed at least once: \(missing.count) missing, e.g. \(missing.sorted().prefix(5))")
         let printedBefore = Set(firstRecords.map(\.cursor))
@@ -288,38 +291,38 @@ struct ReplicationTailTests {
         #expect(repeats.allSatisfy { $0.lsn >= confirmed }, "repeats are confined to what was not acknowledged")
         #expect(!secondRecords.contains { $0.lsn < confirmed }, "nothing acknowledged is sent again")
         // On SIGINT, tail confirmed everything it printed.
-        let finalConfirmed = try #require(Self.lsnValue(try Rowcast.psql(url, "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'")))
+        let finalConfirmed = try #require(Self.lsnValue(try await Rowcast.psql(url, "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'")))
         #expect(finalConfirmed > (secondRecords.map(\.lsn).max() ?? 0))
     }
 }
 
 extension ReplicationTailTests {
-    @Test func tailWithEndposPrintsTheBacklogAndExits() throws {
-        let url = try Rowcast.freshDatabase()
+    @Test func tailWithEndposPrintsTheBacklogAndExits() async throws {
+        let url = try await Rowcast.freshDatabase()
         let slot = OperationsTests.slotName()
-        try Rowcast.psql(url, "CREATE TABLE backlog (id int PRIMARY KEY)")
-        #expect(try Rowcast.run(["setup", "--mode", "replication", "--table", "backlog", "--slot", slot, "--db", url]).status == 0)
-        defer { _ = try? Rowcast.run(["slot", "drop", slot, "--force", "--db", url]) }
+        try await Rowcast.psql(url, "CREATE TABLE backlog (id int PRIMARY KEY)")
+        #expect(try await Rowcast.run(["setup", "--mode", "replication", "--table", "backlog", "--slot", slot, "--db", url]).status == 0)
+        defer { _ = try? Rowcast.runBlocking(["slot", "drop", slot, "--force", "--db", url]) }
         for batch in 0..<3 {
-            try Rowcast.psql(url, "INSERT INTO backlog SELECT g FROM generate_series(\(batch * 100 + 1), \(batch * 100 + 100)) g")
+            try await Rowcast.psql(url, "INSERT INTO backlog SELECT g FROM generate_series(\(batch * 100 + 1), \(batch * 100 + 100)) g")
         }
-        let end = try Rowcast.psql(url, "SELECT pg_current_wal_lsn()")
-        try Rowcast.psql(url, "INSERT INTO backlog VALUES (1000)")  // after the end: not printed
+        let end = try await Rowcast.psql(url, "SELECT pg_current_wal_lsn()")
+        try await Rowcast.psql(url, "INSERT INTO backlog VALUES (1000)")  // after the end: not printed
 
-        let tail = try Rowcast.run(["tail", "--mode", "replication", "--slot", slot, "--endpos", end, "--db", url])
+        let tail = try await Rowcast.run(["tail", "--mode", "replication", "--slot", slot, "--endpos", end, "--db", url])
         #expect(tail.status == 0, "stderr: \(tail.stderr)")
         let ids = tail.stdout.split(separator: "\n").compactMap { Self.parse(String($0))?.id }
         #expect(ids == Array(1...300))
-        let confirmed = try #require(Self.lsnValue(try Rowcast.psql(url, "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'")))
+        let confirmed = try #require(Self.lsnValue(try await Rowcast.psql(url, "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'")))
         #expect(confirmed >= Self.lsnValue(end) ?? .max, "what was printed is confirmed")
 
         // Rows over 1 MB go to stdout straight from their bytes: whole lines still.
-        try Rowcast.psql(url, "CREATE TABLE wide (id int PRIMARY KEY, body text)")
-        #expect(try Rowcast.run(["setup", "--mode", "replication", "--table", "wide", "--slot", slot + "_w", "--db", url]).status == 0)
-        defer { _ = try? Rowcast.run(["slot", "drop", slot + "_w", "--force", "--db", url]) }
-        try Rowcast.psql(url, #"INSERT INTO wide VALUES (1, 'a'), (2, repeat('é"\', 1000000)), (3, 'c')"#)
-        let wideEnd = try Rowcast.psql(url, "SELECT pg_current_wal_lsn()")
-        let wide = try Rowcast.run(["tail", "--mode", "replication", "--slot", slot + "_w", "--endpos", wideEnd, "--db", url])
+        try await Rowcast.psql(url, "CREATE TABLE wide (id int PRIMARY KEY, body text)")
+        #expect(try await Rowcast.run(["setup", "--mode", "replication", "--table", "wide", "--slot", slot + "_w", "--db", url]).status == 0)
+        defer { _ = try? Rowcast.runBlocking(["slot", "drop", slot + "_w", "--force", "--db", url]) }
+        try await Rowcast.psql(url, #"INSERT INTO wide VALUES (1, 'a'), (2, repeat('é"\', 1000000)), (3, 'c')"#)
+        let wideEnd = try await Rowcast.psql(url, "SELECT pg_current_wal_lsn()")
+        let wide = try await Rowcast.run(["tail", "--mode", "replication", "--slot", slot + "_w", "--endpos", wideEnd, "--db", url])
         #expect(wide.status == 0, "stderr: \(wide.stderr)")
         let rows = wide.stdout.split(separator: "\n").map { line in
             (try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["row"] as? [String: Any]
@@ -327,7 +330,7 @@ extension ReplicationTailTests {
         #expect(rows.map { $0?["id"] as? Int } == [1, 2, 3])
         #expect((rows[1]?["body"] as? String) == String(repeating: "é\"\\", count: 1_000_000))
 
-        let bad = try Rowcast.run(["tail", "--mode", "replication", "--endpos", "yesterday", "--db", url])
+        let bad = try await Rowcast.run(["tail", "--mode", "replication", "--endpos", "yesterday", "--db", url])
         #expect(bad.status == 2)
         #expect(bad.stderr.contains("is not a WAL position"))
     }
@@ -335,30 +338,30 @@ extension ReplicationTailTests {
 
 @Suite(.enabled(if: Rowcast.databaseURL != nil, "needs the cluster that make test starts"), .timeLimit(.minutes(3)))
 struct ReplicationSetupCLITests {
-    @Test func setupIsIdempotentAndTeardownKeepsTheSlotUnlessAsked() throws {
-        let url = try Rowcast.freshDatabase()
+    @Test func setupIsIdempotentAndTeardownKeepsTheSlotUnlessAsked() async throws {
+        let url = try await Rowcast.freshDatabase()
         let slot = OperationsTests.slotName()
-        defer { _ = try? Rowcast.run(["slot", "drop", slot, "--db", url]) }
-        try Rowcast.psql(url, "CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id int PRIMARY KEY)")
-        let first = try Rowcast.run(["setup", "--mode", "replication", "--table", "a", "--slot", slot, "--db", url])
+        defer { _ = try? Rowcast.runBlocking(["slot", "drop", slot, "--db", url]) }
+        try await Rowcast.psql(url, "CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id int PRIMARY KEY)")
+        let first = try await Rowcast.run(["setup", "--mode", "replication", "--table", "a", "--slot", slot, "--db", url])
         #expect(first.status == 0, "stderr: \(first.stderr)")
         #expect(first.stdout.contains("created publication rowcast for public.a"))
         #expect(first.stdout.contains("created replication slot \(slot)"))
-        let again = try Rowcast.run(["setup", "--mode", "replication", "--table", "a", "--table", "b", "--slot", slot, "--db", url])
+        let again = try await Rowcast.run(["setup", "--mode", "replication", "--table", "a", "--table", "b", "--slot", slot, "--db", url])
         #expect(again.status == 0)
         #expect(again.stdout == "added public.b to publication rowcast\n")
-        #expect(try Rowcast.psql(url, "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_publication_tables WHERE pubname = 'rowcast'") == "a,b")
-        let unknown = try Rowcast.run(["setup", "--mode", "replication", "--table", "nope", "--slot", slot, "--db", url])
+        #expect(try await Rowcast.psql(url, "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_publication_tables WHERE pubname = 'rowcast'") == "a,b")
+        let unknown = try await Rowcast.run(["setup", "--mode", "replication", "--table", "nope", "--slot", slot, "--db", url])
         #expect(unknown.status == 1)
         #expect(unknown.stderr.contains("table public.nope does not exist"))
 
-        let keep = try Rowcast.run(["teardown", "--mode", "replication", "--slot", slot, "--db", url])
+        let keep = try await Rowcast.run(["teardown", "--mode", "replication", "--slot", slot, "--db", url])
         #expect(keep.status == 0)
         #expect(keep.stdout.contains("kept replication slot \(slot); pass --drop-slot"))
-        #expect(try Rowcast.psql(url, "SELECT count(*) FROM pg_publication") == "0")
-        #expect(try Rowcast.psql(url, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '\(slot)'") == "1")
-        let drop = try Rowcast.run(["teardown", "--mode", "replication", "--slot", slot, "--drop-slot", "--db", url])
+        #expect(try await Rowcast.psql(url, "SELECT count(*) FROM pg_publication") == "0")
+        #expect(try await Rowcast.psql(url, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '\(slot)'") == "1")
+        let drop = try await Rowcast.run(["teardown", "--mode", "replication", "--slot", slot, "--drop-slot", "--db", url])
         #expect(drop.status == 0)
-        #expect(try Rowcast.psql(url, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '\(slot)'") == "0")
+        #expect(try await Rowcast.psql(url, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '\(slot)'") == "0")
     }
 }

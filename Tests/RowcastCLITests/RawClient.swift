@@ -89,6 +89,18 @@ final class RawClient: @unchecked Sendable {
         return line.split(separator: " ").dropFirst().first.map(String.init) ?? "no response"
     }
 
+    /// The body of `GET path` on a connection of its own that closes after the
+    /// response; fails naming what arrived when no whole response came in 30 s.
+    static func body(port: Int, path: String) throws -> Data {
+        let client = try RawClient(port: port)
+        client.send("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        let closed = client.readUntilClosed(seconds: 30)
+        guard closed, let start = client.received.range(of: Data("\r\n\r\n".utf8)) else {
+            throw Failure("GET \(path) on port \(port): \(closed ? "closed" : "still open") after \(client.received.count) bytes: \(String(decoding: client.received.prefix(300), as: UTF8.self))")
+        }
+        return client.received[start.upperBound...]
+    }
+
     /// Sends one masked text frame, as a browser would.
     func sendText(_ text: String) {
         let payload = Array(text.utf8)

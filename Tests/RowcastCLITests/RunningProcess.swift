@@ -45,12 +45,17 @@ final class RunningProcess: Sendable {
         // A thread that blocks on the pipe, not a readabilityHandler: dispatch read
         // sources on pipes that close while other tests spawn processes have crashed
         // libdispatch's event loop here, and stalled every timer with it.
+        // The output also goes to a file of its own when make test asks for one, so that
+        // its watchdog can show what each child said last if the run hangs.
+        let log = ChildLog(pid: process.processIdentifier, command: [executable] + arguments)
         let collected = stderr
         let reader = err.fileHandleForReading
         Thread {
             while case let data = reader.availableData, !data.isEmpty {
                 collected.text.withLock { $0 += String(decoding: data, as: UTF8.self) }
+                log?.append(data)
             }
+            log?.close()
         }.start()
     }
 
@@ -114,5 +119,20 @@ final class RunningProcess: Sendable {
 
     deinit {
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    }
+}
+
+extension Process {
+    /// Waits for the process to exit and returns its status; kills it and fails naming
+    /// it when it has not exited within `seconds`.
+    func exit(within seconds: Double = 60) async throws -> Int32 {
+        let name = executableURL?.lastPathComponent ?? "a child"
+        do {
+            try await eventually("\(name) \(arguments?.first ?? "") to exit", within: seconds) { !self.isRunning }
+        } catch {
+            kill(processIdentifier, SIGKILL)
+            throw error
+        }
+        return terminationStatus
     }
 }

@@ -12,12 +12,6 @@ import Testing
 /// from other origins, requests for other hosts.
 @Suite(.enabled(if: Rowcast.databaseURL != nil, "needs the cluster that make test starts"), .timeLimit(.minutes(3)))
 struct ServeFaultTests {
-    static func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { continuation in
-            Thread { continuation.resume(with: Result { try body() }) }.start()
-        }
-    }
-
     /// Polls `condition` every 100 ms until it holds or `seconds` pass.
     static func eventually(seconds: Double = 60, _ condition: () async throws -> Bool) async rethrows -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
@@ -31,21 +25,15 @@ struct ServeFaultTests {
     /// `GET /status` on a connection of its own that closes after the response, so
     /// that no keep-alive connection counts among the server's descriptors.
     static func status(port: String) async throws -> [String: Any] {
-        let body = try await onThread { () throws -> Data in
-            let client = try RawClient(port: Int(port) ?? 0)
-            client.send("GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-            _ = client.readUntilClosed(seconds: 30)
-            guard let start = client.received.range(of: Data("\r\n\r\n".utf8)) else { throw Failure("no response") }
-            return client.received[start.upperBound...]
-        }
+        let body = try await onThread("GET /status on port \(port)", within: 60) { try RawClient.body(port: Int(port) ?? 0, path: "/status") }
         return try #require(try JSONSerialization.jsonObject(with: body) as? [String: Any])
     }
 
     /// A table with the trigger, and `serve --mode trigger` on it with `arguments`.
     static func serve(table: String, _ arguments: [String] = []) async throws -> (RunningProcess, port: String, url: String) {
-        let url = try Rowcast.freshDatabase()
-        try Rowcast.psql(url, "CREATE TABLE \(table) (id int PRIMARY KEY, body text)")
-        #expect(try Rowcast.run(["setup", "--mode", "trigger", "--table", table, "--db", url]).status == 0)
+        let url = try await Rowcast.freshDatabase()
+        try await Rowcast.psql(url, "CREATE TABLE \(table) (id int PRIMARY KEY, body text)")
+        #expect(try await Rowcast.run(["setup", "--mode", "trigger", "--table", table, "--db", url]).status == 0)
         let server = try RunningProcess(Rowcast.binary.path, ["serve", "--mode", "trigger", "--table", table, "--port", "0", "--db", url] + arguments)
         let port = try await server.waitFor(#"serving trigger mode on http://127\.0\.0\.1:(\d+)/"#)
         return (server, port, url)
@@ -54,9 +42,9 @@ struct ServeFaultTests {
     /// Every client holds a descriptor: serve started under a soft limit of 256 open
     /// files (the hard limit higher) raises it, instead of refusing clients past it.
     @Test func serveRaisesItsOpenFileLimitToTheHardLimit() async throws {
-        let url = try Rowcast.freshDatabase()
-        try Rowcast.psql(url, "CREATE TABLE limited (id int PRIMARY KEY)")
-        #expect(try Rowcast.run(["setup", "--mode", "trigger", "--table", "limited", "--db", url]).status == 0)
+        let url = try await Rowcast.freshDatabase()
+        try await Rowcast.psql(url, "CREATE TABLE limited (id int PRIMARY KEY)")
+        #expect(try await Rowcast.run(["setup", "--mode", "trigger", "--table", "limited", "--db", url]).status == 0)
         let server = try RunningProcess("/bin/sh", [
             "-c", "ulimit -S -n 256 && exec \"$0\" serve --mode trigger --table limited --port 0 --db \"$1\"", Rowcast.binary.path, url,
         ])
@@ -78,7 +66,7 @@ struct ServeFaultTests {
         let baseline = server.openSockets
         let baselineList = server.describeDescriptors
         let portNumber = try #require(Int(port))
-        let clients = try await Self.onThread { () throws -> [RawClient] in
+        let clients = try await onThread("a stalled WebSocket, SSE and Socket.IO client to subscribe", within: 120) { () throws -> [RawClient] in
             let webSocket = try RawClient(port: portNumber, receiveBuffer: 4096)
             guard webSocket.upgrade() else { throw Failure("no 101: \(String(decoding: webSocket.received, as: UTF8.self))") }
             webSocket.sendText(#"{"event":"ready for data","data":{}}"#)
@@ -100,14 +88,14 @@ struct ServeFaultTests {
         #expect(try await Self.status(port: port)["clients"] as? Int == 3)
         // Neither reads again. 20 MB of rows: far more than their queues (1 MB) and the socket buffers hold.
         for batch in 0..<20 {
-            try Rowcast.psql(url, "INSERT INTO stalled SELECT g, repeat('x', 100000) FROM generate_series(\(batch * 10 + 1), \(batch * 10 + 10)) g")
+            try await Rowcast.psql(url, "INSERT INTO stalled SELECT g, repeat('x', 100000) FROM generate_series(\(batch * 10 + 1), \(batch * 10 + 10)) g")
         }
         let written = Date()
         let released = try await Self.eventually { server.openSockets <= baseline }
         let seconds = Date().timeIntervalSince(written)
         #expect(released, "serve still holds \(server.openSockets - baseline) more sockets than before the clients came: \(server.describeDescriptors) (before: \(baselineList))")
         #expect(try await Self.status(port: port)["clients"] as? Int == 0)
-        let closed = try await Self.onThread { clients.map { $0.readUntilClosed(seconds: 30) } }
+        let closed = try await onThread("serve to close the stalled clients", within: 120) { clients.map { $0.readUntilClosed(seconds: 30) } }
         #expect(closed == [true, true, true], "the server closed every connection (WebSocket, SSE, Socket.IO)")
         print("rowcast-test: stalled clients released \(String(format: "%.1f", seconds)) s after the last insert; serve RSS \(server.residentMegabytes) MB")
         #expect(try await server.stop() == 0, "serve output:\n\(server.output.suffix(2000))")
@@ -142,7 +130,7 @@ struct ServeFaultTests {
             ("/status", "localhost:\(port)", nil, false, "200"),
         ]
         for item in cases {
-            let status = try await Self.onThread {
+            let status = try await onThread("\(item.path) with Host \(item.host)", within: 60) {
                 try RawClient.status(port: portNumber, path: item.path, host: item.host, headers: item.origin.map { ["Origin": $0] } ?? [:], upgrade: item.upgrade)
             }
             #expect(status == item.expected, "\(item.path) Host \(item.host) Origin \(item.origin ?? "none")")
@@ -190,13 +178,13 @@ struct ServeFaultTests {
         // Rows flow while 1,000 clients come and go, 20 at a time.
         let writer = Task.detached {
             for batch in 0..<(rows / 10) {
-                try Rowcast.psql(url, "INSERT INTO churn SELECT g, 'row ' || g FROM generate_series(\(batch * 10 + 1), \(batch * 10 + 10)) g")
+                try await Rowcast.psql(url, "INSERT INTO churn SELECT g, 'row ' || g FROM generate_series(\(batch * 10 + 1), \(batch * 10 + 10)) g")
             }
         }
         var rss: [Int] = []
         var subscribed = 0
         for round in 0..<2 {
-            subscribed += try await Self.onThread {
+            subscribed += try await onThread("500 clients to come and go", within: 150) {
                 let done = Mutex(0)
                 DispatchQueue.concurrentPerform(iterations: 20) { _ in
                     for _ in 0..<25 where Self.churnOnce(port: portNumber) { done.withLock { $0 += 1 } }
@@ -208,12 +196,14 @@ struct ServeFaultTests {
             rss.append(server.residentMegabytes)
             _ = round
         }
-        try await writer.value
+        try await within(120, "the churn test's writer") { try await writer.value }
         #expect(subscribed == 1_000, "every churning client subscribed")
         let complete = try await Self.eventually { received.withLock { $0.allSatisfy { $0.count >= rows } } }
         let inOrder = received.withLock { $0.allSatisfy { $0 == Array(1...rows) } }
         #expect(complete && inOrder, "steady clients got \(received.withLock { $0.map(\.count) }) of \(rows) rows, in order: \(inOrder)")
-        for task in steadyTasks { _ = try? await task.value }
+        try await within(60, "the steady clients to close", seen: { "\(received.withLock { $0.map(\.count) }) rows" }) {
+            for task in steadyTasks { _ = try? await task.value }
+        }
         let released = try await Self.eventually { server.openSockets <= baseline - steady }
         #expect(released, "serve holds \(server.openSockets) sockets, \(baseline - steady) before any client came")
         // A leak would grow with every client; the second 500 must cost no more than the first.

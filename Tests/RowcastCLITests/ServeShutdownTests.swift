@@ -1,4 +1,5 @@
 import Foundation
+import RowcastTestSupport
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
@@ -17,8 +18,8 @@ import Testing
 )
 struct ServeShutdownTests {
     @Test func sigtermClosesClientsWith1001AndConfirmsOnlyWhatTheWindowLetGo() async throws {
-        let url = try Rowcast.freshDatabase()
-        try Rowcast.psql(url, "CREATE TABLE orders (id int PRIMARY KEY, note text)")
+        let url = try await Rowcast.freshDatabase()
+        try await Rowcast.psql(url, "CREATE TABLE orders (id int PRIMARY KEY, note text)")
         let slot = "shutdown_" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
         let binary = Rowcast.binary.path
         // A status interval far longer than the test: only the shutdown can confirm.
@@ -27,20 +28,24 @@ struct ServeShutdownTests {
             "--status-interval", "600", "--resume-window", "10", "--port", "0", "--db", url,
         ])
         let port = try await server.waitFor(#"serving replication mode on http://127\.0\.0\.1:(\d+)/"#)
-        defer { try? Rowcast.psql(url, "SELECT pg_drop_replication_slot('\(slot)')") }
+        defer { try? Rowcast.psqlBlocking(url, "SELECT pg_drop_replication_slot('\(slot)')") }
 
-        var logger = Logger(label: "client")
-        logger.logLevel = .warning
+        let logger = {
+            var logger = Logger(label: "client")
+            logger.logLevel = .warning
+            return logger
+        }()
         let lsns = Mutex<[String]>([])
         let lastCursor = Mutex<String?>(nil)
-        let close = try await WebSocketClient.connect(url: "ws://127.0.0.1:\(port)/ws", configuration: .init(maxFrameSize: 1 << 24), logger: logger) { inbound, outbound, _ in
+        let close = try await within(120, "a WebSocket session through serve's shutdown", seen: { "\(lsns.withLock { $0.count }) records; serve:\n\(server.output.suffix(1000))" }) {
+          try await WebSocketClient.connect(url: "ws://127.0.0.1:\(port)/ws", configuration: .init(maxFrameSize: 1 << 24), logger: logger) { inbound, outbound, _ in
             var messages = inbound.messages(maxSize: 1 << 24).makeAsyncIterator()
             _ = try await messages.next()
             try await outbound.write(.text(#"{"event":"ready for data","data":{}}"#))
             _ = try await messages.next()
             // Fifty transactions: the window keeps the last ten.
             // (psql -c runs a string as one transaction unless it says otherwise.)
-            try Rowcast.psql(url, (1...50).map { "BEGIN; INSERT INTO orders VALUES (\($0), 'x'); COMMIT;" }.joined(separator: "\n"))
+            try await Rowcast.psql(url, (1...50).map { "BEGIN; INSERT INTO orders VALUES (\($0), 'x'); COMMIT;" }.joined(separator: "\n"))
             for _ in 0..<50 {
                 guard case .text(let text) = try await messages.next(),
                     let frame = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
@@ -50,21 +55,19 @@ struct ServeShutdownTests {
                 lastCursor.withLock { $0 = record["cursor"] as? String }
             }
             // /metrics in replication mode: what was captured and sent, and the slot's lag.
-            let metricsURL = try #require(URL(string: "http://127.0.0.1:\(port)/metrics"))
-            let (body, _) = try await URLSession.shared.data(from: metricsURL)
-            let metrics = String(decoding: body, as: UTF8.self)
+            let portNumber = try #require(Int(port))
+            let metrics = String(decoding: try await onThread("GET /metrics", within: 60) { try RawClient.body(port: portNumber, path: "/metrics") }, as: UTF8.self)
             #expect(metrics.contains("rowcast_records_captured_total 50"), "\(metrics)")
             #expect(metrics.contains("rowcast_capture_lag_bytes "))
             // The window (and so the WAL the slot keeps) is visible: ten records.
             #expect(metrics.contains("rowcast_resume_window_records 10"), "\(metrics)")
             #expect(metrics.contains("rowcast_resume_window_oldest_seconds "))
-            let statusURL = try #require(URL(string: "http://127.0.0.1:\(port)/status"))
-            let (statusBody, _) = try await URLSession.shared.data(from: statusURL)
-            let status = try JSONSerialization.jsonObject(with: statusBody) as? [String: Any]
-            #expect(status?["window_records"] as? Int == 10, "\(status ?? [:])")
-            #expect(status?["lag_bytes"] is Int)
+            let status = try await ServeFaultTests.status(port: port)
+            #expect(status["window_records"] as? Int == 10, "\(status)")
+            #expect(status["lag_bytes"] is Int)
             #expect(try await server.stop(SIGTERM) == 0, "serve output:\n\(server.output)")
             while try await messages.next() != nil {}
+          }
         }
         #expect(close?.closeCode == .goingAway)
         let cursor = try #require(lastCursor.withLock { $0 })
@@ -73,10 +76,10 @@ struct ServeShutdownTests {
         let commits = lsns.withLock { $0 }
         try #require(commits.count == 50)
         // The slot is past the 40 transactions the window let go, and before the 10 it kept.
-        let confirmed = try Rowcast.psql(
+        let confirmed = try await Rowcast.psql(
             url, "SELECT confirmed_flush_lsn >= '\(commits[39])'::pg_lsn AND confirmed_flush_lsn < '\(commits[40])'::pg_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'"
         )
-        let actual = try Rowcast.psql(url, "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'")
+        let actual = try await Rowcast.psql(url, "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'")
         #expect(confirmed == "t", "confirmed_flush_lsn \(actual) should be between \(commits[39]) and \(commits[40]); commits \(commits.suffix(12))")
     }
 }

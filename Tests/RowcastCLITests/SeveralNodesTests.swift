@@ -32,18 +32,16 @@ struct SeveralNodesTests {
     }
 
     @Test func threeNodesBehindHAProxyAndOneKilledEveryClientGetsEveryRowOnce() async throws {
-        let url = try Rowcast.freshDatabase()
-        try Rowcast.psql(url, "CREATE TABLE orders (id int PRIMARY KEY)")
+        let url = try await Rowcast.freshDatabase()
+        try await Rowcast.psql(url, "CREATE TABLE orders (id int PRIMARY KEY)")
         let suffix = String(UInt32.random(in: 0...UInt32.max), radix: 36)
         let slots = (1...3).map { "node\($0)_\(suffix)" }
         for slot in slots {
-            let setup = try await ServeFaultTests.onThread {
-                try Rowcast.run(["setup", "--mode", "replication", "--table", "orders", "--slot", slot, "--publication", "orders", "--db", url])
-            }
+            let setup = try await Rowcast.run(["setup", "--mode", "replication", "--table", "orders", "--slot", slot, "--publication", "orders", "--db", url])
             #expect(setup.status == 0, "\(setup.stderr)")
         }
         defer {
-            for slot in slots { _ = try? Rowcast.psql(url, "SELECT pg_drop_replication_slot('\(slot)')") }
+            for slot in slots { _ = try? Rowcast.psqlBlocking(url, "SELECT pg_drop_replication_slot('\(slot)')", seconds: 30) }
         }
         var nodes: [(process: RunningProcess, port: String)] = []
         for slot in slots { nodes.append(try await ResumeAcrossRestartTests.serve(slot: slot, url: url)) }
@@ -68,7 +66,7 @@ struct SeveralNodesTests {
         var health: String?
         while health != "200", Date() < deadline {
             try await pause(for: .milliseconds(100))
-            health = try? await ServeFaultTests.onThread { try RawClient.status(port: front, path: "/healthz", host: "127.0.0.1") }
+            health = try? await onThread("GET /healthz through HAProxy", within: 60) { try RawClient.status(port: front, path: "/healthz", host: "127.0.0.1") }
         }
         try #require(health == "200", "HAProxy did not come up:\n\(proxy.output.suffix(2000))")
         // And every node up in HAProxy's eyes (two passed checks each) before clients
@@ -76,7 +74,7 @@ struct SeveralNodesTests {
         // node's slot.
         var seen: Set<String> = []
         while seen.count < slots.count, Date() < deadline {
-            let body = try? await ServeFaultTests.onThread { () throws -> Data in
+            let body = try? await onThread("GET /status through HAProxy", within: 60) { () throws -> Data in
                 let client = try RawClient(port: front)
                 client.send("GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
                 _ = client.readUntilClosed(seconds: 30)
@@ -94,31 +92,28 @@ struct SeveralNodesTests {
 
         let clients = (0..<200).map { _ in ResumingClient() }
         for client in clients { client.move(to: String(front)) }
-        let running = clients.map { $0.run() }
-        for client in clients { await client.waitUntilSubscribed() }
-        let allSubscribed = clients.allSatisfy { $0.isSubscribed }
-        try #require(allSubscribed, "\(clients.filter { !$0.isSubscribed }.count) clients never subscribed")
+        for client in clients { client.run() }
+        // What the clients have, for a failure message: the least-served client's rows.
+        let progress = { @Sendable in
+            let behind = clients.min { $0.received.count < $1.received.count }
+            return "\(clients.filter { $0.isSubscribed }.count) of \(clients.count) subscribed; the furthest behind: \(behind?.received.summary ?? "")"
+        }
+        try await eventually("all 200 clients to subscribe through HAProxy", within: 90, seen: progress) { clients.allSatisfy { $0.isSubscribed } }
 
         let rows = 300
-        func script(_ ids: ClosedRange<Int>) -> String {
-            ids.map { "BEGIN; INSERT INTO orders VALUES (\($0)); COMMIT; SELECT pg_sleep(0.01);" }.joined(separator: "\n")
-        }
         // Rows 1-100, and every client has them; then node 2 dies without a word while
         // rows 101-300 are being written, so its clients must resume elsewhere. (One
-        // deadline for all: the wait is per client, but a client that lags does not
-        // add a minute.)
-        let (first, rest) = (script(1...100), script(101...rows))
-        _ = try await ServeFaultTests.onThread { try Rowcast.psql(url, first) }
-        for client in clients { await client.received.wait(for: 100) }
-        let underWay = clients.allSatisfy { $0.received.count >= 100 }
-        try #require(underWay, "clients stalled before the kill")
-        let writer = Task { try await ServeFaultTests.onThread { try Rowcast.psql(url, rest) } }
+        // deadline for all clients: a client that lags does not add a minute.)
+        try await Rowcast.psql(url, ResumeAcrossRestartTests.script(1...100))
+        try await eventually("every client to have rows 1-100", within: 90, seen: progress) { clients.allSatisfy { $0.received.count >= 100 } }
+        let writer = Task { try await Rowcast.psql(url, ResumeAcrossRestartTests.script(101...rows)) }
         _ = try await nodes[1].process.stop(SIGKILL)
-        for client in clients { await client.received.wait(for: rows) }
-        _ = try await writer.value
-        for client in clients { client.stop() }
+        try await eventually("every client to have all \(rows) rows after node 2 was killed", within: 120, seen: progress) {
+            clients.allSatisfy { $0.received.count >= rows || !$0.received.errorFrames.isEmpty }
+        }
+        try await within(120, "the writer of rows 101-\(rows)") { try await writer.value }
+        for client in clients { try await client.finish() }
         for node in [nodes[0], nodes[2]] { _ = try await node.process.stop(SIGTERM) }
-        for task in running { await task.value }
         _ = try await proxy.stop(SIGTERM)
 
         let complete = clients.filter { $0.received.ids == Array(1...rows) }

@@ -106,13 +106,6 @@ struct RunningCapture {
     }
 }
 
-/// Runs blocking libpq work off the cooperative pool.
-func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread { continuation.resume(with: Result { try body() }) }.start()
-    }
-}
-
 /// Asks the server whether `row` is exactly `to_jsonb` of the row of `table` whose
 /// `key` column equals the row's, under TimeZone=UTC; returns (expected, actual) as
 /// jsonb text, which normalises key order and whitespace but keeps numeric scale.

@@ -88,7 +88,7 @@ struct TriggerCaptureTests {
             try await pause(for: .milliseconds(20))
             try TriggerSetup.install(on: admin, tables: [table])
         }
-        try await writer.value
+        try await within(120, "300 inserts beside two upgrades") { try await writer.value }
         let records = await capture.sink.wait(for: rows)
         let ids = records.compactMap { record in
             record.row.flatMap { try? JSONSerialization.jsonObject(with: Data($0.bytes)) as? [String: Any] }?["id"] as? Int
@@ -152,7 +152,7 @@ struct TriggerCaptureTests {
         try await withThrowingTaskGroup(of: Void.self) { group in
             for writer in 0..<writers {
                 group.addTask {
-                    try await onThread {
+                    try await onThread("a writer of the concurrent-transactions test", within: 120) {
                         let connection = try LiveDatabase.connect()
                         for n in 0..<perWriter {
                             try connection.execute("INSERT INTO \(table.quoted) VALUES ($1, $2)", [String(writer * perWriter + n), String(writer)])
@@ -279,7 +279,7 @@ struct TriggerSetupTests {
         }
     }
 
-    @Test func setupIsIdempotentAndTheScriptRunsUnderPsql() throws {
+    @Test func setupIsIdempotentAndTheScriptRunsUnderPsql() async throws {
         let table = TableName(schema: "public", name: LiveDatabase.uniqueName("idem"))
         let database = try LiveDatabase.connect()
         try database.execute("CREATE TABLE \(table.quoted) (id int)")
@@ -294,12 +294,10 @@ struct TriggerSetupTests {
         let file = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
             .appendingPathComponent("../../sql/rowcast_trigger.sql").standardized
         #expect(try String(contentsOf: file, encoding: .utf8) == TriggerSetup.installScript)
-        let psql = Process()
-        psql.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        psql.arguments = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", LiveDatabase.url ?? "", "-f", file.path]
-        psql.standardOutput = FileHandle.nullDevice
-        try psql.run()
-        psql.waitUntilExit()
-        #expect(psql.terminationStatus == 0)
+        let url = LiveDatabase.url ?? ""
+        let psql = try await onThread("psql -f sql/rowcast_trigger.sql") {
+            try runChild("psql", ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-f", file.path])
+        }
+        #expect(psql.status == 0, "\(psql.stderr)")
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import RowcastCore
 import RowcastServer
+import RowcastTestSupport
 import Testing
 
 @Suite struct BroadcasterTests {
@@ -13,114 +14,124 @@ import Testing
         return record
     }
 
-    @Test func eachRecordIsEncodedOnceAndItsBytesShared() async {
-        let broadcaster = Broadcaster(queueLimit: 16, resumeWindow: 0)
-        let a = broadcaster.register(), b = broadcaster.register()
-        broadcaster.subscribe(a.id, to: .everything)
-        broadcaster.subscribe(b.id, to: .everything)
-        broadcaster.deliver(Self.record(1))
-        var frames: [ByteBuffer] = []
-        for registration in [a, b] {
-            var iterator = registration.stream.makeAsyncIterator()
-            _ = await iterator.next()  // subscribed
-            if case .frame(let frame, let cursor)? = await iterator.next() {
-                frames.append(frame)
-                #expect(cursor == Self.record(1).cursor.description)
+    @Test func eachRecordIsEncodedOnceAndItsBytesShared() async throws {
+        try await within(60, "each record is encoded once and its bytes shared") {
+            let broadcaster = Broadcaster(queueLimit: 16, resumeWindow: 0)
+            let a = broadcaster.register(), b = broadcaster.register()
+            broadcaster.subscribe(a.id, to: .everything)
+            broadcaster.subscribe(b.id, to: .everything)
+            broadcaster.deliver(Self.record(1))
+            var frames: [ByteBuffer] = []
+            for registration in [a, b] {
+                var iterator = registration.stream.makeAsyncIterator()
+                _ = await iterator.next()  // subscribed
+                if case .frame(let frame, let cursor)? = await iterator.next() {
+                    frames.append(frame)
+                    #expect(cursor == Self.record(1).cursor.description)
+                }
             }
+            #expect(frames.count == 2)
+            // Same storage, not an equal copy.
+            let pointers = frames.map { $0.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) } }
+            #expect(pointers[0] == pointers[1])
         }
-        #expect(frames.count == 2)
-        // Same storage, not an equal copy.
-        let pointers = frames.map { $0.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) } }
-        #expect(pointers[0] == pointers[1])
     }
 
     /// Socket.IO clients share one packet per record too, built from the same frame:
     /// `42["update",RECORD,"CURSOR"]`; `subscribed` ends with the offset to recover from.
-    @Test func socketIOClientsShareOnePacketPerRecord() async {
-        let broadcaster = Broadcaster(queueLimit: 16, resumeWindow: 0)
-        let a = broadcaster.register(speaking: .socketIO), b = broadcaster.register(speaking: .socketIO), plain = broadcaster.register()
-        for client in [a, b, plain] { broadcaster.subscribe(client.id, to: .everything) }
-        broadcaster.deliver(Self.record(1))
-        let cursor = Self.record(1).cursor.description
-        var packets: [ByteBuffer] = []
-        for registration in [a, b] {
-            var iterator = registration.stream.makeAsyncIterator()
-            if case .frame(let subscribed, nil)? = await iterator.next() {
-                #expect(String(buffer: subscribed).hasPrefix(#"42["subscribed",{"#))
+    @Test func socketIOClientsShareOnePacketPerRecord() async throws {
+        try await within(60, "socket i o clients share one packet per record") {
+            let broadcaster = Broadcaster(queueLimit: 16, resumeWindow: 0)
+            let a = broadcaster.register(speaking: .socketIO), b = broadcaster.register(speaking: .socketIO), plain = broadcaster.register()
+            for client in [a, b, plain] { broadcaster.subscribe(client.id, to: .everything) }
+            broadcaster.deliver(Self.record(1))
+            let cursor = Self.record(1).cursor.description
+            var packets: [ByteBuffer] = []
+            for registration in [a, b] {
+                var iterator = registration.stream.makeAsyncIterator()
+                if case .frame(let subscribed, nil)? = await iterator.next() {
+                    #expect(String(buffer: subscribed).hasPrefix(#"42["subscribed",{"#))
+                }
+                if case .frame(let packet, cursor)? = await iterator.next() { packets.append(packet) }
             }
-            if case .frame(let packet, cursor)? = await iterator.next() { packets.append(packet) }
+            #expect(packets.count == 2)
+            #expect(packets.first.map { String(buffer: $0) } == #"42["update",{"cursor":"\#(cursor)","source":"trigger","op":"insert","schema":"public","table":"t","row":{"id":1}},"\#(cursor)"]"#)
+            let pointers = packets.map { $0.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) } }
+            #expect(pointers[0] == pointers[1])
+            var iterator = plain.stream.makeAsyncIterator()
+            _ = await iterator.next()
+            if case .frame(let frame, _)? = await iterator.next() { #expect(String(buffer: frame).hasPrefix(#"{"event":"update","data":"#)) }
         }
-        #expect(packets.count == 2)
-        #expect(packets.first.map { String(buffer: $0) } == #"42["update",{"cursor":"\#(cursor)","source":"trigger","op":"insert","schema":"public","table":"t","row":{"id":1}},"\#(cursor)"]"#)
-        let pointers = packets.map { $0.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) } }
-        #expect(pointers[0] == pointers[1])
-        var iterator = plain.stream.makeAsyncIterator()
-        _ = await iterator.next()
-        if case .frame(let frame, _)? = await iterator.next() { #expect(String(buffer: frame).hasPrefix(#"{"event":"update","data":"#)) }
     }
 
     /// Recovery queues the CONNECT answer, then what the client missed, then live
     /// records: no `subscribed`, no gap, no repeat; an offset older than the window
     /// recovers nothing.
-    @Test func recoverQueuesTheReplyThenTheMissedRecords() async {
-        let broadcaster = Broadcaster(queueLimit: 64, resumeWindow: 3)
-        for n in 1...5 { broadcaster.deliver(Self.record(UInt64(n))) }
-        let client = broadcaster.register(speaking: .socketIO)
-        #expect(!broadcaster.recover(client.id, to: .everything, since: Self.record(1).cursor, reply: ByteBuffer(string: "40{}")))
-        #expect(broadcaster.recover(client.id, to: .everything, since: Self.record(3).cursor, reply: ByteBuffer(string: "40{}")))
-        broadcaster.deliver(Self.record(6))
-        var seen: [String] = []
-        var iterator = client.stream.makeAsyncIterator()
-        for _ in 0..<4 {
-            if case .frame(let packet, let cursor)? = await iterator.next() { seen.append(cursor ?? String(buffer: packet)) }
+    @Test func recoverQueuesTheReplyThenTheMissedRecords() async throws {
+        try await within(60, "recover queues the reply then the missed records") {
+            let broadcaster = Broadcaster(queueLimit: 64, resumeWindow: 3)
+            for n in 1...5 { broadcaster.deliver(Self.record(UInt64(n))) }
+            let client = broadcaster.register(speaking: .socketIO)
+            #expect(!broadcaster.recover(client.id, to: .everything, since: Self.record(1).cursor, reply: ByteBuffer(string: "40{}")))
+            #expect(broadcaster.recover(client.id, to: .everything, since: Self.record(3).cursor, reply: ByteBuffer(string: "40{}")))
+            broadcaster.deliver(Self.record(6))
+            var seen: [String] = []
+            var iterator = client.stream.makeAsyncIterator()
+            for _ in 0..<4 {
+                if case .frame(let packet, let cursor)? = await iterator.next() { seen.append(cursor ?? String(buffer: packet)) }
+            }
+            #expect(seen == ["40{}"] + [4, 5, 6].map { Self.record($0).cursor.description })
         }
-        #expect(seen == ["40{}"] + [4, 5, 6].map { Self.record($0).cursor.description })
     }
 
-    @Test func aClientThatFallsBehindIsCutOffWithoutTouchingTheOthers() async {
-        let broadcaster = Broadcaster(queueLimit: 64, resumeWindow: 0)
-        let slow = broadcaster.register(), fast = broadcaster.register()
-        broadcaster.subscribe(slow.id, to: .everything)
-        broadcaster.subscribe(fast.id, to: .everything)
-        var fastFrames = 0
-        var iterator = fast.stream.makeAsyncIterator()
-        _ = await iterator.next()  // subscribed
-        for n in 1...1_000 {
-            broadcaster.deliver(Self.record(UInt64(n)))
-            // The fast client keeps up; the slow one never reads.
-            if case .frame? = await iterator.next() { fastFrames += 1 }
+    @Test func aClientThatFallsBehindIsCutOffWithoutTouchingTheOthers() async throws {
+        try await within(60, "a client that falls behind is cut off without touching the others") {
+            let broadcaster = Broadcaster(queueLimit: 64, resumeWindow: 0)
+            let slow = broadcaster.register(), fast = broadcaster.register()
+            broadcaster.subscribe(slow.id, to: .everything)
+            broadcaster.subscribe(fast.id, to: .everything)
+            var fastFrames = 0
+            var iterator = fast.stream.makeAsyncIterator()
+            _ = await iterator.next()  // subscribed
+            for n in 1...1_000 {
+                broadcaster.deliver(Self.record(UInt64(n)))
+                // The fast client keeps up; the slow one never reads.
+                if case .frame? = await iterator.next() { fastFrames += 1 }
+            }
+            #expect(fastFrames == 1_000)
+            #expect(slow.endReason == .tooSlow)
+            #expect(fast.endReason == nil)
+            // The slow client's queue ends after what it had room for, so its session can close it.
+            var queued = 0
+            for await _ in slow.stream { queued += 1 }
+            #expect(queued == 64)
+            #expect(broadcaster.clientCount == 1)
         }
-        #expect(fastFrames == 1_000)
-        #expect(slow.endReason == .tooSlow)
-        #expect(fast.endReason == nil)
-        // The slow client's queue ends after what it had room for, so its session can close it.
-        var queued = 0
-        for await _ in slow.stream { queued += 1 }
-        #expect(queued == 64)
-        #expect(broadcaster.clientCount == 1)
     }
 
-    @Test func closeAllEndsEveryQueueAfterWhatIsQueuedAndCountsConnectionsUntilTheyLeave() async {
-        let broadcaster = Broadcaster(queueLimit: 64, resumeWindow: 0)
-        let client = broadcaster.register()
-        broadcaster.subscribe(client.id, to: .everything)
-        for n in 1...3 { broadcaster.deliver(Self.record(UInt64(n))) }
-        broadcaster.closeAll()
-        #expect(client.endReason == .shuttingDown)
-        // Shutting down, the session still writes what was queued (subscribed + 3 updates).
-        var queued = 0
-        for await _ in client.stream { queued += 1 }
-        #expect(queued == 4)
-        #expect(broadcaster.clientCount == 0)
-        #expect(broadcaster.connectionCount == 1, "still open until its session unregisters")
-        broadcaster.unregister(client.id)
-        #expect(broadcaster.connectionCount == 0)
-        // Newcomers during shutdown get an ended queue.
-        let late = broadcaster.register()
-        var lateItems = 0
-        for await _ in late.stream { lateItems += 1 }
-        #expect(lateItems == 0)
-        #expect(broadcaster.connectionCount == 0)
+    @Test func closeAllEndsEveryQueueAfterWhatIsQueuedAndCountsConnectionsUntilTheyLeave() async throws {
+        try await within(60, "close all ends every queue after what is queued and counts connections until they leave") {
+            let broadcaster = Broadcaster(queueLimit: 64, resumeWindow: 0)
+            let client = broadcaster.register()
+            broadcaster.subscribe(client.id, to: .everything)
+            for n in 1...3 { broadcaster.deliver(Self.record(UInt64(n))) }
+            broadcaster.closeAll()
+            #expect(client.endReason == .shuttingDown)
+            // Shutting down, the session still writes what was queued (subscribed + 3 updates).
+            var queued = 0
+            for await _ in client.stream { queued += 1 }
+            #expect(queued == 4)
+            #expect(broadcaster.clientCount == 0)
+            #expect(broadcaster.connectionCount == 1, "still open until its session unregisters")
+            broadcaster.unregister(client.id)
+            #expect(broadcaster.connectionCount == 0)
+            // Newcomers during shutdown get an ended queue.
+            let late = broadcaster.register()
+            var lateItems = 0
+            for await _ in late.stream { lateItems += 1 }
+            #expect(lateItems == 0)
+            #expect(broadcaster.connectionCount == 0)
+        }
     }
 
     static func replicated(_ lsn: UInt64) -> ChangeRecord {
@@ -141,54 +152,60 @@ import Testing
         #expect(broadcaster.flush() == .delivered(through: Self.replicated(101).cursor))
     }
 
-    @Test func aSinceAheadOfThisNodeSkipsWhatTheClientAlreadyHas() async {
-        // A client coming from a node further ahead (or back before this one rebuilt
-        // its window from the slot): it has everything through 105.
-        let broadcaster = Broadcaster(resumeWindow: 100, origin: .replication(commitLSN: 99, index: .max))
-        for lsn in UInt64(100)...102 { broadcaster.deliver(Self.replicated(lsn)) }
-        let client = broadcaster.register()
-        #expect(broadcaster.subscribe(client.id, to: .everything, since: Self.replicated(105).cursor))
-        for lsn in UInt64(103)...107 { broadcaster.deliver(Self.replicated(lsn)) }
-        broadcaster.unregister(client.id)
-        var cursors: [String] = []
-        for await item in client.stream {
-            if case .frame(_, let cursor?) = item { cursors.append(cursor) }
+    @Test func aSinceAheadOfThisNodeSkipsWhatTheClientAlreadyHas() async throws {
+        try await within(60, "a since ahead of this node skips what the client already has") {
+            // A client coming from a node further ahead (or back before this one rebuilt
+            // its window from the slot): it has everything through 105.
+            let broadcaster = Broadcaster(resumeWindow: 100, origin: .replication(commitLSN: 99, index: .max))
+            for lsn in UInt64(100)...102 { broadcaster.deliver(Self.replicated(lsn)) }
+            let client = broadcaster.register()
+            #expect(broadcaster.subscribe(client.id, to: .everything, since: Self.replicated(105).cursor))
+            for lsn in UInt64(103)...107 { broadcaster.deliver(Self.replicated(lsn)) }
+            broadcaster.unregister(client.id)
+            var cursors: [String] = []
+            for await item in client.stream {
+                if case .frame(_, let cursor?) = item { cursors.append(cursor) }
+            }
+            #expect(cursors == [Self.replicated(106).cursor.description, Self.replicated(107).cursor.description])
         }
-        #expect(cursors == [Self.replicated(106).cursor.description, Self.replicated(107).cursor.description])
     }
 
-    @Test func sinceReplaysTheWindowAndRefusesWhatFellOutOfIt() async {
-        let broadcaster = Broadcaster(queueLimit: 64, resumeWindow: 5)
-        for n in 1...8 { broadcaster.deliver(Self.record(UInt64(n), table: n % 2 == 0 ? "even" : "odd")) }
-        let client = broadcaster.register()
-        #expect(!broadcaster.subscribe(client.id, to: .everything, since: Self.record(2).cursor), "record 3 fell out of the window")
-        let evens = Subscription(tables: ["public.even"], ops: nil, filter: nil)
-        #expect(broadcaster.subscribe(client.id, to: evens, since: Self.record(4).cursor))
-        broadcaster.deliver(Self.record(10, table: "even"))
-        broadcaster.unregister(client.id)
-        var cursors: [String] = []
-        for await case .frame(_, let cursor?) in client.stream { cursors.append(cursor) }
-        #expect(cursors == [6, 8, 10].map { Self.record($0).cursor.description })
+    @Test func sinceReplaysTheWindowAndRefusesWhatFellOutOfIt() async throws {
+        try await within(60, "since replays the window and refuses what fell out of it") {
+            let broadcaster = Broadcaster(queueLimit: 64, resumeWindow: 5)
+            for n in 1...8 { broadcaster.deliver(Self.record(UInt64(n), table: n % 2 == 0 ? "even" : "odd")) }
+            let client = broadcaster.register()
+            #expect(!broadcaster.subscribe(client.id, to: .everything, since: Self.record(2).cursor), "record 3 fell out of the window")
+            let evens = Subscription(tables: ["public.even"], ops: nil, filter: nil)
+            #expect(broadcaster.subscribe(client.id, to: evens, since: Self.record(4).cursor))
+            broadcaster.deliver(Self.record(10, table: "even"))
+            broadcaster.unregister(client.id)
+            var cursors: [String] = []
+            for await case .frame(_, let cursor?) in client.stream { cursors.append(cursor) }
+            #expect(cursors == [6, 8, 10].map { Self.record($0).cursor.description })
+        }
     }
 
     @Test func replayAppliesRowFiltersToRowsTheWindowKeepsOnlyInTheirFrames() async throws {
-        let broadcaster = Broadcaster(queueLimit: 64, resumeWindow: 10)
-        for n in 1...4 { broadcaster.deliver(Self.record(UInt64(n))) }
-        // A row over 1 MB goes into its frame without an intermediate copy.
-        var big = Self.record(5)
-        let pad = String(repeating: "é", count: 1 << 20)
-        big.row = RawJSON(trusted: Array(#"{"id":5,"pad":"\#(pad)"}"#.utf8))
-        broadcaster.deliver(big)
-        let frame = ServerFrame.update(big)
-        let decoded = try JSONSerialization.jsonObject(with: Data(frame.readableBytesView)) as? [String: Any]
-        #expect(((decoded?["data"] as? [String: Any])?["row"] as? [String: Any])?["pad"] as? String == pad)
+        try await within(60, "replay applies row filters to rows the window keeps only in their frames") {
+            let broadcaster = Broadcaster(queueLimit: 64, resumeWindow: 10)
+            for n in 1...4 { broadcaster.deliver(Self.record(UInt64(n))) }
+            // A row over 1 MB goes into its frame without an intermediate copy.
+            var big = Self.record(5)
+            let pad = String(repeating: "é", count: 1 << 20)
+            big.row = RawJSON(trusted: Array(#"{"id":5,"pad":"\#(pad)"}"#.utf8))
+            broadcaster.deliver(big)
+            let frame = ServerFrame.update(big)
+            let decoded = try JSONSerialization.jsonObject(with: Data(frame.readableBytesView)) as? [String: Any]
+            #expect(((decoded?["data"] as? [String: Any])?["row"] as? [String: Any])?["pad"] as? String == pad)
 
-        let client = broadcaster.register()
-        let odd = Subscription(tables: nil, ops: nil, filter: try RowFilter(parsing: "id=in.(1,3,5)"))
-        #expect(broadcaster.subscribe(client.id, to: odd, since: Self.record(1).cursor))
-        broadcaster.unregister(client.id)
-        var cursors: [String] = []
-        for await case .frame(_, let cursor?) in client.stream { cursors.append(cursor) }
-        #expect(cursors == [3, 5].map { Self.record($0).cursor.description })
+            let client = broadcaster.register()
+            let odd = Subscription(tables: nil, ops: nil, filter: try RowFilter(parsing: "id=in.(1,3,5)"))
+            #expect(broadcaster.subscribe(client.id, to: odd, since: Self.record(1).cursor))
+            broadcaster.unregister(client.id)
+            var cursors: [String] = []
+            for await case .frame(_, let cursor?) in client.stream { cursors.append(cursor) }
+            #expect(cursors == [3, 5].map { Self.record($0).cursor.description })
+        }
     }
 }

@@ -1,6 +1,7 @@
 import NIOCore
 import NIOEmbedded
 import RowcastServer
+import RowcastTestSupport
 import Synchronization
 import Testing
 
@@ -40,60 +41,68 @@ import Testing
         #expect(queue.yield(Self.frame(501)) == .enqueued(wake: true))
     }
 
-    @Test func aFullQueueDropsAndAFinishedOneRefusesButHandsOverWhatItHolds() async {
-        let queue = ClientQueue(limit: 3)
-        for n in 1...3 { #expect(queue.yield(Self.frame(n)) == .enqueued(wake: false)) }
-        #expect(queue.yield(Self.frame(4)) == .dropped)
-        queue.finish()
-        #expect(queue.yield(Self.frame(5)) == .terminated)
-        #expect(Self.numbers(await queue.next() ?? []) == [1, 2, 3])
-        #expect(await queue.next() == nil)
+    @Test func aFullQueueDropsAndAFinishedOneRefusesButHandsOverWhatItHolds() async throws {
+        try await within(60, "a full queue drops and a finished one refuses but hands over what it holds") {
+            let queue = ClientQueue(limit: 3)
+            for n in 1...3 { #expect(queue.yield(Self.frame(n)) == .enqueued(wake: false)) }
+            #expect(queue.yield(Self.frame(4)) == .dropped)
+            queue.finish()
+            #expect(queue.yield(Self.frame(5)) == .terminated)
+            #expect(Self.numbers(await queue.next() ?? []) == [1, 2, 3])
+            #expect(await queue.next() == nil)
+        }
     }
 
-    @Test func aWaitingTaskGetsTheNextItemAndCancellationEndsTheWait() async {
-        let queue = ClientQueue(limit: 8)
-        // Whether or not the task is already waiting, it gets the item.
-        async let first = queue.next()
-        _ = queue.yield(Self.frame(1))
-        #expect(Self.numbers(await first ?? []) == [1])
-        let waiting = Task { await queue.next() }
-        waiting.cancel()
-        #expect(await waiting.value == nil)
+    @Test func aWaitingTaskGetsTheNextItemAndCancellationEndsTheWait() async throws {
+        try await within(60, "a waiting task gets the next item and cancellation ends the wait") {
+            let queue = ClientQueue(limit: 8)
+            // Whether or not the task is already waiting, it gets the item.
+            async let first = queue.next()
+            _ = queue.yield(Self.frame(1))
+            #expect(Self.numbers(await first ?? []) == [1])
+            let waiting = Task { await queue.next() }
+            waiting.cancel()
+            #expect(await waiting.value == nil)
+        }
     }
 
     /// A Socket.IO long-poll released for the upgrade: an interruption ends a wait with
     /// an empty batch, or, when nobody waits yet, the next wait; items still come in
     /// order afterwards, and the one-at-a-time reader skips the empty batch.
-    @Test func anInterruptionEndsTheWaitWithAnEmptyBatchEvenIfTheWaitComesLater() async {
-        let queue = ClientQueue(limit: 8)
-        let waiting = Task { await queue.next() }
-        // Interrupted while waiting, or before the wait began: either way it ends empty.
-        queue.interrupt()
-        #expect(await waiting.value?.isEmpty == true)
-        queue.interrupt()
-        #expect(await queue.next()?.isEmpty == true)
-        queue.interrupt()
-        _ = queue.yield(Self.frame(1))
-        #expect(Self.numbers(await queue.next() ?? []) == [1], "items first; the interruption is spent")
-        queue.interrupt()
-        _ = queue.yield(Self.frame(2))
-        queue.finish()
-        var iterator = queue.items.makeAsyncIterator()
-        #expect(await iterator.next().map { Self.numbers([$0]) } == [2])
-        #expect(await iterator.next() == nil)
+    @Test func anInterruptionEndsTheWaitWithAnEmptyBatchEvenIfTheWaitComesLater() async throws {
+        try await within(60, "an interruption ends the wait with an empty batch even if the wait comes later") {
+            let queue = ClientQueue(limit: 8)
+            let waiting = Task { await queue.next() }
+            // Interrupted while waiting, or before the wait began: either way it ends empty.
+            queue.interrupt()
+            #expect(await waiting.value?.isEmpty == true)
+            queue.interrupt()
+            #expect(await queue.next()?.isEmpty == true)
+            queue.interrupt()
+            _ = queue.yield(Self.frame(1))
+            #expect(Self.numbers(await queue.next() ?? []) == [1], "items first; the interruption is spent")
+            queue.interrupt()
+            _ = queue.yield(Self.frame(2))
+            queue.finish()
+            var iterator = queue.items.makeAsyncIterator()
+            #expect(await iterator.next().map { Self.numbers([$0]) } == [2])
+            #expect(await iterator.next() == nil)
+        }
     }
 
     /// A long-poll answer takes at most `limit` items; the rest wait, in order, for the
     /// next one.
-    @Test func aLimitedBatchLeavesTheRestInOrder() async {
-        let queue = ClientQueue(limit: 64)
-        for n in 1...40 { _ = queue.yield(Self.frame(n)) }
-        #expect(Self.numbers(await queue.next(limit: 16) ?? []) == Array(1...16))
-        #expect(Self.numbers(await queue.next(limit: 16) ?? []) == Array(17...32))
-        _ = queue.yield(Self.frame(41))
-        queue.finish()
-        #expect(Self.numbers(await queue.next(limit: 16) ?? []) == Array(33...41))
-        #expect(await queue.next(limit: 16) == nil)
+    @Test func aLimitedBatchLeavesTheRestInOrder() async throws {
+        try await within(60, "a limited batch leaves the rest in order") {
+            let queue = ClientQueue(limit: 64)
+            for n in 1...40 { _ = queue.yield(Self.frame(n)) }
+            #expect(Self.numbers(await queue.next(limit: 16) ?? []) == Array(1...16))
+            #expect(Self.numbers(await queue.next(limit: 16) ?? []) == Array(17...32))
+            _ = queue.yield(Self.frame(41))
+            queue.finish()
+            #expect(Self.numbers(await queue.next(limit: 16) ?? []) == Array(33...41))
+            #expect(await queue.next(limit: 16) == nil)
+        }
     }
 
     /// The writer holds the queue and the queue holds the writer: once the queue has

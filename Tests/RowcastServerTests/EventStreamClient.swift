@@ -1,10 +1,18 @@
 import Foundation
 
 /// A minimal Server-Sent Events reader over a plain socket, for tests: sends a GET
-/// and collects `id:`/`data:` events. Blocking; run it off the cooperative pool.
+/// and collects `id:`/`data:` events. Blocking; run it off the cooperative pool. Every
+/// read has a deadline (60 s unless said otherwise); one that passes throws, naming
+/// the request, what was awaited and what had arrived.
 final class EventStreamClient: @unchecked Sendable {
     private let descriptor: Int32
     private var pending = Data()
+    private let request: String
+    private var receivedBytes = 0
+
+    struct ReadFailed: Error, CustomStringConvertible {
+        let description: String
+    }
 
     struct Event: Equatable {
         var id: String?
@@ -13,9 +21,8 @@ final class EventStreamClient: @unchecked Sendable {
     }
 
     init(port: Int, path: String, headers: [String: String] = [:]) throws {
+        self.request = "GET \(path.prefix(80)) on port \(port)"
         descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var timeout = timeval(tv_sec: 15, tv_usec: 0)
-        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = UInt16(port).bigEndian
@@ -23,7 +30,7 @@ final class EventStreamClient: @unchecked Sendable {
         let connected = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        guard connected == 0 else { throw POSIXError(.ECONNREFUSED) }
+        guard connected == 0 else { throw ReadFailed(description: "\(request): cannot connect: \(String(cString: strerror(errno)))") }
         var request = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
         for (name, value) in headers { request += "\(name): \(value)\r\n" }
         request += "\r\n"
@@ -35,21 +42,32 @@ final class EventStreamClient: @unchecked Sendable {
     /// Closes the connection now, as a browser closing the page would.
     func disconnect() { shutdown(descriptor, Int32(SHUT_RDWR)) }
 
-    /// The status line and headers.
-    func readHead() -> String {
+    /// The status line and headers; what arrived when the server closed first.
+    func readHead(seconds: Double = 60) throws -> String {
+        let deadline = Self.deadline(seconds)
         while true {
             if let end = pending.range(of: Data("\r\n\r\n".utf8)) {
                 let head = String(decoding: pending[..<end.lowerBound], as: UTF8.self)
                 pending.removeSubrange(..<end.upperBound)
                 return head
             }
-            guard fill() else { return String(decoding: pending, as: UTF8.self) }
+            guard try fill(until: deadline, awaiting: "a response head") else { return String(decoding: pending, as: UTF8.self) }
         }
     }
 
+    /// The status code of the response ("200"); throws naming what arrived instead.
+    func status(seconds: Double = 60) throws -> String {
+        let head = try readHead(seconds: seconds)
+        guard head.hasPrefix("HTTP/1.1 "), head.count >= 12 else {
+            throw ReadFailed(description: "\(request): no status line, the connection closed after \(receivedBytes) bytes: \(head.prefix(200))")
+        }
+        return String(head.prefix(12).dropFirst(9))
+    }
+
     /// A whole response with a `Content-Length` body: the head, then the body.
-    func response() -> String {
-        let head = readHead()
+    func response(seconds: Double = 60) throws -> String {
+        let deadline = Self.deadline(seconds)
+        let head = try readHead(seconds: seconds)
         let length = head.split(separator: "\r\n").lazy
             .compactMap { line -> Int? in
                 let parts = line.split(separator: ":", maxSplits: 1)
@@ -57,25 +75,27 @@ final class EventStreamClient: @unchecked Sendable {
                 return Int(parts[1].trimmingCharacters(in: .whitespaces))
             }
             .first ?? 0
-        while pending.count < length, fill() {}
+        while pending.count < length, try fill(until: deadline, awaiting: "a body of \(length) bytes") {}
         return head + "\r\n\r\n" + String(decoding: pending.prefix(length), as: UTF8.self)
     }
 
     /// One unmasked WebSocket frame from the server, after a `101` head: its opcode and
     /// payload (short frames only: payloads under 126 bytes, as close frames are).
-    func webSocketFrame() -> (opcode: UInt8, payload: Data)? {
-        while pending.count < 2 { guard fill() else { return nil } }
+    func webSocketFrame(seconds: Double = 60) throws -> (opcode: UInt8, payload: Data)? {
+        let deadline = Self.deadline(seconds)
+        while pending.count < 2 { guard try fill(until: deadline, awaiting: "a WebSocket frame") else { return nil } }
         let start = pending.startIndex
         let length = Int(pending[start + 1] & 0x7F)
         guard length < 126 else { return nil }
-        while pending.count < 2 + length { guard fill() else { return nil } }
+        while pending.count < 2 + length { guard try fill(until: deadline, awaiting: "a WebSocket frame") else { return nil } }
         let frame = (opcode: pending[start] & 0x0F, payload: Data(pending[(start + 2)..<(start + 2 + length)]))
         pending.removeSubrange(start..<(start + 2 + length))
         return frame
     }
 
-    /// Reads events until `count` arrived or the stream stalls; skips comment lines.
-    func events(_ count: Int) -> [Event] {
+    /// Reads events until `count` arrived or the stream ends; skips comment lines.
+    func events(_ count: Int, seconds: Double = 60) throws -> [Event] {
+        let deadline = Self.deadline(seconds)
         var events: [Event] = []
         var text = ""
         while events.count < count {
@@ -92,7 +112,7 @@ final class EventStreamClient: @unchecked Sendable {
                 }
                 if !isComment { events.append(event) }
             }
-            if events.count < count, !fill() { break }
+            if events.count < count, try !fill(until: deadline, awaiting: "\(count) events (\(events.count) so far)") { break }
         }
         return events
     }
@@ -111,11 +131,28 @@ final class EventStreamClient: @unchecked Sendable {
         return out
     }
 
-    private func fill() -> Bool {
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        let count = recv(descriptor, &buffer, buffer.count, 0)
-        guard count > 0 else { return false }
-        pending.append(contentsOf: buffer[0..<count])
-        return true
+    private static func deadline(_ seconds: Double) -> ContinuousClock.Instant {
+        .now + .milliseconds(Int64(seconds * 1000))
+    }
+
+    /// Reads what arrives next; false when the connection ended, throws at the deadline.
+    private func fill(until deadline: ContinuousClock.Instant, awaiting awaited: String) throws -> Bool {
+        while true {
+            let left = deadline - .now
+            guard left > .zero else {
+                throw ReadFailed(description: "\(request): no \(awaited) in time; \(receivedBytes) bytes arrived, the last: \(String(decoding: pending.suffix(200), as: UTF8.self))")
+            }
+            var polled = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+            let milliseconds = Int32(min(1000, max(1, left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000)))
+            let ready = poll(&polled, 1, milliseconds)
+            if ready < 0, errno != EINTR { return false }
+            if ready <= 0 { continue }
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            let count = recv(descriptor, &buffer, buffer.count, 0)
+            guard count > 0 else { return false }
+            pending.append(contentsOf: buffer[0..<count])
+            receivedBytes += count
+            return true
+        }
     }
 }

@@ -1,5 +1,6 @@
 import NIOCore
 import RowcastCore
+import RowcastTestSupport
 import Synchronization
 import Testing
 
@@ -42,47 +43,51 @@ import Testing
         #expect(window.entries(after: .trigger(stream: 1, sequence: 10), lastCursor: .trigger(stream: 1, sequence: 2_000)) == nil)
     }
 
-    @Test func aClientIsCutOffByBytesQueuedNotOnlyByFrames() async {
-        let broadcaster = Broadcaster(queueLimit: 10_000, queueBytes: 1 << 20, resumeWindow: 0, resumeWindowBytes: 1)
-        let ended = Mutex<Broadcaster.EndReason?>(nil)
-        let slow = broadcaster.register { reason in ended.withLock { $0 = reason } }
-        let fast = broadcaster.register()
-        broadcaster.subscribe(slow.id, to: .everything)
-        broadcaster.subscribe(fast.id, to: .everything)
-        var record = ChangeRecord(cursor: .trigger(stream: 1, sequence: 1), source: .trigger, op: .insert)
-        record.schema = "public"
-        record.table = "t"
-        record.row = RawJSON(trusted: Array(("{\"pad\":\"" + String(repeating: "x", count: 200_000) + "\"}").utf8))
-        var fastIterator = fast.stream.makeAsyncIterator()
-        _ = await fastIterator.next()  // subscribed
-        for sequence in 1...20 {
-            record.cursor = .trigger(stream: 1, sequence: UInt64(sequence))
-            broadcaster.deliver(record)
-            // The fast client writes each frame as it comes.
-            if case .frame(let frame, _)? = await fastIterator.next() { fast.wrote(bytes: frame.readableBytes) }
+    @Test func aClientIsCutOffByBytesQueuedNotOnlyByFrames() async throws {
+        try await within(60, "a client is cut off by bytes queued not only by frames") {
+            let broadcaster = Broadcaster(queueLimit: 10_000, queueBytes: 1 << 20, resumeWindow: 0, resumeWindowBytes: 1)
+            let ended = Mutex<Broadcaster.EndReason?>(nil)
+            let slow = broadcaster.register { reason in ended.withLock { $0 = reason } }
+            let fast = broadcaster.register()
+            broadcaster.subscribe(slow.id, to: .everything)
+            broadcaster.subscribe(fast.id, to: .everything)
+            var record = ChangeRecord(cursor: .trigger(stream: 1, sequence: 1), source: .trigger, op: .insert)
+            record.schema = "public"
+            record.table = "t"
+            record.row = RawJSON(trusted: Array(("{\"pad\":\"" + String(repeating: "x", count: 200_000) + "\"}").utf8))
+            var fastIterator = fast.stream.makeAsyncIterator()
+            _ = await fastIterator.next()  // subscribed
+            for sequence in 1...20 {
+                record.cursor = .trigger(stream: 1, sequence: UInt64(sequence))
+                broadcaster.deliver(record)
+                // The fast client writes each frame as it comes.
+                if case .frame(let frame, _)? = await fastIterator.next() { fast.wrote(bytes: frame.readableBytes) }
+            }
+            #expect(slow.endReason == .tooSlow)
+            #expect(ended.withLock { $0 } == .tooSlow, "the session was told, so that it can close the connection")
+            #expect(fast.endReason == nil)
         }
-        #expect(slow.endReason == .tooSlow)
-        #expect(ended.withLock { $0 } == .tooSlow, "the session was told, so that it can close the connection")
-        #expect(fast.endReason == nil)
     }
 
-    @Test func lastReplaysTheNewestMatchingRecordsThenGoesLive() async {
-        let broadcaster = Broadcaster(queueLimit: 64, resumeWindow: 100)
-        for n in 1...10 {
-            var record = ChangeRecord(cursor: .trigger(stream: 1, sequence: UInt64(n)), source: .trigger, op: .insert)
-            record.schema = "public"
-            record.table = n % 2 == 0 ? "even" : "odd"
-            record.row = RawJSON(trusted: Array(#"{"n":\#(n)}"#.utf8))
-            broadcaster.deliver(record)
+    @Test func lastReplaysTheNewestMatchingRecordsThenGoesLive() async throws {
+        try await within(60, "last replays the newest matching records then goes live") {
+            let broadcaster = Broadcaster(queueLimit: 64, resumeWindow: 100)
+            for n in 1...10 {
+                var record = ChangeRecord(cursor: .trigger(stream: 1, sequence: UInt64(n)), source: .trigger, op: .insert)
+                record.schema = "public"
+                record.table = n % 2 == 0 ? "even" : "odd"
+                record.row = RawJSON(trusted: Array(#"{"n":\#(n)}"#.utf8))
+                broadcaster.deliver(record)
+            }
+            let client = broadcaster.register()
+            broadcaster.subscribe(client.id, to: Subscription(tables: ["public.even"], ops: nil, filter: nil), last: 3)
+            var cursors: [String] = []
+            var iterator = client.stream.makeAsyncIterator()
+            _ = await iterator.next()  // subscribed
+            for _ in 0..<3 {
+                if case .frame(_, let cursor?)? = await iterator.next() { cursors.append(cursor) }
+            }
+            #expect(cursors == [6, 8, 10].map { Cursor.trigger(stream: 1, sequence: $0).description })
         }
-        let client = broadcaster.register()
-        broadcaster.subscribe(client.id, to: Subscription(tables: ["public.even"], ops: nil, filter: nil), last: 3)
-        var cursors: [String] = []
-        var iterator = client.stream.makeAsyncIterator()
-        _ = await iterator.next()  // subscribed
-        for _ in 0..<3 {
-            if case .frame(_, let cursor?)? = await iterator.next() { cursors.append(cursor) }
-        }
-        #expect(cursors == [6, 8, 10].map { Cursor.trigger(stream: 1, sequence: $0).description })
     }
 }

@@ -1,0 +1,16 @@
+import Foundation
+import Synchronization
+import Testing
+
+/// A test that hangs for good, awaiting a continuation that is kept but never resumed
+/// and with no deadline of its own: the case make test's watchdog exists for. It runs
+/// only when asked (`ROWCAST_TEST_HANG=1`), which `scripts/watchdog-check.sh` does to
+/// show that the watchdog ends such a run within its limit, with stacks in the log.
+@Suite(.enabled(if: ProcessInfo.processInfo.environment["ROWCAST_TEST_HANG"] == "1", "hangs on purpose: scripts/watchdog-check.sh runs it"))
+struct WatchdogTests {
+    static let forgotten = Mutex<CheckedContinuation<Void, Never>?>(nil)
+
+    @Test func awaitsAContinuationThatIsNeverResumed() async {
+        await withCheckedContinuation { continuation in Self.forgotten.withLock { $0 = continuation } }
+    }
+}
