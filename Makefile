@@ -33,7 +33,9 @@ install: deps
 # The whole suite against its own throwaway cluster (wal_level=logical); the page is
 # tested in headless Chromium and several nodes behind HAProxy, both installed from
 # the system packages when missing, and /socket.io/ with the official socket.io-client
-# bundle and python-socketio, fetched from the Python package index when missing.
+# bundle and python-socketio, fetched from the Python package index when missing. A
+# watchdog ends a run in which no test finished for 240 s, with gdb's stacks in the log
+# (Docs/development.md, "The watchdog").
 test:
 	@scripts/install-deps.sh chromium haproxy gdb
 	@scripts/socketio-clients.sh
