@@ -133,7 +133,7 @@ struct CLIDatabaseTests {
         let output = Pipe()
         tail.standardOutput = output
         tail.standardError = FileHandle.nullDevice
-        try tail.run()
+        try tail.runWithNoSignalBlocked()
         // Changes made before the LISTEN are not rowcast's to see; wait until it listens.
         for _ in 0..<100 where try await Rowcast.psql(url, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN \"addedrecord\"'") == "0" {
             try await pause(for: .milliseconds(100))

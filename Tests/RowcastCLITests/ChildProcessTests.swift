@@ -17,6 +17,15 @@ import Testing
         #expect(listed.status == 0)
     }
 
+    /// Threads of the cooperative pool block SIGTERM and others, and children inherit
+    /// the mask: a child that ignored SIGTERM would outlive every stop(SIGTERM).
+    @Test func childrenStartWithNoSignalBlockedAndStopOnSIGTERM() async throws {
+        let masks = try runChild("/bin/sh", ["-c", "grep -E '^Sig(Blk|Ign)' /proc/self/status"], seconds: 30)
+        #expect(masks.stdout.contains("SigBlk:\t0000000000000000"), "\(masks.stdout)")
+        let sleeper = try RunningProcess("/bin/sleep", ["600"])
+        #expect(try await sleeper.stop(SIGTERM, seconds: 30) == SIGTERM)
+    }
+
     @Test func aChildThatDoesNotExitInTimeIsKilledAndNamed() throws {
         let started = ContinuousClock.now
         #expect {

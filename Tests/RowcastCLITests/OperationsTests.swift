@@ -81,7 +81,9 @@ struct OperationsTests {
         consumer.executableURL = try Rowcast.postgresBinary("pg_recvlogical")
         consumer.arguments = ["-d", url, "--slot", slot, "--start", "-f", "/dev/null", "-o", "proto_version=1", "-o", "publication_names=cli_pub", "--no-loop"]
         consumer.standardError = FileHandle.nullDevice
-        try consumer.run()
+        // Not the test process's stdout: a child holding it keeps swift test waiting.
+        consumer.standardOutput = FileHandle.nullDevice
+        try consumer.runWithNoSignalBlocked()
         defer { if consumer.isRunning { consumer.terminate() } }
         for _ in 0..<100 where try await Rowcast.psql(url, "SELECT active FROM pg_replication_slots WHERE slot_name = '\(slot)'") != "t" {
             try await pause(for: .milliseconds(100))
@@ -207,7 +209,7 @@ struct ReplicationTailTests {
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = FileHandle.nullDevice
-        try process.run()
+        try process.runWithNoSignalBlocked()
         // A watchdog so that a hang fails the test instead of blocking the suite.
         let pid = process.processIdentifier
         Thread {

@@ -41,7 +41,7 @@ final class RunningProcess: Sendable {
         process.standardOutput = err
         process.standardInput = FileHandle.nullDevice
         self.process = process
-        try process.run()
+        try process.runWithNoSignalBlocked()
         // A thread that blocks on the pipe, not a readabilityHandler: dispatch read
         // sources on pipes that close while other tests spawn processes have crashed
         // libdispatch's event loop here, and stalled every timer with it.
@@ -123,6 +123,18 @@ final class RunningProcess: Sendable {
 }
 
 extension Process {
+    /// `run()`, with nothing blocked in the child's signal mask. A child inherits the
+    /// mask of the thread that spawns it, and threads of the cooperative pool block
+    /// SIGTERM, SIGINT and others: spawned as it is, a child would ignore the SIGTERM
+    /// meant to stop it. The mask is emptied for the spawn alone.
+    func runWithNoSignalBlocked() throws {
+        var empty = sigset_t(), saved = sigset_t()
+        sigemptyset(&empty)
+        pthread_sigmask(SIG_SETMASK, &empty, &saved)
+        defer { pthread_sigmask(SIG_SETMASK, &saved, nil) }
+        try run()
+    }
+
     /// Waits for the process to exit and returns its status; kills it and fails naming
     /// it when it has not exited within `seconds`.
     func exit(within seconds: Double = 60) async throws -> Int32 {

@@ -112,7 +112,11 @@ struct SeveralNodesTests {
             clients.allSatisfy { $0.received.count >= rows || !$0.received.errorFrames.isEmpty }
         }
         try await within(120, "the writer of rows 101-\(rows)") { try await writer.value }
-        for client in clients { try await client.finish() }
+        // Every client closes at once; one deadline for all of them.
+        for client in clients { client.stop() }
+        try await within(60, "200 clients to close their sessions", seen: progress) {
+            for client in clients { try await client.finish(seconds: 60) }
+        }
         for node in [nodes[0], nodes[2]] { _ = try await node.process.stop(SIGTERM) }
         _ = try await proxy.stop(SIGTERM)
 

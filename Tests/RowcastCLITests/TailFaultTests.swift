@@ -73,7 +73,7 @@ struct TailFaultTests {
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
-        try process.run()
+        try process.runWithNoSignalBlocked()
         // The reader goes away before reading anything; the next rows cannot be written.
         try out.fileHandleForReading.close()
         try await Rowcast.psql(url, "INSERT INTO closed_pipe SELECT generate_series(11, 20)")

@@ -16,7 +16,7 @@ enum LiveDatabase {
     static var settings: ConnectionSettings { ConnectionSettings(conninfo: url ?? "") }
 
     static func connect(applicationName: String = "rowcast-tests") throws -> PostgresConnection {
-        try PostgresConnection(ConnectionSettings(conninfo: url ?? "", applicationName: applicationName))
+        try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url ?? ""), applicationName: applicationName))
     }
 
     /// A new, empty database on the test cluster; returns its URL.
@@ -100,7 +100,7 @@ struct RunningCapture {
     func finish(droppingSlotIn url: String) {
         stop.stop()
         guard let replication = capture as? ReplicationCapture,
-            let connection = try? PostgresConnection(ConnectionSettings(conninfo: url))
+            let connection = try? PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
         else { return }
         try? SlotAdmin.drop(on: connection, slot: replication.configuration.slot, force: true)
     }

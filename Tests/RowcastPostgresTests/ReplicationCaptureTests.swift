@@ -7,7 +7,7 @@ import Testing
 @Suite(.enabled(if: LiveDatabase.available, "needs the cluster that make test starts"), .timeLimit(.minutes(3)))
 struct ReplicationCaptureTests {
     static func connect(_ url: String) throws -> PostgresConnection {
-        try PostgresConnection(ConnectionSettings(conninfo: url))
+        try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
     }
 
     /// Every type of the matrix, plus composites, domains, enums, ranges and
@@ -196,7 +196,7 @@ struct ReplicationCaptureTests {
 struct ReplicationResumeTests {
     @Test func cursorsAreTheSameOnEverySlotAndSinceSkipsUpToOne() async throws {
         let url = try LiveDatabase.freshDatabase()
-        let admin = try PostgresConnection(ConnectionSettings(conninfo: url))
+        let admin = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
         try admin.execute("CREATE TABLE seq (id int PRIMARY KEY)")
         let table = TableName(schema: "public", name: "seq")
         let first = LiveDatabase.uniqueName("first"), second = LiveDatabase.uniqueName("second")

@@ -64,7 +64,7 @@ struct TriggerCaptureTests {
         let table = TableName(schema: "public", name: LiveDatabase.uniqueName("upgrade"))
         // A database of its own: the upgrade moves every table of the database at once.
         let url = try LiveDatabase.freshDatabase()
-        let admin = try PostgresConnection(ConnectionSettings(conninfo: url))
+        let admin = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
         try admin.execute("CREATE TABLE \(table.quoted) (id int PRIMARY KEY, doc jsonb)")
         // A database set up by rowcast 0.1: its script, its row-level triggers.
         try admin.executeScript(previousTriggerScript)
@@ -81,7 +81,7 @@ struct TriggerCaptureTests {
         // Writes flow while `rowcast setup` installs the new version, twice.
         let rows = 300
         let writer = Task.detached {
-            let connection = try PostgresConnection(ConnectionSettings(conninfo: url))
+            let connection = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
             for id in 1...rows { try connection.execute("INSERT INTO \(table.quoted) VALUES ($1::int, '{\"k\": 1}')", [String(id)]) }
         }
         for _ in 0..<2 {

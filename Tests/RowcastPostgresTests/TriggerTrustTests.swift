@@ -19,7 +19,7 @@ struct TriggerTrustTests {
             try admin.execute("CREATE ROLE \(role) LOGIN")
             var url = URLComponents(string: LiveDatabase.url ?? "")
             url?.user = role
-            connection = try PostgresConnection(ConnectionSettings(conninfo: url?.string ?? ""))
+            connection = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url?.string ?? "")))
         }
 
         func drop(_ admin: PostgresConnection) {
@@ -175,7 +175,7 @@ struct TriggerTrustTests {
         // A database of its own: a one-second retention would delete rows that other
         // tests' captures, busy under load, have not read yet.
         let url = try LiveDatabase.freshDatabase()
-        let admin = try PostgresConnection(ConnectionSettings(conninfo: url))
+        let admin = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
         try admin.execute("CREATE TABLE \(table.quoted) (id int PRIMARY KEY)")
         try TriggerSetup.install(on: admin, tables: [table])
         let capture = try RunningCapture(.init(connection: ConnectionSettings(conninfo: url), tables: [table], retentionSeconds: 1))

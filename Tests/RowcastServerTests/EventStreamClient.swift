@@ -34,7 +34,7 @@ final class EventStreamClient: @unchecked Sendable {
         var request = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
         for (name, value) in headers { request += "\(name): \(value)\r\n" }
         request += "\r\n"
-        _ = request.withCString { send(descriptor, $0, strlen($0), 0) }
+        _ = request.withCString { send(descriptor, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
     }
 
     deinit { shutdown(descriptor, Int32(SHUT_RDWR)); close(descriptor) }

@@ -98,7 +98,7 @@ struct SubscribeEdgeTests {
         try await within(150, "a table set up while serving is captured once its first change arrives") {
             // Every table with the trigger, as `serve --mode trigger` without --table.
             let url = WebSocketTests.url
-            let database = try PostgresConnection(ConnectionSettings(conninfo: url))
+            let database = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
             try TriggerSetup.install(on: database, tables: [])  // the function, on no table yet
             let logger = { var logger = Logger(label: "rowcast-tests"); logger.logLevel = .warning; return logger }()
             let capture = try TriggerCapture.connect(configuration: .init(connection: ConnectionSettings(conninfo: url)), logger: logger)

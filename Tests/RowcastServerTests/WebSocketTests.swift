@@ -24,7 +24,7 @@ struct WebSocketTests {
 
     /// `count` tables with the trigger and an app capturing them.
     static func makeApp(options: ServerOptions, tables count: Int) throws -> (app: some ApplicationProtocol, tables: [TableName]) {
-        let database = try PostgresConnection(ConnectionSettings(conninfo: url))
+        let database = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
         let tables = (0..<count).map { _ in
             TableName(schema: "public", name: "ws_" + String(UInt32.random(in: 0...UInt32.max), radix: 36))
         }
@@ -43,7 +43,7 @@ struct WebSocketTests {
 
     static func insert(_ sql: String) async throws {
         try await onThread("SQL to run: \(sql.prefix(60))", within: 60) {
-            try PostgresConnection(ConnectionSettings(conninfo: url)).executeScript(sql)
+            try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url))).executeScript(sql)
         }
     }
 

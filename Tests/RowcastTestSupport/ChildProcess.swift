@@ -22,12 +22,11 @@ package func runChild(
     _ program: String,
     _ arguments: [String],
     environment: [String: String]? = nil,
-    input: String? = nil,
     seconds: Double = 120
 ) throws -> ChildResult {
     let command = ([program] + arguments).map { $0.count > 60 ? $0.prefix(57) + "..." : $0 }.joined(separator: " ")
-    let child = try SpawnedChild(program, arguments, environment: environment ?? ProcessInfo.processInfo.environment, input: input)
-    let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
+    let child = try SpawnedChild(program, arguments, environment: environment ?? ProcessInfo.processInfo.environment)
+    let deadline = ContinuousClock.now + clampedDuration(seconds: seconds)
     var status: Int32?
     var exitedAt: ContinuousClock.Instant?
     while true {
@@ -58,17 +57,19 @@ private final class SpawnedChild {
     private static let addCloseFrom: AddCloseFrom? = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np")
         .map { unsafeBitCast($0, to: AddCloseFrom.self) }
 
-    init(_ program: String, _ arguments: [String], environment: [String: String], input: String?) throws {
-        var out: [Int32] = [0, 0], err: [Int32] = [0, 0], inp: [Int32] = [0, 0]
-        guard pipe(&out) == 0, pipe(&err) == 0, pipe(&inp) == 0 else {
-            throw DeadlinePassed(awaited: "pipes for \(program)", seconds: 0, seen: String(cString: strerror(errno)))
+    init(_ program: String, _ arguments: [String], environment: [String: String]) throws {
+        var out: [Int32] = [-1, -1], err: [Int32] = [-1, -1]
+        guard pipe(&out) == 0, pipe(&err) == 0 else {
+            let cause = String(cString: strerror(errno))
+            for descriptor in out + err where descriptor >= 0 { close(descriptor) }
+            throw DeadlinePassed(awaited: "pipes for \(program)", seconds: 0, seen: cause)
         }
         // Close-on-exec at once, so children other tests spawn meanwhile do not hold them.
-        for descriptor in out + err + inp { _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC) }
+        for descriptor in out + err { _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC) }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, inp[0], 0)
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, out[1], 1)
         posix_spawn_file_actions_adddup2(&actions, err[1], 2)
         // Nothing else of the test process's: another test's pipe that stayed open in
@@ -81,21 +82,17 @@ private final class SpawnedChild {
             argv.forEach { free($0) }
             envp.forEach { free($0) }
         }
+        let attributes = SpawnAttributes()
         var pid: pid_t = 0
         let spawned = program.contains("/")
-            ? posix_spawn(&pid, program, &actions, nil, argv, envp)
-            : posix_spawnp(&pid, program, &actions, nil, argv, envp)
-        for descriptor in [out[1], err[1], inp[0]] { close(descriptor) }
+            ? posix_spawn(&pid, program, &actions, &attributes.value, argv, envp)
+            : posix_spawnp(&pid, program, &actions, &attributes.value, argv, envp)
+        for descriptor in [out[1], err[1]] { close(descriptor) }
         guard spawned == 0 else {
-            for descriptor in [out[0], err[0], inp[1]] { close(descriptor) }
+            for descriptor in [out[0], err[0]] { close(descriptor) }
             throw DeadlinePassed(awaited: "\(program) to start", seconds: 0, seen: String(cString: strerror(spawned)))
         }
         self.pid = pid
-        if let input {
-            // Small inputs only (SQL scripts): the pipe buffer holds 64 KiB.
-            _ = input.withCString { Glibc.write(inp[1], $0, strlen($0)) }
-        }
-        close(inp[1])
         stdoutDescriptor = out[0]
         stderrDescriptor = err[0]
         descriptors = [out[0], err[0]]
@@ -115,9 +112,13 @@ private final class SpawnedChild {
     var stdoutText: String { String(decoding: output[stdoutDescriptor] ?? [], as: UTF8.self) }
     var stderrText: String { String(decoding: output[stderrDescriptor] ?? [], as: UTF8.self) }
 
-    /// Waits up to `milliseconds` for output and takes all that is there.
+    /// Waits up to `milliseconds` for output and takes all that is there (or, once both
+    /// pipes have ended, just waits: the caller polls for the exit).
     func read(waitingUpTo milliseconds: Int32) {
-        guard !descriptors.isEmpty else { return }
+        guard !descriptors.isEmpty else {
+            _ = poll(nil, 0, milliseconds)
+            return
+        }
         var polled = descriptors.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
         guard poll(&polled, nfds_t(polled.count), milliseconds) > 0 else { return }
         var buffer = [UInt8](repeating: 0, count: 1 << 16)
@@ -151,4 +152,26 @@ private final class SpawnedChild {
         waitpid(pid, &status, 0)
         reaped = true
     }
+}
+
+/// Spawn attributes that give the child an empty signal mask and default actions.
+/// Threads of the cooperative pool block SIGTERM, SIGINT and others, and a spawned
+/// child inherits its parent thread's mask: without this, a child started from a test
+/// ignores the SIGTERM that is meant to stop it.
+final class SpawnAttributes {
+    var value = posix_spawnattr_t()
+
+    init() {
+        posix_spawnattr_init(&value)
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&value, &empty)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for signal in [SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM] { sigaddset(&defaults, signal) }
+        posix_spawnattr_setsigdefault(&value, &defaults)
+        posix_spawnattr_setflags(&value, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+    }
+
+    deinit { posix_spawnattr_destroy(&value) }
 }

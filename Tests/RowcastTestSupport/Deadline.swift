@@ -18,7 +18,7 @@ package struct DeadlinePassed: Error, CustomStringConvertible {
     }
 
     package var description: String {
-        let seconds = seconds.rounded() == seconds ? String(Int(seconds)) : String(seconds)
+        let seconds = seconds.isFinite && seconds.rounded() == seconds && abs(seconds) < 1e15 ? String(Int(seconds)) : String(seconds)
         return "waited \(seconds) s for \(awaited)" + (seen.isEmpty ? "" : "; seen: \(seen.suffix(1500))")
     }
 }
@@ -26,9 +26,10 @@ package struct DeadlinePassed: Error, CustomStringConvertible {
 /// Runs `body` and returns what it returns, or fails with `DeadlinePassed` once
 /// `seconds` have passed.
 ///
-/// The deadline is a SwiftNIO timer armed before the wait starts, so it fires even when
-/// Dispatch's timers or the cooperative pool have stalled (both have been seen to, see
-/// Docs/development.md). It does not need `body` to honour cancellation: when the
+/// The deadline is a SwiftNIO timer on an event loop of the tests' own, armed before the
+/// wait starts, so it fires even when Dispatch's timers or the cooperative pool have
+/// stalled (both have been seen to, see Docs/development.md). The caller then resumes
+/// on the pool: blocking work belongs in `onThread`, or it delays every deadline. It does not need `body` to honour cancellation: when the
 /// deadline passes the caller resumes at once, and `body` is cancelled and left to end
 /// on its own. `seen` is asked, on the timer's thread, for what had been received.
 package func within<T: Sendable>(
@@ -71,7 +72,7 @@ package func eventually(
     seen: @Sendable () -> String = { "" },
     _ condition: () async throws -> Bool
 ) async throws {
-    let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
+    let deadline = ContinuousClock.now + clampedDuration(seconds: seconds)
     while true {
         if try await condition() { return }
         // The clock is only read here, never slept on: pause(for:) sleeps on NIO.
@@ -111,8 +112,8 @@ private final class Race<T: Sendable>: Sendable {
                     return nil
                 }
                 if let early { return continuation.resume(with: early) }
-                let nanoseconds = Int64(max(0, min(seconds, 86_400)) * 1_000_000_000)
-                let timer = MultiThreadedEventLoopGroup.singleton.next().scheduleTask(in: .nanoseconds(nanoseconds)) {
+                let (whole, fraction) = clampedDuration(seconds: seconds).components
+                let timer = testTimers.next().scheduleTask(in: .nanoseconds(whole * 1_000_000_000 + fraction / 1_000_000_000)) {
                     self.finish(.failure(DeadlinePassed(awaited: self.timeout.awaited, seconds: self.timeout.seconds, seen: self.seen())))
                 }
                 let work = start()
@@ -144,4 +145,16 @@ private final class Race<T: Sendable>: Sendable {
         if case .failure = outcome { work?.cancel() }
         continuation?.resume(with: outcome)
     }
+}
+
+/// `conninfo` (a URI or key=value string) with a statement and lock timeout, for the
+/// tests' own connections: a statement that waits on a lock for ever would hold a thread
+/// of the cooperative pool for ever, and with both of this machine's held no deadline
+/// in the process could resume its test.
+package func boundedConninfo(_ conninfo: String) -> String {
+    if conninfo.hasPrefix("postgres://") || conninfo.hasPrefix("postgresql://") {
+        let options = "options=-c%20statement_timeout%3D120s%20-c%20lock_timeout%3D60s"
+        return conninfo + (conninfo.contains("?") ? "&" : "?") + options
+    }
+    return conninfo + " options='-c statement_timeout=120s -c lock_timeout=60s'"
 }

@@ -12,10 +12,21 @@ import NIOPosix
 package func pause(for duration: Duration) async throws {
     try Task.checkCancellation()
     let nanoseconds = duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000
-    let scheduled = MultiThreadedEventLoopGroup.singleton.next().scheduleTask(in: .nanoseconds(nanoseconds)) {}
+    let scheduled = testTimers.next().scheduleTask(in: .nanoseconds(nanoseconds)) {}
     try await withTaskCancellationHandler {
         try await scheduled.futureResult.get()
     } onCancel: {
         scheduled.cancel()
     }
+}
+
+/// The event loop that keeps the tests' own timers (pauses and deadlines): one of its
+/// own, not the singleton group that servers and clients under test run on, so that a
+/// bug blocking their event loops cannot also stop the deadlines meant to catch it.
+let testTimers = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+
+/// `seconds` as a duration, saturating: a negative or NaN value is zero, an infinite or
+/// huge one a day.
+func clampedDuration(seconds: Double) -> Duration {
+    .milliseconds(Int64(seconds.isNaN ? 0 : max(0, min(seconds, 86_400)) * 1000))
 }
