@@ -34,7 +34,7 @@ install: deps
 # tested in headless Chromium and several nodes behind HAProxy, both installed from
 # the system packages when missing, and /socket.io/ with the official socket.io-client
 # bundle and python-socketio, fetched from the Python package index when missing. A
-# watchdog ends a run in which no test finished for 240 s, with gdb's stacks in the log
+# watchdog ends a run in which no test finished for 300 s, with gdb's stacks in the log
 # (Docs/development.md, "The watchdog"); the last step shows it still does, on a test
 # that hangs on purpose (about 40 s).
 test:

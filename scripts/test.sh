@@ -60,6 +60,7 @@ echo "rowcast: test cluster at $url; log in $log" >&2
 export ROWCAST_TEST_DATABASE_URL="$url"
 export ROWCAST_BIN="$PWD/$bin"
 export ROWCAST_TEST_CHILD_LOGS="$PWD/$logs/children"
+export ROWCAST_TEST_WAITS="$PWD/$logs/waits"
 
 # The suite in its own session (so the watchdog can end all of it), its output in the
 # log, shown as it comes: line-buffered, or a file would receive it in blocks and the
@@ -122,6 +123,8 @@ report() {
     if grep -qE "Test run with .* (passed|failed)" "$log"; then
         echo "  (none: every test ended; a process that holds the run's output keeps swift test waiting)"
     fi
+    echo "rowcast: watchdog: waits in progress in the test process (age, what, what was seen):"
+    cat "$logs/waits" 2>/dev/null || echo "  (no record: the process wrote none)"
     echo "rowcast: watchdog: processes of the run:"
     ps -o pid,ppid,etimes,stat,args -s "$session" | cut -c1-200
     local pid

@@ -1,4 +1,5 @@
 import Foundation
+import RowcastTestSupport
 import Synchronization
 import Testing
 
@@ -10,7 +11,11 @@ import Testing
 struct WatchdogTests {
     static let forgotten = Mutex<CheckedContinuation<Void, Never>?>(nil)
 
-    @Test func awaitsAContinuationThatIsNeverResumed() async {
-        await withCheckedContinuation { continuation in Self.forgotten.withLock { $0 = continuation } }
+    /// Its deadline (a day) is far beyond the watchdog's, so the watchdog ends it, and
+    /// the report shows the wait it was in.
+    @Test func awaitsAContinuationThatIsNeverResumed() async throws {
+        try await within(86_400, "a continuation that nobody resumes", seen: { "nothing, on purpose" }) {
+            await withCheckedContinuation { continuation in Self.forgotten.withLock { $0 = continuation } }
+        }
     }
 }

@@ -39,6 +39,8 @@ package func within<T: Sendable>(
     _ body: @escaping @Sendable () async throws -> T
 ) async throws -> T {
     let race = Race<T>(DeadlinePassed(awaited: awaited(), seconds: seconds, seen: ""), seen: seen)
+    let pending = PendingWaits.add(race.awaited, seen: seen)
+    defer { PendingWaits.remove(pending) }
     return try await race.run(seconds: seconds) {
         Task {
             do { race.finish(.success(try await body())) } catch { race.finish(.failure(error)) }
@@ -56,6 +58,8 @@ package func onThread<T: Sendable>(
     _ body: @escaping @Sendable () throws -> T
 ) async throws -> T {
     let race = Race<T>(DeadlinePassed(awaited: awaited(), seconds: seconds, seen: ""), seen: seen)
+    let pending = PendingWaits.add(race.awaited + " (on a thread)", seen: seen)
+    defer { PendingWaits.remove(pending) }
     return try await race.run(seconds: seconds) {
         Thread { race.finish(Result { try body() }) }.start()
         return nil
@@ -73,6 +77,8 @@ package func eventually(
     _ condition: () async throws -> Bool
 ) async throws {
     let deadline = ContinuousClock.now + clampedDuration(seconds: seconds)
+    let pending = PendingWaits.add(awaited(), seen: { "" })
+    defer { PendingWaits.remove(pending) }
     while true {
         if try await condition() { return }
         // The clock is only read here, never slept on: pause(for:) sleeps on NIO.
@@ -95,6 +101,7 @@ private final class Race<T: Sendable>: Sendable {
 
     private let state = Mutex(State())
     private let timeout: DeadlinePassed
+    var awaited: String { timeout.awaited }
     private let seen: @Sendable () -> String
 
     init(_ timeout: DeadlinePassed, seen: @escaping @Sendable () -> String) {
@@ -157,4 +164,53 @@ package func boundedConninfo(_ conninfo: String) -> String {
         return conninfo + (conninfo.contains("?") ? "&" : "?") + options
     }
     return conninfo + " options='-c statement_timeout=120s -c lock_timeout=60s'"
+}
+
+/// The waits in progress in this process, written every two seconds to the file that
+/// `ROWCAST_TEST_WAITS` names (make test sets it), for the watchdog's report. A hung run
+/// leaves no stack frame of an `await` behind; this says what each test was waiting for,
+/// since when, and what it had seen, even when no thread of the pool is left to report.
+enum PendingWaits {
+    private struct Wait {
+        let awaited: String
+        let since: ContinuousClock.Instant
+        let seen: @Sendable () -> String
+    }
+
+    private static let waits = Mutex<(next: UInt64, all: [UInt64: Wait])>((0, [:]))
+
+    /// The thread that writes the file, started with the first wait.
+    private static let writer: Void = {
+        guard let path = ProcessInfo.processInfo.environment["ROWCAST_TEST_WAITS"], !path.isEmpty else { return }
+        let thread = Thread {
+            while true {
+                Thread.sleep(forTimeInterval: 2)
+                let now = ContinuousClock.now
+                let lines = waits.withLock { $0.all.values.map { $0 } }
+                    .sorted { $0.since < $1.since }
+                    .map { wait -> String in
+                        let age = now - wait.since
+                        // What was seen, for waits that have lasted: asking costs a little.
+                        let seen = age > .seconds(10) ? wait.seen() : ""
+                        return "  \(age.components.seconds) s: \(wait.awaited)" + (seen.isEmpty ? "" : "; seen: \(seen.suffix(300))")
+                    }
+                let text = lines.isEmpty ? "  (none)\n" : lines.joined(separator: "\n") + "\n"
+                try? text.write(toFile: path + ".new", atomically: false, encoding: .utf8)
+                rename(path + ".new", path)
+            }
+        }
+        thread.name = "pending-waits"
+        thread.start()
+    }()
+
+    static func add(_ awaited: String, seen: @escaping @Sendable () -> String) -> UInt64 {
+        _ = writer
+        return waits.withLock {
+            $0.next += 1
+            $0.all[$0.next] = Wait(awaited: awaited, since: .now, seen: seen)
+            return $0.next
+        }
+    }
+
+    static func remove(_ id: UInt64) { _ = waits.withLock { $0.all.removeValue(forKey: id) } }
 }
