@@ -12,8 +12,8 @@ import Hummingbird
 /// one, which only WebSocket libraries send) are not from a browser and pass; so do
 /// requests without `Host` (no browser sends one).
 struct RequestGuard: Sendable {
-    /// Host names (lowercased, without port) requests may name; nil accepts any.
-    let hosts: Set<String>?
+    /// Hosts requests may name; nil accepts any.
+    let hosts: Set<RequestHost>?
     /// Origins allowed besides the page's own; `*` allows every origin.
     let origins: Set<String>
 
@@ -22,31 +22,25 @@ struct RequestGuard: Sendable {
     ///   - extraHosts: `--allow-host` names (a proxy's public name, say).
     ///   - origins: `--allow-origin` values.
     init(listening: String, extraHosts: [String], origins: Set<String>) {
-        let loopbackNames: Set<String> = ["localhost", "127.0.0.1", "::1", "[::1]"]
-        let extra = Set(extraHosts.map { $0.lowercased() })
+        let loopback: Set<RequestHost> = [.name("localhost"), .ipv4(127, 0, 0, 1), .ipv6("::1")]
+        // A name given without a port; one that is not a host at all can match nothing.
+        let extra = Set(extraHosts.compactMap { RequestHost(authority: $0) })
         switch listening.lowercased() {
         case "0.0.0.0", "::", "[::]", "":
             // Every interface: names are the operator's to know; credentials guard it.
-            hosts = extra.isEmpty ? nil : extra.union(loopbackNames)
-        case let host:
-            hosts = extra.union(loopbackNames).union([host])
+            hosts = extra.isEmpty ? nil : extra.union(loopback)
+        case let address:
+            hosts = extra.union(loopback).union(RequestHost(authority: address.contains(":") && !address.hasPrefix("[") ? "[\(address)]" : address).map { [$0] } ?? [])
         }
         self.origins = origins
     }
 
-    /// The host part of a `Host` header: `name`, `name:port`, `[v6]:port`.
-    static func hostName(_ authority: String) -> String {
-        let lowered = authority.lowercased()
-        if lowered.hasPrefix("["), let end = lowered.firstIndex(of: "]") { return String(lowered[...end]) }
-        if lowered.filter({ $0 == ":" }).count == 1, let colon = lowered.firstIndex(of: ":") { return String(lowered[..<colon]) }
-        return lowered
-    }
-
     func checkHost(_ request: Request) throws(HTTPError) {
         guard let hosts, let authority = request.head.authority else { return }
-        let name = Self.hostName(authority)
-        if hosts.contains(name) || name.hasPrefix("127.") { return }
-        throw HTTPError(.misdirectedRequest, message: "rowcast does not serve host \(name) (fix: open it by the address it listens on, or pass --allow-host \(name))")
+        let host = RequestHost(authority: authority)
+        if let host, hosts.contains(host) || host.isLoopbackIPv4 { return }
+        let named = host?.description ?? String(authority.prefix(100))
+        throw HTTPError(.misdirectedRequest, message: "rowcast does not serve host \(named) (fix: open it by the address it listens on, or pass --allow-host \(named))")
     }
 
     func checkOrigin(_ request: Request) throws(HTTPError) {
@@ -74,5 +68,72 @@ struct HostCheckMiddleware<Context: RequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         try guardian.checkHost(request)
         return try await next(request, context)
+    }
+}
+
+/// The host a `Host` header (or `--host`, `--allow-host`) names, parsed and normalised:
+/// compared exactly, never by prefix (`127.rebind.example` is a name, not a loopback
+/// address, and a DNS rebinding site can answer for it).
+package enum RequestHost: Hashable, Sendable, CustomStringConvertible {
+    /// A DNS name: lowercased, without the trailing dot of a fully qualified one.
+    case name(String)
+    /// An IPv4 address in dotted decimal, the only form browsers send.
+    case ipv4(UInt8, UInt8, UInt8, UInt8)
+    /// An IPv6 address, as written between the brackets, lowercased.
+    case ipv6(String)
+
+    /// Parses `host`, `host:port`, `a.b.c.d[:port]` or `[v6][:port]`; nil for anything
+    /// else (a bad port, characters no host has, a name whose last label is numeric
+    /// but that is no dotted-decimal address, such as `127.1` or `0x7f.1`).
+    package init?(authority: String) {
+        var text = Substring(authority.lowercased())
+        if text.hasPrefix("[") {
+            guard let end = text.firstIndex(of: "]") else { return nil }
+            let address = text[text.index(after: text.startIndex)..<end]
+            let rest = text[text.index(after: end)...]
+            guard rest.isEmpty || (rest.first == ":" && Self.isPort(rest.dropFirst())),
+                address.contains(":"), address.allSatisfy({ $0.isHexDigit || $0 == ":" || $0 == "." })
+            else { return nil }
+            self = .ipv6(String(address))
+            return
+        }
+        if let colon = text.firstIndex(of: ":") {
+            guard Self.isPort(text[text.index(after: colon)...]) else { return nil }
+            text = text[..<colon]
+        }
+        if text.hasSuffix(".") { text = text.dropLast() }
+        let labels = text.split(separator: ".", omittingEmptySubsequences: false)
+        guard !text.isEmpty, labels.allSatisfy({ label in
+            !label.isEmpty && label.count <= 63 && label.allSatisfy { ($0.isASCII && ($0.isLetter || $0.isNumber)) || $0 == "-" || $0 == "_" }
+        }) else { return nil }
+        guard let last = labels.last, last.allSatisfy({ $0.isASCII && $0.isNumber }) else {
+            self = .name(String(text))
+            return
+        }
+        // Numeric last label: a dotted-decimal IPv4 address or nothing.
+        let octets = labels.compactMap { label -> UInt8? in
+            guard label.allSatisfy({ $0.isASCII && $0.isNumber }), label == "0" || !label.hasPrefix("0") else { return nil }
+            return UInt8(label)
+        }
+        guard labels.count == 4, octets.count == 4 else { return nil }
+        self = .ipv4(octets[0], octets[1], octets[2], octets[3])
+    }
+
+    /// An address of 127.0.0.0/8, which only this machine answers.
+    package var isLoopbackIPv4: Bool {
+        if case .ipv4(127, _, _, _) = self { return true }
+        return false
+    }
+
+    package var description: String {
+        switch self {
+        case .name(let name): name
+        case .ipv4(let a, let b, let c, let d): "\(a).\(b).\(c).\(d)"
+        case .ipv6(let address): "[\(address)]"
+        }
+    }
+
+    private static func isPort(_ text: Substring) -> Bool {
+        !text.isEmpty && text.count <= 5 && text.allSatisfy { $0.isASCII && $0.isNumber } && (Int(text) ?? .max) <= 65_535
     }
 }

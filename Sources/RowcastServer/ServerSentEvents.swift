@@ -66,7 +66,7 @@ enum ServerSentEvents {
                 defer { heartbeat.cancel() }
                 let expiry = access.expires.map { expires in
                     Task {
-                        try await Task.sleep(for: .seconds(max(0, expires.timeIntervalSinceNow)))
+                        try await Task.sleep(for: .untilDate(expires))
                         broadcaster.expire(client.id)
                     }
                 }

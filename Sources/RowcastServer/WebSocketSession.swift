@@ -56,7 +56,7 @@ struct WebSocketSession {
             }
             if let expires = access.expires {
                 group.addTask {
-                    try? await Task.sleep(for: .seconds(max(0, expires.timeIntervalSinceNow)))
+                    try? await Task.sleep(for: .untilDate(expires))
                     if !Task.isCancelled { broadcaster.expire(client.id) }
                     return .expiry
                 }

@@ -103,12 +103,12 @@ struct Serve: AsyncParsableCommand {
             options.allowedOrigins = Set(allowOrigin)
             options.allowedHosts = allowHost
             options.resumeWindowBytes = resumeWindowBytes
-            options.resumeWindowAge = .milliseconds(Int64(resumeWindowAge * 1000))
+            options.resumeWindowAge = .seconds(saturating: resumeWindowAge)
             options.clientQueueBytes = clientQueueBytes
             options.auth = auth
-            options.socketIO.pingInterval = .milliseconds(Int64(socketIOPingInterval * 1000))
-            options.socketIO.pingTimeout = .milliseconds(Int64(socketIOPingTimeout * 1000))
-            options.socketIO.recoveryWindow = .milliseconds(Int64(socketIORecovery * 1000))
+            options.socketIO.pingInterval = .seconds(saturating: socketIOPingInterval)
+            options.socketIO.pingTimeout = .seconds(saturating: socketIOPingTimeout)
+            options.socketIO.recoveryWindow = .seconds(saturating: socketIORecovery)
             return options
         }()
         try await runServer(host: host, port: port) {

@@ -128,6 +128,15 @@ struct ServeFaultTests {
             ("/ws", "rebound.example:\(port)", "http://rebound.example:\(port)", true, "400"),
             ("/", "rebound.example:\(port)", nil, false, "421"),
             ("/status", "localhost:\(port)", nil, false, "200"),
+            // Hosts are parsed and compared exactly, never by prefix.
+            ("/status", "127.rebind.example:\(port)", nil, false, "421"),
+            ("/events", "127.rebind.example:\(port)", "http://127.rebind.example:\(port)", false, "421"),
+            ("/status", "127.0.0.1.rebind.example:\(port)", nil, false, "421"),
+            ("/status", "[::1].rebind.example:\(port)", nil, false, "421"),
+            ("/status", "127.1:\(port)", nil, false, "421"),
+            ("/status", "LOCALHOST.:\(port)", nil, false, "200"),
+            ("/status", "127.0.0.2:\(port)", nil, false, "200"),
+            ("/status", "[::1]:\(port)", nil, false, "200"),
         ]
         for item in cases {
             let status = try await onThread("\(item.path) with Host \(item.host)", within: 60) {
@@ -136,6 +145,65 @@ struct ServeFaultTests {
             #expect(status == item.expected, "\(item.path) Host \(item.host) Origin \(item.origin ?? "none")")
         }
         #expect(try await server.stop() == 0)
+    }
+
+    /// An HS256 JWT for `payload` (JSON), made with Python's standard library: an
+    /// implementation rowcast had no hand in.
+    static func jwt(secret: String, payload: String) async throws -> String {
+        let script = """
+            import base64, hashlib, hmac, json, sys
+            part = lambda data: base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+            head = part(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." + part(sys.argv[2].encode())
+            print(head + "." + part(hmac.new(sys.argv[1].encode(), head.encode(), hashlib.sha256).digest()))
+            """
+        let made = try await onThread("python3 to sign a JWT", within: 60) { try runChild("python3", ["-c", script, secret, payload], seconds: 30) }
+        guard made.status == 0 else { throw Failure("python3 could not sign a JWT: \(made.stderr)") }
+        return made.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// A token that "never expires" (exp in the year 9999, or later than any date) is a
+    /// valid credential on every transport, and serve lives on: such a token once
+    /// crashed it over /socket.io/ (an overflow converting the delay to its expiry).
+    @Test func tokensThatExpireCenturiesAwayAreServedOnEveryTransport() async throws {
+        let secret = "a-jwt-secret-of-at-least-32-bytes!!"
+        let (server, port, _) = try await Self.serve(table: "forever", ["--jwt-secret", secret])
+        let portNumber = try #require(Int(port))
+        for exp in ["253402300799", "1e300"] {
+            let token = try await Self.jwt(secret: secret, payload: #"{"exp": \#(exp)}"#)
+            let answers = try await onThread("/ws, /events and /socket.io/ with a token expiring at \(exp)", within: 90) { () throws -> [String] in
+                let webSocket = try RawClient(port: portNumber)
+                guard webSocket.upgrade(path: "/ws?token=\(token)"), webSocket.read(until: "connected") else {
+                    throw Failure("/ws: \(String(decoding: webSocket.received, as: UTF8.self))")
+                }
+                let events = try RawClient(port: portNumber)
+                events.send("GET /events?token=\(token) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                guard events.read(until: ": connected") else { throw Failure("/events: \(String(decoding: events.received, as: UTF8.self))") }
+                let socketIO = try RawClient(port: portNumber)
+                guard socketIO.upgrade(path: "/socket.io/?EIO=4&transport=websocket"), socketIO.read(until: "\"sid\"") else {
+                    throw Failure("no Engine.IO open packet: \(String(decoding: socketIO.received, as: UTF8.self))")
+                }
+                socketIO.sendText(#"40{"token":"\#(token)"}"#)
+                guard socketIO.read(until: "\"pid\"") else { throw Failure("no CONNECT answer: \(String(decoding: socketIO.received, as: UTF8.self))") }
+                return try [RawClient.status(port: portNumber, path: "/healthz", host: "127.0.0.1")]
+            }
+            #expect(answers == ["200"], "serve after exp \(exp):\n\(server.output.suffix(1500))")
+        }
+        #expect(try await server.stop() == 0, "serve output:\n\(server.output.suffix(2000))")
+    }
+
+    /// Durations from flags saturate: a window or heartbeat of 1e300 seconds, or an
+    /// infinite one, means "as long as can be", not a trap converting it.
+    @Test func absurdDurationFlagsSaturate() async throws {
+        let (server, port, _) = try await Self.serve(table: "absurd", [
+            "--resume-window-age", "1e300", "--socketio-ping-interval", "inf", "--socketio-ping-timeout", "1e300", "--socketio-recovery", "1e300",
+        ])
+        let portNumber = try #require(Int(port))
+        let health = try await onThread("GET /healthz", within: 60) { try RawClient.status(port: portNumber, path: "/healthz", host: "127.0.0.1") }
+        #expect(health == "200")
+        // The Engine.IO handshake announces the saturated heartbeat, and serve lives on.
+        let open = try await onThread("an Engine.IO open packet", within: 60) { try RawClient.body(port: portNumber, path: "/socket.io/?EIO=4&transport=polling") }
+        #expect(String(decoding: open, as: UTF8.self).contains(#""pingInterval":"#))
+        #expect(try await server.stop() == 0, "serve output:\n\(server.output.suffix(2000))")
     }
 
     /// One client that connects, subscribes and leaves; true when it got `subscribed`.

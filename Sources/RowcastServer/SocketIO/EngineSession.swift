@@ -235,8 +235,7 @@ final class EngineSession: Sendable {
             state.joinDeadline?.cancel()
             state.joinDeadline = nil
             if let expires = access.expires {
-                let delay = Duration.milliseconds(max(0, Int64(expires.timeIntervalSinceNow * 1000)))
-                state.expiry = eventLoop.scheduleTask(in: TimeAmount(delay)) { [server, client] in server.broadcaster.expire(client.id) }
+                state.expiry = eventLoop.scheduleTask(in: TimeAmount(.untilDate(expires))) { [server, client] in server.broadcaster.expire(client.id) }
             }
             return false
         }

@@ -275,9 +275,3 @@ package struct SocketIOSettings: Sendable {
 
     package init() {}
 }
-
-extension TimeAmount {
-    init(_ duration: Duration) {
-        self = .nanoseconds(duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
-    }
-}

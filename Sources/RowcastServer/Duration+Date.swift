@@ -1,0 +1,24 @@
+import Foundation
+
+extension Duration {
+    /// The time from now until `date`, a client credential's expiry, say: zero when it
+    /// has passed, and at most `cap` (ten years) however far away it is, so that any
+    /// `exp` a token carries is a delay a timer can hold. (A token's `exp` in the year
+    /// 9999, a common "never expires", once crashed `serve`: the delay overflowed
+    /// converting to NIO's nanoseconds, through a conversion of rowcast's own that hid
+    /// NIO's clamped `TimeAmount(Duration)`.)
+    package static func untilDate(_ date: Date, cap: Duration = .seconds(10 * 365 * 86_400)) -> Duration {
+        .seconds(saturating: date.timeIntervalSinceNow, cap: cap)
+    }
+}
+
+extension Duration {
+    /// `seconds` from outside (a flag, a claim) as a duration, saturating: zero for a
+    /// negative or NaN value, `cap` (ten years) for one beyond it or infinite, never a
+    /// trap converting to integer milliseconds.
+    package static func seconds(saturating seconds: Double, cap: Duration = .seconds(10 * 365 * 86_400)) -> Duration {
+        guard seconds > 0 else { return .zero }
+        guard seconds < Double(cap.components.seconds) else { return cap }
+        return .milliseconds(Int64(seconds * 1000))
+    }
+}
