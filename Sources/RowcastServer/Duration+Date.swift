@@ -13,12 +13,13 @@ extension Duration {
 }
 
 extension Duration {
-    /// `seconds` from outside (a flag, a claim) as a duration, saturating: zero for a
-    /// negative or NaN value, `cap` (ten years) for one beyond it or infinite, never a
-    /// trap converting to integer milliseconds.
+    /// `seconds` from outside (a flag, a claim) as a duration in whole milliseconds,
+    /// saturating: zero for a negative or NaN value, `cap` (ten years) for one beyond it
+    /// or infinite, never a trap converting to integers; a positive value is at least a
+    /// millisecond (a flag "above 0" must not become 0).
     package static func seconds(saturating seconds: Double, cap: Duration = .seconds(10 * 365 * 86_400)) -> Duration {
         guard seconds > 0 else { return .zero }
         guard seconds < Double(cap.components.seconds) else { return cap }
-        return .milliseconds(Int64(seconds * 1000))
+        return .milliseconds(max(1, Int64((seconds * 1000).rounded(.up))))
     }
 }

@@ -12,8 +12,11 @@ import Hummingbird
 /// one, which only WebSocket libraries send) are not from a browser and pass; so do
 /// requests without `Host` (no browser sends one).
 struct RequestGuard: Sendable {
-    /// Hosts requests may name; nil accepts any.
-    let hosts: Set<RequestHost>?
+    /// Hosts requests may name.
+    let hosts: Set<RequestHost>
+    /// Whether any IP address may be named (listening on every interface): a DNS
+    /// rebinding site needs a name of its own, so only names must be listed.
+    let anyAddress: Bool
     /// Origins allowed besides the page's own; `*` allows every origin.
     let origins: Set<String>
 
@@ -27,18 +30,20 @@ struct RequestGuard: Sendable {
         let extra = Set(extraHosts.compactMap { RequestHost(authority: $0) })
         switch listening.lowercased() {
         case "0.0.0.0", "::", "[::]", "":
-            // Every interface: names are the operator's to know; credentials guard it.
-            hosts = extra.isEmpty ? nil : extra.union(loopback)
+            // Every interface: any of the machine's addresses, and the names given.
+            hosts = extra.union(loopback)
+            anyAddress = true
         case let address:
             hosts = extra.union(loopback).union(RequestHost(authority: address.contains(":") && !address.hasPrefix("[") ? "[\(address)]" : address).map { [$0] } ?? [])
+            anyAddress = false
         }
         self.origins = origins
     }
 
     func checkHost(_ request: Request) throws(HTTPError) {
-        guard let hosts, let authority = request.head.authority else { return }
+        guard let authority = request.head.authority else { return }
         let host = RequestHost(authority: authority)
-        if let host, hosts.contains(host) || host.isLoopbackIPv4 { return }
+        if let host, hosts.contains(host) || host.isLoopbackIPv4 || (anyAddress && host.isAddress) { return }
         let named = host?.description ?? String(authority.prefix(100))
         throw HTTPError(.misdirectedRequest, message: "rowcast does not serve host \(named) (fix: open it by the address it listens on, or pass --allow-host \(named))")
     }
@@ -50,10 +55,10 @@ struct RequestGuard: Sendable {
         // libraries that send one of their own (ws://host) are not browsers, and could
         // as well send none.
         if origin.hasPrefix("ws://") || origin.hasPrefix("wss://") { return }
-        // The page's own origin: its authority is the Host the request names.
-        if let authority = request.head.authority,
-            let schemeEnd = origin.range(of: "://"),
-            origin[schemeEnd.upperBound...].lowercased() == authority.lowercased()
+        // The page's own origin: http, or https through a proxy that ends TLS, and the
+        // origin's authority is the Host the request names.
+        if let authority = request.head.authority?.lowercased(),
+            ["http://" + authority, "https://" + authority].contains(origin.lowercased())
         {
             return
         }
@@ -86,6 +91,9 @@ package enum RequestHost: Hashable, Sendable, CustomStringConvertible {
     /// else (a bad port, characters no host has, a name whose last label is numeric
     /// but that is no dotted-decimal address, such as `127.1` or `0x7f.1`).
     package init?(authority: String) {
+        // ASCII only, and not longer than a name can be: lowercasing first would turn
+        // the Kelvin sign into a "k".
+        guard authority.utf8.count <= 261, authority.allSatisfy(\.isASCII) else { return nil }
         var text = Substring(authority.lowercased())
         if text.hasPrefix("[") {
             guard let end = text.firstIndex(of: "]") else { return nil }
@@ -117,6 +125,12 @@ package enum RequestHost: Hashable, Sendable, CustomStringConvertible {
         }
         guard labels.count == 4, octets.count == 4 else { return nil }
         self = .ipv4(octets[0], octets[1], octets[2], octets[3])
+    }
+
+    /// An IP address, not a name.
+    package var isAddress: Bool {
+        if case .name = self { return false }
+        return true
     }
 
     /// An address of 127.0.0.0/8, which only this machine answers.

@@ -12,13 +12,15 @@ enum EnvironmentArguments {
     static let connection: [(String, Kind)] = [("db", .value), ("log-level", .value)]
     static let capture: [(String, Kind)] = [
         ("mode", .value), ("table", .list), ("channel", .list), ("slot", .value), ("publication", .value), ("since", .value),
-        ("status-interval", .value),
+        ("all-tables", .bool), ("force-all-tables", .bool), ("status-interval", .value),
     ]
 
     /// The flags of each command, by its path of subcommand names.
     static let flags: [[String]: [(String, Kind)]] = [
         ["serve"]: connection + capture + [
-            ("host", .value), ("port", .value), ("resume-window", .value), ("allow-origin", .list), ("token", .value), ("jwt-secret", .value), ("insecure-no-auth", .bool),
+            ("host", .value), ("port", .value), ("resume-window", .value), ("resume-window-bytes", .value), ("resume-window-age", .value),
+            ("client-queue-bytes", .value), ("allow-origin", .list), ("allow-host", .list), ("token", .value), ("jwt-secret", .value),
+            ("socketio-ping-interval", .value), ("socketio-ping-timeout", .value), ("socketio-recovery", .value), ("insecure-no-auth", .bool),
         ],
         ["tail"]: connection + capture + [("endpos", .value)],
         ["setup"]: connection + [("mode", .value), ("table", .list), ("slot", .value), ("publication", .value)],
@@ -27,7 +29,7 @@ enum EnvironmentArguments {
         ["slot", "create"]: connection,
         ["slot", "drop"]: connection + [("force", .bool)],
         ["doctor"]: connection + [("mode", .value), ("table", .list), ("publication", .value)],
-        ["demo"]: [("port", .value), ("log-level", .value)],
+        ["demo"]: [("mode", .value), ("port", .value), ("log-level", .value)],
     ]
 
     /// `arguments` (without the program name) with environment values added.

@@ -13,6 +13,6 @@ struct Rowcast: AsyncParsableCommand {
             Exit codes: 0 success, 1 a failed check or missing object, 2 bad usage, 3 cannot connect.
             """,
         version: "0.1.0",
-        subcommands: [Serve.self, Tail.self, Setup.self, Teardown.self, Slot.self, Doctor.self, Demo.self, DevCluster.self]
+        subcommands: [Serve.self, Tail.self, Setup.self, Teardown.self, Slot.self, Doctor.self, Demo.self, DevCluster.self, DevEnvironment.self]
     )
 }

@@ -92,6 +92,15 @@ struct Serve: AsyncParsableCommand {
         guard socketIOPingInterval > 0, socketIOPingTimeout > 0, socketIORecovery >= 0 else {
             throw CommandFailure.usage("--socketio-ping-interval and --socketio-ping-timeout take a number of seconds above 0, --socketio-recovery 0 or more")
         }
+        // Browsers hold a timer of at most 2^31 - 1 ms (24.8 days): engine.io-client
+        // waits pingInterval + pingTimeout, and a longer wait fires at once, closing
+        // every session. A day each keeps the sum within it.
+        guard socketIOPingInterval <= 86_400, socketIOPingTimeout <= 86_400 else {
+            throw CommandFailure.usage("--socketio-ping-interval and --socketio-ping-timeout take at most 86400 seconds (a day): socket.io clients cannot wait longer")
+        }
+        for name in allowHost where RequestHost(authority: name) == nil || name.contains(":") && !name.hasPrefix("[") {
+            throw CommandFailure.usage("--allow-host \(name) is not a host name or address (fix: a name such as rowcast.example.com, or an address; no scheme, path or wildcard)")
+        }
         raiseOpenFileLimit(logger: logger)
         let source = try capture.connect(connection.settings, logger: logger)
         let mode = source.mode.rawValue
@@ -149,6 +158,9 @@ func raiseOpenFileLimit(logger: Logger) {
 }
 
 /// Whether `host` only accepts connections from this machine.
+/// Whether `host` (as given with `--host`) is this machine alone: `localhost`, `::1` or
+/// a 127/8 address, parsed, never by prefix (`127.example.com` may be anywhere).
 func isLoopback(_ host: String) -> Bool {
-    host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    let parsed = RequestHost(authority: host.contains(":") && !host.hasPrefix("[") ? "[\(host)]" : host)
+    return parsed == .name("localhost") || parsed == .ipv6("::1") || parsed?.isLoopbackIPv4 == true
 }

@@ -10,7 +10,7 @@ enum UsageError {
 
     /// The line for a parse error, given the arguments as typed.
     static func line(for error: any Error, arguments: [String]) -> String {
-        if let first = arguments.first, !first.hasPrefix("-"), !commands.contains(first), first != "dev-cluster", first != "help" {
+        if let first = arguments.first, !first.hasPrefix("-"), !commands.contains(first), first != "dev-cluster", first != "dev-env", first != "help" {
             let hint = nearby[first].map { "did you mean rowcast \($0)? " } ?? ""
             return "rowcast: unknown command \"\(first)\" (fix: \(hint)commands are \(commands.joined(separator: ", ")); rowcast --help)"
         }

@@ -172,6 +172,52 @@ struct CLIDatabaseTests {
     }
 }
 
+/// Every flag also reads `ROWCAST_<FLAG>` (SPEC section 3): the list of flags that do
+/// is held to each command's own options, as the argument parser describes them.
+@Suite struct EnvironmentFlagTests {
+    static let commands = ["serve", "tail", "setup", "teardown", "slot status", "slot create", "slot drop", "doctor", "demo"]
+
+    @Test func everyFlagOfEveryCommandReadsTheEnvironment() async throws {
+        let listed = Set(try await Rowcast.run(["dev-env"]).stdout.split(separator: "\n").map(String.init))
+        var options: Set<String> = []
+        for command in Self.commands {
+            let dump = try await Rowcast.run(command.split(separator: " ").map(String.init) + ["--experimental-dump-help"])
+            let tool = try #require(try JSONSerialization.jsonObject(with: Data(dump.stdout.utf8)) as? [String: Any], "\(command): \(dump.stderr)")
+            let arguments = (tool["command"] as? [String: Any])?["arguments"] as? [[String: Any]] ?? []
+            for argument in arguments where ["option", "flag"].contains(argument["kind"] as? String) {
+                let long = (argument["names"] as? [[String: Any]] ?? []).first { $0["kind"] as? String == "long" }?["name"] as? String
+                if let long, !["help", "version"].contains(long) { options.insert("\(command) --\(long)") }
+            }
+        }
+        #expect(options.count > 40, "the parser described \(options.count) options")
+        #expect(options.subtracting(listed).sorted() == [], "flags that ignore ROWCAST_<FLAG> (add them to EnvironmentArguments.flags)")
+        #expect(listed.subtracting(options).sorted() == [], "EnvironmentArguments.flags names flags no command has")
+    }
+
+    /// The flags found ignoring their variable, end to end: `ROWCAST_ALLOW_HOST` turns
+    /// the Host check on for every interface, `ROWCAST_SOCKETIO_PING_INTERVAL` sets
+    /// the heartbeat.
+    @Test(.enabled(if: Rowcast.databaseURL != nil, "needs the cluster that make test starts"))
+    func allowHostAndSocketIOSettingsComeFromTheEnvironment() async throws {
+        let url = try await Rowcast.freshDatabase()
+        try await Rowcast.psql(url, "CREATE TABLE envflags (id int PRIMARY KEY)")
+        #expect(try await Rowcast.run(["setup", "--mode", "trigger", "--table", "envflags", "--db", url]).status == 0)
+        let server = try RunningProcess(
+            Rowcast.binary.path, ["serve", "--mode", "trigger", "--table", "envflags", "--host", "0.0.0.0", "--port", "0", "--db", url],
+            environment: ["ROWCAST_ALLOW_HOST": "proxy.example", "ROWCAST_SOCKETIO_PING_INTERVAL": "3", "ROWCAST_TOKEN": "env-token"]
+        )
+        let port = try #require(Int(try await server.waitFor(#"serving trigger mode on http://[^:]+:(\d+)/"#)))
+        let statuses = try await onThread("GET /healthz with three hosts", within: 60) {
+            try ["proxy.example", "evil.example", "127.0.0.1", "192.0.2.7"].map { try RawClient.status(port: port, path: "/healthz", host: $0) }
+        }
+        // On every interface: the names given, and any address (a rebinding site needs a name).
+        #expect(statuses == ["200", "421", "200", "200"])
+        let open = try await onThread("an Engine.IO open packet", within: 60) { try RawClient.body(port: port, path: "/socket.io/?EIO=4&transport=polling") }
+        #expect(String(decoding: open, as: UTF8.self).contains(#""pingInterval":3000"#), "\(String(decoding: open, as: UTF8.self))")
+        #expect(try await server.stop() == 0, "serve output:\n\(server.output.suffix(2000))")
+    }
+}
+
 /// Runs the built binary and psql.
 enum Rowcast {
     static let databaseURL = ProcessInfo.processInfo.environment["ROWCAST_TEST_DATABASE_URL"]

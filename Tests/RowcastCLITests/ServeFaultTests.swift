@@ -191,19 +191,27 @@ struct ServeFaultTests {
         #expect(try await server.stop() == 0, "serve output:\n\(server.output.suffix(2000))")
     }
 
-    /// Durations from flags saturate: a window or heartbeat of 1e300 seconds, or an
-    /// infinite one, means "as long as can be", not a trap converting it.
-    @Test func absurdDurationFlagsSaturate() async throws {
-        let (server, port, _) = try await Self.serve(table: "absurd", [
-            "--resume-window-age", "1e300", "--socketio-ping-interval", "inf", "--socketio-ping-timeout", "1e300", "--socketio-recovery", "1e300",
+    /// Durations from flags saturate: a window or recovery of 1e300 seconds, or an
+    /// infinite one, means "as long as can be", not a trap converting it; a heartbeat
+    /// longer than socket.io clients can wait (a day) is refused with the cause, and
+    /// the tiniest positive one is a millisecond, never zero.
+    @Test func absurdDurationFlagsSaturateOrAreRefused() async throws {
+        let (server, port, url) = try await Self.serve(table: "absurd", [
+            "--resume-window-age", "1e300", "--socketio-recovery", "inf", "--socketio-ping-interval", "1e-300", "--socketio-ping-timeout", "86400",
         ])
         let portNumber = try #require(Int(port))
         let health = try await onThread("GET /healthz", within: 60) { try RawClient.status(port: portNumber, path: "/healthz", host: "127.0.0.1") }
         #expect(health == "200")
-        // The Engine.IO handshake announces the saturated heartbeat, and serve lives on.
-        let open = try await onThread("an Engine.IO open packet", within: 60) { try RawClient.body(port: portNumber, path: "/socket.io/?EIO=4&transport=polling") }
-        #expect(String(decoding: open, as: UTF8.self).contains(#""pingInterval":"#))
+        let open = String(decoding: try await onThread("an Engine.IO open packet", within: 60) {
+            try RawClient.body(port: portNumber, path: "/socket.io/?EIO=4&transport=polling")
+        }, as: UTF8.self)
+        #expect(open.contains(#""pingInterval":1,"pingTimeout":86400000"#), "\(open)")
         #expect(try await server.stop() == 0, "serve output:\n\(server.output.suffix(2000))")
+        for flag in ["--socketio-ping-interval", "--socketio-ping-timeout"] {
+            let refused = try await Rowcast.run(["serve", "--mode", "trigger", "--table", "absurd", flag, "inf", "--port", "0", "--db", url])
+            #expect(refused.status == 2)
+            #expect(refused.stderr.hasPrefix("rowcast: --socketio-ping-interval and --socketio-ping-timeout take at most 86400 seconds"), "\(refused.stderr)")
+        }
     }
 
     /// One client that connects, subscribes and leaves; true when it got `subscribed`.
