@@ -27,14 +27,14 @@ struct RequestGuard: Sendable {
     init(listening: String, extraHosts: [String], origins: Set<String>) {
         let loopback: Set<RequestHost> = [.name("localhost"), .ipv4(127, 0, 0, 1), .ipv6("::1")]
         // A name given without a port; one that is not a host at all can match nothing.
-        let extra = Set(extraHosts.compactMap { RequestHost(authority: $0) })
+        let extra = Set(extraHosts.compactMap { RequestHost(option: $0) })
         switch listening.lowercased() {
         case "0.0.0.0", "::", "[::]", "":
             // Every interface: any of the machine's addresses, and the names given.
             hosts = extra.union(loopback)
             anyAddress = true
         case let address:
-            hosts = extra.union(loopback).union(RequestHost(authority: address.contains(":") && !address.hasPrefix("[") ? "[\(address)]" : address).map { [$0] } ?? [])
+            hosts = extra.union(loopback).union(RequestHost(option: address).map { [$0] } ?? [])
             anyAddress = false
         }
         self.origins = origins
@@ -125,6 +125,13 @@ package enum RequestHost: Hashable, Sendable, CustomStringConvertible {
         }
         guard labels.count == 4, octets.count == 4 else { return nil }
         self = .ipv4(octets[0], octets[1], octets[2], octets[3])
+    }
+
+    /// A host as an operator writes it in `--host` or `--allow-host`: also a bare IPv6
+    /// address (`::1`), which a `Host` header would bracket; a port is ignored.
+    package init?(option: String) {
+        let bare = option.filter { $0 == ":" }.count > 1 && !option.hasPrefix("[")
+        self.init(authority: bare ? "[\(option)]" : option)
     }
 
     /// An IP address, not a name.

@@ -98,7 +98,7 @@ struct Serve: AsyncParsableCommand {
         guard socketIOPingInterval <= 86_400, socketIOPingTimeout <= 86_400 else {
             throw CommandFailure.usage("--socketio-ping-interval and --socketio-ping-timeout take at most 86400 seconds (a day): socket.io clients cannot wait longer")
         }
-        for name in allowHost where RequestHost(authority: name) == nil || name.contains(":") && !name.hasPrefix("[") {
+        for name in allowHost where RequestHost(option: name) == nil {
             throw CommandFailure.usage("--allow-host \(name) is not a host name or address (fix: a name such as rowcast.example.com, or an address; no scheme, path or wildcard)")
         }
         raiseOpenFileLimit(logger: logger)
@@ -161,6 +161,6 @@ func raiseOpenFileLimit(logger: Logger) {
 /// Whether `host` (as given with `--host`) is this machine alone: `localhost`, `::1` or
 /// a 127/8 address, parsed, never by prefix (`127.example.com` may be anywhere).
 func isLoopback(_ host: String) -> Bool {
-    let parsed = RequestHost(authority: host.contains(":") && !host.hasPrefix("[") ? "[\(host)]" : host)
+    let parsed = RequestHost(option: host)
     return parsed == .name("localhost") || parsed == .ipv6("::1") || parsed?.isLoopbackIPv4 == true
 }

@@ -88,6 +88,23 @@ import Testing
         #expect(shortSecret.stderr.contains("--jwt-secret needs at least 32 bytes"))
     }
 
+    /// `--host` is loopback only when it is one (parsed, not by prefix), and an
+    /// `--allow-host` that is no host is refused with the fix, not silently unmatched.
+    @Test func hostsOnTheCommandLineAreParsed() async throws {
+        let named = try await Rowcast.run(["serve", "--mode", "trigger", "--host", "127.rebind.example", "--db", "postgresql://127.0.0.1:1/x"])
+        #expect(named.status == 2)
+        #expect(named.stderr.contains("refusing to serve unauthenticated clients on 127.rebind.example"), "\(named.stderr)")
+        for bad in ["*", "http://proxy.example", "proxy example"] {
+            let refused = try await Rowcast.run(["serve", "--mode", "trigger", "--allow-host", bad, "--db", "postgresql://127.0.0.1:1/x"])
+            #expect(refused.status == 2)
+            #expect(refused.stderr == "rowcast: --allow-host \(bad) is not a host name or address (fix: a name such as rowcast.example.com, or an address; no scheme, path or wildcard)\n", "\(refused.stderr)")
+        }
+        // A loopback address, a bare IPv6 one, and a name with a port go on (to fail connecting: exit 3).
+        for (flag, value) in [("--host", "127.0.0.2"), ("--host", "::1"), ("--allow-host", "proxy.example:8443")] {
+            #expect(try await Rowcast.run(["serve", "--mode", "trigger", flag, value, "--db", "postgresql://127.0.0.1:1/x"]).status == 3, "\(flag) \(value)")
+        }
+    }
+
     @Test func helpAndVersionExit0() async throws {
         let help = try await Rowcast.run(["--help"])
         #expect(help.status == 0)

@@ -33,6 +33,14 @@ import Testing
         #expect(RequestHost(authority: authority) == nil, "\(authority)")
     }
 
+    @Test func optionsMayNameABareIPv6Address() {
+        #expect(RequestHost(option: "::1") == .ipv6("::1"))
+        #expect(RequestHost(option: "[::1]") == .ipv6("::1"))
+        #expect(RequestHost(option: "Proxy.Example:8443") == .name("proxy.example"))
+        #expect(RequestHost(option: "*") == nil)
+        #expect(RequestHost(option: "http://proxy.example") == nil)
+    }
+
     @Test func onlyDottedLoopbackAddressesAreLoopback() {
         #expect(RequestHost(authority: "127.0.0.2")?.isLoopbackIPv4 == true)
         #expect(RequestHost(authority: "127.rebind.example")?.isLoopbackIPv4 == false)
