@@ -13,5 +13,6 @@ fail() { echo "watchdog-check: $1"; tail -n 40 "$out"; exit 1; }
 [ "$status" -eq 124 ] || fail "scripts/test.sh exited $status, not 124"
 grep -q "^  awaitsAContinuationThatIsNeverResumed()" "$out" || fail "the report does not name the hung test"
 grep -q "^Thread 1 " "$out" || fail "the report has no thread stacks"
-grep -qE "^  [0-9]+ s: a continuation that nobody resumes; seen: nothing, on purpose" "$out" || fail "the report does not show the wait the test was in"
+# (What the wait had seen is written once it is 10 s old: not asserted, it may be younger.)
+grep -qE "^  [0-9]+ s: a continuation that nobody resumes" "$out" || fail "the report does not show the wait the test was in"
 echo "watchdog-check: the watchdog ended the hung run after $((SECONDS - started)) s with exit 124, naming the test and its wait, with $(grep -c '^Thread ' "$out") thread stacks"
