@@ -17,6 +17,8 @@ watchdog=${ROWCAST_TEST_WATCHDOG:-300}
 logs=.build/test-logs/$(date -u +%Y%m%dT%H%M%SZ)-$$
 mkdir -p "$logs/children"
 log=$logs/run.log
+# The logs of the last 20 runs are kept.
+ls -1d .build/test-logs/*/ 2>/dev/null | sort | head -n -20 | xargs -r rm -rf
 
 # Everything the run makes in the temporary folder (clusters that tests start, browser
 # profiles) goes in one of its own, so that what a killed run leaves there can be found
