@@ -41,10 +41,21 @@ let package = Package(
                 .embedInCode("SQL/rowcast_trigger_teardown.sql"),
             ]
         ),
+        // What rowcast says and reads on the wire, without I/O: the encoded record and
+        // each transport's framing, the client-message and Engine.IO parsers, Engine.IO's
+        // session state machine.
+        .target(
+            name: "RowcastWire",
+            dependencies: [
+                "RowcastCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
         .target(
             name: "RowcastServer",
             dependencies: [
                 "RowcastCore",
+                "RowcastWire",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -54,7 +65,6 @@ let package = Package(
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "JWTKit", package: "jwt-kit"),
-                "RowcastTestSupport",
             ],
             resources: [.embedInCode("Page/index.html")]
         ),
@@ -93,6 +103,10 @@ let package = Package(
             dependencies: ["RowcastCore"]
         ),
         .testTarget(
+            name: "RowcastWireTests",
+            dependencies: ["RowcastCore", "RowcastWire", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .testTarget(
             name: "RowcastPostgresTests",
             dependencies: ["RowcastCore", "RowcastPostgres", "RowcastTestSupport"]
         ),
@@ -109,6 +123,7 @@ let package = Package(
             name: "RowcastServerTests",
             dependencies: [
                 "RowcastCore",
+                "RowcastWire",
                 "RowcastPostgres",
                 "RowcastServer",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

@@ -4,6 +4,7 @@ import HummingbirdWebSocket
 import Logging
 import NIOCore
 import RowcastCore
+import RowcastWire
 import ServiceLifecycle
 
 /// Composes the server in one place, for `rowcast serve`, `rowcast demo` and the tests:
@@ -18,7 +19,7 @@ package func buildApplication(
     onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in },
     logger: Logger
 ) -> RowcastApplication {
-    let broadcaster = Broadcaster(options: options, origin: source.origin)
+    let broadcaster = Broadcaster(options: options, origin: source.origin, metrics: ServerMetrics(replication: options.slot != nil))
     let router = makeRouter(options: options, source: source, broadcaster: broadcaster)
     let app = Application(
         router: router,
@@ -66,17 +67,6 @@ package struct RowcastApplication: ApplicationProtocol {
     }
 }
 
-extension Broadcaster {
-    convenience init(options: ServerOptions, origin: Cursor?) {
-        self.init(
-            queueLimit: options.clientQueueLimit, queueBytes: options.clientQueueBytes,
-            resumeWindow: options.resumeWindow, resumeWindowBytes: options.resumeWindowBytes,
-            resumeWindowAge: options.resumeWindowAge, origin: origin,
-            metrics: ServerMetrics(replication: options.slot != nil)
-        )
-    }
-}
-
 /// The routes: the page and `/healthz` for anyone; `/ws`, `/events`, `/status` and
 /// `/metrics` behind the credentials check, and `/socket.io/`, whose CONNECT checks
 /// them. Every route checks `Host` first.
@@ -108,7 +98,7 @@ func makeRouter(options: ServerOptions, source: any CaptureSource, broadcaster: 
     authenticated.get("/events") { request, context in
         try guardian.checkOrigin(request)
         return try ServerSentEvents.response(
-            for: request, access: context.access, broadcaster: broadcaster, capture: source.state, heartbeatSeconds: options.heartbeatSeconds,
+            for: request, access: context.access, broadcaster: broadcaster, capture: source.state, heartbeat: options.serverSentEventsHeartbeat,
             channel: context.channel, stalledClientGrace: options.stalledClientGrace
         )
     }
@@ -196,11 +186,4 @@ struct AuthMiddleware: RouterMiddleware {
         context.access = try await authenticator.authenticate(request)
         return try await next(request, context)
     }
-}
-
-/// A close frame's reason is at most 123 bytes of UTF-8.
-func closeReason(_ text: String) -> String {
-    var reason = Substring(text)
-    while reason.utf8.count > 123 { reason = reason.dropLast() }
-    return String(reason)
 }

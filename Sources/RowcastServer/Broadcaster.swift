@@ -1,31 +1,38 @@
 import NIOCore
 import RowcastCore
+import RowcastWire
 import Synchronization
 
 /// Fans records out to every subscribed client.
 ///
-/// Each record is encoded once, into one `update` frame whose bytes every client
-/// shares (Socket.IO clients share one packet made from it, built once when the first
-/// of them matches). Each client has a queue bounded in frames and in bytes; a client whose
-/// queue is full is cut off (its session closes with 1013 and the last cursor it was
-/// sent, and its connection is closed outright if even that cannot be written) so
-/// that it never slows capture or the other clients. `deliver` never blocks.
+/// Each record is encoded once (``EncodedRecord``) and framed once per framing that a
+/// matching client speaks (``FramedRecord``): every `/ws` client shares the encoded
+/// buffer itself, every SSE client one event built from it, every Socket.IO client one
+/// packet. The broadcaster knows events (records, `subscribed`), never a wire format.
+/// Each client has a queue bounded in frames and in bytes; a client whose queue is full
+/// is cut off (its session closes with 1013 and the last cursor it was sent, and its
+/// connection is closed outright if even that cannot be written) so that it never slows
+/// capture or the other clients. `deliver` never blocks.
 package final class Broadcaster: RecordSink {
-    /// One queued item for a client's writer.
-    package enum Outgoing: Sendable {
-        /// A frame to send; `cursor` is set for `update` frames.
-        case frame(ByteBuffer, cursor: String?)
-        /// Nothing to send but a sign of life (SSE comment lines).
-        case heartbeat
+    /// One queued item for a client's writer: bytes in the client's framing, and the
+    /// record's cursor when it is one (a writer reports the last it wrote).
+    package struct Outgoing: Sendable {
+        package let bytes: ByteBuffer
+        package let cursor: String?
+
+        package init(_ bytes: ByteBuffer, cursor: String? = nil) {
+            self.bytes = bytes
+            self.cursor = cursor
+        }
     }
 
-    /// The protocol a client speaks, which decides how the broadcaster's own frames
-    /// (`update`, `subscribed`) are shaped for it.
-    package enum Speech: Sendable {
-        /// rowcast's `{"event": NAME, "data": OBJECT}` (`/ws`; `/events` slices it).
-        case rowcast
-        /// Socket.IO event packets, `42["NAME",DATA,"CURSOR"]` (`/socket.io/`).
-        case socketIO
+    /// What a subscription queues before the records it replays.
+    package enum Announcement: Sendable {
+        /// The `subscribed` event in the client's framing (none for SSE).
+        case subscribed
+        /// A message of the transport's own (Socket.IO's CONNECT answer when a
+        /// reconnect recovers its session, which recovery keeps invisible to the page).
+        case message(ByteBuffer)
     }
 
     /// Why the broadcaster ended a client's queue before the client left.
@@ -75,7 +82,7 @@ package final class Broadcaster: RecordSink {
     private struct Client {
         let queue: ClientQueue
         let control: ClientControl
-        let speaks: Speech
+        let framing: Framing
         /// What the client asked for; nil until it subscribes.
         var subscription: Subscription?
         /// A `since` newer than anything published yet (a client coming from a node
@@ -104,32 +111,30 @@ package final class Broadcaster: RecordSink {
     let metrics: ServerMetrics?
 
     /// - Parameters:
-    ///   - queueLimit: frames that may wait for one client before it is cut off (at
-    ///     least the resume window and some, so that a full replay fits).
-    ///   - queueBytes: bytes that may wait for one client (at least `resumeWindowBytes`).
-    ///   - resumeWindow: recent records kept for `since` (at most `resumeWindowBytes` of frames).
-    ///   - metrics: where to count records, clients and cut-offs.
+    ///   - options: the queue and resume-window limits (``ServerOptions`` holds every
+    ///     default). A client's queue holds at least the whole window and some, so that
+    ///     a full replay fits.
     ///   - origin: a cursor before every record the capture will deliver (see
     ///     ``CaptureSource/origin``): `subscribed` names it until the first record, and
     ///     resuming from it replays everything the window still holds.
-    package init(
-        queueLimit: Int = 4096, queueBytes: Int = 64 << 20, resumeWindow: Int = 1000, resumeWindowBytes: Int = 64 << 20,
-        resumeWindowAge: Duration? = nil, origin: Cursor? = nil, metrics: ServerMetrics? = nil
-    ) {
-        self.queueLimit = max(queueLimit, resumeWindow + 64)
-        self.queueByteLimit = max(queueBytes, resumeWindowBytes)
+    ///   - metrics: where to count records, clients and cut-offs.
+    package init(options: ServerOptions, origin: Cursor? = nil, metrics: ServerMetrics? = nil) {
+        self.queueLimit = max(options.clientQueueLimit, options.resumeWindow + 64)
+        self.queueByteLimit = max(options.clientQueueBytes, options.resumeWindowBytes)
         self.metrics = metrics
         state.withLock {
-            $0.window = ResumeWindow(limit: resumeWindow, byteLimit: resumeWindowBytes, ageLimit: resumeWindowAge, origin: origin)
+            $0.window = ResumeWindow(
+                limit: options.resumeWindow, byteLimit: options.resumeWindowBytes, ageLimit: options.resumeWindowAge, origin: origin
+            )
             $0.lastCursor = origin
         }
     }
 
-    /// Registers a client. It receives updates once it subscribes. `onEnd` is called
-    /// (under the broadcaster's lock: it must only schedule work) when the broadcaster
-    /// ends the client, so that its connection can be closed even if its writer is
-    /// stuck behind a peer that stopped reading.
-    package func register(speaking speaks: Speech = .rowcast, onEnd: (@Sendable (EndReason) -> Void)? = nil) -> Registration {
+    /// Registers a client that speaks `framing`. It receives updates once it
+    /// subscribes. `onEnd` is called (under the broadcaster's lock: it must only
+    /// schedule work) when the broadcaster ends the client, so that its connection can
+    /// be closed even if its writer is stuck behind a peer that stopped reading.
+    package func register(framing: Framing, onEnd: (@Sendable (EndReason) -> Void)? = nil) -> Registration {
         let queue = ClientQueue(limit: queueLimit)
         let flag = ClientControl(onEnd: onEnd)
         let id = state.withLock { state in
@@ -137,7 +142,7 @@ package final class Broadcaster: RecordSink {
             if state.closing {
                 queue.finish()
             } else {
-                state.clients[state.nextID] = Client(queue: queue, control: flag, speaks: speaks, subscription: nil)
+                state.clients[state.nextID] = Client(queue: queue, control: flag, framing: framing, subscription: nil)
                 state.connections.insert(state.nextID)
             }
             metrics?.clients.set(state.clients.count)
@@ -146,73 +151,57 @@ package final class Broadcaster: RecordSink {
         return Registration(id: id, queue: queue, control: flag)
     }
 
-    /// Starts (or replaces) a client's subscription and queues its `subscribed` reply,
-    /// which names the last record published before it: every later match follows.
-    /// With `since`, the matching records after it are replayed from the resume window
-    /// first, in the same critical section as going live: no gap, no repeat. With
-    /// `last` instead, the newest `last` matching records the window holds come first.
-    /// Returns false (and subscribes nothing) when `since` is older than the window.
+    /// Starts (or replaces) a client's subscription and queues what `announcing` says:
+    /// by default the `subscribed` reply, which names the last record published before
+    /// it (every later match follows); a Socket.IO session that recovers queues its
+    /// CONNECT answer instead. With `since`, the matching records after it are replayed
+    /// from the resume window next, in the same critical section as going live: no gap,
+    /// no repeat. With `last` instead, the newest `last` matching records the window
+    /// holds come first. Returns false (and queues nothing) when `since` is older than
+    /// the window.
     @discardableResult
-    package func subscribe(_ id: UInt64, to subscription: Subscription, since: Cursor? = nil, last: Int? = nil) -> Bool {
-        subscribe(id, to: subscription, since: since, last: last, reply: nil)
-    }
-
-    /// Restores a Socket.IO client's subscription after a reconnect: `reply` (its
-    /// CONNECT answer) first, then the matching records after `since`, then live ones,
-    /// without a `subscribed` reply (recovery is invisible to the page). Returns false,
-    /// and queues nothing, when `since` is older than the window.
-    package func recover(_ id: UInt64, to subscription: Subscription, since: Cursor, reply: ByteBuffer) -> Bool {
-        subscribe(id, to: subscription, since: since, last: nil, reply: reply)
-    }
-
-    private func subscribe(_ id: UInt64, to subscription: Subscription, since: Cursor?, last: Int?, reply: ByteBuffer?) -> Bool {
+    package func subscribe(
+        _ id: UInt64, to subscription: Subscription, since: Cursor? = nil, last: Int? = nil, announcing: Announcement = .subscribed
+    ) -> Bool {
         var wakes: [ClientQueue] = []
         defer { for queue in wakes { queue.wake() } }
         return state.withLock { state in
             guard let client = state.clients[id] else { return true }
             state.window.expire()
-            var replay: [ResumeWindow.Entry] = []
+            var replay: [EncodedRecord] = []
             if let since {
-                guard let after = state.window.entries(after: since, lastCursor: state.lastCursor) else { return false }
+                guard let after = state.window.records(after: since, lastCursor: state.lastCursor) else { return false }
                 replay = after
             } else if let last, last > 0 {
                 replay = state.window.latest(last, matching: subscription)
             }
             state.clients[id]?.subscription = subscription
             state.clients[id]?.skipThrough = since.flatMap { since in state.lastCursor.map { since > $0 } ?? true ? since : nil }
-            if let reply {
-                enqueue(reply, to: id, in: &state, wakes: &wakes)
-            } else {
-                let frame = ServerFrame.subscribed(subscription, cursor: state.lastCursor?.description)
-                switch client.speaks {
-                case .rowcast: enqueue(frame, to: id, in: &state, wakes: &wakes)
-                case .socketIO:
-                    // The offset a reconnect recovers from: where this subscription starts.
-                    let offset = (since ?? state.lastCursor)?.description
-                    enqueue(SocketIOFrame.event(fromFrame: frame, offset: offset), to: id, in: &state, wakes: &wakes)
-                }
+            switch announcing {
+            case .message(let bytes):
+                enqueue(Outgoing(bytes), to: id, in: &state, wakes: &wakes)
+            case .subscribed:
+                var message = ServerMessage.subscribed(subscription, cursor: state.lastCursor?.description)
+                // Socket.IO's offset: a reconnect recovers from where this subscription starts.
+                message.offset = (since ?? state.lastCursor)?.description
+                if let bytes = client.framing.frame(message) { enqueue(Outgoing(bytes), to: id, in: &state, wakes: &wakes) }
             }
-            for entry in replay where entry.matches(subscription) {
-                let cursor = entry.record.cursor.description
-                let frame = client.speaks == .rowcast ? entry.frame : SocketIOFrame.event(fromFrame: entry.frame, offset: cursor)
-                enqueue(frame, to: id, in: &state, cursor: cursor, wakes: &wakes)
+            for record in replay where since == nil || record.matches(subscription) {
+                enqueue(Outgoing(client.framing.frame(record), cursor: record.cursorText), to: id, in: &state, wakes: &wakes)
             }
             return true
         }
     }
 
-    /// Queues a heartbeat for one client, in order with its updates.
+    /// Queues a heartbeat for one client, in order with its updates, when its
+    /// framing has one (SSE's comment line).
     package func heartbeat(_ id: UInt64) {
-        let wake = state.withLock { state -> ClientQueue? in
-            guard let client = state.clients[id] else { return nil }
-            switch client.queue.yield(.heartbeat) {
-            case .enqueued(let wake): return wake ? client.queue : nil
-            case .dropped: end(id, .tooSlow, in: &state)
-            case .terminated: break
-            }
-            return nil
+        var wakes: [ClientQueue] = []
+        state.withLock { state in
+            guard let beat = state.clients[id]?.framing.heartbeat else { return }
+            enqueue(Outgoing(beat), to: id, in: &state, wakes: &wakes)
         }
-        wake?.wake()
+        for queue in wakes { queue.wake() }
     }
 
     /// Ends a client whose credential expired: its session closes after what is queued.
@@ -228,7 +217,7 @@ package final class Broadcaster: RecordSink {
     /// Queues a frame for one client, in order with its updates.
     package func send(_ frame: ByteBuffer, to id: UInt64) {
         var wakes: [ClientQueue] = []
-        state.withLock { enqueue(frame, to: id, in: &$0, wakes: &wakes) }
+        state.withLock { enqueue(Outgoing(frame), to: id, in: &$0, wakes: &wakes) }
         for queue in wakes { queue.wake() }
     }
 
@@ -280,16 +269,15 @@ package final class Broadcaster: RecordSink {
     // MARK: - RecordSink
 
     package func deliver(_ record: ChangeRecord) {
-        let rowcastFrame = ServerFrame.update(record)
-        let cursor = record.cursor.description
+        let encoded = EncodedRecord(record)
         var wakes: [ClientQueue] = []
         let sent = state.withLock { state in
             state.lastCursor = record.cursor
-            state.window.append(.init(record: record, frame: rowcastFrame))
+            state.window.append(encoded)
+            // Matched with the full record at hand: no value is copied out of the frame.
             var values = RecordValues(record)
+            var framed = FramedRecord(encoded)
             var sent = 0
-            // Socket.IO clients share one packet of their own, built on first use.
-            var socketIOFrame: ByteBuffer?
             for (id, client) in state.clients {
                 guard let subscription = client.subscription else { continue }
                 if let skip = client.skipThrough {
@@ -297,43 +285,16 @@ package final class Broadcaster: RecordSink {
                     state.clients[id]?.skipThrough = nil
                 }
                 guard subscription.matches(&values) else { continue }
-                let frame: ByteBuffer
-                switch client.speaks {
-                case .rowcast: frame = rowcastFrame
-                case .socketIO:
-                    if socketIOFrame == nil { socketIOFrame = SocketIOFrame.event(fromFrame: rowcastFrame, offset: cursor) }
-                    frame = socketIOFrame ?? rowcastFrame
-                }
-                let size = frame.readableBytes
-                let queued = client.control.queued
-                if queued > 0, queued + size > queueByteLimit {
-                    end(id, .tooSlow, in: &state)
-                    continue
-                }
-                // Counted before the writer can take it, so never below zero.
-                client.control.enqueued(size)
-                switch client.queue.yield(.frame(frame, cursor: cursor)) {
-                case .enqueued(let wake):
-                    if wake { wakes.append(client.queue) }
-                    sent += 1
-                case .dropped:
-                    client.control.dequeued(size)
-                    end(id, .tooSlow, in: &state)
-                case .terminated:
-                    client.control.dequeued(size)
-                    state.clients.removeValue(forKey: id)
-                    metrics?.clients.set(state.clients.count)
-                }
+                let item = Outgoing(framed.bytes(for: client.framing), cursor: encoded.cursorText)
+                if enqueue(item, to: id, in: &state, wakes: &wakes) { sent += 1 }
             }
             state.recordsSent += UInt64(sent)
             return sent
         }
         for queue in wakes { queue.wake() }
-        if let metrics {
-            if sent > 0 {
-                metrics.recordsSent.increment(by: sent)
-                metrics.bytesSent.increment(by: sent * rowcastFrame.readableBytes)
-            }
+        if let metrics, sent > 0 {
+            metrics.recordsSent.increment(by: sent)
+            metrics.bytesSent.increment(by: sent * encoded.size)
         }
     }
 
@@ -351,21 +312,34 @@ package final class Broadcaster: RecordSink {
         }
     }
 
-    private func enqueue(_ frame: ByteBuffer, to id: UInt64, in state: inout State, cursor: String? = nil, wakes: inout [ClientQueue]) {
-        guard let client = state.clients[id] else { return }
+    /// The one way into a client's queue: within its byte budget (unless the queue is
+    /// empty: one frame larger than the budget still goes) and its frame count, or the
+    /// client is cut off. Returns whether the item was queued.
+    @discardableResult
+    private func enqueue(_ item: Outgoing, to id: UInt64, in state: inout State, wakes: inout [ClientQueue]) -> Bool {
+        guard let client = state.clients[id] else { return false }
+        let size = item.bytes.readableBytes
         let queued = client.control.queued
-        if queued > 0, queued + frame.readableBytes > queueByteLimit {
+        if queued > 0, queued + size > queueByteLimit {
             end(id, .tooSlow, in: &state)
-            return
+            return false
         }
-        client.control.enqueued(frame.readableBytes)
-        switch client.queue.yield(.frame(frame, cursor: cursor)) {
-        case .enqueued(let wake): if wake { wakes.append(client.queue) }
+        // Counted before the writer can take it, so never below zero.
+        client.control.enqueued(size)
+        switch client.queue.yield(item) {
+        case .enqueued(let wake):
+            if wake { wakes.append(client.queue) }
+            return true
         case .dropped:
-            client.control.dequeued(frame.readableBytes)
+            client.control.dequeued(size)
             end(id, .tooSlow, in: &state)
-        case .terminated: client.control.dequeued(frame.readableBytes)
+        case .terminated:
+            // Finished without being ended or unregistered: nothing will take from it.
+            client.control.dequeued(size)
+            state.clients.removeValue(forKey: id)
+            metrics?.clients.set(state.clients.count)
         }
+        return false
     }
 
     private func end(_ id: UInt64, _ reason: EndReason, in state: inout State) {

@@ -22,7 +22,7 @@ package struct ServerOptions: Sendable {
     /// Replication: the slot, reported by `/status`.
     package var slot: String?
     /// How often `/events` sends a comment line on a quiet stream.
-    package var heartbeatSeconds: Double = 15
+    package var serverSentEventsHeartbeat: Duration = .seconds(15)
     /// Browser origins allowed on `/ws`, `/events` and `/socket.io/` besides the page's
     /// own (`*` allows any). Requests without an `Origin` header (not from a browser) pass.
     package var allowedOrigins: Set<String> = []

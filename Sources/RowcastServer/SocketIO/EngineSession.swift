@@ -3,6 +3,7 @@ import HummingbirdWebSocket
 import NIOCore
 import NIOWebSocket
 import RowcastCore
+import RowcastWire
 import Synchronization
 
 /// One Engine.IO session and the Socket.IO socket it carries in the default namespace.
@@ -42,7 +43,7 @@ final class EngineSession: Sendable {
         var joinDeadline: Scheduled<Void>?
     }
 
-    let sid = SocketIOServer.randomID()
+    let sid = SocketIOFrame.randomID()
     let client: Broadcaster.Registration
     private let server: SocketIOServer
     /// The handshake's credential (`?token=` or `Authorization`), for a CONNECT without one.
@@ -56,7 +57,7 @@ final class EngineSession: Sendable {
         self.eventLoop = eventLoop
         state = Mutex(State(transport: webSocket == nil ? .polling : .webSocket, webSocket: webSocket))
         let relay = EndRelay()
-        client = server.broadcaster.register(speaking: .socketIO) { reason in relay.session?.ended(reason) }
+        client = server.broadcaster.register(framing: .socketIO) { reason in relay.session?.ended(reason) }
         relay.session = self
     }
 
@@ -182,7 +183,7 @@ final class EngineSession: Sendable {
                 case .unsubscribed:
                     state.withLock { $0.socket?.subscription = nil }
                 case .pong(let data):
-                    send(SocketIOFrame.event(fromFrame: ServerFrame.pong(echoing: data), offset: nil))
+                    send(Framing.socketIO.frame(.pong(echoing: data)) ?? SocketIOFrame.noop)
                 }
                 if let ack { send(SocketIOFrame.ack(ack, error: nil)) }
             } catch {
@@ -208,13 +209,13 @@ final class EngineSession: Sendable {
             send(SocketIOFrame.connectError(namespace: "/", message: "unauthorized: " + message))
             return
         }
-        var socket = Socket(sid: SocketIOServer.randomID(), pid: SocketIOServer.randomID(), access: access, subscription: nil)
+        var socket = Socket(sid: SocketIOFrame.randomID(), pid: SocketIOFrame.randomID(), access: access, subscription: nil)
         var recovered = false
         if let pid = auth.pid, let offset = auth.offset.flatMap(Cursor.init), let held = server.takeRecoverable(pid: pid, for: self) {
             let reply = SocketIOFrame.connected(sid: held.sid, pid: pid)
             if let subscription = held.subscription {
                 if let allowed = try? access.restrict(subscription),
-                    server.broadcaster.recover(client.id, to: allowed, since: offset, reply: reply)
+                    server.broadcaster.subscribe(client.id, to: allowed, since: offset, announcing: .message(reply))
                 {
                     socket = Socket(sid: held.sid, pid: pid, access: access, subscription: allowed)
                     recovered = true
@@ -240,7 +241,7 @@ final class EngineSession: Sendable {
             return false
         }
         guard !closed else { return }
-        send(SocketIOFrame.event(fromFrame: ServerFrame.connected(mode: server.mode), offset: nil))
+        send(Framing.socketIO.frame(.connected(mode: server.mode)) ?? SocketIOFrame.noop)
     }
 
     // MARK: - Long-polling
@@ -287,9 +288,9 @@ final class EngineSession: Sendable {
         var packets: [ByteBuffer] = []
         packets.reserveCapacity(batch.count)
         var bytes = 0
-        for case .frame(let frame, _) in batch {
-            bytes += frame.readableBytes
-            packets.append(frame)
+        for item in batch {
+            bytes += item.bytes.readableBytes
+            packets.append(item.bytes)
         }
         // Out of the queue: the answer is written at once (what waits to be taken is
         // what the byte budget bounds).
@@ -308,7 +309,7 @@ final class EngineSession: Sendable {
     private func finalPackets() -> [ByteBuffer] {
         guard client.endReason == .credentialExpired else { return [SocketIOFrame.close] }
         return [
-            SocketIOFrame.error(code: "unauthorized", message: "token expired; reconnect with a fresh one"),
+            Framing.socketIO.frame(Broadcaster.EndReason.expired) ?? SocketIOFrame.noop,
             SocketIOFrame.disconnect, SocketIOFrame.close,
         ]
     }

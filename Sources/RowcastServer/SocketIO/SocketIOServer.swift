@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import NIOWebSocket
 import RowcastCore
+import RowcastWire
 import Synchronization
 
 /// Socket.IO v4 at `/socket.io/`, for pages written against `socket.io-client`.
@@ -249,15 +250,6 @@ final class SocketIOServer: Sendable {
         guard let stale else { return found }
         stale.close()
         return state.withLock { $0.recoverable.removeValue(forKey: pid) }
-    }
-
-    /// A random id for sessions and sockets: 128 bits, base64url.
-    static func randomID() -> String {
-        var generator = SystemRandomNumberGenerator()
-        var bytes: [UInt8] = []
-        for _ in 0..<2 { withUnsafeBytes(of: generator.next() as UInt64) { bytes += $0 } }
-        return Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
     }
 }
 
