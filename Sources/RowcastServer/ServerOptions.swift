@@ -1,4 +1,5 @@
 import RowcastCore
+import RowcastWire
 
 /// What `rowcast serve` needs beyond the capture source.
 package struct ServerOptions: Sendable {
@@ -49,5 +50,25 @@ package struct ServerOptions: Sendable {
         self.maxClientFrameSize = maxClientFrameSize
         self.resumeWindow = resumeWindow
         self.slot = slot
+    }
+}
+
+/// Socket.IO's timings (`rowcast serve --socketio-…`).
+package struct SocketIOSettings: Sendable {
+    /// socket.io's defaults.
+    package var pingInterval: Duration = .seconds(25)
+    package var pingTimeout: Duration = .seconds(20)
+    /// How long a disconnected session can be recovered (socket.io's
+    /// `maxDisconnectionDuration`).
+    package var recoveryWindow: Duration = .seconds(120)
+    /// How long a session may go without joining the namespace (socket.io's
+    /// `connectTimeout`): without credentials, it holds nothing for longer.
+    package var connectTimeout: Duration = .seconds(45)
+
+    package init() {}
+
+    /// What Engine.IO's state machine needs of them.
+    var engine: EngineIOSession.Settings {
+        EngineIOSession.Settings(pingInterval: pingInterval, pingTimeout: pingTimeout, connectTimeout: connectTimeout)
     }
 }

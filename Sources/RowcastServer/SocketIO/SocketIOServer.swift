@@ -45,6 +45,8 @@ final class SocketIOServer: Sendable {
 
     private struct State {
         var sessions: [String: EngineSession] = [:]
+        /// Sessions whose socket joined, by its pid.
+        var joined: [String: EngineSession] = [:]
         var recoverable: [String: Recoverable] = [:]
         var pruneAt = 1024
     }
@@ -97,7 +99,7 @@ final class SocketIOServer: Sendable {
                 body = try await request.body.collect(upTo: maxPayload)
             } catch {
                 logger.debug("socket.io session \(sid): a POST over maxPayload; closing it")
-                session.close()
+                await session.close(.server)
                 return Self.refusal(3, "Bad request: a payload over maxPayload (\(maxPayload) bytes)", status: .contentTooLarge, cors: cors)
             }
             for packet in EnginePacket.split(payload: Array(body.readableBytesView)) {
@@ -157,7 +159,7 @@ final class SocketIOServer: Sendable {
         let session: EngineSession
         let fresh: Bool
         if let sid = query["sid"].map(String.init) {
-            guard let existing = state.withLock({ $0.sessions[sid] }), existing.beginProbe() else {
+            guard let existing = state.withLock({ $0.sessions[sid] }), await existing.beginProbe() else {
                 try await outbound.close(.policyViolation, reason: "Session ID unknown")
                 return
             }
@@ -181,15 +183,15 @@ final class SocketIOServer: Sendable {
                 var moved = fresh
                 for try await message in inbound.messages(maxSize: maxPayload) {
                     guard case .text(let text) = message else {
-                        session.refuse("binary packets are not supported; rowcast speaks JSON text")
+                        await session.refuse("binary packets are not supported; rowcast speaks JSON text")
                         continue
                     }
                     if !moved {
                         // The probe: only `2probe` and `5` mean anything until the client moved.
                         if text == "2probe" {
                             try await outbound.write(.text("3probe"))
-                            session.probed()
-                        } else if text == "5", session.completeUpgrade(webSocket: channel) {
+                            await session.probed()
+                        } else if text == "5", await session.completeUpgrade(webSocket: channel) {
                             moved = true
                             writer.start()
                         }
@@ -202,7 +204,7 @@ final class SocketIOServer: Sendable {
             _ = try? await group.next()
             group.cancelAll()
         }
-        session.webSocketEnded(channel)
+        await session.webSocketEnded(channel)
     }
 
     // MARK: - Sessions
@@ -216,8 +218,7 @@ final class SocketIOServer: Sendable {
             return state.sessions.count
         }
         metrics?.socketIOSessions.set(count)
-        session.startHeartbeat()
-        session.startJoinDeadline()
+        session.start()
         return session
     }
 
@@ -227,6 +228,7 @@ final class SocketIOServer: Sendable {
         let count = state.withLock { state in
             state.sessions.removeValue(forKey: session.sid)
             if let socket {
+                if state.joined[socket.pid] === session { state.joined.removeValue(forKey: socket.pid) }
                 state.recoverable[socket.pid] = Recoverable(sid: socket.sid, subscription: socket.subscription, until: now + settings.recoveryWindow)
                 if state.recoverable.count >= state.pruneAt {
                     state.recoverable = state.recoverable.filter { $0.value.until > now }
@@ -238,32 +240,22 @@ final class SocketIOServer: Sendable {
         metrics?.socketIOSessions.set(count)
     }
 
+    /// A session's socket joined with `pid` (on the session's loop, before it can end).
+    func joined(_ session: EngineSession, pid: String) {
+        state.withLock { $0.joined[pid] = session }
+    }
+
     /// The session a reconnecting client held, once: from those that ended, or one
     /// whose old connection this server has not noticed dead yet (it is closed first).
-    func takeRecoverable(pid: String, for taker: EngineSession) -> Recoverable? {
+    func takeRecoverable(pid: String, for taker: EngineSession) async -> Recoverable? {
         let (found, stale) = state.withLock { state -> (Recoverable?, EngineSession?) in
             if let found = state.recoverable.removeValue(forKey: pid) {
                 return (found.until > .now ? found : nil, nil)
             }
-            return (nil, state.sessions.values.first { $0 !== taker && $0.pid == pid })
+            return (nil, state.joined[pid].flatMap { $0 === taker ? nil : $0 })
         }
         guard let stale else { return found }
-        stale.close()
+        await stale.close(.server)
         return state.withLock { $0.recoverable.removeValue(forKey: pid) }
     }
-}
-
-/// Socket.IO's timings (`rowcast serve --socketio-…`).
-package struct SocketIOSettings: Sendable {
-    /// socket.io's defaults.
-    package var pingInterval: Duration = .seconds(25)
-    package var pingTimeout: Duration = .seconds(20)
-    /// How long a disconnected session can be recovered (socket.io's
-    /// `maxDisconnectionDuration`).
-    package var recoveryWindow: Duration = .seconds(120)
-    /// How long a session may go without joining the namespace (socket.io's
-    /// `connectTimeout`): without credentials, it holds nothing for longer.
-    package var connectTimeout: Duration = .seconds(45)
-
-    package init() {}
 }
