@@ -52,9 +52,9 @@ package struct RowcastApplication: ApplicationProtocol {
     /// the acknowledgement: clients first (each WebSocket session writes what was
     /// queued, then closes with 1001 and its last cursor; SSE streams end; up to 5 s),
     /// then the HTTP server, then the other services, and last the capture, which
-    /// confirms to the slot what the broadcaster accepted. A connection that never
-    /// drains cannot hold this for ever: past 30 s what remains is cancelled, and the
-    /// capture still confirms as it stops.
+    /// confirms to the slot what the resume window let go (Docs/architecture.md, "The
+    /// acknowledgement"). A connection that never drains cannot hold this for ever:
+    /// past 30 s what remains is cancelled, and the capture still confirms as it stops.
     package func runUntilSignalled() async throws {
         // A group stops its services in reverse: ClientShutdownService before the app.
         var configuration = ServiceGroupConfiguration(
