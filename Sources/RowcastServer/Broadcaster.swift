@@ -96,6 +96,9 @@ package final class Broadcaster: RecordSink {
         var clients: [UInt64: Client] = [:]
         /// Registered and not yet unregistered: includes clients ended but still closing.
         var connections: Set<UInt64> = []
+        /// What clients ended before they left were subscribed to, until they leave
+        /// (a Socket.IO session keeps it recoverable).
+        var endedSubscriptions: [UInt64: Subscription] = [:]
         var recordsSent: UInt64 = 0
         var lastCursor: Cursor?
         var window = ResumeWindow(limit: 0, byteLimit: 0)
@@ -236,12 +239,18 @@ package final class Broadcaster: RecordSink {
         state.withLock { end(id, .shuttingDown, in: &$0) }
     }
 
-    /// Forgets a client (its connection ended).
-    package func unregister(_ id: UInt64) {
+    /// Forgets a client (its connection ended); returns what it was subscribed to, even
+    /// when the broadcaster had ended it (so a Socket.IO session can be recovered after
+    /// it was cut off).
+    @discardableResult
+    package func unregister(_ id: UInt64) -> Subscription? {
         state.withLock { state in
             state.connections.remove(id)
-            state.clients.removeValue(forKey: id)?.queue.finish()
+            let ended = state.endedSubscriptions.removeValue(forKey: id)
+            let client = state.clients.removeValue(forKey: id)
+            client?.queue.finish()
             metrics?.clients.set(state.clients.count)
+            return client.map(\.subscription) ?? ended
         }
     }
 
@@ -344,6 +353,7 @@ package final class Broadcaster: RecordSink {
 
     private func end(_ id: UInt64, _ reason: EndReason, in state: inout State) {
         guard let client = state.clients.removeValue(forKey: id) else { return }
+        if let subscription = client.subscription, state.connections.contains(id) { state.endedSubscriptions[id] = subscription }
         client.control.raise(reason)
         client.queue.finish()
         client.control.onEnd?(reason)

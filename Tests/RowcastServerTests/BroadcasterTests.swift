@@ -86,6 +86,25 @@ import Testing
         }
     }
 
+    /// The broadcaster is the one holder of a subscription: leaving hands it back, also
+    /// after the client was ended, so a Socket.IO session cut off as too slow can still
+    /// be recovered with what it was subscribed to.
+    @Test func unregisteringHandsBackTheSubscriptionEvenAfterAnEnd() {
+        let broadcaster = Broadcaster(queueLimit: 64, resumeWindow: 0)
+        let odd = Subscription(tables: ["public.odd"], ops: [.insert], filter: nil)
+        let ended = broadcaster.register(framing: .socketIO), live = broadcaster.register(framing: .webSocket)
+        let never = broadcaster.register(framing: .webSocket)
+        broadcaster.subscribe(ended.id, to: odd)
+        broadcaster.subscribe(live.id, to: .everything)
+        broadcaster.expire(ended.id)
+        #expect(ended.endReason == .credentialExpired)
+        #expect(broadcaster.unregister(ended.id) == odd)
+        #expect(broadcaster.unregister(ended.id) == nil, "once")
+        #expect(broadcaster.unregister(live.id) == .everything)
+        #expect(broadcaster.unregister(never.id) == nil)
+        #expect(broadcaster.connectionCount == 0)
+    }
+
     @Test func aClientThatFallsBehindIsCutOffWithoutTouchingTheOthers() async throws {
         try await within(60, "a client that falls behind is cut off without touching the others") {
             let broadcaster = Broadcaster(queueLimit: 64, resumeWindow: 0)

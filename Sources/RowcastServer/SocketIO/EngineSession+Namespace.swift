@@ -50,14 +50,8 @@ extension EngineSession {
             guard namespace == "/", let socket = await socket else { return }
             do throws(ClientMessageError) {
                 let message = try ClientMessage.parse(event: name, data: data.map(JSONText.init))
-                switch try message.apply(for: client.id, access: socket.access, capture: server.capture, broadcaster: server.broadcaster) {
-                case .subscribed(let subscription):
-                    _ = await onLoop { [self] in held.value.socket?.subscription = subscription }
-                case .unsubscribed:
-                    _ = await onLoop { [self] in held.value.socket?.subscription = nil }
-                case .pong(let data):
-                    send(Framing.socketIO.frame(.pong(echoing: data)) ?? SocketIOFrame.noop)
-                }
+                let outcome = try message.apply(for: client.id, access: socket.access, capture: server.capture, broadcaster: server.broadcaster)
+                if case .pong(let data) = outcome { send(Framing.socketIO.frame(.pong(echoing: data)) ?? SocketIOFrame.noop) }
                 if let ack { send(SocketIOFrame.ack(ack, error: nil)) }
             } catch {
                 await refuse(error.message, code: error.code)
@@ -82,7 +76,7 @@ extension EngineSession {
             send(SocketIOFrame.connectError(namespace: "/", message: "unauthorized: " + message))
             return
         }
-        var socket = Socket(sid: SocketIOFrame.randomID(), pid: SocketIOFrame.randomID(), access: access, subscription: nil)
+        var socket = Socket(sid: SocketIOFrame.randomID(), pid: SocketIOFrame.randomID(), access: access)
         var recovered = false
         if let pid = auth.pid, let offset = auth.offset.flatMap(Cursor.init), let held = await server.takeRecoverable(pid: pid, for: self) {
             let reply = SocketIOFrame.connected(sid: held.sid, pid: pid)
@@ -90,12 +84,12 @@ extension EngineSession {
                 if let allowed = try? access.restrict(subscription),
                     server.broadcaster.subscribe(client.id, to: allowed, since: offset, announcing: .message(reply))
                 {
-                    socket = Socket(sid: held.sid, pid: pid, access: access, subscription: allowed)
+                    socket = Socket(sid: held.sid, pid: pid, access: access)
                     recovered = true
                 }
             } else {
                 send(reply)
-                socket = Socket(sid: held.sid, pid: pid, access: access, subscription: nil)
+                socket = Socket(sid: held.sid, pid: pid, access: access)
                 recovered = true
             }
         }

@@ -21,7 +21,6 @@ final class EngineSession: Sendable {
         let sid: String
         let pid: String
         let access: ClientAccess
-        var subscription: Subscription?
     }
 
     /// What the session holds, on its event loop only.
@@ -110,8 +109,9 @@ final class EngineSession: Sendable {
             held.value.webSocket?.closeUnlessClosed(after: grace)
         case .end(let cause):
             if let why = cause.logLine { server.logger.debug("socket.io session \(sid): \(why); closing it") }
-            server.closed(self, socket: held.value.socket)
-            server.broadcaster.unregister(client.id)
+            // The broadcaster holds the subscription, and hands it back for recovery.
+            let subscription = server.broadcaster.unregister(client.id)
+            server.closed(self, socket: held.value.socket, subscription: subscription)
         }
     }
 

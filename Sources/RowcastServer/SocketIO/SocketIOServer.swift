@@ -223,13 +223,13 @@ final class SocketIOServer: Sendable {
     }
 
     /// Forgets a closed session; keeps what it needs to be recovered, if it had joined.
-    func closed(_ session: EngineSession, socket: EngineSession.Socket?) {
+    func closed(_ session: EngineSession, socket: EngineSession.Socket?, subscription: Subscription?) {
         let now = ContinuousClock.now
         let count = state.withLock { state in
             state.sessions.removeValue(forKey: session.sid)
             if let socket {
                 if state.joined[socket.pid] === session { state.joined.removeValue(forKey: socket.pid) }
-                state.recoverable[socket.pid] = Recoverable(sid: socket.sid, subscription: socket.subscription, until: now + settings.recoveryWindow)
+                state.recoverable[socket.pid] = Recoverable(sid: socket.sid, subscription: subscription, until: now + settings.recoveryWindow)
                 if state.recoverable.count >= state.pruneAt {
                     state.recoverable = state.recoverable.filter { $0.value.until > now }
                     state.pruneAt = max(1024, state.recoverable.count * 2)
