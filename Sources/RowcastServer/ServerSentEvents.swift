@@ -26,34 +26,33 @@ enum ServerSentEvents {
         if let filter = query["filter"] { wanted.filter = .value([String(filter)]) }
         if let since = request.headers[.lastEventID] ?? query["since"].map(String.init) { wanted.since = .value([since]) }
         if let last = query["last"] { wanted.last = .value([String(last)]) }
-        let subscription: Subscription
-        let since: Cursor?
-        let last: Int?
-        do {
-            guard case .subscribe(let parsed, let cursor, let count) = try wanted.resolve() else {
-                throw HTTPError(.badRequest)
-            }
-            try parsed.checkCaptured(by: capture)
-            subscription = try access.restrict(parsed)
-            since = cursor
-            last = count
-        } catch let error as ClientMessageError {
-            return Response(
-                status: error.code == "forbidden" ? .forbidden : .badRequest,
-                headers: [.contentType: "application/json"],
-                body: .init(byteBuffer: ByteBuffer(bytes: ServerMessage.errorObject(code: error.code, message: error.message)))
-            )
+        let message: ClientMessage
+        do throws(ClientMessageError) {
+            message = try wanted.resolve()
+        } catch {
+            return refusal(error)
         }
+        // Carried out as a `subscribe` frame is, on every transport alike; only a cursor
+        // older than the window is told in the stream (EventSource would retry an HTTP error).
         let client = broadcaster.register(framing: framing, closing: channel, grace: stalledClientGrace)
-        let subscribed = broadcaster.subscribe(client.id, to: subscription, since: since, last: last)
+        let expired: ClientMessageError?
+        do throws(ClientMessageError) {
+            _ = try message.apply(for: client.id, access: access, capture: capture, broadcaster: broadcaster)
+            expired = nil
+        } catch {
+            guard case .cursorExpired = error else {
+                broadcaster.unregister(client.id)
+                return refusal(error)
+            }
+            expired = error
+        }
         return Response(
             status: .ok,
             headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
             body: ResponseBody { writer in
                 defer { broadcaster.unregister(client.id) }
-                guard subscribed else {
-                    let error = ClientMessageError.cursorExpired(since)
-                    try await writer.write(event(.error(code: error.code, message: error.message)))
+                if let expired {
+                    try await writer.write(event(.error(code: expired.code, message: expired.message)))
                     try await writer.finish(nil)
                     return
                 }
@@ -83,6 +82,16 @@ enum ServerSentEvents {
                 }
                 try await writer.finish(nil)
             }
+        )
+    }
+
+    /// A request refused before the stream starts: 403 for what the credential does
+    /// not allow, 400 for the rest, with the error object as the body.
+    private static func refusal(_ error: ClientMessageError) -> Response {
+        Response(
+            status: error.code == "forbidden" ? .forbidden : .badRequest,
+            headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(bytes: ServerMessage.errorObject(code: error.code, message: error.message)))
         )
     }
 
