@@ -60,17 +60,33 @@ package final class Broadcaster: RecordSink {
         package var endReason: EndReason? { control.reason }
 
         /// The writer calls this once frames it took are written (handed to the socket),
-        /// so that what the client holds queued is counted in bytes.
-        package func wrote(bytes: Int) { control.dequeued(bytes) }
+        /// so that what the client holds queued is counted in bytes; a client replaying
+        /// from the window gets its next records queued once half its budget is free.
+        package func wrote(bytes: Int) {
+            control.dequeued(bytes)
+            if control.isReplaying, control.queued <= control.refillBelow { control.refill() }
+        }
     }
 
     /// Shared by the broadcaster and one client's writer, without a lock.
     final class ClientControl: Sendable {
         private let value = Atomic<UInt8>(0)
         private let queuedBytes = Atomic<Int>(0)
+        private let replaying = Atomic<Bool>(false)
         let onEnd: (@Sendable (EndReason) -> Void)?
+        /// Queues the next part of the client's replay (the broadcaster's, by the client's id).
+        let refill: @Sendable () -> Void
+        /// At or below this many bytes queued, a replaying client is refilled.
+        let refillBelow: Int
 
-        init(onEnd: (@Sendable (EndReason) -> Void)?) { self.onEnd = onEnd }
+        init(onEnd: (@Sendable (EndReason) -> Void)?, refillBelow: Int, refill: @escaping @Sendable () -> Void) {
+            self.onEnd = onEnd
+            self.refillBelow = refillBelow
+            self.refill = refill
+        }
+
+        var isReplaying: Bool { replaying.load(ordering: .relaxed) }
+        func setReplaying(_ on: Bool) { replaying.store(on, ordering: .relaxed) }
 
         var reason: EndReason? { EndReason(rawValue: value.load(ordering: .relaxed)) }
         func raise(_ reason: EndReason) { value.store(reason.rawValue, ordering: .relaxed) }
@@ -79,7 +95,7 @@ package final class Broadcaster: RecordSink {
         func dequeued(_ bytes: Int) { queuedBytes.subtract(bytes, ordering: .relaxed) }
     }
 
-    private struct Client {
+    struct Client {
         let queue: ClientQueue
         let control: ClientControl
         let framing: Framing
@@ -89,9 +105,19 @@ package final class Broadcaster: RecordSink {
         /// further ahead, or back before this one rebuilt its window): records up to
         /// it are the client's already and are skipped.
         var skipThrough: Cursor?
+        /// Set while the client replays from the resume window: where its replay goes
+        /// on. Live records skip it until the replay reaches the window's newest record.
+        var replay: Replay?
     }
 
-    private struct State {
+    /// Where a replay goes on: after a cursor (`since`, or the last record queued), or
+    /// from one (the oldest of the newest `last` matches).
+    enum Replay: Equatable {
+        case after(Cursor)
+        case from(Cursor)
+    }
+
+    struct State {
         var nextID: UInt64 = 0
         var clients: [UInt64: Client] = [:]
         /// Registered and not yet unregistered: includes clients ended but still closing.
@@ -110,20 +136,20 @@ package final class Broadcaster: RecordSink {
     /// How many bytes of frames may wait for one client before it is cut off (a single
     /// frame larger than this still goes to a client whose queue is empty).
     package let queueByteLimit: Int
-    private let state = Mutex(State())
+    let state = Mutex(State())
     let metrics: ServerMetrics?
 
     /// - Parameters:
     ///   - options: the queue and resume-window limits (``ServerOptions`` holds every
-    ///     default). A client's queue holds at least the whole window and some, so that
-    ///     a full replay fits.
+    ///     default). A client's budget is its own: a replay is read from the window as
+    ///     the client drains, never copied into its queue at once.
     ///   - origin: a cursor before every record the capture will deliver (see
     ///     ``CaptureSource/origin``): `subscribed` names it until the first record, and
     ///     resuming from it replays everything the window still holds.
     ///   - metrics: where to count records, clients and cut-offs.
     package init(options: ServerOptions, origin: Cursor? = nil, metrics: ServerMetrics? = nil) {
-        self.queueLimit = max(options.clientQueueLimit, options.resumeWindow + 64)
-        self.queueByteLimit = max(options.clientQueueBytes, options.resumeWindowBytes)
+        self.queueLimit = max(options.clientQueueLimit, 16)
+        self.queueByteLimit = max(options.clientQueueBytes, 1)
         self.metrics = metrics
         state.withLock {
             $0.window = ResumeWindow(
@@ -139,17 +165,18 @@ package final class Broadcaster: RecordSink {
     /// be closed even if its writer is stuck behind a peer that stopped reading.
     package func register(framing: Framing, onEnd: (@Sendable (EndReason) -> Void)? = nil) -> Registration {
         let queue = ClientQueue(limit: queueLimit)
-        let flag = ClientControl(onEnd: onEnd)
-        let id = state.withLock { state in
+        let (id, flag) = state.withLock { state in
             state.nextID += 1
+            let id = state.nextID
+            let flag = ClientControl(onEnd: onEnd, refillBelow: queueByteLimit / 4) { [weak self] in self?.refill(id) }
             if state.closing {
                 queue.finish()
             } else {
-                state.clients[state.nextID] = Client(queue: queue, control: flag, framing: framing, subscription: nil)
-                state.connections.insert(state.nextID)
+                state.clients[id] = Client(queue: queue, control: flag, framing: framing, subscription: nil)
+                state.connections.insert(id)
             }
             metrics?.clients.set(state.clients.count)
-            return state.nextID
+            return (id, flag)
         }
         return Registration(id: id, queue: queue, control: flag)
     }
@@ -171,15 +198,17 @@ package final class Broadcaster: RecordSink {
         return state.withLock { state in
             guard let client = state.clients[id] else { return true }
             state.window.expire()
-            var replay: [EncodedRecord] = []
+            var replay: Replay?
             if let since {
-                guard let after = state.window.records(after: since, lastCursor: state.lastCursor) else { return false }
-                replay = after
-            } else if let last, last > 0 {
-                replay = state.window.latest(last, matching: subscription)
+                guard state.window.covers(since, lastCursor: state.lastCursor) else { return false }
+                if let last = state.lastCursor, since < last { replay = .after(since) }
+            } else if let last, last > 0, let start = state.window.startOfLatest(last, matching: subscription) {
+                replay = .from(start)
             }
             state.clients[id]?.subscription = subscription
             state.clients[id]?.skipThrough = since.flatMap { since in state.lastCursor.map { since > $0 } ?? true ? since : nil }
+            state.clients[id]?.replay = replay
+            client.control.setReplaying(replay != nil)
             switch announcing {
             case .message(let bytes):
                 enqueue(Outgoing(bytes), to: id, in: &state, wakes: &wakes)
@@ -189,9 +218,7 @@ package final class Broadcaster: RecordSink {
                 message.offset = (since ?? state.lastCursor)?.description
                 if let bytes = client.framing.frame(message) { enqueue(Outgoing(bytes), to: id, in: &state, wakes: &wakes) }
             }
-            for record in replay where since == nil || record.matches(subscription) {
-                enqueue(Outgoing(client.framing.frame(record), cursor: record.cursorText), to: id, in: &state, wakes: &wakes)
-            }
+            if replay != nil { refill(id, in: &state, wakes: &wakes) }
             return true
         }
     }
@@ -214,7 +241,11 @@ package final class Broadcaster: RecordSink {
 
     /// Stops sending updates to a client.
     package func unsubscribe(_ id: UInt64) {
-        state.withLock { $0.clients[id]?.subscription = nil }
+        state.withLock { state in
+            state.clients[id]?.subscription = nil
+            state.clients[id]?.replay = nil
+            state.clients[id]?.control.setReplaying(false)
+        }
     }
 
     /// Queues a frame for one client, in order with its updates.
@@ -288,7 +319,8 @@ package final class Broadcaster: RecordSink {
             var framed = FramedRecord(encoded)
             var sent = 0
             for (id, client) in state.clients {
-                guard let subscription = client.subscription else { continue }
+                // A replaying client reads this record from the window when it gets there.
+                guard let subscription = client.subscription, client.replay == nil else { continue }
                 if let skip = client.skipThrough {
                     guard record.cursor > skip else { continue }
                     state.clients[id]?.skipThrough = nil
@@ -325,7 +357,7 @@ package final class Broadcaster: RecordSink {
     /// empty: one frame larger than the budget still goes) and its frame count, or the
     /// client is cut off. Returns whether the item was queued.
     @discardableResult
-    private func enqueue(_ item: Outgoing, to id: UInt64, in state: inout State, wakes: inout [ClientQueue]) -> Bool {
+    func enqueue(_ item: Outgoing, to id: UInt64, in state: inout State, wakes: inout [ClientQueue]) -> Bool {
         guard let client = state.clients[id] else { return false }
         let size = item.bytes.readableBytes
         let queued = client.control.queued
@@ -351,7 +383,7 @@ package final class Broadcaster: RecordSink {
         return false
     }
 
-    private func end(_ id: UInt64, _ reason: EndReason, in state: inout State) {
+    func end(_ id: UInt64, _ reason: EndReason, in state: inout State) {
         guard let client = state.clients.removeValue(forKey: id) else { return }
         if let subscription = client.subscription, state.connections.contains(id) { state.endedSubscriptions[id] = subscription }
         client.control.raise(reason)

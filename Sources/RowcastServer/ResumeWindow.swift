@@ -87,32 +87,48 @@ struct ResumeWindow {
         entries.reduce(0) { $0 + ($1?.record.size ?? 0) }
     }
 
-    /// The newest `count` records that match `subscription`, oldest first (a page that
-    /// opens shows what just happened).
-    func latest(_ count: Int, matching subscription: Subscription) -> [EncodedRecord] {
-        var found: [EncodedRecord] = []
+    /// Where the newest `count` records that match `subscription` begin: the cursor of
+    /// the oldest of them (a page that opens shows what just happened); nil when none
+    /// matches.
+    func startOfLatest(_ count: Int, matching subscription: Subscription) -> Cursor? {
+        var found = 0
+        var start: Cursor?
         for entry in entries[head...].reversed() {
-            guard found.count < count else { break }
-            if let record = entry?.record, record.matches(subscription) { found.append(record) }
+            guard found < count else { break }
+            if let record = entry?.record, record.matches(subscription) {
+                found += 1
+                start = record.cursor
+            }
         }
-        return found.reversed()
+        return start
     }
 
-    /// The records after `since`, or nil when `since` is older than the window (or
-    /// from another stream) and records after it may be missing.
-    func records(after since: Cursor, lastCursor: Cursor?) -> [EncodedRecord]? {
-        if since == lastCursor { return [] }
-        let live = entries[head...].lazy.compactMap { $0?.record }
-        guard let first = evictedThrough ?? live.first?.cursor, since.kind == first.kind else { return nil }
-        let covered: Bool
-        if let evictedThrough {
-            covered = since >= evictedThrough
-        } else {
-            covered = since >= first
-        }
+    /// Whether every record after `since` is still here: false when `since` is older
+    /// than the window or from another stream, and records after it may be missing.
+    func covers(_ since: Cursor, lastCursor: Cursor?) -> Bool {
+        if since == lastCursor { return true }
+        guard let first = evictedThrough ?? entries[head...].first??.record.cursor, since.kind == first.kind else { return false }
         // A trigger-mode cursor from another rowcast process belongs to another stream.
-        if since.kind == .trigger, since.major != first.major { return nil }
-        guard covered else { return nil }
-        return live.filter { $0.cursor > since }
+        if since.kind == .trigger, since.major != first.major { return false }
+        return evictedThrough.map { since >= $0 } ?? (since >= first)
+    }
+
+    /// The records held after `cursor` (or from it, `inclusive`), oldest first, found by
+    /// binary search: a replay that reads on from where it stopped costs no rescan.
+    func held(after cursor: Cursor, inclusive: Bool = false) -> some Sequence<EncodedRecord> {
+        var low = head, high = entries.count
+        while low < high {
+            let middle = (low + high) / 2
+            // Slots from `head` on are never empty.
+            let here = entries[middle]?.record.cursor
+            if let here, inclusive ? here < cursor : here <= cursor { low = middle + 1 } else { high = middle }
+        }
+        return entries[low...].lazy.compactMap { $0?.record }
+    }
+
+    /// The records after `since`, or nil when the window does not cover it (``covers(_:lastCursor:)``).
+    func records(after since: Cursor, lastCursor: Cursor?) -> [EncodedRecord]? {
+        guard covers(since, lastCursor: lastCursor) else { return nil }
+        return Array(held(after: since))
     }
 }
