@@ -120,6 +120,12 @@ package final class Broadcaster: RecordSink {
     struct State {
         var nextID: UInt64 = 0
         var clients: [UInt64: Client] = [:]
+        /// The clients with a subscription: the only ones a record is matched against, so
+        /// sessions that never subscribe (a Socket.IO handshake that never joins) cost
+        /// capture nothing.
+        var subscribed: Set<UInt64> = []
+        /// Clients matched against records since start (for tests of the above).
+        var examined: UInt64 = 0
         /// Registered and not yet unregistered: includes clients ended but still closing.
         var connections: Set<UInt64> = []
         /// What clients ended before they left were subscribed to, until they leave
@@ -206,6 +212,7 @@ package final class Broadcaster: RecordSink {
                 replay = .from(start)
             }
             state.clients[id]?.subscription = subscription
+            state.subscribed.insert(id)
             state.clients[id]?.skipThrough = since.flatMap { since in state.lastCursor.map { since > $0 } ?? true ? since : nil }
             state.clients[id]?.replay = replay
             client.control.setReplaying(replay != nil)
@@ -243,6 +250,7 @@ package final class Broadcaster: RecordSink {
     package func unsubscribe(_ id: UInt64) {
         state.withLock { state in
             state.clients[id]?.subscription = nil
+            state.subscribed.remove(id)
             state.clients[id]?.replay = nil
             state.clients[id]?.control.setReplaying(false)
         }
@@ -279,6 +287,7 @@ package final class Broadcaster: RecordSink {
             state.connections.remove(id)
             let ended = state.endedSubscriptions.removeValue(forKey: id)
             let client = state.clients.removeValue(forKey: id)
+            state.subscribed.remove(id)
             client?.queue.finish()
             metrics?.clients.set(state.clients.count)
             return client.map(\.subscription) ?? ended
@@ -303,6 +312,9 @@ package final class Broadcaster: RecordSink {
         }
     }
 
+    /// Clients matched against records since start: one per subscribed client per record.
+    package var clientsExamined: UInt64 { state.withLock { $0.examined } }
+
     /// The cursor of the last record published.
     package var lastCursor: Cursor? { state.withLock { $0.lastCursor } }
 
@@ -318,7 +330,9 @@ package final class Broadcaster: RecordSink {
             var values = RecordValues(record)
             var framed = FramedRecord(encoded)
             var sent = 0
-            for (id, client) in state.clients {
+            for id in state.subscribed {
+                guard let client = state.clients[id] else { continue }
+                state.examined += 1
                 // A replaying client reads this record from the window when it gets there.
                 guard let subscription = client.subscription, client.replay == nil else { continue }
                 if let skip = client.skipThrough {
@@ -378,6 +392,7 @@ package final class Broadcaster: RecordSink {
             // Finished without being ended or unregistered: nothing will take from it.
             client.control.dequeued(size)
             state.clients.removeValue(forKey: id)
+            state.subscribed.remove(id)
             metrics?.clients.set(state.clients.count)
         }
         return false
@@ -385,6 +400,7 @@ package final class Broadcaster: RecordSink {
 
     func end(_ id: UInt64, _ reason: EndReason, in state: inout State) {
         guard let client = state.clients.removeValue(forKey: id) else { return }
+        state.subscribed.remove(id)
         if let subscription = client.subscription, state.connections.contains(id) { state.endedSubscriptions[id] = subscription }
         client.control.raise(reason)
         client.queue.finish()

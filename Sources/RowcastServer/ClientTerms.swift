@@ -61,7 +61,9 @@ extension ClientMessage {
     }
 
     /// Carries out a client's request, for every protocol alike: the subscription is
-    /// checked against what is captured and narrowed to what the client may see.
+    /// narrowed to what the client may see, and only then checked against what is
+    /// captured, so that no answer names a table or column the credential hides (a
+    /// hidden table is refused exactly as one that does not exist).
     func apply(for client: UInt64, access: ClientAccess, capture: CaptureState, broadcaster: Broadcaster) throws(ClientMessageError) -> Outcome {
         switch self {
         case .readyForData:
@@ -69,8 +71,8 @@ extension ClientMessage {
             broadcaster.subscribe(client, to: allowed)
             return .subscribed(allowed)
         case .subscribe(let wanted, let since, let last):
-            try wanted.checkCaptured(by: capture)
             let allowed = try access.restrict(wanted)
+            try allowed.checkCaptured(by: capture)
             if !broadcaster.subscribe(client, to: allowed, since: since, last: last) {
                 throw .cursorExpired(since)
             }

@@ -72,6 +72,11 @@ package struct SocketIOSettings: Sendable {
     /// How long a session may go without joining the namespace (socket.io's
     /// `connectTimeout`): without credentials, it holds nothing for longer.
     package var connectTimeout: Duration = .seconds(45)
+    /// Sessions that have not joined the namespace yet (they hold no credential) this
+    /// server keeps at once, and from one address; past either a handshake is refused
+    /// with 503 and the client retries, so one host cannot fill the server with them.
+    package var maxPendingSessions = 1_000
+    package var maxPendingSessionsPerAddress = 100
 
     package init() {}
 

@@ -61,6 +61,12 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("socketio-recovery"), help: ArgumentHelp("Socket.IO: seconds a dropped session can be recovered, with the records it missed.", valueName: "seconds"))
     var socketIORecovery: Double = ServerOptions.defaults.socketIO.recoveryWindow.seconds
 
+    @Option(name: .customLong("socketio-max-pending"), help: ArgumentHelp("Socket.IO: sessions without a successful CONNECT held at once; more handshakes get 503 until some join or time out.", valueName: "sessions"))
+    var socketIOMaxPending: Int = ServerOptions.defaults.socketIO.maxPendingSessions
+
+    @Option(name: .customLong("socketio-max-pending-per-address"), help: ArgumentHelp("Socket.IO: the same, from one client address (a proxy in front counts as one).", valueName: "sessions"))
+    var socketIOMaxPendingPerAddress: Int = ServerOptions.defaults.socketIO.maxPendingSessionsPerAddress
+
     @Flag(name: .long, help: "Allow listening on a non-loopback address without client authentication.")
     var insecureNoAuth = false
 
@@ -98,6 +104,9 @@ struct Serve: AsyncParsableCommand {
         guard socketIOPingInterval <= 86_400, socketIOPingTimeout <= 86_400 else {
             throw CommandFailure.usage("--socketio-ping-interval and --socketio-ping-timeout take at most 86400 seconds (a day): socket.io clients cannot wait longer")
         }
+        guard socketIOMaxPending > 0, socketIOMaxPendingPerAddress > 0 else {
+            throw CommandFailure.usage("--socketio-max-pending and --socketio-max-pending-per-address take a number of sessions above 0")
+        }
         for name in allowHost where RequestHost(option: name) == nil {
             throw CommandFailure.usage("--allow-host \(name) is not a host name or address (fix: a name such as rowcast.example.com, or an address; no scheme, path or wildcard)")
         }
@@ -118,6 +127,8 @@ struct Serve: AsyncParsableCommand {
             options.socketIO.pingInterval = .seconds(saturating: socketIOPingInterval)
             options.socketIO.pingTimeout = .seconds(saturating: socketIOPingTimeout)
             options.socketIO.recoveryWindow = .seconds(saturating: socketIORecovery)
+            options.socketIO.maxPendingSessions = socketIOMaxPending
+            options.socketIO.maxPendingSessionsPerAddress = socketIOMaxPendingPerAddress
             return options
         }()
         try await runServer(host: host, port: port) {

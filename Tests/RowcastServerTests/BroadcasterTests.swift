@@ -105,6 +105,20 @@ import Testing
         #expect(broadcaster.connectionCount == 0)
     }
 
+    /// Clients that never subscribe (a Socket.IO handshake that never joins, a /ws that
+    /// never sends ready for data) cost a record nothing: only subscribers are matched.
+    @Test func onlySubscribedClientsAreMatchedAgainstARecord() {
+        let broadcaster = Broadcaster(queueLimit: 64, resumeWindow: 0)
+        let idle = (0..<1_000).map { _ in broadcaster.register(framing: .socketIO) }
+        let reader = broadcaster.register(framing: .webSocket), leaver = broadcaster.register(framing: .webSocket)
+        broadcaster.subscribe(reader.id, to: .everything)
+        broadcaster.subscribe(leaver.id, to: .everything)
+        broadcaster.unsubscribe(leaver.id)
+        for n in UInt64(1)...10 { broadcaster.deliver(Self.record(n)) }
+        #expect(broadcaster.clientsExamined == 10, "\(broadcaster.clientsExamined) clients matched for 10 records")
+        for client in idle + [reader, leaver] { broadcaster.unregister(client.id) }
+    }
+
     @Test func aClientThatFallsBehindIsCutOffWithoutTouchingTheOthers() async throws {
         try await within(60, "a client that falls behind is cut off without touching the others") {
             let broadcaster = Broadcaster(queueLimit: 64, resumeWindow: 0)

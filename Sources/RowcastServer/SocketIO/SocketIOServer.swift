@@ -47,6 +47,9 @@ final class SocketIOServer: Sendable {
         var sessions: [String: EngineSession] = [:]
         /// Sessions whose socket joined, by its pid.
         var joined: [String: EngineSession] = [:]
+        /// Sessions not joined yet (by sid: the address they came from), and how many per address.
+        var pending: [String: String] = [:]
+        var pendingPerAddress: [String: Int] = [:]
         var recoverable: [String: Recoverable] = [:]
         var pruneAt = 1024
     }
@@ -87,7 +90,9 @@ final class SocketIOServer: Sendable {
         }
         guard let sid = query["sid"].map(String.init) else {
             guard request.method == .get else { return Self.refusal(2, "Bad handshake method: a session opens with GET", cors: cors) }
-            let session = open(request: request, eventLoop: channel.eventLoop, webSocket: nil)
+            guard let session = open(request: request, channel: channel, webSocket: nil) else {
+                return Self.refusal(3, Self.tooManyPending, status: .serviceUnavailable, cors: cors)
+            }
             return Self.text([session.openPacket], cors: cors)
         }
         guard let session = state.withLock({ $0.sessions[sid] }) else {
@@ -166,7 +171,11 @@ final class SocketIOServer: Sendable {
             session = existing
             fresh = false
         } else {
-            session = open(request: request, eventLoop: channel.eventLoop, webSocket: channel)
+            guard let opened = open(request: request, channel: channel, webSocket: channel) else {
+                try await outbound.close(.unknown(1013), reason: closeReason(Self.tooManyPending))
+                return
+            }
+            session = opened
             try await outbound.write(.text(String(buffer: session.openPacket)))
             fresh = true
         }
@@ -209,12 +218,30 @@ final class SocketIOServer: Sendable {
 
     // MARK: - Sessions
 
-    private func open(request: Request, eventLoop: any EventLoop, webSocket: (any Channel)?) -> EngineSession {
+    /// What a handshake refused for too many sessions waiting to join says.
+    static let tooManyPending = "Too many sessions waiting to join: this server holds a bounded number of sessions without a successful CONNECT (in all and per address); retry later"
+
+    /// A new session, unless too many are waiting to join (nil: refuse the handshake).
+    private func open(request: Request, channel: any Channel, webSocket: (any Channel)?) -> EngineSession? {
+        let address = channel.remoteAddress?.ipAddress ?? "unknown"
+        let admitted = state.withLock { state -> Bool in
+            guard state.pending.count < settings.maxPendingSessions,
+                state.pendingPerAddress[address, default: 0] < settings.maxPendingSessionsPerAddress
+            else { return false }
+            return true
+        }
+        guard admitted else {
+            metrics?.socketIOPendingRefused.increment()
+            logger.debug("socket.io handshake from \(address) refused: too many sessions waiting to join")
+            return nil
+        }
         let session = EngineSession(
-            server: self, credential: ClientAuthenticator.credential(in: request), eventLoop: eventLoop, webSocket: webSocket
+            server: self, credential: ClientAuthenticator.credential(in: request), eventLoop: channel.eventLoop, webSocket: webSocket
         )
         let count = state.withLock { state in
             state.sessions[session.sid] = session
+            state.pending[session.sid] = address
+            state.pendingPerAddress[address, default: 0] += 1
             return state.sessions.count
         }
         metrics?.socketIOSessions.set(count)
@@ -222,11 +249,19 @@ final class SocketIOServer: Sendable {
         return session
     }
 
+    /// A session no longer waits to join (it joined, or it ended).
+    private func settle(_ sid: String, in state: inout State) {
+        guard let address = state.pending.removeValue(forKey: sid) else { return }
+        let left = (state.pendingPerAddress[address] ?? 1) - 1
+        state.pendingPerAddress[address] = left > 0 ? left : nil
+    }
+
     /// Forgets a closed session; keeps what it needs to be recovered, if it had joined.
     func closed(_ session: EngineSession, socket: EngineSession.Socket?, subscription: Subscription?) {
         let now = ContinuousClock.now
         let count = state.withLock { state in
             state.sessions.removeValue(forKey: session.sid)
+            settle(session.sid, in: &state)
             if let socket {
                 if state.joined[socket.pid] === session { state.joined.removeValue(forKey: socket.pid) }
                 state.recoverable[socket.pid] = Recoverable(sid: socket.sid, subscription: subscription, until: now + settings.recoveryWindow)
@@ -242,7 +277,10 @@ final class SocketIOServer: Sendable {
 
     /// A session's socket joined with `pid` (on the session's loop, before it can end).
     func joined(_ session: EngineSession, pid: String) {
-        state.withLock { $0.joined[pid] = session }
+        state.withLock { state in
+            state.joined[pid] = session
+            settle(session.sid, in: &state)
+        }
     }
 
     /// The session a reconnecting client held, once: from those that ended, or one
