@@ -10,12 +10,13 @@ package struct ServerOptions: Sendable {
 
     package var host = "127.0.0.1"
     package var port = 8080
-    /// Frames that may wait for one client before it is cut off (at least the resume
-    /// window and some, so that a full replay fits).
+    /// Frames that may wait for one client before it is cut off.
     package var clientQueueLimit = 4096
-    /// Bytes of frames that may wait for one client before it is cut off (at least the
-    /// resume window's bytes).
-    package var clientQueueBytes = 64 << 20
+    /// Bytes of frames that may wait for one client before it is cut off. A client's
+    /// own, independent of the resume window (replays are read from the window as the
+    /// client drains): a burst of ~80,000 typical records is absorbed by a client that
+    /// keeps reading, and a client that stops reading pins at most this much.
+    package var clientQueueBytes = 16 << 20
     /// How long a cut-off or expired client's connection may take to close before it
     /// is closed outright (its peer may never read the close frame).
     package var stalledClientGrace: Duration = .seconds(5)

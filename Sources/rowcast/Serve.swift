@@ -37,7 +37,7 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The oldest record, in seconds, the resume window keeps.", valueName: "seconds"))
     var resumeWindowAge: Double = ServerOptions.defaults.resumeWindowAge.seconds
 
-    @Option(name: .long, help: ArgumentHelp("The most bytes queued for one client before it is cut off as too slow (\(ServerOptions.defaults.clientQueueBytes >> 20) MiB by default, at least --resume-window-bytes).", valueName: "bytes"))
+    @Option(name: .long, help: ArgumentHelp("The most bytes queued for one client before it is cut off as too slow (\(ServerOptions.defaults.clientQueueBytes >> 20) MiB by default; replays are read from the window as the client drains).", valueName: "bytes"))
     var clientQueueBytes: Int = ServerOptions.defaults.clientQueueBytes
 
     @Option(name: .long, help: ArgumentHelp("A browser origin allowed on /ws, /events and /socket.io/ besides the page's own (repeatable; * allows any).", valueName: "origin"))
