@@ -23,7 +23,9 @@ package func buildApplication(
     let router = makeRouter(options: options, source: source, broadcaster: broadcaster)
     let app = Application(
         router: router,
-        server: .rowcast(webSocketRouter: router, configuration: .init(maxFrameSize: options.maxClientFrameSize)),
+        server: .rowcast(
+            webSocketRouter: router, configuration: .init(maxFrameSize: options.maxClientFrameSize), idleTimeout: options.idleTimeout
+        ),
         configuration: .init(address: .hostname(options.host, port: options.port), serverName: "rowcast"),
         services: [CaptureService(source: source, sink: broadcaster)] + services,
         onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? options.port) },

@@ -13,10 +13,13 @@ import NIOCore
 /// shutdown until the 30-second cap (found by the page test across a restart).
 struct QuiescingChildChannel<Inner: ServerChildChannel>: ServerChildChannel {
     let inner: Inner
+    /// How long a new connection may take to send its first whole request head.
+    let headTimeout: Duration
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Inner.Value> {
         channel.eventLoop.makeCompletedFuture {
             try channel.pipeline.syncOperations.addHandler(CloseIfSilentOnQuiesce(), position: .first)
+            try channel.pipeline.syncOperations.addHandler(FirstRequestHeadDeadline(timeout: headTimeout), position: .first)
         }.flatMap {
             inner.setup(channel: channel, logger: logger)
         }
@@ -49,17 +52,78 @@ final class CloseIfSilentOnQuiesce: ChannelInboundHandler, RemovableChannelHandl
     }
 }
 
+/// Closes a new connection whose first request head is not whole within `timeout`: a
+/// client that sends its headers a byte at a time (slowloris) holds a connection, and
+/// once a byte arrived, keeps graceful shutdown waiting. Later requests on the
+/// connection are held to the same time by the HTTP layer's idle timeout, which starts
+/// when a response ends. Sees the bytes before the HTTP decoder; removes itself once
+/// the head is in.
+final class FirstRequestHeadDeadline: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    private let timeout: Duration
+    private var deadline: Scheduled<Void>?
+    /// How much of `\r\n\r\n`, the end of a request head, the bytes read so far end with.
+    private var matched = 0
+
+    init(timeout: Duration) { self.timeout = timeout }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        deadline = context.eventLoop.scheduleTask(in: TimeAmount(timeout)) { loopBound.value.close(promise: nil) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        deadline = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let bytes = unwrapInboundIn(data)
+        var found = false
+        for byte in bytes.readableBytesView {
+            matched = Self.advance(matched, byte)
+            if matched == 4 {
+                found = true
+                break
+            }
+        }
+        context.fireChannelRead(data)
+        if found {
+            deadline?.cancel()
+            deadline = nil
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        }
+    }
+
+    /// One byte further through `\r\n\r\n`: `matched` bytes of it were seen last.
+    static func advance(_ matched: Int, _ byte: UInt8) -> Int {
+        let expected: UInt8 = matched % 2 == 0 ? 13 : 10
+        if byte == expected { return matched + 1 }
+        return byte == 13 ? 1 : 0
+    }
+}
+
 extension HTTPServerBuilder {
-    /// HTTP/1.1 with WebSocket upgrade whose silent connections close on shutdown.
+    /// HTTP/1.1 with WebSocket upgrade whose silent connections close on shutdown, and
+    /// whose connections close once they went `idleTimeout` without a whole request
+    /// head: on connect (a client that sends its headers a byte at a time, slowloris)
+    /// and between requests. A request being answered (a long-poll, an SSE stream) and
+    /// an upgraded WebSocket are not idle.
     static func rowcast<Router: HTTPResponderBuilder & _HB_SendableMetatype>(
         webSocketRouter: Router,
-        configuration: WebSocketServerConfiguration
+        configuration: WebSocketServerConfiguration,
+        idleTimeout: Duration
     ) -> HTTPServerBuilder where Router.Responder.Context: WebSocketRequestContext {
         let webSocketResponder = webSocketRouter.buildResponder()
         return HTTPServerBuilder { responder in
-            QuiescingChildChannel(inner: HTTP1WebSocketUpgradeChannel(
-                responder: responder, webSocketResponder: webSocketResponder, configuration: configuration
-            ))
+            QuiescingChildChannel(
+                inner: HTTP1WebSocketUpgradeChannel(
+                    responder: responder, webSocketResponder: webSocketResponder,
+                    configuration: .init(http1: .init(idleTimeout: TimeAmount(idleTimeout)), ws: configuration)
+                ),
+                headTimeout: idleTimeout
+            )
         }
     }
 }

@@ -26,6 +26,9 @@ package struct ServerOptions: Sendable {
     package var resumeWindowBytes = 64 << 20
     /// The oldest record the resume window keeps.
     package var resumeWindowAge: Duration = .seconds(600)
+    /// How long a connection may go without a whole request head (on connect, and
+    /// between requests) before it is closed.
+    package var idleTimeout: Duration = .seconds(30)
     /// The largest frame a client may send.
     package var maxClientFrameSize = 64 * 1024
     /// Replication: the slot, reported by `/status`.

@@ -61,6 +61,9 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("socketio-recovery"), help: ArgumentHelp("Socket.IO: seconds a dropped session can be recovered, with the records it missed.", valueName: "seconds"))
     var socketIORecovery: Double = ServerOptions.defaults.socketIO.recoveryWindow.seconds
 
+    @Option(name: .long, help: ArgumentHelp("Seconds a connection may go without a whole request (headers included) before it is closed; answers being streamed and WebSockets are not idle.", valueName: "seconds"))
+    var idleTimeout: Double = ServerOptions.defaults.idleTimeout.seconds
+
     @Option(name: .customLong("socketio-max-pending"), help: ArgumentHelp("Socket.IO: sessions without a successful CONNECT held at once; more handshakes get 503 until some join or time out.", valueName: "sessions"))
     var socketIOMaxPending: Int = ServerOptions.defaults.socketIO.maxPendingSessions
 
@@ -104,6 +107,7 @@ struct Serve: AsyncParsableCommand {
         guard socketIOPingInterval <= 86_400, socketIOPingTimeout <= 86_400 else {
             throw CommandFailure.usage("--socketio-ping-interval and --socketio-ping-timeout take at most 86400 seconds (a day): socket.io clients cannot wait longer")
         }
+        guard idleTimeout > 0 else { throw CommandFailure.usage("--idle-timeout takes a number of seconds above 0") }
         guard socketIOMaxPending > 0, socketIOMaxPendingPerAddress > 0 else {
             throw CommandFailure.usage("--socketio-max-pending and --socketio-max-pending-per-address take a number of sessions above 0")
         }
@@ -127,6 +131,7 @@ struct Serve: AsyncParsableCommand {
             options.socketIO.pingInterval = .seconds(saturating: socketIOPingInterval)
             options.socketIO.pingTimeout = .seconds(saturating: socketIOPingTimeout)
             options.socketIO.recoveryWindow = .seconds(saturating: socketIORecovery)
+            options.idleTimeout = .seconds(saturating: idleTimeout)
             options.socketIO.maxPendingSessions = socketIOMaxPending
             options.socketIO.maxPendingSessionsPerAddress = socketIOMaxPendingPerAddress
             return options

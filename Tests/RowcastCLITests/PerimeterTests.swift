@@ -38,4 +38,42 @@ struct PerimeterTests {
         #expect(missing.isEmpty, "the bystander missed rows \(missing.prefix(10))")
         #expect(try await server.stop() == 0)
     }
+
+    /// A client that sends its request head a line at a time and never ends it
+    /// (slowloris) is closed after `--idle-timeout`, as is a keep-alive connection left
+    /// idle; an SSE stream and a WebSocket that were quiet for longer stay open and get
+    /// the next row.
+    @Test func connectionsWithoutAWholeRequestAreClosedAndStreamsStay() async throws {
+        let table = "idle_" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        let (server, port, url) = try await ServeFaultTests.serve(table: table, ["--idle-timeout", "2"])
+        let number = Int(port) ?? 0
+        let stream = try RawClient(port: number)
+        stream.send("GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        let socket = try RawClient(port: number)
+        #expect(try await onThread("the bystanders opening", within: 60) { stream.read(until: ": connected") && socket.upgrade() })
+        socket.sendText(#"{"event":"ready for data","data":{}}"#)
+        #expect(try await onThread("the WebSocket subscribed", within: 60) { socket.read(until: "subscribed") })
+
+        // Opened after the bystanders: if idleness applied to them, they would be closed first.
+        let keepAlive = try RawClient(port: number)
+        keepAlive.send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        let slow = try RawClient(port: number)
+        slow.send("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        let closedSlow = try await onThread("the slowloris client closed", within: 90) { () -> Bool in
+            let deadline = Date().addingTimeInterval(80)
+            while Date() < deadline {
+                guard slow.trySend("X-Slow: a\r\n") else { return true }
+                usleep(200_000)
+            }
+            return false
+        }
+        #expect(closedSlow, "a request head sent a line at a time kept its connection")
+        #expect(try await onThread("the idle keep-alive connection closed", within: 90) { keepAlive.readUntilClosed(seconds: 80) })
+
+        try await Rowcast.psql(url, "INSERT INTO \(table) VALUES (1, 'after the quiet')")
+        #expect(try await onThread("the row on both streams", within: 60) {
+            stream.read(until: "after the quiet") && socket.read(until: "after the quiet")
+        })
+        #expect(try await server.stop() == 0)
+    }
 }

@@ -39,6 +39,13 @@ final class RawClient: @unchecked Sendable {
 
     func send(_ text: String) { send(Array(text.utf8)) }
 
+    /// Sends `text`; false once the peer closed the connection (a reset or a broken pipe).
+    func trySend(_ text: String) -> Bool {
+        let bytes = Array(text.utf8)
+        let sent = bytes.withUnsafeBytes { Foundation.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        return sent == bytes.count
+    }
+
     /// Reads until `received` contains `marker`; false on EOF, error or timeout.
     func read(until marker: String) -> Bool {
         let needle = Data(marker.utf8)
