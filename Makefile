@@ -45,7 +45,12 @@ test:
 	scripts/watchdog-check.sh
 
 # Release builds, side by side with pg_recvlogical, wal2json and a bare WebSocket
-# broadcaster; writes Docs/benchmarks.md. About 12 minutes here (4.5 of them the build).
+# broadcaster, driven by rowcast-bench (Sources/RowcastBench): every measurement as a
+# line of JSON in .build/bench/results.jsonl, then the tables of Docs/benchmarks.md
+# rewritten from it (the hand-written reading beside them is left alone). About 25
+# minutes here after the release build; BENCH_SECTIONS="2 6" runs some sections and
+# only prints their tables, BENCH_ROWS, BENCH_RUNS, BENCH_SECONDS and
+# BENCH_IDLE_CLIENTS shorten a trial (scripts/bench.sh).
 bench: deps
 	scripts/bench.sh
 

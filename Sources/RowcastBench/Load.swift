@@ -6,7 +6,9 @@ import Synchronization
 
 /// Many WebSocket clients in one process: counts the `update` frames each receives and
 /// the latency from the `commit_time` inside each frame to its arrival, and reports
-/// them, with this process's own CPU, as one JSON line.
+/// them, with this process's own CPU, as one JSON line. When every client is connected
+/// (and subscribed) and the measurement begins, it says so on stderr, a JSON line with
+/// `"event":"measuring"`, for whoever waits on it (`rowcast-bench run`).
 ///
 /// The clients are plain NIO channel handlers that parse frames where they arrive, on
 /// the event loop: on a 2-core machine the load client shares the CPU with the server
@@ -19,11 +21,16 @@ struct Load: AsyncParsableCommand {
     @Option(help: "Seconds to measure, after every client is connected.") var seconds = 10.0
     @Flag(help: "Send `ready for data` after `connected` (rowcast).") var subscribe = false
     @Flag(help: "Speak Socket.IO over WebSocket (the URL's path is /socket.io/?EIO=4&transport=websocket).") var socketio = false
+    @Option(help: "End the measurement early once the clients have received this many update frames in all.") var untilFrames: Int?
 
     func run() async throws {
         guard let target = LoadTarget(url) else { throw ValidationError("--url must look like ws://host:port/path") }
-        let shared = Shared()
+        let shared = Shared(untilFrames: untilFrames)
         let group = MultiThreadedEventLoopGroup.singleton
+        // Waits sleep on an event loop's timer, not on Dispatch's (see Docs/development.md).
+        func pause(_ duration: TimeAmount) async throws {
+            try await group.next().scheduleTask(in: duration) {}.futureResult.get()
+        }
         let began = ContinuousClock.now
         var channels: [any Channel] = []
         // Connect in waves, as browsers arriving would, without a SYN flood.
@@ -47,26 +54,36 @@ struct Load: AsyncParsableCommand {
         // then measure.
         let deadline = ContinuousClock.now + .seconds(60)
         while shared.connected.load(ordering: .relaxed) < clients, ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(5))
+            try await pause(.milliseconds(5))
         }
         let allConnected = ContinuousClock.now - began
         while subscribe, shared.subscribed.load(ordering: .relaxed) < clients, ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(5))
+            try await pause(.milliseconds(5))
         }
         let allSubscribed = ContinuousClock.now - began
-        try await Task.sleep(for: .seconds(1))
+        func inSeconds(_ duration: Duration) -> Double {
+            Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+        }
+        // Settle (the last answers written, the clients idle), then measure.
+        try await pause(.seconds(1))
         let cpuBefore = processCPUSeconds()
         let start = ContinuousClock.now
         shared.measuring.store(true, ordering: .relaxed)
-        try await Task.sleep(for: .seconds(seconds))
+        // Whoever drives the load (rowcast-bench run) waits for this line.
+        let measuring = LoadReport(
+            event: "measuring", clients: shared.connected.load(ordering: .relaxed), subscribed: shared.subscribed.load(ordering: .relaxed),
+            allConnectedS: inSeconds(allConnected), allSubscribedS: subscribe ? inSeconds(allSubscribed) : 0
+        )
+        FileHandle.standardError.write(Data((measuring.json + "\n").utf8))
+        let end = start + .milliseconds(Int64(seconds * 1000))
+        while ContinuousClock.now < end, !shared.enough {
+            try await pause(.milliseconds(min(100, max(1, Int64((end - ContinuousClock.now) / .milliseconds(1))))))
+        }
         shared.measuring.store(false, ordering: .relaxed)
         let elapsed = ContinuousClock.now - start
         let cpu = processCPUSeconds() - cpuBefore
         shared.done.store(true, ordering: .relaxed)
         for channel in channels { try? await channel.close() }
-        func inSeconds(_ duration: Duration) -> Double {
-            Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
-        }
         let result = shared.stats.summary(
             connected: shared.connected.load(ordering: .relaxed),
             subscribed: shared.subscribed.load(ordering: .relaxed),
@@ -75,7 +92,7 @@ struct Load: AsyncParsableCommand {
             elapsed: inSeconds(elapsed),
             cpu: cpu
         )
-        print(result)
+        print(result.json)
     }
 }
 
@@ -149,6 +166,9 @@ final class LoadClientHandler: ChannelInboundHandler {
                 }
                 guard shared.measuring.load(ordering: .relaxed) else { continue }
                 local.frames += 1
+                if shared.untilFrames != nil, payload.readableBytesView.starts(with: Array(#"{"event":"update""#.utf8)) {
+                    shared.updates.add(1, ordering: .relaxed)
+                }
                 if let sent = commitTime(in: payload) { local.latencies.append(nowMicros() - sent) }
             case 8:
                 context.close(promise: nil)
@@ -175,6 +195,7 @@ final class LoadClientHandler: ChannelInboundHandler {
             if view.starts(with: Array(#"42["update""#.utf8)) {
                 guard shared.measuring.load(ordering: .relaxed) else { return }
                 local.frames += 1
+                if shared.untilFrames != nil { shared.updates.add(1, ordering: .relaxed) }
                 if let sent = commitTime(in: payload) { local.latencies.append(nowMicros() - sent) }
             } else if view.starts(with: Array("40{".utf8)) {
                 if subscribe { send(opcode: 1, payload: Array(#"42["ready for data",{}]"#.utf8), context: context) }
@@ -241,6 +262,15 @@ final class Shared: Sendable {
     let subscribed = Atomic<Int>(0)
     let measuring = Atomic<Bool>(false)
     let done = Atomic<Bool>(false)
+    /// `--until-frames`, and the update frames counted towards it (only then: one
+    /// shared atomic per frame would cost the clients more than they measure).
+    let untilFrames: Int?
+    let updates = Atomic<Int>(0)
+
+    init(untilFrames: Int?) { self.untilFrames = untilFrames }
+
+    /// Whether the clients have received the update frames asked for.
+    var enough: Bool { untilFrames.map { updates.load(ordering: .relaxed) >= $0 } ?? false }
 }
 
 final class Stats: Sendable {
@@ -258,17 +288,17 @@ final class Stats: Sendable {
         }
     }
 
-    func summary(connected: Int, subscribed: Int, connectedSeconds: Double, subscribedSeconds: Double, elapsed: Double, cpu: Double) -> String {
+    func summary(connected: Int, subscribed: Int, connectedSeconds: Double, subscribedSeconds: Double, elapsed: Double, cpu: Double) -> LoadReport {
         total.withLock { total in
             let sorted = total.latencies.sorted()
             func percentile(_ p: Double) -> Double {
                 guard !sorted.isEmpty else { return 0 }
                 return Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]) / 1000
             }
-            return String(
-                format: #"{"clients":%d,"subscribed":%d,"all_connected_s":%.2f,"all_subscribed_s":%.2f,"frames":%d,"frames_per_s":%.0f,"p50_ms":%.2f,"p99_ms":%.2f,"max_ms":%.2f,"cpu_percent":%.0f}"#,
-                connected, subscribed, connectedSeconds, subscribedSeconds, total.frames, Double(total.frames) / elapsed, percentile(0.5), percentile(0.99),
-                Double(sorted.last ?? 0) / 1000, cpu / elapsed * 100
+            return LoadReport(
+                clients: connected, subscribed: subscribed, allConnectedS: connectedSeconds, allSubscribedS: subscribedSeconds, frames: total.frames,
+                framesPerS: Double(total.frames) / elapsed, p50Ms: percentile(0.5), p99Ms: percentile(0.99), maxMs: Double(sorted.last ?? 0) / 1000,
+                cpuPercent: cpu / elapsed * 100
             )
         }
     }
