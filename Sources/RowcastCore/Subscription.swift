@@ -93,7 +93,7 @@ package struct RowFilter: Sendable, Equatable, CustomStringConvertible {
     /// One value, or several for `in`.
     package let values: [String]
     /// Each value as a number, when it is one (parsed once, not at every comparison).
-    private let numbers: [Double?]
+    private let numbers: [ExactNumber?]
 
     /// Parses `column=op.value`; a ``RowFilterError`` says what is wrong.
     package init(parsing text: String) throws(RowFilterError) {
@@ -117,7 +117,7 @@ package struct RowFilter: Sendable, Equatable, CustomStringConvertible {
         } else {
             values = [value]
         }
-        numbers = values.map { Double($0) }
+        numbers = values.map { ExactNumber($0) }
     }
 
     package static func == (lhs: RowFilter, rhs: RowFilter) -> Bool {
@@ -199,7 +199,7 @@ extension RowFilter {
             }
             throw .unknownColumn("none of \(known.map(\.0.description).joined(separator: ", ")) has a column \"\(column)\"")
         }
-        if kinds.allSatisfy({ $0 == .number }), let bad = values.first(where: { $0 != "null" && Double($0) == nil }) {
+        if kinds.allSatisfy({ $0 == .number }), let bad = values.first(where: { $0 != "null" && ExactNumber($0) == nil }) {
             throw .incomparable("\(column) is a number, so \"\(bad)\" never compares with it (fix: a number, e.g. \(column)=\(comparison.rawValue).7)")
         }
         if kinds.allSatisfy({ $0 == .bool }), let bad = values.first(where: { !["true", "false", "null"].contains($0) }) {
@@ -226,7 +226,7 @@ package enum RowFilterError: Error, Sendable, Equatable, CustomStringConvertible
 
 /// One JSON value, as a filter sees it.
 enum JSONScalar {
-    case number(Double)
+    case number(ExactNumber)
     case string(String)
     case literal(String)  // true, false, null
     case composite  // objects and arrays never compare
@@ -245,13 +245,13 @@ enum JSONScalar {
         case UInt8(ascii: "t"), UInt8(ascii: "f"), UInt8(ascii: "n"):
             self = .literal(String(decoding: bytes, as: UTF8.self))
         default:
-            self = Double(String(decoding: bytes, as: UTF8.self)).map(JSONScalar.number) ?? .composite
+            self = ExactNumber(String(decoding: bytes, as: UTF8.self)).map(JSONScalar.number) ?? .composite
         }
     }
 
     /// -1, 0 or 1 against the filter's text (`number` is that text as a number, when
     /// it is one); nil when they cannot be compared.
-    func compare(to text: String, number other: Double?) -> Int? {
+    func compare(to text: String, number other: ExactNumber?) -> Int? {
         switch self {
         case .number(let number):
             guard let other else { return nil }
