@@ -54,7 +54,6 @@ let package = Package(
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "JWTKit", package: "jwt-kit"),
-                "RowcastTestSupport",
             ],
             resources: [.embedInCode("Page/index.html")]
         ),
