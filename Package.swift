@@ -81,15 +81,19 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // What the test targets share: waiting without Dispatch's timers.
+        // What the test targets share: waiting without Dispatch's timers, and naming
+        // tables as text.
         .target(
             name: "RowcastTestSupport",
-            dependencies: [.product(name: "NIOPosix", package: "swift-nio")],
+            dependencies: [
+                "RowcastCore",
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             path: "Tests/RowcastTestSupport"
         ),
         .testTarget(
             name: "RowcastCoreTests",
-            dependencies: ["RowcastCore"]
+            dependencies: ["RowcastCore", "RowcastTestSupport"]
         ),
         .testTarget(
             name: "RowcastPostgresTests",
