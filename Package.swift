@@ -81,8 +81,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // What the test targets share: waiting without Dispatch's timers, and naming
-        // tables as text.
+        // What the test targets share: waiting without Dispatch's timers, naming tables
+        // as text, and the live database's gate and psql.
         .target(
             name: "RowcastTestSupport",
             dependencies: [

@@ -10,7 +10,7 @@ import Testing
 
 /// `rowcast serve` against peers that misbehave: clients that stop reading, pages
 /// from other origins, requests for other hosts.
-@Suite(.enabled(if: Rowcast.databaseURL != nil, "needs the cluster that make test starts"), .timeLimit(.minutes(3)))
+@Suite(.enabled(if: LiveDatabase.available, "needs the cluster that make test starts"), .timeLimit(.minutes(3)))
 struct ServeFaultTests {
     /// Polls `condition` every 100 ms until it holds or `seconds` pass.
     static func eventually(seconds: Double = 60, _ condition: () async throws -> Bool) async rethrows -> Bool {
@@ -31,8 +31,8 @@ struct ServeFaultTests {
 
     /// A table with the trigger, and `serve --mode trigger` on it with `arguments`.
     static func serve(table: String, _ arguments: [String] = []) async throws -> (RunningProcess, port: String, url: String) {
-        let url = try await Rowcast.freshDatabase()
-        try await Rowcast.psql(url, "CREATE TABLE \(table) (id int PRIMARY KEY, body text)")
+        let url = try await LiveDatabase.freshDatabase(prefix: "cli")
+        try await LiveDatabase.psql(url, "CREATE TABLE \(table) (id int PRIMARY KEY, body text)")
         #expect(try await Rowcast.run(["setup", "--mode", "trigger", "--table", table, "--db", url]).status == 0)
         let server = try RunningProcess(Rowcast.binary.path, ["serve", "--mode", "trigger", "--table", table, "--port", "0", "--db", url] + arguments)
         let port = try await server.waitFor(#"serving trigger mode on http://127\.0\.0\.1:(\d+)/"#)
@@ -42,8 +42,8 @@ struct ServeFaultTests {
     /// Every client holds a descriptor: serve started under a soft limit of 256 open
     /// files (the hard limit higher) raises it, instead of refusing clients past it.
     @Test func serveRaisesItsOpenFileLimitToTheHardLimit() async throws {
-        let url = try await Rowcast.freshDatabase()
-        try await Rowcast.psql(url, "CREATE TABLE limited (id int PRIMARY KEY)")
+        let url = try await LiveDatabase.freshDatabase(prefix: "cli")
+        try await LiveDatabase.psql(url, "CREATE TABLE limited (id int PRIMARY KEY)")
         #expect(try await Rowcast.run(["setup", "--mode", "trigger", "--table", "limited", "--db", url]).status == 0)
         let server = try RunningProcess("/bin/sh", [
             "-c", "ulimit -S -n 256 && exec \"$0\" serve --mode trigger --table limited --port 0 --db \"$1\"", Rowcast.binary.path, url,
@@ -88,7 +88,7 @@ struct ServeFaultTests {
         #expect(try await Self.status(port: port)["clients"] as? Int == 3)
         // Neither reads again. 20 MB of rows: far more than their queues (1 MB) and the socket buffers hold.
         for batch in 0..<20 {
-            try await Rowcast.psql(url, "INSERT INTO stalled SELECT g, repeat('x', 100000) FROM generate_series(\(batch * 10 + 1), \(batch * 10 + 10)) g")
+            try await LiveDatabase.psql(url, "INSERT INTO stalled SELECT g, repeat('x', 100000) FROM generate_series(\(batch * 10 + 1), \(batch * 10 + 10)) g")
         }
         let written = Date()
         let released = try await Self.eventually { server.openSockets <= baseline }
@@ -254,7 +254,7 @@ struct ServeFaultTests {
         // Rows flow while 1,000 clients come and go, 20 at a time.
         let writer = Task.detached {
             for batch in 0..<(rows / 10) {
-                try await Rowcast.psql(url, "INSERT INTO churn SELECT g, 'row ' || g FROM generate_series(\(batch * 10 + 1), \(batch * 10 + 10)) g")
+                try await LiveDatabase.psql(url, "INSERT INTO churn SELECT g, 'row ' || g FROM generate_series(\(batch * 10 + 1), \(batch * 10 + 10)) g")
             }
         }
         var rss: [Int] = []

@@ -63,7 +63,7 @@ struct TriggerCaptureTests {
     @Test func upgradingAnInstalledTriggerInPlaceLosesNoChange() async throws {
         let table = TableName(schema: "public", name: LiveDatabase.uniqueName("upgrade"))
         // A database of its own: the upgrade moves every table of the database at once.
-        let url = try LiveDatabase.freshDatabase()
+        let url = try await LiveDatabase.freshDatabase()
         let admin = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
         try admin.execute("CREATE TABLE \(table.quoted) (id int PRIMARY KEY, doc jsonb)")
         // A database set up by rowcast 0.1: its script, its row-level triggers.
