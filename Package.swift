@@ -81,15 +81,20 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // What the test targets share: waiting without Dispatch's timers, naming tables
-        // as text, and the live database's gate and psql.
+        // What the test targets share: waiting without Dispatch's timers, the live
+        // database's gate and psql, and ScriptedCapture, a capture source without one.
         .target(
             name: "RowcastTestSupport",
             dependencies: [
                 "RowcastCore",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             path: "Tests/RowcastTestSupport"
+        ),
+        .testTarget(
+            name: "RowcastTestSupportTests",
+            dependencies: ["RowcastCore", "RowcastTestSupport"]
         ),
         .testTarget(
             name: "RowcastCoreTests",
