@@ -81,8 +81,9 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // What the test targets share: waiting without Dispatch's timers, the live
-        // database's gate and psql, and ScriptedCapture, a capture source without one.
+        // What the test targets share: waiting without Dispatch's timers, naming tables
+        // as text, the live database's gate and psql, and ScriptedCapture, a capture
+        // source without a database for the server tests.
         .target(
             name: "RowcastTestSupport",
             dependencies: [

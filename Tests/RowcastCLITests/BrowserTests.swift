@@ -113,7 +113,9 @@ struct BrowserTests {
         let port = try await server.waitFor(#"serving replication mode on http://127\.0\.0\.1:(\d+)/"#)
         // Committed before the page exists: it opens on them.
         try await LiveDatabase.psql(url, "INSERT INTO items VALUES (1, 'first', 1), (2, 'second', 2)")
-        _ = try await ServeFaultTests.eventually { (try await ServeFaultTests.status(port: port)["records_captured"] as? Int ?? 0) >= 2 }
+        try await eventually("serve to capture the 2 rows", within: 60, interval: .milliseconds(100)) {
+            (try await ServeFaultTests.status(port: port)["records_captured"] as? Int ?? 0) >= 2
+        }
 
         try await Self.withBrowser { page in
             try await page.open("http://127.0.0.1:\(port)/")
