@@ -62,7 +62,7 @@ struct ScriptedCaptureTests {
     }
 
     @Test func triggerModeDeliversEachCommitInOrderThenFlushes() async throws {
-        try await within(30, "two trigger-mode commits to be delivered") {
+        try await within(60, "two trigger-mode commits to be delivered") {
             let capture = ScriptedCapture(tables: [Self.items: Self.columns])
             #expect(capture.mode == .trigger)
             #expect(capture.state.isConnected)
@@ -104,7 +104,7 @@ struct ScriptedCaptureTests {
     }
 
     @Test func replicationModeGivesEachCommitItsLSNAndIndexes() async throws {
-        try await within(30, "two replication-mode commits to be delivered") {
+        try await within(60, "two replication-mode commits to be delivered") {
             let capture = ScriptedCapture(mode: .replication, tables: [Self.items: Self.columns], firstCommitLSN: 0x1_6B37_4800)
             let (sink, stop, task) = Self.running(capture)
             defer { stop.stop() }
@@ -130,7 +130,7 @@ struct ScriptedCaptureTests {
     }
 
     @Test func whatIsCommittedBeforeRunIsDeliveredOnceItRunsAndALateTableIsLearnedFirst() async throws {
-        try await within(30, "records committed before the run to be delivered") {
+        try await within(60, "records committed before the run to be delivered") {
             let late: TableName = "public.late"
             let capture = ScriptedCapture(tables: [Self.items: Self.columns])
             try capture.commit(.insert(Self.items, row: #"{"id":1}"#))
@@ -159,11 +159,11 @@ struct ScriptedCaptureTests {
         try capture.commit(.insert(Self.items, row: "{}"))
         try await capture.waitUntilDelivered()
         // A second run while one runs returns at once, delivering nothing.
-        try await within(5, "a second, concurrent run to return") {
+        try await within(60, "a second, concurrent run to return") {
             await capture.run(sink: JournalSink(state: capture.state), stop: StopSignal())
         }
         stop.stop()
-        try await within(5, "run to return after its stop signal fired") { await task.value }
+        try await within(60, "run to return after its stop signal fired") { await task.value }
         #expect(!capture.state.isConnected)
         #expect(capture.state.lastError == "stopped")
 
@@ -172,12 +172,12 @@ struct ScriptedCaptureTests {
         try again.commit(.insert(Self.items, row: "{}"))
         try await again.waitUntilDelivered()
         cancelled.cancel()
-        try await within(5, "run to return after its task was cancelled") { await cancelled.value }
+        try await within(60, "run to return after its task was cancelled") { await cancelled.value }
         #expect(again.state.lastError == "stopped")
     }
 
     @Test func aRowThatIsNotJSONIsRefusedAndNothingOfItsTransactionIsCommitted() async throws {
-        try await within(30, "a valid commit after a refused one") {
+        try await within(60, "a valid commit after a refused one") {
             let capture = ScriptedCapture(tables: [Self.items: Self.columns])
             #expect(throws: JSONSyntaxError.self) {
                 try capture.commit(.insert(Self.items, row: #"{"id":1}"#), .insert(Self.items, row: #"{"id":"#))
@@ -210,7 +210,7 @@ struct ScriptedCaptureTests {
         let sink = JournalSink(state: capture.state, failure: "cannot write to stdout: broken pipe")
         let (_, _, task) = Self.running(capture, sink: sink)
         try capture.commit(.insert(Self.items, row: "{}"))
-        try await within(10, "run to end after its sink failed") { await task.value }
+        try await within(60, "run to end after its sink failed") { await task.value }
         #expect(sink.journal.count == 2, "one record, one flush, then nothing")
         #expect(capture.deliveredCount == 0)
         let failure = await #expect(throws: DeadlinePassed.self) { try await capture.waitUntilDelivered(within: 0.2) }
