@@ -41,10 +41,21 @@ let package = Package(
                 .embedInCode("SQL/rowcast_trigger_teardown.sql"),
             ]
         ),
+        // What rowcast says and reads on the wire, without I/O: the encoded record and
+        // each transport's framing, the client-message and Engine.IO parsers, Engine.IO's
+        // session state machine.
+        .target(
+            name: "RowcastWire",
+            dependencies: [
+                "RowcastCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
         .target(
             name: "RowcastServer",
             dependencies: [
                 "RowcastCore",
+                "RowcastWire",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -102,6 +113,10 @@ let package = Package(
             dependencies: ["RowcastCore", "RowcastTestSupport"]
         ),
         .testTarget(
+            name: "RowcastWireTests",
+            dependencies: ["RowcastCore", "RowcastWire", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .testTarget(
             name: "RowcastPostgresTests",
             dependencies: ["RowcastCore", "RowcastPostgres", "RowcastTestSupport"]
         ),
@@ -118,6 +133,7 @@ let package = Package(
             name: "RowcastServerTests",
             dependencies: [
                 "RowcastCore",
+                "RowcastWire",
                 "RowcastPostgres",
                 "RowcastServer",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

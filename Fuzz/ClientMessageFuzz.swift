@@ -1,6 +1,9 @@
 // libFuzzer entry point: one input is one WebSocket text frame from a client (any
 // page on the internet, once rowcast is exposed).
 
+import RowcastCore
+import RowcastWire
+
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let text = String(decoding: UnsafeBufferPointer(start: data, count: size), as: UTF8.self)

@@ -4,6 +4,8 @@
 // (TupleJSON, ValueJSON) sees it too. Any crash is a bug: inputs from the server are
 // never trusted.
 
+import RowcastCore
+
 private let relation: [UInt8] = {
     // public.fz: one column of each shape: int4 (key), text, bool, numeric, json,
     // timestamptz, date, int4[], and a user type (composite, learned below).

@@ -2,6 +2,9 @@
 // message) that a Socket.IO client sends to /socket.io/: Engine.IO packets, the
 // Socket.IO packets inside them, and the rowcast request an event carries.
 
+import RowcastCore
+import RowcastWire
+
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let body = Array(UnsafeBufferPointer(start: data, count: size))

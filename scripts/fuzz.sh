@@ -2,7 +2,7 @@
 # make fuzz: coverage-guided fuzzing (libFuzzer, through swiftc -sanitize=fuzzer,address)
 # of what rowcast reads from outside: the pgoutput decoder and replication session,
 # the trigger payload reader, the client frame parser and the Socket.IO packet
-# parser. Each target runs for FUZZ_SECONDS (default 60), seeded from the test
+# parser, built from the modules' own sources. Each target runs for FUZZ_SECONDS (default 60), seeded from the test
 # fixtures; its corpus grows in .build/fuzz/corpus/TARGET and crashing inputs land in
 # .build/fuzz/crashes/TARGET.
 # Exit 1 when any target found a crash: turn each into a fixture test.
@@ -13,22 +13,31 @@ seconds=${FUZZ_SECONDS:-60}
 out=.build/fuzz
 mkdir -p "$out/src"
 
-# RowcastCore as one module with each harness (and the client frame parser, which
-# needs nothing but RowcastCore).
-core=$(find Sources/RowcastCore -name '*.swift' | sort)
-sed '/^import RowcastCore$/d' Sources/RowcastServer/ClientMessage.swift > "$out/src/ClientMessage.swift"
-sed '/^import RowcastCore$/d' Sources/RowcastServer/SocketIO/SocketIOPacket.swift > "$out/src/SocketIOPacket.swift"
+# RowcastCore and RowcastWire's parsers (Sources/RowcastWire/Parse, which need nothing
+# but RowcastCore) as the modules they are, instrumented; each harness imports them.
+mods=$out/modules
+mkdir -p "$mods"
+module() {
+    local name=$1; shift
+    echo "fuzz: building module $name" >&2
+    swiftc -O -sanitize=fuzzer,address -parse-as-library -package-name rowcast -module-name "$name" -I "$mods" \
+        -emit-library -static -emit-module -emit-module-path "$mods/$name.swiftmodule" -o "$mods/lib$name.a" \
+        "$@" 2> "$out/$name.build.log" || { cat "$out/$name.build.log" >&2; exit 2; }
+}
+module RowcastCore $(find Sources/RowcastCore -name '*.swift' | sort)
+module RowcastWire Sources/RowcastWire/Parse/*.swift
 
 build() {
     local name=$1; shift
     echo "fuzz: building $name" >&2
     swiftc -O -sanitize=fuzzer,address -parse-as-library -package-name rowcast -module-name "Fuzz_${name//-/_}" \
-        $core "$@" -o "$out/$name" 2> "$out/$name.build.log" || { cat "$out/$name.build.log" >&2; exit 2; }
+        -I "$mods" -L "$mods" -lRowcastWire -lRowcastCore "$@" -o "$out/$name" 2> "$out/$name.build.log" \
+        || { cat "$out/$name.build.log" >&2; exit 2; }
 }
 build pgoutput Fuzz/PgOutputFuzz.swift
 build trigger-payload Fuzz/TriggerPayloadFuzz.swift
-build client-message Fuzz/ClientMessageFuzz.swift "$out/src/ClientMessage.swift"
-build socketio Fuzz/SocketIOFuzz.swift "$out/src/ClientMessage.swift" "$out/src/SocketIOPacket.swift"
+build client-message Fuzz/ClientMessageFuzz.swift
+build socketio Fuzz/SocketIOFuzz.swift
 
 # Seeds: the fixtures captured from PostgreSQL, payloads and frames from the tests.
 python3 - "$out/corpus" <<'PY'
@@ -43,9 +52,9 @@ fixtures = open("Tests/RowcastCoreTests/PgOutputFixtures.swift").read()
 seeds("pgoutput", [bytes.fromhex(h) for h in re.findall(r'"([0-9a-f]{8,})"', fixtures)])
 payloads = re.findall(r'#"(\{.*?\})"#', open("Tests/RowcastCoreTests/TriggerPayloadTests.swift").read())
 seeds("trigger-payload", [p.encode() for p in payloads] or [b'{"op":"insert","schema":"public","table":"t","xid":1,"i":1,"row":{"id":1}}'])
-frames = re.findall(r'#"(\{"event".*?\})"#', open("Tests/RowcastServerTests/ClientMessageTests.swift").read())
+frames = re.findall(r'#"(\{"event".*?\})"#', open("Tests/RowcastWireTests/ClientMessageTests.swift").read())
 seeds("client-message", [f.encode() for f in frames])
-packets = re.findall(r'parse\((#?)"(.*?)"\1\)', open("Tests/RowcastServerTests/SocketIOPacketTests.swift").read())
+packets = re.findall(r'parse\((#?)"(.*?)"\1\)', open("Tests/RowcastWireTests/SocketIOPacketTests.swift").read())
 seeds("socketio", [p[1].encode() for p in packets] + [b'40{"token":"t"}\x1e42["subscribe",{"tables":["orders"],"filter":"id=gt.1"}]\x1e3'])
 PY
 

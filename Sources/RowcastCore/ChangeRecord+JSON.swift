@@ -1,26 +1,29 @@
 extension ChangeRecord {
     /// Appends the record as one JSON object.
     package func encode(into writer: inout JSONWriter) {
-        encode(into: &writer, largeValue: nil)
+        encode(into: &writer, value: nil)
     }
 
-    /// Encodes the record; `row` and `old` values of at least `largeValueBytes` are
-    /// handed to `largeValue` instead of being copied into `writer`, which must then
-    /// emit what `writer` holds followed by the value (a sink writing a huge row
-    /// straight from its bytes holds it once less).
-    /// From this size on, `row` and `old` go to `encode(into:largeValue:)`'s handler.
+    /// From this size on, sinks write `row` and `old` straight from their bytes rather
+    /// than copying them into a ``JSONWriter`` first.
     package static let largeValueBytes = 1 << 20
 
+    /// Which of the record's raw values ``encode(into:value:)`` hands its handler.
+    package enum ValueKey: Sendable { case row, old }
+
+    /// Encodes the record; `row` and `old` are handed to `value` (when given) instead of
+    /// being copied into `writer`: the handler appends the value itself, to `writer` or
+    /// after emitting what `writer` holds (a huge row written straight from its bytes is
+    /// held once less), and learns where each value lies in the output.
     package func encode(
         into writer: inout JSONWriter,
-        largeValueBytes: Int = ChangeRecord.largeValueBytes,
-        largeValue: ((inout JSONWriter, RawJSON) -> Void)?
+        value: ((inout JSONWriter, ValueKey, RawJSON) -> Void)?
     ) {
-        func appendValue(_ value: RawJSON) {
-            if let largeValue, value.bytes.count >= largeValueBytes {
-                largeValue(&writer, value)
+        func appendValue(_ raw: RawJSON, _ key: ValueKey) {
+            if let value {
+                value(&writer, key, raw)
             } else {
-                writer.appendRaw(value.bytes)
+                writer.appendRaw(raw.bytes)
             }
         }
         var first = true
@@ -57,11 +60,11 @@ extension ChangeRecord {
         }
         if let row {
             writer.appendKey("row", first: &first)
-            appendValue(row)
+            appendValue(row, .row)
         }
         if let old {
             writer.appendKey("old", first: &first)
-            appendValue(old)
+            appendValue(old, .old)
         }
         if let unchanged {
             writer.appendKey("unchanged", first: &first)

@@ -4,6 +4,7 @@ import HummingbirdWebSocket
 import Logging
 import NIOCore
 import RowcastCore
+import RowcastWire
 import ServiceLifecycle
 
 /// Composes the server in one place, for `rowcast serve`, `rowcast demo` and the tests:
@@ -18,7 +19,7 @@ package func buildApplication(
     onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in },
     logger: Logger
 ) -> RowcastApplication {
-    let broadcaster = Broadcaster(options: options, origin: source.origin)
+    let broadcaster = Broadcaster(options: options, origin: source.origin, metrics: ServerMetrics(replication: options.slot != nil))
     let router = makeRouter(options: options, source: source, broadcaster: broadcaster)
     let app = Application(
         router: router,
@@ -51,9 +52,9 @@ package struct RowcastApplication: ApplicationProtocol {
     /// the acknowledgement: clients first (each WebSocket session writes what was
     /// queued, then closes with 1001 and its last cursor; SSE streams end; up to 5 s),
     /// then the HTTP server, then the other services, and last the capture, which
-    /// confirms to the slot what the broadcaster accepted. A connection that never
-    /// drains cannot hold this for ever: past 30 s what remains is cancelled, and the
-    /// capture still confirms as it stops.
+    /// confirms to the slot what the resume window let go (Docs/architecture.md, "The
+    /// acknowledgement"). A connection that never drains cannot hold this for ever:
+    /// past 30 s what remains is cancelled, and the capture still confirms as it stops.
     package func runUntilSignalled() async throws {
         // A group stops its services in reverse: ClientShutdownService before the app.
         var configuration = ServiceGroupConfiguration(
@@ -63,17 +64,6 @@ package struct RowcastApplication: ApplicationProtocol {
         )
         configuration.maximumGracefulShutdownDuration = .seconds(30)
         try await ServiceGroup(configuration: configuration).run()
-    }
-}
-
-extension Broadcaster {
-    convenience init(options: ServerOptions, origin: Cursor?) {
-        self.init(
-            queueLimit: options.clientQueueLimit, queueBytes: options.clientQueueBytes,
-            resumeWindow: options.resumeWindow, resumeWindowBytes: options.resumeWindowBytes,
-            resumeWindowAge: options.resumeWindowAge, origin: origin,
-            metrics: ServerMetrics(replication: options.slot != nil)
-        )
     }
 }
 
@@ -108,7 +98,7 @@ func makeRouter(options: ServerOptions, source: any CaptureSource, broadcaster: 
     authenticated.get("/events") { request, context in
         try guardian.checkOrigin(request)
         return try ServerSentEvents.response(
-            for: request, access: context.access, broadcaster: broadcaster, capture: source.state, heartbeatSeconds: options.heartbeatSeconds,
+            for: request, access: context.access, broadcaster: broadcaster, capture: source.state, heartbeat: options.serverSentEventsHeartbeat,
             channel: context.channel, stalledClientGrace: options.stalledClientGrace
         )
     }
@@ -196,11 +186,4 @@ struct AuthMiddleware: RouterMiddleware {
         context.access = try await authenticator.authenticate(request)
         return try await next(request, context)
     }
-}
-
-/// A close frame's reason is at most 123 bytes of UTF-8.
-func closeReason(_ text: String) -> String {
-    var reason = Substring(text)
-    while reason.utf8.count > 123 { reason = reason.dropLast() }
-    return String(reason)
 }

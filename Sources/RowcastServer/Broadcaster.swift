@@ -1,31 +1,38 @@
 import NIOCore
 import RowcastCore
+import RowcastWire
 import Synchronization
 
 /// Fans records out to every subscribed client.
 ///
-/// Each record is encoded once, into one `update` frame whose bytes every client
-/// shares (Socket.IO clients share one packet made from it, built once when the first
-/// of them matches). Each client has a queue bounded in frames and in bytes; a client whose
-/// queue is full is cut off (its session closes with 1013 and the last cursor it was
-/// sent, and its connection is closed outright if even that cannot be written) so
-/// that it never slows capture or the other clients. `deliver` never blocks.
+/// Each record is encoded once (``EncodedRecord``) and framed once per framing that a
+/// matching client speaks (``FramedRecord``): every `/ws` client shares the encoded
+/// buffer itself, every SSE client one event built from it, every Socket.IO client one
+/// packet. The broadcaster knows events (records, `subscribed`), never a wire format.
+/// Each client has a queue bounded in frames and in bytes; a client whose queue is full
+/// is cut off (its session closes with 1013 and the last cursor it was sent, and its
+/// connection is closed outright if even that cannot be written) so that it never slows
+/// capture or the other clients. `deliver` never blocks.
 package final class Broadcaster: RecordSink {
-    /// One queued item for a client's writer.
-    package enum Outgoing: Sendable {
-        /// A frame to send; `cursor` is set for `update` frames.
-        case frame(ByteBuffer, cursor: String?)
-        /// Nothing to send but a sign of life (SSE comment lines).
-        case heartbeat
+    /// One queued item for a client's writer: bytes in the client's framing, and the
+    /// record's cursor when it is one (a writer reports the last it wrote).
+    package struct Outgoing: Sendable {
+        package let bytes: ByteBuffer
+        package let cursor: String?
+
+        package init(_ bytes: ByteBuffer, cursor: String? = nil) {
+            self.bytes = bytes
+            self.cursor = cursor
+        }
     }
 
-    /// The protocol a client speaks, which decides how the broadcaster's own frames
-    /// (`update`, `subscribed`) are shaped for it.
-    package enum Speech: Sendable {
-        /// rowcast's `{"event": NAME, "data": OBJECT}` (`/ws`; `/events` slices it).
-        case rowcast
-        /// Socket.IO event packets, `42["NAME",DATA,"CURSOR"]` (`/socket.io/`).
-        case socketIO
+    /// What a subscription queues before the records it replays.
+    package enum Announcement: Sendable {
+        /// The `subscribed` event in the client's framing (none for SSE).
+        case subscribed
+        /// A message of the transport's own (Socket.IO's CONNECT answer when a
+        /// reconnect recovers its session, which recovery keeps invisible to the page).
+        case message(ByteBuffer)
     }
 
     /// Why the broadcaster ended a client's queue before the client left.
@@ -53,17 +60,33 @@ package final class Broadcaster: RecordSink {
         package var endReason: EndReason? { control.reason }
 
         /// The writer calls this once frames it took are written (handed to the socket),
-        /// so that what the client holds queued is counted in bytes.
-        package func wrote(bytes: Int) { control.dequeued(bytes) }
+        /// so that what the client holds queued is counted in bytes; a client replaying
+        /// from the window gets its next records queued once half its budget is free.
+        package func wrote(bytes: Int) {
+            control.dequeued(bytes)
+            if control.isReplaying, control.queued <= control.refillBelow { control.refill() }
+        }
     }
 
     /// Shared by the broadcaster and one client's writer, without a lock.
     final class ClientControl: Sendable {
         private let value = Atomic<UInt8>(0)
         private let queuedBytes = Atomic<Int>(0)
+        private let replaying = Atomic<Bool>(false)
         let onEnd: (@Sendable (EndReason) -> Void)?
+        /// Queues the next part of the client's replay (the broadcaster's, by the client's id).
+        let refill: @Sendable () -> Void
+        /// At or below this many bytes queued, a replaying client is refilled.
+        let refillBelow: Int
 
-        init(onEnd: (@Sendable (EndReason) -> Void)?) { self.onEnd = onEnd }
+        init(onEnd: (@Sendable (EndReason) -> Void)?, refillBelow: Int, refill: @escaping @Sendable () -> Void) {
+            self.onEnd = onEnd
+            self.refillBelow = refillBelow
+            self.refill = refill
+        }
+
+        var isReplaying: Bool { replaying.load(ordering: .relaxed) }
+        func setReplaying(_ on: Bool) { replaying.store(on, ordering: .relaxed) }
 
         var reason: EndReason? { EndReason(rawValue: value.load(ordering: .relaxed)) }
         func raise(_ reason: EndReason) { value.store(reason.rawValue, ordering: .relaxed) }
@@ -72,23 +95,42 @@ package final class Broadcaster: RecordSink {
         func dequeued(_ bytes: Int) { queuedBytes.subtract(bytes, ordering: .relaxed) }
     }
 
-    private struct Client {
+    struct Client {
         let queue: ClientQueue
         let control: ClientControl
-        let speaks: Speech
+        let framing: Framing
         /// What the client asked for; nil until it subscribes.
         var subscription: Subscription?
         /// A `since` newer than anything published yet (a client coming from a node
         /// further ahead, or back before this one rebuilt its window): records up to
         /// it are the client's already and are skipped.
         var skipThrough: Cursor?
+        /// Set while the client replays from the resume window: where its replay goes
+        /// on. Live records skip it until the replay reaches the window's newest record.
+        var replay: Replay?
     }
 
-    private struct State {
+    /// Where a replay goes on: after a cursor (`since`, or the last record queued), or
+    /// from one (the oldest of the newest `last` matches).
+    enum Replay: Equatable {
+        case after(Cursor)
+        case from(Cursor)
+    }
+
+    struct State {
         var nextID: UInt64 = 0
         var clients: [UInt64: Client] = [:]
+        /// The clients with a subscription: the only ones a record is matched against, so
+        /// sessions that never subscribe (a Socket.IO handshake that never joins) cost
+        /// capture nothing.
+        var subscribed: Set<UInt64> = []
+        /// Clients matched against records since start (for tests of the above).
+        var examined: UInt64 = 0
         /// Registered and not yet unregistered: includes clients ended but still closing.
         var connections: Set<UInt64> = []
+        /// What clients ended before they left were subscribed to, until they leave
+        /// (a Socket.IO session keeps it recoverable).
+        var endedSubscriptions: [UInt64: Subscription] = [:]
         var recordsSent: UInt64 = 0
         var lastCursor: Cursor?
         var window = ResumeWindow(limit: 0, byteLimit: 0)
@@ -100,119 +142,103 @@ package final class Broadcaster: RecordSink {
     /// How many bytes of frames may wait for one client before it is cut off (a single
     /// frame larger than this still goes to a client whose queue is empty).
     package let queueByteLimit: Int
-    private let state = Mutex(State())
+    let state = Mutex(State())
     let metrics: ServerMetrics?
 
     /// - Parameters:
-    ///   - queueLimit: frames that may wait for one client before it is cut off (at
-    ///     least the resume window and some, so that a full replay fits).
-    ///   - queueBytes: bytes that may wait for one client (at least `resumeWindowBytes`).
-    ///   - resumeWindow: recent records kept for `since` (at most `resumeWindowBytes` of frames).
-    ///   - metrics: where to count records, clients and cut-offs.
+    ///   - options: the queue and resume-window limits (``ServerOptions`` holds every
+    ///     default). A client's budget is its own: a replay is read from the window as
+    ///     the client drains, never copied into its queue at once.
     ///   - origin: a cursor before every record the capture will deliver (see
     ///     ``CaptureSource/origin``): `subscribed` names it until the first record, and
     ///     resuming from it replays everything the window still holds.
-    package init(
-        queueLimit: Int = 4096, queueBytes: Int = 64 << 20, resumeWindow: Int = 1000, resumeWindowBytes: Int = 64 << 20,
-        resumeWindowAge: Duration? = nil, origin: Cursor? = nil, metrics: ServerMetrics? = nil
-    ) {
-        self.queueLimit = max(queueLimit, resumeWindow + 64)
-        self.queueByteLimit = max(queueBytes, resumeWindowBytes)
+    ///   - metrics: where to count records, clients and cut-offs.
+    package init(options: ServerOptions, origin: Cursor? = nil, metrics: ServerMetrics? = nil) {
+        self.queueLimit = max(options.clientQueueLimit, 16)
+        self.queueByteLimit = max(options.clientQueueBytes, 1)
         self.metrics = metrics
         state.withLock {
-            $0.window = ResumeWindow(limit: resumeWindow, byteLimit: resumeWindowBytes, ageLimit: resumeWindowAge, origin: origin)
+            $0.window = ResumeWindow(
+                limit: options.resumeWindow, byteLimit: options.resumeWindowBytes, ageLimit: options.resumeWindowAge, origin: origin
+            )
             $0.lastCursor = origin
         }
     }
 
-    /// Registers a client. It receives updates once it subscribes. `onEnd` is called
-    /// (under the broadcaster's lock: it must only schedule work) when the broadcaster
-    /// ends the client, so that its connection can be closed even if its writer is
-    /// stuck behind a peer that stopped reading.
-    package func register(speaking speaks: Speech = .rowcast, onEnd: (@Sendable (EndReason) -> Void)? = nil) -> Registration {
+    /// Registers a client that speaks `framing`. It receives updates once it
+    /// subscribes. `onEnd` is called (under the broadcaster's lock: it must only
+    /// schedule work) when the broadcaster ends the client, so that its connection can
+    /// be closed even if its writer is stuck behind a peer that stopped reading.
+    package func register(framing: Framing, onEnd: (@Sendable (EndReason) -> Void)? = nil) -> Registration {
         let queue = ClientQueue(limit: queueLimit)
-        let flag = ClientControl(onEnd: onEnd)
-        let id = state.withLock { state in
+        let (id, flag) = state.withLock { state in
             state.nextID += 1
+            let id = state.nextID
+            let flag = ClientControl(onEnd: onEnd, refillBelow: queueByteLimit / 4) { [weak self] in self?.refill(id) }
             if state.closing {
                 queue.finish()
             } else {
-                state.clients[state.nextID] = Client(queue: queue, control: flag, speaks: speaks, subscription: nil)
-                state.connections.insert(state.nextID)
+                state.clients[id] = Client(queue: queue, control: flag, framing: framing, subscription: nil)
+                state.connections.insert(id)
             }
             metrics?.clients.set(state.clients.count)
-            return state.nextID
+            return (id, flag)
         }
         return Registration(id: id, queue: queue, control: flag)
     }
 
-    /// Starts (or replaces) a client's subscription and queues its `subscribed` reply,
-    /// which names the last record published before it: every later match follows.
-    /// With `since`, the matching records after it are replayed from the resume window
-    /// first, in the same critical section as going live: no gap, no repeat. With
-    /// `last` instead, the newest `last` matching records the window holds come first.
-    /// Returns false (and subscribes nothing) when `since` is older than the window.
+    /// Starts (or replaces) a client's subscription and queues what `announcing` says:
+    /// by default the `subscribed` reply, which names the last record published before
+    /// it (every later match follows); a Socket.IO session that recovers queues its
+    /// CONNECT answer instead. With `since`, the matching records after it are replayed
+    /// from the resume window next, in the same critical section as going live: no gap,
+    /// no repeat. With `last` instead, the newest `last` matching records the window
+    /// holds come first. Returns false (and queues nothing) when `since` is older than
+    /// the window.
     @discardableResult
-    package func subscribe(_ id: UInt64, to subscription: Subscription, since: Cursor? = nil, last: Int? = nil) -> Bool {
-        subscribe(id, to: subscription, since: since, last: last, reply: nil)
-    }
-
-    /// Restores a Socket.IO client's subscription after a reconnect: `reply` (its
-    /// CONNECT answer) first, then the matching records after `since`, then live ones,
-    /// without a `subscribed` reply (recovery is invisible to the page). Returns false,
-    /// and queues nothing, when `since` is older than the window.
-    package func recover(_ id: UInt64, to subscription: Subscription, since: Cursor, reply: ByteBuffer) -> Bool {
-        subscribe(id, to: subscription, since: since, last: nil, reply: reply)
-    }
-
-    private func subscribe(_ id: UInt64, to subscription: Subscription, since: Cursor?, last: Int?, reply: ByteBuffer?) -> Bool {
+    package func subscribe(
+        _ id: UInt64, to subscription: Subscription, since: Cursor? = nil, last: Int? = nil, announcing: Announcement = .subscribed
+    ) -> Bool {
         var wakes: [ClientQueue] = []
         defer { for queue in wakes { queue.wake() } }
         return state.withLock { state in
             guard let client = state.clients[id] else { return true }
             state.window.expire()
-            var replay: [ResumeWindow.Entry] = []
+            var replay: Replay?
             if let since {
-                guard let after = state.window.entries(after: since, lastCursor: state.lastCursor) else { return false }
-                replay = after
-            } else if let last, last > 0 {
-                replay = state.window.latest(last, matching: subscription)
+                guard state.window.covers(since, lastCursor: state.lastCursor) else { return false }
+                if let last = state.lastCursor, since < last { replay = .after(since) }
+            } else if let last, last > 0, let start = state.window.startOfLatest(last, matching: subscription) {
+                replay = .from(start)
             }
             state.clients[id]?.subscription = subscription
+            state.subscribed.insert(id)
             state.clients[id]?.skipThrough = since.flatMap { since in state.lastCursor.map { since > $0 } ?? true ? since : nil }
-            if let reply {
-                enqueue(reply, to: id, in: &state, wakes: &wakes)
-            } else {
-                let frame = ServerFrame.subscribed(subscription, cursor: state.lastCursor?.description)
-                switch client.speaks {
-                case .rowcast: enqueue(frame, to: id, in: &state, wakes: &wakes)
-                case .socketIO:
-                    // The offset a reconnect recovers from: where this subscription starts.
-                    let offset = (since ?? state.lastCursor)?.description
-                    enqueue(SocketIOFrame.event(fromFrame: frame, offset: offset), to: id, in: &state, wakes: &wakes)
-                }
+            state.clients[id]?.replay = replay
+            client.control.setReplaying(replay != nil)
+            switch announcing {
+            case .message(let bytes):
+                enqueue(Outgoing(bytes), to: id, in: &state, wakes: &wakes)
+            case .subscribed:
+                var message = ServerMessage.subscribed(subscription, cursor: state.lastCursor?.description)
+                // Socket.IO's offset: a reconnect recovers from where this subscription starts.
+                message.offset = (since ?? state.lastCursor)?.description
+                if let bytes = client.framing.frame(message) { enqueue(Outgoing(bytes), to: id, in: &state, wakes: &wakes) }
             }
-            for entry in replay where entry.matches(subscription) {
-                let cursor = entry.record.cursor.description
-                let frame = client.speaks == .rowcast ? entry.frame : SocketIOFrame.event(fromFrame: entry.frame, offset: cursor)
-                enqueue(frame, to: id, in: &state, cursor: cursor, wakes: &wakes)
-            }
+            if replay != nil { refill(id, in: &state, wakes: &wakes) }
             return true
         }
     }
 
-    /// Queues a heartbeat for one client, in order with its updates.
+    /// Queues a heartbeat for one client, in order with its updates, when its
+    /// framing has one (SSE's comment line).
     package func heartbeat(_ id: UInt64) {
-        let wake = state.withLock { state -> ClientQueue? in
-            guard let client = state.clients[id] else { return nil }
-            switch client.queue.yield(.heartbeat) {
-            case .enqueued(let wake): return wake ? client.queue : nil
-            case .dropped: end(id, .tooSlow, in: &state)
-            case .terminated: break
-            }
-            return nil
+        var wakes: [ClientQueue] = []
+        state.withLock { state in
+            guard let beat = state.clients[id]?.framing.heartbeat else { return }
+            enqueue(Outgoing(beat), to: id, in: &state, wakes: &wakes)
         }
-        wake?.wake()
+        for queue in wakes { queue.wake() }
     }
 
     /// Ends a client whose credential expired: its session closes after what is queued.
@@ -222,13 +248,18 @@ package final class Broadcaster: RecordSink {
 
     /// Stops sending updates to a client.
     package func unsubscribe(_ id: UInt64) {
-        state.withLock { $0.clients[id]?.subscription = nil }
+        state.withLock { state in
+            state.clients[id]?.subscription = nil
+            state.subscribed.remove(id)
+            state.clients[id]?.replay = nil
+            state.clients[id]?.control.setReplaying(false)
+        }
     }
 
     /// Queues a frame for one client, in order with its updates.
     package func send(_ frame: ByteBuffer, to id: UInt64) {
         var wakes: [ClientQueue] = []
-        state.withLock { enqueue(frame, to: id, in: &$0, wakes: &wakes) }
+        state.withLock { enqueue(Outgoing(frame), to: id, in: &$0, wakes: &wakes) }
         for queue in wakes { queue.wake() }
     }
 
@@ -247,12 +278,19 @@ package final class Broadcaster: RecordSink {
         state.withLock { end(id, .shuttingDown, in: &$0) }
     }
 
-    /// Forgets a client (its connection ended).
-    package func unregister(_ id: UInt64) {
+    /// Forgets a client (its connection ended); returns what it was subscribed to, even
+    /// when the broadcaster had ended it (so a Socket.IO session can be recovered after
+    /// it was cut off).
+    @discardableResult
+    package func unregister(_ id: UInt64) -> Subscription? {
         state.withLock { state in
             state.connections.remove(id)
-            state.clients.removeValue(forKey: id)?.queue.finish()
+            let ended = state.endedSubscriptions.removeValue(forKey: id)
+            let client = state.clients.removeValue(forKey: id)
+            state.subscribed.remove(id)
+            client?.queue.finish()
             metrics?.clients.set(state.clients.count)
+            return client.map(\.subscription) ?? ended
         }
     }
 
@@ -274,66 +312,44 @@ package final class Broadcaster: RecordSink {
         }
     }
 
+    /// Clients matched against records since start: one per subscribed client per record.
+    package var clientsExamined: UInt64 { state.withLock { $0.examined } }
+
     /// The cursor of the last record published.
     package var lastCursor: Cursor? { state.withLock { $0.lastCursor } }
 
     // MARK: - RecordSink
 
     package func deliver(_ record: ChangeRecord) {
-        let rowcastFrame = ServerFrame.update(record)
-        let cursor = record.cursor.description
+        let encoded = EncodedRecord(record)
         var wakes: [ClientQueue] = []
         let sent = state.withLock { state in
             state.lastCursor = record.cursor
-            state.window.append(.init(record: record, frame: rowcastFrame))
+            state.window.append(encoded)
+            // Matched with the full record at hand: no value is copied out of the frame.
             var values = RecordValues(record)
+            var framed = FramedRecord(encoded)
             var sent = 0
-            // Socket.IO clients share one packet of their own, built on first use.
-            var socketIOFrame: ByteBuffer?
-            for (id, client) in state.clients {
-                guard let subscription = client.subscription else { continue }
+            for id in state.subscribed {
+                guard let client = state.clients[id] else { continue }
+                state.examined += 1
+                // A replaying client reads this record from the window when it gets there.
+                guard let subscription = client.subscription, client.replay == nil else { continue }
                 if let skip = client.skipThrough {
                     guard record.cursor > skip else { continue }
                     state.clients[id]?.skipThrough = nil
                 }
                 guard subscription.matches(&values) else { continue }
-                let frame: ByteBuffer
-                switch client.speaks {
-                case .rowcast: frame = rowcastFrame
-                case .socketIO:
-                    if socketIOFrame == nil { socketIOFrame = SocketIOFrame.event(fromFrame: rowcastFrame, offset: cursor) }
-                    frame = socketIOFrame ?? rowcastFrame
-                }
-                let size = frame.readableBytes
-                let queued = client.control.queued
-                if queued > 0, queued + size > queueByteLimit {
-                    end(id, .tooSlow, in: &state)
-                    continue
-                }
-                // Counted before the writer can take it, so never below zero.
-                client.control.enqueued(size)
-                switch client.queue.yield(.frame(frame, cursor: cursor)) {
-                case .enqueued(let wake):
-                    if wake { wakes.append(client.queue) }
-                    sent += 1
-                case .dropped:
-                    client.control.dequeued(size)
-                    end(id, .tooSlow, in: &state)
-                case .terminated:
-                    client.control.dequeued(size)
-                    state.clients.removeValue(forKey: id)
-                    metrics?.clients.set(state.clients.count)
-                }
+                let item = Outgoing(framed.bytes(for: client.framing), cursor: encoded.cursorText)
+                if enqueue(item, to: id, in: &state, wakes: &wakes) { sent += 1 }
             }
             state.recordsSent += UInt64(sent)
             return sent
         }
         for queue in wakes { queue.wake() }
-        if let metrics {
-            if sent > 0 {
-                metrics.recordsSent.increment(by: sent)
-                metrics.bytesSent.increment(by: sent * rowcastFrame.readableBytes)
-            }
+        if let metrics, sent > 0 {
+            metrics.recordsSent.increment(by: sent)
+            metrics.bytesSent.increment(by: sent * encoded.size)
         }
     }
 
@@ -351,25 +367,41 @@ package final class Broadcaster: RecordSink {
         }
     }
 
-    private func enqueue(_ frame: ByteBuffer, to id: UInt64, in state: inout State, cursor: String? = nil, wakes: inout [ClientQueue]) {
-        guard let client = state.clients[id] else { return }
+    /// The one way into a client's queue: within its byte budget (unless the queue is
+    /// empty: one frame larger than the budget still goes) and its frame count, or the
+    /// client is cut off. Returns whether the item was queued.
+    @discardableResult
+    func enqueue(_ item: Outgoing, to id: UInt64, in state: inout State, wakes: inout [ClientQueue]) -> Bool {
+        guard let client = state.clients[id] else { return false }
+        let size = item.bytes.readableBytes
         let queued = client.control.queued
-        if queued > 0, queued + frame.readableBytes > queueByteLimit {
+        if queued > 0, queued + size > queueByteLimit {
             end(id, .tooSlow, in: &state)
-            return
+            return false
         }
-        client.control.enqueued(frame.readableBytes)
-        switch client.queue.yield(.frame(frame, cursor: cursor)) {
-        case .enqueued(let wake): if wake { wakes.append(client.queue) }
+        // Counted before the writer can take it, so never below zero.
+        client.control.enqueued(size)
+        switch client.queue.yield(item) {
+        case .enqueued(let wake):
+            if wake { wakes.append(client.queue) }
+            return true
         case .dropped:
-            client.control.dequeued(frame.readableBytes)
+            client.control.dequeued(size)
             end(id, .tooSlow, in: &state)
-        case .terminated: client.control.dequeued(frame.readableBytes)
+        case .terminated:
+            // Finished without being ended or unregistered: nothing will take from it.
+            client.control.dequeued(size)
+            state.clients.removeValue(forKey: id)
+            state.subscribed.remove(id)
+            metrics?.clients.set(state.clients.count)
         }
+        return false
     }
 
-    private func end(_ id: UInt64, _ reason: EndReason, in state: inout State) {
+    func end(_ id: UInt64, _ reason: EndReason, in state: inout State) {
         guard let client = state.clients.removeValue(forKey: id) else { return }
+        state.subscribed.remove(id)
+        if let subscription = client.subscription, state.connections.contains(id) { state.endedSubscriptions[id] = subscription }
         client.control.raise(reason)
         client.queue.finish()
         client.control.onEnd?(reason)

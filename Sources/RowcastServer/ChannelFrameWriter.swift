@@ -65,12 +65,11 @@ final class ChannelFrameWriter: Sendable {
         var pending: WebSocketFrame?
         var cursor: String?
         for item in items {
-            guard case .frame(let frame, let frameCursor) = item else { continue }
-            bytes += frame.readableBytes
+            bytes += item.bytes.readableBytes
             guard writing else { continue }
             if let pending { channel.write(pending, promise: nil) }
-            pending = WebSocketFrame(fin: true, opcode: .text, data: frame)
-            if let frameCursor { cursor = frameCursor }
+            pending = WebSocketFrame(fin: true, opcode: .text, data: item.bytes)
+            if let itemCursor = item.cursor { cursor = itemCursor }
         }
         if let pending {
             let client = client

@@ -4,6 +4,7 @@ import Hummingbird
 import JWTKit
 import NIOCore
 import RowcastCore
+import RowcastWire
 
 /// What one authenticated client may see, decided when it connects.
 package struct ClientAccess: Sendable, Equatable {
@@ -51,7 +52,7 @@ package struct AuthFailure: HTTPResponseError, Sendable, Equatable {
         Response(
             status: .unauthorized,
             headers: [.contentType: "application/json", .wwwAuthenticate: #"Bearer realm="rowcast""#],
-            body: .init(byteBuffer: ByteBuffer(bytes: ServerFrame.errorObject(code: "unauthorized", message: message)))
+            body: .init(byteBuffer: ByteBuffer(bytes: ServerMessage.errorObject(code: "unauthorized", message: message)))
         )
     }
 }

@@ -46,6 +46,9 @@ package final class ClientQueue: Sendable {
         self.limit = limit
     }
 
+    /// Items queued now.
+    package var count: Int { state.withLock { $0.items.count } }
+
     /// Queues an item unless the queue is full or finished.
     package func yield(_ item: Broadcaster.Outgoing) -> YieldResult {
         let (result, waiter) = state.withLock { state -> (YieldResult, CheckedContinuation<[Broadcaster.Outgoing]?, Never>?) in

@@ -1,35 +1,15 @@
 import NIOCore
 import RowcastCore
+import RowcastWire
 
-/// The most recent records with their encoded frames, so a client that reconnects
-/// with `since` gets what it missed. Bounded by a record count, a byte budget and an
-/// age: a record older than the age limit is dropped at the next append or replay.
+/// The most recent records, encoded, so a client that reconnects with `since` gets
+/// what it missed. Bounded by a record count, a byte budget and an age: a record older
+/// than the age limit is dropped at the next append or replay.
 struct ResumeWindow {
     struct Entry {
-        /// The record without `row` and `old`, which only the frame keeps: a huge row
-        /// is held once, not twice.
-        let record: ChangeRecord
-        let frame: ByteBuffer
+        let record: EncodedRecord
         /// When the window received it.
         let at: ContinuousClock.Instant
-
-        init(record: ChangeRecord, frame: ByteBuffer, at: ContinuousClock.Instant = .now) {
-            var light = record
-            light.row = nil
-            light.old = nil
-            self.record = light
-            self.frame = frame
-            self.at = at
-        }
-
-        /// Whether the record matches; `row` and `old` are read back from the frame only
-        /// when the subscription filters on them.
-        func matches(_ subscription: Subscription) -> Bool {
-            guard subscription.filter != nil else { return subscription.matches(record) }
-            var full = record
-            (full.row, full.old) = ServerFrame.values(inUpdate: frame)
-            return subscription.matches(full)
-        }
     }
 
     let limit: Int
@@ -63,7 +43,7 @@ struct ResumeWindow {
 
     private mutating func evictOldest() {
         if let evicted = entries[head] {
-            bytes -= evicted.frame.readableBytes
+            bytes -= evicted.record.size
             evictedThrough = evicted.record.cursor
         }
         entries[head] = nil
@@ -72,13 +52,14 @@ struct ResumeWindow {
 
     /// Adds the newest record, then evicts the oldest until the window is within both
     /// its count and its byte budget (one record is kept even when alone it is over).
-    mutating func append(_ entry: Entry) {
+    mutating func append(_ record: EncodedRecord, at now: ContinuousClock.Instant = .now) {
         guard limit > 0 else {
-            evictedThrough = entry.record.cursor
+            evictedThrough = record.cursor
             return
         }
+        let entry = Entry(record: record, at: now)
         entries.append(entry)
-        bytes += entry.frame.readableBytes
+        bytes += record.size
         while entries.count - head > limit || (bytes > byteLimit && entries.count - head > 1) {
             evictOldest()
         }
@@ -103,35 +84,51 @@ struct ResumeWindow {
 
     /// Bytes of frames the window holds: never above `byteLimit` unless one record alone is.
     var retainedFrameBytes: Int {
-        entries.reduce(0) { $0 + ($1?.frame.readableBytes ?? 0) }
+        entries.reduce(0) { $0 + ($1?.record.size ?? 0) }
     }
 
-    /// The newest `count` records that match `subscription`, oldest first (a page that
-    /// opens shows what just happened).
-    func latest(_ count: Int, matching subscription: Subscription) -> [Entry] {
-        var found: [Entry] = []
+    /// Where the newest `count` records that match `subscription` begin: the cursor of
+    /// the oldest of them (a page that opens shows what just happened); nil when none
+    /// matches.
+    func startOfLatest(_ count: Int, matching subscription: Subscription) -> Cursor? {
+        var found = 0
+        var start: Cursor?
         for entry in entries[head...].reversed() {
-            guard found.count < count else { break }
-            if let entry, entry.matches(subscription) { found.append(entry) }
+            guard found < count else { break }
+            if let record = entry?.record, record.matches(subscription) {
+                found += 1
+                start = record.cursor
+            }
         }
-        return found.reversed()
+        return start
     }
 
-    /// The records after `since`, or nil when `since` is older than the window (or
-    /// from another stream) and records after it may be missing.
-    func entries(after since: Cursor, lastCursor: Cursor?) -> [Entry]? {
-        if since == lastCursor { return [] }
-        let live = entries[head...].lazy.compactMap { $0 }
-        guard let first = evictedThrough ?? live.first?.record.cursor, since.kind == first.kind else { return nil }
-        let covered: Bool
-        if let evictedThrough {
-            covered = since >= evictedThrough
-        } else {
-            covered = since >= first
-        }
+    /// Whether every record after `since` is still here: false when `since` is older
+    /// than the window or from another stream, and records after it may be missing.
+    func covers(_ since: Cursor, lastCursor: Cursor?) -> Bool {
+        if since == lastCursor { return true }
+        guard let first = evictedThrough ?? entries[head...].first??.record.cursor, since.kind == first.kind else { return false }
         // A trigger-mode cursor from another rowcast process belongs to another stream.
-        if since.kind == .trigger, since.major != first.major { return nil }
-        guard covered else { return nil }
-        return live.filter { $0.record.cursor > since }
+        if since.kind == .trigger, since.major != first.major { return false }
+        return evictedThrough.map { since >= $0 } ?? (since >= first)
+    }
+
+    /// The records held after `cursor` (or from it, `inclusive`), oldest first, found by
+    /// binary search: a replay that reads on from where it stopped costs no rescan.
+    func held(after cursor: Cursor, inclusive: Bool = false) -> some Sequence<EncodedRecord> {
+        var low = head, high = entries.count
+        while low < high {
+            let middle = (low + high) / 2
+            // Slots from `head` on are never empty.
+            let here = entries[middle]?.record.cursor
+            if let here, inclusive ? here < cursor : here <= cursor { low = middle + 1 } else { high = middle }
+        }
+        return entries[low...].lazy.compactMap { $0?.record }
+    }
+
+    /// The records after `since`, or nil when the window does not cover it (``covers(_:lastCursor:)``).
+    func records(after since: Cursor, lastCursor: Cursor?) -> [EncodedRecord]? {
+        guard covers(since, lastCursor: lastCursor) else { return nil }
+        return Array(held(after: since))
     }
 }

@@ -23,6 +23,8 @@ package final class ServerMetrics: Sendable {
     /// session or the offset was too old, or held by another node).
     let socketIORecovered: CoreMetrics.Counter
     let socketIONotRecovered: CoreMetrics.Counter
+    /// Socket.IO handshakes refused because too many sessions were waiting to join.
+    let socketIOPendingRefused: CoreMetrics.Counter
     /// Clients closed for falling behind.
     let clientsCutOff: CoreMetrics.Counter
     /// Clients closed because their token expired.
@@ -46,6 +48,7 @@ package final class ServerMetrics: Sendable {
         socketIOSessions = CoreMetrics.Meter(label: "rowcast_socketio_sessions", factory: factory)
         socketIORecovered = CoreMetrics.Counter(label: "rowcast_socketio_recoveries_total", dimensions: [("result", "recovered")], factory: factory)
         socketIONotRecovered = CoreMetrics.Counter(label: "rowcast_socketio_recoveries_total", dimensions: [("result", "not_recovered")], factory: factory)
+        socketIOPendingRefused = CoreMetrics.Counter(label: "rowcast_socketio_handshakes_refused_total", dimensions: [("reason", "too_many_pending")], factory: factory)
         clientsCutOff = CoreMetrics.Counter(label: "rowcast_clients_cut_off_total", factory: factory)
         clientsExpired = CoreMetrics.Counter(label: "rowcast_clients_expired_total", factory: factory)
         captureConnected = CoreMetrics.Meter(label: "rowcast_capture_connected", factory: factory)

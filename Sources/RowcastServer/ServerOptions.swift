@@ -1,28 +1,37 @@
 import RowcastCore
+import RowcastWire
 
 /// What `rowcast serve` needs beyond the capture source.
+/// Every default rowcast serves with lives here: `serve`'s flags, the demo and the
+/// tests start from these values.
 package struct ServerOptions: Sendable {
-    package var host: String
-    package var port: Int
+    /// The values `rowcast serve` uses for every flag not given.
+    package static let defaults = ServerOptions()
+
+    package var host = "127.0.0.1"
+    package var port = 8080
     /// Frames that may wait for one client before it is cut off.
-    package var clientQueueLimit: Int
-    /// Bytes of frames that may wait for one client before it is cut off.
-    package var clientQueueBytes: Int = 64 << 20
+    package var clientQueueLimit = 4096
+    /// Bytes of frames that may wait for one client before it is cut off. A client's
+    /// own, independent of the resume window (replays are read from the window as the
+    /// client drains): a burst of ~80,000 typical records is absorbed by a client that
+    /// keeps reading, and a client that stops reading pins at most this much.
+    package var clientQueueBytes = 16 << 20
     /// How long a cut-off or expired client's connection may take to close before it
     /// is closed outright (its peer may never read the close frame).
     package var stalledClientGrace: Duration = .seconds(5)
+    /// Recent records kept so that clients can resume with `since`.
+    package var resumeWindow = 1000
     /// The resume window's byte budget.
-    package var resumeWindowBytes: Int = 64 << 20
+    package var resumeWindowBytes = 64 << 20
     /// The oldest record the resume window keeps.
     package var resumeWindowAge: Duration = .seconds(600)
     /// The largest frame a client may send.
-    package var maxClientFrameSize: Int
-    /// Recent records kept so that clients can resume with `since`.
-    package var resumeWindow: Int
+    package var maxClientFrameSize = 64 * 1024
     /// Replication: the slot, reported by `/status`.
     package var slot: String?
     /// How often `/events` sends a comment line on a quiet stream.
-    package var heartbeatSeconds: Double = 15
+    package var serverSentEventsHeartbeat: Duration = .seconds(15)
     /// Browser origins allowed on `/ws`, `/events` and `/socket.io/` besides the page's
     /// own (`*` allows any). Requests without an `Origin` header (not from a browser) pass.
     package var allowedOrigins: Set<String> = []
@@ -35,19 +44,45 @@ package struct ServerOptions: Sendable {
     /// `/socket.io/`, and what they see.
     package var auth: ClientAuthenticator = .disabled
 
-    package init(
-        host: String = "127.0.0.1",
-        port: Int = 8080,
-        clientQueueLimit: Int = 4096,
-        maxClientFrameSize: Int = 64 * 1024,
-        resumeWindow: Int = 1000,
-        slot: String? = nil
-    ) {
-        self.host = host
-        self.port = port
-        self.clientQueueLimit = clientQueueLimit
-        self.maxClientFrameSize = maxClientFrameSize
-        self.resumeWindow = resumeWindow
+    package init() {}
+
+    /// The defaults, but for these.
+    package init(host: String? = nil, port: Int? = nil, resumeWindow: Int? = nil, slot: String? = nil) {
+        if let host { self.host = host }
+        if let port { self.port = port }
+        if let resumeWindow { self.resumeWindow = resumeWindow }
         self.slot = slot
+    }
+}
+
+extension Duration {
+    /// In seconds, for flags that take them.
+    package var seconds: Double {
+        Double(components.seconds) + Double(components.attoseconds) / 1e18
+    }
+}
+
+/// Socket.IO's timings (`rowcast serve --socketio-…`).
+package struct SocketIOSettings: Sendable {
+    /// socket.io's defaults.
+    package var pingInterval: Duration = .seconds(25)
+    package var pingTimeout: Duration = .seconds(20)
+    /// How long a disconnected session can be recovered (socket.io's
+    /// `maxDisconnectionDuration`).
+    package var recoveryWindow: Duration = .seconds(120)
+    /// How long a session may go without joining the namespace (socket.io's
+    /// `connectTimeout`): without credentials, it holds nothing for longer.
+    package var connectTimeout: Duration = .seconds(45)
+    /// Sessions that have not joined the namespace yet (they hold no credential) this
+    /// server keeps at once, and from one address; past either a handshake is refused
+    /// with 503 and the client retries, so one host cannot fill the server with them.
+    package var maxPendingSessions = 1_000
+    package var maxPendingSessionsPerAddress = 100
+
+    package init() {}
+
+    /// What Engine.IO's state machine needs of them.
+    var engine: EngineIOSession.Settings {
+        EngineIOSession.Settings(pingInterval: pingInterval, pingTimeout: pingTimeout, connectTimeout: connectTimeout)
     }
 }

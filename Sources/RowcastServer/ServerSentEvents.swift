@@ -2,18 +2,21 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 import RowcastCore
+import RowcastWire
 import ServiceLifecycle
 
 /// `GET /events`: the record stream as Server-Sent Events.
 ///
 /// Query keys mirror `subscribe`: `tables` and `ops` (comma-separated), `filter`,
-/// `since`; the `Last-Event-ID` header (sent by EventSource on reconnect) resumes as
-/// `since` does. Each record is `id: CURSOR` and `data: RECORD`, sliced from the same
-/// bytes the WebSocket clients get. A comment line every `heartbeatSeconds` keeps
-/// proxies from closing a quiet stream.
+/// `since`, `last`; the `Last-Event-ID` header (sent by EventSource on reconnect)
+/// resumes as `since` does. Each record is `id: CURSOR` and `data: RECORD`
+/// (``Framing/serverSentEvents``, built once per record for every SSE client). A
+/// comment line every `heartbeat` keeps proxies from closing a quiet stream.
 enum ServerSentEvents {
+    private static let framing = Framing.serverSentEvents
+
     static func response(
-        for request: Request, access: ClientAccess, broadcaster: Broadcaster, capture: CaptureState, heartbeatSeconds: Double,
+        for request: Request, access: ClientAccess, broadcaster: Broadcaster, capture: CaptureState, heartbeat: Duration,
         channel: any Channel, stalledClientGrace: Duration
     ) throws -> Response {
         let query = request.uri.queryParameters
@@ -23,95 +26,79 @@ enum ServerSentEvents {
         if let filter = query["filter"] { wanted.filter = .value([String(filter)]) }
         if let since = request.headers[.lastEventID] ?? query["since"].map(String.init) { wanted.since = .value([since]) }
         if let last = query["last"] { wanted.last = .value([String(last)]) }
-        let subscription: Subscription
-        let since: Cursor?
-        let last: Int?
-        do {
-            guard case .subscribe(let parsed, let cursor, let count) = try wanted.resolve() else {
-                throw HTTPError(.badRequest)
+        let message: ClientMessage
+        do throws(ClientMessageError) {
+            message = try wanted.resolve()
+        } catch {
+            return refusal(error)
+        }
+        // Carried out as a `subscribe` frame is, on every transport alike; only a cursor
+        // older than the window is told in the stream (EventSource would retry an HTTP error).
+        let client = broadcaster.register(framing: framing, closing: channel, grace: stalledClientGrace)
+        let expired: ClientMessageError?
+        do throws(ClientMessageError) {
+            _ = try message.apply(for: client.id, access: access, capture: capture, broadcaster: broadcaster)
+            expired = nil
+        } catch {
+            guard case .cursorExpired = error else {
+                broadcaster.unregister(client.id)
+                return refusal(error)
             }
-            try parsed.checkCaptured(by: capture)
-            subscription = try access.restrict(parsed)
-            since = cursor
-            last = count
-        } catch let error as ClientMessageError {
-            return Response(
-                status: error.code == "forbidden" ? .forbidden : .badRequest,
-                headers: [.contentType: "application/json"],
-                body: .init(byteBuffer: ByteBuffer(bytes: ServerFrame.errorObject(code: error.code, message: error.message)))
-            )
+            expired = error
         }
-        let client = broadcaster.register { reason in
-            channel.closeUnlessClosed(after: reason == .shuttingDown ? stalledClientGrace * 2 : stalledClientGrace)
-        }
-        let subscribed = broadcaster.subscribe(client.id, to: subscription, since: since, last: last)
         return Response(
             status: .ok,
             headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
             body: ResponseBody { writer in
                 defer { broadcaster.unregister(client.id) }
-                guard subscribed else {
-                    let error = ClientMessageError.cursorExpired(since)
-                    try await writer.write(errorEvent(code: error.code, message: error.message))
+                if let expired {
+                    try await writer.write(event(.error(code: expired.code, message: expired.message)))
                     try await writer.finish(nil)
                     return
                 }
                 try await writer.write(ByteBuffer(string: ": connected\n\n"))
-                let heartbeat = Task {
-                    while !Task.isCancelled {
-                        try await Task.sleep(for: .seconds(heartbeatSeconds))
-                        broadcaster.heartbeat(client.id)
-                    }
+                // Timers on the connection's event loop, not the cooperative pool's clock.
+                let beat = TimeAmount(heartbeat)
+                let heartbeats = channel.eventLoop.scheduleRepeatedTask(initialDelay: beat, delay: beat) { _ in
+                    broadcaster.heartbeat(client.id)
                 }
-                defer { heartbeat.cancel() }
-                let expiry = access.expires.map { expires in
-                    Task {
-                        try await Task.sleep(for: .untilDate(expires))
-                        broadcaster.expire(client.id)
-                    }
-                }
+                defer { heartbeats.cancel() }
+                let expiry = broadcaster.expire(client.id, when: access, on: channel.eventLoop)
                 defer { expiry?.cancel() }
                 // The server's graceful shutdown waits for open responses: end this stream.
                 try await withGracefulShutdownHandler {
                     // Everything queued so far goes out in one write.
                     while let batch = await client.queue.next() {
                         if let reason = client.endReason, reason != .shuttingDown { break }
-                        var parts: [ByteBuffer] = []
-                        var bytes = 0
-                        for item in batch {
-                            switch item {
-                            case .frame(let frame, let cursor?):
-                                bytes += frame.readableBytes
-                                guard let record = ServerFrame.record(inUpdate: frame) else { continue }
-                                parts += [ByteBuffer(string: "id: \(cursor)\ndata: "), record, ByteBuffer(string: "\n\n")]
-                            case .frame(let frame, nil):
-                                bytes += frame.readableBytes  // subscribed and errors belong to the WebSocket protocol
-                            case .heartbeat:
-                                parts.append(ByteBuffer(string: ": keepalive\n\n"))
-                            }
-                        }
+                        let bytes = batch.reduce(0) { $0 + $1.bytes.readableBytes }
                         defer { client.wrote(bytes: bytes) }
-                        if !parts.isEmpty { try await writer.write(contentsOf: parts) }
+                        if !batch.isEmpty { try await writer.write(contentsOf: batch.map(\.bytes)) }
                     }
                 } onGracefulShutdown: {
                     broadcaster.shutDown(client.id)
                 }
                 if client.endReason == .credentialExpired {
-                    try await writer.write(errorEvent(code: "unauthorized", message: "token expired; reconnect with a fresh one"))
+                    try await writer.write(event(Broadcaster.EndReason.expired))
                 }
                 try await writer.finish(nil)
             }
         )
     }
 
-    private static func errorEvent(code: String, message: String) -> ByteBuffer {
-        var buffer = ByteBuffer(string: "event: error\ndata: ")
-        buffer.writeBytes(ServerFrame.errorObject(code: code, message: message))
-        buffer.writeString("\n\n")
-        return buffer
+    /// A request refused before the stream starts: 403 for what the credential does
+    /// not allow, 400 for the rest, with the error object as the body.
+    private static func refusal(_ error: ClientMessageError) -> Response {
+        Response(
+            status: error.code == "forbidden" ? .forbidden : .badRequest,
+            headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(bytes: ServerMessage.errorObject(code: error.code, message: error.message)))
+        )
+    }
+
+    private static func event(_ message: ServerMessage) -> ByteBuffer {
+        framing.frame(message) ?? ByteBuffer()
     }
 }
-
 extension HTTPField.Name {
     // A valid token, so the initializer cannot fail.
     static let lastEventID = Self("Last-Event-ID") ?? .accept

@@ -1,4 +1,5 @@
 import RowcastCore
+import RowcastWire
 
 /// The body of `GET /status`.
 enum StatusReport {

@@ -20,7 +20,8 @@ enum EnvironmentArguments {
         ["serve"]: connection + capture + [
             ("host", .value), ("port", .value), ("resume-window", .value), ("resume-window-bytes", .value), ("resume-window-age", .value),
             ("client-queue-bytes", .value), ("allow-origin", .list), ("allow-host", .list), ("token", .value), ("jwt-secret", .value),
-            ("socketio-ping-interval", .value), ("socketio-ping-timeout", .value), ("socketio-recovery", .value), ("insecure-no-auth", .bool),
+            ("socketio-ping-interval", .value), ("socketio-ping-timeout", .value), ("socketio-recovery", .value),
+            ("socketio-max-pending", .value), ("socketio-max-pending-per-address", .value), ("insecure-no-auth", .bool),
         ],
         ["tail"]: connection + capture + [("endpos", .value)],
         ["setup"]: connection + [("mode", .value), ("table", .list), ("slot", .value), ("publication", .value)],

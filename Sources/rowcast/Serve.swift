@@ -29,16 +29,16 @@ struct Serve: AsyncParsableCommand {
     var port: Int?
 
     @Option(name: .long, help: ArgumentHelp("Recent records kept so that clients can resume with since.", valueName: "records"))
-    var resumeWindow: Int = 1000
+    var resumeWindow: Int = ServerOptions.defaults.resumeWindow
 
-    @Option(name: .long, help: ArgumentHelp("The most bytes of frames the resume window holds (default 64 MiB).", valueName: "bytes"))
-    var resumeWindowBytes: Int = 64 << 20
+    @Option(name: .long, help: ArgumentHelp("The most bytes of frames the resume window holds (\(ServerOptions.defaults.resumeWindowBytes >> 20) MiB by default).", valueName: "bytes"))
+    var resumeWindowBytes: Int = ServerOptions.defaults.resumeWindowBytes
 
-    @Option(name: .long, help: ArgumentHelp("The oldest record, in seconds, the resume window keeps (default 600).", valueName: "seconds"))
-    var resumeWindowAge: Double = 600
+    @Option(name: .long, help: ArgumentHelp("The oldest record, in seconds, the resume window keeps.", valueName: "seconds"))
+    var resumeWindowAge: Double = ServerOptions.defaults.resumeWindowAge.seconds
 
-    @Option(name: .long, help: ArgumentHelp("The most bytes queued for one client before it is cut off as too slow (default 64 MiB, at least --resume-window-bytes).", valueName: "bytes"))
-    var clientQueueBytes: Int = 64 << 20
+    @Option(name: .long, help: ArgumentHelp("The most bytes queued for one client before it is cut off as too slow (\(ServerOptions.defaults.clientQueueBytes >> 20) MiB by default; replays are read from the window as the client drains).", valueName: "bytes"))
+    var clientQueueBytes: Int = ServerOptions.defaults.clientQueueBytes
 
     @Option(name: .long, help: ArgumentHelp("A browser origin allowed on /ws, /events and /socket.io/ besides the page's own (repeatable; * allows any).", valueName: "origin"))
     var allowOrigin: [String] = []
@@ -52,22 +52,28 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Accept JWTs signed with this HS256 secret; a tables claim limits what a client sees. Prefer ROWCAST_JWT_SECRET.", valueName: "secret"))
     var jwtSecret: String?
 
-    @Option(name: .customLong("socketio-ping-interval"), help: ArgumentHelp("Socket.IO: seconds between the server's heartbeat pings (default 25, as socket.io).", valueName: "seconds"))
-    var socketIOPingInterval: Double = 25
+    @Option(name: .customLong("socketio-ping-interval"), help: ArgumentHelp("Socket.IO: seconds between the server's heartbeat pings (socket.io's default).", valueName: "seconds"))
+    var socketIOPingInterval: Double = ServerOptions.defaults.socketIO.pingInterval.seconds
 
-    @Option(name: .customLong("socketio-ping-timeout"), help: ArgumentHelp("Socket.IO: seconds a client has to answer a ping before its session closes (default 20).", valueName: "seconds"))
-    var socketIOPingTimeout: Double = 20
+    @Option(name: .customLong("socketio-ping-timeout"), help: ArgumentHelp("Socket.IO: seconds a client has to answer a ping before its session closes.", valueName: "seconds"))
+    var socketIOPingTimeout: Double = ServerOptions.defaults.socketIO.pingTimeout.seconds
 
-    @Option(name: .customLong("socketio-recovery"), help: ArgumentHelp("Socket.IO: seconds a dropped session can be recovered, with the records it missed (default 120).", valueName: "seconds"))
-    var socketIORecovery: Double = 120
+    @Option(name: .customLong("socketio-recovery"), help: ArgumentHelp("Socket.IO: seconds a dropped session can be recovered, with the records it missed.", valueName: "seconds"))
+    var socketIORecovery: Double = ServerOptions.defaults.socketIO.recoveryWindow.seconds
+
+    @Option(name: .customLong("socketio-max-pending"), help: ArgumentHelp("Socket.IO: sessions without a successful CONNECT held at once; more handshakes get 503 until some join or time out.", valueName: "sessions"))
+    var socketIOMaxPending: Int = ServerOptions.defaults.socketIO.maxPendingSessions
+
+    @Option(name: .customLong("socketio-max-pending-per-address"), help: ArgumentHelp("Socket.IO: the same, from one client address (a proxy in front counts as one).", valueName: "sessions"))
+    var socketIOMaxPendingPerAddress: Int = ServerOptions.defaults.socketIO.maxPendingSessionsPerAddress
 
     @Flag(name: .long, help: "Allow listening on a non-loopback address without client authentication.")
     var insecureNoAuth = false
 
     func run() async throws {
         let logger = try connection.bootstrapLogging()
-        let host = host ?? "127.0.0.1"
-        let port = port ?? 8080
+        let host = host ?? ServerOptions.defaults.host
+        let port = port ?? ServerOptions.defaults.port
         guard (0...65535).contains(port) else {
             throw CommandFailure.usage("--port must be a number from 0 to 65535")
         }
@@ -98,6 +104,9 @@ struct Serve: AsyncParsableCommand {
         guard socketIOPingInterval <= 86_400, socketIOPingTimeout <= 86_400 else {
             throw CommandFailure.usage("--socketio-ping-interval and --socketio-ping-timeout take at most 86400 seconds (a day): socket.io clients cannot wait longer")
         }
+        guard socketIOMaxPending > 0, socketIOMaxPendingPerAddress > 0 else {
+            throw CommandFailure.usage("--socketio-max-pending and --socketio-max-pending-per-address take a number of sessions above 0")
+        }
         for name in allowHost where RequestHost(option: name) == nil {
             throw CommandFailure.usage("--allow-host \(name) is not a host name or address (fix: a name such as rowcast.example.com, or an address; no scheme, path or wildcard)")
         }
@@ -118,6 +127,8 @@ struct Serve: AsyncParsableCommand {
             options.socketIO.pingInterval = .seconds(saturating: socketIOPingInterval)
             options.socketIO.pingTimeout = .seconds(saturating: socketIOPingTimeout)
             options.socketIO.recoveryWindow = .seconds(saturating: socketIORecovery)
+            options.socketIO.maxPendingSessions = socketIOMaxPending
+            options.socketIO.maxPendingSessionsPerAddress = socketIOMaxPendingPerAddress
             return options
         }()
         try await runServer(host: host, port: port) {

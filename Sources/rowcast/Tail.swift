@@ -65,7 +65,11 @@ final class NDJSONSink: RecordSink, @unchecked Sendable {
 
     func deliver(_ record: ChangeRecord) {
         guard failure == nil else { return }
-        record.encode(into: &buffer) { writer, value in
+        record.encode(into: &buffer) { writer, _, value in
+            guard value.bytes.count >= ChangeRecord.largeValueBytes else {
+                writer.appendRaw(value.bytes)
+                return
+            }
             // A huge row: what is buffered (earlier records, this one's head), then the row itself.
             guard self.write(writer.bytes) else { return }
             self.lastWritten = self.lastBuffered

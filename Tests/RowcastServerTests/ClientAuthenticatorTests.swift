@@ -5,6 +5,7 @@ import JWTKit
 import NIOCore
 import RowcastCore
 import RowcastServer
+import RowcastWire
 import Testing
 
 /// Credentials without a server: what each one grants, and why each bad one fails.

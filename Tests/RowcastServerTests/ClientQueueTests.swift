@@ -6,10 +6,10 @@ import Synchronization
 import Testing
 
 @Suite struct ClientQueueTests {
-    static func frame(_ n: Int) -> Broadcaster.Outgoing { .frame(ByteBuffer(string: "\(n)"), cursor: "\(n)") }
+    static func frame(_ n: Int) -> Broadcaster.Outgoing { .init(ByteBuffer(string: "\(n)"), cursor: "\(n)") }
 
     static func numbers(_ items: [Broadcaster.Outgoing]) -> [Int] {
-        items.compactMap { if case .frame(_, let cursor?) = $0 { Int(cursor) } else { nil } }
+        items.compactMap { $0.cursor.flatMap { Int($0) } }
     }
 
     /// A burst wakes the event-loop writer once, and the writer takes the whole burst

@@ -1,5 +1,6 @@
 import NIOCore
 import RowcastCore
+import RowcastWire
 import RowcastTestSupport
 import Synchronization
 import Testing
@@ -7,28 +8,31 @@ import Testing
 @testable import RowcastServer
 
 @Suite struct ResumeWindowTests {
-    static func entry(_ n: UInt64, bytes: Int, at: ContinuousClock.Instant = .now) -> ResumeWindow.Entry {
+    /// A record whose encoded frame is about `bytes` long (its row padded to it).
+    static func entry(_ n: UInt64, bytes: Int) -> EncodedRecord {
         var record = ChangeRecord(cursor: .trigger(stream: 1, sequence: n), source: .trigger, op: .insert)
         record.schema = "public"
         record.table = "t"
-        return ResumeWindow.Entry(record: record, frame: ByteBuffer(repeating: 0x20, count: bytes), at: at)
+        record.row = RawJSON(trusted: Array(("\"" + String(repeating: " ", count: bytes) + "\"").utf8))
+        return EncodedRecord(record)
     }
 
     @Test func recordsOlderThanTheAgeLimitAreDroppedAndTheirCursorsExpire() {
         let start = ContinuousClock.now
         let cursor = { (n: UInt64) in Cursor.trigger(stream: 1, sequence: n) }
         var window = ResumeWindow(limit: 1_000, byteLimit: 1 << 20, ageLimit: .seconds(10), origin: cursor(0))
-        window.append(Self.entry(1, bytes: 10, at: start))
-        window.append(Self.entry(2, bytes: 10, at: start + .seconds(5)))
-        window.append(Self.entry(3, bytes: 10, at: start + .seconds(12)))
+        let records = (1...3).map { Self.entry($0, bytes: 10) }
+        window.append(records[0], at: start)
+        window.append(records[1], at: start + .seconds(5))
+        window.append(records[2], at: start + .seconds(12))
         // Record 1 is 12 s old: gone, so a client that saw only the origin has missed it.
-        #expect(window.entries(after: cursor(0), lastCursor: cursor(3)) == nil)
-        #expect(window.entries(after: cursor(1), lastCursor: cursor(3))?.map(\.record.cursor) == [cursor(2), cursor(3)])
-        #expect(window.retainedFrameBytes == 20)
+        #expect(window.records(after: cursor(0), lastCursor: cursor(3)) == nil)
+        #expect(window.records(after: cursor(1), lastCursor: cursor(3))?.map(\.cursor) == [cursor(2), cursor(3)])
+        #expect(window.retainedFrameBytes == records[1].size + records[2].size)
         window.expire(now: start + .seconds(30))
         #expect(window.retainedFrameBytes == 0)
-        #expect(window.entries(after: cursor(2), lastCursor: cursor(3)) == nil)
-        #expect(window.entries(after: cursor(3), lastCursor: cursor(3))?.isEmpty == true)
+        #expect(window.records(after: cursor(2), lastCursor: cursor(3)) == nil)
+        #expect(window.records(after: cursor(3), lastCursor: cursor(3))?.isEmpty == true)
     }
 
     @Test func neverHoldsMoreThanItsByteBudget() {
@@ -39,16 +43,16 @@ import Testing
             if window.retainedFrameBytes > 10 << 20 { return }
         }
         // Still answers for what it holds, and only that.
-        #expect(window.entries(after: .trigger(stream: 1, sequence: 1_950), lastCursor: .trigger(stream: 1, sequence: 2_000))?.count == 50)
-        #expect(window.entries(after: .trigger(stream: 1, sequence: 10), lastCursor: .trigger(stream: 1, sequence: 2_000)) == nil)
+        #expect(window.records(after: .trigger(stream: 1, sequence: 1_950), lastCursor: .trigger(stream: 1, sequence: 2_000))?.count == 50)
+        #expect(window.records(after: .trigger(stream: 1, sequence: 10), lastCursor: .trigger(stream: 1, sequence: 2_000)) == nil)
     }
 
     @Test func aClientIsCutOffByBytesQueuedNotOnlyByFrames() async throws {
         try await within(60, "a client is cut off by bytes queued not only by frames") {
             let broadcaster = Broadcaster(queueLimit: 10_000, queueBytes: 1 << 20, resumeWindow: 0, resumeWindowBytes: 1)
             let ended = Mutex<Broadcaster.EndReason?>(nil)
-            let slow = broadcaster.register { reason in ended.withLock { $0 = reason } }
-            let fast = broadcaster.register()
+            let slow = broadcaster.register(framing: .webSocket) { reason in ended.withLock { $0 = reason } }
+            let fast = broadcaster.register(framing: .webSocket)
             broadcaster.subscribe(slow.id, to: .everything)
             broadcaster.subscribe(fast.id, to: .everything)
             var record = ChangeRecord(cursor: .trigger(stream: 1, sequence: 1), source: .trigger, op: .insert)
@@ -61,7 +65,7 @@ import Testing
                 record.cursor = .trigger(stream: 1, sequence: UInt64(sequence))
                 broadcaster.deliver(record)
                 // The fast client writes each frame as it comes.
-                if case .frame(let frame, _)? = await fastIterator.next() { fast.wrote(bytes: frame.readableBytes) }
+                if let item = await fastIterator.next() { fast.wrote(bytes: item.bytes.readableBytes) }
             }
             #expect(slow.endReason == .tooSlow)
             #expect(ended.withLock { $0 } == .tooSlow, "the session was told, so that it can close the connection")
@@ -79,13 +83,13 @@ import Testing
                 record.row = RawJSON(trusted: Array(#"{"n":\#(n)}"#.utf8))
                 broadcaster.deliver(record)
             }
-            let client = broadcaster.register()
+            let client = broadcaster.register(framing: .webSocket)
             broadcaster.subscribe(client.id, to: Subscription(tables: ["public.even"], ops: nil, filter: nil), last: 3)
             var cursors: [String] = []
             var iterator = client.stream.makeAsyncIterator()
             _ = await iterator.next()  // subscribed
             for _ in 0..<3 {
-                if case .frame(_, let cursor?)? = await iterator.next() { cursors.append(cursor) }
+                if let cursor = await iterator.next()?.cursor { cursors.append(cursor) }
             }
             #expect(cursors == [6, 8, 10].map { Cursor.trigger(stream: 1, sequence: $0).description })
         }

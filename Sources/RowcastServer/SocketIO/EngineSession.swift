@@ -1,62 +1,56 @@
-import Foundation
 import HummingbirdWebSocket
 import NIOCore
 import NIOWebSocket
 import RowcastCore
+import RowcastWire
 import Synchronization
 
-/// One Engine.IO session and the Socket.IO socket it carries in the default namespace.
+/// One Engine.IO session and the Socket.IO socket it carries in the default namespace:
+/// the shell that runs ``EngineIOSession``'s rules.
 ///
-/// Every packet for the client, from the CONNECT answer to pings and `update`s, goes
-/// through its broadcaster queue, in order. A long-poll takes what is queued; after an
-/// upgrade (or from the start, WebSocket only) a ``ChannelFrameWriter`` writes it to the
-/// WebSocket on the connection's event loop, as for `/ws`. Timers (heartbeat,
-/// credential expiry) run on one event loop; no task per session.
+/// Everything the session holds lives on one event loop (the one its first request
+/// came in on): every event is fed to the state machine there, and its actions are
+/// carried out there, timers included, so the session needs no lock. Requests from
+/// other loops hop onto it. Every packet for the client, from the CONNECT answer to
+/// pings and `update`s, goes through its broadcaster queue, in order: a long-poll takes
+/// what is queued; after an upgrade (or from the start, WebSocket only) a
+/// ``ChannelFrameWriter`` writes it to the WebSocket, as for `/ws`.
 final class EngineSession: Sendable {
-    enum Transport: Sendable, Equatable {
-        case polling
-        /// The client probed a WebSocket; long-polls are answered with a noop until it
-        /// moves or gives the probe up.
-        case probing
-        case webSocket
-    }
-
     /// The socket in the default namespace, once the client's CONNECT was accepted.
     struct Socket: Sendable {
         let sid: String
         let pid: String
         let access: ClientAccess
-        var subscription: Subscription?
     }
 
-    private struct State {
-        var transport: Transport
-        var webSocket: (any Channel)?
-        var polling = false
-        var closed = false
+    /// What the session holds, on its event loop only.
+    struct Held {
+        var machine: EngineIOSession
+        var timers: [EngineIOSession.Timer: Scheduled<Void>] = [:]
         var socket: Socket?
-        var pingTimer: Scheduled<Void>?
-        var pongDeadline: Scheduled<Void>?
-        var expiry: Scheduled<Void>?
-        var endTimer: Scheduled<Void>?
-        var joinDeadline: Scheduled<Void>?
+        /// The WebSocket that carries the session, once it does.
+        var webSocket: (any Channel)?
     }
 
-    let sid = SocketIOServer.randomID()
+    let sid = SocketIOFrame.randomID()
     let client: Broadcaster.Registration
-    private let server: SocketIOServer
+    let server: SocketIOServer
     /// The handshake's credential (`?token=` or `Authorization`), for a CONNECT without one.
-    private let credential: String?
-    private let eventLoop: any EventLoop
-    private let state: Mutex<State>
+    let credential: String?
+    let eventLoop: any EventLoop
+    /// Whether the session began on a WebSocket (its open packet offers no upgrade).
+    private let beganOnWebSocket: Bool
+    let held: NIOLoopBoundBox<Held>
 
     init(server: SocketIOServer, credential: String?, eventLoop: any EventLoop, webSocket: (any Channel)?) {
         self.server = server
         self.credential = credential
         self.eventLoop = eventLoop
-        state = Mutex(State(transport: webSocket == nil ? .polling : .webSocket, webSocket: webSocket))
+        self.beganOnWebSocket = webSocket != nil
+        let machine = EngineIOSession(settings: server.settings.engine, onWebSocket: webSocket != nil)
+        held = .makeBoxSendingValue(Held(machine: machine, webSocket: webSocket), eventLoop: eventLoop)
         let relay = EndRelay()
-        client = server.broadcaster.register(speaking: .socketIO) { reason in relay.session?.ended(reason) }
+        client = server.broadcaster.register(framing: .socketIO) { reason in relay.session?.ended(reason) }
         relay.session = self
     }
 
@@ -74,173 +68,74 @@ final class EngineSession: Sendable {
 
     var openPacket: ByteBuffer {
         SocketIOFrame.open(
-            sid: sid, upgrades: !isOnWebSocket, pingInterval: server.settings.pingInterval, pingTimeout: server.settings.pingTimeout,
+            sid: sid, upgrades: !beganOnWebSocket, pingInterval: server.settings.pingInterval, pingTimeout: server.settings.pingTimeout,
             maxPayload: server.maxPayload
         )
     }
 
-    var isOnWebSocket: Bool { state.withLock { $0.transport == .webSocket } }
+    // MARK: - The loop
 
-    /// The socket's private id, once it joined.
-    var pid: String? { state.withLock { $0.socket?.pid } }
+    /// Runs `body` on the session's event loop; nil once the loop is gone (shutdown).
+    func onLoop<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T? {
+        if eventLoop.inEventLoop { return body() }
+        return try? await eventLoop.submit(body).get()
+    }
 
-    private func send(_ packet: ByteBuffer) {
+    /// On the loop: one event through the state machine, and its actions carried out.
+    func feed(_ event: EngineIOSession.Event) {
+        let actions = held.value.machine.handle(event)
+        for action in actions { run(action) }
+    }
+
+    private func run(_ action: EngineIOSession.Action) {
+        switch action {
+        case .arm(let timer, let delay):
+            held.value.timers[timer]?.cancel()
+            held.value.timers[timer] = eventLoop.scheduleTask(in: TimeAmount(delay)) { [self] in
+                held.value.timers[timer] = nil
+                feed(.timerFired(timer))
+            }
+        case .disarm(let timer):
+            held.value.timers.removeValue(forKey: timer)?.cancel()
+        case .sendPing:
+            send(SocketIOFrame.ping)
+        case .sendPong(let data):
+            send(ByteBuffer(string: "3" + data))
+        case .releasePoll:
+            client.queue.interrupt()
+        case .expireCredential:
+            server.broadcaster.expire(client.id)
+        case .closeWebSocket(let grace):
+            held.value.webSocket?.closeUnlessClosed(after: grace)
+        case .end(let cause):
+            if let why = cause.logLine { server.logger.debug("socket.io session \(sid): \(why); closing it") }
+            // The broadcaster holds the subscription, and hands it back for recovery.
+            let subscription = server.broadcaster.unregister(client.id)
+            server.closed(self, socket: held.value.socket, subscription: subscription)
+        }
+    }
+
+    /// Queued for the client, in order with its updates.
+    func send(_ packet: ByteBuffer) {
         server.broadcaster.send(packet, to: client.id)
     }
 
-    /// A `42["error",{…}]` event, when a socket joined (before, there is no one to tell).
-    func refuse(_ message: String, code: String = "bad_frame") {
-        guard state.withLock({ $0.socket != nil }) else { return }
-        send(SocketIOFrame.error(code: code, message: message))
+    /// Starts the heartbeat and the deadline for joining the namespace.
+    func start() {
+        eventLoop.execute { [self] in feed(.opened) }
     }
 
-    // MARK: - Heartbeat
-
-    /// A session that has not joined the namespace by then is closed.
-    func startJoinDeadline() {
-        state.withLock { state in
-            guard !state.closed else { return }
-            state.joinDeadline = eventLoop.scheduleTask(in: TimeAmount(server.settings.connectTimeout)) { [self] in
-                guard pid == nil else { return }
-                server.logger.debug("socket.io session \(sid): no successful CONNECT within connectTimeout; closing it")
-                close()
-            }
-        }
+    /// Ends the session: its queue finishes (a waiting long-poll answers with Engine.IO's
+    /// close, a WebSocket closes), and a joined socket stays recoverable for a while.
+    func close(_ cause: EngineIOSession.Cause) async {
+        _ = await onLoop { [self] in feed(.close(cause)) }
     }
 
-    func startHeartbeat() {
-        state.withLock { state in
-            guard !state.closed else { return }
-            state.pingTimer = eventLoop.scheduleTask(in: TimeAmount(server.settings.pingInterval)) { [self] in ping() }
-        }
-    }
-
-    private func ping() {
-        let sent = state.withLock { state -> Bool in
-            guard !state.closed else { return false }
-            state.pongDeadline = eventLoop.scheduleTask(in: TimeAmount(server.settings.pingTimeout)) { [self] in
-                server.logger.debug("socket.io session \(sid): no pong within pingTimeout; closing it")
-                close()
-            }
-            return true
-        }
-        if sent { send(SocketIOFrame.ping) }
-    }
-
-    private func ponged() {
-        let answered = state.withLock { state -> Bool in
-            guard let deadline = state.pongDeadline else { return false }
-            deadline.cancel()
-            state.pongDeadline = nil
-            return true
-        }
-        if answered { startHeartbeat() }
-    }
-
-    // MARK: - Packets from the client
-
-    /// One Engine.IO packet from the client, whichever transport brought it.
-    func receive(_ text: Substring.UTF8View) async {
-        do throws(SocketIOPacketError) {
-            switch try EnginePacket.parse(text) {
-            case .close:
-                server.logger.debug("socket.io session \(sid): the client closed it")
-                close()
-            case .ping(let data): send(ByteBuffer(string: "3" + data))
-            case .pong: ponged()
-            case .message(let packet): await receive(packet)
-            case .upgrade, .noop: break
-            }
-        } catch {
-            refuse(error.message)
-        }
-    }
-
-    private func receive(_ packet: SocketIOPacket) async {
-        switch packet {
-        case .connect(let namespace, let auth):
-            guard namespace == "/" else {
-                send(SocketIOFrame.connectError(namespace: namespace, message: "Invalid namespace: rowcast serves the default namespace, io(url)"))
-                return
-            }
-            await connect(auth)
-        case .disconnect(let namespace):
-            guard namespace == "/" else { return }
-            // The client left the namespace on purpose: nothing to recover.
-            server.broadcaster.unsubscribe(client.id)
-            state.withLock { state in
-                state.socket = nil
-                state.expiry?.cancel()
-            }
-        case .event(let namespace, let ack, let name, let data):
-            guard namespace == "/", let socket = state.withLock({ $0.socket }) else { return }
-            do throws(ClientMessageError) {
-                let message = try ClientMessage.parse(event: name, data: data.map(JSONText.init))
-                switch try message.apply(for: client.id, access: socket.access, capture: server.capture, broadcaster: server.broadcaster) {
-                case .subscribed(let subscription):
-                    state.withLock { $0.socket?.subscription = subscription }
-                case .unsubscribed:
-                    state.withLock { $0.socket?.subscription = nil }
-                case .pong(let data):
-                    send(SocketIOFrame.event(fromFrame: ServerFrame.pong(echoing: data), offset: nil))
-                }
-                if let ack { send(SocketIOFrame.ack(ack, error: nil)) }
-            } catch {
-                refuse(error.message, code: error.code)
-                if let ack { send(SocketIOFrame.ack(ack, error: error)) }
-            }
-        case .ack:
-            break
-        }
-    }
-
-    /// CONNECT: authenticate (the `auth` payload's `token`, else the handshake's), then
-    /// recover the session the client names, or start a new one.
-    private func connect(_ auth: SocketIOAuth) async {
-        guard state.withLock({ $0.socket == nil }) else { return }
-        let access: ClientAccess
-        do throws(AuthFailure) {
-            access = try await server.auth.authenticate(credential: auth.token ?? credential)
-        } catch {
-            let message = auth.token == nil && credential == nil
-                ? "authentication required: pass io(url, { auth: { token } }), or ?token= in the URL"
-                : error.message
-            send(SocketIOFrame.connectError(namespace: "/", message: "unauthorized: " + message))
-            return
-        }
-        var socket = Socket(sid: SocketIOServer.randomID(), pid: SocketIOServer.randomID(), access: access, subscription: nil)
-        var recovered = false
-        if let pid = auth.pid, let offset = auth.offset.flatMap(Cursor.init), let held = server.takeRecoverable(pid: pid, for: self) {
-            let reply = SocketIOFrame.connected(sid: held.sid, pid: pid)
-            if let subscription = held.subscription {
-                if let allowed = try? access.restrict(subscription),
-                    server.broadcaster.recover(client.id, to: allowed, since: offset, reply: reply)
-                {
-                    socket = Socket(sid: held.sid, pid: pid, access: access, subscription: allowed)
-                    recovered = true
-                }
-            } else {
-                send(reply)
-                socket = Socket(sid: held.sid, pid: pid, access: access, subscription: nil)
-                recovered = true
-            }
-        }
-        if auth.pid != nil {
-            (recovered ? server.metrics?.socketIORecovered : server.metrics?.socketIONotRecovered)?.increment()
-        }
-        if !recovered { send(SocketIOFrame.connected(sid: socket.sid, pid: socket.pid)) }
-        let closed = state.withLock { state -> Bool in
-            guard !state.closed else { return true }
-            state.socket = socket
-            state.joinDeadline?.cancel()
-            state.joinDeadline = nil
-            if let expires = access.expires {
-                state.expiry = eventLoop.scheduleTask(in: TimeAmount(.untilDate(expires))) { [server, client] in server.broadcaster.expire(client.id) }
-            }
-            return false
-        }
-        guard !closed else { return }
-        send(SocketIOFrame.event(fromFrame: ServerFrame.connected(mode: server.mode), offset: nil))
+    /// The broadcaster ended the client (too slow, expired, shutting down); called under
+    /// its lock, so this only schedules.
+    private func ended(_ reason: Broadcaster.EndReason) {
+        let grace = reason.grace(server.stalledClientGrace)
+        eventLoop.execute { [self] in feed(.queueEnded(grace: grace)) }
     }
 
     // MARK: - Long-polling
@@ -258,48 +153,31 @@ final class EngineSession: Sendable {
 
     /// A long-poll: waits for packets (a ping comes every pingInterval).
     func poll() async -> PollAnswer {
-        enum Start { case wait, noop, moved, overlap }
-        let start = state.withLock { state -> Start in
-            switch state.transport {
-            case .webSocket: return .moved
-            case .probing: return .noop
-            case .polling:
-                if state.polling { return .overlap }
-                state.polling = true
-                return .wait
-            }
+        let decision = await onLoop { [self] in
+            feed(.pollArrived)
+            return held.value.machine.pollDecision
         }
-        switch start {
+        switch decision ?? .wait {
         case .wait: break
         case .noop: return .packets([SocketIOFrame.noop])
-        case .moved: return .refused("Bad request: the session moved to WebSocket")
-        case .overlap:
-            server.logger.debug("socket.io session \(sid): two long-polls at once; closing it")
-            close()
-            return .refused("Bad request: two long-polls at once for one session")
+        case .refuse(let message): return .refused(message)
         }
         let batch = await client.queue.next(limit: Self.packetsPerPoll)
-        state.withLock { $0.polling = false }
+        _ = await onLoop { [self] in feed(.pollAnswered) }
         guard let batch else {
-            close()
+            await close(.queueEnded)
             return .packets(finalPackets())
         }
-        var packets: [ByteBuffer] = []
-        packets.reserveCapacity(batch.count)
-        var bytes = 0
-        for case .frame(let frame, _) in batch {
-            bytes += frame.readableBytes
-            packets.append(frame)
-        }
+        let bytes = batch.reduce(0) { $0 + $1.bytes.readableBytes }
         // Out of the queue: the answer is written at once (what waits to be taken is
         // what the byte budget bounds).
         client.wrote(bytes: bytes)
         // Cut off or expired while this batch waited: what is queued is dropped, as on `/ws`.
         if let reason = client.endReason, reason != .shuttingDown {
-            close()
+            await close(.queueEnded)
             return .packets(finalPackets())
         }
-        return .packets(packets.isEmpty ? [SocketIOFrame.noop] : packets)
+        return .packets(batch.isEmpty ? [SocketIOFrame.noop] : batch.map(\.bytes))
     }
 
     /// What the client gets once its queue ended: on an expired credential, an `error`
@@ -308,59 +186,37 @@ final class EngineSession: Sendable {
     private func finalPackets() -> [ByteBuffer] {
         guard client.endReason == .credentialExpired else { return [SocketIOFrame.close] }
         return [
-            SocketIOFrame.error(code: "unauthorized", message: "token expired; reconnect with a fresh one"),
+            Framing.socketIO.frame(Broadcaster.EndReason.expired) ?? SocketIOFrame.noop,
             SocketIOFrame.disconnect, SocketIOFrame.close,
         ]
-    }
-
-    /// The broadcaster ended the client (too slow, expired, shutting down).
-    private func ended(_ reason: Broadcaster.EndReason) {
-        let grace = reason == .shuttingDown ? server.stalledClientGrace * 2 : server.stalledClientGrace
-        let webSocket = state.withLock { state -> (any Channel)? in
-            if state.transport != .webSocket {
-                // A waiting long-poll answers at once; otherwise the next one gets the
-                // close, and a client that never polls again is forgotten after `grace`.
-                state.endTimer = eventLoop.scheduleTask(in: TimeAmount(grace)) { [self] in close() }
-            }
-            return state.transport == .webSocket ? state.webSocket : nil
-        }
-        webSocket?.closeUnlessClosed(after: grace)
     }
 
     // MARK: - Upgrade to WebSocket
 
     /// A WebSocket with this session's id arrived: only a polling session may move.
-    func beginProbe() -> Bool {
-        state.withLock { $0.transport == .polling && !$0.closed }
+    func beginProbe() async -> Bool {
+        await onLoop { [self] in held.value.machine.acceptsProbe } ?? false
     }
 
     /// The client's `2probe` was answered: release the waiting long-poll with a noop.
-    func probed() {
-        state.withLock { $0.transport = .probing }
-        client.queue.interrupt()
+    func probed() async {
+        _ = await onLoop { [self] in feed(.probed) }
     }
 
     /// The client's `5`: from now on every packet goes over `webSocket`.
-    func completeUpgrade(webSocket: any Channel) -> Bool {
-        let moved = state.withLock { state -> Bool in
-            guard !state.closed, state.transport != .webSocket else { return false }
-            state.transport = .webSocket
-            state.webSocket = webSocket
+    func completeUpgrade(webSocket: any Channel) async -> Bool {
+        await onLoop { [self] in
+            guard !held.value.machine.isClosed, held.value.machine.transport != .webSocket else { return false }
+            held.value.webSocket = webSocket
+            feed(.upgraded)
             return true
-        }
-        if moved { client.queue.interrupt() }
-        return moved
+        } ?? false
     }
 
     /// A WebSocket of this session closed: the one that carries it ends the session
     /// (Engine.IO's transport close); a probe that never moved it leaves it polling.
-    func webSocketEnded(_ channel: any Channel) {
-        let carried = state.withLock { state -> Bool in
-            if state.webSocket === channel { return true }
-            if state.transport == .probing { state.transport = .polling }
-            return false
-        }
-        if carried { close() }
+    func webSocketEnded(_ channel: any Channel) async {
+        _ = await onLoop { [self] in feed(.webSocketClosed(carrier: held.value.webSocket === channel)) }
     }
 
     /// After the WebSocket writer took the last queued packet: the final packets and
@@ -377,20 +233,18 @@ final class EngineSession: Sendable {
         let (code, text) = reason.closeFrame(lastCursor: lastCursor)
         try await outbound.close(code, reason: text)
     }
+}
 
-    // MARK: - End
-
-    /// Ends the session: its queue finishes (a waiting long-poll answers with Engine.IO's
-    /// close, a WebSocket closes), and a joined socket stays recoverable for a while.
-    func close() {
-        let socket = state.withLock { state -> Socket?? in
-            guard !state.closed else { return .none }
-            state.closed = true
-            for timer in [state.pingTimer, state.pongDeadline, state.expiry, state.endTimer, state.joinDeadline] { timer?.cancel() }
-            return .some(state.socket)
+extension EngineIOSession.Cause {
+    /// What the debug log says about a session ending this way.
+    var logLine: String? {
+        switch self {
+        case .clientClosed: "the client closed it"
+        case .noPong: "no pong within pingTimeout"
+        case .neverJoined: "no successful CONNECT within connectTimeout"
+        case .overlappingPolls: "two long-polls at once"
+        case .transportClosed: "its WebSocket closed"
+        case .queueEnded, .server: nil
         }
-        guard let socket else { return }
-        server.closed(self, socket: socket)
-        server.broadcaster.unregister(client.id)
     }
 }

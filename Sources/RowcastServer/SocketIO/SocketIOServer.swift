@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import NIOWebSocket
 import RowcastCore
+import RowcastWire
 import Synchronization
 
 /// Socket.IO v4 at `/socket.io/`, for pages written against `socket.io-client`.
@@ -44,6 +45,11 @@ final class SocketIOServer: Sendable {
 
     private struct State {
         var sessions: [String: EngineSession] = [:]
+        /// Sessions whose socket joined, by its pid.
+        var joined: [String: EngineSession] = [:]
+        /// Sessions not joined yet (by sid: the address they came from), and how many per address.
+        var pending: [String: String] = [:]
+        var pendingPerAddress: [String: Int] = [:]
         var recoverable: [String: Recoverable] = [:]
         var pruneAt = 1024
     }
@@ -84,7 +90,9 @@ final class SocketIOServer: Sendable {
         }
         guard let sid = query["sid"].map(String.init) else {
             guard request.method == .get else { return Self.refusal(2, "Bad handshake method: a session opens with GET", cors: cors) }
-            let session = open(request: request, eventLoop: channel.eventLoop, webSocket: nil)
+            guard let session = open(request: request, channel: channel, webSocket: nil) else {
+                return Self.refusal(3, Self.tooManyPending, status: .serviceUnavailable, cors: cors)
+            }
             return Self.text([session.openPacket], cors: cors)
         }
         guard let session = state.withLock({ $0.sessions[sid] }) else {
@@ -96,7 +104,7 @@ final class SocketIOServer: Sendable {
                 body = try await request.body.collect(upTo: maxPayload)
             } catch {
                 logger.debug("socket.io session \(sid): a POST over maxPayload; closing it")
-                session.close()
+                await session.close(.server)
                 return Self.refusal(3, "Bad request: a payload over maxPayload (\(maxPayload) bytes)", status: .contentTooLarge, cors: cors)
             }
             for packet in EnginePacket.split(payload: Array(body.readableBytesView)) {
@@ -156,14 +164,18 @@ final class SocketIOServer: Sendable {
         let session: EngineSession
         let fresh: Bool
         if let sid = query["sid"].map(String.init) {
-            guard let existing = state.withLock({ $0.sessions[sid] }), existing.beginProbe() else {
+            guard let existing = state.withLock({ $0.sessions[sid] }), await existing.beginProbe() else {
                 try await outbound.close(.policyViolation, reason: "Session ID unknown")
                 return
             }
             session = existing
             fresh = false
         } else {
-            session = open(request: request, eventLoop: channel.eventLoop, webSocket: channel)
+            guard let opened = open(request: request, channel: channel, webSocket: channel) else {
+                try await outbound.close(.unknown(1013), reason: closeReason(Self.tooManyPending))
+                return
+            }
+            session = opened
             try await outbound.write(.text(String(buffer: session.openPacket)))
             fresh = true
         }
@@ -180,15 +192,15 @@ final class SocketIOServer: Sendable {
                 var moved = fresh
                 for try await message in inbound.messages(maxSize: maxPayload) {
                     guard case .text(let text) = message else {
-                        session.refuse("binary packets are not supported; rowcast speaks JSON text")
+                        await session.refuse("binary packets are not supported; rowcast speaks JSON text")
                         continue
                     }
                     if !moved {
                         // The probe: only `2probe` and `5` mean anything until the client moved.
                         if text == "2probe" {
                             try await outbound.write(.text("3probe"))
-                            session.probed()
-                        } else if text == "5", session.completeUpgrade(webSocket: channel) {
+                            await session.probed()
+                        } else if text == "5", await session.completeUpgrade(webSocket: channel) {
                             moved = true
                             writer.start()
                         }
@@ -201,32 +213,58 @@ final class SocketIOServer: Sendable {
             _ = try? await group.next()
             group.cancelAll()
         }
-        session.webSocketEnded(channel)
+        await session.webSocketEnded(channel)
     }
 
     // MARK: - Sessions
 
-    private func open(request: Request, eventLoop: any EventLoop, webSocket: (any Channel)?) -> EngineSession {
+    /// What a handshake refused for too many sessions waiting to join says.
+    static let tooManyPending = "Too many sessions waiting to join: this server holds a bounded number of sessions without a successful CONNECT (in all and per address); retry later"
+
+    /// A new session, unless too many are waiting to join (nil: refuse the handshake).
+    private func open(request: Request, channel: any Channel, webSocket: (any Channel)?) -> EngineSession? {
+        let address = channel.remoteAddress?.ipAddress ?? "unknown"
+        let admitted = state.withLock { state -> Bool in
+            guard state.pending.count < settings.maxPendingSessions,
+                state.pendingPerAddress[address, default: 0] < settings.maxPendingSessionsPerAddress
+            else { return false }
+            return true
+        }
+        guard admitted else {
+            metrics?.socketIOPendingRefused.increment()
+            logger.debug("socket.io handshake from \(address) refused: too many sessions waiting to join")
+            return nil
+        }
         let session = EngineSession(
-            server: self, credential: ClientAuthenticator.credential(in: request), eventLoop: eventLoop, webSocket: webSocket
+            server: self, credential: ClientAuthenticator.credential(in: request), eventLoop: channel.eventLoop, webSocket: webSocket
         )
         let count = state.withLock { state in
             state.sessions[session.sid] = session
+            state.pending[session.sid] = address
+            state.pendingPerAddress[address, default: 0] += 1
             return state.sessions.count
         }
         metrics?.socketIOSessions.set(count)
-        session.startHeartbeat()
-        session.startJoinDeadline()
+        session.start()
         return session
     }
 
+    /// A session no longer waits to join (it joined, or it ended).
+    private func settle(_ sid: String, in state: inout State) {
+        guard let address = state.pending.removeValue(forKey: sid) else { return }
+        let left = (state.pendingPerAddress[address] ?? 1) - 1
+        state.pendingPerAddress[address] = left > 0 ? left : nil
+    }
+
     /// Forgets a closed session; keeps what it needs to be recovered, if it had joined.
-    func closed(_ session: EngineSession, socket: EngineSession.Socket?) {
+    func closed(_ session: EngineSession, socket: EngineSession.Socket?, subscription: Subscription?) {
         let now = ContinuousClock.now
         let count = state.withLock { state in
             state.sessions.removeValue(forKey: session.sid)
+            settle(session.sid, in: &state)
             if let socket {
-                state.recoverable[socket.pid] = Recoverable(sid: socket.sid, subscription: socket.subscription, until: now + settings.recoveryWindow)
+                if state.joined[socket.pid] === session { state.joined.removeValue(forKey: socket.pid) }
+                state.recoverable[socket.pid] = Recoverable(sid: socket.sid, subscription: subscription, until: now + settings.recoveryWindow)
                 if state.recoverable.count >= state.pruneAt {
                     state.recoverable = state.recoverable.filter { $0.value.until > now }
                     state.pruneAt = max(1024, state.recoverable.count * 2)
@@ -237,41 +275,25 @@ final class SocketIOServer: Sendable {
         metrics?.socketIOSessions.set(count)
     }
 
+    /// A session's socket joined with `pid` (on the session's loop, before it can end).
+    func joined(_ session: EngineSession, pid: String) {
+        state.withLock { state in
+            state.joined[pid] = session
+            settle(session.sid, in: &state)
+        }
+    }
+
     /// The session a reconnecting client held, once: from those that ended, or one
     /// whose old connection this server has not noticed dead yet (it is closed first).
-    func takeRecoverable(pid: String, for taker: EngineSession) -> Recoverable? {
+    func takeRecoverable(pid: String, for taker: EngineSession) async -> Recoverable? {
         let (found, stale) = state.withLock { state -> (Recoverable?, EngineSession?) in
             if let found = state.recoverable.removeValue(forKey: pid) {
                 return (found.until > .now ? found : nil, nil)
             }
-            return (nil, state.sessions.values.first { $0 !== taker && $0.pid == pid })
+            return (nil, state.joined[pid].flatMap { $0 === taker ? nil : $0 })
         }
         guard let stale else { return found }
-        stale.close()
+        await stale.close(.server)
         return state.withLock { $0.recoverable.removeValue(forKey: pid) }
     }
-
-    /// A random id for sessions and sockets: 128 bits, base64url.
-    static func randomID() -> String {
-        var generator = SystemRandomNumberGenerator()
-        var bytes: [UInt8] = []
-        for _ in 0..<2 { withUnsafeBytes(of: generator.next() as UInt64) { bytes += $0 } }
-        return Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
-    }
-}
-
-/// Socket.IO's timings (`rowcast serve --socketio-…`).
-package struct SocketIOSettings: Sendable {
-    /// socket.io's defaults.
-    package var pingInterval: Duration = .seconds(25)
-    package var pingTimeout: Duration = .seconds(20)
-    /// How long a disconnected session can be recovered (socket.io's
-    /// `maxDisconnectionDuration`).
-    package var recoveryWindow: Duration = .seconds(120)
-    /// How long a session may go without joining the namespace (socket.io's
-    /// `connectTimeout`): without credentials, it holds nothing for longer.
-    package var connectTimeout: Duration = .seconds(45)
-
-    package init() {}
 }

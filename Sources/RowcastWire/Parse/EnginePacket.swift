@@ -6,7 +6,7 @@ import RowcastCore
 /// Engine.IO is the transport under Socket.IO: `0` open, `1` close, `2` ping, `3` pong,
 /// `4` message (a Socket.IO packet), `5` upgrade, `6` noop. Only text packets: rowcast
 /// neither sends nor accepts binary ones (`b…`).
-enum EnginePacket: Equatable, Sendable {
+package enum EnginePacket: Equatable, Sendable {
     case close
     case ping(String)
     case pong(String)
@@ -15,7 +15,7 @@ enum EnginePacket: Equatable, Sendable {
     case noop
 
     /// Parses one packet; the error is the one line a client (and the log) gets.
-    static func parse(_ text: Substring.UTF8View) throws(SocketIOPacketError) -> EnginePacket {
+    package static func parse(_ text: Substring.UTF8View) throws(SocketIOPacketError) -> EnginePacket {
         guard let type = text.first else { throw .malformed("an empty Engine.IO packet") }
         let rest = text.dropFirst()
         switch type {
@@ -31,7 +31,7 @@ enum EnginePacket: Equatable, Sendable {
     }
 
     /// The packets of a polling `POST` body.
-    static func split(payload: [UInt8]) -> [Substring.UTF8View] {
+    package static func split(payload: [UInt8]) -> [Substring.UTF8View] {
         String(decoding: payload, as: UTF8.self).utf8.split(separator: 0x1E, omittingEmptySubsequences: true)
             .map { Substring($0).utf8 }
     }
@@ -39,7 +39,7 @@ enum EnginePacket: Equatable, Sendable {
 
 /// A Socket.IO v5-protocol packet (socket.io v3 and v4), inside an Engine.IO message:
 /// `<type>[<namespace>,][<ack id>][JSON]`.
-enum SocketIOPacket: Equatable, Sendable {
+package enum SocketIOPacket: Equatable, Sendable {
     /// `0`: join a namespace, with the client's `auth` object (credentials and, on a
     /// reconnect, the recovery `pid` and `offset`).
     case connect(namespace: String, auth: SocketIOAuth)
@@ -50,7 +50,7 @@ enum SocketIOPacket: Equatable, Sendable {
     /// `3`: the client acknowledging one of ours (rowcast asks for none).
     case ack(namespace: String, id: Int)
 
-    static func parse(_ bytes: [UInt8]) throws(SocketIOPacketError) -> SocketIOPacket {
+    package static func parse(_ bytes: [UInt8]) throws(SocketIOPacketError) -> SocketIOPacket {
         guard let type = bytes.first else { throw .malformed("an empty Socket.IO packet") }
         var position = 1
         // Binary packets (5, 6) carry an attachment count and `-`.
@@ -114,18 +114,18 @@ enum SocketIOPacket: Equatable, Sendable {
 
 /// What a client's CONNECT carries: `socket.io-client` sends its `auth` option merged
 /// with `pid` and `offset` when it reconnects with a recoverable session.
-struct SocketIOAuth: Equatable, Sendable {
-    var token: String?
-    var pid: String?
-    var offset: String?
+package struct SocketIOAuth: Equatable, Sendable {
+    package var token: String?
+    package var pid: String?
+    package var offset: String?
 
-    init(token: String? = nil, pid: String? = nil, offset: String? = nil) {
+    package init(token: String? = nil, pid: String? = nil, offset: String? = nil) {
         self.token = token
         self.pid = pid
         self.offset = offset
     }
 
-    init(json: [UInt8]) throws(SocketIOPacketError) {
+    package init(json: [UInt8]) throws(SocketIOPacketError) {
         guard !json.isEmpty else { return }
         var scanner = JSONScanner(json)
         do {
@@ -147,11 +147,11 @@ struct SocketIOAuth: Equatable, Sendable {
 }
 
 /// Why a client's packet was refused.
-enum SocketIOPacketError: Error, Equatable, Sendable {
+package enum SocketIOPacketError: Error, Equatable, Sendable {
     case malformed(String)
     case unsupported(String)
 
-    var message: String {
+    package var message: String {
         switch self {
         case .malformed(let why), .unsupported(let why): why
         }

@@ -3,11 +3,11 @@ import NIOCore
 import RowcastCore
 import Testing
 
-@testable import RowcastServer
+@testable import RowcastWire
 
 /// Engine.IO and Socket.IO packets as the clients send them (the byte forms are those
-/// socket.io-client 4.8.1 and python-socketio 5 put on the wire), and the packets
-/// rowcast makes from its own frames.
+/// socket.io-client 4.8.1 and python-socketio 5 put on the wire), and the Engine.IO
+/// and Socket.IO packets rowcast sends of its own.
 @Suite struct SocketIOPacketTests {
     func parse(_ text: String) throws(SocketIOPacketError) -> EnginePacket {
         try EnginePacket.parse(text[...].utf8)
@@ -68,35 +68,6 @@ import Testing
         }
     }
 
-    /// Every frame rowcast builds becomes the same event in Socket.IO's form; `update`
-    /// ends with the cursor, which socket.io-client keeps as its recovery offset.
-    @Test func framesBecomeEventPackets() throws {
-        let frames: [(ByteBuffer, String?, String)] = [
-            (ServerFrame.connected(mode: .replication), nil, #"42["connected",{"connected":true,"mode":"replication"}]"#),
-            (ServerFrame.error(code: "bad_frame", message: "a \"quote\""), nil, #"42["error",{"code":"bad_frame","message":"a \"quote\""}]"#),
-            (ServerFrame.pong(echoing: "[1]"), nil, #"42["pong",[1]]"#),
-            (
-                ServerFrame.subscribed(Subscription(tables: nil, ops: nil, filter: nil), cursor: "r01.02"), "r01.02",
-                #"42["subscribed",{"cursor":"r01.02"},"r01.02"]"#
-            ),
-        ]
-        for (frame, offset, expected) in frames {
-            #expect(String(buffer: SocketIOFrame.event(fromFrame: frame, offset: offset)) == expected)
-        }
-        var record = ChangeRecord(cursor: .trigger(stream: 1, sequence: 2), source: .trigger, op: .insert)
-        record.schema = "public"
-        record.table = "t"
-        record.row = RawJSON(trusted: Array(#"{"id":1,"note":"\"quoted\" and ,\"data\":"}"#.utf8))
-        let update = ServerFrame.update(record)
-        let packet = String(buffer: SocketIOFrame.event(fromFrame: update, offset: record.cursor.description))
-        let data = try #require(ServerFrame.record(inUpdate: update))
-        #expect(packet == #"42["update","# + String(buffer: data) + #",""# + record.cursor.description + #""]"#)
-        // A real JSON array: the name, the record, the offset.
-        let parsed = try JSONSerialization.jsonObject(with: Data(packet.dropFirst(2).utf8)) as? [Any]
-        #expect(parsed?.count == 3)
-        #expect((parsed?[1] as? [String: Any])?["table"] as? String == "t")
-    }
-
     @Test func serverPackets() {
         #expect(
             String(buffer: SocketIOFrame.open(sid: "s", upgrades: true, pingInterval: .seconds(25), pingTimeout: .milliseconds(20500), maxPayload: 65536))
@@ -107,7 +78,7 @@ import Testing
         #expect(String(buffer: SocketIOFrame.connectError(namespace: "/admin", message: "m")) == #"44/admin,{"message":"m"}"#)
         #expect(String(buffer: SocketIOFrame.ack(4, error: nil)) == "434[]")
         #expect(String(buffer: SocketIOFrame.ack(4, error: .unknownEvent("x"))).hasPrefix(#"434[{"code":"unknown_event","message":"#))
-        #expect(SocketIOServer.randomID().count == 22)
-        #expect(SocketIOServer.randomID() != SocketIOServer.randomID())
+        #expect(SocketIOFrame.randomID().count == 22)
+        #expect(SocketIOFrame.randomID() != SocketIOFrame.randomID())
     }
 }

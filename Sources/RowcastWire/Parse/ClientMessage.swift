@@ -43,7 +43,7 @@ package enum ClientMessage: Sendable, Equatable {
 
     /// An event and its data, however the protocol framed them (a Socket.IO event's
     /// name and first argument).
-    static func parse(event: String, data: JSONText?) throws(ClientMessageError) -> ClientMessage {
+    package static func parse(event: String, data: JSONText?) throws(ClientMessageError) -> ClientMessage {
         let object = data ?? JSONText(Array("{}".utf8))
         guard object.isObject else { throw .badFrame("\"data\" must be an object") }
         switch event {
@@ -58,20 +58,20 @@ package enum ClientMessage: Sendable, Equatable {
 
 /// What a client asked to subscribe to, before validation: from a `subscribe`
 /// frame's data or from `/events` query keys, so both are checked by one ``resolve()``.
-struct SubscriptionRequest: Sendable {
-    enum Field: Sendable { case missing, wrongType, value([String]) }
+package struct SubscriptionRequest: Sendable {
+    package enum Field: Sendable { case missing, wrongType, value([String]) }
 
-    var tables: Field = .missing
-    var ops: Field = .missing
-    var filter: Field = .missing
-    var since: Field = .missing
-    var last: Field = .missing
+    package var tables: Field = .missing
+    package var ops: Field = .missing
+    package var filter: Field = .missing
+    package var since: Field = .missing
+    package var last: Field = .missing
 
-    init() {}
+    package init() {}
 
     /// From a JSON object: arrays of strings for `tables` and `ops`, strings for
     /// `filter` and `since`; any other type is remembered as `wrongType`.
-    init(json object: JSONText) throws(ClientMessageError) {
+    package init(json object: JSONText) throws(ClientMessageError) {
         do {
             var scanner = JSONScanner(object.bytes)
             try scanner.scanObject { key, range in
@@ -91,7 +91,7 @@ struct SubscriptionRequest: Sendable {
     }
 
     /// Validates every field; the error names the first one that is wrong.
-    func resolve() throws(ClientMessageError) -> ClientMessage {
+    package func resolve() throws(ClientMessageError) -> ClientMessage {
         var subscription = Subscription(tables: nil, ops: nil, filter: nil)
         switch tables {
         case .missing: break
@@ -146,29 +146,29 @@ struct SubscriptionRequest: Sendable {
 }
 
 /// One JSON value's bytes, read through ``JSONScanner``.
-struct JSONText: Sendable {
-    let bytes: [UInt8]
+package struct JSONText: Sendable {
+    package let bytes: [UInt8]
 
-    init(_ bytes: [UInt8]) { self.bytes = bytes }
+    package init(_ bytes: [UInt8]) { self.bytes = bytes }
 
-    func slice(_ range: Range<Int>) -> JSONText { JSONText(Array(bytes[range])) }
+    package func slice(_ range: Range<Int>) -> JSONText { JSONText(Array(bytes[range])) }
 
-    var text: String { String(decoding: bytes, as: UTF8.self) }
+    package var text: String { String(decoding: bytes, as: UTF8.self) }
 
-    var isObject: Bool {
+    package var isObject: Bool {
         var scanner = JSONScanner(bytes)
         return scanner.peekValue() == UInt8(ascii: "{")
     }
 
     /// The string, when the value is one.
-    var string: String? {
+    package var string: String? {
         var scanner = JSONScanner(bytes)
         guard scanner.peekValue() == UInt8(ascii: "\"") else { return nil }
         return try? scanner.readString()
     }
 
     /// The strings, when the value is an array of strings only.
-    var strings: [String]? {
+    package var strings: [String]? {
         var scanner = JSONScanner(bytes)
         guard scanner.peekValue() == UInt8(ascii: "[") else { return nil }
         var strings: [String] = []
@@ -231,7 +231,7 @@ extension Subscription {
     /// subscription that silently receives nothing.
     /// A filter is checked against the columns the catalog named: a column no table
     /// has, or a value that cannot compare with it, is `bad_filter` naming the column.
-    func checkCaptured(by capture: CaptureState) throws(ClientMessageError) {
+    package func checkCaptured(by capture: CaptureState) throws(ClientMessageError) {
         if let tables, let captured = capture.capturedTables {
             let unknown = tables.subtracting(captured).map(\.description).sorted()
             if !unknown.isEmpty { throw .unknownTable(unknown) }
@@ -248,7 +248,7 @@ extension Subscription {
 
 extension String {
     /// Without leading and trailing spaces, tabs and newlines (JSON's whitespace).
-    var trimmingWhitespace: String {
+    package var trimmingWhitespace: String {
         let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" }
         return String(drop(while: isSpace).reversed().drop(while: isSpace).reversed())
     }

@@ -1,7 +1,7 @@
 import RowcastCore
 import Testing
 
-@testable import RowcastServer
+@testable import RowcastWire
 
 /// The client frame parser: every well-formed frame, and each way a frame can be wrong.
 @Suite struct ClientMessageTests {
