@@ -114,7 +114,7 @@ let package = Package(
         ),
         .testTarget(
             name: "RowcastWireTests",
-            dependencies: ["RowcastCore", "RowcastWire", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: ["RowcastCore", "RowcastWire", "RowcastTestSupport", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(
             name: "RowcastPostgresTests",
