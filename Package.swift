@@ -92,19 +92,29 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // What the test targets share: waiting without Dispatch's timers.
+        // What the test targets share: waiting without Dispatch's timers, naming tables
+        // as text, the live database's gate and psql, and ScriptedCapture, a capture
+        // source without a database for the server tests.
         .target(
             name: "RowcastTestSupport",
-            dependencies: [.product(name: "NIOPosix", package: "swift-nio")],
+            dependencies: [
+                "RowcastCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             path: "Tests/RowcastTestSupport"
         ),
         .testTarget(
+            name: "RowcastTestSupportTests",
+            dependencies: ["RowcastCore", "RowcastTestSupport"]
+        ),
+        .testTarget(
             name: "RowcastCoreTests",
-            dependencies: ["RowcastCore"]
+            dependencies: ["RowcastCore", "RowcastTestSupport"]
         ),
         .testTarget(
             name: "RowcastWireTests",
-            dependencies: ["RowcastCore", "RowcastWire", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: ["RowcastCore", "RowcastWire", "RowcastTestSupport", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(
             name: "RowcastPostgresTests",

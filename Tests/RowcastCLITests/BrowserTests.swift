@@ -9,13 +9,13 @@ import Testing
 /// rows inserted into PostgreSQL appear in the page's DOM, the table filter narrows
 /// them, and a dropped connection resumes without a gap or a repeat.
 @Suite(
-    .enabled(if: Rowcast.databaseURL != nil, "needs the cluster that make test starts"),
+    .enabled(if: LiveDatabase.available, "needs the cluster that make test starts"),
     .timeLimit(.minutes(3))
 )
 struct BrowserTests {
     @Test func thePageShowsInsertedRowsFiltersByTableAndResumes() async throws {
-        let url = try await Rowcast.freshDatabase()
-        try await Rowcast.psql(url, "CREATE TABLE orders (id int PRIMARY KEY, note text); CREATE TABLE audit (id int PRIMARY KEY, note text)")
+        let url = try await LiveDatabase.freshDatabase(prefix: "cli")
+        try await LiveDatabase.psql(url, "CREATE TABLE orders (id int PRIMARY KEY, note text); CREATE TABLE audit (id int PRIMARY KEY, note text)")
         let binary = Rowcast.binary.path
         let setup = try RunningProcess(binary, ["setup", "--mode", "trigger", "--table", "orders", "--table", "audit", "--db", url])
         #expect(try await setup.stop(0) == 0, "setup: \(setup.output)")
@@ -29,12 +29,12 @@ struct BrowserTests {
             try await page.waitUntil("document.getElementById('state').textContent === 'live'")
 
             // Filtered to orders: the audit row never shows.
-            try await Rowcast.psql(url, "INSERT INTO audit VALUES (1, 'hidden'); INSERT INTO orders VALUES (1, 'first'), (2, 'second')")
+            try await LiveDatabase.psql(url, "INSERT INTO audit VALUES (1, 'hidden'); INSERT INTO orders VALUES (1, 'first'), (2, 'second')")
             try await page.waitUntil("document.querySelectorAll('tr.record').length === 2")
             let shown = try await page.rows()
             #expect(shown.map(\.table) == ["public.orders", "public.orders"])
             // Each row as the server's to_jsonb gives it, newest first.
-            let expected = try await Rowcast.psql(url, "SELECT jsonb_agg(to_jsonb(o) ORDER BY id DESC) FROM orders o")
+            let expected = try await LiveDatabase.psql(url, "SELECT jsonb_agg(to_jsonb(o) ORDER BY id DESC) FROM orders o")
             #expect(shown.map(\.row) == (try JSONSerialization.jsonObject(with: Data(expected.utf8)) as? [NSDictionary]))
 
             // A malformed table name is refused in place; the message line says why.
@@ -46,15 +46,15 @@ struct BrowserTests {
             try await page.evaluate("tablesInput.value = ''; tablesInput.dispatchEvent(new Event('change')); 0")
             try await page.waitUntil("document.getElementById('state').textContent === 'live' && !resubscribing")
             try await page.waitUntil("document.querySelectorAll('tr.record').length === 3")
-            try await Rowcast.psql(url, "INSERT INTO audit VALUES (2, 'now shown')")
+            try await LiveDatabase.psql(url, "INSERT INTO audit VALUES (2, 'now shown')")
             try await page.waitUntil("document.querySelectorAll('tr.record').length === 4")
             #expect(try await page.rows().map(\.table) == ["public.audit", "public.orders", "public.orders", "public.audit"])
 
             // The connection drops; rows committed meanwhile arrive once each after the reconnect.
             try await page.evaluate("socket.close(); 0")
-            try await Rowcast.psql(url, "INSERT INTO orders SELECT g, 'while away' FROM generate_series(10, 14) g")
+            try await LiveDatabase.psql(url, "INSERT INTO orders SELECT g, 'while away' FROM generate_series(10, 14) g")
             try await page.waitUntil("document.querySelectorAll('tr.record').length === 9")
-            try await Rowcast.psql(url, "INSERT INTO orders VALUES (15, 'live again')")
+            try await LiveDatabase.psql(url, "INSERT INTO orders VALUES (15, 'live again')")
             try await page.waitUntil("document.querySelectorAll('tr.record').length === 10")
             let ids = try await page.rows().filter { $0.table == "public.orders" }.compactMap { $0.row["id"] as? Int }
             #expect(ids == [15, 14, 13, 12, 11, 10, 2, 1], "every row once, newest first")
@@ -64,10 +64,10 @@ struct BrowserTests {
     }
 
     @Test func thePageResumesAcrossARestartOfServeWithoutAReload() async throws {
-        let url = try await Rowcast.freshDatabase()
-        try await Rowcast.psql(url, "CREATE TABLE orders (id int PRIMARY KEY, note text)")
+        let url = try await LiveDatabase.freshDatabase(prefix: "cli")
+        try await LiveDatabase.psql(url, "CREATE TABLE orders (id int PRIMARY KEY, note text)")
         let slot = "page_restart_" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
-        defer { _ = try? Rowcast.psqlBlocking(url, "SELECT pg_drop_replication_slot('\(slot)')") }
+        defer { _ = try? LiveDatabase.psqlBlocking(url, "SELECT pg_drop_replication_slot('\(slot)')") }
         let binary = Rowcast.binary.path
         let serve: @Sendable (String) throws -> RunningProcess = { port in
             try RunningProcess(binary, [
@@ -81,18 +81,18 @@ struct BrowserTests {
         try await Self.withBrowser { page in
             try await page.open("http://127.0.0.1:\(port)/")
             try await page.waitUntil("document.getElementById('state').textContent === 'live'")
-            try await Rowcast.psql(url, "INSERT INTO orders VALUES (1, 'before'), (2, 'before')")
+            try await LiveDatabase.psql(url, "INSERT INTO orders VALUES (1, 'before'), (2, 'before')")
             try await page.waitUntil("document.querySelectorAll('tr.record').length === 2")
 
             // serve stops; rows committed while it is down; a new serve on the same port.
             let status = try? await first.stop(SIGTERM)
             #expect(status == 0, "serve output:\n\(first.output.suffix(3000))")
-            try await Rowcast.psql(url, "INSERT INTO orders SELECT g, 'while down' FROM generate_series(3, 5) g")
+            try await LiveDatabase.psql(url, "INSERT INTO orders SELECT g, 'while down' FROM generate_series(3, 5) g")
             let second = try serve(port)
             restarted.withLock { $0 = second }
             _ = try await second.waitFor(#"serving replication mode on"#)
             try await page.waitUntil("document.querySelectorAll('tr.record').length === 5")
-            try await Rowcast.psql(url, "INSERT INTO orders VALUES (6, 'after')")
+            try await LiveDatabase.psql(url, "INSERT INTO orders VALUES (6, 'after')")
             try await page.waitUntil("document.querySelectorAll('tr.record').length === 6")
             let ids = try await page.rows().compactMap { $0.row["id"] as? Int }
             #expect(ids == [6, 5, 4, 3, 2, 1], "every row once, newest first, without a reload")
@@ -104,16 +104,18 @@ struct BrowserTests {
     }
 
     @Test func thePageOpensOnTheLatestRecordsHighlightsUpdatesPausesAndKeepsUpWithABurst() async throws {
-        let url = try await Rowcast.freshDatabase()
-        try await Rowcast.psql(url, "CREATE TABLE items (id int PRIMARY KEY, note text, qty int)")
+        let url = try await LiveDatabase.freshDatabase(prefix: "cli")
+        try await LiveDatabase.psql(url, "CREATE TABLE items (id int PRIMARY KEY, note text, qty int)")
         let binary = Rowcast.binary.path
         #expect(try await Rowcast.run(["setup", "--mode", "replication", "--table", "items", "--slot", "page", "--db", url]).status == 0)
         let server = try RunningProcess(binary, ["serve", "--mode", "replication", "--table", "items", "--slot", "page", "--port", "0", "--db", url])
         defer { _ = try? Rowcast.runBlocking(["slot", "drop", "page", "--force", "--db", url]) }
         let port = try await server.waitFor(#"serving replication mode on http://127\.0\.0\.1:(\d+)/"#)
         // Committed before the page exists: it opens on them.
-        try await Rowcast.psql(url, "INSERT INTO items VALUES (1, 'first', 1), (2, 'second', 2)")
-        _ = try await ServeFaultTests.eventually { (try await ServeFaultTests.status(port: port)["records_captured"] as? Int ?? 0) >= 2 }
+        try await LiveDatabase.psql(url, "INSERT INTO items VALUES (1, 'first', 1), (2, 'second', 2)")
+        try await eventually("serve to capture the 2 rows", within: 60, interval: .milliseconds(100)) {
+            (try await ServeFaultTests.status(port: port)["records_captured"] as? Int ?? 0) >= 2
+        }
 
         try await Self.withBrowser { page in
             try await page.open("http://127.0.0.1:\(port)/")
@@ -124,7 +126,7 @@ struct BrowserTests {
             try await page.waitUntil("document.querySelector('tr.record .op').textContent === 'insert'")
 
             // An update shows the row with the changed columns as old → new.
-            try await Rowcast.psql(url, "ALTER TABLE items REPLICA IDENTITY FULL; UPDATE items SET note = 'changed' WHERE id = 1")
+            try await LiveDatabase.psql(url, "ALTER TABLE items REPLICA IDENTITY FULL; UPDATE items SET note = 'changed' WHERE id = 1")
             try await page.waitUntil("document.querySelector('tr.record').dataset.op === 'update'")
             try await page.waitUntil("document.querySelector('tr.record dd.changed[data-column=note]').textContent === 'first → changed'")
             #expect(try await page.evaluate("document.querySelectorAll('tr.record')[0].querySelectorAll('dd.changed').length") as? Int == 1)
@@ -132,7 +134,7 @@ struct BrowserTests {
             // Pause keeps counting but stops drawing; resume draws; clear empties.
             try await page.evaluate("document.getElementById('pause').click(); 0")
             try await page.waitUntil("document.getElementById('state').textContent === 'paused'")
-            try await Rowcast.psql(url, "INSERT INTO items VALUES (3, 'while paused', 3)")
+            try await LiveDatabase.psql(url, "INSERT INTO items VALUES (3, 'while paused', 3)")
             try await page.waitUntil("document.getElementById('count').textContent === '4 records'")
             #expect(try await page.evaluate("document.querySelectorAll('tr.record').length") as? Int == 3)
             try await page.evaluate("document.getElementById('pause').click(); 0")
@@ -141,7 +143,7 @@ struct BrowserTests {
             try await page.waitUntil("document.querySelectorAll('tr.record').length === 0")
 
             // A burst far above 1,000 records/s: the page keeps a bounded list and answers.
-            try await Rowcast.psql(url, "INSERT INTO items SELECT g, 'burst', g FROM generate_series(100, 5099) g")
+            try await LiveDatabase.psql(url, "INSERT INTO items SELECT g, 'burst', g FROM generate_series(100, 5099) g")
             try await page.waitUntil("document.getElementById('count').textContent === '5000 records'")
             // Drawn on the next animation frame: wait for the newest row, then the list is bounded.
             try await page.waitUntil("JSON.parse(document.querySelector('tr.record pre').textContent).id === 5099")
@@ -152,8 +154,8 @@ struct BrowserTests {
     }
 
     @Test func withATokenThePageConnectsOnlyWhenItsURLCarriesIt() async throws {
-        let url = try await Rowcast.freshDatabase()
-        try await Rowcast.psql(url, "CREATE TABLE orders (id int PRIMARY KEY, note text)")
+        let url = try await LiveDatabase.freshDatabase(prefix: "cli")
+        try await LiveDatabase.psql(url, "CREATE TABLE orders (id int PRIMARY KEY, note text)")
         let binary = Rowcast.binary.path
         let setup = try RunningProcess(binary, ["setup", "--mode", "trigger", "--table", "orders", "--db", url])
         #expect(try await setup.stop(0) == 0, "setup: \(setup.output)")
@@ -170,7 +172,7 @@ struct BrowserTests {
 
             try await page.evaluate("location.href = '/?token=page-token'; 0")
             try await page.waitUntil("document.getElementById('state').textContent === 'live'")
-            try await Rowcast.psql(url, "INSERT INTO orders VALUES (1, 'with a token')")
+            try await LiveDatabase.psql(url, "INSERT INTO orders VALUES (1, 'with a token')")
             try await page.waitUntil("document.querySelectorAll('tr.record').length === 1")
         }
         #expect(try await server.stop(SIGINT) == 0, "serve output:\n\(server.output)")

@@ -51,7 +51,7 @@ import Testing
         #expect(result.stderr == expected + "\n")
     }
 
-    @Test(.enabled(if: Rowcast.databaseURL != nil, "needs the cluster that make test starts"))
+    @Test(.enabled(if: LiveDatabase.available, "needs the cluster that make test starts"))
     func aPortInUseIsOneLineWithTheFix() async throws {
         // Hold a port, then ask serve for it.
         let holder = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
@@ -65,7 +65,7 @@ import Testing
         }
         #expect(bound)
         let port = Int(UInt16(bigEndian: address.sin_port))
-        let result = try await Rowcast.run(["serve", "--mode", "trigger", "--channel", "nothing", "--port", String(port), "--db", Rowcast.databaseURL ?? ""])
+        let result = try await Rowcast.run(["serve", "--mode", "trigger", "--channel", "nothing", "--port", String(port), "--db", LiveDatabase.url ?? ""])
         #expect(result.status == 1)
         #expect(result.stderr == "rowcast: port \(port) on 127.0.0.1 is already in use (fix: choose another --port, or stop what is using it)\n", "stderr: \(result.stderr.suffix(300))")
     }
@@ -115,33 +115,33 @@ import Testing
     }
 }
 
-@Suite(.enabled(if: Rowcast.databaseURL != nil, "needs the cluster that make test starts"), .timeLimit(.minutes(3)))
+@Suite(.enabled(if: LiveDatabase.available, "needs the cluster that make test starts"), .timeLimit(.minutes(3)))
 struct CLIDatabaseTests {
     @Test func setupAndTeardownAreIdempotentAndUnknownTablesFailClearly() async throws {
-        let url = try await Rowcast.freshDatabase()
-        try await Rowcast.psql(url, "CREATE TABLE orders (id int PRIMARY KEY, note text); CREATE SCHEMA audit; CREATE TABLE audit.events (id int)")
+        let url = try await LiveDatabase.freshDatabase(prefix: "cli")
+        try await LiveDatabase.psql(url, "CREATE TABLE orders (id int PRIMARY KEY, note text); CREATE SCHEMA audit; CREATE TABLE audit.events (id int)")
 
         let unknown = try await Rowcast.run(["setup", "--mode", "trigger", "--db", url, "--table", "orders", "--table", "nope"])
         #expect(unknown.status == 1)
         #expect(unknown.stderr == "rowcast: table public.nope does not exist (fix: create it first, or name it as schema.table)\n")
-        #expect(try await Rowcast.psql(url, "SELECT count(*) FROM pg_namespace WHERE nspname = 'rowcast'") == "0")
+        #expect(try await LiveDatabase.psql(url, "SELECT count(*) FROM pg_namespace WHERE nspname = 'rowcast'") == "0")
 
         for _ in 0..<2 {
             let setup = try await Rowcast.run(["setup", "--mode", "trigger", "--db", url, "--table", "orders", "--table", "audit.events"])
             #expect(setup.status == 0, "stderr: \(setup.stderr)")
         }
-        #expect(try await Rowcast.psql(url, "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'rowcast_capture%'") == "8")
+        #expect(try await LiveDatabase.psql(url, "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'rowcast_capture%'") == "8")
         for _ in 0..<2 {
             let teardown = try await Rowcast.run(["teardown", "--mode", "trigger", "--db", url])
             #expect(teardown.status == 0, "stderr: \(teardown.stderr)")
         }
-        #expect(try await Rowcast.psql(url, "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'rowcast_capture%'") == "0")
-        #expect(try await Rowcast.psql(url, "SELECT count(*) FROM pg_namespace WHERE nspname = 'rowcast'") == "0")
+        #expect(try await LiveDatabase.psql(url, "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'rowcast_capture%'") == "0")
+        #expect(try await LiveDatabase.psql(url, "SELECT count(*) FROM pg_namespace WHERE nspname = 'rowcast'") == "0")
     }
 
     @Test func tailPrintsNDJSONAndEndsCleanlyOnSIGINT() async throws {
-        let url = try await Rowcast.freshDatabase()
-        try await Rowcast.psql(url, "CREATE TABLE realtime (title varchar(128))")
+        let url = try await LiveDatabase.freshDatabase(prefix: "cli")
+        try await LiveDatabase.psql(url, "CREATE TABLE realtime (title varchar(128))")
         #expect(try await Rowcast.run(["setup", "--mode", "trigger", "--db", url, "--table", "realtime"]).status == 0)
 
         let tail = Process()
@@ -152,10 +152,10 @@ struct CLIDatabaseTests {
         tail.standardError = FileHandle.nullDevice
         try tail.runWithNoSignalBlocked()
         // Changes made before the LISTEN are not rowcast's to see; wait until it listens.
-        for _ in 0..<100 where try await Rowcast.psql(url, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN \"addedrecord\"'") == "0" {
+        for _ in 0..<100 where try await LiveDatabase.psql(url, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN \"addedrecord\"'") == "0" {
             try await pause(for: .milliseconds(100))
         }
-        try await Rowcast.psql(url, "INSERT INTO realtime VALUES ('hello'); NOTIFY addedrecord, 'plain'")
+        try await LiveDatabase.psql(url, "INSERT INTO realtime VALUES ('hello'); NOTIFY addedrecord, 'plain'")
         // Read on a thread; past the deadline tail is killed, so the read ends too.
         let pid = tail.processIdentifier
         let reader = output.fileHandleForReading
@@ -214,10 +214,10 @@ struct CLIDatabaseTests {
     /// The flags found ignoring their variable, end to end: `ROWCAST_ALLOW_HOST` turns
     /// the Host check on for every interface, `ROWCAST_SOCKETIO_PING_INTERVAL` sets
     /// the heartbeat.
-    @Test(.enabled(if: Rowcast.databaseURL != nil, "needs the cluster that make test starts"))
+    @Test(.enabled(if: LiveDatabase.available, "needs the cluster that make test starts"))
     func allowHostAndSocketIOSettingsComeFromTheEnvironment() async throws {
-        let url = try await Rowcast.freshDatabase()
-        try await Rowcast.psql(url, "CREATE TABLE envflags (id int PRIMARY KEY)")
+        let url = try await LiveDatabase.freshDatabase(prefix: "cli")
+        try await LiveDatabase.psql(url, "CREATE TABLE envflags (id int PRIMARY KEY)")
         #expect(try await Rowcast.run(["setup", "--mode", "trigger", "--table", "envflags", "--db", url]).status == 0)
         let server = try RunningProcess(
             Rowcast.binary.path, ["serve", "--mode", "trigger", "--table", "envflags", "--host", "0.0.0.0", "--port", "0", "--db", url],
@@ -235,10 +235,8 @@ struct CLIDatabaseTests {
     }
 }
 
-/// Runs the built binary and psql.
+/// Runs the built binary (psql is `LiveDatabase.psql`).
 enum Rowcast {
-    static let databaseURL = ProcessInfo.processInfo.environment["ROWCAST_TEST_DATABASE_URL"]
-
     static var binary: URL {
         if let path = ProcessInfo.processInfo.environment["ROWCAST_BIN"] { return URL(fileURLWithPath: path) }
         return URL(fileURLWithPath: #filePath).deletingLastPathComponent()
@@ -268,28 +266,6 @@ enum Rowcast {
         return Result(status: result.status, stdout: result.stdout, stderr: result.stderr)
     }
 
-    /// Runs SQL with psql, on a thread of its own, and returns its unaligned output,
-    /// trimmed; a failure names the statement and what psql said.
-    @discardableResult
-    static func psql(_ url: String, _ sql: String, seconds: Double = 120) async throws -> String {
-        try await onThread("psql to run \(sql.prefix(60))", within: seconds + 30) { try psqlBlocking(url, sql, seconds: seconds) }
-    }
-
-    /// `psql`, for code already on a thread of its own.
-    @discardableResult
-    static func psqlBlocking(_ url: String, _ sql: String, seconds: Double = 120) throws -> String {
-        let result = try runChild("psql", ["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql], seconds: seconds)
-        guard result.status == 0 else { throw PsqlFailed(sql: sql, status: result.status, stderr: result.stderr) }
-        return result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-    }
-
-    struct PsqlFailed: Error, CustomStringConvertible {
-        let sql: String
-        var status: Int32 = 0
-        var stderr = ""
-        var description: String { "psql exited \(status) on \(sql.prefix(200)): \(stderr.suffix(600))" }
-    }
-
     /// A PostgreSQL program such as pg_recvlogical, from the newest server install.
     static func postgresBinary(_ name: String) throws -> URL {
         let versions = (try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql")) ?? []
@@ -297,15 +273,7 @@ enum Rowcast {
             let path = "/usr/lib/postgresql/\(version)/bin/\(name)"
             if FileManager.default.isExecutableFile(atPath: path) { return URL(fileURLWithPath: path) }
         }
-        throw PsqlFailed(sql: "no \(name) found")
-    }
-
-    /// A new, empty database on the test cluster, so setup and teardown touch nothing else.
-    static func freshDatabase() async throws -> String {
-        guard let url = databaseURL, let slash = url.lastIndex(of: "/") else { throw PsqlFailed(sql: "no ROWCAST_TEST_DATABASE_URL") }
-        let name = "cli_" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
-        try await psql(url, "CREATE DATABASE \(name)")
-        return String(url[...slash]) + name
+        throw Failure("no \(name) in any /usr/lib/postgresql/*/bin")
     }
 }
 

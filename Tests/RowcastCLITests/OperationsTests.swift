@@ -3,12 +3,12 @@ import RowcastTestSupport
 import Testing
 
 /// `slot` and `doctor` against the live server; `pg_replication_slots` is the oracle.
-@Suite(.enabled(if: Rowcast.databaseURL != nil, "needs the cluster that make test starts"), .timeLimit(.minutes(3)))
+@Suite(.enabled(if: LiveDatabase.available, "needs the cluster that make test starts"), .timeLimit(.minutes(3)))
 struct OperationsTests {
     static func slotName() -> String { "cli_slot_" + String(UInt32.random(in: 0...UInt32.max), radix: 36) }
 
     @Test func slotStatusJSONMatchesPgReplicationSlots() async throws {
-        let url = try #require(Rowcast.databaseURL)
+        let url = try #require(LiveDatabase.url)
         let slot = Self.slotName()
         let created = try await Rowcast.run(["slot", "create", slot, "--db", url])
         #expect(created.status == 0, "stderr: \(created.stderr)")
@@ -19,7 +19,7 @@ struct OperationsTests {
         let array = try #require(try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [[String: Any]])
         #expect(array.count == 1)
         let reported = try #require(array.first)
-        let server = try await Rowcast.psql(
+        let server = try await LiveDatabase.psql(
             url,
             """
             SELECT concat_ws('|', slot_name, plugin, database, active, restart_lsn, confirmed_flush_lsn, wal_status)
@@ -35,7 +35,7 @@ struct OperationsTests {
         #expect(reported["wal_status"] as? String == server[6])
         let lag = try #require(reported["lag_bytes"] as? Int)
         #expect(lag >= 0)
-        #expect(reported["lag"] as? String == (try await Rowcast.psql(url, "SELECT pg_size_pretty(\(lag)::bigint)")))
+        #expect(reported["lag"] as? String == (try await LiveDatabase.psql(url, "SELECT pg_size_pretty(\(lag)::bigint)")))
         for key in ["active_pid", "safe_wal_size"] { #expect(reported.keys.contains(key)) }
 
         let table = try await Rowcast.run(["slot", "status", "--slot", slot, "--db", url])
@@ -47,7 +47,7 @@ struct OperationsTests {
     }
 
     @Test func aMissingSlotExits1WithTheFix() async throws {
-        let url = try #require(Rowcast.databaseURL)
+        let url = try #require(LiveDatabase.url)
         let status = try await Rowcast.run(["slot", "status", "--slot", "no_such_slot", "--db", url])
         #expect(status.status == 1)
         #expect(status.stderr == "rowcast: replication slot \"no_such_slot\" does not exist (fix: rowcast slot create no_such_slot, or rowcast setup --mode replication)\n")
@@ -56,19 +56,19 @@ struct OperationsTests {
     }
 
     @Test func anInactiveSlotHoldingWALIsWarnedAbout() async throws {
-        let url = try await Rowcast.freshDatabase()
+        let url = try await LiveDatabase.freshDatabase(prefix: "cli")
         let slot = Self.slotName()
         #expect(try await Rowcast.run(["slot", "create", slot, "--db", url]).status == 0)
         defer { _ = try? Rowcast.runBlocking(["slot", "drop", slot, "--db", url]) }
         // About 24 MB of WAL that the inactive slot now holds back.
-        try await Rowcast.psql(url, "CREATE TABLE filler AS SELECT repeat('x', 1000) AS v FROM generate_series(1, 24000)")
+        try await LiveDatabase.psql(url, "CREATE TABLE filler AS SELECT repeat('x', 1000) AS v FROM generate_series(1, 24000)")
         let status = try await Rowcast.run(["slot", "status", "--slot", slot, "--db", url])
         #expect(status.status == 0)
         #expect(status.stderr.contains("warning: slot \(slot) is inactive and holds back"))
     }
 
     @Test func createRefusesADuplicateAndDropRefusesAnActiveSlotUnlessForced() async throws {
-        let url = try await Rowcast.freshDatabase()
+        let url = try await LiveDatabase.freshDatabase(prefix: "cli")
         let slot = Self.slotName()
         #expect(try await Rowcast.run(["slot", "create", slot, "--db", url]).status == 0)
         let again = try await Rowcast.run(["slot", "create", slot, "--db", url])
@@ -76,7 +76,7 @@ struct OperationsTests {
         #expect(again.stderr.contains("already exists"))
 
         // Make the slot active with a real consumer.
-        try await Rowcast.psql(url, "CREATE PUBLICATION cli_pub FOR ALL TABLES")
+        try await LiveDatabase.psql(url, "CREATE PUBLICATION cli_pub FOR ALL TABLES")
         let consumer = Process()
         consumer.executableURL = try Rowcast.postgresBinary("pg_recvlogical")
         consumer.arguments = ["-d", url, "--slot", slot, "--start", "-f", "/dev/null", "-o", "proto_version=1", "-o", "publication_names=cli_pub", "--no-loop"]
@@ -85,10 +85,10 @@ struct OperationsTests {
         consumer.standardOutput = FileHandle.nullDevice
         try consumer.runWithNoSignalBlocked()
         defer { if consumer.isRunning { consumer.terminate() } }
-        for _ in 0..<100 where try await Rowcast.psql(url, "SELECT active FROM pg_replication_slots WHERE slot_name = '\(slot)'") != "t" {
+        for _ in 0..<100 where try await LiveDatabase.psql(url, "SELECT active FROM pg_replication_slots WHERE slot_name = '\(slot)'") != "t" {
             try await pause(for: .milliseconds(100))
         }
-        #expect(try await Rowcast.psql(url, "SELECT active FROM pg_replication_slots WHERE slot_name = '\(slot)'") == "t")
+        #expect(try await LiveDatabase.psql(url, "SELECT active FROM pg_replication_slots WHERE slot_name = '\(slot)'") == "t")
 
         let refused = try await Rowcast.run(["slot", "drop", slot, "--db", url])
         #expect(refused.status == 1)
@@ -97,13 +97,13 @@ struct OperationsTests {
 
         let forced = try await Rowcast.run(["slot", "drop", slot, "--force", "--db", url])
         #expect(forced.status == 0, "stderr: \(forced.stderr)")
-        #expect(try await Rowcast.psql(url, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '\(slot)'") == "0")
+        #expect(try await LiveDatabase.psql(url, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '\(slot)'") == "0")
         _ = try await consumer.exit(within: 60)
     }
 
     @Test func doctorPassesOnALogicalClusterAndNamesTheFixForAMissingTrigger() async throws {
-        let url = try await Rowcast.freshDatabase()
-        try await Rowcast.psql(url, "CREATE TABLE orders (id int PRIMARY KEY); CREATE TABLE loose (v text)")
+        let url = try await LiveDatabase.freshDatabase(prefix: "cli")
+        try await LiveDatabase.psql(url, "CREATE TABLE orders (id int PRIMARY KEY); CREATE TABLE loose (v text)")
         let replication = try await Rowcast.run(["doctor", "--mode", "replication", "--table", "orders", "--db", url])
         #expect(replication.status == 0, "stdout: \(replication.stdout)")
         #expect(replication.stdout.contains("ok    replication mode: wal_level is logical"))
@@ -132,7 +132,7 @@ struct OperationsTests {
         try #require(parts.count == 2)
         defer { _ = try? Rowcast.runBlocking(["dev-cluster", "stop", parts[0]]) }
 
-        try await Rowcast.psql(parts[1], "CREATE TABLE wal AS SELECT repeat('x', 1000) FROM generate_series(1, 10000)")
+        try await LiveDatabase.psql(parts[1], "CREATE TABLE wal AS SELECT repeat('x', 1000) FROM generate_series(1, 10000)")
         let doctor = try await Rowcast.run(["doctor", "--mode", "replication", "--db", parts[1]])
         #expect(doctor.status == 1)
         #expect(doctor.stdout.contains("warn  replication mode: max_slot_wal_keep_size is 1MB, less than the"), "\(doctor.stdout)")
@@ -149,7 +149,7 @@ struct OperationsTests {
     }
 
     @Test func everyFlagReadsItsEnvironmentVariable() async throws {
-        let url = try #require(Rowcast.databaseURL)
+        let url = try #require(LiveDatabase.url)
         let viaEnvironment = try await Rowcast.run(["slot", "status", "--slot", "no_such_slot"], environment: ["ROWCAST_DB": url])
         #expect(viaEnvironment.status == 1)
         #expect(viaEnvironment.stderr.contains("does not exist"))
@@ -163,7 +163,7 @@ struct OperationsTests {
 }
 
 /// `tail --mode replication` across a crash: nothing lost, repeats only past the confirmed position.
-@Suite(.enabled(if: Rowcast.databaseURL != nil, "needs the cluster that make test starts"), .timeLimit(.minutes(3)))
+@Suite(.enabled(if: LiveDatabase.available, "needs the cluster that make test starts"), .timeLimit(.minutes(3)))
 struct ReplicationTailTests {
     /// Reads NDJSON lines from a running tail until `enough` (called with each new
     /// line) says so, or the output ends. Never drops a line tail already wrote: the
@@ -234,9 +234,9 @@ struct ReplicationTailTests {
     }
 
     @Test func killNineMidStreamThenRestartLosesNothing() async throws {
-        let url = try await Rowcast.freshDatabase()
+        let url = try await LiveDatabase.freshDatabase(prefix: "cli")
         let slot = OperationsTests.slotName()
-        try await Rowcast.psql(url, "CREATE TABLE crash (id int PRIMARY KEY, pad text)")
+        try await LiveDatabase.psql(url, "CREATE TABLE crash (id int PRIMARY KEY, pad text)")
         #expect(try await Rowcast.run(["setup", "--mode", "replication", "--table", "crash", "--slot", slot, "--db", url]).status == 0)
         defer { _ = try? Rowcast.runBlocking(["slot", "drop", slot, "--force", "--db", url]) }
         // 20,000 rows in 200 transactions.
@@ -250,7 +250,7 @@ struct ReplicationTailTests {
         #expect(load.status == 0, "\(load.stderr)")
 
         let arguments = ["tail", "--mode", "replication", "--table", "crash", "--slot", slot, "--status-interval", "0.05", "--db", url]
-        let initial = try #require(Self.lsnValue(try await Rowcast.psql(url, "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'")))
+        let initial = try #require(Self.lsnValue(try await LiveDatabase.psql(url, "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'")))
         let (first, firstPipe) = try Self.start(arguments)
         // Read slowly enough that tail confirms part of what it printed before it dies.
         let firstReader = LineReader(firstPipe)
@@ -266,7 +266,7 @@ struct ReplicationTailTests {
         _ = try await first.exit(within: 60)
         // What tail wrote before it died counts as printed (it may be confirmed).
         before += try await onThread("the rest of the first tail's output", within: 60) { firstReader.drain() }
-        let confirmed = try #require(Self.lsnValue(try await Rowcast.psql(url, "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'")))
+        let confirmed = try #require(Self.lsnValue(try await LiveDatabase.psql(url, "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'")))
         #expect(confirmed > initial, "tail confirmed progress while streaming")
         #expect(confirmed <= (before.compactMap(Self.parse).map(\.lsn).max() ?? 0) + 1_000_000, "nothing far beyond what was read was confirmed")
 
@@ -293,37 +293,37 @@ struct ReplicationTailTests {
         #expect(repeats.allSatisfy { $0.lsn >= confirmed }, "repeats are confined to what was not acknowledged")
         #expect(!secondRecords.contains { $0.lsn < confirmed }, "nothing acknowledged is sent again")
         // On SIGINT, tail confirmed everything it printed.
-        let finalConfirmed = try #require(Self.lsnValue(try await Rowcast.psql(url, "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'")))
+        let finalConfirmed = try #require(Self.lsnValue(try await LiveDatabase.psql(url, "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'")))
         #expect(finalConfirmed > (secondRecords.map(\.lsn).max() ?? 0))
     }
 }
 
 extension ReplicationTailTests {
     @Test func tailWithEndposPrintsTheBacklogAndExits() async throws {
-        let url = try await Rowcast.freshDatabase()
+        let url = try await LiveDatabase.freshDatabase(prefix: "cli")
         let slot = OperationsTests.slotName()
-        try await Rowcast.psql(url, "CREATE TABLE backlog (id int PRIMARY KEY)")
+        try await LiveDatabase.psql(url, "CREATE TABLE backlog (id int PRIMARY KEY)")
         #expect(try await Rowcast.run(["setup", "--mode", "replication", "--table", "backlog", "--slot", slot, "--db", url]).status == 0)
         defer { _ = try? Rowcast.runBlocking(["slot", "drop", slot, "--force", "--db", url]) }
         for batch in 0..<3 {
-            try await Rowcast.psql(url, "INSERT INTO backlog SELECT g FROM generate_series(\(batch * 100 + 1), \(batch * 100 + 100)) g")
+            try await LiveDatabase.psql(url, "INSERT INTO backlog SELECT g FROM generate_series(\(batch * 100 + 1), \(batch * 100 + 100)) g")
         }
-        let end = try await Rowcast.psql(url, "SELECT pg_current_wal_lsn()")
-        try await Rowcast.psql(url, "INSERT INTO backlog VALUES (1000)")  // after the end: not printed
+        let end = try await LiveDatabase.psql(url, "SELECT pg_current_wal_lsn()")
+        try await LiveDatabase.psql(url, "INSERT INTO backlog VALUES (1000)")  // after the end: not printed
 
         let tail = try await Rowcast.run(["tail", "--mode", "replication", "--slot", slot, "--endpos", end, "--db", url])
         #expect(tail.status == 0, "stderr: \(tail.stderr)")
         let ids = tail.stdout.split(separator: "\n").compactMap { Self.parse(String($0))?.id }
         #expect(ids == Array(1...300))
-        let confirmed = try #require(Self.lsnValue(try await Rowcast.psql(url, "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'")))
+        let confirmed = try #require(Self.lsnValue(try await LiveDatabase.psql(url, "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'")))
         #expect(confirmed >= Self.lsnValue(end) ?? .max, "what was printed is confirmed")
 
         // Rows over 1 MB go to stdout straight from their bytes: whole lines still.
-        try await Rowcast.psql(url, "CREATE TABLE wide (id int PRIMARY KEY, body text)")
+        try await LiveDatabase.psql(url, "CREATE TABLE wide (id int PRIMARY KEY, body text)")
         #expect(try await Rowcast.run(["setup", "--mode", "replication", "--table", "wide", "--slot", slot + "_w", "--db", url]).status == 0)
         defer { _ = try? Rowcast.runBlocking(["slot", "drop", slot + "_w", "--force", "--db", url]) }
-        try await Rowcast.psql(url, #"INSERT INTO wide VALUES (1, 'a'), (2, repeat('é"\', 1000000)), (3, 'c')"#)
-        let wideEnd = try await Rowcast.psql(url, "SELECT pg_current_wal_lsn()")
+        try await LiveDatabase.psql(url, #"INSERT INTO wide VALUES (1, 'a'), (2, repeat('é"\', 1000000)), (3, 'c')"#)
+        let wideEnd = try await LiveDatabase.psql(url, "SELECT pg_current_wal_lsn()")
         let wide = try await Rowcast.run(["tail", "--mode", "replication", "--slot", slot + "_w", "--endpos", wideEnd, "--db", url])
         #expect(wide.status == 0, "stderr: \(wide.stderr)")
         let rows = wide.stdout.split(separator: "\n").map { line in
@@ -338,13 +338,13 @@ extension ReplicationTailTests {
     }
 }
 
-@Suite(.enabled(if: Rowcast.databaseURL != nil, "needs the cluster that make test starts"), .timeLimit(.minutes(3)))
+@Suite(.enabled(if: LiveDatabase.available, "needs the cluster that make test starts"), .timeLimit(.minutes(3)))
 struct ReplicationSetupCLITests {
     @Test func setupIsIdempotentAndTeardownKeepsTheSlotUnlessAsked() async throws {
-        let url = try await Rowcast.freshDatabase()
+        let url = try await LiveDatabase.freshDatabase(prefix: "cli")
         let slot = OperationsTests.slotName()
         defer { _ = try? Rowcast.runBlocking(["slot", "drop", slot, "--db", url]) }
-        try await Rowcast.psql(url, "CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id int PRIMARY KEY)")
+        try await LiveDatabase.psql(url, "CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id int PRIMARY KEY)")
         let first = try await Rowcast.run(["setup", "--mode", "replication", "--table", "a", "--slot", slot, "--db", url])
         #expect(first.status == 0, "stderr: \(first.stderr)")
         #expect(first.stdout.contains("created publication rowcast for public.a"))
@@ -352,7 +352,7 @@ struct ReplicationSetupCLITests {
         let again = try await Rowcast.run(["setup", "--mode", "replication", "--table", "a", "--table", "b", "--slot", slot, "--db", url])
         #expect(again.status == 0)
         #expect(again.stdout == "added public.b to publication rowcast\n")
-        #expect(try await Rowcast.psql(url, "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_publication_tables WHERE pubname = 'rowcast'") == "a,b")
+        #expect(try await LiveDatabase.psql(url, "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_publication_tables WHERE pubname = 'rowcast'") == "a,b")
         let unknown = try await Rowcast.run(["setup", "--mode", "replication", "--table", "nope", "--slot", slot, "--db", url])
         #expect(unknown.status == 1)
         #expect(unknown.stderr.contains("table public.nope does not exist"))
@@ -360,10 +360,10 @@ struct ReplicationSetupCLITests {
         let keep = try await Rowcast.run(["teardown", "--mode", "replication", "--slot", slot, "--db", url])
         #expect(keep.status == 0)
         #expect(keep.stdout.contains("kept replication slot \(slot); pass --drop-slot"))
-        #expect(try await Rowcast.psql(url, "SELECT count(*) FROM pg_publication") == "0")
-        #expect(try await Rowcast.psql(url, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '\(slot)'") == "1")
+        #expect(try await LiveDatabase.psql(url, "SELECT count(*) FROM pg_publication") == "0")
+        #expect(try await LiveDatabase.psql(url, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '\(slot)'") == "1")
         let drop = try await Rowcast.run(["teardown", "--mode", "replication", "--slot", slot, "--drop-slot", "--db", url])
         #expect(drop.status == 0)
-        #expect(try await Rowcast.psql(url, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '\(slot)'") == "0")
+        #expect(try await LiveDatabase.psql(url, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '\(slot)'") == "0")
     }
 }

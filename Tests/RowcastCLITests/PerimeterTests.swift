@@ -3,7 +3,7 @@ import RowcastTestSupport
 import Testing
 
 /// `rowcast serve` against a hostile client, asserting what a bystander sees.
-@Suite(.enabled(if: Rowcast.databaseURL != nil, "needs the cluster that make test starts"), .timeLimit(.minutes(3)))
+@Suite(.enabled(if: LiveDatabase.available, "needs the cluster that make test starts"), .timeLimit(.minutes(3)))
 struct PerimeterTests {
     static let token = "perimeter-test-token"
 
@@ -31,7 +31,7 @@ struct PerimeterTests {
         }
         #expect(String(decoding: refusal, as: UTF8.self).contains("Too many sessions waiting to join"))
 
-        try await Rowcast.psql(url, "INSERT INTO \(table) SELECT n, 'row ' || n FROM generate_series(1, 50) n")
+        try await LiveDatabase.psql(url, "INSERT INTO \(table) SELECT n, 'row ' || n FROM generate_series(1, 50) n")
         #expect(try await onThread("the bystander's 50 rows", within: 60) { bystander.read(until: #""id":50,"#) })
         let stream = String(decoding: bystander.received, as: UTF8.self)
         let missing = (1...50).filter { !stream.contains(#""id":\#($0),"#) }

@@ -7,7 +7,7 @@ import Testing
 /// its last cursor gets every row exactly once, whether `serve` was stopped with
 /// SIGTERM, killed with SIGKILL, or the client moved to another node.
 @Suite(
-    .enabled(if: Rowcast.databaseURL != nil, "needs the cluster that make test starts"),
+    .enabled(if: LiveDatabase.available, "needs the cluster that make test starts"),
     .timeLimit(.minutes(5))
 )
 struct ResumeAcrossRestartTests {
@@ -32,8 +32,8 @@ struct ResumeAcrossRestartTests {
     /// could arrive before the node switch, the client once sat on the old node with
     /// nothing to read and the test waited for ever.)
     @Test func aClientResumesExactlyOnceAcrossSigtermAKillAndANodeSwitch() async throws {
-        let url = try await Rowcast.freshDatabase()
-        try await Rowcast.psql(url, "CREATE TABLE orders (id int PRIMARY KEY)")
+        let url = try await LiveDatabase.freshDatabase(prefix: "cli")
+        try await LiveDatabase.psql(url, "CREATE TABLE orders (id int PRIMARY KEY)")
         let suffix = String(UInt32.random(in: 0...UInt32.max), radix: 36)
         let (slotA, slotB) = ("resume_a_" + suffix, "resume_b_" + suffix)
         for slot in [slotA, slotB] {
@@ -41,7 +41,7 @@ struct ResumeAcrossRestartTests {
             #expect(setup.status == 0, "\(setup.stderr)")
         }
         defer {
-            for slot in [slotA, slotB] { _ = try? Rowcast.psqlBlocking(url, "SELECT pg_drop_replication_slot('\(slot)')", seconds: 30) }
+            for slot in [slotA, slotB] { _ = try? LiveDatabase.psqlBlocking(url, "SELECT pg_drop_replication_slot('\(slot)')", seconds: 30) }
         }
         // Both nodes run from the start; a node that exits early is killed when the
         // test lets go of it.
@@ -58,23 +58,23 @@ struct ResumeAcrossRestartTests {
 
         // 1. SIGTERM node A while rows flow, and write more while it is down; a new A
         //    rebuilds its window from the slot.
-        let first = Task { try await Rowcast.psql(url, Self.script(1...200)) }
+        let first = Task { try await LiveDatabase.psql(url, Self.script(1...200)) }
         try await received.wait(for: 50, nodes)
         #expect(try await nodeA.stop(SIGTERM) == 0)
         // One writer at a time, so that commit order is id order.
         try await within(120, "the first writer") { try await first.value }
-        try await Rowcast.psql(url, Self.script(201...250))
+        try await LiveDatabase.psql(url, Self.script(201...250))
         (nodeA, portA) = try await Self.serve(slot: slotA, url: url)
         currentA.withLock { $0 = nodeA }
         client.move(to: portA)
         try await received.wait(for: 250, nodes)
 
         // 2. SIGKILL it: no shutdown at all.
-        let second = Task { try await Rowcast.psql(url, Self.script(251...450)) }
+        let second = Task { try await LiveDatabase.psql(url, Self.script(251...450)) }
         try await received.wait(for: 300, nodes)
         _ = try await nodeA.stop(SIGKILL)
         try await within(120, "the second writer") { try await second.value }
-        try await Rowcast.psql(url, Self.script(451...500))
+        try await LiveDatabase.psql(url, Self.script(451...500))
         (nodeA, portA) = try await Self.serve(slot: slotA, url: url)
         currentA.withLock { $0 = nodeA }
         client.move(to: portA)
@@ -85,11 +85,11 @@ struct ResumeAcrossRestartTests {
         //    B's live stream.
         let subscriptions = client.subscriptionCount
         client.hold()
-        try await Rowcast.psql(url, Self.script(501...550))
+        try await LiveDatabase.psql(url, Self.script(501...550))
         client.move(to: portB)
         try await client.waitUntilSubscribed(times: subscriptions + 1)
         try await received.wait(for: 550, nodes)
-        try await Rowcast.psql(url, Self.script(551...600))
+        try await LiveDatabase.psql(url, Self.script(551...600))
         try await received.wait(for: 600, nodes)
         try await client.finish()
         _ = try await nodeB.stop(SIGTERM)

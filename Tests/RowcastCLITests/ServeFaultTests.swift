@@ -10,18 +10,8 @@ import Testing
 
 /// `rowcast serve` against peers that misbehave: clients that stop reading, pages
 /// from other origins, requests for other hosts.
-@Suite(.enabled(if: Rowcast.databaseURL != nil, "needs the cluster that make test starts"), .timeLimit(.minutes(3)))
+@Suite(.enabled(if: LiveDatabase.available, "needs the cluster that make test starts"), .timeLimit(.minutes(3)))
 struct ServeFaultTests {
-    /// Polls `condition` every 100 ms until it holds or `seconds` pass.
-    static func eventually(seconds: Double = 60, _ condition: () async throws -> Bool) async rethrows -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if try await condition() { return true }
-            try? await pause(for: .milliseconds(100))
-        }
-        return try await condition()
-    }
-
     /// `GET /status` on a connection of its own that closes after the response, so
     /// that no keep-alive connection counts among the server's descriptors.
     static func status(port: String) async throws -> [String: Any] {
@@ -31,8 +21,8 @@ struct ServeFaultTests {
 
     /// A table with the trigger, and `serve --mode trigger` on it with `arguments`.
     static func serve(table: String, _ arguments: [String] = []) async throws -> (RunningProcess, port: String, url: String) {
-        let url = try await Rowcast.freshDatabase()
-        try await Rowcast.psql(url, "CREATE TABLE \(table) (id int PRIMARY KEY, body text)")
+        let url = try await LiveDatabase.freshDatabase(prefix: "cli")
+        try await LiveDatabase.psql(url, "CREATE TABLE \(table) (id int PRIMARY KEY, body text)")
         #expect(try await Rowcast.run(["setup", "--mode", "trigger", "--table", table, "--db", url]).status == 0)
         let server = try RunningProcess(Rowcast.binary.path, ["serve", "--mode", "trigger", "--table", table, "--port", "0", "--db", url] + arguments)
         let port = try await server.waitFor(#"serving trigger mode on http://127\.0\.0\.1:(\d+)/"#)
@@ -42,8 +32,8 @@ struct ServeFaultTests {
     /// Every client holds a descriptor: serve started under a soft limit of 256 open
     /// files (the hard limit higher) raises it, instead of refusing clients past it.
     @Test func serveRaisesItsOpenFileLimitToTheHardLimit() async throws {
-        let url = try await Rowcast.freshDatabase()
-        try await Rowcast.psql(url, "CREATE TABLE limited (id int PRIMARY KEY)")
+        let url = try await LiveDatabase.freshDatabase(prefix: "cli")
+        try await LiveDatabase.psql(url, "CREATE TABLE limited (id int PRIMARY KEY)")
         #expect(try await Rowcast.run(["setup", "--mode", "trigger", "--table", "limited", "--db", url]).status == 0)
         let server = try RunningProcess("/bin/sh", [
             "-c", "ulimit -S -n 256 && exec \"$0\" serve --mode trigger --table limited --port 0 --db \"$1\"", Rowcast.binary.path, url,
@@ -88,12 +78,13 @@ struct ServeFaultTests {
         #expect(try await Self.status(port: port)["clients"] as? Int == 3)
         // Neither reads again. 20 MB of rows: far more than their queues (1 MB) and the socket buffers hold.
         for batch in 0..<20 {
-            try await Rowcast.psql(url, "INSERT INTO stalled SELECT g, repeat('x', 100000) FROM generate_series(\(batch * 10 + 1), \(batch * 10 + 10)) g")
+            try await LiveDatabase.psql(url, "INSERT INTO stalled SELECT g, repeat('x', 100000) FROM generate_series(\(batch * 10 + 1), \(batch * 10 + 10)) g")
         }
         let written = Date()
-        let released = try await Self.eventually { server.openSockets <= baseline }
+        try await eventually("serve to release the stalled clients' sockets", within: 60, interval: .milliseconds(100), seen: {
+            "serve still holds \(server.openSockets - baseline) more sockets than before the clients came: \(server.describeDescriptors) (before: \(baselineList))"
+        }) { server.openSockets <= baseline }
         let seconds = Date().timeIntervalSince(written)
-        #expect(released, "serve still holds \(server.openSockets - baseline) more sockets than before the clients came: \(server.describeDescriptors) (before: \(baselineList))")
         #expect(try await Self.status(port: port)["clients"] as? Int == 0)
         let closed = try await onThread("serve to close the stalled clients", within: 120) { clients.map { $0.readUntilClosed(seconds: 30) } }
         #expect(closed == [true, true, true], "the server closed every connection (WebSocket, SSE, Socket.IO)")
@@ -249,12 +240,14 @@ struct ServeFaultTests {
                 }
             }
         }
-        #expect(try await Self.eventually { (try await Self.status(port: port)["clients"] as? Int) == steady })
+        try await eventually("\(steady) steady clients", within: 60, interval: .milliseconds(100)) {
+            (try await Self.status(port: port)["clients"] as? Int) == steady
+        }
         let baseline = server.openSockets
         // Rows flow while 1,000 clients come and go, 20 at a time.
         let writer = Task.detached {
             for batch in 0..<(rows / 10) {
-                try await Rowcast.psql(url, "INSERT INTO churn SELECT g, 'row ' || g FROM generate_series(\(batch * 10 + 1), \(batch * 10 + 10)) g")
+                try await LiveDatabase.psql(url, "INSERT INTO churn SELECT g, 'row ' || g FROM generate_series(\(batch * 10 + 1), \(batch * 10 + 10)) g")
             }
         }
         var rss: [Int] = []
@@ -268,20 +261,25 @@ struct ServeFaultTests {
                 return done.withLock { $0 }
             }
             // Every churning client is gone (steady ones may have left too, once they had every row).
-            #expect(try await Self.eventually { (try await Self.status(port: port)["clients"] as? Int ?? .max) <= steady })
+            try await eventually("the churning clients to be gone", within: 60, interval: .milliseconds(100)) {
+                (try await Self.status(port: port)["clients"] as? Int ?? .max) <= steady
+            }
             rss.append(server.residentMegabytes)
             _ = round
         }
         try await within(120, "the churn test's writer") { try await writer.value }
         #expect(subscribed == 1_000, "every churning client subscribed")
-        let complete = try await Self.eventually { received.withLock { $0.allSatisfy { $0.count >= rows } } }
+        try await eventually("the steady clients to have all \(rows) rows", within: 60, interval: .milliseconds(100), seen: {
+            "steady clients got \(received.withLock { $0.map(\.count) }) of \(rows) rows"
+        }) { received.withLock { $0.allSatisfy { $0.count >= rows } } }
         let inOrder = received.withLock { $0.allSatisfy { $0 == Array(1...rows) } }
-        #expect(complete && inOrder, "steady clients got \(received.withLock { $0.map(\.count) }) of \(rows) rows, in order: \(inOrder)")
+        #expect(inOrder, "steady clients got \(received.withLock { $0.map(\.count) }) of \(rows) rows, not in order")
         try await within(60, "the steady clients to close", seen: { "\(received.withLock { $0.map(\.count) }) rows" }) {
             for task in steadyTasks { _ = try? await task.value }
         }
-        let released = try await Self.eventually { server.openSockets <= baseline - steady }
-        #expect(released, "serve holds \(server.openSockets) sockets, \(baseline - steady) before any client came")
+        try await eventually("serve to release every client's socket", within: 60, interval: .milliseconds(100), seen: {
+            "serve holds \(server.openSockets) sockets, \(baseline - steady) before any client came"
+        }) { server.openSockets <= baseline - steady }
         // A leak would grow with every client; the second 500 must cost no more than the first.
         #expect(rss[1] <= rss[0] + 16, "RSS after 500 clients \(rss[0]) MB, after 1,000 \(rss[1]) MB")
         print("rowcast-test: churn of 1,000 clients: serve RSS \(rss[0]) MB after 500, \(rss[1]) MB after 1,000; sockets back to \(server.openSockets)")

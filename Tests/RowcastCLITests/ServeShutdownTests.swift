@@ -13,13 +13,13 @@ import Testing
 /// their last cursor, and in replication mode confirms to the slot only what the
 /// resume window let go, so a restart rebuilds the window from the slot.
 @Suite(
-    .enabled(if: Rowcast.databaseURL != nil, "needs the cluster that make test starts"),
+    .enabled(if: LiveDatabase.available, "needs the cluster that make test starts"),
     .timeLimit(.minutes(3))
 )
 struct ServeShutdownTests {
     @Test func sigtermClosesClientsWith1001AndConfirmsOnlyWhatTheWindowLetGo() async throws {
-        let url = try await Rowcast.freshDatabase()
-        try await Rowcast.psql(url, "CREATE TABLE orders (id int PRIMARY KEY, note text)")
+        let url = try await LiveDatabase.freshDatabase(prefix: "cli")
+        try await LiveDatabase.psql(url, "CREATE TABLE orders (id int PRIMARY KEY, note text)")
         let slot = "shutdown_" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
         let binary = Rowcast.binary.path
         // A status interval far longer than the test: only the shutdown can confirm.
@@ -28,7 +28,7 @@ struct ServeShutdownTests {
             "--status-interval", "600", "--resume-window", "10", "--port", "0", "--db", url,
         ])
         let port = try await server.waitFor(#"serving replication mode on http://127\.0\.0\.1:(\d+)/"#)
-        defer { try? Rowcast.psqlBlocking(url, "SELECT pg_drop_replication_slot('\(slot)')") }
+        defer { try? LiveDatabase.psqlBlocking(url, "SELECT pg_drop_replication_slot('\(slot)')") }
 
         let logger = {
             var logger = Logger(label: "client")
@@ -45,7 +45,7 @@ struct ServeShutdownTests {
             _ = try await messages.next()
             // Fifty transactions: the window keeps the last ten.
             // (psql -c runs a string as one transaction unless it says otherwise.)
-            try await Rowcast.psql(url, (1...50).map { "BEGIN; INSERT INTO orders VALUES (\($0), 'x'); COMMIT;" }.joined(separator: "\n"))
+            try await LiveDatabase.psql(url, (1...50).map { "BEGIN; INSERT INTO orders VALUES (\($0), 'x'); COMMIT;" }.joined(separator: "\n"))
             for _ in 0..<50 {
                 guard case .text(let text) = try await messages.next(),
                     let frame = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
@@ -76,10 +76,10 @@ struct ServeShutdownTests {
         let commits = lsns.withLock { $0 }
         try #require(commits.count == 50)
         // The slot is past the 40 transactions the window let go, and before the 10 it kept.
-        let confirmed = try await Rowcast.psql(
+        let confirmed = try await LiveDatabase.psql(
             url, "SELECT confirmed_flush_lsn >= '\(commits[39])'::pg_lsn AND confirmed_flush_lsn < '\(commits[40])'::pg_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'"
         )
-        let actual = try await Rowcast.psql(url, "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'")
+        let actual = try await LiveDatabase.psql(url, "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'")
         #expect(confirmed == "t", "confirmed_flush_lsn \(actual) should be between \(commits[39]) and \(commits[40]); commits \(commits.suffix(12))")
     }
 }

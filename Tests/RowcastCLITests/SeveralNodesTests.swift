@@ -6,7 +6,7 @@ import Testing
 /// killed, its clients reconnect through HAProxy to another node and resume from
 /// their last cursor, so every client gets every row exactly once, in order.
 @Suite(
-    .enabled(if: Rowcast.databaseURL != nil, "needs the cluster that make test starts"),
+    .enabled(if: LiveDatabase.available, "needs the cluster that make test starts"),
     .timeLimit(.minutes(5))
 )
 struct SeveralNodesTests {
@@ -32,8 +32,8 @@ struct SeveralNodesTests {
     }
 
     @Test func threeNodesBehindHAProxyAndOneKilledEveryClientGetsEveryRowOnce() async throws {
-        let url = try await Rowcast.freshDatabase()
-        try await Rowcast.psql(url, "CREATE TABLE orders (id int PRIMARY KEY)")
+        let url = try await LiveDatabase.freshDatabase(prefix: "cli")
+        try await LiveDatabase.psql(url, "CREATE TABLE orders (id int PRIMARY KEY)")
         let suffix = String(UInt32.random(in: 0...UInt32.max), radix: 36)
         let slots = (1...3).map { "node\($0)_\(suffix)" }
         for slot in slots {
@@ -41,7 +41,7 @@ struct SeveralNodesTests {
             #expect(setup.status == 0, "\(setup.stderr)")
         }
         defer {
-            for slot in slots { _ = try? Rowcast.psqlBlocking(url, "SELECT pg_drop_replication_slot('\(slot)')", seconds: 30) }
+            for slot in slots { _ = try? LiveDatabase.psqlBlocking(url, "SELECT pg_drop_replication_slot('\(slot)')", seconds: 30) }
         }
         var nodes: [(process: RunningProcess, port: String)] = []
         for slot in slots { nodes.append(try await ResumeAcrossRestartTests.serve(slot: slot, url: url)) }
@@ -104,9 +104,9 @@ struct SeveralNodesTests {
         // Rows 1-100, and every client has them; then node 2 dies without a word while
         // rows 101-300 are being written, so its clients must resume elsewhere. (One
         // deadline for all clients: a client that lags does not add a minute.)
-        try await Rowcast.psql(url, ResumeAcrossRestartTests.script(1...100))
+        try await LiveDatabase.psql(url, ResumeAcrossRestartTests.script(1...100))
         try await eventually("every client to have rows 1-100", within: 90, seen: progress) { clients.allSatisfy { $0.received.count >= 100 } }
-        let writer = Task { try await Rowcast.psql(url, ResumeAcrossRestartTests.script(101...rows)) }
+        let writer = Task { try await LiveDatabase.psql(url, ResumeAcrossRestartTests.script(101...rows)) }
         _ = try await nodes[1].process.stop(SIGKILL)
         try await eventually("every client to have all \(rows) rows after node 2 was killed", within: 120, seen: progress) {
             clients.allSatisfy { $0.received.count >= rows || !$0.received.errorFrames.isEmpty }

@@ -10,14 +10,14 @@ import Testing
 /// and python-socketio 5 (an independent implementation). `make test` fetches both
 /// (scripts/socketio-clients.sh).
 @Suite(
-    .enabled(if: Rowcast.databaseURL != nil, "needs the cluster that make test starts"),
+    .enabled(if: LiveDatabase.available, "needs the cluster that make test starts"),
     .timeLimit(.minutes(3))
 )
 struct SocketIOTests {
     /// Polling only, WebSocket only, and polling upgraded to WebSocket (the default):
     /// a filtered subscription gets exactly its rows on each.
     @Test func pythonSocketIOGetsFilteredRowsOverEveryTransport() async throws {
-        let url = try await Rowcast.freshDatabase()
+        let url = try await LiveDatabase.freshDatabase(prefix: "cli")
         let server = try await Self.serveTrigger(url)
         let port = try await server.waitFor(#"serving trigger mode on http://127\.0\.0\.1:(\d+)/"#)
 
@@ -28,7 +28,7 @@ struct SocketIOTests {
                 "--subscribe", #"{"tables": ["orders"], "filter": "id=gt.\#(base)"}"#,
             ])
             _ = try await client.waitFor("subscribed cursor=")
-            try await Rowcast.psql(url, "INSERT INTO audit VALUES (\(base + 1)); INSERT INTO orders VALUES (\(base)), (\(base + 1)), (\(base + 2))")
+            try await LiveDatabase.psql(url, "INSERT INTO audit VALUES (\(base + 1)); INSERT INTO orders VALUES (\(base)), (\(base + 1)), (\(base + 2))")
             let done = try await client.waitFor("(done .*)")
             let transport = transports.split(separator: ",").last ?? ""
             #expect(done == "done ids=[\(base + 1), \(base + 2)] tables=[\"orders\"] transport=\(transport)", "\(transports):\n\(client.output)")
@@ -40,7 +40,7 @@ struct SocketIOTests {
             "http://127.0.0.1:\(port)", "--transports", "polling", "--count", "1000", "--subscribe", #"{"filter": "id=gt.1000"}"#,
         ])
         _ = try await burst.waitFor("subscribed cursor=")
-        try await Rowcast.psql(url, "INSERT INTO orders SELECT g FROM generate_series(1001, 2000) g")
+        try await LiveDatabase.psql(url, "INSERT INTO orders SELECT g FROM generate_series(1001, 2000) g")
         let done = try await burst.waitFor("(done .*)")
         let inOrder = done == "done ids=\(Array(1001...2000).description) tables=[\"orders\"] transport=polling"
         #expect(inOrder, "not rows 1001...2000 in order over polling: \(done.prefix(120))…\(done.suffix(120))")
@@ -50,7 +50,7 @@ struct SocketIOTests {
     /// The same credentials as `/ws`: the client's `auth` payload, or `?token=`; a JWT's
     /// `tables` claim narrows what it sees; a browser origin not allowed is refused.
     @Test func pythonSocketIOIsRefusedOrAdmittedByItsCredentials() async throws {
-        let url = try await Rowcast.freshDatabase()
+        let url = try await LiveDatabase.freshDatabase(prefix: "cli")
         let secret = String(repeating: "s", count: 32)
         let server = try await Self.serveTrigger(url, environment: ["ROWCAST_TOKEN": "sio-token", "ROWCAST_JWT_SECRET": secret])
         let port = try await server.waitFor(#"serving trigger mode on http://127\.0\.0\.1:(\d+)/"#)
@@ -68,7 +68,7 @@ struct SocketIOTests {
 
         let narrowed = try Self.python([address, "--mint-jwt", secret, "--jwt-tables", "orders", "--count", "2"])
         _ = try await narrowed.waitFor("subscribed cursor=")
-        try await Rowcast.psql(url, "INSERT INTO audit VALUES (1); INSERT INTO orders VALUES (1), (2)")
+        try await LiveDatabase.psql(url, "INSERT INTO audit VALUES (1); INSERT INTO orders VALUES (1), (2)")
         #expect(try await narrowed.waitFor("(done .*)").hasPrefix(#"done ids=[1, 2] tables=["orders"]"#), "\(narrowed.output)")
 
         let elsewhere = try Self.python([address, "--auth-token", "sio-token", "--origin", "http://elsewhere.example"])
@@ -81,8 +81,8 @@ struct SocketIOTests {
     /// again, so never answers a ping) is closed after pingInterval + pingTimeout,
     /// while a python-socketio client on polling answers every ping and stays.
     @Test func aSessionThatStopsAnsweringPingsIsClosedAndALiveOneStays() async throws {
-        let url = try await Rowcast.freshDatabase()
-        try await Rowcast.psql(url, "CREATE TABLE orders (id int PRIMARY KEY); CREATE TABLE audit (id int PRIMARY KEY)")
+        let url = try await LiveDatabase.freshDatabase(prefix: "cli")
+        try await LiveDatabase.psql(url, "CREATE TABLE orders (id int PRIMARY KEY); CREATE TABLE audit (id int PRIMARY KEY)")
         let setup = try await Rowcast.run(["setup", "--mode", "trigger", "--table", "orders", "--db", url])
         #expect(setup.status == 0, "\(setup.stderr)")
         let server = try RunningProcess(Rowcast.binary.path, [
@@ -102,7 +102,7 @@ struct SocketIOTests {
         // Ten pings later the vanished one is gone.
         #expect(try await Self.socketIOSessions(port: port, until: { $0 == 1 }) == 1, "\(closes())")
 
-        try await Rowcast.psql(url, "INSERT INTO orders VALUES (1)")
+        try await LiveDatabase.psql(url, "INSERT INTO orders VALUES (1)")
         #expect(try await live.waitFor("(done .*)") == #"done ids=[1] tables=["orders"] transport=polling"#, "\(live.output)\n\(closes())")
         #expect(try await live.stop(0) == 0)
         #expect(try await server.stop(SIGINT) == 0, "serve output:\n\(server.output)")
@@ -124,10 +124,10 @@ struct SocketIOTests {
     /// theirs, and a dropped connection recovers (`socket.recovered`) with every row
     /// committed meanwhile exactly once, whether the page reconnects itself or later.
     @Test func theOfficialClientInChromiumReceivesUpgradesAndRecovers() async throws {
-        let url = try await Rowcast.freshDatabase()
-        try await Rowcast.psql(url, "CREATE TABLE orders (id int PRIMARY KEY)")
+        let url = try await LiveDatabase.freshDatabase(prefix: "cli")
+        try await LiveDatabase.psql(url, "CREATE TABLE orders (id int PRIMARY KEY)")
         let slot = "socketio_" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
-        defer { _ = try? Rowcast.psqlBlocking(url, "SELECT pg_drop_replication_slot('\(slot)')") }
+        defer { _ = try? LiveDatabase.psqlBlocking(url, "SELECT pg_drop_replication_slot('\(slot)')") }
 
         let (site, pages, pagePort) = try await Self.pageSite()
         defer { try? FileManager.default.removeItem(at: site) }
@@ -141,7 +141,7 @@ struct SocketIOTests {
         try await BrowserTests.withBrowser { page in
             try await page.open("http://127.0.0.1:\(pagePort)/page.html?server=http://127.0.0.1:\(port)")
             try await page.waitUntil("mode === 'replication'")
-            try await Rowcast.psql(url, "INSERT INTO orders VALUES (1), (2)")
+            try await LiveDatabase.psql(url, "INSERT INTO orders VALUES (1), (2)")
             try await page.waitUntil("rows.length === 2")
             try await page.waitUntil("socket.io.engine.transport.name === 'websocket'")
 
@@ -158,7 +158,7 @@ struct SocketIOTests {
                 0
                 """)
             try await page.waitUntil("filteredReady && directReady")
-            try await Rowcast.psql(url, "INSERT INTO orders VALUES (3), (11), (12)")
+            try await LiveDatabase.psql(url, "INSERT INTO orders VALUES (3), (11), (12)")
             try await page.waitUntil("rows.length === 5 && filteredRows.length === 2 && directRows.length === 3")
             #expect(try await page.evaluate("JSON.stringify([filteredRows, directRows, direct.io.engine.transport.name])") as? String == "[[11,12],[3,11,12],\"websocket\"]")
 
@@ -166,16 +166,16 @@ struct SocketIOTests {
             // next connect, recovered.
             try await page.evaluate("socket.io.reconnection(false); socket.io.engine.close(); 0")
             try await page.waitUntil("!socket.connected")
-            try await Rowcast.psql(url, "INSERT INTO orders SELECT g FROM generate_series(20, 24) g")
+            try await LiveDatabase.psql(url, "INSERT INTO orders SELECT g FROM generate_series(20, 24) g")
             try await page.evaluate("socket.io.reconnection(true); socket.connect(); 0")
             try await page.waitUntil("socket.connected && rows.length === 10")
             #expect(try await page.evaluate("socket.recovered") as? Bool == true)
 
             // Dropped, and the client reconnects by itself, over either transport.
             try await page.evaluate("socket.io.engine.close(); direct.io.engine.close(); 0")
-            try await Rowcast.psql(url, "INSERT INTO orders SELECT g FROM generate_series(30, 32) g")
+            try await LiveDatabase.psql(url, "INSERT INTO orders SELECT g FROM generate_series(30, 32) g")
             try await page.waitUntil("socket.connected && direct.connected && rows.length === 13 && directRows.length === 11")
-            try await Rowcast.psql(url, "INSERT INTO orders VALUES (40)")
+            try await LiveDatabase.psql(url, "INSERT INTO orders VALUES (40)")
             try await page.waitUntil("rows.length === 14 && directRows.length === 12")
             let seen = try await page.evaluate("JSON.stringify([rows, directRows, socket.recovered, direct.recovered])") as? String
             #expect(seen == "[[1,2,3,11,12,20,21,22,23,24,30,31,32,40],[3,11,12,20,21,22,23,24,30,31,32,40],true,true]")
@@ -187,7 +187,7 @@ struct SocketIOTests {
     /// With a token required, the official client is refused without it (`connect_error`
     /// with the reason) and admitted with it in its `auth` option or the URL.
     @Test func theOfficialClientIsRefusedWithoutItsTokenAndAdmittedWithIt() async throws {
-        let url = try await Rowcast.freshDatabase()
+        let url = try await LiveDatabase.freshDatabase(prefix: "cli")
         let (site, pages, pagePort) = try await Self.pageSite()
         defer { try? FileManager.default.removeItem(at: site) }
         let server = try await Self.serveTrigger(url, arguments: ["--allow-origin", "http://127.0.0.1:\(pagePort)"], environment: ["ROWCAST_TOKEN": "page-token"])
@@ -213,7 +213,7 @@ struct SocketIOTests {
                 """)
             try await page.waitUntil("ready === 2 && wrongRefusal !== null")
             #expect(try await page.evaluate("wrongRefusal") as? String == "unauthorized: the token is not valid")
-            try await Rowcast.psql(url, "INSERT INTO orders VALUES (1)")
+            try await LiveDatabase.psql(url, "INSERT INTO orders VALUES (1)")
             try await page.waitUntil("inAuthRows.length === 1 && inQueryRows.length === 1")
             #expect(try await page.evaluate("JSON.stringify([inAuthRows, inQueryRows, rows, socket.connected])") as? String == "[[1],[1],[],false]")
         }
@@ -258,7 +258,7 @@ struct SocketIOTests {
 
     /// `orders` and `audit` captured in trigger mode on a fresh database.
     static func serveTrigger(_ url: String, arguments: [String] = [], environment: [String: String] = [:]) async throws -> RunningProcess {
-        try await Rowcast.psql(url, "CREATE TABLE orders (id int PRIMARY KEY); CREATE TABLE audit (id int PRIMARY KEY)")
+        try await LiveDatabase.psql(url, "CREATE TABLE orders (id int PRIMARY KEY); CREATE TABLE audit (id int PRIMARY KEY)")
         let setup = try await Rowcast.run(["setup", "--mode", "trigger", "--table", "orders", "--table", "audit", "--db", url])
         guard setup.status == 0 else { throw Failure("setup: \(setup.stderr)") }
         return try RunningProcess(

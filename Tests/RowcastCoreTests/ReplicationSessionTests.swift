@@ -1,6 +1,7 @@
 import Testing
 
 @testable import RowcastCore
+import RowcastTestSupport
 
 /// pgoutput and replication-protocol bytes, written the way the server writes them.
 enum WireBytes {

@@ -1,5 +1,6 @@
 import Testing
 @testable import RowcastCore
+import RowcastTestSupport
 
 @Suite struct SubscriptionTests {
     func record(_ op: Operation, table: String = "orders", row: String?, old: String? = nil) throws -> ChangeRecord {

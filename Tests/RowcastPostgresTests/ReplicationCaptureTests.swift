@@ -13,7 +13,7 @@ struct ReplicationCaptureTests {
     /// Every type of the matrix, plus composites, domains, enums, ranges and
     /// multiranges, in a database whose defaults try to change the text output.
     @Test func rowsEqualToJSONBWhateverTheDatabaseDefaults() async throws {
-        let url = try LiveDatabase.freshDatabase()
+        let url = try await LiveDatabase.freshDatabase()
         let admin = try Self.connect(url)
         let name = try #require(admin.execute("SELECT current_database()").scalar)
         try admin.executeScript(
@@ -62,7 +62,7 @@ struct ReplicationCaptureTests {
     }
 
     @Test func updatesListUnchangedToastAndDeletesCarryTheKey() async throws {
-        let url = try LiveDatabase.freshDatabase()
+        let url = try await LiveDatabase.freshDatabase()
         let admin = try Self.connect(url)
         try admin.executeScript(
             """
@@ -92,7 +92,7 @@ struct ReplicationCaptureTests {
     }
 
     @Test func theSameChangeGivesTheSameRecordInBothModes() async throws {
-        let url = try LiveDatabase.freshDatabase()
+        let url = try await LiveDatabase.freshDatabase()
         let admin = try Self.connect(url)
         try admin.executeScript(
             """
@@ -128,7 +128,7 @@ struct ReplicationCaptureTests {
     }
 
     @Test func reconnectsAfterTheWalsenderIsTerminatedAndLosesNothing() async throws {
-        let url = try LiveDatabase.freshDatabase()
+        let url = try await LiveDatabase.freshDatabase()
         let admin = try Self.connect(url)
         try admin.execute("CREATE TABLE ticks (id int PRIMARY KEY)")
         let applicationName = LiveDatabase.uniqueName("walsender")
@@ -150,7 +150,7 @@ struct ReplicationCaptureTests {
     }
 
     @Test func aQuietPublicationDoesNotHoldBackWAL() async throws {
-        let url = try LiveDatabase.freshDatabase()
+        let url = try await LiveDatabase.freshDatabase()
         let admin = try Self.connect(url)
         try admin.executeScript("CREATE TABLE quiet (id int PRIMARY KEY); CREATE TABLE churn (v text)")
         let quietSlot = LiveDatabase.uniqueName("quiet")
@@ -176,8 +176,8 @@ struct ReplicationCaptureTests {
         #expect(capture.sink.snapshot.isEmpty)
     }
 
-    @Test func aSlotInUseIsAOneLineErrorWithTheFix() throws {
-        let url = try LiveDatabase.freshDatabase()
+    @Test func aSlotInUseIsAOneLineErrorWithTheFix() async throws {
+        let url = try await LiveDatabase.freshDatabase()
         try Self.connect(url).execute("CREATE TABLE held (id int PRIMARY KEY)")
         let heldSlot = LiveDatabase.uniqueName("held")
         let configuration = ReplicationCapture.Configuration(connection: ConnectionSettings(conninfo: url), slot: heldSlot, publication: "held", tables: [TableName(schema: "public", name: "held")])
@@ -195,7 +195,7 @@ struct ReplicationCaptureTests {
 @Suite(.enabled(if: LiveDatabase.available, "needs the cluster that make test starts"), .timeLimit(.minutes(3)))
 struct ReplicationResumeTests {
     @Test func cursorsAreTheSameOnEverySlotAndSinceSkipsUpToOne() async throws {
-        let url = try LiveDatabase.freshDatabase()
+        let url = try await LiveDatabase.freshDatabase()
         let admin = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
         try admin.execute("CREATE TABLE seq (id int PRIMARY KEY)")
         let table = TableName(schema: "public", name: "seq")

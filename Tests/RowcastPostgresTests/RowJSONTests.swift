@@ -1,6 +1,7 @@
 import Foundation
 import RowcastCore
 import RowcastPostgres
+import RowcastTestSupport
 import Testing
 
 /// `row` must be exactly what the server's own `to_jsonb` gives, whatever the

@@ -63,7 +63,7 @@ struct TriggerCaptureTests {
     @Test func upgradingAnInstalledTriggerInPlaceLosesNoChange() async throws {
         let table = TableName(schema: "public", name: LiveDatabase.uniqueName("upgrade"))
         // A database of its own: the upgrade moves every table of the database at once.
-        let url = try LiveDatabase.freshDatabase()
+        let url = try await LiveDatabase.freshDatabase()
         let admin = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
         try admin.execute("CREATE TABLE \(table.quoted) (id int PRIMARY KEY, doc jsonb)")
         // A database set up by rowcast 0.1: its script, its row-level triggers.
@@ -252,6 +252,30 @@ struct TriggerCaptureTests {
             arrived = await capture.sink.wait(for: 1, seconds: 2) { $0.row?.text.replacingOccurrences(of: " ", with: "") == #"{"id":\#(id)}"# }.count == 1
         }
         #expect(arrived, "rows written after the reconnect arrive")
+    }
+
+    @Test func aTableSetUpWhileCapturingIsLearnedWithItsColumnsAtItsFirstChange() async throws {
+        // A database of its own: without --table, the capture hears every table with the trigger.
+        let url = try await LiveDatabase.freshDatabase()
+        let admin = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
+        let first = TableName(schema: "public", name: "first")
+        try admin.execute("CREATE TABLE first (id int PRIMARY KEY)")
+        try TriggerSetup.install(on: admin, tables: [first])
+        let running = try RunningCapture(.init(connection: ConnectionSettings(conninfo: url)))
+        defer { running.finish() }
+        let state = running.capture.state
+        #expect(state.capturedTables == [first])
+
+        let late = TableName(schema: "public", name: "late")
+        try admin.execute("CREATE TABLE late (id int PRIMARY KEY, n numeric, label text, flag boolean)")
+        try TriggerSetup.install(on: admin, tables: [late])
+        #expect(!state.captures(late), "learned from its first change, not before")
+        try admin.execute("INSERT INTO late VALUES (1, 5, 'x', true)")
+        let records = await running.sink.wait(for: 1) { $0.table == "late" }
+        #expect(records.count == 1)
+        // Learned before the record reached the sink: a client that saw it can subscribe.
+        #expect(state.capturedTables == [first, late])
+        #expect(state.columns[late] == ["id": .number, "n": .number, "label": .other, "flag": .bool])
     }
 
     @Test func captureRefusesAMissingSetUpWithTheFix() throws {

@@ -174,7 +174,7 @@ struct TriggerTrustTests {
         let table = TableName(schema: "public", name: LiveDatabase.uniqueName("retained"))
         // A database of its own: a one-second retention would delete rows that other
         // tests' captures, busy under load, have not read yet.
-        let url = try LiveDatabase.freshDatabase()
+        let url = try await LiveDatabase.freshDatabase()
         let admin = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
         try admin.execute("CREATE TABLE \(table.quoted) (id int PRIMARY KEY)")
         try TriggerSetup.install(on: admin, tables: [table])

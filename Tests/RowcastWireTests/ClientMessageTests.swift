@@ -1,4 +1,5 @@
 import RowcastCore
+import RowcastTestSupport
 import Testing
 
 @testable import RowcastWire

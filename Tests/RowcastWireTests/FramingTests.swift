@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import RowcastCore
+import RowcastTestSupport
 import Testing
 
 @testable import RowcastWire

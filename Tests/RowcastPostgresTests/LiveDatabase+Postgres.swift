@@ -6,25 +6,12 @@ import RowcastTestSupport
 import Synchronization
 import Testing
 
-/// The throwaway cluster `make test` starts, passed in `ROWCAST_TEST_DATABASE_URL`.
-enum LiveDatabase {
-    static let url = ProcessInfo.processInfo.environment["ROWCAST_TEST_DATABASE_URL"]
-
-    /// Live tests run only under `make test`, which always sets the URL.
-    static let available = url != nil
-
+/// What the Postgres tests add to the live database's gate: libpq connections.
+extension LiveDatabase {
     static var settings: ConnectionSettings { ConnectionSettings(conninfo: url ?? "") }
 
     static func connect(applicationName: String = "rowcast-tests") throws -> PostgresConnection {
         try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url ?? ""), applicationName: applicationName))
-    }
-
-    /// A new, empty database on the test cluster; returns its URL.
-    static func freshDatabase() throws -> String {
-        guard let url, let slash = url.lastIndex(of: "/") else { throw PostgresError.cannotConnect("no test database") }
-        let name = uniqueName("db")
-        try connect().execute("CREATE DATABASE \(name)")
-        return String(url[...slash]) + name
     }
 
     /// The settings under which the contract defines row JSON: UTC and the defaults.
@@ -32,11 +19,6 @@ enum LiveDatabase {
         SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres';
         SET bytea_output = 'hex'; SET extra_float_digits = 1;
         """
-
-    /// A table name no other test uses, so tests can run in parallel.
-    static func uniqueName(_ prefix: String) -> String {
-        prefix + "_" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
-    }
 
     static let logger: Logger = {
         var logger = Logger(label: "rowcast-tests")
