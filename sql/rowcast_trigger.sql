@@ -43,7 +43,13 @@ CREATE UNLOGGED TABLE IF NOT EXISTS rowcast.changes (
     old_json    json
 );
 
-CREATE INDEX IF NOT EXISTS changes_batch_n ON rowcast.changes (batch, n);
+-- Only when missing: CREATE INDEX locks the table even when the index exists, and a
+-- set-up run again must not lock rowcast.changes, which every writer's trigger writes.
+DO $index$ BEGIN
+    IF to_regclass('rowcast.changes_batch_n') IS NULL THEN
+        CREATE INDEX changes_batch_n ON rowcast.changes (batch, n);
+    END IF;
+END $index$;
 
 REVOKE ALL ON rowcast.changes FROM PUBLIC;
 

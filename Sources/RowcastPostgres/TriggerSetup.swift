@@ -24,6 +24,12 @@ package enum TriggerSetup {
             do {
                 // Two setups at once would race on CREATE OR REPLACE FUNCTION.
                 try connection.execute("SELECT pg_advisory_xact_lock(\(setupLockKey))")
+                // The tables first, as a writer takes them (its table, then the changes its
+                // trigger writes): locking rowcast.changes before a table a writer holds
+                // would deadlock with that writer, and PostgreSQL might abort the writer.
+                if !tables.isEmpty {
+                    try connection.execute("LOCK TABLE \(tables.map(\.quoted).joined(separator: ", ")) IN ACCESS EXCLUSIVE MODE")
+                }
                 try connection.executeScript(installScript)
                 for table in tables {
                     try connection.execute("SELECT rowcast.attach($1::regclass)", [table.quoted])

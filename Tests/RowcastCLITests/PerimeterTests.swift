@@ -70,7 +70,7 @@ struct PerimeterTests {
         #expect(closedSlow, "a request head sent a line at a time kept its connection")
         #expect(try await onThread("the idle keep-alive connection closed", within: 90) { keepAlive.readUntilClosed(seconds: 80) })
 
-        try await Rowcast.psql(url, "INSERT INTO \(table) VALUES (1, 'after the quiet')")
+        try await LiveDatabase.psql(url, "INSERT INTO \(table) VALUES (1, 'after the quiet')")
         #expect(try await onThread("the row on both streams", within: 60) {
             stream.read(until: "after the quiet") && socket.read(until: "after the quiet")
         })

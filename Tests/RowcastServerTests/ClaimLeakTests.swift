@@ -35,7 +35,7 @@ import Testing
     }
 
     static func frames(seed: UInt64, count: Int) -> [String] {
-        var generator = SplitMixGenerator(seed: seed)
+        var generator = SplitMix(seed: seed)
         let tables = [nil, "public.a", "public.secret", "public.nothere", "a", "secret"]
         let filters = [nil, "id=eq.1", "ssn=eq.x", "salary=gt.5", "name=eq.n", "zz=eq.1", "id=eq.x", "ssn=in.(a,b)", "name=is.null"]
         return (0..<count).map { _ in
@@ -77,18 +77,5 @@ import Testing
         #expect(zz.contains("bad_filter") && zz.contains("ssn"))
         let missing = Self.answer(#"{"event":"subscribe","data":{"tables":["public.nothere"]}}"#, access: .everything, capture: capture)
         #expect(missing.hasPrefix("unknown_table"))
-    }
-}
-
-/// A seeded generator, so that a failing seed replays.
-struct SplitMixGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed &+ 0x9E37_79B9_7F4A_7C15 }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

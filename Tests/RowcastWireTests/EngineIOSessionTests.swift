@@ -1,3 +1,4 @@
+import RowcastTestSupport
 import RowcastWire
 import Testing
 
@@ -132,18 +133,5 @@ import Testing
         }
         #expect(ends <= 1)
         #expect(ends == (session.isClosed ? 1 : 0))
-    }
-}
-
-/// A small seeded generator, so that a failing seed replays.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed &+ 0x9E37_79B9_7F4A_7C15 }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -1,0 +1,58 @@
+import Foundation
+import RowcastCore
+import RowcastPostgres
+import RowcastTestSupport
+import Synchronization
+import Testing
+
+/// `rowcast setup` run again beside a writer never fails the writer: setup locks the
+/// tables it attaches to before it touches `rowcast.changes`, the order every writer
+/// takes them in (its table, then the changes its trigger writes).
+@Suite(.enabled(if: LiveDatabase.available, "needs the cluster that make test starts"), .timeLimit(.minutes(3)))
+struct TriggerSetupLockTests {
+    @Test func aWriterHoldingItsTableWhileSetupRunsAgainIsNotTheDeadlockVictim() async throws {
+        let table = TableName(schema: "public", name: "lock_" + String(UInt32.random(in: 0...UInt32.max), radix: 36))
+        // On threads of their own, not the cooperative pool: while this setup holds the
+        // set-up lock and waits for the writer, other tests' set-ups wait for it, and a
+        // wait of this test's own must not need a pool thread they hold.
+        let (writerError, setupError) = try await onThread("a setup run again beside a writer", within: 150) { () -> (String?, String?) in
+            let setup = try LiveDatabase.connect(applicationName: "rowcast-lock-setup")
+            try setup.execute("CREATE TABLE \(table.quoted) (id int PRIMARY KEY)")
+            try TriggerSetup.install(on: setup, tables: [table])
+            // The writer holds its table as an INSERT does, then setup runs again.
+            let writer = try LiveDatabase.connect(applicationName: "rowcast-lock-writer")
+            try writer.execute("BEGIN")
+            try writer.execute("LOCK TABLE \(table.quoted) IN ROW EXCLUSIVE MODE")
+            let outcome = Mutex<String??>(nil)
+            let setupPID = try setup.execute("SELECT pg_backend_pid()").scalar ?? "0"
+            Thread {
+                do {
+                    try TriggerSetup.install(on: setup, tables: [table])
+                    outcome.withLock { $0 = .some(nil) }
+                } catch {
+                    outcome.withLock { $0 = .some("\(error)") }
+                }
+            }.start()
+            // Once setup waits for a lock, the writer writes (its trigger writes to
+            // rowcast.changes) and commits.
+            let observer = try LiveDatabase.connect()
+            let deadline = Date().addingTimeInterval(60)
+            while Date() < deadline {
+                let waiting = try observer.execute("SELECT count(*) FROM pg_locks WHERE NOT granted AND pid = \(setupPID)")
+                if (waiting.scalar.flatMap { Int($0) } ?? 0) > 0 { break }
+                usleep(20_000)
+            }
+            var writerError: String?
+            do {
+                try writer.execute("INSERT INTO \(table.quoted) VALUES (1)")
+                try writer.execute("COMMIT")
+            } catch {
+                writerError = "\(error)"
+            }
+            while Date() < deadline.addingTimeInterval(60), outcome.withLock({ $0 == nil }) { usleep(20_000) }
+            return (writerError, outcome.withLock { $0 ?? "setup did not finish within 120 s" })
+        }
+        #expect(writerError == nil, "the writer failed: \(writerError ?? "")")
+        #expect(setupError == nil, "setup failed: \(setupError ?? "")")
+    }
+}
