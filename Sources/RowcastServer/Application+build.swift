@@ -26,7 +26,7 @@ package func buildApplication(
         server: .rowcast(
             webSocketRouter: router, configuration: .init(maxFrameSize: options.maxClientFrameSize), idleTimeout: options.idleTimeout
         ),
-        configuration: .init(address: .hostname(options.host, port: options.port), serverName: "rowcast"),
+        configuration: .init(address: .hostname(options.host, port: options.port), serverName: "rowcast", backlog: options.listenBacklog),
         services: [CaptureService(source: source, sink: broadcaster)] + services,
         onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? options.port) },
         logger: logger
@@ -60,7 +60,7 @@ package struct RowcastApplication: ApplicationProtocol {
     package func runUntilSignalled() async throws {
         // A group stops its services in reverse: ClientShutdownService before the app.
         var configuration = ServiceGroupConfiguration(
-            services: [.init(service: self), .init(service: ClientShutdownService(broadcaster: broadcaster, waitForClients: .seconds(5)))],
+            services: [.init(service: self), .init(service: ClientShutdownService(broadcaster: broadcaster, waitForClients: .seconds(5), eventLoop: eventLoopGroup.any()))],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         )

@@ -30,6 +30,12 @@ extension Broadcaster {
             }
             (start, inclusive) = (cursor, false)
         case .from(let cursor):
+            // The oldest of the `last` records must still be here (a first part that
+            // could not start waits for the writer, and the window may move meanwhile).
+            guard let oldest = state.window.oldestCursor, oldest <= cursor else {
+                end(id, .tooSlow, in: &state)
+                return
+            }
             (start, inclusive) = (cursor, true)
         }
         let bytes = queueByteLimit / 2, frames = max(queueLimit / 2, 1)

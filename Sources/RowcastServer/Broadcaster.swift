@@ -207,6 +207,9 @@ package final class Broadcaster: RecordSink {
             var replay: Replay?
             if let since {
                 guard state.window.covers(since, lastCursor: state.lastCursor) else { return false }
+                // A trigger-mode stream is one process's: a cursor beyond its newest record was
+                // never issued (replication cursors ahead come from a node further on, and wait).
+                if since.kind == .trigger, let newest = state.lastCursor, since.major == newest.major, since > newest { return false }
                 if let last = state.lastCursor, since < last { replay = .after(since) }
             } else if let last, last > 0, let start = state.window.startOfLatest(last, matching: subscription) {
                 replay = .from(start)

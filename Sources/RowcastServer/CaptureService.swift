@@ -1,3 +1,4 @@
+import NIOCore
 import RowcastCore
 import ServiceLifecycle
 
@@ -28,13 +29,15 @@ package struct CaptureService: Service {
 struct ClientShutdownService: Service {
     let broadcaster: Broadcaster
     var waitForClients: Duration = .zero
+    /// Where the wait's timer runs: an event loop's, not the cooperative pool's clock.
+    let eventLoop: any EventLoop
 
     func run() async {
         try? await gracefulShutdown()
         broadcaster.closeAll()
-        let deadline = ContinuousClock.now + waitForClients
-        while broadcaster.connectionCount > 0, ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(10))
+        let deadline = NIODeadline.now() + TimeAmount(waitForClients)
+        while broadcaster.connectionCount > 0, NIODeadline.now() < deadline {
+            try? await eventLoop.scheduleTask(in: .milliseconds(10)) {}.futureResult.get()
         }
     }
 }

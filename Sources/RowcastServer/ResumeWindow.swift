@@ -103,6 +103,9 @@ struct ResumeWindow {
         return start
     }
 
+    /// The cursor of the oldest record held.
+    var oldestCursor: Cursor? { entries[head...].first??.record.cursor }
+
     /// Whether every record after `since` is still here: false when `since` is older
     /// than the window or from another stream, and records after it may be missing.
     func covers(_ since: Cursor, lastCursor: Cursor?) -> Bool {

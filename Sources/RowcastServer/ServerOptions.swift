@@ -26,6 +26,10 @@ package struct ServerOptions: Sendable {
     package var resumeWindowBytes = 64 << 20
     /// The oldest record the resume window keeps.
     package var resumeWindowAge: Duration = .seconds(600)
+    /// Connections the kernel may hold before rowcast accepts them (capped by
+    /// `net.core.somaxconn`). A burst of arrivals (a proxy reconnecting every client)
+    /// past the queue has its SYNs dropped and retried a second later.
+    package var listenBacklog = 4096
     /// How long a connection may go without a whole request head (on connect, and
     /// between requests) before it is closed.
     package var idleTimeout: Duration = .seconds(30)

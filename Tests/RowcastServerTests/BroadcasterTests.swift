@@ -119,6 +119,18 @@ import Testing
         for client in idle + [reader, leaver] { broadcaster.unregister(client.id) }
     }
 
+    /// A trigger-mode cursor beyond the stream's newest record was never issued: it
+    /// is expired, not a point to skip to (which would drop every record until then).
+    @Test func aTriggerCursorThatWasNeverIssuedIsExpired() {
+        let broadcaster = Broadcaster(resumeWindow: 100, origin: .trigger(stream: 9, sequence: 0))
+        for n in UInt64(1)...3 { broadcaster.deliver(Self.record(n)) }
+        let client = broadcaster.register(framing: .webSocket)
+        #expect(!broadcaster.subscribe(client.id, to: .everything, since: .trigger(stream: 9, sequence: 1000)))
+        #expect(broadcaster.subscribe(client.id, to: .everything, since: .trigger(stream: 9, sequence: 3)))
+        #expect(broadcaster.subscribe(client.id, to: .everything, since: .trigger(stream: 9, sequence: 0)))
+        broadcaster.unregister(client.id)
+    }
+
     @Test func aClientThatFallsBehindIsCutOffWithoutTouchingTheOthers() async throws {
         try await within(60, "a client that falls behind is cut off without touching the others") {
             let broadcaster = Broadcaster(queueLimit: 64, resumeWindow: 0)

@@ -107,4 +107,60 @@ import Testing
             broadcaster.unregister(client.id)
         }
     }
+
+    /// `last` whose oldest record the window lets go before the client read on: cut
+    /// off, never started at a later record (a gap).
+    @Test func lastWhoseFirstRecordAgesOutBeforeItIsReadIsCutOff() async throws {
+        try await within(60, "last whose first record ages out is cut off") {
+            let broadcaster = Self.broadcaster(window: 3)
+            // Each record is over half the budget: after `subscribed`, the first waits.
+            for n in UInt64(1)...3 { broadcaster.deliver(Self.record(n, padding: 600_000)) }
+            let client = broadcaster.register(framing: .webSocket)
+            #expect(broadcaster.subscribe(client.id, to: .everything, last: 2))
+            for n in UInt64(4)...5 { broadcaster.deliver(Self.record(n, padding: 600_000)) }
+            var cursors: [String] = []
+            while let batch = await client.queue.next() {
+                cursors += batch.compactMap(\.cursor)
+                client.wrote(bytes: batch.reduce(0) { $0 + $1.bytes.readableBytes })
+            }
+            #expect(client.endReason == .tooSlow)
+            #expect(cursors.isEmpty, "got \(cursors.count) records instead of none")
+            broadcaster.unregister(client.id)
+        }
+    }
+
+    /// A Socket.IO recovery of a window many times the client's budget: its CONNECT
+    /// answer, then every record after its offset as packets, then live ones; never cut
+    /// off by its own budget (it used to be, and then looped reconnecting).
+    @Test func aSocketIORecoveryOfAWholeWindowLargerThanTheBudgetCompletes() async throws {
+        try await within(60, "a Socket.IO recovery of a whole window completes") {
+            let broadcaster = Self.broadcaster()
+            for n in UInt64(1)...100 { broadcaster.deliver(Self.record(n)) }
+            let client = broadcaster.register(framing: .socketIO)
+            let reply = ByteBuffer(string: #"40{"sid":"s","pid":"p"}"#)
+            #expect(broadcaster.subscribe(client.id, to: .everything, since: .trigger(stream: 5, sequence: 0), announcing: .message(reply)))
+            #expect(client.control.queued <= 1 << 20)
+            let last = Self.record(101).cursor.description
+            let reader = Task { () -> (first: String?, cursors: [String], packets: Bool) in
+                var first: String?
+                var cursors: [String] = []
+                var packets = true
+                while let batch = await client.queue.next() {
+                    if first == nil { first = batch.first.map { String(buffer: $0.bytes) } }
+                    for item in batch where item.cursor != nil { packets = packets && item.bytes.readableBytesView.starts(with: Array(#"42["update","#.utf8)) }
+                    cursors += batch.compactMap(\.cursor)
+                    client.wrote(bytes: batch.reduce(0) { $0 + $1.bytes.readableBytes })
+                    if cursors.last == last { break }
+                }
+                return (first, cursors, packets)
+            }
+            broadcaster.deliver(Self.record(101))
+            let (first, cursors, packets) = await reader.value
+            #expect(first == String(buffer: reply))
+            #expect(packets)
+            #expect(Self.difference(cursors, (UInt64(1)...101).map { Self.record($0).cursor.description }) == "same")
+            #expect(client.endReason == nil)
+            broadcaster.unregister(client.id)
+        }
+    }
 }
