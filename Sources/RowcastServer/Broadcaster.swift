@@ -336,8 +336,13 @@ package final class Broadcaster: RecordSink {
             for id in state.subscribed {
                 guard let client = state.clients[id] else { continue }
                 state.examined += 1
-                // A replaying client reads this record from the window when it gets there.
-                guard let subscription = client.subscription, client.replay == nil else { continue }
+                guard let subscription = client.subscription else { continue }
+                // A replaying client reads this record from the window when it gets there,
+                // unless the window let go of where it is: then it fell a window behind.
+                if let replay = client.replay {
+                    if !state.window.holds(replay, lastCursor: record.cursor) { end(id, .tooSlow, in: &state) }
+                    continue
+                }
                 if let skip = client.skipThrough {
                     guard record.cursor > skip else { continue }
                     state.clients[id]?.skipThrough = nil

@@ -60,6 +60,17 @@ extension ClientMessage {
         case pong(String)
     }
 
+    /// What ``apply(for:access:capture:broadcaster:)`` would refuse, short of an expired
+    /// cursor (which only the broadcaster knows): a transport that answers before it
+    /// registers the client (SSE's status line) checks first.
+    func check(access: ClientAccess, capture: CaptureState) throws(ClientMessageError) {
+        switch self {
+        case .readyForData: _ = try access.restrict(.everything)
+        case .subscribe(let wanted, _, _): try access.restrict(wanted).checkCaptured(by: capture)
+        case .unsubscribe, .ping: break
+        }
+    }
+
     /// Carries out a client's request, for every protocol alike: the subscription is
     /// narrowed to what the client may see, and only then checked against what is
     /// captured, so that no answer names a table or column the credential hides (a

@@ -66,6 +66,9 @@ final class FirstRequestHeadDeadline: ChannelInboundHandler, RemovableChannelHan
     private var headArrived = false
     /// How much of `\r\n\r\n`, the end of a request head, the bytes read so far end with.
     private var matched = 0
+    /// Whether a byte other than CR or LF arrived: the HTTP parser skips blank lines
+    /// before a request, so `\r\n\r\n` before it is no head.
+    private var started = false
 
     init(timeout: Duration) { self.timeout = timeout }
 
@@ -90,6 +93,10 @@ final class FirstRequestHeadDeadline: ChannelInboundHandler, RemovableChannelHan
         let bytes = unwrapInboundIn(data)
         var found = false
         for byte in bytes.readableBytesView {
+            if !started {
+                guard byte != 13, byte != 10 else { continue }
+                started = true
+            }
             matched = Self.advance(matched, byte)
             if matched == 4 {
                 found = true

@@ -103,6 +103,14 @@ struct ResumeWindow {
         return start
     }
 
+    /// Whether a replay can still go on from `replay`.
+    func holds(_ replay: Broadcaster.Replay, lastCursor: Cursor?) -> Bool {
+        switch replay {
+        case .after(let cursor): return covers(cursor, lastCursor: lastCursor)
+        case .from(let cursor): return oldestCursor.map { $0 <= cursor } ?? false
+        }
+    }
+
     /// The cursor of the oldest record held.
     var oldestCursor: Cursor? { entries[head...].first??.record.cursor }
 

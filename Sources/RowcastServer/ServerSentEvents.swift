@@ -32,27 +32,26 @@ enum ServerSentEvents {
         } catch {
             return refusal(error)
         }
-        // Carried out as a `subscribe` frame is, on every transport alike; only a cursor
-        // older than the window is told in the stream (EventSource would retry an HTTP error).
-        let client = broadcaster.register(framing: framing, closing: channel, grace: stalledClientGrace)
-        let expired: ClientMessageError?
+        // Checked before the stream starts (an error is a 400 or 403), but carried out only
+        // once the body runs: a connection that died before its response head was written
+        // never runs the body, and a client registered before it would never be let go.
         do throws(ClientMessageError) {
-            _ = try message.apply(for: client.id, access: access, capture: capture, broadcaster: broadcaster)
-            expired = nil
+            try message.check(access: access, capture: capture)
         } catch {
-            guard case .cursorExpired = error else {
-                broadcaster.unregister(client.id)
-                return refusal(error)
-            }
-            expired = error
+            return refusal(error)
         }
         return Response(
             status: .ok,
             headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
             body: ResponseBody { writer in
+                let client = broadcaster.register(framing: framing, closing: channel, grace: stalledClientGrace)
                 defer { broadcaster.unregister(client.id) }
-                if let expired {
-                    try await writer.write(event(.error(code: expired.code, message: expired.message)))
+                // Carried out as a `subscribe` frame is; only a cursor older than the window
+                // can fail now, and is told in the stream (EventSource would retry an HTTP error).
+                do throws(ClientMessageError) {
+                    _ = try message.apply(for: client.id, access: access, capture: capture, broadcaster: broadcaster)
+                } catch {
+                    try await writer.write(event(.error(code: error.code, message: error.message)))
                     try await writer.finish(nil)
                     return
                 }

@@ -1,5 +1,6 @@
 import Foundation
 import RowcastTestSupport
+import Synchronization
 import Testing
 
 /// `rowcast serve` against a hostile client, asserting what a bystander sees.
@@ -57,6 +58,9 @@ struct PerimeterTests {
         // Opened after the bystanders: if idleness applied to them, they would be closed first.
         let keepAlive = try RawClient(port: number)
         keepAlive.send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        // Blank lines before a request are skipped by the parser: they are no head.
+        let blank = try RawClient(port: number)
+        blank.send("\r\n\r\n")
         let slow = try RawClient(port: number)
         slow.send("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         let closedSlow = try await onThread("the slowloris client closed", within: 90) { () -> Bool in
@@ -69,11 +73,36 @@ struct PerimeterTests {
         }
         #expect(closedSlow, "a request head sent a line at a time kept its connection")
         #expect(try await onThread("the idle keep-alive connection closed", within: 90) { keepAlive.readUntilClosed(seconds: 80) })
+        #expect(try await onThread("the blank-lines connection closed", within: 90) { blank.readUntilClosed(seconds: 80) })
 
         try await LiveDatabase.psql(url, "INSERT INTO \(table) VALUES (1, 'after the quiet')")
         #expect(try await onThread("the row on both streams", within: 60) {
             stream.read(until: "after the quiet") && socket.read(until: "after the quiet")
         })
+        #expect(try await server.stop() == 0)
+    }
+
+    /// `/events` requests whose connection is reset before the answer leave nothing
+    /// registered: the clients count comes back, and a record is sent to no one.
+    @Test func streamsResetBeforeTheirAnswerLeaveNoClientBehind() async throws {
+        let table = "reset_" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        let (server, port, url) = try await ServeFaultTests.serve(table: table)
+        let number = Int(port) ?? 0
+        try await onThread("50 streams reset at once", within: 60) {
+            for _ in 0..<50 {
+                let client = try RawClient(port: number)
+                client.send("GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                client.reset()
+            }
+        }
+        let seen = Mutex("")
+        try await eventually("no client left registered", within: 60, seen: { seen.withLock { $0 } }) {
+            let body = try await onThread("GET /status", within: 60) { try RawClient.body(port: number, path: "/status") }
+            let status = try JSONSerialization.jsonObject(with: body) as? [String: Any]
+            seen.withLock { $0 = "clients \(status?["clients"] ?? "?")" }
+            return status?["clients"] as? Int == 0
+        }
+        try await LiveDatabase.psql(url, "INSERT INTO \(table) VALUES (1, 'to no one')")
         #expect(try await server.stop() == 0)
     }
 }

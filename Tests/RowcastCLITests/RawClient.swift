@@ -28,6 +28,13 @@ final class RawClient: @unchecked Sendable {
 
     deinit { close(descriptor) }
 
+    /// Aborts the connection: the peer gets a reset, not an orderly close (SO_LINGER 0).
+    func reset() {
+        var linger = Foundation.linger(l_onoff: 1, l_linger: 0)
+        setsockopt(descriptor, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Foundation.linger>.size))
+        shutdown(descriptor, Int32(SHUT_RDWR))
+    }
+
     func send(_ bytes: [UInt8]) {
         var offset = 0
         while offset < bytes.count {

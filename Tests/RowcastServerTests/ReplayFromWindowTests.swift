@@ -163,4 +163,18 @@ import Testing
             broadcaster.unregister(client.id)
         }
     }
+
+    /// A client that stops reading in the middle of a replay is cut off once the window
+    /// lets go of where it is, as a live client is once it falls a window behind: it
+    /// never holds its connection and its part of the replay for ever.
+    @Test func aReplayingClientThatStopsReadingIsCutOffWhenTheWindowMovesOn() {
+        let broadcaster = Self.broadcaster(window: 50)
+        for n in UInt64(1)...50 { broadcaster.deliver(Self.record(n)) }
+        let client = broadcaster.register(framing: .serverSentEvents)
+        #expect(broadcaster.subscribe(client.id, to: .everything, since: .trigger(stream: 5, sequence: 0)))
+        #expect(client.endReason == nil)
+        for n in UInt64(51)...60 { broadcaster.deliver(Self.record(n)) }
+        #expect(client.endReason == .tooSlow, "a stalled replay the window overtook is still open")
+        broadcaster.unregister(client.id)
+    }
 }

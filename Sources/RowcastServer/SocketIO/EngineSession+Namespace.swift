@@ -65,11 +65,18 @@ extension EngineSession {
     /// CONNECT: authenticate (the `auth` payload's `token`, else the handshake's), then
     /// recover the session the client names, or start a new one.
     private func connect(_ auth: SocketIOAuth) async {
-        guard await socket == nil else { return }
+        // One CONNECT at a time, and none once joined (several POSTs may carry one each).
+        let first = await onLoop { [self] () -> Bool in
+            guard held.value.socket == nil, !held.value.joining else { return false }
+            held.value.joining = true
+            return true
+        }
+        guard first == true else { return }
         let access: ClientAccess
         do throws(AuthFailure) {
             access = try await server.auth.authenticate(credential: auth.token ?? credential)
         } catch {
+            _ = await onLoop { [self] in held.value.joining = false }
             let message = auth.token == nil && credential == nil
                 ? "authentication required: pass io(url, { auth: { token } }), or ?token= in the URL"
                 : error.message
@@ -100,6 +107,7 @@ extension EngineSession {
         let joined = socket
         let expiresIn = access.expires.map { Duration.untilDate($0) }
         let open = await onLoop { [self] in
+            held.value.joining = false
             guard !held.value.machine.isClosed else { return false }
             held.value.socket = joined
             feed(.joined(expiresIn: expiresIn))

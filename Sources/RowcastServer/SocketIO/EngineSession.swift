@@ -28,6 +28,9 @@ final class EngineSession: Sendable {
         var machine: EngineIOSession
         var timers: [EngineIOSession.Timer: Scheduled<Void>] = [:]
         var socket: Socket?
+        /// A CONNECT is being authenticated: another one meanwhile is ignored, so that
+        /// one session never joins twice.
+        var joining = false
         /// The WebSocket that carries the session, once it does.
         var webSocket: (any Channel)?
     }
