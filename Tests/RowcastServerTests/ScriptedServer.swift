@@ -4,6 +4,7 @@ import Logging
 import RowcastCore
 import RowcastServer
 import RowcastTestSupport
+import Testing
 
 /// The server as `serve` composes it, over a ``ScriptedCapture`` instead of a database:
 /// what every server test but the live smoke test runs. Tests commit changes to the
@@ -37,5 +38,22 @@ enum ScriptedServer {
     static func object(_ message: WebSocketMessage?) -> [String: Any]? {
         guard case .text(let text) = message else { return nil }
         return try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
+    }
+
+    /// `message` is the `update` of a trigger-mode insert of (`id`, `title`) into `table`.
+    static func expectTriggerInsert(
+        _ message: WebSocketMessage?, table: TableName, id: Int, title: String, sourceLocation: SourceLocation = #_sourceLocation
+    ) {
+        let update = object(message)
+        #expect(update?["event"] as? String == "update", sourceLocation: sourceLocation)
+        let record = update?["data"] as? [String: Any]
+        #expect(record?["op"] as? String == "insert", sourceLocation: sourceLocation)
+        #expect(record?["source"] as? String == "trigger", sourceLocation: sourceLocation)
+        #expect(record?["schema"] as? String == table.schema, sourceLocation: sourceLocation)
+        #expect(record?["table"] as? String == table.name, sourceLocation: sourceLocation)
+        #expect((record?["cursor"] as? String).flatMap(Cursor.init) != nil, sourceLocation: sourceLocation)
+        let row = record?["row"] as? [String: Any]
+        #expect(row?["id"] as? Int == id, sourceLocation: sourceLocation)
+        #expect(row?["title"] as? String == title, sourceLocation: sourceLocation)
     }
 }

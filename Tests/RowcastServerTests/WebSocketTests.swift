@@ -32,17 +32,7 @@ struct WebSocketTests {
                     #expect(ScriptedServer.object(try await messages.next())?["event"] as? String == "subscribed")
 
                     try capture.commit(.insert(table, row: ScriptedServer.row(7, "hello")))
-                    let update = ScriptedServer.object(try await messages.next())
-                    #expect(update?["event"] as? String == "update")
-                    let record = update?["data"] as? [String: Any]
-                    #expect(record?["op"] as? String == "insert")
-                    #expect(record?["source"] as? String == "trigger")
-                    #expect(record?["schema"] as? String == "public")
-                    #expect(record?["table"] as? String == table.name)
-                    #expect((record?["cursor"] as? String).flatMap(Cursor.init) != nil)
-                    let row = record?["row"] as? [String: Any]
-                    #expect(row?["id"] as? Int == 7)
-                    #expect(row?["title"] as? String == "hello")
+                    ScriptedServer.expectTriggerInsert(try await messages.next(), table: table, id: 7, title: "hello")
                     try await outbound.close(.normalClosure, reason: nil)
                 }
             }
