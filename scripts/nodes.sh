@@ -29,7 +29,8 @@ for n in 1 2 3; do
 done
 for n in 1 2 3; do
     "$bin" serve --mode replication --table items --slot "node$n" --publication items \
-        --port "808$n" --db "$url" --log-level warning &
+        --port "808$n" --db "$url" --log-level warning \
+        --max-connections-per-address 0 &  # every client comes through HAProxy: one address
     pids+=($!)
     echo "node $n: http://127.0.0.1:808$n/ (pid $!)"
 done

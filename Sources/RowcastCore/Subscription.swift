@@ -93,7 +93,11 @@ package struct RowFilter: Sendable, Equatable, CustomStringConvertible {
     /// One value, or several for `in`.
     package let values: [String]
     /// Each value as a number, when it is one (parsed once, not at every comparison).
-    private let numbers: [ExactNumber?]
+    private let numbers: [NumericOrder?]
+    /// The tables whose `column` is a number (set by ``resolved(numberIn:)`` from the
+    /// catalog): there a JSON string `"NaN"`, `"Infinity"` or `"-Infinity"` (how
+    /// `to_jsonb` writes them) is that number, and orders as PostgreSQL orders it.
+    package private(set) var numberIn: Set<TableName> = []
 
     /// Parses `column=op.value`; a ``RowFilterError`` says what is wrong.
     package init(parsing text: String) throws(RowFilterError) {
@@ -117,7 +121,7 @@ package struct RowFilter: Sendable, Equatable, CustomStringConvertible {
         } else {
             values = [value]
         }
-        numbers = values.map { ExactNumber($0) }
+        numbers = values.map { NumericOrder(filterValue: $0) }
     }
 
     package static func == (lhs: RowFilter, rhs: RowFilter) -> Bool {
@@ -140,10 +144,12 @@ package struct RowFilter: Sendable, Equatable, CustomStringConvertible {
     /// at most once per record, however many clients filter on it.
     package func matches(_ record: inout RecordValues) -> Bool {
         guard let value = record.value(of: column) else { return false }
-        func compare(_ index: Int) -> Int? { value.compare(to: values[index], number: numbers[index]) }
+        let numeric = !numberIn.isEmpty && record.table.map(numberIn.contains) == true
+        func compare(_ index: Int) -> Int? { value.compare(to: values[index], number: numbers[index], numericColumn: numeric) }
         switch comparison {
         case .eq: return compare(0) == 0
-        case .neq: return compare(0).map { $0 != 0 } ?? true
+        // As SQL's `<>`: null is not unequal to anything (`neq` never matches it).
+        case .neq: return !value.isNull && compare(0).map { $0 != 0 } ?? true
         case .lt: return compare(0).map { $0 < 0 } ?? false
         case .lte: return compare(0).map { $0 <= 0 } ?? false
         case .gt: return compare(0).map { $0 > 0 } ?? false
@@ -154,6 +160,61 @@ package struct RowFilter: Sendable, Equatable, CustomStringConvertible {
 }
 
 /// How a column's values compare in a filter, from its type (PostgreSQL's type category).
+extension RowFilter {
+    /// The filter, told which of the tables it may match hold `column` as a number.
+    package func resolved(numberIn tables: Set<TableName>) -> RowFilter {
+        var resolved = self
+        resolved.numberIn = tables
+        return resolved
+    }
+}
+
+/// A number as PostgreSQL orders `numeric` and `float8`: `-Infinity` below every
+/// number, `Infinity` above, and `NaN` above everything and equal to itself.
+enum NumericOrder: Comparable {
+    case negativeInfinity
+    case finite(ExactNumber)
+    case infinity
+    case notANumber
+
+    /// A filter's value: a number, or one of the three spellings `to_jsonb` gives.
+    init?(filterValue text: String) {
+        if let special = Self(special: text) {
+            self = special
+        } else if let number = ExactNumber(text) {
+            self = .finite(number)
+        } else {
+            return nil
+        }
+    }
+
+    /// `to_jsonb`'s strings for a number column's non-finite values.
+    init?(special text: String) {
+        switch text {
+        case "NaN": self = .notANumber
+        case "Infinity": self = .infinity
+        case "-Infinity": self = .negativeInfinity
+        default: return nil
+        }
+    }
+
+    static func < (a: NumericOrder, b: NumericOrder) -> Bool {
+        switch (a, b) {
+        case (.finite(let x), .finite(let y)): x < y
+        default: a.rank < b.rank
+        }
+    }
+
+    private var rank: Int {
+        switch self {
+        case .negativeInfinity: 0
+        case .finite: 1
+        case .infinity: 2
+        case .notANumber: 3
+        }
+    }
+}
+
 package enum ColumnKind: Sendable, Equatable {
     /// int2/4/8, float4/8, numeric and domains over them: compared numerically.
     case number
@@ -199,7 +260,7 @@ extension RowFilter {
             }
             throw .unknownColumn("none of \(known.map(\.0.description).joined(separator: ", ")) has a column \"\(column)\"")
         }
-        if kinds.allSatisfy({ $0 == .number }), let bad = values.first(where: { $0 != "null" && ExactNumber($0) == nil }) {
+        if kinds.allSatisfy({ $0 == .number }), let bad = values.first(where: { $0 != "null" && NumericOrder(filterValue: $0) == nil }) {
             throw .incomparable("\(column) is a number, so \"\(bad)\" never compares with it (fix: a number, e.g. \(column)=\(comparison.rawValue).7)")
         }
         if kinds.allSatisfy({ $0 == .bool }), let bad = values.first(where: { !["true", "false", "null"].contains($0) }) {
@@ -249,13 +310,23 @@ enum JSONScalar {
         }
     }
 
+    var isNull: Bool {
+        if case .literal("null") = self { return true }
+        return false
+    }
+
     /// -1, 0 or 1 against the filter's text (`number` is that text as a number, when
-    /// it is one); nil when they cannot be compared.
-    func compare(to text: String, number other: ExactNumber?) -> Int? {
+    /// it is one); nil when they cannot be compared. In a number column
+    /// (`numericColumn`), the strings `to_jsonb` gives for NaN and the infinities are
+    /// numbers, not text.
+    func compare(to text: String, number other: NumericOrder?, numericColumn: Bool) -> Int? {
         switch self {
         case .number(let number):
             guard let other else { return nil }
-            return number < other ? -1 : (number > other ? 1 : 0)
+            return Self.order(.finite(number), other)
+        case .string(let string) where numericColumn:
+            guard let other, let special = NumericOrder(special: string) else { return nil }
+            return Self.order(special, other)
         case .string(let string):
             return string < text ? -1 : (string > text ? 1 : 0)
         case .literal(let literal):
@@ -263,5 +334,9 @@ enum JSONScalar {
         case .composite:
             return nil
         }
+    }
+
+    private static func order(_ a: NumericOrder, _ b: NumericOrder) -> Int {
+        a < b ? -1 : (b < a ? 1 : 0)
     }
 }

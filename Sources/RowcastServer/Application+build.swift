@@ -20,11 +20,14 @@ package func buildApplication(
     logger: Logger
 ) -> RowcastApplication {
     let broadcaster = Broadcaster(options: options, origin: source.origin, metrics: ServerMetrics(replication: options.slot != nil))
-    let router = makeRouter(options: options, source: source, broadcaster: broadcaster)
+    let limits = ConnectionLimits(
+        total: options.maxConnections, perAddress: options.maxConnectionsPerAddress, metrics: broadcaster.metrics, logger: logger
+    )
+    let router = makeRouter(options: options, source: source, broadcaster: broadcaster, limits: limits)
     let app = Application(
         router: router,
         server: .rowcast(
-            webSocketRouter: router, configuration: .init(maxFrameSize: options.maxClientFrameSize), idleTimeout: options.idleTimeout
+            webSocketRouter: router, configuration: .init(maxFrameSize: options.maxClientFrameSize), idleTimeout: options.idleTimeout, limits: limits
         ),
         configuration: .init(address: .hostname(options.host, port: options.port), serverName: "rowcast", backlog: options.listenBacklog),
         services: [CaptureService(source: source, sink: broadcaster)] + services,
@@ -72,15 +75,17 @@ package struct RowcastApplication: ApplicationProtocol {
 /// The routes: the page and `/healthz` for anyone; `/ws`, `/events`, `/status` and
 /// `/metrics` behind the credentials check, and `/socket.io/`, whose CONNECT checks
 /// them. Every route checks `Host` first.
-func makeRouter(options: ServerOptions, source: any CaptureSource, broadcaster: Broadcaster) -> Router<RowcastRequestContext> {
+func makeRouter(options: ServerOptions, source: any CaptureSource, broadcaster: Broadcaster, limits: ConnectionLimits) -> Router<RowcastRequestContext> {
     let metrics = broadcaster.metrics ?? ServerMetrics(replication: options.slot != nil)
     let router = Router(context: RowcastRequestContext.self)
     let guardian = RequestGuard(listening: options.host, extraHosts: options.allowedHosts, origins: options.allowedOrigins)
     router.add(middleware: HostCheckMiddleware(guardian: guardian))
+    router.add(middleware: RequestBodyDeadline(timeout: options.idleTimeout, maxSize: options.maxClientFrameSize))
     let page = ByteBuffer(bytes: PackageResources.index_html)
     let socketIO = SocketIOServer(
         broadcaster: broadcaster, mode: source.mode, capture: source.state, auth: options.auth, settings: options.socketIO,
-        maxPayload: options.maxClientFrameSize, stalledClientGrace: options.stalledClientGrace, logger: Logger(label: "rowcast.socket.io")
+        maxPayload: options.maxClientFrameSize, stalledClientGrace: options.stalledClientGrace,
+        messagesPerSecond: options.clientMessagesPerSecond, bodyTimeout: options.idleTimeout, logger: Logger(label: "rowcast.socket.io")
     )
 
     router.get("/") { _, _ in
@@ -104,15 +109,17 @@ func makeRouter(options: ServerOptions, source: any CaptureSource, broadcaster: 
             channel: context.channel, stalledClientGrace: options.stalledClientGrace
         )
     }
-    authenticated.get("/status") { _, _ in
-        Response(
+    authenticated.get("/status") { _, context in
+        try context.access.requireWhole("/status")
+        return Response(
             status: .ok,
             headers: [.contentType: "application/json"],
-            body: .init(byteBuffer: ByteBuffer(bytes: StatusReport.json(source: source, broadcaster: broadcaster, socketIO: socketIO, slot: options.slot)))
+            body: .init(byteBuffer: ByteBuffer(bytes: StatusReport.json(source: source, broadcaster: broadcaster, socketIO: socketIO, connections: limits, slot: options.slot)))
         )
     }
-    authenticated.get("/metrics") { _, _ in
-        Response(
+    authenticated.get("/metrics") { _, context in
+        try context.access.requireWhole("/metrics")
+        return Response(
             status: .ok,
             headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
             body: .init(byteBuffer: ByteBuffer(bytes: metrics.render(source: source, window: broadcaster.windowStats)))
@@ -135,7 +142,7 @@ func makeRouter(options: ServerOptions, source: any CaptureSource, broadcaster: 
         let session = WebSocketSession(
             broadcaster: broadcaster, mode: source.mode, access: access,
             capture: source.state, maxFrameSize: options.maxClientFrameSize, channel: context.requestContext.channel,
-            stalledClientGrace: options.stalledClientGrace, logger: context.logger
+            stalledClientGrace: options.stalledClientGrace, messagesPerSecond: options.clientMessagesPerSecond, logger: context.logger
         )
         try await session.run(inbound: inbound, outbound: outbound)
     }
@@ -176,6 +183,15 @@ private func addSocketIO(_ socketIO: SocketIOServer, to router: Router<RowcastRe
 private func corsHeaders(for request: Request) -> HTTPFields {
     guard let origin = request.headers[.origin] else { return [:] }
     return [.accessControlAllowOrigin: origin, .accessControlAllowCredentials: "true", .vary: "Origin"]
+}
+
+extension ClientAccess {
+    /// `/status` and `/metrics` count the records and clients of every table: a
+    /// credential limited to some tables would learn of the others' activity there.
+    func requireWhole(_ route: String) throws(HTTPError) {
+        guard tables != nil else { return }
+        throw HTTPError(.forbidden, message: "\(route) counts every table's records; it needs a credential without a tables claim (the operator's --token, or a JWT without tables)")
+    }
 }
 
 /// Authenticates every request of a route group and puts what it may see in the

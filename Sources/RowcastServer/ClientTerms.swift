@@ -66,7 +66,7 @@ extension ClientMessage {
     func check(access: ClientAccess, capture: CaptureState) throws(ClientMessageError) {
         switch self {
         case .readyForData: _ = try access.restrict(.everything)
-        case .subscribe(let wanted, _, _): try access.restrict(wanted).checkCaptured(by: capture)
+        case .subscribe(let wanted, _, _): _ = try access.restrict(wanted).checkCaptured(by: capture)
         case .unsubscribe, .ping: break
         }
     }
@@ -82,8 +82,7 @@ extension ClientMessage {
             broadcaster.subscribe(client, to: allowed)
             return .subscribed(allowed)
         case .subscribe(let wanted, let since, let last):
-            let allowed = try access.restrict(wanted)
-            try allowed.checkCaptured(by: capture)
+            let allowed = try access.restrict(wanted).checkCaptured(by: capture)
             if !broadcaster.subscribe(client, to: allowed, since: since, last: last) {
                 throw .cursorExpired(since)
             }

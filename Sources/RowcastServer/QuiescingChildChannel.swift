@@ -3,9 +3,12 @@ import HummingbirdCore
 import HummingbirdWebSocket
 import Logging
 import NIOCore
+import NIOHTTP1
 
-/// The HTTP/WebSocket child channel, plus one rule for graceful shutdown: a
-/// connection that has not sent a byte yet is closed at once.
+/// The HTTP/WebSocket child channel, plus the rules every connection is held to before
+/// HTTP sees it: the connection limits (``ConnectionLimits``), a deadline for the first
+/// request head, and, for graceful shutdown, a connection that has not sent a byte yet
+/// is closed at once.
 ///
 /// Browsers open spare connections ahead of need and leave them idle. Before a
 /// request arrives, the WebSocket-upgrade pipeline has nothing that answers the
@@ -15,13 +18,32 @@ struct QuiescingChildChannel<Inner: ServerChildChannel>: ServerChildChannel {
     let inner: Inner
     /// How long a new connection may take to send its first whole request head.
     let headTimeout: Duration
+    let limits: ConnectionLimits
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Inner.Value> {
         channel.eventLoop.makeCompletedFuture {
+            // A refused connection still gets the HTTP handlers (the server expects its
+            // value), but this first handler keeps every byte of it from them.
+            switch limits.admit(channel) {
+            case .admitted: break
+            case .refused(let reason):
+                try channel.pipeline.syncOperations.addHandler(RefuseConnection(reason: reason), position: .first)
+                return
+            case .dropped:
+                try channel.pipeline.syncOperations.addHandler(RefuseConnection(reason: nil), position: .first)
+                return
+            }
             try channel.pipeline.syncOperations.addHandler(CloseIfSilentOnQuiesce(), position: .first)
             try channel.pipeline.syncOperations.addHandler(FirstRequestHeadDeadline(timeout: headTimeout), position: .first)
         }.flatMap {
             inner.setup(channel: channel, logger: logger)
+        }.flatMapThrowing { value in
+            // Right behind the HTTP parser, which nothing else answers when it refuses a request.
+            let pipeline = channel.pipeline.syncOperations
+            if let parser = try? pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self) {
+                try pipeline.addHandler(AnswerUnparsableRequest(), position: .after(parser))
+            }
+            return value
         }
     }
 
@@ -118,6 +140,28 @@ final class FirstRequestHeadDeadline: ChannelInboundHandler, RemovableChannelHan
     }
 }
 
+/// Answers a request the HTTP parser refuses (a URL or headers past its 80 KB, bytes
+/// that are not HTTP) with 400 and closes the connection. Without it the WebSocket-
+/// upgrade pipeline answered nothing and held the connection for as long as the
+/// client kept it. Passes everything else on, also after an upgrade removed the parser.
+final class AnswerUnparsableRequest: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+    private var answered = false
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard error is HTTPParserError else {
+            context.fireErrorCaught(error)
+            return
+        }
+        guard !answered else { return }
+        answered = true
+        let head = HTTPResponseHead(version: .http1_1, status: .badRequest, headers: ["connection": "close", "content-length": "0"])
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
+    }
+}
+
 extension HTTPServerBuilder {
     /// HTTP/1.1 with WebSocket upgrade whose silent connections close on shutdown, and
     /// whose connections close once they went `idleTimeout` without a whole request
@@ -127,7 +171,8 @@ extension HTTPServerBuilder {
     static func rowcast<Router: HTTPResponderBuilder & _HB_SendableMetatype>(
         webSocketRouter: Router,
         configuration: WebSocketServerConfiguration,
-        idleTimeout: Duration
+        idleTimeout: Duration,
+        limits: ConnectionLimits
     ) -> HTTPServerBuilder where Router.Responder.Context: WebSocketRequestContext {
         let webSocketResponder = webSocketRouter.buildResponder()
         return HTTPServerBuilder { responder in
@@ -136,7 +181,8 @@ extension HTTPServerBuilder {
                     responder: responder, webSocketResponder: webSocketResponder,
                     configuration: .init(http1: .init(idleTimeout: TimeAmount(idleTimeout)), ws: configuration)
                 ),
-                headTimeout: idleTimeout
+                headTimeout: idleTimeout,
+                limits: limits
             )
         }
     }

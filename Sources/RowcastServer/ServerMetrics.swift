@@ -29,6 +29,10 @@ package final class ServerMetrics: Sendable {
     let clientsCutOff: CoreMetrics.Counter
     /// Clients closed because their token expired.
     let clientsExpired: CoreMetrics.Counter
+    /// Connections answered 503 past `--max-connections` or `--max-connections-per-address`.
+    let connectionsRefused: CoreMetrics.Counter
+    /// Client messages that waited for their turn (`--client-messages-per-second`).
+    let messagesPaced: CoreMetrics.Counter
     /// 1 while the capture is connected to PostgreSQL.
     private let captureConnected: CoreMetrics.Meter
     /// Replication: WAL bytes between the server's current position and what rowcast
@@ -51,6 +55,8 @@ package final class ServerMetrics: Sendable {
         socketIOPendingRefused = CoreMetrics.Counter(label: "rowcast_socketio_handshakes_refused_total", dimensions: [("reason", "too_many_pending")], factory: factory)
         clientsCutOff = CoreMetrics.Counter(label: "rowcast_clients_cut_off_total", factory: factory)
         clientsExpired = CoreMetrics.Counter(label: "rowcast_clients_expired_total", factory: factory)
+        connectionsRefused = CoreMetrics.Counter(label: "rowcast_connections_refused_total", factory: factory)
+        messagesPaced = CoreMetrics.Counter(label: "rowcast_client_messages_paced_total", factory: factory)
         captureConnected = CoreMetrics.Meter(label: "rowcast_capture_connected", factory: factory)
         captureLag = replication ? CoreMetrics.Meter(label: "rowcast_capture_lag_bytes", factory: factory) : nil
         windowRecords = CoreMetrics.Meter(label: "rowcast_resume_window_records", factory: factory)

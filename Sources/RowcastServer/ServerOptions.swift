@@ -35,6 +35,18 @@ package struct ServerOptions: Sendable {
     package var idleTimeout: Duration = .seconds(30)
     /// The largest frame a client may send.
     package var maxClientFrameSize = 64 * 1024
+    /// Connections held at once; past it a new one is answered 503 and closed. `serve`
+    /// derives it from the open-file limit (``connectionLimit(openFiles:)``); 0: none.
+    package var maxConnections = 10_000
+    /// Connections held at once from one address (an IPv6 /64); 0: none. A proxy in
+    /// front counts as one address: behind one, raise it or set 0 and limit there.
+    package var maxConnectionsPerAddress = 1_000
+    /// Messages a client's connection is read at, at most, with as many at once: a
+    /// client that sends faster waits (its connection is read no faster), so no
+    /// client's requests (a `subscribe` with `last` scans the resume window) take more
+    /// than their share of the broadcaster. Counts `/ws` frames and Socket.IO packets;
+    /// 0: no limit.
+    package var clientMessagesPerSecond = 20
     /// Replication: the slot, reported by `/status`.
     package var slot: String?
     /// How often `/events` sends a comment line on a quiet stream.
@@ -59,6 +71,16 @@ package struct ServerOptions: Sendable {
         if let port { self.port = port }
         if let resumeWindow { self.resumeWindow = resumeWindow }
         self.slot = slot
+    }
+}
+
+extension ServerOptions {
+    /// The connections `serve` can hold with `openFiles` descriptors: each connection
+    /// takes one, and 256 are kept for PostgreSQL, logs and the connections being
+    /// refused (accepting one to answer 503 takes a descriptor for a moment).
+    package static func connectionLimit(openFiles: UInt64) -> Int {
+        let usable = openFiles > 512 ? openFiles - 256 : openFiles / 2
+        return Int(clamping: max(usable, 1))
     }
 }
 

@@ -3,7 +3,7 @@ import RowcastWire
 
 /// The body of `GET /status`.
 enum StatusReport {
-    static func json(source: any CaptureSource, broadcaster: Broadcaster, socketIO: SocketIOServer, slot: String?) -> [UInt8] {
+    static func json(source: any CaptureSource, broadcaster: Broadcaster, socketIO: SocketIOServer, connections: ConnectionLimits, slot: String?) -> [UInt8] {
         var writer = JSONWriter(capacity: 256)
         var first = true
         writer.append(byte: UInt8(ascii: "{"))
@@ -27,6 +27,8 @@ enum StatusReport {
             writer.appendKey("lag_bytes", first: &first)
             writer.appendInteger(lag)
         }
+        writer.appendKey("connections", first: &first)
+        writer.appendInteger(connections.open)
         writer.appendKey("clients", first: &first)
         writer.appendInteger(broadcaster.clientCount)
         writer.appendKey("socketio_sessions", first: &first)

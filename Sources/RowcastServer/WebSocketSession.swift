@@ -18,6 +18,8 @@ struct WebSocketSession {
     let maxFrameSize: Int
     let channel: any Channel
     let stalledClientGrace: Duration
+    /// `--client-messages-per-second`: frames are read no faster (``MessagePace``).
+    let messagesPerSecond: Int
     let logger: Logger
 
     private static let framing = Framing.webSocket
@@ -56,7 +58,9 @@ struct WebSocketSession {
                 }
             }
             group.addTask {
+                var pace = MessagePace(perSecond: messagesPerSecond)
                 for try await message in inbound.messages(maxSize: maxFrameSize) {
+                    await pace.take(on: channel.eventLoop) { broadcaster.metrics?.messagesPaced.increment() }
                     guard case .text(let text) = message else {
                         reply(.error(code: "bad_frame", message: "frames are JSON text, not binary"), to: client.id)
                         continue

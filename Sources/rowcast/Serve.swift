@@ -70,6 +70,15 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("socketio-max-pending-per-address"), help: ArgumentHelp("Socket.IO: the same, from one client address (a proxy in front counts as one).", valueName: "sessions"))
     var socketIOMaxPendingPerAddress: Int = ServerOptions.defaults.socketIO.maxPendingSessionsPerAddress
 
+    @Option(name: .long, help: ArgumentHelp("Connections held at once; past it a new one gets 503 (default: the open-file limit less 256; 0: none).", valueName: "connections"))
+    var maxConnections: Int?
+
+    @Option(name: .long, help: ArgumentHelp("Connections held at once from one address, an IPv6 /64 counting as one (a proxy in front counts as one: raise it, or 0 for none).", valueName: "connections"))
+    var maxConnectionsPerAddress: Int = ServerOptions.defaults.maxConnectionsPerAddress
+
+    @Option(name: .long, help: ArgumentHelp("Messages a client may send a second (as many at once); one sending faster is read no faster (0: no limit).", valueName: "messages"))
+    var clientMessagesPerSecond: Int = ServerOptions.defaults.clientMessagesPerSecond
+
     @Flag(name: .long, help: "Allow listening on a non-loopback address without client authentication.")
     var insecureNoAuth = false
 
@@ -111,10 +120,13 @@ struct Serve: AsyncParsableCommand {
         guard socketIOMaxPending > 0, socketIOMaxPendingPerAddress > 0 else {
             throw CommandFailure.usage("--socketio-max-pending and --socketio-max-pending-per-address take a number of sessions above 0")
         }
+        guard (maxConnections ?? 0) >= 0, maxConnectionsPerAddress >= 0, clientMessagesPerSecond >= 0 else {
+            throw CommandFailure.usage("--max-connections, --max-connections-per-address and --client-messages-per-second take a number, 0 (no limit) or more")
+        }
         for name in allowHost where RequestHost(option: name) == nil {
             throw CommandFailure.usage("--allow-host \(name) is not a host name or address (fix: a name such as rowcast.example.com, or an address; no scheme, path or wildcard)")
         }
-        raiseOpenFileLimit(logger: logger)
+        let openFiles = raiseOpenFileLimit(logger: logger)
         let source = try capture.connect(connection.settings, logger: logger)
         let mode = source.mode.rawValue
         let options = {
@@ -134,6 +146,9 @@ struct Serve: AsyncParsableCommand {
             options.idleTimeout = .seconds(saturating: idleTimeout)
             options.socketIO.maxPendingSessions = socketIOMaxPending
             options.socketIO.maxPendingSessionsPerAddress = socketIOMaxPendingPerAddress
+            options.maxConnections = maxConnections ?? openFiles.map(ServerOptions.connectionLimit(openFiles:)) ?? options.maxConnections
+            options.maxConnectionsPerAddress = maxConnectionsPerAddress
+            options.clientMessagesPerSecond = clientMessagesPerSecond
             return options
         }()
         try await runServer(host: host, port: port) {
@@ -160,17 +175,21 @@ func runServer(host: String, port: Int, _ body: () async throws -> Void) async t
 
 /// Each client holds a socket: raise the soft limit on open files to the hard one, as
 /// servers built for many connections do, rather than refuse clients past 1,024.
-func raiseOpenFileLimit(logger: Logger) {
+/// Returns the limit in effect (nil when it cannot be read).
+@discardableResult
+func raiseOpenFileLimit(logger: Logger) -> UInt64? {
     var limit = rlimit()
     let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
-    guard getrlimit(resource, &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+    guard getrlimit(resource, &limit) == 0 else { return nil }
+    guard limit.rlim_cur < limit.rlim_max else { return UInt64(limit.rlim_cur) }
     let soft = limit.rlim_cur
     limit.rlim_cur = limit.rlim_max
     if setrlimit(resource, &limit) == 0 {
         logger.debug("raised the open-file limit from \(soft) to \(limit.rlim_max)")
-    } else {
-        logger.warning("cannot raise the open-file limit from \(soft) (at most about \(soft) clients); raise it with ulimit -n")
+        return UInt64(limit.rlim_max)
     }
+    logger.warning("cannot raise the open-file limit from \(soft) (at most about \(soft) clients); raise it with ulimit -n")
+    return UInt64(soft)
 }
 
 /// Whether `host` only accepts connections from this machine.

@@ -105,4 +105,195 @@ struct PerimeterTests {
         try await LiveDatabase.psql(url, "INSERT INTO \(table) VALUES (1, 'to no one')")
         #expect(try await server.stop() == 0)
     }
+
+    /// Past `--max-connections-per-address` a connection from that address is answered
+    /// 503 naming the flag, while other addresses are served; past `--max-connections`
+    /// every address is, until a connection closes. A stream opened first gets every
+    /// row throughout. (Any 127/8 address is this machine: each is a client address.)
+    @Test func connectionsPastTheLimitsAreRefusedAndABystanderGetsEveryRow() async throws {
+        let table = "conns_" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        let (server, port, url) = try await ServeFaultTests.serve(
+            table: table, ["--max-connections", "8", "--max-connections-per-address", "5", "--idle-timeout", "600"]
+        )
+        let number = Int(port) ?? 0
+        let bystander = try RawClient(port: number, from: "127.0.0.9")
+        bystander.send("GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        #expect(try await onThread("the bystander's stream opening", within: 60) { bystander.read(until: ": connected") })
+
+        /// A keep-alive connection from `address` and the first line of its answer to `GET /healthz`.
+        @Sendable func open(from address: String) throws -> (RawClient, String) {
+            let client = try RawClient(port: number, from: address)
+            client.send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            _ = client.read(until: "\r\n\r\n")
+            return (client, String(decoding: client.received.prefix(while: { $0 != 13 }), as: UTF8.self))
+        }
+        let (held, sixth) = try await onThread("six connections from one address", within: 60) { () throws -> ([RawClient], (RawClient, String)) in
+            var held: [RawClient] = []
+            for _ in 0..<5 {
+                let (client, line) = try open(from: "127.0.0.2")
+                #expect(line == "HTTP/1.1 200 OK", "a connection within the limits was answered \(line)")
+                held.append(client)
+            }
+            return (held, try open(from: "127.0.0.2"))
+        }
+        #expect(sixth.1 == "HTTP/1.1 503 Service Unavailable", "the sixth connection from one address was answered \(sixth.1)")
+        #expect(String(decoding: sixth.0.received, as: UTF8.self).contains("--max-connections-per-address"))
+
+        // The bystander and five held: two more from another address fill the total.
+        let (others, refused) = try await onThread("connections up to the total", within: 60) { () throws -> ([RawClient], (RawClient, String)) in
+            let others = try [open(from: "127.0.0.3"), open(from: "127.0.0.3")]
+            return (others.map(\.0), try open(from: "127.0.0.4"))
+        }
+        #expect(others.count == 2)
+        #expect(refused.1 == "HTTP/1.1 503 Service Unavailable", "a connection past the total was answered \(refused.1)")
+        #expect(String(decoding: refused.0.received, as: UTF8.self).contains("--max-connections)"))
+
+        try await LiveDatabase.psql(url, "INSERT INTO \(table) SELECT n, 'row ' || n FROM generate_series(1, 30) n")
+        #expect(try await onThread("the bystander's 30 rows", within: 60) { bystander.read(until: #""id":30,"#) })
+
+        // One closes: a newcomer is served again.
+        held[0].reset()
+        let seen = Mutex("")
+        try await eventually("a connection served once one closed", within: 60, seen: { seen.withLock { $0 } }) {
+            let line = try await onThread("a new connection", within: 60) { try open(from: "127.0.0.4").1 }
+            seen.withLock { $0 = line }
+            return line == "HTTP/1.1 200 OK"
+        }
+        #expect(try await server.stop() == 0)
+    }
+
+    /// When `--socketio-max-pending` sessions wait to join, sent from several addresses,
+    /// a handshake from a new address is not refused: the oldest session of the address
+    /// holding the most is closed instead, and the newcomer joins. An address at its own
+    /// limit is still refused.
+    @Test func aFullPendingSetShedsTheBusiestAddressNotANewcomer() async throws {
+        let table = "shed_" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        let (server, port, _) = try await ServeFaultTests.serve(
+            table: table, ["--token", Self.token, "--socketio-max-pending", "40", "--socketio-max-pending-per-address", "10"]
+        )
+        let number = Int(port) ?? 0
+        let handshake = "/socket.io/?EIO=4&transport=polling"
+        let statuses = try await onThread("40 handshakes from four addresses", within: 120) {
+            try (2...5).flatMap { address in
+                try (0..<10).map { _ in try RawClient.status(port: number, path: handshake, host: "127.0.0.1", from: "127.0.0.\(address)") }
+            }
+        }
+        #expect(statuses == Array(repeating: "200", count: 40), "handshake answers: \(statuses)")
+        let again = try await onThread("one more from a full address", within: 60) {
+            try RawClient.status(port: number, path: handshake, host: "127.0.0.1", from: "127.0.0.2")
+        }
+        #expect(again == "503")
+
+        let open = try await onThread("a newcomer's handshake", within: 60) { try RawClient.body(port: number, path: handshake, from: "127.0.0.6") }
+        let opened = try? JSONSerialization.jsonObject(with: open.dropFirst()) as? [String: Any]
+        let sid = try #require(opened?["sid"] as? String, "the newcomer was answered \(String(decoding: open.prefix(200), as: UTF8.self))")
+        let connect = #"40{"token":"\#(Self.token)"}"#
+        let posted = try await onThread("the newcomer's CONNECT", within: 60) { () throws -> String in
+            let client = try RawClient(port: number, from: "127.0.0.6")
+            client.send("POST \(handshake)&sid=\(sid) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\nContent-Length: \(connect.utf8.count)\r\nConnection: close\r\n\r\n\(connect)")
+            _ = client.readUntilClosed(seconds: 30)
+            return String(decoding: client.received, as: UTF8.self)
+        }
+        #expect(posted.hasSuffix("ok"), "the CONNECT was answered \(posted.suffix(200))")
+        let joined = try await onThread("the newcomer's poll", within: 60) { try RawClient.body(port: number, path: "\(handshake)&sid=\(sid)", from: "127.0.0.6") }
+        #expect(String(decoding: joined, as: UTF8.self).contains(#"40{"sid""#))
+
+        let seen = Mutex("")
+        try await eventually("40 sessions: the shed one closed", within: 60, seen: { seen.withLock { $0 } }) {
+            let body = try await onThread("GET /status", within: 60) { try RawClient.body(port: number, path: "/status?token=\(Self.token)") }
+            let status = try JSONSerialization.jsonObject(with: body) as? [String: Any]
+            seen.withLock { $0 = "socketio_sessions \(status?["socketio_sessions"] ?? "?")" }
+            return status?["socketio_sessions"] as? Int == 40
+        }
+        #expect(try await server.stop() == 0)
+    }
+
+    /// A request body sent a byte at a time is cut off at `--idle-timeout` (each byte
+    /// used to restart the HTTP layer's idle timer), on any route and on Socket.IO's
+    /// `POST`; a `POST` over Engine.IO's maxPayload is 413 and ends its session; a URL or
+    /// headers over 80 KB are 400 (the HTTP parser's bound), and serve answers on.
+    @Test func bodiesSentAByteAtATimeAreCutOffAndOversizedRequestsRefused() async throws {
+        let table = "body_" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        let (server, port, _) = try await ServeFaultTests.serve(table: table, ["--idle-timeout", "2"])
+        let number = Int(port) ?? 0
+        let handshake = "/socket.io/?EIO=4&transport=polling"
+        func session() async throws -> String {
+            let open = try await onThread("a handshake", within: 60) { try RawClient.body(port: number, path: handshake) }
+            let opened = try? JSONSerialization.jsonObject(with: open.dropFirst()) as? [String: Any]
+            return try #require(opened?["sid"] as? String, "the handshake was answered \(String(decoding: open.prefix(200), as: UTF8.self))")
+        }
+        let sid = try await session()
+        let page = try RawClient(port: number)
+        page.send("POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n")
+        let post = try RawClient(port: number)
+        post.send("POST \(handshake)&sid=\(sid) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\n")
+        let closed = try await onThread("bodies sent a byte at a time", within: 90) { () -> [Bool] in
+            var open = [true, true]
+            let deadline = Date().addingTimeInterval(80)
+            while open.contains(true), Date() < deadline {
+                for (index, client) in [page, post].enumerated() where open[index] {
+                    open[index] = client.trySend("a")
+                }
+                usleep(200_000)
+            }
+            return open.map { !$0 }
+        }
+        #expect(closed == [true, true], "closed (a route, Socket.IO's POST): \(closed)")
+
+        let other = try await session()
+        let payload = String(repeating: "4", count: 70_000)
+        let answer = try await onThread("a POST over maxPayload", within: 60) { () throws -> String in
+            let client = try RawClient(port: number)
+            client.send("POST \(handshake)&sid=\(other) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\nContent-Length: \(payload.utf8.count)\r\nConnection: close\r\n\r\n\(payload)")
+            _ = client.readUntilClosed(seconds: 30)
+            return String(decoding: client.received.prefix(while: { $0 != 13 }), as: UTF8.self)
+        }
+        #expect(answer.hasPrefix("HTTP/1.1 413 "), "a POST over maxPayload was answered \(answer)")
+        let poll = try await onThread("a poll of that session", within: 60) { try RawClient.body(port: number, path: "\(handshake)&sid=\(other)") }
+        #expect(String(decoding: poll, as: UTF8.self).contains("Session ID unknown"))
+
+        let long = String(repeating: "a", count: 100_000)
+        let (url, headers, health) = try await onThread("a long URL, long headers, then /healthz", within: 60) {
+            try (
+                RawClient.status(port: number, path: "/events?tables=\(long)", host: "127.0.0.1"),
+                RawClient.status(port: number, path: "/healthz", host: "127.0.0.1", headers: ["X-Long": long]),
+                RawClient.status(port: number, path: "/healthz", host: "127.0.0.1")
+            )
+        }
+        #expect([url, headers, health] == ["400", "400", "200"], "a long URL, long headers, then /healthz: \([url, headers, health])")
+        #expect(try await server.stop() == 0)
+    }
+
+    /// Ten `POST`s, each carrying a CONNECT, sent at once on one session: the session
+    /// joins once (one answer, one client), whatever order they land in.
+    @Test func concurrentConnectsJoinASessionOnce() async throws {
+        let table = "joins_" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        let (server, port, _) = try await ServeFaultTests.serve(table: table, ["--token", Self.token])
+        let number = Int(port) ?? 0
+        let handshake = "/socket.io/?EIO=4&transport=polling"
+        let open = try await onThread("a handshake", within: 60) { try RawClient.body(port: number, path: handshake) }
+        let opened = try? JSONSerialization.jsonObject(with: open.dropFirst()) as? [String: Any]
+        let sid = try #require(opened?["sid"] as? String, "the handshake was answered \(String(decoding: open.prefix(200), as: UTF8.self))")
+        let connect = #"40{"token":"\#(Self.token)"}"#
+        // Every connection is open and its head sent before any body: the bodies land together.
+        let answers = try await onThread("ten CONNECTs at once", within: 90) { () throws -> [String] in
+            let clients = try (0..<10).map { _ in try RawClient(port: number) }
+            for client in clients {
+                client.send("POST \(handshake)&sid=\(sid) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\nContent-Length: \(connect.utf8.count)\r\nConnection: close\r\n\r\n")
+            }
+            DispatchQueue.concurrentPerform(iterations: clients.count) { clients[$0].send(connect) }
+            return clients.map { client in
+                _ = client.readUntilClosed(seconds: 30)
+                return String(decoding: client.received, as: UTF8.self)
+            }
+        }
+        #expect(answers.allSatisfy { $0.hasSuffix("ok") }, "answers: \(answers.map { $0.suffix(40) })")
+        let polled = try await onThread("a poll", within: 60) { try RawClient.body(port: number, path: "\(handshake)&sid=\(sid)") }
+        let packets = String(decoding: polled, as: UTF8.self)
+        #expect(packets.components(separatedBy: #"40{"sid""#).count - 1 == 1, "the session joined more than once: \(packets.prefix(400))")
+        let body = try await onThread("GET /status", within: 60) { try RawClient.body(port: number, path: "/status?token=\(Self.token)") }
+        let status = try JSONSerialization.jsonObject(with: body) as? [String: Any]
+        #expect(status?["socketio_sessions"] as? Int == 1 && status?["clients"] as? Int == 1, "status: \(String(decoding: body, as: UTF8.self))")
+        #expect(try await server.stop() == 0)
+    }
 }

@@ -7,10 +7,21 @@ final class RawClient: @unchecked Sendable {
     private let descriptor: Int32
     private(set) var received = Data()
 
-    /// Connects to 127.0.0.1:`port`; a small receive buffer makes a peer that stops
-    /// reading fill up quickly.
-    init(port: Int, receiveBuffer: Int32? = nil) throws {
+    /// Connects to 127.0.0.1:`port` from `source` (any 127/8 address is this machine's
+    /// own, so one test can be several client addresses); a small receive buffer makes
+    /// a peer that stops reading fill up quickly.
+    init(port: Int, from source: String = "127.0.0.1", receiveBuffer: Int32? = nil) throws {
         descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        if source != "127.0.0.1" {
+            var local = sockaddr_in()
+            local.sin_family = sa_family_t(AF_INET)
+            local.sin_addr.s_addr = inet_addr(source)
+            let bound = withUnsafePointer(to: &local) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            // A throw after this point still runs deinit, which closes the socket.
+            guard bound == 0 else { throw Failure("cannot bind a client socket to \(source)") }
+        }
         if var size = receiveBuffer {
             setsockopt(descriptor, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
         }
@@ -89,8 +100,10 @@ final class RawClient: @unchecked Sendable {
     }
 
     /// The status code of one request (its head only; the connection is then done).
-    static func status(port: Int, path: String, host: String, headers: [String: String] = [:], upgrade: Bool = false) throws -> String {
-        let client = try RawClient(port: port)
+    static func status(
+        port: Int, path: String, host: String, headers: [String: String] = [:], upgrade: Bool = false, from source: String = "127.0.0.1"
+    ) throws -> String {
+        let client = try RawClient(port: port, from: source)
         if upgrade {
             _ = client.upgrade(path: path, host: host, origin: headers["Origin"])
         } else {
@@ -105,8 +118,8 @@ final class RawClient: @unchecked Sendable {
 
     /// The body of `GET path` on a connection of its own that closes after the
     /// response; fails naming what arrived when no whole response came in 30 s.
-    static func body(port: Int, path: String) throws -> Data {
-        let client = try RawClient(port: port)
+    static func body(port: Int, path: String, from source: String = "127.0.0.1") throws -> Data {
+        let client = try RawClient(port: port, from: source)
         client.send("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         let closed = client.readUntilClosed(seconds: 30)
         guard closed, let start = client.received.range(of: Data("\r\n\r\n".utf8)) else {

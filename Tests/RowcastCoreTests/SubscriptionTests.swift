@@ -29,12 +29,36 @@ import RowcastTestSupport
         ("status=eq.paid", true), ("status=neq.paid", false), ("status=in.(open,paid)", true), ("status=lt.zzz", true),
         ("amount=gt.10.4", true), ("amount=lt.10.5", false), ("flag=eq.true", true), ("flag=eq.false", false),
         ("note=eq.null", true), ("missing=eq.1", false), ("tags=eq.x", false), ("price=eq.1e2", true),
+        // As SQL's `<>`, which is null (no match) when the column is null.
+        ("note=neq.5", false), ("note=neq.x", false), ("note=neq.null", false), ("status=neq.null", true),
     ])
     func filtersCompareWithTheColumnsJSONValue(_ filter: String, _ expected: Bool) throws {
         let row = #"{"id": 7, "status": "paid", "amount": 10.50, "flag": true, "note": null, "tags": ["x"], "price": 100}"#
         let parsed = try RowFilter(parsing: filter)
         #expect(parsed.matches(try RawJSON(validating: Array(row.utf8))) == expected, "\(filter)")
         #expect(parsed.description == filter)
+    }
+
+    /// In a number column, `to_jsonb` writes NaN and the infinities as JSON strings:
+    /// they order as PostgreSQL orders them (`-Infinity` < numbers < `Infinity` <
+    /// `NaN`), not as text. In a text column the same strings are text.
+    @Test(arguments: [
+        (#""-Infinity""#, "x=gt.-5", false), (#""-Infinity""#, "x=lt.-5", true), (#""-Infinity""#, "x=eq.-Infinity", true),
+        (#""Infinity""#, "x=gt.1e300", true), (#""Infinity""#, "x=lt.5", false), (#""Infinity""#, "x=eq.Infinity", true),
+        (#""NaN""#, "x=gt.Infinity", true), (#""NaN""#, "x=eq.NaN", true), (#""NaN""#, "x=neq.NaN", false),
+        ("5", "x=lt.Infinity", true), ("5", "x=lt.NaN", true), ("5", "x=gt.-Infinity", true), (#""NaN""#, "x=in.(1,NaN)", true),
+    ])
+    func nonFiniteNumbersOrderAsPostgreSQLOrdersThem(_ value: String, _ filter: String, _ expected: Bool) throws {
+        let numeric = try RowFilter(parsing: filter).resolved(numberIn: ["public.orders"])
+        #expect(Subscription(tables: nil, ops: nil, filter: numeric).matches(try record(.insert, row: #"{"x": \#(value)}"#)) == expected, "\(value) \(filter)")
+    }
+
+    @Test func inATextColumnTheSameStringsAreText() throws {
+        let text = try RowFilter(parsing: "x=gt.-5")
+        // "-Infinity" > "-5" as text ("I" after "5"), unlike the number.
+        #expect(Subscription(tables: nil, ops: nil, filter: text).matches(try record(.insert, row: #"{"x": "-Infinity"}"#)))
+        let numberElsewhere = text.resolved(numberIn: ["public.users"])
+        #expect(Subscription(tables: nil, ops: nil, filter: numberElsewhere).matches(try record(.insert, row: #"{"x": "-Infinity"}"#)))
     }
 
     @Test func deletesAreFilteredOnTheOldRow() throws {

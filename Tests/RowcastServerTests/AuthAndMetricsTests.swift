@@ -132,6 +132,11 @@ struct AuthAndMetricsTests {
                 // The same rule on /events, with the JWT as a Bearer header.
                 let port = try #require(client.port)
                 #expect(try await Self.status(port, "/events?tables=\(other.name)", headers: ["Authorization": "Bearer \(jwt)"]) == "403")
+                // /status and /metrics count every table's records: not for a limited claim.
+                for path in ["/status", "/metrics"] {
+                    #expect(try await Self.status(port, path, headers: ["Authorization": "Bearer \(jwt)"]) == "403", "\(path) with a tables claim")
+                    #expect(try await Self.status(port, path, headers: ["Authorization": "Bearer \(Self.token)"]) == "200", "\(path) with the token")
+                }
                 let stream = try EventStreamClient(port: port, path: "/events", headers: ["Authorization": "Bearer \(jwt)"])
                 #expect(try await onThread("an HTTP exchange with the test server", within: 90) { try stream.readHead() }.hasPrefix("HTTP/1.1 200"))
                 try capture.commit(.insert(other, row: ScriptedServer.row(3, "secret")), .insert(allowed, row: ScriptedServer.row(4, "visible")))

@@ -88,7 +88,8 @@ final class Bench {
         let serve = try rowcast(
             "rowcast serve",
             ["serve", "--mode", "replication", "--table", table, "--slot", slot, "--publication", publication, "--port", String(port), "--log-level", "warning"]
-                + extra
+                // Every load client connects from loopback: one address, past the default's 1,000.
+                + ["--max-connections-per-address", "0"] + extra
         )
         try waitUntil("rowcast serve to answer GET /healthz on port \(port) with 200", watching: [serve]) {
             Probe.get("/healthz", port: port)?.status == 200

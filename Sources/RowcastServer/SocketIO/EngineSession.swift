@@ -33,9 +33,11 @@ final class EngineSession: Sendable {
         var joining = false
         /// The WebSocket that carries the session, once it does.
         var webSocket: (any Channel)?
+        /// When the client's next packet is taken, whichever transport brings it.
+        var pace: MessagePace
     }
 
-    let sid = SocketIOFrame.randomID()
+    let sid: String
     let client: Broadcaster.Registration
     let server: SocketIOServer
     /// The handshake's credential (`?token=` or `Authorization`), for a CONNECT without one.
@@ -45,13 +47,16 @@ final class EngineSession: Sendable {
     private let beganOnWebSocket: Bool
     let held: NIOLoopBoundBox<Held>
 
-    init(server: SocketIOServer, credential: String?, eventLoop: any EventLoop, webSocket: (any Channel)?) {
+    init(sid: String, server: SocketIOServer, credential: String?, eventLoop: any EventLoop, webSocket: (any Channel)?) {
+        self.sid = sid
         self.server = server
         self.credential = credential
         self.eventLoop = eventLoop
         self.beganOnWebSocket = webSocket != nil
         let machine = EngineIOSession(settings: server.settings.engine, onWebSocket: webSocket != nil)
-        held = .makeBoxSendingValue(Held(machine: machine, webSocket: webSocket), eventLoop: eventLoop)
+        held = .makeBoxSendingValue(
+            Held(machine: machine, webSocket: webSocket, pace: MessagePace(perSecond: server.messagesPerSecond)), eventLoop: eventLoop
+        )
         let relay = EndRelay()
         client = server.broadcaster.register(framing: .socketIO) { reason in relay.session?.ended(reason) }
         relay.session = self
@@ -116,6 +121,13 @@ final class EngineSession: Sendable {
             let subscription = server.broadcaster.unregister(client.id)
             server.closed(self, socket: held.value.socket, subscription: subscription)
         }
+    }
+
+    /// A packet from the client waits its turn (``MessagePace``), on the session's loop.
+    func paced() async {
+        guard let delay = await onLoop({ [self] in held.value.pace.wait(now: .now()) }) ?? nil else { return }
+        server.metrics?.messagesPaced.increment()
+        try? await eventLoop.scheduleTask(in: delay) {}.futureResult.get()
     }
 
     /// Queued for the client, in order with its updates.

@@ -33,6 +33,10 @@ final class SocketIOServer: Sendable {
     let settings: SocketIOSettings
     let maxPayload: Int
     let stalledClientGrace: Duration
+    /// `--client-messages-per-second`: each session's packets are taken no faster.
+    let messagesPerSecond: Int
+    /// `--idle-timeout`: a POST's body must be whole within it (``RequestBodyDeadline``).
+    let bodyTimeout: Duration
     let logger: Logger
     var metrics: ServerMetrics? { broadcaster.metrics }
 
@@ -47,9 +51,10 @@ final class SocketIOServer: Sendable {
         var sessions: [String: EngineSession] = [:]
         /// Sessions whose socket joined, by its pid.
         var joined: [String: EngineSession] = [:]
-        /// Sessions not joined yet (by sid: the address they came from), and how many per address.
-        var pending: [String: String] = [:]
-        var pendingPerAddress: [String: Int] = [:]
+        /// Sessions not joined yet (by sid: the address they came from), and each
+        /// address's, oldest first.
+        var pending: [String: ClientAddress] = [:]
+        var pendingPerAddress: [ClientAddress: [String]] = [:]
         var recoverable: [String: Recoverable] = [:]
         var pruneAt = 1024
     }
@@ -58,8 +63,10 @@ final class SocketIOServer: Sendable {
 
     init(
         broadcaster: Broadcaster, mode: CaptureMode, capture: CaptureState, auth: ClientAuthenticator, settings: SocketIOSettings,
-        maxPayload: Int, stalledClientGrace: Duration, logger: Logger
+        maxPayload: Int, stalledClientGrace: Duration, messagesPerSecond: Int, bodyTimeout: Duration, logger: Logger
     ) {
+        self.messagesPerSecond = messagesPerSecond
+        self.bodyTimeout = bodyTimeout
         self.broadcaster = broadcaster
         self.mode = mode
         self.capture = capture
@@ -101,9 +108,9 @@ final class SocketIOServer: Sendable {
         if request.method == .post {
             let body: ByteBuffer
             do {
-                body = try await request.body.collect(upTo: maxPayload)
+                body = try await request.collectBody(upTo: maxPayload, within: bodyTimeout, channel: channel)
             } catch {
-                logger.debug("socket.io session \(sid): a POST over maxPayload; closing it")
+                logger.debug("socket.io session \(sid): a POST over maxPayload, or not whole within --idle-timeout; closing it")
                 await session.close(.server)
                 return Self.refusal(3, "Bad request: a payload over maxPayload (\(maxPayload) bytes)", status: .contentTooLarge, cors: cors)
             }
@@ -219,29 +226,45 @@ final class SocketIOServer: Sendable {
     // MARK: - Sessions
 
     /// What a handshake refused for too many sessions waiting to join says.
-    static let tooManyPending = "Too many sessions waiting to join: this server holds a bounded number of sessions without a successful CONNECT (in all and per address); retry later"
+    static let tooManyPending = "Too many sessions waiting to join from this address: send CONNECT on the sessions you opened, or retry later"
 
-    /// A new session, unless too many are waiting to join (nil: refuse the handshake).
+    /// A new session, unless its address has too many waiting to join (nil: refuse the
+    /// handshake). When the server holds its most pending sessions in all, the oldest
+    /// of the address holding the most is closed to make room: many addresses (a few
+    /// hosts, an IPv6 /64 counting as one) that fill the total cannot lock newcomers
+    /// out, and a client waiting alone is shed only after every address holds as many.
     private func open(request: Request, channel: any Channel, webSocket: (any Channel)?) -> EngineSession? {
-        let address = channel.remoteAddress?.ipAddress ?? "unknown"
-        let admitted = state.withLock { state -> Bool in
-            guard state.pending.count < settings.maxPendingSessions,
-                state.pendingPerAddress[address, default: 0] < settings.maxPendingSessionsPerAddress
-            else { return false }
-            return true
+        let address = ClientAddress(channel.remoteAddress)
+        let sid = SocketIOFrame.randomID()
+        // Counted in at once (the session is built outside the lock): concurrent
+        // handshakes cannot pass the limits together.
+        let admission = state.withLock { state -> (admitted: Bool, shed: EngineSession?) in
+            guard state.pendingPerAddress[address, default: []].count < settings.maxPendingSessionsPerAddress else { return (false, nil) }
+            var shed: EngineSession?
+            if state.pending.count >= settings.maxPendingSessions {
+                guard let heaviest = state.pendingPerAddress.max(by: { $0.value.count < $1.value.count }), let oldest = heaviest.value.first
+                else { return (false, nil) }
+                settle(oldest, in: &state)
+                shed = state.sessions[oldest]
+            }
+            state.pending[sid] = address
+            state.pendingPerAddress[address, default: []].append(sid)
+            return (true, shed)
         }
-        guard admitted else {
+        guard admission.admitted else {
             metrics?.socketIOPendingRefused.increment()
-            logger.debug("socket.io handshake from \(address) refused: too many sessions waiting to join")
+            logger.debug("socket.io handshake from \(address) refused: too many sessions waiting to join from it")
             return nil
         }
+        if let shed = admission.shed {
+            logger.debug("socket.io: \(settings.maxPendingSessions) sessions waiting to join; closing the oldest of the address with the most")
+            shed.eventLoop.execute { shed.feed(.close(.neverJoined)) }
+        }
         let session = EngineSession(
-            server: self, credential: ClientAuthenticator.credential(in: request), eventLoop: channel.eventLoop, webSocket: webSocket
+            sid: sid, server: self, credential: ClientAuthenticator.credential(in: request), eventLoop: channel.eventLoop, webSocket: webSocket
         )
         let count = state.withLock { state in
             state.sessions[session.sid] = session
-            state.pending[session.sid] = address
-            state.pendingPerAddress[address, default: 0] += 1
             return state.sessions.count
         }
         metrics?.socketIOSessions.set(count)
@@ -249,11 +272,11 @@ final class SocketIOServer: Sendable {
         return session
     }
 
-    /// A session no longer waits to join (it joined, or it ended).
+    /// A session no longer waits to join (it joined, it ended, or it was shed).
     private func settle(_ sid: String, in state: inout State) {
         guard let address = state.pending.removeValue(forKey: sid) else { return }
-        let left = (state.pendingPerAddress[address] ?? 1) - 1
-        state.pendingPerAddress[address] = left > 0 ? left : nil
+        state.pendingPerAddress[address]?.removeAll { $0 == sid }
+        if state.pendingPerAddress[address]?.isEmpty == true { state.pendingPerAddress[address] = nil }
     }
 
     /// Forgets a closed session; keeps what it needs to be recovered, if it had joined.

@@ -231,7 +231,9 @@ extension Subscription {
     /// subscription that silently receives nothing.
     /// A filter is checked against the columns the catalog named: a column no table
     /// has, or a value that cannot compare with it, is `bad_filter` naming the column.
-    package func checkCaptured(by capture: CaptureState) throws(ClientMessageError) {
+    /// Returns the subscription with its filter told which tables hold the column as a
+    /// number (so `"NaN"` and `"Infinity"` there order as numbers).
+    package func checkCaptured(by capture: CaptureState) throws(ClientMessageError) -> Subscription {
         if let tables, let captured = capture.capturedTables {
             let unknown = tables.subtracting(captured).map(\.description).sorted()
             if !unknown.isEmpty { throw .unknownTable(unknown) }
@@ -243,6 +245,12 @@ extension Subscription {
                 throw .badFilter(error.description)
             }
         }
+        var resolved = self
+        if let filter {
+            let columns = capture.columns
+            resolved.filter = filter.resolved(numberIn: Set(columns.compactMap { $0.value[filter.column] == .number ? $0.key : nil }))
+        }
+        return resolved
     }
 }
 
