@@ -55,8 +55,9 @@ bench: deps
 	scripts/bench.sh
 
 # Coverage-guided fuzzing (libFuzzer) of the pgoutput decoder, the trigger payload
-# reader, the client frame parser and the Socket.IO packet parser; FUZZ_SECONDS per
-# target (default 60).
+# reader, the client frame parser, the Socket.IO packet parser, the Engine.IO session
+# state machine (event sequences) and the /events request; FUZZ_SECONDS per target
+# (default 60), FUZZ_TARGETS="engineio-session http" for some of them.
 fuzz: deps
 	scripts/fuzz.sh
 

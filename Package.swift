@@ -75,6 +75,7 @@ let package = Package(
                 "RowcastCore",
                 "RowcastPostgres",
                 "RowcastServer",
+                "RowcastWire",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -99,27 +99,30 @@ package struct RowFilter: Sendable, Equatable, CustomStringConvertible {
     /// `to_jsonb` writes them) is that number, and orders as PostgreSQL orders it.
     package private(set) var numberIn: Set<TableName> = []
 
-    /// Parses `column=op.value`; a ``RowFilterError`` says what is wrong.
+    /// Parses `column=op.value`; a ``RowFilterError`` says what is wrong. Read by
+    /// Unicode scalar, not by Character: `=`, `.`, `(` or `,` followed by a combining
+    /// mark is still that separator.
     package init(parsing text: String) throws(RowFilterError) {
-        guard let equals = text.firstIndex(of: "="), equals != text.startIndex else {
+        let scalars = text.unicodeScalars[...]
+        guard let equals = scalars.firstIndex(of: "="), equals != scalars.startIndex else {
             throw .malformed("expected column=op.value, e.g. id=eq.7")
         }
-        column = String(text[..<equals])
-        let rest = text[text.index(after: equals)...]
+        column = String(Substring(scalars[..<equals]))
+        let rest = scalars[scalars.index(after: equals)...]
         guard let dot = rest.firstIndex(of: ".") else { throw .malformed("expected op.value after '=', e.g. id=eq.7") }
-        let name = String(rest[..<dot])
+        let name = String(Substring(rest[..<dot]))
         guard let comparison = Comparison(rawValue: name) else {
             throw .malformed("unknown operator \"\(name)\"; use eq, neq, lt, lte, gt, gte or in")
         }
         self.comparison = comparison
-        let value = String(rest[rest.index(after: dot)...])
+        let value = rest[rest.index(after: dot)...]
         if comparison == .in {
-            guard value.hasPrefix("("), value.hasSuffix(")"), value.count >= 2 else {
+            guard value.count >= 2, value.first == "(", value.last == ")" else {
                 throw .malformed("in takes a list: \(column)=in.(a,b,c)")
             }
-            values = value.dropFirst().dropLast().split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+            values = Substring(value.dropFirst().dropLast()).split(scalar: ",")
         } else {
-            values = [value]
+            values = [String(Substring(value))]
         }
         numbers = values.map { NumericOrder(filterValue: $0) }
     }

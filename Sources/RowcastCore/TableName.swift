@@ -10,7 +10,7 @@ package struct TableName: Sendable, Hashable, Comparable, CustomStringConvertibl
 
     /// Parses `schema.table` or `table`; nil for an empty part or more than one dot.
     package init?(parsing text: String) {
-        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
+        let parts = text.split(scalar: ".")
         switch parts.count {
         case 1 where !parts[0].isEmpty:
             self.init(schema: "public", name: String(parts[0]))
@@ -34,12 +34,24 @@ package struct TableName: Sendable, Hashable, Comparable, CustomStringConvertibl
 
     /// Quotes an identifier the way `quote_ident` does when quoting is needed.
     package static func quoteIdentifier(_ identifier: String) -> String {
-        var quoted = "\""
-        for character in identifier {
-            quoted.append(character)
-            if character == "\"" { quoted.append(character) }
+        // By scalar: a quote followed by a combining mark is one Character, and as a
+        // Character it is no quote, but PostgreSQL reads the quote's byte all the same.
+        var quoted = String.UnicodeScalarView()
+        quoted.append("\"")
+        for scalar in identifier.unicodeScalars {
+            quoted.append(scalar)
+            if scalar == "\"" { quoted.append(scalar) }
         }
         quoted.append("\"")
-        return quoted
+        return String(quoted)
+    }
+}
+
+extension StringProtocol {
+    /// The parts between every `separator` scalar, empty ones included. Splitting on
+    /// `Character`s misses a separator followed by a combining mark (`.` + U+0301 is one
+    /// Character), which then joins the parts it should have parted.
+    package func split(scalar separator: Unicode.Scalar) -> [String] {
+        unicodeScalars.split(separator: separator, omittingEmptySubsequences: false).map { String(String.UnicodeScalarView($0)) }
     }
 }

@@ -4,6 +4,7 @@ import HummingbirdWebSocket
 import Logging
 import NIOCore
 import NIOHTTP1
+import RowcastWire
 
 /// The HTTP/WebSocket child channel, plus the rules every connection is held to before
 /// HTTP sees it: the connection limits (``ConnectionLimits``), a deadline for the first
@@ -86,11 +87,7 @@ final class FirstRequestHeadDeadline: ChannelInboundHandler, RemovableChannelHan
     private let timeout: Duration
     /// Set once the head is in: the deadline, when it fires, does nothing.
     private var headArrived = false
-    /// How much of `\r\n\r\n`, the end of a request head, the bytes read so far end with.
-    private var matched = 0
-    /// Whether a byte other than CR or LF arrived: the HTTP parser skips blank lines
-    /// before a request, so `\r\n\r\n` before it is no head.
-    private var started = false
+    private var scanner = RequestHeadScanner()
 
     init(timeout: Duration) { self.timeout = timeout }
 
@@ -112,31 +109,12 @@ final class FirstRequestHeadDeadline: ChannelInboundHandler, RemovableChannelHan
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let bytes = unwrapInboundIn(data)
-        var found = false
-        for byte in bytes.readableBytesView {
-            if !started {
-                guard byte != 13, byte != 10 else { continue }
-                started = true
-            }
-            matched = Self.advance(matched, byte)
-            if matched == 4 {
-                found = true
-                break
-            }
-        }
+        let found = scanner.scan(unwrapInboundIn(data).readableBytesView) != nil
         context.fireChannelRead(data)
         if found {
             headArrived = true
             context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
         }
-    }
-
-    /// One byte further through `\r\n\r\n`: `matched` bytes of it were seen last.
-    static func advance(_ matched: Int, _ byte: UInt8) -> Int {
-        let expected: UInt8 = matched % 2 == 0 ? 13 : 10
-        if byte == expected { return matched + 1 }
-        return byte == 13 ? 1 : 0
     }
 }
 

@@ -21,8 +21,8 @@ enum ServerSentEvents {
     ) throws -> Response {
         let query = request.uri.queryParameters
         var wanted = SubscriptionRequest()
-        if let tables = query["tables"] { wanted.tables = .value(tables.split(separator: ",").map(String.init)) }
-        if let ops = query["ops"] { wanted.ops = .value(ops.split(separator: ",").map(String.init)) }
+        if let tables = query["tables"] { wanted.tables = .value(tables.split(scalar: ",").filter { !$0.isEmpty }) }
+        if let ops = query["ops"] { wanted.ops = .value(ops.split(scalar: ",").filter { !$0.isEmpty }) }
         if let filter = query["filter"] { wanted.filter = .value([String(filter)]) }
         if let since = request.headers[.lastEventID] ?? query["since"].map(String.init) { wanted.since = .value([since]) }
         if let last = query["last"] { wanted.last = .value([String(last)]) }

@@ -47,7 +47,7 @@ enum EnvironmentArguments {
             case .value:
                 result += ["--" + flag, value]
             case .list:
-                for item in value.split(separator: ",") {
+                for item in value.split(scalar: ",") where !item.isEmpty {
                     result += ["--" + flag, item.trimmingCharacters(in: .whitespaces)]
                 }
             case .bool:

@@ -5,6 +5,7 @@ import Logging
 import RowcastCore
 import RowcastPostgres
 import RowcastServer
+import RowcastWire
 
 /// `rowcast serve`: capture and serve over WebSocket.
 struct Serve: AsyncParsableCommand {

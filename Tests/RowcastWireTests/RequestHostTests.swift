@@ -1,6 +1,4 @@
-import Foundation
-import NIOCore
-import RowcastServer
+import RowcastWire
 import Testing
 
 /// `Host` headers are parsed and compared exactly: what a DNS rebinding site can name
@@ -45,19 +43,5 @@ import Testing
         #expect(RequestHost(authority: "127.0.0.2")?.isLoopbackIPv4 == true)
         #expect(RequestHost(authority: "127.rebind.example")?.isLoopbackIPv4 == false)
         #expect(RequestHost(authority: "128.0.0.1")?.isLoopbackIPv4 == false)
-    }
-
-    /// A credential's expiry in the year 9999 (or later than any date) is a delay the
-    /// server can schedule, never an overflow.
-    @Test func delaysUntilADateSaturate() {
-        let tenYears = Duration.seconds(10 * 365 * 86_400)
-        #expect(Duration.untilDate(Date(timeIntervalSince1970: 253_402_300_799)) == tenYears)
-        #expect(Duration.untilDate(Date(timeIntervalSince1970: 1e300)) == tenYears)
-        #expect(Duration.untilDate(.distantFuture) == tenYears)
-        #expect(Duration.untilDate(Date(timeIntervalSinceNow: -60)) == .zero)
-        #expect(Duration.untilDate(Date(timeIntervalSince1970: .nan)) == .zero)
-        let soon = Duration.untilDate(Date(timeIntervalSinceNow: 30))
-        #expect(soon > .seconds(29) && soon <= .seconds(30))
-        #expect(TimeAmount(tenYears) == .seconds(10 * 365 * 86_400))
     }
 }
