@@ -36,7 +36,10 @@ package struct Cursor: Sendable, Hashable, Comparable, CustomStringConvertible {
         case UInt8(ascii: "r"): kind = .replication
         default: return nil
         }
-        guard let major = UInt64(String(decoding: utf8[1..<17], as: UTF8.self), radix: 16),
+        // Hex digits only: UInt64(_:radix:) also takes a sign, and "t+0…" is no cursor rowcast made.
+        let hex: (UInt8) -> Bool = { (48...57).contains($0) || (97...102).contains($0) || (65...70).contains($0) }
+        guard utf8[1..<17].allSatisfy(hex), utf8[18...].allSatisfy(hex),
+            let major = UInt64(String(decoding: utf8[1..<17], as: UTF8.self), radix: 16),
             let minor = UInt64(String(decoding: utf8[18...], as: UTF8.self), radix: 16)
         else { return nil }
         self.major = major

@@ -13,7 +13,9 @@ import Testing
         #expect(Cursor(replication.description) == replication)
     }
 
-    @Test(arguments: ["", "x", "t0000000000000001.000000000000000", "q0000000000000001.0000000000000001", "t000000000000000g.0000000000000001", "t0000000000000001-0000000000000001"])
+    @Test(arguments: ["", "x", "t0000000000000001.000000000000000", "q0000000000000001.0000000000000001", "t000000000000000g.0000000000000001", "t0000000000000001-0000000000000001",
+        // UInt64(_:radix:) takes a sign; a cursor has none (found by make fuzz).
+        "t+000000000000001.0000000000000001", "r0000000000000001.-000000000000001"])
     func rejectsForeignText(_ text: String) {
         #expect(Cursor(text) == nil)
     }
