@@ -71,6 +71,15 @@ REVOKE ALL ON rowcast.changes FROM PUBLIC;
 -- 64 of them in one transaction slow every snapshot on the server. Nothing here can
 -- fail where the writer's own statement would not (no privilege is needed, no value
 -- is rejected, no size is limited below PostgreSQL's 1 GB per value).
+--
+-- No name of the captured table can capture one of the function's: the queries over
+-- the transition tables name no column, take the row as `r.*` (a column named `r`
+-- would stand for the row in `to_json(r)`), and `#variable_conflict use_variable`
+-- makes every unqualified name that is one of the function's variables (`batch`,
+-- `base`, TG_TABLE_NAME…) that variable, whatever columns the table has (the default
+-- refused such a statement as ambiguous, failing the writer). Nothing the writer's
+-- session sets is read: the change numbers continue from the transaction's own rows
+-- in rowcast.changes, which no other transaction writes.
 CREATE OR REPLACE FUNCTION rowcast.capture_statement() RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -81,26 +90,27 @@ SET IntervalStyle = 'postgres'
 SET bytea_output = 'hex'
 SET extra_float_digits = 1
 AS $function$
+#variable_conflict use_variable
 DECLARE
     batch bigint := txid_current();
     -- Changes already written by this transaction: numbers continue from there.
-    base bigint := coalesce(nullif(current_setting('rowcast.change_index', true), ''), '0')::bigint;
+    base bigint := (SELECT coalesce(max(c.n), 0) FROM rowcast.changes c WHERE c.batch = batch);
     written bigint;
 BEGIN
     IF TG_OP = 'INSERT' THEN
         INSERT INTO rowcast.changes (batch, n, op, schema_name, table_name, row_json)
-        SELECT batch, base + row_number() OVER (), 'insert', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(r)
+        SELECT batch, base + row_number() OVER (), 'insert', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(r.*)
         FROM rowcast_new r;
     ELSIF TG_OP = 'UPDATE' THEN
         -- The transition tables hold the old and new versions of each row in the
         -- same order: pair them by position (a key may have changed).
         INSERT INTO rowcast.changes (batch, n, op, schema_name, table_name, row_json, old_json)
         SELECT batch, base + nw.k, 'update', TG_TABLE_SCHEMA, TG_TABLE_NAME, nw.j, od.j
-        FROM (SELECT row_number() OVER () AS k, to_json(r) AS j FROM rowcast_new r) nw
-        JOIN (SELECT row_number() OVER () AS k, to_json(r) AS j FROM rowcast_old r) od ON od.k = nw.k;
+        FROM (SELECT row_number() OVER () AS k, to_json(r.*) AS j FROM rowcast_new r) nw
+        JOIN (SELECT row_number() OVER () AS k, to_json(r.*) AS j FROM rowcast_old r) od ON od.k = nw.k;
     ELSIF TG_OP = 'DELETE' THEN
         INSERT INTO rowcast.changes (batch, n, op, schema_name, table_name, old_json)
-        SELECT batch, base + row_number() OVER (), 'delete', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(r)
+        SELECT batch, base + row_number() OVER (), 'delete', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(r.*)
         FROM rowcast_old r;
     ELSE
         INSERT INTO rowcast.changes (batch, n, op, schema_name, table_name)
@@ -108,7 +118,6 @@ BEGIN
     END IF;
     GET DIAGNOSTICS written = ROW_COUNT;
     IF written > 0 THEN
-        PERFORM set_config('rowcast.change_index', (base + written)::text, true);
         PERFORM pg_notify('rowcast', batch::text);
     END IF;
     RETURN NULL;
@@ -116,7 +125,8 @@ END
 $function$;
 
 -- The row-level trigger function for partitioned tables (see the top of the file):
--- the same rows and the same notification, one INSERT per row.
+-- the same rows and the same notification, one INSERT per row. NEW and OLD are rows,
+-- not queries over the table: no column is in scope here.
 CREATE OR REPLACE FUNCTION rowcast.capture_row() RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -127,9 +137,10 @@ SET IntervalStyle = 'postgres'
 SET bytea_output = 'hex'
 SET extra_float_digits = 1
 AS $function$
+#variable_conflict use_variable
 DECLARE
     batch bigint := txid_current();
-    n bigint := coalesce(nullif(current_setting('rowcast.change_index', true), ''), '0')::bigint + 1;
+    n bigint := (SELECT coalesce(max(c.n), 0) + 1 FROM rowcast.changes c WHERE c.batch = batch);
 BEGIN
     IF TG_OP = 'INSERT' THEN
         INSERT INTO rowcast.changes (batch, n, op, schema_name, table_name, row_json)
@@ -144,7 +155,6 @@ BEGIN
         INSERT INTO rowcast.changes (batch, n, op, schema_name, table_name)
         VALUES (batch, n, 'truncate', TG_TABLE_SCHEMA, TG_TABLE_NAME);
     END IF;
-    PERFORM set_config('rowcast.change_index', n::text, true);
     PERFORM pg_notify('rowcast', batch::text);
     RETURN NULL;
 END

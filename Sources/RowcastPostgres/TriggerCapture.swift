@@ -185,8 +185,11 @@ package final class TriggerCapture: BlockingCaptureSource {
         guard configuration.capturesTables else { return state.setCapturedTables([]) }
         do {
             if !configuration.tables.isEmpty {
-                state.setCapturedTables(configuration.tables)
-                state.setColumns(try CatalogColumns.kinds(of: configuration.tables, on: connection))
+                // A partitioned table's changes are its partitions': those are captured too.
+                var tables = configuration.tables
+                for table in configuration.tables { tables.formUnion(try CatalogColumns.partitions(of: table, on: connection)) }
+                state.setCapturedTables(tables)
+                state.setColumns(try CatalogColumns.kinds(of: tables, on: connection))
                 return
             }
             let rows = try connection.execute(

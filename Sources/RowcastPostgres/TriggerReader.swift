@@ -39,6 +39,9 @@ struct TriggerReader {
     private var mayDelete = true
     private var ignored = 0
     private var lastIgnoredReport = -Double.infinity
+    /// Tables outside `--table` seen in `rowcast.changes`, and whether each is a
+    /// partition (at any depth) of a named table, whose records this capture forwards.
+    private var partitions: [TableName: Bool] = [:]
 
     init(configuration: TriggerCapture.Configuration, state: CaptureState, logger: Logger, streamID: UInt64, acceptsLegacy: Bool) {
         self.configuration = configuration
@@ -85,6 +88,7 @@ struct TriggerReader {
         let now = ProcessInfo.processInfo.systemUptime
         guard configuration.capturesTables, now - lastMaintenance >= maintenanceInterval else { return }
         lastMaintenance = now
+        try refreshColumns(on: connection)
         if let xmin = try connection.execute("SELECT txid_snapshot_xmin(txid_current_snapshot())").scalar.flatMap(Int64.init) {
             batches.noteHorizon(xmin: xmin, at: now)
         }
@@ -99,7 +103,7 @@ struct TriggerReader {
                 if configuration.tables.isEmpty {
                     try connection.execute("DELETE FROM rowcast.changes WHERE batch = ANY($1::bigint[])", [list])
                 } else {
-                    let tables = configuration.tables.sorted()
+                    let tables = forwardedTables.sorted()
                     try connection.execute(
                         """
                         DELETE FROM rowcast.changes WHERE batch = ANY($1::bigint[])
@@ -229,7 +233,7 @@ struct TriggerReader {
     /// Delivers the records of `rows` that this capture forwards.
     private mutating func deliver(_ rows: [ChangeRow], on connection: PostgresConnection, sink: any RecordSink) throws(PostgresError) -> Bool {
         for change in rows {
-            if !configuration.tables.isEmpty, !configuration.tables.contains(change.table) { continue }
+            guard try forwards(change.table, on: connection) else { continue }
             var values = (row: change.row, old: change.old)
             if change.big {
                 let whole = try connection.execute(
@@ -252,7 +256,7 @@ struct TriggerReader {
 
     // MARK: - rowcast 0.1 payloads
 
-    private func legacyRecord(_ notification: PostgresNotification, on connection: PostgresConnection) throws(PostgresError) -> ChangeRecord? {
+    private mutating func legacyRecord(_ notification: PostgresNotification, on connection: PostgresConnection) throws(PostgresError) -> ChangeRecord? {
         guard var decoded = decodeLegacy(notification.payload, from: notification.pid) else { return nil }
         if case .overflow(let id) = decoded {
             guard let stored = try connection.execute("SELECT payload FROM rowcast.overflow WHERE id = $1", [String(id)]).scalar else {
@@ -265,7 +269,7 @@ struct TriggerReader {
         switch decoded {
         case .change(let change):
             let name = TableName(schema: change.schema, name: change.table)
-            if !configuration.tables.isEmpty, !configuration.tables.contains(name) { return nil }
+            guard try forwards(name, on: connection) else { return nil }
             try learnIfNew(name, on: connection)
             return change.record(cursor: placeholder)
         case .lost(let change, let reason):
@@ -296,6 +300,31 @@ struct TriggerReader {
         stamped.cursor = .trigger(stream: streamID, sequence: sequence)
         sink.deliver(stamped)
         state.count(1)
+    }
+
+    /// Whether this capture forwards `table`'s changes: every table's without
+    /// `--table`; with it, a named table's and those of its partitions, present and
+    /// future (a write into a partition is the partition's change, named so, as in
+    /// replication mode). Asked of the catalog once per table.
+    private mutating func forwards(_ table: TableName, on connection: PostgresConnection) throws(PostgresError) -> Bool {
+        if configuration.tables.isEmpty || configuration.tables.contains(table) { return true }
+        if let known = partitions[table] { return known }
+        let ancestors = try CatalogColumns.partitionAncestors(of: table, on: connection)
+        let forwarded = !ancestors.isDisjoint(with: configuration.tables)
+        partitions[table] = forwarded
+        return forwarded
+    }
+
+    /// The named tables and the partitions of theirs seen so far: what this process deletes.
+    private var forwardedTables: Set<TableName> {
+        configuration.tables.union(partitions.filter(\.value).keys)
+    }
+
+    /// The captured tables' columns again, for filters on a column added while rowcast
+    /// runs (`ALTER TABLE … ADD COLUMN`): the catalog is read once per maintenance.
+    private func refreshColumns(on connection: PostgresConnection) throws(PostgresError) {
+        guard let tables = state.capturedTables, !tables.isEmpty else { return }
+        state.setColumns(try CatalogColumns.kinds(of: tables, on: connection))
     }
 
     /// A table set up while rowcast runs: capture it from now on, columns and all.
