@@ -30,9 +30,13 @@ CREATE SCHEMA IF NOT EXISTS rowcast;
 COMMENT ON SCHEMA rowcast IS 'rowcast: change capture for streaming rows to browsers';
 
 -- One row per change, keyed by the writing transaction's id (`batch`, the 64-bit
--- txid_current()) and the change's number within it (`n`). UNLOGGED: no WAL for a
--- copy that lives for a minute; after a crash it is empty, like the notification
--- queue. Only its owner may read it; `rowcast` deletes what it has delivered.
+-- txid_current()) and the change's number within it (`n`); `seq` is the statement's
+-- place in the order statements ended (a sequence, so a statement that waited for
+-- another transaction's row ends after that transaction committed: ordering
+-- transactions by their last `seq` keeps every row's history in commit order).
+-- UNLOGGED: no WAL for a copy kept until every listener read it; after a crash it is
+-- empty, and so is rowcast.listeners, so a listener knows it may have missed changes.
+-- Only its owner may read it.
 CREATE UNLOGGED TABLE IF NOT EXISTS rowcast.changes (
     batch       bigint NOT NULL,
     n           bigint NOT NULL,
@@ -40,18 +44,41 @@ CREATE UNLOGGED TABLE IF NOT EXISTS rowcast.changes (
     schema_name text   NOT NULL,
     table_name  text   NOT NULL,
     row_json    json,
-    old_json    json
+    old_json    json,
+    seq         bigint
 );
 
--- Only when missing: CREATE INDEX locks the table even when the index exists, and a
--- set-up run again must not lock rowcast.changes, which every writer's trigger writes.
+CREATE SEQUENCE IF NOT EXISTS rowcast.statement_seq;
+REVOKE ALL ON SEQUENCE rowcast.statement_seq FROM PUBLIC;
+
+-- Only when missing: CREATE INDEX and ALTER TABLE lock the table even when there is
+-- nothing to do, and a set-up run again must not lock rowcast.changes, which every
+-- writer's trigger writes.
 DO $index$ BEGIN
     IF to_regclass('rowcast.changes_batch_n') IS NULL THEN
         CREATE INDEX changes_batch_n ON rowcast.changes (batch, n);
     END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'rowcast.changes'::regclass AND attname = 'seq' AND NOT attisdropped) THEN
+        ALTER TABLE rowcast.changes ADD COLUMN seq bigint;
+    END IF;
 END $index$;
 
 REVOKE ALL ON rowcast.changes FROM PUBLIC;
+
+-- The rowcast processes reading rowcast.changes, each under a name of its own:
+-- `position` is a snapshot (txid_current_snapshot()) whose visible transactions it
+-- has delivered, and it is live until `expires`, which its heartbeat moves on. The
+-- trigger writes nothing while no listener is live, and a change is deleted once
+-- every live listener's position passed its transaction. A listener whose row is
+-- gone when it comes back (expired and dropped, or lost in a crash) knows it missed
+-- what was committed meanwhile, and says so.
+CREATE UNLOGGED TABLE IF NOT EXISTS rowcast.listeners (
+    name      text PRIMARY KEY,
+    position  txid_snapshot NOT NULL,
+    expires   timestamptz NOT NULL
+);
+
+REVOKE ALL ON rowcast.listeners FROM PUBLIC;
 
 -- The statement-level trigger function for ordinary tables.
 --
@@ -92,29 +119,38 @@ SET extra_float_digits = 1
 AS $function$
 #variable_conflict use_variable
 DECLARE
-    batch bigint := txid_current();
-    -- Changes already written by this transaction: numbers continue from there.
-    base bigint := (SELECT coalesce(max(c.n), 0) FROM rowcast.changes c WHERE c.batch = batch);
+    batch bigint;
+    base bigint;
+    statement bigint;
     written bigint;
 BEGIN
+    -- Nobody listens: nothing is written, nothing accumulates.
+    PERFORM FROM rowcast.listeners l WHERE l.expires > now() LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    batch := txid_current();
+    -- Changes already written by this transaction: numbers continue from there.
+    base := (SELECT coalesce(max(c.n), 0) FROM rowcast.changes c WHERE c.batch = batch);
+    statement := nextval('rowcast.statement_seq');
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO rowcast.changes (batch, n, op, schema_name, table_name, row_json)
-        SELECT batch, base + row_number() OVER (), 'insert', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(r.*)
+        INSERT INTO rowcast.changes (batch, n, op, schema_name, table_name, row_json, seq)
+        SELECT batch, base + row_number() OVER (), 'insert', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(r.*), statement
         FROM rowcast_new r;
     ELSIF TG_OP = 'UPDATE' THEN
         -- The transition tables hold the old and new versions of each row in the
         -- same order: pair them by position (a key may have changed).
-        INSERT INTO rowcast.changes (batch, n, op, schema_name, table_name, row_json, old_json)
-        SELECT batch, base + nw.k, 'update', TG_TABLE_SCHEMA, TG_TABLE_NAME, nw.j, od.j
+        INSERT INTO rowcast.changes (batch, n, op, schema_name, table_name, row_json, old_json, seq)
+        SELECT batch, base + nw.k, 'update', TG_TABLE_SCHEMA, TG_TABLE_NAME, nw.j, od.j, statement
         FROM (SELECT row_number() OVER () AS k, to_json(r.*) AS j FROM rowcast_new r) nw
         JOIN (SELECT row_number() OVER () AS k, to_json(r.*) AS j FROM rowcast_old r) od ON od.k = nw.k;
     ELSIF TG_OP = 'DELETE' THEN
-        INSERT INTO rowcast.changes (batch, n, op, schema_name, table_name, old_json)
-        SELECT batch, base + row_number() OVER (), 'delete', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(r.*)
+        INSERT INTO rowcast.changes (batch, n, op, schema_name, table_name, old_json, seq)
+        SELECT batch, base + row_number() OVER (), 'delete', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(r.*), statement
         FROM rowcast_old r;
     ELSE
-        INSERT INTO rowcast.changes (batch, n, op, schema_name, table_name)
-        VALUES (batch, base + 1, 'truncate', TG_TABLE_SCHEMA, TG_TABLE_NAME);
+        INSERT INTO rowcast.changes (batch, n, op, schema_name, table_name, seq)
+        VALUES (batch, base + 1, 'truncate', TG_TABLE_SCHEMA, TG_TABLE_NAME, statement);
     END IF;
     GET DIAGNOSTICS written = ROW_COUNT;
     IF written > 0 THEN
@@ -139,21 +175,29 @@ SET extra_float_digits = 1
 AS $function$
 #variable_conflict use_variable
 DECLARE
-    batch bigint := txid_current();
-    n bigint := (SELECT coalesce(max(c.n), 0) + 1 FROM rowcast.changes c WHERE c.batch = batch);
+    batch bigint;
+    n bigint;
+    statement bigint;
 BEGIN
+    PERFORM FROM rowcast.listeners l WHERE l.expires > now() LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    batch := txid_current();
+    n := (SELECT coalesce(max(c.n), 0) + 1 FROM rowcast.changes c WHERE c.batch = batch);
+    statement := nextval('rowcast.statement_seq');
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO rowcast.changes (batch, n, op, schema_name, table_name, row_json)
-        VALUES (batch, n, 'insert', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(NEW));
+        INSERT INTO rowcast.changes (batch, n, op, schema_name, table_name, row_json, seq)
+        VALUES (batch, n, 'insert', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(NEW), statement);
     ELSIF TG_OP = 'UPDATE' THEN
-        INSERT INTO rowcast.changes (batch, n, op, schema_name, table_name, row_json, old_json)
-        VALUES (batch, n, 'update', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(NEW), to_json(OLD));
+        INSERT INTO rowcast.changes (batch, n, op, schema_name, table_name, row_json, old_json, seq)
+        VALUES (batch, n, 'update', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(NEW), to_json(OLD), statement);
     ELSIF TG_OP = 'DELETE' THEN
-        INSERT INTO rowcast.changes (batch, n, op, schema_name, table_name, old_json)
-        VALUES (batch, n, 'delete', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(OLD));
+        INSERT INTO rowcast.changes (batch, n, op, schema_name, table_name, old_json, seq)
+        VALUES (batch, n, 'delete', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(OLD), statement);
     ELSE
-        INSERT INTO rowcast.changes (batch, n, op, schema_name, table_name)
-        VALUES (batch, n, 'truncate', TG_TABLE_SCHEMA, TG_TABLE_NAME);
+        INSERT INTO rowcast.changes (batch, n, op, schema_name, table_name, seq)
+        VALUES (batch, n, 'truncate', TG_TABLE_SCHEMA, TG_TABLE_NAME, statement);
     END IF;
     PERFORM pg_notify('rowcast', batch::text);
     RETURN NULL;
@@ -212,6 +256,13 @@ BEGIN
             PERFORM rowcast.attach(target);
         END LOOP;
         DROP FUNCTION rowcast.capture();
+        -- The new triggers write only while a listener is live, and a rowcast running
+        -- now registers once it hears of this upgrade: this registration keeps what is
+        -- committed meanwhile, and a listener registering for the first time starts
+        -- from its position. It expires like any listener.
+        INSERT INTO rowcast.listeners (name, position, expires)
+        VALUES ('upgrade', txid_current_snapshot(), now() + interval '10 minutes')
+        ON CONFLICT (name) DO UPDATE SET position = excluded.position, expires = excluded.expires;
         -- Tells a listening rowcast, in commit order, that no old payload follows.
         PERFORM pg_notify('rowcast', 'upgraded');
     END IF;

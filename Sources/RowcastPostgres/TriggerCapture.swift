@@ -6,11 +6,11 @@ import Synchronization
 /// Trigger mode's capture source: LISTENs for the trigger function's notifications
 /// (and for plain NOTIFY on the channels the user names) and turns them into records.
 ///
-/// It waits on the connection's socket, never spins; ``TriggerReader`` reads the
-/// changes each notification names; and when the connection drops it reconnects with
-/// backoff and LISTENs again. NOTIFY is not durable: changes committed while rowcast is not
-/// listening are not seen, which is said loudly in the log (replication mode replays
-/// them).
+/// It waits on the connection's socket, never spins; ``TriggerReader`` reads what was
+/// committed since this listener's position whenever a notification says something
+/// was; and when the connection drops it reconnects with backoff, LISTENs again and
+/// catches up from its position (kept in `rowcast.listeners` for
+/// `--listener-timeout`; ``TriggerListener``).
 package final class TriggerCapture: BlockingCaptureSource {
     /// What to capture.
     package struct Configuration: Sendable {
@@ -19,24 +19,29 @@ package final class TriggerCapture: BlockingCaptureSource {
         package var tables: Set<TableName>
         /// Channels whose plain NOTIFY traffic becomes `notify` records.
         package var channels: [String]
-        /// How long a delivered transaction's rows stay in `rowcast.changes` for other
-        /// rowcast processes listening to the same database, in seconds.
-        package var retentionSeconds: Double
-        /// How long rows no rowcast delivered (written while none listened) stay.
-        package var orphanRetentionSeconds: Double
+        /// The name this process listens under (`--listener`); nil: its host and tables.
+        package var listenerName: String?
+        /// How long a listener that stopped (or paused) stays registered, in seconds:
+        /// what is committed meanwhile is kept for it, and it catches up when it comes
+        /// back within this time (`--listener-timeout`).
+        package var listenerTimeoutSeconds: Double
+        /// How often the heartbeat, the catalog refresh and the trim run, in seconds.
+        package var maintenanceSeconds: Double
 
         package init(
             connection: ConnectionSettings,
             tables: Set<TableName> = [],
             channels: [String] = [],
-            retentionSeconds: Double = 60,
-            orphanRetentionSeconds: Double = 3600
+            listenerName: String? = nil,
+            listenerTimeoutSeconds: Double = 300,
+            maintenanceSeconds: Double = 10
         ) {
             self.connection = connection
             self.tables = tables
             self.channels = channels
-            self.retentionSeconds = retentionSeconds
-            self.orphanRetentionSeconds = orphanRetentionSeconds
+            self.listenerName = listenerName
+            self.listenerTimeoutSeconds = listenerTimeoutSeconds
+            self.maintenanceSeconds = maintenanceSeconds
         }
 
         /// Whether table changes are captured (and so the trigger must be installed):
@@ -56,6 +61,8 @@ package final class TriggerCapture: BlockingCaptureSource {
     private let firstConnection: Mutex<PostgresConnection?>
     /// Whether rowcast 0.1's trigger function was installed at connect time.
     private let legacyInstalled: Bool
+    /// The registration made by ``connect(configuration:logger:)``, until `run` takes it.
+    private let firstListener = Mutex<TriggerListener?>(nil)
 
     /// Connects and starts listening. Errors here are the user's to fix (a bad
     /// conninfo, missing set-up), so they are thrown rather than retried; once
@@ -80,6 +87,18 @@ package final class TriggerCapture: BlockingCaptureSource {
         try capture.checkTriggers(connection)
         try capture.learnCapturedTables(connection)
         try capture.listen(connection)
+        if configuration.capturesTables, (try? TriggerListener.isInstalled(on: connection)) == true {
+            // Registered before connect returns: what is committed from now on is kept for it.
+            do {
+                let listener = try TriggerListener.register(
+                    preferred: configuration.listenerName ?? TriggerListener.defaultName(tables: configuration.tables),
+                    timeoutSeconds: configuration.listenerTimeoutSeconds, on: connection, logger: logger
+                )
+                capture.firstListener.withLock { $0 = listener }
+            } catch {
+                throw .cannotConnect(error)
+            }
+        }
         capture.state.markConnected()
         return capture
     }
@@ -107,9 +126,11 @@ package final class TriggerCapture: BlockingCaptureSource {
             return connection
         }
         var reader = TriggerReader(
-            configuration: configuration, state: state, logger: logger, streamID: streamID, acceptsLegacy: legacyInstalled
+            configuration: configuration, state: state, logger: logger, streamID: streamID, acceptsLegacy: legacyInstalled,
+            listener: firstListener.withLock { $0 }
         )
         var sinkFailed = false
+        var joinedConnection: PostgresConnection?
         ReconnectLoop(state: state, logger: logger, stop: stop).run(
             connection: connection,
             reconnect: {
@@ -117,10 +138,22 @@ package final class TriggerCapture: BlockingCaptureSource {
                 try listen(fresh)
                 return fresh
             },
-            reconnected: "reconnected to PostgreSQL; changes committed while disconnected were not captured (trigger mode cannot replay them; replication mode can)",
+            reconnected: "reconnected to PostgreSQL; catching up on what was committed meanwhile",
             finished: { stop.isStopped || sinkFailed },
             work: { current in
-                try reader.maintain(on: current)
+                if joinedConnection !== current {
+                    // Registered (or registered again) on each new connection, whose
+                    // session holds the name's lock, then caught up.
+                    joinedConnection = current
+                    guard try reader.join(on: current, sink: sink) else {
+                        sinkFailed = true
+                        return
+                    }
+                }
+                guard try reader.maintain(on: current, sink: sink) else {
+                    sinkFailed = true
+                    return
+                }
                 // Drain before waiting: a query (reading a transaction's rows) may have
                 // pulled later notifications into libpq's queue, and the socket will
                 // not say so again.

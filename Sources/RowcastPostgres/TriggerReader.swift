@@ -4,36 +4,34 @@ import RowcastCore
 
 /// Turns trigger mode's notifications into records, on the listening connection.
 ///
-/// A notification on channel `rowcast` names a transaction (its 64-bit id); the
-/// transaction's changes are the rows of `rowcast.changes` with that `batch`, which
-/// only rowcast's role can read (sql/rowcast_trigger.sql says why). Since anyone may
-/// NOTIFY, the payload is only a hint: a batch is delivered once (``DeliveredBatches``),
-/// and a name with no rows behind it delivers nothing.
+/// A notification on channel `rowcast` only says that a transaction with changes
+/// committed (its payload, the transaction's id, is not trusted: anyone may NOTIFY).
+/// The reader then reads a window: in one REPEATABLE READ transaction, every change of
+/// the transactions its snapshot sees and the listener's position did not, each
+/// transaction whole and in order of its last statement (which keeps every row's
+/// history in commit order), then moves the position to that snapshot in the same
+/// transaction (``TriggerListener``). So every committed change is read once, after a
+/// pause or a restart too, and a notification replayed later reads nothing.
 ///
 /// Payloads of rowcast 0.1's trigger (the row itself, or an overflow pointer) are
 /// read only while that trigger may still be installed: when its function existed at
-/// connect time and neither a transaction with rows in `rowcast.changes` nor the upgrade's own
+/// connect time and neither a window with changes nor the upgrade's own notification
 /// (`upgraded`) has arrived. The upgrade replaces the trigger in one transaction, so
 /// every old payload precedes both.
 struct TriggerReader {
-    /// Rows per transaction read with the other transactions of a group.
-    static let firstRows = 20
-    /// Rows per page after those; a transaction of any size is read a page at a time.
+    /// Rows per page; a transaction of any size is read a page at a time.
     static let pageRows = 200
-    /// A row whose stored JSON is larger is fetched on its own: in a group query, and
-    /// in a page query. Bounds what one query brings into memory.
-    static let groupInlineBytes = 64 << 10
+    /// A row whose stored JSON is larger is fetched on its own: bounds what one query
+    /// brings into memory.
     static let bigRowBytes = 1 << 20
-    /// How often the delivered rows are deleted.
-    static let maintenanceInterval = 10.0
-    private var maintenanceInterval: Double { min(Self.maintenanceInterval, configuration.retentionSeconds / 2) }
 
     let configuration: TriggerCapture.Configuration
     let state: CaptureState
     let logger: Logger
     let streamID: UInt64
     private(set) var sequence: UInt64 = 0
-    private var batches: DeliveredBatches
+    /// Who this process is to the database, once registered.
+    private(set) var listener: TriggerListener?
     private var acceptsLegacy: Bool
     private var lastMaintenance = ProcessInfo.processInfo.systemUptime
     private var mayDelete = true
@@ -43,30 +41,53 @@ struct TriggerReader {
     /// partition (at any depth) of a named table, whose records this capture forwards.
     private var partitions: [TableName: Bool] = [:]
 
-    init(configuration: TriggerCapture.Configuration, state: CaptureState, logger: Logger, streamID: UInt64, acceptsLegacy: Bool) {
+    init(
+        configuration: TriggerCapture.Configuration, state: CaptureState, logger: Logger, streamID: UInt64, acceptsLegacy: Bool,
+        listener: TriggerListener? = nil
+    ) {
+        self.listener = listener
         self.configuration = configuration
         self.state = state
         self.logger = logger
         self.streamID = streamID
         self.acceptsLegacy = acceptsLegacy
-        self.batches = DeliveredBatches(
-            retention: configuration.retentionSeconds,
-            orphanRetention: configuration.orphanRetentionSeconds
-        )
+    }
+
+    /// Registers this process as a listener on `connection` (the listening one), or
+    /// takes its registration up again after a reconnect, then reads what was committed
+    /// since its position.
+    mutating func join(on connection: PostgresConnection, sink: any RecordSink) throws(PostgresError) -> Bool {
+        guard configuration.capturesTables else { return true }
+        if var listener {
+            try listener.rejoin(on: connection)
+            self.listener = listener
+        } else {
+            // A set-up by rowcast 0.1 has no listeners yet: its payloads are read until
+            // `rowcast setup` upgrades it (then `upgraded` arrives and this runs again).
+            guard try TriggerListener.isInstalled(on: connection) else { return true }
+            listener = try TriggerListener.register(
+                preferred: configuration.listenerName ?? TriggerListener.defaultName(tables: configuration.tables),
+                timeoutSeconds: configuration.listenerTimeoutSeconds, on: connection, logger: logger
+            )
+        }
+        return try readWindow(notified: nil, on: connection, sink: sink)
     }
 
     /// Delivers what `notifications` stand for, in order. Returns false when the sink
-    /// failed. Consecutive transaction ids are read together, in one query.
+    /// failed. Any number of transaction notifications in a row is one window.
     mutating func handle(_ notifications: [PostgresNotification], on connection: PostgresConnection, sink: any RecordSink) throws(PostgresError) -> Bool {
-        var group: [Int64] = []
+        var notified: [Int64] = []
         for notification in notifications {
             let isChanges = notification.channel == TriggerPayload.channel && configuration.capturesTables
             if isChanges, let batch = Self.batchID(notification.payload) {
-                group.append(batch)
+                notified.append(batch)
                 continue
             }
-            guard try read(batches: group, on: connection, sink: sink) else { return false }
-            group.removeAll()
+            // What came before this notification is delivered before it.
+            if !notified.isEmpty {
+                guard try readWindow(notified: notified, on: connection, sink: sink) else { return false }
+                notified.removeAll()
+            }
             if !isChanges {
                 var record = ChangeRecord(cursor: placeholder, source: .trigger, op: .notify)
                 record.channel = notification.channel
@@ -74,57 +95,41 @@ struct TriggerReader {
                 deliver(record, to: sink)
             } else if notification.payload == Self.upgraded {
                 acceptsLegacy = false
+                if listener == nil { guard try join(on: connection, sink: sink) else { return false } }
             } else if acceptsLegacy {
                 if let record = try legacyRecord(notification, on: connection) { deliver(record, to: sink) }
             } else {
                 noteIgnored(notification)
             }
         }
-        return try read(batches: group, on: connection, sink: sink)
+        return notified.isEmpty ? true : try readWindow(notified: notified, on: connection, sink: sink)
     }
 
-    /// Deletes delivered rows older than the retention, and rows nobody read.
-    mutating func maintain(on connection: PostgresConnection) throws(PostgresError) {
+    /// Every maintenance round (10 s): the heartbeat, the catalog's columns again, and
+    /// the trim of what every live listener passed.
+    mutating func maintain(on connection: PostgresConnection, sink: any RecordSink) throws(PostgresError) -> Bool {
         let now = ProcessInfo.processInfo.systemUptime
-        guard configuration.capturesTables, now - lastMaintenance >= maintenanceInterval else { return }
+        guard configuration.capturesTables, now - lastMaintenance >= configuration.maintenanceSeconds else { return true }
         lastMaintenance = now
         try refreshColumns(on: connection)
-        if let xmin = try connection.execute("SELECT txid_snapshot_xmin(txid_current_snapshot())").scalar.flatMap(Int64.init) {
-            batches.noteHorizon(xmin: xmin, at: now)
+        if let listener {
+            if try !listener.heartbeat(on: connection) { guard try join(on: connection, sink: sink) else { return false } }
+        } else {
+            guard try join(on: connection, sink: sink) else { return false }
         }
-        let expired = batches.takeExpired(at: now)
-        let orphans = batches.orphanHorizon(at: now)
-        guard mayDelete, !expired.isEmpty || orphans != nil else { return }
+        guard mayDelete, listener != nil else { return true }
         do {
-            if !expired.isEmpty {
-                // With --table, only those tables' rows: a rowcast capturing other
-                // tables of the same transactions deletes its own.
-                let list = "{" + expired.map(String.init).joined(separator: ",") + "}"
-                if configuration.tables.isEmpty {
-                    try connection.execute("DELETE FROM rowcast.changes WHERE batch = ANY($1::bigint[])", [list])
-                } else {
-                    let tables = forwardedTables.sorted()
-                    try connection.execute(
-                        """
-                        DELETE FROM rowcast.changes WHERE batch = ANY($1::bigint[])
-                            AND (schema_name, table_name) IN (SELECT * FROM unnest($2::text[], $3::text[]))
-                        """,
-                        [list, Self.textArray(tables.map(\.schema)), Self.textArray(tables.map(\.name))]
-                    )
-                }
-            }
-            if let orphans {
-                try connection.execute("DELETE FROM rowcast.changes WHERE batch < $1::bigint", [String(orphans)])
-            }
+            try TriggerListener.trim(on: connection)
         } catch {
             guard let state = error.sqlState else { throw error }
             if state == "42501" {
                 mayDelete = false
-                logger.error("cannot delete delivered changes from rowcast.changes: \(error) (fix: GRANT DELETE ON rowcast.changes to the role rowcast connects as; until then the table grows, and a replayed notification older than the retention is delivered again)")
+                logger.error("cannot delete delivered changes from rowcast.changes: \(error) (fix: GRANT DELETE ON rowcast.changes, rowcast.listeners to the role rowcast connects as; until then the table grows)")
             } else {
                 logger.warning("could not delete delivered changes from rowcast.changes: \(error)")
             }
         }
+        return true
     }
 
     // MARK: - Batches
@@ -165,58 +170,71 @@ struct TriggerReader {
         """
     }
 
-    /// Reads and delivers the transactions `batches` name, in that order: the first
-    /// rows of each in one query, the rest of a large one a page at a time.
-    private mutating func read(batches: [Int64], on connection: PostgresConnection, sink: any RecordSink) throws(PostgresError) -> Bool {
-        guard !batches.isEmpty else { return true }
-        var seen = Set<Int64>()
-        let fresh = batches.filter { batch in
-            guard seen.insert(batch).inserted, !self.batches.contains(batch) else {
-                logger.debug("transaction \(batch) was already delivered; ignoring a repeated notification")
-                return false
-            }
-            return true
+    /// Reads and delivers one window: the changes of the transactions committed
+    /// between the listener's position and a new snapshot, in one REPEATABLE READ
+    /// transaction that also moves the position, each transaction whole, a page at a
+    /// time. Live (`notified`, the transaction ids notifications named, in commit order)
+    /// it delivers those, in that order, and leaves the others the snapshot sees for
+    /// their own notifications, so records follow commit order; catching up (nil) it
+    /// delivers every one, in order of each transaction's last statement, which keeps
+    /// every row's history in commit order. Returns false when the sink failed (the
+    /// position then stays, and the window is read again after a restart).
+    private mutating func readWindow(notified: [Int64]?, on connection: PostgresConnection, sink: any RecordSink) throws(PostgresError) -> Bool {
+        guard var listener else { return true }
+        try connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        var committed = false
+        defer { if !committed { _ = try? connection.execute("ROLLBACK") } }
+        let snapshot = try connection.execute("SELECT txid_current_snapshot()::text").scalar ?? ""
+        let seen = try connection.execute(
+            """
+            SELECT batch FROM rowcast.changes
+            WHERE batch >= txid_snapshot_xmin($1::txid_snapshot) AND batch < txid_snapshot_xmax($2::txid_snapshot)
+              AND txid_visible_in_snapshot(batch, $2::txid_snapshot) AND NOT txid_visible_in_snapshot(batch, $1::txid_snapshot)
+            GROUP BY batch ORDER BY max(seq), batch
+            """,
+            [listener.position, snapshot]
+        ).rows.compactMap { $0[0].flatMap(Int64.init) }
+        var transactions = seen
+        var deferred: [Int64] = []
+        if let notified {
+            let inWindow = Set(seen)
+            var taken = Set<Int64>()
+            transactions = notified.filter { inWindow.contains($0) && taken.insert($0).inserted }
+            deferred = seen.filter { !taken.contains($0) }
         }
-        guard !fresh.isEmpty else { return true }
-        let list = "{" + fresh.map(String.init).joined(separator: ",") + "}"
-        let first = try connection.execute(
-            Self.selectRows(inline: Self.groupInlineBytes)
-                + " WHERE batch = ANY($1::bigint[]) AND n <= \(Self.firstRows)) c ORDER BY batch, n",
-            [list]
-        ).rows
-        var byBatch: [Int64: [ChangeRow]] = [:]
-        for row in first {
-            guard let change = changeRow(row) else { continue }
-            byBatch[change.batch, default: []].append(change)
-        }
-        for batch in fresh {
-            let rows = byBatch[batch] ?? []
-            guard !rows.isEmpty else {
-                // Not committed by the trigger (a NOTIFY from elsewhere), or deleted
-                // because this process fell more than the retention behind.
-                noteIgnored(batch: batch)
-                continue
-            }
-            guard try deliver(rows, on: connection, sink: sink) else { return false }
-            var after = rows.last?.n ?? 0
-            var full = rows.count == Self.firstRows
+        for batch in transactions {
+            var after: Int64 = 0
+            var full = true
             while full {
-                // A large transaction: hand over what was read before reading more.
-                if case .failed = sink.flush() { return false }
                 let page = try connection.execute(
                     Self.selectRows(inline: Self.bigRowBytes)
                         + " WHERE batch = $1::bigint AND n > $2::bigint ORDER BY n LIMIT \(Self.pageRows)) c ORDER BY n",
                     [String(batch), String(after)]
                 ).rows.compactMap(changeRow)
                 guard try deliver(page, on: connection, sink: sink) else { return false }
+                // A large transaction: hand over what was read before reading more.
+                if case .failed = sink.flush() { return false }
                 after = page.last?.n ?? after
                 full = page.count == Self.pageRows
             }
-            self.batches.insert(batch, at: ProcessInfo.processInfo.systemUptime)
-            // Old payloads all precede the first new one (see the type's comment);
-            // an id with rows behind it is one, a bare id anyone could send is not.
+            // Old payloads all precede the first new change (see the type's comment).
             acceptsLegacy = false
         }
+        if case .failed = sink.flush() { return false }
+        guard let position = TriggerListener.snapshot(snapshot, leaving: deferred) else {
+            logger.error("cannot read the snapshot \(snapshot); reading this window again")
+            return true
+        }
+        guard try listener.advance(to: position, on: connection) else {
+            // Dropped while away: what it read is delivered; joining again says what may be missing.
+            try connection.execute("COMMIT")
+            committed = true
+            self.listener = listener
+            return try join(on: connection, sink: sink)
+        }
+        try connection.execute("COMMIT")
+        committed = true
+        self.listener = listener
         return true
     }
 
@@ -315,11 +333,6 @@ struct TriggerReader {
         return forwarded
     }
 
-    /// The named tables and the partitions of theirs seen so far: what this process deletes.
-    private var forwardedTables: Set<TableName> {
-        configuration.tables.union(partitions.filter(\.value).keys)
-    }
-
     /// The captured tables' columns again, for filters on a column added while rowcast
     /// runs (`ALTER TABLE … ADD COLUMN`): the catalog is read once per maintenance.
     private func refreshColumns(on connection: PostgresConnection) throws(PostgresError) {
@@ -333,15 +346,13 @@ struct TriggerReader {
         state.capture(table, columns: try CatalogColumns.kinds(of: [table], on: connection)[table])
     }
 
-    /// Logs notifications that delivered nothing, at most once a minute.
-    private mutating func noteIgnored(_ notification: PostgresNotification? = nil, batch: Int64? = nil) {
+    /// Logs notifications that are not the trigger's, at most once a minute.
+    private mutating func noteIgnored(_ notification: PostgresNotification) {
         ignored += 1
         let now = ProcessInfo.processInfo.systemUptime
         guard now - lastIgnoredReport >= 60 else { return }
         lastIgnoredReport = now
-        let what = batch.map { "one naming transaction \($0), which has no rows in rowcast.changes" }
-            ?? "one that is not a transaction id"
-        logger.warning("ignored \(ignored) notification\(ignored == 1 ? "" : "s") on channel \(TriggerPayload.channel) that the rowcast trigger did not send (last: \(what)\(notification.map { ", from pid \($0.pid)" } ?? "")); a NOTIFY from another session, or rows deleted because this process fell more than \(Int(configuration.retentionSeconds)) s behind")
+        logger.warning("ignored \(ignored) notification\(ignored == 1 ? "" : "s") on channel \(TriggerPayload.channel) that the rowcast trigger did not send (last: one that is not a transaction id, from pid \(notification.pid)): a NOTIFY from another session")
         ignored = 0
     }
 }

@@ -26,6 +26,12 @@ struct CaptureOptions: ParsableArguments {
     @Flag(name: .long, help: "replication: --all-tables even though tables without a primary key or replica identity will then refuse UPDATE and DELETE.")
     var forceAllTables = false
 
+    @Option(name: .long, help: ArgumentHelp("trigger: the name this process listens under; run again under it, it catches up on what was committed meanwhile (default: host and tables).", valueName: "name"))
+    var listener: String?
+
+    @Option(name: .long, help: ArgumentHelp("trigger: seconds a stopped or paused listener stays registered, its changes kept for it (default 300).", valueName: "seconds"))
+    var listenerTimeout: Double = 300
+
     @Option(name: .long, help: ArgumentHelp("Deliver only records after this cursor.", valueName: "cursor"))
     var since: String?
 
@@ -49,10 +55,18 @@ struct CaptureOptions: ParsableArguments {
                     throw CommandFailure.usage("--endpos needs --mode replication: it is a WAL position")
                 }
                 guard cursor == nil else {
-                    throw CommandFailure.usage("--since needs --mode replication: NOTIFY is not stored, so trigger mode cannot replay")
+                    throw CommandFailure.usage("--since needs --mode replication: a trigger-mode cursor is one process's (fix: run tail again under the same --listener name, and it catches up on what was committed meanwhile)")
+                }
+                guard listenerTimeout >= 1, listenerTimeout <= 86_400 * 30 else {
+                    throw CommandFailure.usage("--listener-timeout takes a number of seconds from 1 to 2592000 (30 days)")
+                }
+                if let listener, listener.isEmpty || listener.utf8.count > 200 {
+                    throw CommandFailure.usage("--listener takes a name of 1 to 200 bytes")
                 }
                 return try TriggerCapture.connect(
-                    configuration: .init(connection: settings, tables: tables, channels: channel),
+                    configuration: .init(
+                        connection: settings, tables: tables, channels: channel, listenerName: listener, listenerTimeoutSeconds: listenerTimeout
+                    ),
                     logger: logger
                 )
             case .replication:

@@ -12,7 +12,7 @@ enum EnvironmentArguments {
     static let connection: [(String, Kind)] = [("db", .value), ("log-level", .value)]
     static let capture: [(String, Kind)] = [
         ("mode", .value), ("table", .list), ("channel", .list), ("slot", .value), ("publication", .value), ("since", .value),
-        ("all-tables", .bool), ("force-all-tables", .bool), ("status-interval", .value),
+        ("all-tables", .bool), ("force-all-tables", .bool), ("status-interval", .value), ("listener", .value), ("listener-timeout", .value),
     ]
 
     /// The flags of each command, by its path of subcommand names.

@@ -170,15 +170,16 @@ struct TriggerTrustTests {
         #expect(records.compactMap { $0.row?.text } == [#"{"id":1,"v":"through the parent"}"#, #"{"id":2,"v":"straight in"}"#])
     }
 
-    @Test func deliveredRowsAreDeletedAfterTheRetentionAndAReplayThenFindsNothing() async throws {
+    /// A change is deleted once every live listener read it (the only one here), and
+    /// a notification replayed afterwards reads nothing.
+    @Test func deliveredRowsAreDeletedOnceEveryListenerReadThemAndAReplayThenFindsNothing() async throws {
         let table = TableName(schema: "public", name: LiveDatabase.uniqueName("retained"))
-        // A database of its own: a one-second retention would delete rows that other
-        // tests' captures, busy under load, have not read yet.
+        // A database of its own: its listeners are this test's alone.
         let url = try await LiveDatabase.freshDatabase()
         let admin = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
         try admin.execute("CREATE TABLE \(table.quoted) (id int PRIMARY KEY)")
         try TriggerSetup.install(on: admin, tables: [table])
-        let capture = try RunningCapture(.init(connection: ConnectionSettings(conninfo: url), tables: [table], retentionSeconds: 1))
+        let capture = try RunningCapture(.init(connection: ConnectionSettings(conninfo: url), tables: [table], maintenanceSeconds: 1))
         defer { capture.finish() }
         try admin.executeScript("BEGIN; INSERT INTO \(table.quoted) VALUES (1);")
         let xid = try admin.execute("SELECT txid_current()").scalar ?? ""

@@ -1,0 +1,151 @@
+import Foundation
+import Logging
+import RowcastCore
+
+/// One rowcast process as the database knows it: a row of `rowcast.listeners` under a
+/// name of its own, with the snapshot whose transactions it has delivered (its
+/// position) and the time it is live until (moved on by its heartbeat).
+///
+/// While no listener is live the trigger writes nothing. A change is deleted once
+/// every live listener's position passed its transaction (``trim(on:)``), so a
+/// listener that falls behind misses nothing, however far, within
+/// `--listener-timeout`; past it, its row is dropped, and when it comes back it says
+/// what it missed. The name holds an advisory lock on the listening connection, so two
+/// processes never share one: the second takes the next free name (`name#2`, …).
+struct TriggerListener {
+    /// The name this process listens under.
+    private(set) var name: String
+    /// Everything visible in this snapshot is delivered (`txid_snapshot` text).
+    private(set) var position: String
+    let timeoutSeconds: Double
+    let logger: Logger
+
+    /// The registration an upgrade from rowcast 0.1 leaves (sql/rowcast_trigger.sql).
+    static let upgradeName = "upgrade"
+
+    /// Whether trigger mode's set-up has the listeners table (a set-up by rowcast 0.1
+    /// does not until `rowcast setup` upgrades it).
+    static func isInstalled(on connection: PostgresConnection) throws(PostgresError) -> Bool {
+        try connection.execute("SELECT to_regclass('rowcast.listeners') IS NOT NULL").scalar == "t"
+    }
+
+    /// The name a process takes unless `--listener` gives one: its tables (or `*`) and
+    /// host, so that `tail` or `serve` run again on the same machine, with the same
+    /// tables, catches up where it left.
+    static func defaultName(tables: Set<TableName>) -> String {
+        let host = ProcessInfo.processInfo.hostName
+        let scope = tables.isEmpty ? "*" : tables.map(\.description).sorted().joined(separator: ",")
+        return String((host + ":" + scope).prefix(200))
+    }
+
+    /// Registers on `connection` (the listening one) under `preferred`, or the first
+    /// free `preferred#N`, picking up its position when its row is still live.
+    static func register(preferred: String, timeoutSeconds: Double, on connection: PostgresConnection, logger: Logger) throws(PostgresError) -> TriggerListener {
+        var name = preferred
+        for attempt in 1...1000 {
+            name = attempt == 1 ? preferred : "\(preferred)#\(attempt)"
+            let locked = try connection.execute("SELECT pg_try_advisory_lock(hashtextextended('rowcast.listener:' || $1, 0))", [name]).scalar
+            if locked == "t" { break }
+        }
+        var listener = TriggerListener(name: name, position: "", timeoutSeconds: timeoutSeconds, logger: logger)
+        try listener.rejoin(on: connection)
+        return listener
+    }
+
+    /// Takes up this listener's row again (at start, and on every new connection): its
+    /// position when the row is live; otherwise a fresh one, and a warning naming what
+    /// may be missing.
+    mutating func rejoin(on connection: PostgresConnection) throws(PostgresError) {
+        _ = try connection.execute("SELECT pg_try_advisory_lock(hashtextextended('rowcast.listener:' || $1, 0))", [name])
+        let found = try connection.execute(
+            "SELECT position::text, expires > now() FROM rowcast.listeners WHERE name = $1", [name]
+        ).rows.first
+        if let found, let stored = found[0], found[1] == "t" {
+            position = stored
+            try heartbeat(on: connection)
+            logger.info("listening as \(name), from where it left (\(stored))")
+            return
+        }
+        // An upgrade from rowcast 0.1 registered for the listeners to come: the first
+        // one starts from there, and nothing committed since the upgrade is lost.
+        if found == nil, name != Self.upgradeName,
+            let kept = try connection.execute(
+                "SELECT position::text FROM rowcast.listeners WHERE name = $1 AND expires > now()", [Self.upgradeName]
+            ).scalar
+        {
+            try connection.execute(
+                "INSERT INTO rowcast.listeners (name, position, expires) VALUES ($1, $2::txid_snapshot, now() + make_interval(secs => $3::float8))",
+                [name, kept, String(timeoutSeconds)]
+            )
+            position = kept
+            logger.info("listening as \(name), from where the upgrade of trigger mode left (\(kept))")
+            return
+        }
+        // Registered first, then the position: a writer's statement that ran before the
+        // registration committed wrote nothing, so its transaction (open until after
+        // the registration) is counted as passed, never read half.
+        try connection.execute(
+            """
+            INSERT INTO rowcast.listeners (name, position, expires) VALUES ($1, txid_current_snapshot(), now() + make_interval(secs => $2::float8))
+            ON CONFLICT (name) DO UPDATE SET position = excluded.position, expires = excluded.expires
+            """,
+            [name, String(timeoutSeconds)]
+        )
+        let next = try connection.execute("SELECT txid_snapshot_xmax(txid_current_snapshot())").scalar ?? "0"
+        position = "\(next):\(next):"
+        try connection.execute("UPDATE rowcast.listeners SET position = $2::txid_snapshot WHERE name = $1", [name, position])
+        if found != nil {
+            logger.warning("listener \(name) was away longer than --listener-timeout (\(Int(timeoutSeconds)) s) and was dropped: changes committed while it was away were not kept; listening from now on")
+        } else {
+            logger.info("listening as \(name): changes committed from now on are delivered")
+        }
+    }
+
+    /// Moves `expires` on. Returns false when the row is gone (dropped by another
+    /// listener after a pause past the timeout): ``rejoin(on:)`` then says what was missed.
+    @discardableResult
+    func heartbeat(on connection: PostgresConnection) throws(PostgresError) -> Bool {
+        !(try connection.execute(
+            "UPDATE rowcast.listeners SET expires = now() + make_interval(secs => $2::float8) WHERE name = $1 RETURNING 1",
+            [name, String(timeoutSeconds)]
+        ).rows.isEmpty)
+    }
+
+    /// Records that everything visible in `snapshot` is delivered (inside the window's
+    /// transaction, so it commits with nothing else). Returns false when the row is gone.
+    mutating func advance(to snapshot: String, on connection: PostgresConnection) throws(PostgresError) -> Bool {
+        let updated = try connection.execute(
+            "UPDATE rowcast.listeners SET position = $2::txid_snapshot, expires = now() + make_interval(secs => $3::float8) WHERE name = $1 RETURNING 1",
+            [name, snapshot, String(timeoutSeconds)]
+        ).rows
+        guard !updated.isEmpty else { return false }
+        position = snapshot
+        return true
+    }
+
+    /// `snapshot` with `deferred` (transactions it sees) counted as not seen yet: what
+    /// the position becomes when a window leaves them for their notifications.
+    static func snapshot(_ snapshot: String, leaving deferred: [Int64]) -> String? {
+        guard !deferred.isEmpty else { return snapshot }
+        let parts = snapshot.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 3, let xmin = Int64(parts[0]), let xmax = Int64(parts[1]) else { return nil }
+        var xip = Set(parts[2].split(separator: ",").compactMap { Int64($0) })
+        xip.formUnion(deferred.filter { $0 < xmax })
+        let low = min(xmin, xip.min() ?? xmin)
+        return "\(low):\(xmax):" + xip.sorted().map(String.init).joined(separator: ",")
+    }
+
+    /// Drops listeners past their time, then deletes every change that all live
+    /// listeners' positions passed (every change, when none is live).
+    static func trim(on connection: PostgresConnection) throws(PostgresError) {
+        try connection.execute("DELETE FROM rowcast.listeners WHERE expires < now()")
+        try connection.execute(
+            """
+            WITH live AS (SELECT position FROM rowcast.listeners WHERE expires >= now())
+            DELETE FROM rowcast.changes c
+            WHERE c.batch < coalesce((SELECT min(txid_snapshot_xmax(position)) FROM live), 9223372036854775807)
+              AND NOT EXISTS (SELECT 1 FROM live WHERE NOT txid_visible_in_snapshot(c.batch, live.position))
+            """
+        )
+    }
+}

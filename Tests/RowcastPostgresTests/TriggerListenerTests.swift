@@ -1,0 +1,94 @@
+import Foundation
+import RowcastCore
+import RowcastPostgres
+import RowcastTestSupport
+import Synchronization
+import Testing
+
+/// Listeners known to the database (`rowcast.listeners`): a listener that stops or falls
+/// behind misses nothing within its timeout, a change is deleted once every live
+/// listener read it, and with no listener the trigger writes nothing.
+@Suite(.enabled(if: LiveDatabase.available, "needs the cluster that make test starts"), .timeLimit(.minutes(5)))
+struct TriggerListenerTests {
+    static func configuration(_ url: String, tables: Set<TableName>, name: String) -> TriggerCapture.Configuration {
+        .init(connection: ConnectionSettings(conninfo: url), tables: tables, listenerName: name, maintenanceSeconds: 1)
+    }
+
+    /// Stops a capture and waits until its connection (and the name's lock) is gone.
+    static func stop(_ capture: RunningCapture) async throws {
+        capture.finish()
+        try await eventually("the capture stopped", within: 60, seen: { "\(capture.capture.state.lastError ?? "running")" }) {
+            !capture.capture.state.isConnected && capture.capture.state.lastError == "stopped"
+        }
+    }
+
+    static func ids(_ records: [ChangeRecord]) -> [Int] {
+        records.compactMap { record in
+            (record.row ?? record.old).flatMap { try? JSONSerialization.jsonObject(with: Data($0.bytes)) as? [String: Any] }?["id"] as? Int
+        }
+    }
+
+    /// Two listeners with different tables. One stops while transactions (one of 5,000
+    /// rows) write to both tables and the other reads and deletes what it read; back
+    /// under its name, the first gets exactly what was committed meanwhile, once (it
+    /// used to miss all of it, and a listener that fell behind lost what another
+    /// process deleted). A notification replayed afterwards delivers nothing again.
+    @Test func aListenerThatStopsCatchesUpOnEveryChangeOnceAndAReplayDeliversNothing() async throws {
+        let url = try await LiveDatabase.freshDatabase()
+        let admin = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
+        let a = TableName(schema: "public", name: "a"), b = TableName(schema: "public", name: "b")
+        for table in [a, b] { try admin.execute("CREATE TABLE \(table.quoted) (id int PRIMARY KEY, v text)") }
+        try TriggerSetup.install(on: admin, tables: [a, b])
+        let other = try RunningCapture(Self.configuration(url, tables: [b], name: "other"))
+        defer { other.finish() }
+        var first = try RunningCapture(Self.configuration(url, tables: [a], name: "first"))
+        try admin.execute("INSERT INTO a VALUES (1, 'before')")
+        #expect(Self.ids(await first.sink.wait(for: 1)) == [1])
+        try await Self.stop(first)
+
+        try admin.execute("INSERT INTO a SELECT n, 'while away' FROM generate_series(2, 5001) n")
+        for n in 5002...5051 { try admin.executeScript("BEGIN; INSERT INTO a VALUES (\(n), 'one'); INSERT INTO b VALUES (\(n), 'both'); COMMIT;") }
+        let xid = try admin.execute("SELECT max(batch) FROM rowcast.changes").scalar ?? "0"
+        // The other listener reads its table and trims: rows of `a` stay for `first`.
+        #expect(Self.ids(await other.sink.wait(for: 50)).count == 50)
+        try await pause(for: .seconds(2))
+
+        first = try RunningCapture(Self.configuration(url, tables: [a], name: "first"))
+        defer { first.finish() }
+        let caught = await first.sink.wait(for: 5050, seconds: 120)
+        #expect(Self.ids(caught) == Array(2...5051), "caught up: \(caught.count) of 5050")
+        try admin.execute("SELECT pg_notify('rowcast', $1)", [xid])
+        try admin.execute("INSERT INTO a VALUES (6000, 'after')")
+        _ = await first.sink.wait(for: 5051)
+        try await pause(for: .milliseconds(500))
+        #expect(Self.ids(first.sink.snapshot).suffix(2) == [5051, 6000] && first.sink.snapshot.count == 5051, "a replayed notification delivered again")
+    }
+
+    /// Once every live listener read a change it is deleted; with no live listener (the
+    /// last one's registration expired) the trigger writes nothing at all.
+    @Test func changesAreDeletedOnceReadAndNotWrittenWithNoListener() async throws {
+        let url = try await LiveDatabase.freshDatabase()
+        let admin = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
+        let table = TableName(schema: "public", name: "t")
+        try admin.execute("CREATE TABLE t (id int PRIMARY KEY)")
+        try TriggerSetup.install(on: admin, tables: [table])
+        var configuration = Self.configuration(url, tables: [table], name: "short")
+        configuration.listenerTimeoutSeconds = 2
+        let capture = try RunningCapture(configuration)
+        try admin.execute("INSERT INTO t SELECT generate_series(1, 100)")
+        #expect(await capture.sink.wait(for: 100).count == 100)
+        let left = Mutex("?")
+        try await eventually("rowcast.changes empty after the read", within: 60, seen: { "\(left.withLock { $0 }) rows left" }) {
+            let count = try admin.execute("SELECT count(*) FROM rowcast.changes").scalar ?? "?"
+            left.withLock { $0 = count }
+            return count == "0"
+        }
+        try await Self.stop(capture)
+        // Registered until its timeout: kept for it; after: nothing is written.
+        try await eventually("the registration expired", within: 60, seen: { "" }) {
+            try admin.execute("SELECT count(*) FROM rowcast.listeners WHERE expires > now()").scalar == "0"
+        }
+        try admin.execute("INSERT INTO t SELECT generate_series(101, 200)")
+        #expect(try admin.execute("SELECT count(*) FROM rowcast.changes").scalar == "0", "the trigger wrote with no listener")
+    }
+}
