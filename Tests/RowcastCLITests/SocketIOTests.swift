@@ -87,7 +87,9 @@ struct SocketIOTests {
         #expect(setup.status == 0, "\(setup.stderr)")
         let server = try RunningProcess(Rowcast.binary.path, [
             "serve", "--mode", "trigger", "--table", "orders", "--port", "0", "--db", url,
-            "--socketio-ping-interval", "0.5", "--socketio-ping-timeout", "5", "--log-level", "debug",
+            // A ping timeout of 20 s: the vanished session lives 20.5 s, long enough to be
+            // seen beside the live one on a loaded machine (5 s once was not).
+            "--socketio-ping-interval", "0.5", "--socketio-ping-timeout", "20", "--log-level", "debug",
         ])
         // Why a session closed, for a failure message.
         let closes = { server.output.split(separator: "\n").filter { $0.contains("socket.io session") }.suffix(10).joined(separator: "\n") }
@@ -97,7 +99,7 @@ struct SocketIOTests {
 
         let portNumber = try #require(Int(port))
         let open = try await onThread("an Engine.IO open packet", within: 60) { try RawClient.body(port: portNumber, path: "/socket.io/?EIO=4&transport=polling") }
-        #expect(String(decoding: open, as: UTF8.self).contains(#""pingInterval":500,"pingTimeout":5000"#))
+        #expect(String(decoding: open, as: UTF8.self).contains(#""pingInterval":500,"pingTimeout":20000"#))
         #expect(try await Self.socketIOSessions(port: port, until: { $0 == 2 }) == 2, "\(closes())")
         // Ten pings later the vanished one is gone.
         #expect(try await Self.socketIOSessions(port: port, until: { $0 == 1 }) == 1, "\(closes())")

@@ -36,6 +36,10 @@ struct AuthAndMetricsTests {
     static func authenticatedApp() async -> (app: RowcastApplication, capture: ScriptedCapture) {
         var options = ServerOptions(port: 0)
         options.auth = await ClientAuthenticator(token: token, jwtSecret: secret)
+        // An expired client's close frame must not race the grace after which its
+        // connection is closed outright (5 s, held by its own test): under a loaded
+        // machine the writer once took longer, and the client saw no close frame.
+        options.stalledClientGrace = .seconds(60)
         return ScriptedServer.make(options: options, tables: tables)
     }
 
