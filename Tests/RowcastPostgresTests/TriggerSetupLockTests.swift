@@ -19,6 +19,9 @@ struct TriggerSetupLockTests {
             let setup = try LiveDatabase.connect(applicationName: "rowcast-lock-setup")
             try setup.execute("CREATE TABLE \(table.quoted) (id int PRIMARY KEY)")
             try TriggerSetup.install(on: setup, tables: [table])
+            // A live listener, so that the writer's trigger writes to rowcast.changes.
+            let listener = try RunningCapture(tables: [table])
+            defer { listener.finish() }
             // The writer holds its table as an INSERT does, then setup runs again.
             let writer = try LiveDatabase.connect(applicationName: "rowcast-lock-writer")
             try writer.execute("BEGIN")

@@ -48,6 +48,9 @@ struct TriggerTrustTests {
         let stranger = try Stranger(admin)
         defer { stranger.drop(admin) }
         try stranger.connection.execute("LISTEN rowcast")
+        // A live listener, so that the trigger writes and notifies.
+        let capture = try RunningCapture(tables: [table])
+        defer { capture.finish() }
 
         let secret = LiveDatabase.uniqueName("card-4242")
         try admin.execute("BEGIN")
