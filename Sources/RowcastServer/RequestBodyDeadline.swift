@@ -40,16 +40,19 @@ extension Request {
     }
 
     /// The whole body, at most `maxSize` bytes (an error past them, at once when the
-    /// length says so); `channel` is closed when it is not whole within `timeout`.
+    /// length says so); `channel` is closed when it is not whole within `timeout`, and
+    /// also after a refusal: the HTTP layer drains an unread body part by part after
+    /// the answer, and a body sent a byte at a time held the connection that way.
     func collectBody(upTo maxSize: Int, within timeout: Duration, channel: any Channel) async throws -> ByteBuffer {
-        if let length = headers[.contentLength].flatMap({ Int($0) }), length > maxSize { throw BodyTooLarge() }
         let done = Done()
         // Let fire, never cancelled: cancelling a NIO timer searches the loop's whole heap.
         channel.eventLoop.scheduleTask(in: TimeAmount(timeout)) {
             if !done.flag.load(ordering: .acquiring) { channel.close(promise: nil) }
         }
-        defer { done.flag.store(true, ordering: .releasing) }
-        return try await body.collect(upTo: maxSize)
+        if let length = headers[.contentLength].flatMap({ Int($0) }), length > maxSize { throw BodyTooLarge() }
+        let body = try await body.collect(upTo: maxSize)
+        done.flag.store(true, ordering: .releasing)
+        return body
     }
 
     struct BodyTooLarge: Error {}

@@ -61,6 +61,9 @@ struct WebSocketSession {
                 var pace = MessagePace(perSecond: messagesPerSecond)
                 for try await message in inbound.messages(maxSize: maxFrameSize) {
                     await pace.take(on: channel.eventLoop) { broadcaster.metrics?.messagesPaced.increment() }
+                    // Frames read ahead of their turn are dropped once the client left or
+                    // the server ended it: none is answered after, none holds shutdown.
+                    guard channel.isActive, client.endReason == nil else { break }
                     guard case .text(let text) = message else {
                         reply(.error(code: "bad_frame", message: "frames are JSON text, not binary"), to: client.id)
                         continue

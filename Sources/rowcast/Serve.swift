@@ -65,7 +65,7 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Seconds a connection may go without a whole request (headers included) before it is closed; answers being streamed and WebSockets are not idle.", valueName: "seconds"))
     var idleTimeout: Double = ServerOptions.defaults.idleTimeout.seconds
 
-    @Option(name: .customLong("socketio-max-pending"), help: ArgumentHelp("Socket.IO: sessions without a successful CONNECT held at once; more handshakes get 503 until some join or time out.", valueName: "sessions"))
+    @Option(name: .customLong("socketio-max-pending"), help: ArgumentHelp("Socket.IO: sessions without a successful CONNECT held at once; past it the oldest of the address holding the most is closed.", valueName: "sessions"))
     var socketIOMaxPending: Int = ServerOptions.defaults.socketIO.maxPendingSessions
 
     @Option(name: .customLong("socketio-max-pending-per-address"), help: ArgumentHelp("Socket.IO: the same, from one client address (a proxy in front counts as one).", valueName: "sessions"))

@@ -228,18 +228,22 @@ struct PerimeterTests {
         page.send("POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n")
         let post = try RawClient(port: number)
         post.send("POST \(handshake)&sid=\(sid) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\n")
+        // Refused at once (413) for its length, then sent a byte at a time: the refusal
+        // left the body to be drained part by part.
+        let refused = try RawClient(port: number)
+        refused.send("POST /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000000000\r\n\r\n")
         let closed = try await onThread("bodies sent a byte at a time", within: 90) { () -> [Bool] in
-            var open = [true, true]
+            var open = [true, true, true]
             let deadline = Date().addingTimeInterval(80)
             while open.contains(true), Date() < deadline {
-                for (index, client) in [page, post].enumerated() where open[index] {
+                for (index, client) in [page, post, refused].enumerated() where open[index] {
                     open[index] = client.trySend("a")
                 }
                 usleep(200_000)
             }
             return open.map { !$0 }
         }
-        #expect(closed == [true, true], "closed (a route, Socket.IO's POST): \(closed)")
+        #expect(closed == [true, true, true], "closed (a route, Socket.IO's POST, a body refused for its length): \(closed)")
 
         let other = try await session()
         let payload = String(repeating: "4", count: 70_000)
@@ -252,6 +256,17 @@ struct PerimeterTests {
         #expect(answer.hasPrefix("HTTP/1.1 413 "), "a POST over maxPayload was answered \(answer)")
         let poll = try await onThread("a poll of that session", within: 60) { try RawClient.body(port: number, path: "\(handshake)&sid=\(other)") }
         #expect(String(decoding: poll, as: UTF8.self).contains("Session ID unknown"))
+
+        // Hundreds of packets in one POST are no client's (each would wait its turn).
+        let many = try await session()
+        let packets = Array(repeating: "6", count: 300).joined(separator: "\u{1E}")
+        let manyAnswer = try await onThread("a POST of 300 packets", within: 60) { () throws -> String in
+            let client = try RawClient(port: number)
+            client.send("POST \(handshake)&sid=\(many) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\nContent-Length: \(packets.utf8.count)\r\nConnection: close\r\n\r\n\(packets)")
+            _ = client.readUntilClosed(seconds: 30)
+            return String(decoding: client.received, as: UTF8.self)
+        }
+        #expect(manyAnswer.contains("more than 256 packets"), "a POST of 300 packets was answered \(manyAnswer.suffix(200))")
 
         let long = String(repeating: "a", count: 100_000)
         let (url, headers, health) = try await onThread("a long URL, long headers, then /healthz", within: 60) {
@@ -295,6 +310,29 @@ struct PerimeterTests {
         let body = try await onThread("GET /status", within: 60) { try RawClient.body(port: number, path: "/status?token=\(Self.token)") }
         let status = try JSONSerialization.jsonObject(with: body) as? [String: Any]
         #expect(status?["socketio_sessions"] as? Int == 1 && status?["clients"] as? Int == 1, "status: \(String(decoding: body, as: UTF8.self))")
+        #expect(try await server.stop() == 0)
+    }
+
+    /// Frames a `/ws` client sent faster than its rate and then left are dropped, not
+    /// handled one by one after it is gone (5,000 of them kept a session, its client
+    /// count and serve's shutdown waiting for four minutes).
+    @Test func framesSentAheadOfTheirTurnDieWithTheirConnection() async throws {
+        let table = "ahead_" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        let (server, port, _) = try await ServeFaultTests.serve(table: table)
+        let number = Int(port) ?? 0
+        try await onThread("5,000 frames, then a reset", within: 60) {
+            let client = try RawClient(port: number)
+            guard client.upgrade() else { throw Failure("no WebSocket upgrade") }
+            for _ in 0..<5_000 { client.sendText(#"{"event":"unsubscribe","data":{}}"#) }
+            client.reset()
+        }
+        let seen = Mutex("")
+        try await eventually("the client gone", within: 60, seen: { seen.withLock { $0 } }) {
+            let body = try await onThread("GET /status", within: 60) { try RawClient.body(port: number, path: "/status") }
+            let status = try JSONSerialization.jsonObject(with: body) as? [String: Any]
+            seen.withLock { $0 = "clients \(status?["clients"] ?? "?")" }
+            return status?["clients"] as? Int == 0
+        }
         #expect(try await server.stop() == 0)
     }
 }

@@ -61,6 +61,12 @@ import RowcastTestSupport
         #expect(Subscription(tables: nil, ops: nil, filter: numberElsewhere).matches(try record(.insert, row: #"{"x": "-Infinity"}"#)))
     }
 
+    @Test func inListsAreBounded() throws {
+        let hundred = "id=in.(" + (1...100).map(String.init).joined(separator: ",") + ")"
+        #expect(try RowFilter(parsing: hundred).values.count == 100)
+        #expect(throws: RowFilterError.self) { try RowFilter(parsing: "id=in.(" + (1...101).map(String.init).joined(separator: ",") + ")") }
+    }
+
     @Test func deletesAreFilteredOnTheOldRow() throws {
         let subscription = Subscription(tables: nil, ops: nil, filter: try RowFilter(parsing: "id=eq.3"))
         #expect(subscription.matches(try record(.delete, row: nil, old: #"{"id": 3}"#)))

@@ -6,7 +6,7 @@ import RowcastWire
 extension EngineSession {
     /// One Engine.IO packet from the client, whichever transport brought it.
     func receive(_ text: Substring.UTF8View) async {
-        await paced()
+        guard await paced() else { return }
         do throws(SocketIOPacketError) {
             switch try EnginePacket.parse(text) {
             case .close: _ = await onLoop { [self] in feed(.clientClose) }

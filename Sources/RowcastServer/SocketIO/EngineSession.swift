@@ -124,10 +124,17 @@ final class EngineSession: Sendable {
     }
 
     /// A packet from the client waits its turn (``MessagePace``), on the session's loop.
-    func paced() async {
-        guard let delay = await onLoop({ [self] in held.value.pace.wait(now: .now()) }) ?? nil else { return }
+    /// False once the session ended (before or during the wait): packets read ahead of
+    /// their turn are dropped then, so none is handled after the client left and none
+    /// holds shutdown.
+    func paced() async -> Bool {
+        guard let (delay, open) = await onLoop({ [self] in (held.value.pace.wait(now: .now()), !held.value.machine.isClosed) }),
+            open, client.endReason == nil
+        else { return false }
+        guard let delay else { return true }
         server.metrics?.messagesPaced.increment()
         try? await eventLoop.scheduleTask(in: delay) {}.futureResult.get()
+        return await onLoop({ [self] in !held.value.machine.isClosed }) == true && client.endReason == nil
     }
 
     /// Queued for the client, in order with its updates.

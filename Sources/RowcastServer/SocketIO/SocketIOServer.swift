@@ -114,7 +114,17 @@ final class SocketIOServer: Sendable {
                 await session.close(.server)
                 return Self.refusal(3, "Bad request: a payload over maxPayload (\(maxPayload) bytes)", status: .contentTooLarge, cors: cors)
             }
-            for packet in EnginePacket.split(payload: Array(body.readableBytesView)) {
+            let packets = EnginePacket.split(payload: Array(body.readableBytesView))
+            // Clients send what they queued (python-engineio decodes at most 16 a payload);
+            // thousands of one-byte packets are no client's, and each waits its turn.
+            guard packets.count <= Self.maxPacketsPerPayload else {
+                logger.debug("socket.io session \(sid): a POST of \(packets.count) packets; closing it")
+                await session.close(.server)
+                return Self.refusal(3, "Bad request: more than \(Self.maxPacketsPerPayload) packets in one payload", cors: cors)
+            }
+            for packet in packets {
+                // The client left, or the session ended: the rest is not handled.
+                guard channel.isActive else { break }
                 await session.receive(packet)
             }
             return Self.text([ByteBuffer(string: "ok")], cors: cors)
@@ -134,6 +144,9 @@ final class SocketIOServer: Sendable {
     }
 
     private static let separator = ByteBuffer(bytes: [0x1E])
+
+    /// The most packets one POST may carry.
+    static let maxPacketsPerPayload = 256
 
     private static func text(_ parts: [ByteBuffer], cors: HTTPFields) -> Response {
         var headers = cors
@@ -214,6 +227,7 @@ final class SocketIOServer: Sendable {
                         continue
                     }
                     await session.receive(text[...].utf8)
+                    guard channel.isActive else { break }
                 }
             }
             // Either ends the connection: the client left, or the writer closed it.
