@@ -42,10 +42,15 @@ struct TriggerListener {
     /// free `preferred#N`, picking up its position when its row is still live.
     static func register(preferred: String, timeoutSeconds: Double, on connection: PostgresConnection, logger: Logger) throws(PostgresError) -> TriggerListener {
         var name = preferred
-        for attempt in 1...1000 {
+        var locked = false
+        for attempt in 1...100 where !locked {
             name = attempt == 1 ? preferred : "\(preferred)#\(attempt)"
-            let locked = try connection.execute("SELECT pg_try_advisory_lock(hashtextextended('rowcast.listener:' || $1, 0))", [name]).scalar
-            if locked == "t" { break }
+            locked = try connection.execute("SELECT pg_try_advisory_lock(hashtextextended('rowcast.listener:' || $1, 0))", [name]).scalar == "t"
+        }
+        if !locked {
+            // A hundred processes under one name: this one takes a name of its own.
+            name = "\(preferred)#\(UInt32.random(in: 101...UInt32.max))"
+            _ = try connection.execute("SELECT pg_try_advisory_lock(hashtextextended('rowcast.listener:' || $1, 0))", [name])
         }
         var listener = TriggerListener(name: name, position: "", timeoutSeconds: timeoutSeconds, logger: logger)
         try listener.rejoin(on: connection)
@@ -56,7 +61,15 @@ struct TriggerListener {
     /// position when the row is live; otherwise a fresh one, and a warning naming what
     /// may be missing.
     mutating func rejoin(on connection: PostgresConnection) throws(PostgresError) {
-        _ = try connection.execute("SELECT pg_try_advisory_lock(hashtextextended('rowcast.listener:' || $1, 0))", [name])
+        // Another process took the name while this one was disconnected: never share a
+        // position (each would move it past what the other has not read); take the
+        // next free name instead, and say what that costs.
+        guard try connection.execute("SELECT pg_try_advisory_lock(hashtextextended('rowcast.listener:' || $1, 0))", [name]).scalar == "t" else {
+            let taken = name
+            self = try Self.register(preferred: Self.baseName(taken), timeoutSeconds: timeoutSeconds, on: connection, logger: logger)
+            logger.warning("listener name \(taken) was taken by another process while this one was disconnected; listening as \(name) from now on (changes committed meanwhile went to \(taken))")
+            return
+        }
         let found = try connection.execute(
             "SELECT position::text, expires > now() FROM rowcast.listeners WHERE name = $1", [name]
         ).rows.first
@@ -99,6 +112,12 @@ struct TriggerListener {
         } else {
             logger.info("listening as \(name): changes committed from now on are delivered")
         }
+    }
+
+    /// `name` without the `#N` a second process with the same name got.
+    static func baseName(_ name: String) -> String {
+        guard let hash = name.lastIndex(of: "#"), Int(name[name.index(after: hash)...]) != nil else { return name }
+        return String(name[..<hash])
     }
 
     /// Moves `expires` on. Returns false when the row is gone (dropped by another
