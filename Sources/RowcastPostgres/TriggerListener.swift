@@ -125,7 +125,9 @@ struct TriggerListener {
     @discardableResult
     func heartbeat(on connection: PostgresConnection) throws(PostgresError) -> Bool {
         !(try connection.execute(
-            "UPDATE rowcast.listeners SET expires = now() + make_interval(secs => $2::float8) WHERE name = $1 RETURNING 1",
+            // Not a registration already past its time: that one was given up (its
+            // changes may be gone), and ``rejoin(on:)`` says so.
+            "UPDATE rowcast.listeners SET expires = now() + make_interval(secs => $2::float8) WHERE name = $1 AND expires >= now() RETURNING 1",
             [name, String(timeoutSeconds)]
         ).rows.isEmpty)
     }
@@ -144,14 +146,31 @@ struct TriggerListener {
 
     /// `snapshot` with `deferred` (transactions it sees) counted as not seen yet: what
     /// the position becomes when a window leaves them for their notifications.
-    static func snapshot(_ snapshot: String, leaving deferred: [Int64]) -> String? {
-        guard !deferred.isEmpty else { return snapshot }
-        let parts = snapshot.split(separator: ":", omittingEmptySubsequences: false)
-        guard parts.count == 3, let xmin = Int64(parts[0]), let xmax = Int64(parts[1]) else { return nil }
-        var xip = Set(parts[2].split(separator: ",").compactMap { Int64($0) })
-        xip.formUnion(deferred.filter { $0 < xmax })
-        let low = min(xmin, xip.min() ?? xmin)
-        return "\(low):\(xmax):" + xip.sorted().map(String.init).joined(separator: ",")
+    /// Whatever `previous` counted as passed stays passed: a fresh registration counts
+    /// every transaction before it as passed, also one still open then, which a real
+    /// snapshot lists as running, and which would otherwise be read in half later.
+    static func snapshot(_ snapshot: String, leaving deferred: [Int64], after previous: String) -> String? {
+        guard let current = Snapshot(snapshot), let before = Snapshot(previous) else { return nil }
+        var xip = Set(current.xip.filter { !before.sees($0) })
+        xip.formUnion(deferred.filter { $0 < current.xmax })
+        let low = min(max(current.xmin, before.xmin), xip.min() ?? current.xmax)
+        return "\(low):\(current.xmax):" + xip.sorted().map(String.init).joined(separator: ",")
+    }
+
+    /// A `txid_snapshot` in its text form, `xmin:xmax:xip,…`.
+    struct Snapshot {
+        let xmin: Int64, xmax: Int64, xip: [Int64]
+
+        init?(_ text: String) {
+            let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+            guard parts.count == 3, let xmin = Int64(parts[0]), let xmax = Int64(parts[1]) else { return nil }
+            self.xmin = xmin
+            self.xmax = xmax
+            xip = parts[2].split(separator: ",").compactMap { Int64($0) }
+        }
+
+        /// Whether a transaction counts as finished in it.
+        func sees(_ txid: Int64) -> Bool { txid < xmin || (txid < xmax && !xip.contains(txid)) }
     }
 
     /// Drops listeners past their time, then deletes every change that all live

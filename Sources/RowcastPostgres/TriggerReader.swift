@@ -221,7 +221,7 @@ struct TriggerReader {
             acceptsLegacy = false
         }
         if case .failed = sink.flush() { return false }
-        guard let position = TriggerListener.snapshot(snapshot, leaving: deferred) else {
+        guard let position = TriggerListener.snapshot(snapshot, leaving: deferred, after: listener.position) else {
             logger.error("cannot read the snapshot \(snapshot); reading this window again")
             return true
         }
@@ -264,12 +264,21 @@ struct TriggerReader {
             record.schema = change.table.schema
             record.table = change.table.name
             record.xid = UInt32(truncatingIfNeeded: change.batch)
-            record.row = values.row.map { RawJSON(trusted: Array($0.utf8)) }
-            record.old = values.old.map { RawJSON(trusted: Array($0.utf8)) }
+            record.row = values.row.map(Self.oneLine)
+            record.old = values.old.map(Self.oneLine)
             try learnIfNew(change.table, on: connection)
             deliver(record, to: sink)
         }
         return true
+    }
+
+    /// `to_json` embeds a `json` column as written, line breaks included; outside a
+    /// string they are only whitespace (a JSON string cannot hold a raw one), and as
+    /// spaces they keep NDJSON and SSE framing whole.
+    static func oneLine(_ text: String) -> RawJSON {
+        var bytes = Array(text.utf8)
+        for index in bytes.indices where bytes[index] == 0x0A || bytes[index] == 0x0D { bytes[index] = 0x20 }
+        return RawJSON(trusted: bytes)
     }
 
     // MARK: - rowcast 0.1 payloads

@@ -57,8 +57,9 @@ struct CaptureOptions: ParsableArguments {
                 guard cursor == nil else {
                     throw CommandFailure.usage("--since needs --mode replication: a trigger-mode cursor is one process's (fix: run tail again under the same --listener name, and it catches up on what was committed meanwhile)")
                 }
-                guard listenerTimeout >= 1, listenerTimeout <= 86_400 * 30 else {
-                    throw CommandFailure.usage("--listener-timeout takes a number of seconds from 1 to 2592000 (30 days)")
+                // Three heartbeats (one every 10 s) at least: a live listener is never dropped.
+                guard listenerTimeout >= 30, listenerTimeout <= 86_400 * 30 else {
+                    throw CommandFailure.usage("--listener-timeout takes a number of seconds from 30 (three heartbeats) to 2592000 (30 days)")
                 }
                 if let listener, listener.isEmpty || listener.utf8.count > 200 {
                     throw CommandFailure.usage("--listener takes a name of 1 to 200 bytes")

@@ -91,4 +91,43 @@ struct TriggerListenerTests {
         try admin.execute("INSERT INTO t SELECT generate_series(101, 200)")
         #expect(try admin.execute("SELECT count(*) FROM rowcast.changes").scalar == "0", "the trigger wrote with no listener")
     }
+
+    /// A transaction open when the first listener registers is never delivered in half
+    /// (the first window's snapshot listed it as running, and its later statements
+    /// were read); the next one arrives whole.
+    @Test func aTransactionOpenAtRegistrationIsNeverDeliveredInHalf() async throws {
+        let url = try await LiveDatabase.freshDatabase()
+        let admin = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
+        let writer = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
+        try admin.execute("CREATE TABLE t (id int PRIMARY KEY)")
+        try TriggerSetup.install(on: admin, tables: [TableName(schema: "public", name: "t")])
+        try writer.execute("BEGIN")
+        try writer.execute("INSERT INTO t VALUES (1)")
+        let capture = try RunningCapture(Self.configuration(url, tables: [TableName(schema: "public", name: "t")], name: "half"))
+        defer { capture.finish() }
+        try writer.execute("INSERT INTO t VALUES (2)")
+        try writer.execute("COMMIT")
+        try admin.execute("INSERT INTO t VALUES (3), (4)")
+        _ = await capture.sink.wait(for: 2)
+        try await pause(for: .milliseconds(500))
+        #expect(Self.ids(capture.sink.snapshot) == [3, 4], "delivered \(Self.ids(capture.sink.snapshot))")
+    }
+
+    /// A `json` value with line breaks (`to_json` embeds it as written) arrives on one
+    /// line: NDJSON and SSE frame records by lines.
+    @Test func aJSONValueWithLineBreaksArrivesOnOneLine() async throws {
+        let url = try await LiveDatabase.freshDatabase()
+        let admin = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
+        let table = TableName(schema: "public", name: "docs")
+        try admin.execute("CREATE TABLE docs (id int PRIMARY KEY, doc json)")
+        try TriggerSetup.install(on: admin, tables: [table])
+        let capture = try RunningCapture(Self.configuration(url, tables: [table], name: "lines"))
+        defer { capture.finish() }
+        try admin.execute("INSERT INTO docs VALUES (1, E'{\"a\":\\n1,\\r\\n\"b\": \"x\\\\ny\"}')")
+        let record = try #require(await capture.sink.wait(for: 1).first)
+        let text = record.row?.text ?? ""
+        #expect(!text.contains("\n") && !text.contains("\r"), "\(text)")
+        let doc = (try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])?["doc"] as? [String: Any]
+        #expect(doc?["a"] as? Int == 1 && doc?["b"] as? String == "x\ny", "\(text)")
+    }
 }
