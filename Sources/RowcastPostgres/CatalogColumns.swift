@@ -21,24 +21,21 @@ enum CatalogColumns {
     /// The partitioned tables `table` is a partition of, at any depth (none for a table
     /// that is no partition, or on a server before PostgreSQL 12).
     static func partitionAncestors(of table: TableName, on connection: PostgresConnection) throws(PostgresError) -> Set<TableName> {
-        guard try connection.execute("SELECT current_setting('server_version_num')::int >= 120000").scalar == "t" else { return [] }
-        let rows = try connection.execute(
-            """
-            SELECT n.nspname, c.relname FROM pg_partition_ancestors(to_regclass($1)) a
-            JOIN pg_class c ON c.oid = a.relid JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE a.relid <> to_regclass($1)
-            """,
-            [table.quoted]
-        ).rows
-        return Set(rows.compactMap { row in row[0].flatMap { schema in row[1].map { TableName(schema: schema, name: $0) } } })
+        try partitionRelatives(of: table, through: "pg_partition_ancestors", on: connection)
     }
 
     /// The partitions of `table`, at any depth (none for a table that is not partitioned).
     static func partitions(of table: TableName, on connection: PostgresConnection) throws(PostgresError) -> Set<TableName> {
+        try partitionRelatives(of: table, through: "pg_partition_tree", on: connection)
+    }
+
+    /// The tables `function` (a set-returning partition function whose rows have
+    /// `relid`) names for `table`, but `table` itself.
+    private static func partitionRelatives(of table: TableName, through function: String, on connection: PostgresConnection) throws(PostgresError) -> Set<TableName> {
         guard try connection.execute("SELECT current_setting('server_version_num')::int >= 120000").scalar == "t" else { return [] }
         let rows = try connection.execute(
             """
-            SELECT n.nspname, c.relname FROM pg_partition_tree(to_regclass($1)) p
+            SELECT n.nspname, c.relname FROM \(function)(to_regclass($1)) p
             JOIN pg_class c ON c.oid = p.relid JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE p.relid <> to_regclass($1)
             """,

@@ -96,13 +96,7 @@ struct PerimeterTests {
                 client.reset()
             }
         }
-        let seen = Mutex("")
-        try await eventually("no client left registered", within: 60, seen: { seen.withLock { $0 } }) {
-            let body = try await onThread("GET /status", within: 60) { try RawClient.body(port: number, path: "/status") }
-            let status = try JSONSerialization.jsonObject(with: body) as? [String: Any]
-            seen.withLock { $0 = "clients \(status?["clients"] ?? "?")" }
-            return status?["clients"] as? Int == 0
-        }
+        try await Self.waitForNoClient(port: number)
         try await LiveDatabase.psql(url, "INSERT INTO \(table) VALUES (1, 'to no one')")
         #expect(try await server.stop() == 0)
     }
@@ -326,13 +320,18 @@ struct PerimeterTests {
             for _ in 0..<5_000 { client.sendText(#"{"event":"unsubscribe","data":{}}"#) }
             client.reset()
         }
+        try await Self.waitForNoClient(port: number)
+        #expect(try await server.stop() == 0)
+    }
+
+    /// Waits (a minute at most) until `/status` counts no client.
+    static func waitForNoClient(port: Int) async throws {
         let seen = Mutex("")
-        try await eventually("the client gone", within: 60, seen: { seen.withLock { $0 } }) {
-            let body = try await onThread("GET /status", within: 60) { try RawClient.body(port: number, path: "/status") }
+        try await eventually("no client left registered", within: 60, seen: { seen.withLock { $0 } }) {
+            let body = try await onThread("GET /status", within: 60) { try RawClient.body(port: port, path: "/status") }
             let status = try JSONSerialization.jsonObject(with: body) as? [String: Any]
             seen.withLock { $0 = "clients \(status?["clients"] ?? "?")" }
             return status?["clients"] as? Int == 0
         }
-        #expect(try await server.stop() == 0)
     }
 }
