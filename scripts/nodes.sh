@@ -30,7 +30,7 @@ done
 for n in 1 2 3; do
     "$bin" serve --mode replication --table items --slot "node$n" --publication items \
         --port "808$n" --db "$url" --log-level warning \
-        --max-connections-per-address 0 &  # every client comes through HAProxy: one address
+        --max-connections-per-address 0 --requests-per-second-per-address 0 &  # every client comes through HAProxy: one address
     pids+=($!)
     echo "node $n: http://127.0.0.1:808$n/ (pid $!)"
 done

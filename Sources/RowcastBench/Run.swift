@@ -15,7 +15,7 @@ struct Run: ParsableCommand {
     )
 
     @Option(help: "Sections to run, by number or name, separated by spaces or commas.")
-    var sections = "1 2 3 4 5 6"
+    var sections = "1 2 3 4 5 6 7"
 
     @Option(help: "Rows of the drain backlog (other shapes and sections take fractions of it).")
     var rows = 1_000_000

@@ -98,6 +98,11 @@ package struct RowFilter: Sendable, Equatable, CustomStringConvertible {
     package let values: [String]
     /// Each value as a number, when it is one (parsed once, not at every comparison).
     private let numbers: [NumericOrder?]
+    /// For `in`: the values that are numbers, in order (a binary search per record),
+    /// and every value's UTF-8 (a set look-up): a hundred values cost a record about
+    /// what one does.
+    private let sortedNumbers: [NumericOrder]
+    private let texts: Set<[UInt8]>
     /// The tables whose `column` is a number (set by ``resolved(numberIn:)`` from the
     /// catalog): there a JSON string `"NaN"`, `"Infinity"` or `"-Infinity"` (how
     /// `to_jsonb` writes them) is that number, and orders as PostgreSQL orders it.
@@ -133,6 +138,8 @@ package struct RowFilter: Sendable, Equatable, CustomStringConvertible {
             values = [String(Substring(value))]
         }
         numbers = values.map { NumericOrder(filterValue: $0) }
+        sortedNumbers = comparison == .in ? numbers.compactMap { $0 }.sorted() : []
+        texts = comparison == .in ? Set(values.map { Array($0.utf8) }) : []
     }
 
     package static func == (lhs: RowFilter, rhs: RowFilter) -> Bool {
@@ -165,7 +172,7 @@ package struct RowFilter: Sendable, Equatable, CustomStringConvertible {
         case .lte: return compare(0).map { $0 <= 0 } ?? false
         case .gt: return compare(0).map { $0 > 0 } ?? false
         case .gte: return compare(0).map { $0 >= 0 } ?? false
-        case .in: return values.indices.contains { compare($0) == 0 }
+        case .in: return value.isAmong(texts: texts, sortedNumbers: sortedNumbers, numericColumn: numeric)
         }
     }
 }
@@ -339,7 +346,9 @@ enum JSONScalar {
             guard let other, let special = NumericOrder(special: string) else { return nil }
             return Self.order(special, other)
         case .string(let string):
-            return string < text ? -1 : (string > text ? 1 : 0)
+            // Byte by byte, as PostgreSQL's C collation: equal only when the bytes are
+            // (canonically equivalent spellings are different strings, as in PostgreSQL).
+            return Self.order(string.utf8, text.utf8)
         case .literal(let literal):
             return literal == text ? 0 : nil
         case .composite:
@@ -349,5 +358,41 @@ enum JSONScalar {
 
     private static func order(_ a: NumericOrder, _ b: NumericOrder) -> Int {
         a < b ? -1 : (b < a ? 1 : 0)
+    }
+
+    private static func order(_ a: String.UTF8View, _ b: String.UTF8View) -> Int {
+        var (x, y) = (a.makeIterator(), b.makeIterator())
+        while true {
+            switch (x.next(), y.next()) {
+            case (nil, nil): return 0
+            case (nil, _): return -1
+            case (_, nil): return 1
+            case (let p?, let q?) where p != q: return p < q ? -1 : 1
+            default: continue
+            }
+        }
+    }
+
+    /// Whether the value equals one of an `in` list's values (`texts`: each value's
+    /// UTF-8; `sortedNumbers`: those that are numbers, in order), as comparing it with
+    /// each in turn would say.
+    func isAmong(texts: Set<[UInt8]>, sortedNumbers: [NumericOrder], numericColumn: Bool) -> Bool {
+        switch self {
+        case .number(let number): return Self.search(.finite(number), in: sortedNumbers)
+        case .string(let string) where numericColumn:
+            guard let special = NumericOrder(special: string) else { return false }
+            return Self.search(special, in: sortedNumbers)
+        case .string(let text), .literal(let text): return texts.contains(Array(text.utf8))
+        case .composite: return false
+        }
+    }
+
+    private static func search(_ number: NumericOrder, in sorted: [NumericOrder]) -> Bool {
+        var (low, high) = (0, sorted.count)
+        while low < high {
+            let middle = (low + high) / 2
+            if sorted[middle] < number { low = middle + 1 } else { high = middle }
+        }
+        return low < sorted.count && !(number < sorted[low])
     }
 }

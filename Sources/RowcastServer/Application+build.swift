@@ -79,6 +79,8 @@ func makeRouter(options: ServerOptions, source: any CaptureSource, broadcaster: 
     let metrics = broadcaster.metrics ?? ServerMetrics(replication: options.slot != nil)
     let router = Router(context: RowcastRequestContext.self)
     let guardian = RequestGuard(listening: options.host, extraHosts: options.allowedHosts, origins: options.allowedOrigins)
+    // First: every request takes its address's turn, also one refused for its Host.
+    router.add(middleware: AddressPaceMiddleware(pace: AddressPace(perSecond: options.requestsPerSecondPerAddress), metrics: broadcaster.metrics))
     router.add(middleware: HostCheckMiddleware(guardian: guardian))
     router.add(middleware: RequestBodyDeadline(timeout: options.idleTimeout, maxSize: options.maxClientFrameSize))
     let page = ByteBuffer(bytes: PackageResources.index_html)

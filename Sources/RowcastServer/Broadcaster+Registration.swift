@@ -17,6 +17,10 @@ extension Broadcaster {
         /// Set when the broadcaster ended this client: stop writing and close it.
         package var endReason: EndReason? { control.reason }
 
+        /// Window records matched for this client's replays and `last` since the last
+        /// call: its session charges them to the client's message pace.
+        package func takeExamined() -> Int { control.takeExamined() }
+
         /// The writer calls this once frames it took are written (handed to the socket),
         /// so that what the client holds queued is counted in bytes; a client replaying
         /// from the window gets its next part once at most a quarter of its budget is queued.
@@ -31,6 +35,7 @@ extension Broadcaster {
         private let value = Atomic<UInt8>(0)
         private let queuedBytes = Atomic<Int>(0)
         private let replaying = Atomic<Bool>(false)
+        private let examined = Atomic<Int>(0)
         let onEnd: (@Sendable (EndReason) -> Void)?
         /// Queues the next part of the client's replay (the broadcaster's, by the client's id).
         let refill: @Sendable () -> Void
@@ -45,6 +50,9 @@ extension Broadcaster {
 
         var isReplaying: Bool { replaying.load(ordering: .relaxed) }
         func setReplaying(_ on: Bool) { replaying.store(on, ordering: .relaxed) }
+
+        func examined(_ records: Int) { examined.add(records, ordering: .relaxed) }
+        func takeExamined() -> Int { examined.exchange(0, ordering: .relaxed) }
 
         var reason: EndReason? { EndReason(rawValue: value.load(ordering: .relaxed)) }
         func raise(_ reason: EndReason) { value.store(reason.rawValue, ordering: .relaxed) }

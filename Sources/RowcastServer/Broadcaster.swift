@@ -104,7 +104,7 @@ package final class Broadcaster: RecordSink {
     ///     resuming from it replays everything the window still holds.
     ///   - metrics: where to count records, clients and cut-offs.
     package init(options: ServerOptions, origin: Cursor? = nil, metrics: ServerMetrics? = nil) {
-        self.queueLimit = max(options.clientQueueLimit, 16)
+        self.queueLimit = max(options.clientQueueFrames, 16)
         self.queueByteLimit = max(options.clientQueueBytes, 1)
         self.metrics = metrics
         state.withLock {
@@ -149,20 +149,23 @@ package final class Broadcaster: RecordSink {
     package func subscribe(
         _ id: UInt64, to subscription: Subscription, since: Cursor? = nil, last: Int? = nil, announcing: Announcement = .subscribed
     ) -> Bool {
+        // Found before the critical section that subscribes, a chunk at a time.
+        let latest = since == nil ? last.flatMap { $0 > 0 ? startOfLatest($0, matching: subscription, for: id) : nil } : nil
         var wakes: [ClientQueue] = []
         defer { for queue in wakes { queue.wake() } }
-        return state.withLock { state in
-            guard let client = state.clients[id] else { return true }
+        let (subscribed, more) = state.withLock { state -> (Bool, Bool) in
+            guard let client = state.clients[id] else { return (true, false) }
             state.window.expire()
             var replay: Replay?
             if let since {
-                guard state.window.covers(since, lastCursor: state.lastCursor) else { return false }
+                guard state.window.covers(since, lastCursor: state.lastCursor) else { return (false, false) }
                 // A trigger-mode stream is one process's: a cursor beyond its newest record was
                 // never issued (replication cursors ahead come from a node further on, and wait).
-                if since.kind == .trigger, let newest = state.lastCursor, since.major == newest.major, since > newest { return false }
+                if since.kind == .trigger, let newest = state.lastCursor, since.major == newest.major, since > newest { return (false, false) }
                 if let last = state.lastCursor, since < last { replay = .after(since) }
-            } else if let last, last > 0, let start = state.window.startOfLatest(last, matching: subscription) {
-                replay = .from(start)
+            } else if let latest, let oldest = state.window.oldestCursor {
+                // The window may have let the oldest of them go meanwhile: from its oldest then.
+                replay = .from(max(latest, oldest))
             }
             state.clients[id]?.subscription = subscription
             state.subscribed.insert(id)
@@ -178,9 +181,10 @@ package final class Broadcaster: RecordSink {
                 message.offset = (since ?? state.lastCursor)?.description
                 if let bytes = client.framing.frame(message) { enqueue(Outgoing(bytes), to: id, in: &state, wakes: &wakes) }
             }
-            if replay != nil { refill(id, in: &state, wakes: &wakes) }
-            return true
+            return (true, replay != nil && refill(id, in: &state, wakes: &wakes))
         }
+        if more { refill(id) }
+        return subscribed
     }
 
     /// Queues a heartbeat for one client, in order with its updates, when its

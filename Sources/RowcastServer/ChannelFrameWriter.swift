@@ -28,6 +28,8 @@ final class ChannelFrameWriter: Sendable {
 
     /// Starts taking the client's frames.
     func start() {
+        let watcher = WritabilityWatcher { [self] in drain() }
+        channel.pipeline.addHandler(watcher, position: .first).whenComplete { _ in }
         client.queue.attach(on: channel.eventLoop) { [self] in drain() }
     }
 
@@ -56,7 +58,13 @@ final class ChannelFrameWriter: Sendable {
     }
 
     /// On the event loop: writes what is queued with one flush.
+    ///
+    /// While the channel holds more than it may (its peer reads slower than records
+    /// come, or not at all), frames stay in the client's queue: a record then costs
+    /// that client one append, not a write through the pipeline, until the channel
+    /// drains (``WritabilityWatcher`` drains again) or the queue's limits cut it off.
     private func drain() {
+        if channel.isActive, !channel.isWritable, client.endReason == nil { return }
         let (items, finished) = client.queue.take()
         // Cut off or expired: close now rather than write out the backlog. Shutting
         // down: write what is queued (the capture already counted it as delivered).
@@ -88,5 +96,27 @@ final class ChannelFrameWriter: Sendable {
             return state.waiter
         }
         waiter?.resume()
+    }
+}
+
+/// Calls `drain` when the channel can take writes again, and when it closes (a writer
+/// waiting for room must still finish).
+private final class WritabilityWatcher: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+
+    private let drain: () -> Void
+
+    init(drain: @escaping () -> Void) {
+        self.drain = drain
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { drain() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        drain()
+        context.fireChannelInactive()
     }
 }

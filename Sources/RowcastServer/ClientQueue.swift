@@ -81,7 +81,9 @@ package final class ClientQueue: Sendable {
             state.finished = true
             let waiter = state.items.isEmpty ? state.waiter : nil
             if waiter != nil { state.waiter = nil }
-            guard let drainer = state.drainer, !state.drainScheduled else { return (waiter, nil) }
+            // Even when a drain is scheduled: a writer may hold it back (its channel is
+            // full) and must learn that nothing more will come.
+            guard let drainer = state.drainer else { return (waiter, nil) }
             state.drainScheduled = true
             return (waiter, drainer)
         }

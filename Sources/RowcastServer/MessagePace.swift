@@ -1,4 +1,5 @@
 import NIOCore
+import NIOWebSocket
 
 /// How fast one client's messages are taken (`--client-messages-per-second`): as many
 /// as the rate at once, then one every `1/rate` seconds (a token bucket, kept as the
@@ -25,6 +26,12 @@ struct MessagePace {
         slack = interval * Int64(rate - 1)
     }
 
+    /// Whether a whole burst may go at `now`: the pace holds nothing from the past.
+    func isIdle(now: NIODeadline) -> Bool {
+        guard let due else { return true }
+        return due <= now
+    }
+
     /// Takes a message arriving at `now`: how long it must wait first, or nil to go at once.
     mutating func wait(now: NIODeadline) -> TimeAmount? {
         guard interval > 0 else { return nil }
@@ -36,11 +43,138 @@ struct MessagePace {
 }
 
 extension MessagePace {
+    /// Window records matched for a client per turn of its pace: a `subscribe` with
+    /// `last` or `since` that matched a thousand of them costs twenty messages' turns.
+    static let recordsPerTurn = 50
+
+    /// Charges `records` matched for the client to its schedule: its next messages wait
+    /// that many turns longer (whole turns; the rest is forgotten).
+    mutating func charge(examined records: Int, now: NIODeadline = .now()) {
+        guard interval > 0, records >= Self.recordsPerTurn else { return }
+        let turns = Int64(min(records / Self.recordsPerTurn, 1_000_000))
+        due = max(due ?? now, now) + .nanoseconds(interval * turns)
+    }
+
     /// Takes a message arriving now and, when it came early, waits its turn on a timer
     /// of `eventLoop` (not the cooperative pool's clock). `counted` hears of each wait.
     mutating func take(on eventLoop: any EventLoop, counted: (() -> Void)? = nil) async {
         guard let delay = wait(now: .now()) else { return }
         counted?()
         try? await eventLoop.scheduleTask(in: delay) {}.futureResult.get()
+    }
+}
+
+/// Paces every WebSocket frame a client sends, whatever its kind: pings (answered by
+/// the WebSocket layer with a pong, before any message reaches the session),
+/// continuation frames (assembled there), closes, and data. It sits just after the
+/// frame decoder. A frame that comes ahead of its turn is held until then, and the
+/// connection reads nothing more while any is held, so a flood is slowed by TCP's
+/// back-pressure at no cost to the server while it waits. What is held is at most one
+/// read's frames: reads of upgraded connections are at most ``readBytes``. The rate is
+/// ``framesPerMessage`` times the message rate: a message in a few fragments, or a
+/// ping now and then, never waits.
+final class WebSocketFramePace: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+    typealias InboundOut = NIOAny
+    typealias OutboundIn = NIOAny
+    typealias OutboundOut = NIOAny
+
+    static let framesPerMessage = 8
+    /// The most a WebSocket connection reads at once (client messages are small: a
+    /// subscribe, a ping; a large one takes more reads, not more memory).
+    static let readBytes = 4096
+
+    private var pace: MessagePace
+    /// Frames waiting for their turn, each with the time it may go; oldest first.
+    private var held = CircularBuffer<(frame: NIOAny, due: NIODeadline)>()
+    /// A timer will release the oldest held frame.
+    private var timerArmed = false
+    /// A read was asked for while frames were held: passed on once none is.
+    private var readWaiting = false
+    private let counted: (() -> Void)?
+
+    init(messagesPerSecond: Int, counted: (() -> Void)? = nil) {
+        // Saturating: a rate of 0 (no limit) stays 0; a huge one is no limit either.
+        let (rate, overflow) = messagesPerSecond.multipliedReportingOverflow(by: Self.framesPerMessage)
+        pace = MessagePace(perSecond: overflow ? 0 : rate)
+        self.counted = counted
+    }
+
+    /// Put after the WebSocket frame decoder of `channel` (on its event loop).
+    static func install(on channel: any Channel, messagesPerSecond: Int, counted: (@Sendable () -> Void)? = nil) {
+        guard messagesPerSecond > 0 else { return }
+        channel.eventLoop.execute {
+            let pipeline = channel.pipeline.syncOperations
+            guard let decoder = try? pipeline.context(handlerType: ByteToMessageHandler<WebSocketFrameDecoder>.self) else { return }
+            try? pipeline.addHandler(WebSocketFramePace(messagesPerSecond: messagesPerSecond, counted: counted), position: .after(decoder.handler))
+            channel.setOption(ChannelOptions.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: readBytes)).whenComplete { _ in }
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let now = NIODeadline.now()
+        let wait = pace.wait(now: now)
+        // In order: once one waits, every later frame waits behind it.
+        guard wait != nil || !held.isEmpty else {
+            context.fireChannelRead(data)
+            return
+        }
+        counted?()
+        held.append((data, now + (wait ?? .zero)))
+        armTimer(context: context)
+    }
+
+    func read(context: ChannelHandlerContext) {
+        guard held.isEmpty else {
+            readWaiting = true
+            return
+        }
+        context.read()
+    }
+
+    /// A closed connection's held frames are dropped, never handled after it left.
+    func channelInactive(context: ChannelHandlerContext) {
+        held.removeAll()
+        context.fireChannelInactive()
+    }
+
+    private func armTimer(context: ChannelHandlerContext) {
+        guard !timerArmed, let first = held.first else { return }
+        timerArmed = true
+        let target = NIOLoopBound(Target(handler: self, context: context), eventLoop: context.eventLoop)
+        context.eventLoop.scheduleTask(deadline: first.due) {
+            guard let handler = target.value.handler, let context = target.value.context else { return }
+            handler.timerArmed = false
+            handler.release(context: context)
+        }
+    }
+
+    /// Passes on the held frames whose turn came, then reads on once none is held.
+    private func release(context: ChannelHandlerContext) {
+        guard context.channel.isActive else {
+            held.removeAll()
+            return
+        }
+        let now = NIODeadline.now()
+        var released = false
+        while let first = held.first, first.due <= now {
+            held.removeFirst()
+            context.fireChannelRead(first.frame)
+            released = true
+        }
+        if released { context.fireChannelReadComplete() }
+        if held.isEmpty {
+            if readWaiting {
+                readWaiting = false
+                context.read()
+            }
+        } else {
+            armTimer(context: context)
+        }
+    }
+
+    private struct Target {
+        weak var handler: WebSocketFramePace?
+        weak var context: ChannelHandlerContext?
     }
 }

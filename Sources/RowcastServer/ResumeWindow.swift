@@ -87,20 +87,19 @@ struct ResumeWindow {
         entries.reduce(0) { $0 + ($1?.record.size ?? 0) }
     }
 
-    /// Where the newest `count` records that match `subscription` begin: the cursor of
-    /// the oldest of them (a page that opens shows what just happened); nil when none
-    /// matches.
-    func startOfLatest(_ count: Int, matching subscription: Subscription) -> Cursor? {
-        var found = 0
-        var start: Cursor?
-        for entry in entries[head...].reversed() {
-            guard found < count else { break }
-            if let record = entry?.record, record.matches(subscription) {
-                found += 1
-                start = record.cursor
+    /// The records held before `cursor` (all of them when nil), newest first, found by
+    /// binary search: a scan for `last` that goes on where it stopped costs no rescan.
+    func held(before cursor: Cursor?) -> some Sequence<EncodedRecord> {
+        var low = head, high = entries.count
+        if let cursor {
+            while low < high {
+                let middle = (low + high) / 2
+                if let here = entries[middle]?.record.cursor, here < cursor { low = middle + 1 } else { high = middle }
             }
+        } else {
+            low = entries.count
         }
-        return start
+        return entries[head..<low].reversed().lazy.compactMap { $0?.record }
     }
 
     /// Whether a replay can still go on from `replay`.

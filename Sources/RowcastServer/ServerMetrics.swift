@@ -33,6 +33,7 @@ package final class ServerMetrics: Sendable {
     let connectionsRefused: CoreMetrics.Counter
     /// Client messages that waited for their turn (`--client-messages-per-second`).
     let messagesPaced: CoreMetrics.Counter
+    let requestsPaced: CoreMetrics.Counter
     /// 1 while the capture is connected to PostgreSQL.
     private let captureConnected: CoreMetrics.Meter
     /// Replication: WAL bytes between the server's current position and what rowcast
@@ -57,6 +58,7 @@ package final class ServerMetrics: Sendable {
         clientsExpired = CoreMetrics.Counter(label: "rowcast_clients_expired_total", factory: factory)
         connectionsRefused = CoreMetrics.Counter(label: "rowcast_connections_refused_total", factory: factory)
         messagesPaced = CoreMetrics.Counter(label: "rowcast_client_messages_paced_total", factory: factory)
+        requestsPaced = CoreMetrics.Counter(label: "rowcast_requests_paced_total", factory: factory)
         captureConnected = CoreMetrics.Meter(label: "rowcast_capture_connected", factory: factory)
         captureLag = replication ? CoreMetrics.Meter(label: "rowcast_capture_lag_bytes", factory: factory) : nil
         windowRecords = CoreMetrics.Meter(label: "rowcast_resume_window_records", factory: factory)

@@ -10,8 +10,12 @@ package struct ServerOptions: Sendable {
 
     package var host = "127.0.0.1"
     package var port = 8080
-    /// Frames that may wait for one client before it is cut off.
-    package var clientQueueLimit = 4096
+    /// Frames that may wait for one client before it is cut off; nil: one per 64 bytes
+    /// of ``clientQueueBytes`` (at least 4,096), so that a burst the byte budget holds
+    /// (one large transaction) never ends a client that keeps reading for its count.
+    package var clientQueueLimit: Int?
+    /// The frame limit in force (``clientQueueLimit``).
+    package var clientQueueFrames: Int { clientQueueLimit ?? max(4096, clientQueueBytes / 64) }
     /// Bytes of frames that may wait for one client before it is cut off. A client's
     /// own, independent of the resume window (replays are read from the window as the
     /// client drains): a burst of ~80,000 typical records is absorbed by a client that
@@ -47,6 +51,9 @@ package struct ServerOptions: Sendable {
     /// than their share of the broadcaster. Counts `/ws` frames and Socket.IO packets;
     /// 0: no limit.
     package var clientMessagesPerSecond = 20
+    /// HTTP requests taken from one address a second (as many at once), over all its
+    /// connections: one that sends faster waits its turn (``AddressPace``); 0: no limit.
+    package var requestsPerSecondPerAddress = 100
     /// Replication: the slot, reported by `/status`.
     package var slot: String?
     /// How often `/events` sends a comment line on a quiet stream.

@@ -25,6 +25,7 @@ struct WebSocketSession {
     private static let framing = Framing.webSocket
 
     func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async throws {
+        WebSocketFramePace.install(on: channel, messagesPerSecond: messagesPerSecond) { [broadcaster] in broadcaster.metrics?.messagesPaced.increment() }
         let client = broadcaster.register(framing: Self.framing, closing: channel, grace: stalledClientGrace)
         defer { broadcaster.unregister(client.id) }
         let expiry = broadcaster.expire(client.id, when: access, on: channel.eventLoop)
@@ -60,6 +61,8 @@ struct WebSocketSession {
             group.addTask {
                 var pace = MessagePace(perSecond: messagesPerSecond)
                 for try await message in inbound.messages(maxSize: maxFrameSize) {
+                    // What its last replay or `last` matched in the window counts too.
+                    pace.charge(examined: client.takeExamined())
                     await pace.take(on: channel.eventLoop) { broadcaster.metrics?.messagesPaced.increment() }
                     // Frames read ahead of their turn are dropped once the client left or
                     // the server ended it: none is answered after, none holds shutdown.

@@ -80,6 +80,9 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Messages a client may send a second (as many at once); one sending faster is read no faster (0: no limit).", valueName: "messages"))
     var clientMessagesPerSecond: Int = ServerOptions.defaults.clientMessagesPerSecond
 
+    @Option(name: .long, help: ArgumentHelp("HTTP requests taken from one address a second (as many at once), over all its connections; one sending faster waits its turn (0: no limit).", valueName: "requests"))
+    var requestsPerSecondPerAddress: Int = ServerOptions.defaults.requestsPerSecondPerAddress
+
     @Flag(name: .long, help: "Allow listening on a non-loopback address without client authentication.")
     var insecureNoAuth = false
 
@@ -121,8 +124,10 @@ struct Serve: AsyncParsableCommand {
         guard socketIOMaxPending > 0, socketIOMaxPendingPerAddress > 0 else {
             throw CommandFailure.usage("--socketio-max-pending and --socketio-max-pending-per-address take a number of sessions above 0")
         }
-        guard (maxConnections ?? 0) >= 0, maxConnectionsPerAddress >= 0, clientMessagesPerSecond >= 0 else {
-            throw CommandFailure.usage("--max-connections, --max-connections-per-address and --client-messages-per-second take a number, 0 (no limit) or more")
+        guard (maxConnections ?? 0) >= 0, maxConnectionsPerAddress >= 0, clientMessagesPerSecond >= 0, requestsPerSecondPerAddress >= 0 else {
+            throw CommandFailure.usage(
+                "--max-connections, --max-connections-per-address, --client-messages-per-second and --requests-per-second-per-address take a number, 0 (no limit) or more"
+            )
         }
         for name in allowHost where RequestHost(option: name) == nil {
             throw CommandFailure.usage("--allow-host \(name) is not a host name or address (fix: a name such as rowcast.example.com, or an address; no scheme, path or wildcard)")
@@ -150,6 +155,7 @@ struct Serve: AsyncParsableCommand {
             options.maxConnections = maxConnections ?? openFiles.map(ServerOptions.connectionLimit(openFiles:)) ?? options.maxConnections
             options.maxConnectionsPerAddress = maxConnectionsPerAddress
             options.clientMessagesPerSecond = clientMessagesPerSecond
+            options.requestsPerSecondPerAddress = requestsPerSecondPerAddress
             return options
         }()
         try await runServer(host: host, port: port) {

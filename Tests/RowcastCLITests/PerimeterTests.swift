@@ -324,6 +324,87 @@ struct PerimeterTests {
         #expect(try await server.stop() == 0)
     }
 
+    /// A WebSocket that probes a polling session (`2probe`, answered `3probe`) and never
+    /// sends `5` is closed within pingTimeout (2 s; the session itself lives on, its
+    /// first ping two minutes away); it used to stay open for as long as the session,
+    /// and minutes after the session had ended.
+    @Test func aProbeThatNeverMovesTheSessionIsClosedWithinPingTimeout() async throws {
+        let table = "probe_" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        let (server, port, _) = try await ServeFaultTests.serve(table: table, ["--socketio-ping-interval", "120", "--socketio-ping-timeout", "2"])
+        let number = Int(port) ?? 0
+        let open = try await onThread("a handshake", within: 60) { try RawClient.body(port: number, path: "/socket.io/?EIO=4&transport=polling") }
+        let opened = try? JSONSerialization.jsonObject(with: open.dropFirst()) as? [String: Any]
+        let sid = try #require(opened?["sid"] as? String, "the handshake was answered \(String(decoding: open.prefix(200), as: UTF8.self))")
+        let closed = try await onThread("a probe that never sends 5", within: 120) { () throws -> Bool in
+            let probe = try RawClient(port: number)
+            guard probe.upgrade(path: "/socket.io/?EIO=4&transport=websocket&sid=\(sid)") else { throw Failure("no WebSocket upgrade") }
+            probe.sendText("2probe")
+            guard probe.read(until: "3probe") else { throw Failure("no 3probe") }
+            return probe.readUntilClosed(seconds: 30)
+        }
+        #expect(closed, "the probe stayed open for 30 s")
+        #expect(try await server.stop() == 0)
+    }
+
+    /// WebSocket pings (answered by the WebSocket layer, before any message reaches the
+    /// session) are paced with every other frame, at eight times the message rate: 400
+    /// of them sent at once at 10 messages a second take 4 s or more to be answered,
+    /// all of them, in order with the next message. They used to be answered as fast as
+    /// they came (5,000 to 7,500 a second from one connection).
+    @Test func pingFramesArePacedLikeMessages() async throws {
+        let table = "pings_" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        let (server, port, _) = try await ServeFaultTests.serve(table: table, ["--client-messages-per-second", "10"])
+        let number = Int(port) ?? 0
+        let (pongs, seconds) = try await onThread("400 pings, then a ping message", within: 120) { () throws -> (Int, Double) in
+            let client = try RawClient(port: number)
+            guard client.upgrade(), client.read(until: "connected") else { throw Failure("no WebSocket upgrade") }
+            let ping: [UInt8] = [0x89, 0x84, 0, 0, 0, 0] + Array("abcd".utf8)
+            let started = Date()
+            client.send(Array((0..<400).map { _ in ping }.joined()))
+            client.sendText(#"{"event":"ping","data":{"after":"pings"}}"#)
+            guard client.read(until: #""after":"pings""#) else { throw Failure("no answer to the ping message") }
+            let pong = Data([0x8A, 0x04] + Array("abcd".utf8))
+            var count = 0
+            var rest = client.received[...]
+            while let found = rest.range(of: pong) {
+                count += 1
+                rest = rest[found.upperBound...]
+            }
+            return (count, Date().timeIntervalSince(started))
+        }
+        #expect(pongs == 400, "pongs before the message's answer")
+        // 80 frames a second, 80 at once: the other 320 take 4 s; a little less for timers.
+        #expect(seconds >= 3.6, "400 pings were answered within \(seconds) s")
+        #expect(try await server.stop() == 0)
+    }
+
+    /// `--requests-per-second-per-address`: requests from one address wait their turn
+    /// over all its connections (60 at once at one a second: the last a minute later),
+    /// while another address is answered at once; requests still waiting do not hold
+    /// serve's shutdown.
+    @Test func requestsFromOneAddressWaitTheirTurnAndOtherAddressesDoNot() async throws {
+        let table = "turns_" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        let (server, port, _) = try await ServeFaultTests.serve(table: table, ["--requests-per-second-per-address", "1"])
+        let number = Int(port) ?? 0
+        let flood = try (0..<60).map { _ in try RawClient(port: number) }
+        for client in flood { client.send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n") }
+        let bystander = try await onThread("GET /status from another address", within: 60) {
+            try RawClient.body(port: number, path: "/status", from: "127.0.0.2")
+        }
+        #expect((try JSONSerialization.jsonObject(with: bystander) as? [String: Any])?["mode"] as? String == "trigger")
+        let answered = flood.filter { client in
+            client.readAvailable()
+            return client.received.starts(with: Data("HTTP/1.1 ".utf8))
+        }.count
+        #expect(answered < 60, "all 60 requests of one address were answered before another address's one")
+        let metrics = try await onThread("GET /metrics from a third address", within: 60) {
+            try RawClient.body(port: number, path: "/metrics", from: "127.0.0.3")
+        }
+        let paced = String(decoding: metrics, as: UTF8.self).split(separator: "\n").first { $0.hasPrefix("rowcast_requests_paced_total") }
+        #expect(paced.flatMap { $0.split(separator: " ").last.flatMap { Int($0) } } ?? 0 >= 1, "\(paced ?? "no rowcast_requests_paced_total")")
+        #expect(try await server.stop() == 0, "serve output:\n\(server.output.suffix(1000))")
+    }
+
     /// Waits (a minute at most) until `/status` counts no client.
     static func waitForNoClient(port: Int) async throws {
         let seen = Mutex("")

@@ -73,6 +73,16 @@ final class RawClient: @unchecked Sendable {
         return true
     }
 
+    /// Reads what has arrived, without waiting.
+    func readAvailable() {
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let count = recv(descriptor, &buffer, buffer.count, Int32(MSG_DONTWAIT))
+            guard count > 0 else { return }
+            received.append(contentsOf: buffer[0..<count])
+        }
+    }
+
     /// Reads until the server closes the connection (EOF or reset); false when the
     /// connection is still open after `seconds`.
     func readUntilClosed(seconds: Double) -> Bool {

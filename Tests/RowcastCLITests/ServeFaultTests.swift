@@ -92,6 +92,54 @@ struct ServeFaultTests {
         #expect(try await server.stop() == 0, "serve output:\n\(server.output.suffix(2000))")
     }
 
+    /// One transaction of 60,000 rows reaches a reading client whole, in order, while a
+    /// client beside it has stopped reading. A client whose socket is full keeps its
+    /// frames in its queue (an append a record, not a write through the channel), and
+    /// a queue is bounded by the byte budget, with a frame count derived from it: a
+    /// burst the budget holds never ends a client that keeps reading (with a fixed
+    /// 4,096 frames, the reader was cut off a third of the way in).
+    @Test func aLargeTransactionReachesAReaderWholeBesideAClientThatStoppedReading() async throws {
+        let (server, port, url) = try await Self.serve(table: "parked")
+        let portNumber = try #require(Int(port))
+        let stalled = try await onThread("a WebSocket client to subscribe and stop reading", within: 120) { () throws -> RawClient in
+            let client = try RawClient(port: portNumber, receiveBuffer: 4096)
+            guard client.upgrade() else { throw Failure("no 101: \(String(decoding: client.received, as: UTF8.self))") }
+            client.sendText(#"{"event":"ready for data","data":{}}"#)
+            guard client.read(until: "subscribed") else { throw Failure("no subscribed frame") }
+            return client
+        }
+        let rows = 60_000
+        let received = Shared<[Int]>([])
+        let reader = Task {
+            try await WebSocketClient.connect(url: "ws://127.0.0.1:\(port)/ws", configuration: .init(maxFrameSize: 1 << 20), logger: Logger(label: "reader")) {
+                inbound, outbound, _ in
+                var messages = inbound.messages(maxSize: 1 << 20).makeAsyncIterator()
+                _ = try await messages.next()
+                try await outbound.write(.text(#"{"event":"ready for data","data":{}}"#))
+                while received.withLock({ $0.count }) < rows, case .text(let text) = try await messages.next() {
+                    guard let frame = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
+                        let row = (frame["data"] as? [String: Any])?["row"] as? [String: Any], let id = row["id"] as? Int
+                    else { continue }
+                    received.withLock { $0.append(id) }
+                }
+                try await outbound.close(.normalClosure, reason: nil)
+            }
+        }
+        try await eventually("the stalled client and the reader", within: 60, interval: .milliseconds(100)) {
+            (try await Self.status(port: port)["clients"] as? Int) == 2
+        }
+        // 60,000 frames of about 180 bytes in one burst: 11 MB, within the 16 MB budget,
+        // and fifteen times the old fixed frame limit.
+        try await LiveDatabase.psql(url, "INSERT INTO parked SELECT g, 'r' FROM generate_series(1, \(rows)) g")
+        try await eventually("the reader to have all \(rows) rows", within: 150, interval: .milliseconds(100), seen: {
+            "the reader got \(received.withLock { $0.count }) of \(rows) rows"
+        }) { received.withLock { $0.count } >= rows }
+        #expect(received.withLock { $0 == Array(1...rows) }, "the reader got every row once, in order")
+        try await within(60, "the reader to finish") { try await reader.value }
+        _ = stalled
+        #expect(try await server.stop() == 0, "serve output:\n\(server.output.suffix(2000))")
+    }
+
     @Test func onlyThePagesOwnOriginAndServedHostsMayReadTheStream() async throws {
         let (server, port, _) = try await Self.serve(table: "guarded", ["--allow-origin", "http://good.example"])
         let portNumber = try #require(Int(port))

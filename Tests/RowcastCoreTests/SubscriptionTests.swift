@@ -61,6 +61,45 @@ import RowcastTestSupport
         #expect(Subscription(tables: nil, ops: nil, filter: numberElsewhere).matches(try record(.insert, row: #"{"x": "-Infinity"}"#)))
     }
 
+    /// Strings compare byte by byte, as PostgreSQL's C collation and its deterministic
+    /// equality do: `é` (U+00E9) and `e` + U+0301 are different strings, and the second
+    /// sorts first. Swift's own comparison took them for equal.
+    @Test(arguments: [
+        ("e\u{301}", "s=eq.\u{E9}", false), ("e\u{301}", "s=neq.\u{E9}", true), ("e\u{301}", "s=lt.\u{E9}", true),
+        ("e\u{301}", "s=in.(\u{E9},x)", false), ("\u{E9}", "s=in.(\u{E9},x)", true), ("\u{E9}", "s=eq.\u{E9}", true),
+        ("Z", "s=lt.a", true), ("\u{E9}", "s=gt.z", true), ("ab", "s=gt.a", true), ("a", "s=lt.ab", true),
+    ])
+    func stringsCompareByteByByteAsPostgreSQLsCCollation(_ value: String, _ filter: String, _ expected: Bool) throws {
+        let row = #"{"s": "\#(value)"}"#
+        #expect(try RowFilter(parsing: filter).matches(try RawJSON(validating: Array(row.utf8))) == expected, "\(value.unicodeScalars.map { String($0.value, radix: 16) }) \(filter)")
+    }
+
+    /// An `in` list is looked up (a set of strings, a sorted array of numbers), not
+    /// compared value by value: it matches exactly what `eq` with one of its values
+    /// matches, for random rows and lists, in number columns and others.
+    @Test func anInListMatchesWhatEqMatchesWithAnyOfItsValues() throws {
+        var random = SplitMix(seed: 23)
+        let pool = ["1", "1.0", "1e0", "2", "-0", "0", "10", "NaN", "Infinity", "-Infinity", "x", "X", "\u{E9}", "e\u{301}", "true", "null", "01"]
+        let jsonValues = ["1", "1.00", "2", "0", "-0.0", "10", "1e1", #""NaN""#, #""Infinity""#, #""-Infinity""#, #""x""#, #""\u00e9""#,
+            #""e\u0301""#, "true", "false", "null", #""1""#, #""""#, "[1]", #"{"a":1}"#]
+        for _ in 0..<2_000 {
+            let list = (0..<Int.random(in: 1...6, using: &random)).map { _ in pool.randomElement(using: &random)! }
+            let value = jsonValues.randomElement(using: &random)!
+            let row = try RawJSON(validating: Array(#"{"c": \#(value)}"#.utf8))
+            for numeric in [false, true] {
+                func filter(_ text: String) throws -> Subscription {
+                    let parsed = try RowFilter(parsing: text)
+                    return Subscription(tables: nil, ops: nil, filter: numeric ? parsed.resolved(numberIn: ["public.orders"]) : parsed)
+                }
+                var record = try self.record(.insert, row: nil)
+                record.row = row
+                let any = try list.contains { try filter("c=eq.\($0)").matches(record) }
+                let listed = try filter("c=in.(\(list.joined(separator: ",")))").matches(record)
+                #expect(listed == any, "c=in.(\(list.joined(separator: ","))) on \(value), number column: \(numeric)")
+            }
+        }
+    }
+
     @Test func inListsAreBounded() throws {
         let hundred = "id=in.(" + (1...100).map(String.init).joined(separator: ",") + ")"
         #expect(try RowFilter(parsing: hundred).values.count == 100)

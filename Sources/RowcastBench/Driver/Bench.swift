@@ -26,7 +26,7 @@ protocol BenchSection {
 }
 
 /// Every section, in order.
-var allSections: [any BenchSection.Type] { [Drain.self, FanOut.self, TriggerCost.self, BigRow.self, Nodes.self, Connections.self] }
+var allSections: [any BenchSection.Type] { [Drain.self, FanOut.self, TriggerCost.self, BigRow.self, Nodes.self, Connections.self, Perimeter.self] }
 
 /// One run's shared state and the helpers every section uses to start what it
 /// measures, each waiting until the thing is ready.
@@ -83,13 +83,15 @@ final class Bench {
 
     /// `rowcast serve --mode replication` on `port`, once /healthz answers 200 (the
     /// capture is connected).
-    func serve(table: String, slot: String, publication: String, port: Int, extra: [String] = []) throws -> Child {
+    func serve(table: String, slot: String, publication: String, port: Int, extra: [String] = [], perAddressLimits: Bool = false) throws -> Child {
         try Probe.requireFree(port)
+        // Every load client connects from loopback: one address, past the defaults' 1,000
+        // connections and 100 requests a second (the perimeter section keeps them).
+        let unlimited = perAddressLimits ? [] : ["--max-connections-per-address", "0", "--requests-per-second-per-address", "0"]
         let serve = try rowcast(
             "rowcast serve",
             ["serve", "--mode", "replication", "--table", table, "--slot", slot, "--publication", publication, "--port", String(port), "--log-level", "warning"]
-                // Every load client connects from loopback: one address, past the default's 1,000.
-                + ["--max-connections-per-address", "0"] + extra
+                + unlimited + extra
         )
         try waitUntil("rowcast serve to answer GET /healthz on port \(port) with 200", watching: [serve]) {
             Probe.get("/healthz", port: port)?.status == 200

@@ -10,6 +10,7 @@ enum Tables {
         if let info = results.info { regions.append(Region(key: "header", text: header(info))) }
         let renderers: [(String, (Results) throws -> String)] = [
             (Drain.key, drain), (FanOut.key, fanOut), (TriggerCost.key, trigger), (BigRow.key, bigRow), (Nodes.key, nodes), (Connections.key, connections),
+            (Perimeter.key, perimeter),
         ]
         for (key, render) in renderers where results.measurements.contains(where: { $0.section == key }) {
             regions.append(Region(key: key, text: try render(results)))
@@ -159,6 +160,27 @@ enum Tables {
             - \(grouped(burst.labels["clients"] ?? "?")) clients connecting at once: all upgraded \(fixed(burst.median)) s and all `subscribed` \
             \(fixed(try results.one(key, "burst_all_subscribed").median)) s after the first connect
             """
+    }
+
+    static func perimeter(_ results: Results) throws -> String {
+        let key = Perimeter.key
+        var lines = [
+            "## 7. Perimeter: \(Perimeter.steady) steady clients beside each attack (\(Perimeter.rate) rows/s, \(seconds(results)) s each)", "",
+            "| attack | hostile connections | frames/s | p50 ms | p99 ms | p99 × alone | max ms | server CPU | serve RSS before | during |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        let alone = try results.one(key, "p99", ["attack": "none"]).median
+        for measured in results.find(key, "frames_per_s") {
+            let labels = measured.labels
+            func median(_ name: String) throws -> Double { try results.one(key, name, labels).median }
+            let p99 = try median("p99")
+            lines.append(
+                "| \(labels["attack"] ?? "") | \(grouped(labels["clients"] ?? "")) | \(whole(measured.median)) | \(fixed(try median("p50"))) "
+                    + "| \(fixed(p99)) | \(fixed(p99 / alone)) | \(fixed(try median("max"))) | \(whole(try median("server_cpu")))% "
+                    + "| \(megabytes(try median("rss_before"))) MB | \(megabytes(try median("rss_during"))) MB |"
+            )
+        }
+        return lines.joined(separator: "\n")
     }
 
     // MARK: - Formats

@@ -128,7 +128,11 @@ final class EngineSession: Sendable {
     /// their turn are dropped then, so none is handled after the client left and none
     /// holds shutdown.
     func paced() async -> Bool {
-        guard let (delay, open) = await onLoop({ [self] in (held.value.pace.wait(now: .now()), !held.value.machine.isClosed) }),
+        guard let (delay, open) = await onLoop({ [self] in
+                // What its last replay or recovery matched in the window counts too.
+                held.value.pace.charge(examined: client.takeExamined())
+                return (held.value.pace.wait(now: .now()), !held.value.machine.isClosed)
+            }),
             open, client.endReason == nil
         else { return false }
         guard let delay else { return true }

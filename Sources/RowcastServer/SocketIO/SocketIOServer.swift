@@ -85,6 +85,7 @@ final class SocketIOServer: Sendable {
     /// `GET` opens a session (no `sid`) or waits for its packets; `POST` delivers the
     /// client's.
     func respond(to request: Request, channel: any Channel, cors: HTTPFields) async throws -> Response {
+        WebSocketFramePace.install(on: channel, messagesPerSecond: messagesPerSecond) { [metrics] in metrics?.messagesPaced.increment() }
         let query = request.uri.queryParameters
         guard query["EIO"] == "4" else {
             return Self.refusal(5, "Unsupported protocol version: rowcast speaks Engine.IO 4 (socket.io-client 3 and 4)", cors: cors)
@@ -176,6 +177,7 @@ final class SocketIOServer: Sendable {
     func serveWebSocket(
         request: Request, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, channel: any Channel
     ) async throws {
+        WebSocketFramePace.install(on: channel, messagesPerSecond: messagesPerSecond) { [metrics] in metrics?.messagesPaced.increment() }
         let query = request.uri.queryParameters
         guard query["EIO"] == "4" else {
             try await outbound.close(.protocolError, reason: "rowcast speaks Engine.IO 4 (socket.io-client 3 and 4)")
@@ -201,7 +203,17 @@ final class SocketIOServer: Sendable {
         }
 
         let writer = ChannelFrameWriter(channel: channel, client: session.client)
-        if fresh { writer.start() }
+        let moved = MovedFlag(fresh)
+        if fresh {
+            writer.start()
+        } else {
+            // A probe has pingTimeout to move the session (socket.io-client sends `5`
+            // right after `3probe`); one that never does is closed, whatever became
+            // of its session meanwhile.
+            channel.eventLoop.scheduleTask(in: TimeAmount(settings.pingTimeout)) {
+                if !moved.value.load(ordering: .relaxed) { channel.close(promise: nil) }
+            }
+        }
         await withThrowingTaskGroup(of: Void.self) { group in
             // The session's queue ended (cut off, expired, closed, shutting down).
             group.addTask {
@@ -209,19 +221,18 @@ final class SocketIOServer: Sendable {
                 if !Task.isCancelled { try await session.finish(outbound: outbound, lastCursor: writer.lastCursor) }
             }
             group.addTask { [maxPayload] in
-                var moved = fresh
                 for try await message in inbound.messages(maxSize: maxPayload) {
                     guard case .text(let text) = message else {
                         await session.refuse("binary packets are not supported; rowcast speaks JSON text")
                         continue
                     }
-                    if !moved {
+                    if !moved.value.load(ordering: .relaxed) {
                         // The probe: only `2probe` and `5` mean anything until the client moved.
                         if text == "2probe" {
                             try await outbound.write(.text("3probe"))
                             await session.probed()
                         } else if text == "5", await session.completeUpgrade(webSocket: channel) {
-                            moved = true
+                            moved.value.store(true, ordering: .relaxed)
                             writer.start()
                         }
                         continue
@@ -333,4 +344,10 @@ final class SocketIOServer: Sendable {
         await stale.close(.server)
         return state.withLock { $0.recoverable.removeValue(forKey: pid) }
     }
+}
+
+/// Whether a WebSocket carries its session yet (a probe's deadline reads it).
+private final class MovedFlag: Sendable {
+    let value: Atomic<Bool>
+    init(_ moved: Bool) { value = Atomic(moved) }
 }

@@ -1,0 +1,68 @@
+import Hummingbird
+import NIOCore
+import ServiceLifecycle
+import Synchronization
+
+/// How fast one address's HTTP requests are taken (`--requests-per-second-per-address`):
+/// as many as the rate at once, then one every `1/rate` seconds, over all of the
+/// address's connections (an IPv6 /64 is one address, as for the connection limits).
+/// A request that comes early waits its turn before it is handled: its connection reads
+/// nothing more meanwhile, so a client that floods (Engine.IO handshakes, `/events`
+/// with `last`, upgrades) is slowed by TCP's back-pressure whatever number of
+/// connections it spreads the flood over, and costs the server nothing while it waits.
+/// WebSocket frames and Socket.IO packets are paced per connection instead
+/// (``MessagePace``, ``WebSocketFramePace``).
+final class AddressPace: Sendable {
+    private struct State {
+        var paces: [ClientAddress: MessagePace] = [:]
+        /// Above this many addresses, those whose pace is back to a full burst are forgotten.
+        var pruneAbove = 1024
+    }
+
+    private let rate: Int
+    private let state = Mutex(State())
+
+    /// - Parameter rate: requests a second from one address; 0: no limit.
+    init(perSecond rate: Int) {
+        self.rate = rate
+    }
+
+    /// Takes a request from `address` arriving at `now`: how long it must wait first, or nil.
+    func wait(for address: ClientAddress, now: NIODeadline = .now()) -> TimeAmount? {
+        guard rate > 0 else { return nil }
+        return state.withLock { state in
+            if state.paces.count > state.pruneAbove {
+                state.paces = state.paces.filter { !$0.value.isIdle(now: now) }
+                state.pruneAbove = max(1024, state.paces.count * 2)
+            }
+            return state.paces[address, default: MessagePace(perSecond: rate)].wait(now: now)
+        }
+    }
+
+    /// Addresses with a pace held (for tests of the pruning).
+    var addressesHeld: Int { state.withLock { $0.paces.count } }
+}
+
+/// Holds each request until its address's turn (``AddressPace``), on the connection's
+/// event loop's timer. The server's graceful shutdown ends the wait (the request is
+/// answered then); a client that left meanwhile is not answered at all (a handshake
+/// would open a session for no one).
+struct AddressPaceMiddleware: RouterMiddleware {
+    typealias Context = RowcastRequestContext
+    let pace: AddressPace
+    let metrics: ServerMetrics?
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if let delay = pace.wait(for: ClientAddress(context.channel.remoteAddress)) {
+            metrics?.requestsPaced.increment()
+            let turn = context.channel.eventLoop.scheduleTask(in: delay) {}
+            await withGracefulShutdownHandler {
+                try? await turn.futureResult.get()
+            } onGracefulShutdown: {
+                turn.cancel()
+            }
+            guard context.channel.isActive else { throw HTTPError(.serviceUnavailable, message: "the client left while its request waited its turn") }
+        }
+        return try await next(request, context)
+    }
+}
