@@ -39,6 +39,23 @@ final class AddressPace: Sendable {
         }
     }
 
+    /// Charges window records matched for a client of `address` (a replay, a `last`):
+    /// every ``MessagePace/recordsPerTurn`` cost the address a turn, so what one address
+    /// can make the server match is bounded however many connections it spreads over.
+    func charge(_ address: ClientAddress, examined records: Int, now: NIODeadline = .now()) {
+        guard rate > 0, records >= MessagePace.recordsPerTurn else { return }
+        state.withLock { $0.paces[address, default: MessagePace(perSecond: rate)].charge(examined: records, now: now) }
+    }
+
+    /// Before a message that scans the window: takes a turn of the address, as a
+    /// request does, so it waits until the address's earlier scans are paid for (the
+    /// scan itself is charged after, by what it matched).
+    func settle(_ address: ClientAddress, on eventLoop: any EventLoop, counted: (() -> Void)? = nil) async {
+        guard let delay = wait(for: address) else { return }
+        counted?()
+        try? await eventLoop.scheduleTask(in: delay) {}.futureResult.get()
+    }
+
     /// Addresses with a pace held (for tests of the pruning).
     var addressesHeld: Int { state.withLock { $0.paces.count } }
 }

@@ -80,14 +80,16 @@ func makeRouter(options: ServerOptions, source: any CaptureSource, broadcaster: 
     let router = Router(context: RowcastRequestContext.self)
     let guardian = RequestGuard(listening: options.host, extraHosts: options.allowedHosts, origins: options.allowedOrigins)
     // First: every request takes its address's turn, also one refused for its Host.
-    router.add(middleware: AddressPaceMiddleware(pace: AddressPace(perSecond: options.requestsPerSecondPerAddress), metrics: broadcaster.metrics))
+    let addressPace = AddressPace(perSecond: options.requestsPerSecondPerAddress)
+    router.add(middleware: AddressPaceMiddleware(pace: addressPace, metrics: broadcaster.metrics))
     router.add(middleware: HostCheckMiddleware(guardian: guardian))
     router.add(middleware: RequestBodyDeadline(timeout: options.idleTimeout, maxSize: options.maxClientFrameSize))
     let page = ByteBuffer(bytes: PackageResources.index_html)
     let socketIO = SocketIOServer(
         broadcaster: broadcaster, mode: source.mode, capture: source.state, auth: options.auth, settings: options.socketIO,
         maxPayload: options.maxClientFrameSize, stalledClientGrace: options.stalledClientGrace,
-        messagesPerSecond: options.clientMessagesPerSecond, bodyTimeout: options.idleTimeout, logger: Logger(label: "rowcast.socket.io")
+        messagesPerSecond: options.clientMessagesPerSecond, addressPace: addressPace, bodyTimeout: options.idleTimeout,
+        logger: Logger(label: "rowcast.socket.io")
     )
 
     router.get("/") { _, _ in
@@ -144,7 +146,8 @@ func makeRouter(options: ServerOptions, source: any CaptureSource, broadcaster: 
         let session = WebSocketSession(
             broadcaster: broadcaster, mode: source.mode, access: access,
             capture: source.state, maxFrameSize: options.maxClientFrameSize, channel: context.requestContext.channel,
-            stalledClientGrace: options.stalledClientGrace, messagesPerSecond: options.clientMessagesPerSecond, logger: context.logger
+            stalledClientGrace: options.stalledClientGrace, messagesPerSecond: options.clientMessagesPerSecond, addressPace: addressPace,
+            logger: context.logger
         )
         try await session.run(inbound: inbound, outbound: outbound)
     }

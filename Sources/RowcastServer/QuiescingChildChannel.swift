@@ -35,6 +35,7 @@ struct QuiescingChildChannel<Inner: ServerChildChannel>: ServerChildChannel {
                 return
             }
             try channel.pipeline.syncOperations.addHandler(CloseIfSilentOnQuiesce(), position: .first)
+            try channel.pipeline.syncOperations.addHandler(WriteStallDeadline(timeout: headTimeout), position: .first)
             try channel.pipeline.syncOperations.addHandler(FirstRequestHeadDeadline(timeout: headTimeout), position: .first)
         }.flatMap {
             inner.setup(channel: channel, logger: logger)
@@ -72,6 +73,42 @@ final class CloseIfSilentOnQuiesce: ChannelInboundHandler, RemovableChannelHandl
             return
         }
         context.fireUserInboundEventTriggered(event)
+    }
+}
+
+/// Closes a connection that could not write for `timeout` (`--idle-timeout`): its peer
+/// stopped reading, and the kernel's buffers (megabytes a connection) and the channel's
+/// are full. Without it, pipelined requests whose answers were never read held a
+/// connection, and those buffers, for ever: the HTTP layer's idle timer only runs while
+/// it reads. A WebSocket or SSE client that stops reading is cut off by its queue's
+/// limits first; this closes its connection too once nothing moved for that long.
+final class WriteStallDeadline: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+    private let timeout: Duration
+    /// Bumped whenever the channel becomes writable: a deadline armed before does nothing.
+    private var generation = 0
+
+    init(timeout: Duration) { self.timeout = timeout }
+
+    /// The deadline is never cancelled, only let fire (see ``FirstRequestHeadDeadline``).
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        generation += 1
+        if !context.channel.isWritable {
+            let armed = generation
+            let target = NIOLoopBound(Target(handler: self, context: context), eventLoop: context.eventLoop)
+            context.eventLoop.scheduleTask(in: TimeAmount(timeout)) {
+                guard let handler = target.value.handler, handler.generation == armed, let context = target.value.context,
+                    !context.channel.isWritable
+                else { return }
+                context.close(promise: nil)
+            }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    private struct Target {
+        weak var handler: WriteStallDeadline?
+        weak var context: ChannelHandlerContext?
     }
 }
 

@@ -20,6 +20,8 @@ struct WebSocketSession {
     let stalledClientGrace: Duration
     /// `--client-messages-per-second`: frames are read no faster (``MessagePace``).
     let messagesPerSecond: Int
+    /// Window scans are charged to the client's address too (``AddressPace``).
+    let addressPace: AddressPace
     let logger: Logger
 
     private static let framing = Framing.webSocket
@@ -61,8 +63,9 @@ struct WebSocketSession {
             group.addTask {
                 var pace = MessagePace(perSecond: messagesPerSecond)
                 for try await message in inbound.messages(maxSize: maxFrameSize) {
-                    // What its last replay or `last` matched in the window counts too.
-                    pace.charge(examined: client.takeExamined())
+                    // What its replays and `last` matched in the window since (a replay
+                    // reads on as the client drains) counts too.
+                    charge(client.takeExamined(), to: &pace)
                     await pace.take(on: channel.eventLoop) { broadcaster.metrics?.messagesPaced.increment() }
                     // Frames read ahead of their turn are dropped once the client left or
                     // the server ended it: none is answered after, none holds shutdown.
@@ -71,7 +74,10 @@ struct WebSocketSession {
                         reply(.error(code: "bad_frame", message: "frames are JSON text, not binary"), to: client.id)
                         continue
                     }
-                    handle(text, client: client.id)
+                    await handle(text, client: client.id)
+                    // What it matched in the window is charged at once, to the
+                    // connection and to its address (whose other connections scan next).
+                    charge(client.takeExamined(), to: &pace)
                 }
             }
             _ = try await group.next()
@@ -79,9 +85,21 @@ struct WebSocketSession {
         }
     }
 
-    private func handle(_ text: String, client: UInt64) {
+    private var address: ClientAddress { ClientAddress(channel.remoteAddress) }
+
+    private func charge(_ examined: Int, to pace: inout MessagePace) {
+        pace.charge(examined: examined)
+        addressPace.charge(address, examined: examined)
+    }
+
+    private func handle(_ text: String, client: UInt64) async {
         do throws(ClientMessageError) {
-            if case .pong(let data) = try ClientMessage.parse(text).apply(for: client, access: access, capture: capture, broadcaster: broadcaster) {
+            let message = try ClientMessage.parse(text)
+            // A scan of the window waits until its address's earlier scans are paid for.
+            if message.scansWindow {
+                await addressPace.settle(address, on: channel.eventLoop) { broadcaster.metrics?.messagesPaced.increment() }
+            }
+            if case .pong(let data) = try message.apply(for: client, access: access, capture: capture, broadcaster: broadcaster) {
                 reply(.pong(echoing: data), to: client)
             }
         } catch {

@@ -405,6 +405,69 @@ struct PerimeterTests {
         #expect(try await server.stop() == 0, "serve output:\n\(server.output.suffix(1000))")
     }
 
+    /// Matching the resume window (`last`, `since`) is paid for by the client's address,
+    /// whatever its number of connections: every 50 records matched cost the address a
+    /// turn of `--requests-per-second-per-address`, and a scan takes a turn first, so it
+    /// waits until the address's earlier ones are paid for. Four connections scanning 500
+    /// records one after another at 5 turns a second (11 turns a scan, 5 at once) take
+    /// 6 s or more; each connection's own pace (1,000 messages a second here) let them
+    /// all go at once before.
+    @Test func windowScansAreChargedToTheAddressAcrossItsConnections() async throws {
+        let table = "scans_" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        let (server, port, url) = try await ServeFaultTests.serve(
+            table: table, ["--requests-per-second-per-address", "5", "--client-messages-per-second", "1000"]
+        )
+        let number = Int(port) ?? 0
+        try await LiveDatabase.psql(url, "INSERT INTO \(table) SELECT n, 'row ' || n FROM generate_series(1, 500) n")
+        try await eventually("the window to hold the 500 rows", within: 60, interval: .milliseconds(100)) {
+            let body = try await onThread("GET /status", within: 60) { try RawClient.body(port: number, path: "/status", from: "127.0.0.2") }
+            return (try JSONSerialization.jsonObject(with: body) as? [String: Any])?["window_records"] as? Int == 500
+        }
+        let clients = try await onThread("four WebSocket clients", within: 60) { () throws -> [RawClient] in
+            try (0..<4).map { _ in
+                let client = try RawClient(port: number)
+                guard client.upgrade(), client.read(until: "connected") else { throw Failure("no WebSocket upgrade") }
+                return client
+            }
+        }
+        let started = Date()
+        let answered = try await onThread("four scans of the whole window, one after another", within: 120) { () -> Int in
+            clients.filter { client in
+                client.sendText(#"{"event":"subscribe","data":{"last":500,"filter":"id=eq.0"}}"#)
+                return client.read(until: #""event":"subscribed""#)
+            }.count
+        }
+        let seconds = Date().timeIntervalSince(started)
+        #expect(answered == 4)
+        // The upgrades' 4 turns and the burst's 5 aside, each later scan waits for the 11
+        // turns of the one before: 6.6 s on the schedule, a little less for timers.
+        #expect(seconds >= 6, "four scans of 500 records from one address took \(seconds) s")
+        #expect(try await server.stop() == 0)
+    }
+
+    /// Pipelined requests whose answers are never read: once the kernel's and the
+    /// channel's buffers are full, the connection is closed after `--idle-timeout`
+    /// without a write going through. It used to stay open for good (the HTTP layer's
+    /// idle timer runs only while it reads), holding megabytes of buffers.
+    @Test func aConnectionWhoseAnswersAreNeverReadIsClosed() async throws {
+        let table = "unread_" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        let (server, port, _) = try await ServeFaultTests.serve(table: table, ["--idle-timeout", "2", "--requests-per-second-per-address", "0"])
+        let number = Int(port) ?? 0
+        func connections() async throws -> Int? {
+            let body = try await onThread("GET /status", within: 60) { try RawClient.body(port: number, path: "/status", from: "127.0.0.2") }
+            return (try JSONSerialization.jsonObject(with: body) as? [String: Any])?["connections"] as? Int
+        }
+        let client = try RawClient(port: number, receiveBuffer: 4096)
+        // 3,000 pages of 13 KB: 40 MB of answers, far more than the buffers hold.
+        let requests = String(repeating: "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", count: 3_000)
+        try await onThread("3,000 pipelined requests", within: 60) { client.send(requests) }
+        // Never read: only the connection asking for /status is left.
+        try await eventually("serve to close the connection whose answers nobody reads", within: 60, interval: .milliseconds(200)) {
+            try await connections() == 1
+        }
+        #expect(try await server.stop() == 0)
+    }
+
     /// Waits (a minute at most) until `/status` counts no client.
     static func waitForNoClient(port: Int) async throws {
         let seen = Mutex("")

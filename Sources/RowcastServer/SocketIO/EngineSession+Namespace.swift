@@ -26,6 +26,11 @@ extension EngineSession {
         send(SocketIOFrame.error(code: code, message: message))
     }
 
+    /// Waits until what the client's address owes for window scans is within its burst.
+    private func settleScans() async {
+        await server.addressPace.settle(address, on: eventLoop) { [server] in server.metrics?.messagesPaced.increment() }
+    }
+
     /// The joined socket, read on the loop.
     private var socket: Socket? {
         get async { await onLoop { [self] in held.value.socket } ?? nil }
@@ -51,7 +56,10 @@ extension EngineSession {
             guard namespace == "/", let socket = await socket else { return }
             do throws(ClientMessageError) {
                 let message = try ClientMessage.parse(event: name, data: data.map(JSONText.init))
+                // A scan of the window waits until its address's earlier scans are paid for.
+                if message.scansWindow { await settleScans() }
                 let outcome = try message.apply(for: client.id, access: socket.access, capture: server.capture, broadcaster: server.broadcaster)
+                if message.scansWindow { await chargeScans() }
                 if case .pong(let data) = outcome { send(Framing.socketIO.frame(.pong(echoing: data)) ?? SocketIOFrame.noop) }
                 if let ack { send(SocketIOFrame.ack(ack, error: nil)) }
             } catch {
@@ -86,6 +94,7 @@ extension EngineSession {
         }
         var socket = Socket(sid: SocketIOFrame.randomID(), pid: SocketIOFrame.randomID(), access: access)
         var recovered = false
+        if auth.pid != nil, auth.offset != nil { await settleScans() }
         if let pid = auth.pid, let offset = auth.offset.flatMap(Cursor.init), let held = await server.takeRecoverable(pid: pid, for: self) {
             let reply = SocketIOFrame.connected(sid: held.sid, pid: pid)
             if let subscription = held.subscription {
@@ -103,6 +112,7 @@ extension EngineSession {
         }
         if auth.pid != nil {
             (recovered ? server.metrics?.socketIORecovered : server.metrics?.socketIONotRecovered)?.increment()
+            await chargeScans()
         }
         if !recovered { send(SocketIOFrame.connected(sid: socket.sid, pid: socket.pid)) }
         let joined = socket

@@ -40,6 +40,8 @@ final class EngineSession: Sendable {
     let sid: String
     let client: Broadcaster.Registration
     let server: SocketIOServer
+    /// Where the handshake came from: the address its window scans are charged to.
+    let address: ClientAddress
     /// The handshake's credential (`?token=` or `Authorization`), for a CONNECT without one.
     let credential: String?
     let eventLoop: any EventLoop
@@ -47,7 +49,8 @@ final class EngineSession: Sendable {
     private let beganOnWebSocket: Bool
     let held: NIOLoopBoundBox<Held>
 
-    init(sid: String, server: SocketIOServer, credential: String?, eventLoop: any EventLoop, webSocket: (any Channel)?) {
+    init(sid: String, server: SocketIOServer, address: ClientAddress, credential: String?, eventLoop: any EventLoop, webSocket: (any Channel)?) {
+        self.address = address
         self.sid = sid
         self.server = server
         self.credential = credential
@@ -123,16 +126,23 @@ final class EngineSession: Sendable {
         }
     }
 
+    /// Charges what the client's replays and `last` matched in the window to its pace
+    /// and its address's (``AddressPace``).
+    func chargeScans() async {
+        let examined = client.takeExamined()
+        guard examined > 0 else { return }
+        server.addressPace.charge(address, examined: examined)
+        _ = await onLoop { [self] in held.value.pace.charge(examined: examined) }
+    }
+
     /// A packet from the client waits its turn (``MessagePace``), on the session's loop.
     /// False once the session ended (before or during the wait): packets read ahead of
     /// their turn are dropped then, so none is handled after the client left and none
     /// holds shutdown.
     func paced() async -> Bool {
-        guard let (delay, open) = await onLoop({ [self] in
-                // What its last replay or recovery matched in the window counts too.
-                held.value.pace.charge(examined: client.takeExamined())
-                return (held.value.pace.wait(now: .now()), !held.value.machine.isClosed)
-            }),
+        // What its replays matched in the window since (a replay reads on as the client drains) counts too.
+        await chargeScans()
+        guard let (delay, open) = await onLoop({ [self] in (held.value.pace.wait(now: .now()), !held.value.machine.isClosed) }),
             open, client.endReason == nil
         else { return false }
         guard let delay else { return true }

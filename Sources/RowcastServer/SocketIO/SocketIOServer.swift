@@ -35,6 +35,9 @@ final class SocketIOServer: Sendable {
     let stalledClientGrace: Duration
     /// `--client-messages-per-second`: each session's packets are taken no faster.
     let messagesPerSecond: Int
+    /// Window scans (recoveries, `subscribe` with `since` or `last`) are charged to the
+    /// client's address too.
+    let addressPace: AddressPace
     /// `--idle-timeout`: a POST's body must be whole within it (``RequestBodyDeadline``).
     let bodyTimeout: Duration
     let logger: Logger
@@ -63,9 +66,10 @@ final class SocketIOServer: Sendable {
 
     init(
         broadcaster: Broadcaster, mode: CaptureMode, capture: CaptureState, auth: ClientAuthenticator, settings: SocketIOSettings,
-        maxPayload: Int, stalledClientGrace: Duration, messagesPerSecond: Int, bodyTimeout: Duration, logger: Logger
+        maxPayload: Int, stalledClientGrace: Duration, messagesPerSecond: Int, addressPace: AddressPace, bodyTimeout: Duration, logger: Logger
     ) {
         self.messagesPerSecond = messagesPerSecond
+        self.addressPace = addressPace
         self.bodyTimeout = bodyTimeout
         self.broadcaster = broadcaster
         self.mode = mode
@@ -286,7 +290,8 @@ final class SocketIOServer: Sendable {
             shed.eventLoop.execute { shed.feed(.close(.neverJoined)) }
         }
         let session = EngineSession(
-            sid: sid, server: self, credential: ClientAuthenticator.credential(in: request), eventLoop: channel.eventLoop, webSocket: webSocket
+            sid: sid, server: self, address: address, credential: ClientAuthenticator.credential(in: request), eventLoop: channel.eventLoop,
+            webSocket: webSocket
         )
         let count = state.withLock { state in
             state.sessions[session.sid] = session

@@ -261,3 +261,12 @@ extension String {
         return String(drop(while: isSpace).reversed().drop(while: isSpace).reversed())
     }
 }
+
+extension ClientMessage {
+    /// Whether applying it reads the resume window (a `subscribe` with `since` or a
+    /// `last`): the work a client's address pays for.
+    package var scansWindow: Bool {
+        guard case .subscribe(_, let since, let last) = self else { return false }
+        return since != nil || (last ?? 0) > 0
+    }
+}
