@@ -22,6 +22,7 @@ struct Load: AsyncParsableCommand {
     @Flag(help: "Send `ready for data` after `connected` (rowcast).") var subscribe = false
     @Flag(help: "Speak Socket.IO over WebSocket (the URL's path is /socket.io/?EIO=4&transport=websocket).") var socketio = false
     @Option(help: "End the measurement early once the clients have received this many update frames in all.") var untilFrames: Int?
+    @Option(help: "The local address to connect from (another than an attack's, whose per-address limits it then shares nothing of).") var from: String?
 
     func run() async throws {
         guard let target = LoadTarget(url) else { throw ValidationError("--url must look like ws://host:port/path") }
@@ -31,12 +32,15 @@ struct Load: AsyncParsableCommand {
         func pause(_ duration: TimeAmount) async throws {
             try await group.next().scheduleTask(in: duration) {}.futureResult.get()
         }
+        let source = try from.map { try SocketAddress(ipAddress: $0, port: 0) }
         let began = ContinuousClock.now
         var channels: [any Channel] = []
         // Connect in waves, as browsers arriving would, without a SYN flood.
         for wave in stride(from: 0, to: clients, by: 100) {
             let connecting = (wave..<min(clients, wave + 100)).map { _ in
-                ClientBootstrap(group: group)
+                var bootstrap = ClientBootstrap(group: group)
+                if let source { bootstrap = bootstrap.bind(to: source) }
+                return bootstrap
                     .channelOption(.socketOption(.tcp_nodelay), value: 1)
                     .channelInitializer { channel in
                         channel.eventLoop.makeCompletedFuture {

@@ -44,7 +44,7 @@ final class AddressPace: Sendable {
     /// can make the server match is bounded however many connections it spreads over.
     func charge(_ address: ClientAddress, examined records: Int, now: NIODeadline = .now()) {
         guard rate > 0, records >= MessagePace.recordsPerTurn else { return }
-        state.withLock { $0.paces[address, default: MessagePace(perSecond: rate)].charge(examined: records, now: now) }
+        state.withLock { $0.paces[address, default: MessagePace(perSecond: rate)].charge(examined: records, now: now, atMost: 60) }
     }
 
     /// Before a message that scans the window: takes a turn of the address, as a

@@ -48,10 +48,13 @@ extension MessagePace {
     static let recordsPerTurn = 50
 
     /// Charges `records` matched for the client to its schedule: its next messages wait
-    /// that many turns longer (whole turns; the rest is forgotten).
-    mutating func charge(examined records: Int, now: NIODeadline = .now()) {
+    /// that many turns longer (whole turns; the rest is forgotten), `atMost` seconds'
+    /// worth for one charge. A connection's is 10 s: past about 30 s its WebSocket
+    /// would miss the server's ping (pongs are read with its messages); an address's
+    /// (``AddressPace``) is 60 s.
+    mutating func charge(examined records: Int, now: NIODeadline = .now(), atMost seconds: Int64 = 10) {
         guard interval > 0, records >= Self.recordsPerTurn else { return }
-        let turns = Int64(min(records / Self.recordsPerTurn, 1_000_000))
+        let turns = min(Int64(records / Self.recordsPerTurn), max(1, seconds * 1_000_000_000 / interval))
         due = max(due ?? now, now) + .nanoseconds(interval * turns)
     }
 
@@ -70,7 +73,7 @@ extension MessagePace {
 /// frame decoder. A frame that comes ahead of its turn is held until then, and the
 /// connection reads nothing more while any is held, so a flood is slowed by TCP's
 /// back-pressure at no cost to the server while it waits. What is held is at most one
-/// read's frames: reads of upgraded connections are at most ``readBytes``. The rate is
+/// read's frames: a connection reads at most ``readBytes`` at a time. The rate is
 /// ``framesPerMessage`` times the message rate: a message in a few fragments, or a
 /// ping now and then, never waits.
 final class WebSocketFramePace: ChannelDuplexHandler, RemovableChannelHandler {
@@ -80,8 +83,9 @@ final class WebSocketFramePace: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundOut = NIOAny
 
     static let framesPerMessage = 8
-    /// The most a WebSocket connection reads at once (client messages are small: a
-    /// subscribe, a ping; a large one takes more reads, not more memory).
+    /// The most a connection reads at once, one read per event (`QuiescingChildChannel`
+    /// sets it on every connection): client requests and messages are small, and a
+    /// large one takes more reads, not more memory.
     static let readBytes = 4096
 
     private var pace: MessagePace
@@ -107,7 +111,6 @@ final class WebSocketFramePace: ChannelDuplexHandler, RemovableChannelHandler {
             let pipeline = channel.pipeline.syncOperations
             guard let decoder = try? pipeline.context(handlerType: ByteToMessageHandler<WebSocketFrameDecoder>.self) else { return }
             try? pipeline.addHandler(WebSocketFramePace(messagesPerSecond: messagesPerSecond, counted: counted), position: .after(decoder.handler))
-            channel.setOption(ChannelOptions.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: readBytes)).whenComplete { _ in }
         }
     }
 

@@ -36,6 +36,11 @@ struct QuiescingChildChannel<Inner: ServerChildChannel>: ServerChildChannel {
             }
             try channel.pipeline.syncOperations.addHandler(CloseIfSilentOnQuiesce(), position: .first)
             try channel.pipeline.syncOperations.addHandler(WriteStallDeadline(timeout: headTimeout), position: .first)
+            try channel.pipeline.syncOperations.addHandler(UpgradeReadHold(), position: .first)
+            // Small reads, one per event: a client's requests and messages are small, and
+            // what a read brings is decoded at once (a 64 KiB read is 10,000 pings).
+            try channel.syncOptions?.setOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: WebSocketFramePace.readBytes))
+            try channel.syncOptions?.setOption(.maxMessagesPerRead, value: 1)
             try channel.pipeline.syncOperations.addHandler(FirstRequestHeadDeadline(timeout: headTimeout), position: .first)
         }.flatMap {
             inner.setup(channel: channel, logger: logger)
@@ -199,6 +204,60 @@ extension HTTPServerBuilder {
                 headTimeout: idleTimeout,
                 limits: limits
             )
+        }
+    }
+}
+
+/// Reads nothing past a request that asks for an upgrade until an answer is written.
+/// While an upgrade is decided (the route, its checks, a request's turn of its
+/// address), the HTTP layer keeps whatever arrives after the head in memory, and a
+/// client streaming WebSocket frames before the `101` made serve hold gigabytes; held
+/// reads leave them in the kernel, whose window pushes back on the client. The first
+/// write after the head (the `101`, or a refusal) lets reading go on: after a `101`
+/// this handler leaves, and the WebSocket's own pace (``WebSocketFramePace``) takes over.
+final class UpgradeReadHold: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundIn = NIOAny
+    typealias OutboundOut = NIOAny
+
+    private var scanner = UpgradeRequestScanner()
+    private var holding = false
+    private var readWaiting = false
+    /// An upgrade request was answered: whether it went through is known at the next read.
+    private var answered = false
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if answered {
+            answered = false
+            // Upgraded: nothing here is HTTP any more (a WebSocket payload is not scanned).
+            if (try? context.pipeline.syncOperations.context(handlerType: ByteToMessageHandler<HTTPRequestDecoder>.self)) == nil {
+                context.fireChannelRead(data)
+                context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+                return
+            }
+        }
+        if !holding, scanner.scan(unwrapInboundIn(data).readableBytesView) != nil { holding = true }
+        context.fireChannelRead(data)
+    }
+
+    func read(context: ChannelHandlerContext) {
+        guard !holding else {
+            readWaiting = true
+            return
+        }
+        context.read()
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        context.write(data, promise: promise)
+        guard holding else { return }
+        // Any answer ends the hold.
+        holding = false
+        answered = true
+        if readWaiting {
+            readWaiting = false
+            context.read()
         }
     }
 }

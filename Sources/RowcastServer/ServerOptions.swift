@@ -10,12 +10,13 @@ package struct ServerOptions: Sendable {
 
     package var host = "127.0.0.1"
     package var port = 8080
-    /// Frames that may wait for one client before it is cut off; nil: one per 64 bytes
-    /// of ``clientQueueBytes`` (at least 4,096), so that a burst the byte budget holds
-    /// (one large transaction) never ends a client that keeps reading for its count.
+    /// Frames that may wait for one client before it is cut off; nil: one per 256
+    /// bytes of ``clientQueueBytes`` (at least 4,096), so that a transaction of 65,536
+    /// records never ends a client that keeps reading for its count, while what a
+    /// stalled client's queue holds besides the shared frames stays a few MB.
     package var clientQueueLimit: Int?
     /// The frame limit in force (``clientQueueLimit``).
-    package var clientQueueFrames: Int { clientQueueLimit ?? max(4096, clientQueueBytes / 64) }
+    package var clientQueueFrames: Int { clientQueueLimit ?? max(4096, clientQueueBytes / 256) }
     /// Bytes of frames that may wait for one client before it is cut off. A client's
     /// own, independent of the resume window (replays are read from the window as the
     /// client drains): a burst of ~80,000 typical records is absorbed by a client that

@@ -468,6 +468,38 @@ struct PerimeterTests {
         #expect(try await server.stop() == 0)
     }
 
+    /// A client that streams WebSocket frames right behind its upgrade request, while
+    /// the upgrade waits for its address's turn: serve reads nothing past the request
+    /// until it answered, so the frames wait in the kernel, whose window stops the
+    /// client after a few MB. Serve used to read them all into memory (gigabytes in
+    /// seconds, with SIGTERM ignored).
+    @Test func framesStreamedBehindAnUpgradeWaitInTheKernel() async throws {
+        let table = "upflood_" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        let (server, port, _) = try await ServeFaultTests.serve(table: table, ["--requests-per-second-per-address", "1"])
+        let number = Int(port) ?? 0
+        let before = server.residentMegabytes
+        let (accepted, during) = try await onThread("an upgrade that waits its turn, and 4 s of pings behind it", within: 60) { () throws -> (Int, Int) in
+            // The address's one request at once goes to this one; the upgrade waits a second.
+            _ = try RawClient.body(port: number, path: "/healthz")
+            let client = try RawClient(port: number)
+            client.send("GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+            let pings = Array(repeating: [UInt8]([0x89, 0x80, 0, 0, 0, 0]), count: 10_000).flatMap { $0 }
+            var accepted = 0
+            let end = Date().addingTimeInterval(4)
+            while Date() < end {
+                let sent = client.sendAvailable(pings)
+                accepted += sent
+                if sent == 0 { usleep(10_000) }
+            }
+            return (accepted, server.residentMegabytes)
+        }
+        // The kernel's buffers on both sides hold a few MB; 4 s of a loopback stream is gigabytes.
+        #expect(accepted < 64 << 20, "the client got \(accepted >> 20) MB of pings into the connection")
+        #expect(during - before < 64, "serve's RSS went from \(before) MB to \(during) MB")
+        #expect(try await server.stop() == 0)
+    }
+
     /// Waits (a minute at most) until `/status` counts no client.
     static func waitForNoClient(port: Int) async throws {
         let seen = Mutex("")

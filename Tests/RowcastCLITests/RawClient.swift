@@ -73,6 +73,12 @@ final class RawClient: @unchecked Sendable {
         return true
     }
 
+    /// Sends what the socket takes now, without waiting; returns how many bytes it took.
+    func sendAvailable(_ bytes: [UInt8]) -> Int {
+        let sent = bytes.withUnsafeBytes { Foundation.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+        return max(sent, 0)
+    }
+
     /// Reads what has arrived, without waiting.
     func readAvailable() {
         var buffer = [UInt8](repeating: 0, count: 1 << 16)

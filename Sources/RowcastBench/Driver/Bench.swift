@@ -114,8 +114,11 @@ final class Bench {
     }
 
     /// `rowcast-bench load`, started; its result comes with `result(of:)`.
-    func load(clients: Int, seconds: Double, url: String, subscribe: Bool = false, socketIO: Bool = false, untilFrames: Int? = nil) throws -> Child {
+    func load(
+        clients: Int, seconds: Double, url: String, subscribe: Bool = false, socketIO: Bool = false, untilFrames: Int? = nil, from: String? = nil
+    ) throws -> Child {
         var arguments = ["load", "--clients", String(clients), "--seconds", String(seconds), "--url", url]
+        if let from { arguments += ["--from", from] }
         if subscribe { arguments.append("--subscribe") }
         if socketIO { arguments.append("--socketio") }
         if let untilFrames { arguments += ["--until-frames", String(untilFrames)] }

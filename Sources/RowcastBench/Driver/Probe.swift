@@ -57,9 +57,20 @@ enum Probe {
     }
 
     /// A connected socket to 127.0.0.1:`port`, or nil (refused, or no answer in time).
+    /// It comes from 127.0.0.2, another client address than every load and attack
+    /// client's: serve's per-address limits never hold the bench's own questions.
     private static func connected(_ port: Int, seconds: Int) -> Int32? {
         let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard descriptor >= 0 else { return nil }
+        var source = loopback(0)
+        source.sin_addr.s_addr = inet_addr("127.0.0.2")
+        let bound = withUnsafePointer(to: &source) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0 else {
+            close(descriptor)
+            return nil
+        }
         let flags = fcntl(descriptor, F_GETFL)
         _ = fcntl(descriptor, F_SETFL, flags | O_NONBLOCK)
         var address = loopback(port)

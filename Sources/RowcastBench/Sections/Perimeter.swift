@@ -18,7 +18,8 @@ enum Perimeter: BenchSection {
 
     /// (kind, hostile connections); nil is the steady clients alone.
     static let attacks: [(kind: String?, clients: Int)] = [
-        (nil, 0), ("readers", 200), ("stall", 200), ("handshakes", 20), ("last", 20), ("slowloris", 1000), ("pings", 20),
+        (nil, 0), ("readers", 20), ("stall", 20), ("readers", 200), ("stall", 200), ("handshakes", 20), ("last", 20), ("last", 200),
+        ("slowloris", 1000), ("pings", 20),
     ]
 
     static func run(_ bench: Bench) throws {
@@ -71,7 +72,8 @@ enum Perimeter: BenchSection {
         let seconds = bench.settings.seconds
         let cpuBefore = try ProcessStats.cpuSeconds(serve.pid)
         let started = ContinuousClock.now
-        let load = try bench.load(clients: steady, seconds: seconds, url: "ws://127.0.0.1:\(port)/ws", subscribe: true)
+        // From an address of their own: an attack's address pays for what it does.
+        let load = try bench.load(clients: steady, seconds: seconds, url: "ws://127.0.0.1:\(port)/ws", subscribe: true, from: "127.0.0.3")
         let report = try bench.result(of: load, within: seconds + 300)
         try serve.requireRunning(while: "the steady clients beside \(kind ?? "nothing")")
         let cpu = try ProcessStats.cpuSeconds(serve.pid) - cpuBefore
