@@ -73,7 +73,7 @@ extension MessagePace {
 /// frame decoder. A frame that comes ahead of its turn is held until then, and the
 /// connection reads nothing more while any is held, so a flood is slowed by TCP's
 /// back-pressure at no cost to the server while it waits. What is held is at most one
-/// read's frames: a connection reads at most ``readBytes`` at a time. The rate is
+/// read's frames: a WebSocket reads at most ``readBytes`` at a time. The rate is
 /// ``framesPerMessage`` times the message rate: a message in a few fragments, or a
 /// ping now and then, never waits.
 final class WebSocketFramePace: ChannelDuplexHandler, RemovableChannelHandler {
@@ -83,9 +83,8 @@ final class WebSocketFramePace: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundOut = NIOAny
 
     static let framesPerMessage = 8
-    /// The most a connection reads at once, one read per event (`QuiescingChildChannel`
-    /// sets it on every connection): client requests and messages are small, and a
-    /// large one takes more reads, not more memory.
+    /// The most a WebSocket reads at once, one read per event: client messages are
+    /// small, and a large one takes more reads, not more memory.
     static let readBytes = 4096
 
     private var pace: MessagePace
@@ -111,6 +110,7 @@ final class WebSocketFramePace: ChannelDuplexHandler, RemovableChannelHandler {
             let pipeline = channel.pipeline.syncOperations
             guard let decoder = try? pipeline.context(handlerType: ByteToMessageHandler<WebSocketFrameDecoder>.self) else { return }
             try? pipeline.addHandler(WebSocketFramePace(messagesPerSecond: messagesPerSecond, counted: counted), position: .after(decoder.handler))
+            try? channel.syncOptions?.setOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: readBytes))
         }
     }
 

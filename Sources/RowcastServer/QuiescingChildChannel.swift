@@ -37,9 +37,8 @@ struct QuiescingChildChannel<Inner: ServerChildChannel>: ServerChildChannel {
             try channel.pipeline.syncOperations.addHandler(CloseIfSilentOnQuiesce(), position: .first)
             try channel.pipeline.syncOperations.addHandler(WriteStallDeadline(timeout: headTimeout), position: .first)
             try channel.pipeline.syncOperations.addHandler(UpgradeReadHold(), position: .first)
-            // Small reads, one per event: a client's requests and messages are small, and
-            // what a read brings is decoded at once (a 64 KiB read is 10,000 pings).
-            try channel.syncOptions?.setOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: WebSocketFramePace.readBytes))
+            // One read per event (NIO's default is up to four): what a read brings is
+            // decoded at once, and a WebSocket then reads less still (``WebSocketFramePace``).
             try channel.syncOptions?.setOption(.maxMessagesPerRead, value: 1)
             try channel.pipeline.syncOperations.addHandler(FirstRequestHeadDeadline(timeout: headTimeout), position: .first)
         }.flatMap {
@@ -178,7 +177,14 @@ final class AnswerUnparsableRequest: ChannelInboundHandler, RemovableChannelHand
         answered = true
         let head = HTTPResponseHead(version: .http1_1, status: .badRequest, headers: ["connection": "close", "content-length": "0"])
         context.write(wrapOutboundOut(.head(head)), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
+        // Our side ends after the answer; what the client still sends is read and
+        // dropped for a second at most (closing with its request unread would reset the
+        // connection, and the client might never read the answer).
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
+            channel.close(mode: .output, promise: nil)
+            channel.eventLoop.scheduleTask(in: .seconds(1)) { channel.close(promise: nil) }
+        }
     }
 }
 
