@@ -36,14 +36,21 @@ extension Broadcaster {
         private let queuedBytes = Atomic<Int>(0)
         private let replaying = Atomic<Bool>(false)
         private let examined = Atomic<Int>(0)
+        /// Records matched not yet charged to the address (less than a turn's).
+        private let uncharged = Atomic<Int>(0)
+        let chargeScans: (@Sendable (Int) -> Void)?
         let onEnd: (@Sendable (EndReason) -> Void)?
         /// Queues the next part of the client's replay (the broadcaster's, by the client's id).
         let refill: @Sendable () -> Void
         /// At or below this many bytes queued, a replaying client is refilled.
         let refillBelow: Int
 
-        init(onEnd: (@Sendable (EndReason) -> Void)?, refillBelow: Int, refill: @escaping @Sendable () -> Void) {
+        init(
+            onEnd: (@Sendable (EndReason) -> Void)?, chargeScans: (@Sendable (Int) -> Void)? = nil, refillBelow: Int,
+            refill: @escaping @Sendable () -> Void
+        ) {
             self.onEnd = onEnd
+            self.chargeScans = chargeScans
             self.refillBelow = refillBelow
             self.refill = refill
         }
@@ -51,7 +58,15 @@ extension Broadcaster {
         var isReplaying: Bool { replaying.load(ordering: .relaxed) }
         func setReplaying(_ on: Bool) { replaying.store(on, ordering: .relaxed) }
 
-        func examined(_ records: Int) { examined.add(records, ordering: .relaxed) }
+        func examined(_ records: Int) {
+            examined.add(records, ordering: .relaxed)
+            guard let chargeScans else { return }
+            let owed = uncharged.add(records, ordering: .relaxed).newValue
+            guard owed >= MessagePace.recordsPerTurn else { return }
+            let turns = owed / MessagePace.recordsPerTurn * MessagePace.recordsPerTurn
+            uncharged.subtract(turns, ordering: .relaxed)
+            chargeScans(turns)
+        }
         func takeExamined() -> Int { examined.exchange(0, ordering: .relaxed) }
 
         var reason: EndReason? { EndReason(rawValue: value.load(ordering: .relaxed)) }

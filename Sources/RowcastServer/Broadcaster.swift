@@ -119,12 +119,17 @@ package final class Broadcaster: RecordSink {
     /// subscribes. `onEnd` is called (under the broadcaster's lock: it must only
     /// schedule work) when the broadcaster ends the client, so that its connection can
     /// be closed even if its writer is stuck behind a peer that stopped reading.
-    package func register(framing: Framing, onEnd: (@Sendable (EndReason) -> Void)? = nil) -> Registration {
+    /// `chargeScans` hears, as a scan goes, of every ``MessagePace/recordsPerTurn`` window
+    /// records matched for the client (its address pays for them: ``AddressPace``),
+    /// before any reply that follows the scan is queued.
+    package func register(
+        framing: Framing, onEnd: (@Sendable (EndReason) -> Void)? = nil, chargeScans: (@Sendable (Int) -> Void)? = nil
+    ) -> Registration {
         let queue = ClientQueue(limit: queueLimit)
         let (id, flag) = state.withLock { state in
             state.nextID += 1
             let id = state.nextID
-            let flag = ClientControl(onEnd: onEnd, refillBelow: queueByteLimit / 4) { [weak self] in self?.refill(id) }
+            let flag = ClientControl(onEnd: onEnd, chargeScans: chargeScans, refillBelow: queueByteLimit / 4) { [weak self] in self?.refill(id) }
             if state.closing {
                 queue.finish()
             } else {

@@ -36,10 +36,12 @@ extension Broadcaster.EndReason {
 extension Broadcaster {
     /// Registers a client whose connection is `channel`: once the broadcaster ends it,
     /// the connection is closed after the reason's grace unless it closed by itself.
-    func register(framing: Framing, closing channel: any Channel, grace stalledClientGrace: Duration) -> Registration {
-        register(framing: framing) { reason in
+    func register(
+        framing: Framing, closing channel: any Channel, grace stalledClientGrace: Duration, chargeScans: (@Sendable (Int) -> Void)? = nil
+    ) -> Registration {
+        register(framing: framing, onEnd: { reason in
             channel.closeUnlessClosed(after: reason.grace(stalledClientGrace))
-        }
+        }, chargeScans: chargeScans)
     }
 
     /// Ends `client` when its credential expires, on a timer of `eventLoop` (not the

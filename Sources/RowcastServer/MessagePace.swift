@@ -111,6 +111,7 @@ final class WebSocketFramePace: ChannelDuplexHandler, RemovableChannelHandler {
             guard let decoder = try? pipeline.context(handlerType: ByteToMessageHandler<WebSocketFrameDecoder>.self) else { return }
             try? pipeline.addHandler(WebSocketFramePace(messagesPerSecond: messagesPerSecond, counted: counted), position: .after(decoder.handler))
             try? channel.syncOptions?.setOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: readBytes))
+            try? channel.syncOptions?.setOption(.maxMessagesPerRead, value: 1)
         }
     }
 

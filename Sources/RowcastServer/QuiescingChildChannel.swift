@@ -37,9 +37,6 @@ struct QuiescingChildChannel<Inner: ServerChildChannel>: ServerChildChannel {
             try channel.pipeline.syncOperations.addHandler(CloseIfSilentOnQuiesce(), position: .first)
             try channel.pipeline.syncOperations.addHandler(WriteStallDeadline(timeout: headTimeout), position: .first)
             try channel.pipeline.syncOperations.addHandler(UpgradeReadHold(), position: .first)
-            // One read per event (NIO's default is up to four): what a read brings is
-            // decoded at once, and a WebSocket then reads less still (``WebSocketFramePace``).
-            try channel.syncOptions?.setOption(.maxMessagesPerRead, value: 1)
             try channel.pipeline.syncOperations.addHandler(FirstRequestHeadDeadline(timeout: headTimeout), position: .first)
         }.flatMap {
             inner.setup(channel: channel, logger: logger)
@@ -47,7 +44,7 @@ struct QuiescingChildChannel<Inner: ServerChildChannel>: ServerChildChannel {
             // Right behind the HTTP parser, which nothing else answers when it refuses a request.
             let pipeline = channel.pipeline.syncOperations
             if let parser = try? pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self) {
-                try pipeline.addHandler(AnswerUnparsableRequest(), position: .after(parser))
+                try pipeline.addHandler(AnswerUnparsableRequest(drainFor: headTimeout), position: .after(parser))
             }
             return value
         }
@@ -167,6 +164,19 @@ final class AnswerUnparsableRequest: ChannelInboundHandler, RemovableChannelHand
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
     private var answered = false
+    /// How long what the client still sends is read and dropped after the answer.
+    private let drainFor: Duration
+
+    init(drainFor: Duration) { self.drainFor = drainFor }
+
+    /// Once answered, the client's end of the stream closes the connection.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if answered, case ChannelEvent.inputClosed = event {
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         guard error is HTTPParserError else {
@@ -178,12 +188,12 @@ final class AnswerUnparsableRequest: ChannelInboundHandler, RemovableChannelHand
         let head = HTTPResponseHead(version: .http1_1, status: .badRequest, headers: ["connection": "close", "content-length": "0"])
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         // Our side ends after the answer; what the client still sends is read and
-        // dropped for a second at most (closing with its request unread would reset the
-        // connection, and the client might never read the answer).
+        // dropped until it closes, `--idle-timeout` at most (closing with its request
+        // unread would reset the connection, and the client might never read the answer).
         let channel = context.channel
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { [drainFor] _ in
             channel.close(mode: .output, promise: nil)
-            channel.eventLoop.scheduleTask(in: .seconds(1)) { channel.close(promise: nil) }
+            channel.eventLoop.scheduleTask(in: TimeAmount(drainFor)) { channel.close(promise: nil) }
         }
     }
 }

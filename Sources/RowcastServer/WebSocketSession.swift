@@ -28,7 +28,9 @@ struct WebSocketSession {
 
     func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async throws {
         WebSocketFramePace.install(on: channel, messagesPerSecond: messagesPerSecond) { [broadcaster] in broadcaster.metrics?.messagesPaced.increment() }
-        let client = broadcaster.register(framing: Self.framing, closing: channel, grace: stalledClientGrace)
+        let client = broadcaster.register(framing: Self.framing, closing: channel, grace: stalledClientGrace) { [addressPace, address] records in
+            addressPace.charge(address, examined: records)
+        }
         defer { broadcaster.unregister(client.id) }
         let expiry = broadcaster.expire(client.id, when: access, on: channel.eventLoop)
         defer { expiry?.cancel() }
@@ -75,8 +77,7 @@ struct WebSocketSession {
                         continue
                     }
                     await handle(text, client: client.id)
-                    // What it matched in the window is charged at once, to the
-                    // connection and to its address (whose other connections scan next).
+                    // What it matched in the window is charged to the connection at once.
                     charge(client.takeExamined(), to: &pace)
                 }
             }
@@ -87,9 +88,9 @@ struct WebSocketSession {
 
     private var address: ClientAddress { ClientAddress(channel.remoteAddress) }
 
+    /// The connection's share: the address was charged as the scan went.
     private func charge(_ examined: Int, to pace: inout MessagePace) {
         pace.charge(examined: examined)
-        addressPace.charge(address, examined: examined)
     }
 
     private func handle(_ text: String, client: UInt64) async {

@@ -262,16 +262,22 @@ struct PerimeterTests {
         }
         #expect(manyAnswer.contains("more than 256 packets"), "a POST of 300 packets was answered \(manyAnswer.suffix(200))")
 
+        #expect(try await server.stop() == 0)
+
+        // On a serve with the default --idle-timeout: 100 KB of head must be read before
+        // the parser refuses it, which a loaded machine may not do within 2 s.
+        let (defaults, defaultsPort, _) = try await ServeFaultTests.serve(table: table + "_long")
+        let defaultsNumber = Int(defaultsPort) ?? 0
         let long = String(repeating: "a", count: 100_000)
         let (url, headers, health) = try await onThread("a long URL, long headers, then /healthz", within: 60) {
             try (
-                RawClient.status(port: number, path: "/events?tables=\(long)", host: "127.0.0.1"),
-                RawClient.status(port: number, path: "/healthz", host: "127.0.0.1", headers: ["X-Long": long]),
-                RawClient.status(port: number, path: "/healthz", host: "127.0.0.1")
+                RawClient.status(port: defaultsNumber, path: "/events?tables=\(long)", host: "127.0.0.1"),
+                RawClient.status(port: defaultsNumber, path: "/healthz", host: "127.0.0.1", headers: ["X-Long": long]),
+                RawClient.status(port: defaultsNumber, path: "/healthz", host: "127.0.0.1")
             )
         }
         #expect([url, headers, health] == ["400", "400", "200"], "a long URL, long headers, then /healthz: \([url, headers, health])")
-        #expect(try await server.stop() == 0)
+        #expect(try await defaults.stop() == 0)
     }
 
     /// Ten `POST`s, each carrying a CONNECT, sent at once on one session: the session

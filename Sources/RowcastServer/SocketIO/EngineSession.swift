@@ -61,7 +61,9 @@ final class EngineSession: Sendable {
             Held(machine: machine, webSocket: webSocket, pace: MessagePace(perSecond: server.messagesPerSecond)), eventLoop: eventLoop
         )
         let relay = EndRelay()
-        client = server.broadcaster.register(framing: .socketIO) { reason in relay.session?.ended(reason) }
+        client = server.broadcaster.register(framing: .socketIO, onEnd: { reason in relay.session?.ended(reason) }) {
+            [addressPace = server.addressPace] records in addressPace.charge(address, examined: records)
+        }
         relay.session = self
     }
 
@@ -127,11 +129,10 @@ final class EngineSession: Sendable {
     }
 
     /// Charges what the client's replays and `last` matched in the window to its pace
-    /// and its address's (``AddressPace``).
+    /// (its address's pace was charged as the scan went).
     func chargeScans() async {
         let examined = client.takeExamined()
         guard examined > 0 else { return }
-        server.addressPace.charge(address, examined: examined)
         _ = await onLoop { [self] in held.value.pace.charge(examined: examined) }
     }
 
