@@ -1,5 +1,6 @@
 import Hummingbird
 import NIOCore
+import RowcastWire
 import ServiceLifecycle
 import Synchronization
 
@@ -47,11 +48,28 @@ final class AddressPace: Sendable {
         state.withLock { $0.paces[address, default: MessagePace(perSecond: rate)].charge(examined: records, now: now, atMost: 60) }
     }
 
+    /// The longest a scan waits for its address's turn: a WebSocket's pongs are read
+    /// with its messages, and past about 30 s the server's ping closes it.
+    static let maxScanWait: TimeAmount = .seconds(10)
+
     /// Before a message that scans the window: takes a turn of the address, as a
     /// request does, so it waits until the address's earlier scans are paid for (the
-    /// scan itself is charged after, by what it matched).
-    func settle(_ address: ClientAddress, on eventLoop: any EventLoop, counted: (() -> Void)? = nil) async {
-        guard let delay = wait(for: address) else { return }
+    /// scan itself is charged as it goes, by what it matched). When that would be
+    /// longer than ``maxScanWait`` it takes no turn and throws: the client is told to
+    /// retry, and stays connected.
+    func settle(_ address: ClientAddress, on eventLoop: any EventLoop, counted: (() -> Void)? = nil) async throws(ClientMessageError) {
+        guard rate > 0 else { return }
+        let now = NIODeadline.now()
+        let delay = try state.withLock { state throws(ClientMessageError) -> TimeAmount? in
+            var pace = state.paces[address, default: MessagePace(perSecond: rate)]
+            if let owed = pace.peek(now: now), owed > Self.maxScanWait {
+                throw .tooManyScans(seconds: Int(owed.nanoseconds / 1_000_000_000) + 1)
+            }
+            let delay = pace.wait(now: now)
+            state.paces[address] = pace
+            return delay
+        }
+        guard let delay else { return }
         counted?()
         try? await eventLoop.scheduleTask(in: delay) {}.futureResult.get()
     }

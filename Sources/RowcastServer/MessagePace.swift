@@ -26,6 +26,13 @@ struct MessagePace {
         slack = interval * Int64(rate - 1)
     }
 
+    /// How long a message arriving at `now` would wait, without taking its turn.
+    func peek(now: NIODeadline) -> TimeAmount? {
+        guard interval > 0, let due else { return nil }
+        let allowed = max(due, now) - .nanoseconds(slack)
+        return allowed > now ? allowed - now : nil
+    }
+
     /// Whether a whole burst may go at `now`: the pace holds nothing from the past.
     func isIdle(now: NIODeadline) -> Bool {
         guard let due else { return true }

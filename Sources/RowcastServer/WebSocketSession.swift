@@ -98,7 +98,7 @@ struct WebSocketSession {
             let message = try ClientMessage.parse(text)
             // A scan of the window waits until its address's earlier scans are paid for.
             if message.scansWindow {
-                await addressPace.settle(address, on: channel.eventLoop) { broadcaster.metrics?.messagesPaced.increment() }
+                try await addressPace.settle(address, on: channel.eventLoop) { broadcaster.metrics?.messagesPaced.increment() }
             }
             if case .pong(let data) = try message.apply(for: client, access: access, capture: capture, broadcaster: broadcaster) {
                 reply(.pong(echoing: data), to: client)

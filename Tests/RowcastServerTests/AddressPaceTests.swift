@@ -1,4 +1,6 @@
 import NIOCore
+import NIOEmbedded
+import RowcastWire
 import Testing
 
 @testable import RowcastServer
@@ -32,6 +34,34 @@ import Testing
         // 5,000 addresses of this second are all that is held (not 10,000).
         for index in 5_000..<10_000 { _ = pace.wait(for: try Self.address(index), now: start + .seconds(1)) }
         #expect(pace.addressesHeld == 5_000)
+    }
+
+    /// A scan that would wait longer than a WebSocket may (its pongs are read with its
+    /// messages) is refused with the seconds to wait, and takes no turn; a shorter one
+    /// waits its turn.
+    @Test func aScanThatWouldWaitPastAPingPeriodIsRefusedNotHeld() async throws {
+        let pace = AddressPace(perSecond: 10)
+        let (owing, other) = (try Self.address(1), try Self.address(2))
+        // 20,000 records matched: 400 turns, 40 s at 10 a second.
+        pace.charge(owing, examined: 20_000)
+        let loop = EmbeddedEventLoop()
+        func refusal() async -> Int? {
+            do throws(ClientMessageError) {
+                try await pace.settle(owing, on: loop)
+                return nil
+            } catch {
+                guard case .tooManyScans(let seconds) = error else { return nil }
+                return seconds
+            }
+        }
+        // About 39 s owed past the burst (less as time goes by; far above the 10 s a scan may wait).
+        let first = await refusal()
+        #expect(first.map { (30...40).contains($0) } == true, "refused with \(first.map(String.init) ?? "no refusal")")
+        // Refusals take no turn: refused again, for no longer.
+        let second = await refusal()
+        #expect(second.map { $0 <= first ?? 0 } == true, "then \(second.map(String.init) ?? "no refusal")")
+        // Another address scans at once.
+        try await pace.settle(other, on: loop)
     }
 
     @Test(arguments: [0, -1])

@@ -27,8 +27,8 @@ extension EngineSession {
     }
 
     /// Waits until what the client's address owes for window scans is within its burst.
-    private func settleScans() async {
-        await server.addressPace.settle(address, on: eventLoop) { [server] in server.metrics?.messagesPaced.increment() }
+    private func settleScans() async throws(ClientMessageError) {
+        try await server.addressPace.settle(address, on: eventLoop) { [server] in server.metrics?.messagesPaced.increment() }
     }
 
     /// The joined socket, read on the loop.
@@ -57,7 +57,7 @@ extension EngineSession {
             do throws(ClientMessageError) {
                 let message = try ClientMessage.parse(event: name, data: data.map(JSONText.init))
                 // A scan of the window waits until its address's earlier scans are paid for.
-                if message.scansWindow { await settleScans() }
+                if message.scansWindow { try await settleScans() }
                 let outcome = try message.apply(for: client.id, access: socket.access, capture: server.capture, broadcaster: server.broadcaster)
                 if message.scansWindow { await chargeScans() }
                 if case .pong(let data) = outcome { send(Framing.socketIO.frame(.pong(echoing: data)) ?? SocketIOFrame.noop) }
@@ -94,8 +94,9 @@ extension EngineSession {
         }
         var socket = Socket(sid: SocketIOFrame.randomID(), pid: SocketIOFrame.randomID(), access: access)
         var recovered = false
-        if auth.pid != nil, auth.offset != nil { await settleScans() }
-        if let pid = auth.pid, let offset = auth.offset.flatMap(Cursor.init), let held = await server.takeRecoverable(pid: pid, for: self) {
+        // An address that owes too many scans recovers nothing now: the client starts afresh.
+        let mayScan = auth.pid == nil || auth.offset == nil ? true : ((try? await settleScans()) != nil)
+        if mayScan, let pid = auth.pid, let offset = auth.offset.flatMap(Cursor.init), let held = await server.takeRecoverable(pid: pid, for: self) {
             let reply = SocketIOFrame.connected(sid: held.sid, pid: pid)
             if let subscription = held.subscription {
                 if let allowed = try? access.restrict(subscription),

@@ -196,6 +196,9 @@ package enum ClientMessageError: Error, Sendable, Equatable {
     case cursorExpired(Cursor?)
     /// A table this server does not capture (a typo, or a table not set up).
     case unknownTable([String])
+    /// The client's address owes more window scans than a client may wait for: retry
+    /// after these seconds.
+    case tooManyScans(seconds: Int)
 
     /// The `code` of the `error` frame.
     package var code: String {
@@ -207,6 +210,7 @@ package enum ClientMessageError: Error, Sendable, Equatable {
         case .forbidden: "forbidden"
         case .cursorExpired: "cursor_expired"
         case .unknownTable: "unknown_table"
+        case .tooManyScans: "too_many_scans"
         }
     }
 
@@ -220,6 +224,8 @@ package enum ClientMessageError: Error, Sendable, Equatable {
                 + "; subscribe without since and reload"
         case .unknownTable(let tables):
             "\(tables.joined(separator: ", ")) \(tables.count == 1 ? "is" : "are") not captured by this server (fix: check the name, or rowcast setup --table \(tables[0]) and serve it)"
+        case .tooManyScans(let seconds):
+            "this address's clients read the resume window (since, last, recovery) faster than it allows; nothing was subscribed: retry in \(seconds) s"
         case .unknownEvent(let event):
             "unknown event \"\(event)\"; expected \"ready for data\", \"subscribe\", \"unsubscribe\" or \"ping\""
         }
