@@ -110,7 +110,7 @@ func makeRouter(options: ServerOptions, source: any CaptureSource, broadcaster: 
         try guardian.checkOrigin(request)
         return try ServerSentEvents.response(
             for: request, access: context.access, broadcaster: broadcaster, capture: source.state, heartbeat: options.serverSentEventsHeartbeat,
-            channel: context.channel, stalledClientGrace: options.stalledClientGrace
+            channel: context.channel, stalledClientGrace: options.stalledClientGrace, addressPace: addressPace
         )
     }
     authenticated.get("/status") { _, context in

@@ -17,7 +17,7 @@ enum ServerSentEvents {
 
     static func response(
         for request: Request, access: ClientAccess, broadcaster: Broadcaster, capture: CaptureState, heartbeat: Duration,
-        channel: any Channel, stalledClientGrace: Duration
+        channel: any Channel, stalledClientGrace: Duration, addressPace: AddressPace
     ) throws -> Response {
         let query = request.uri.queryParameters
         var wanted = SubscriptionRequest()
@@ -44,7 +44,12 @@ enum ServerSentEvents {
             status: .ok,
             headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
             body: ResponseBody { writer in
-                let client = broadcaster.register(framing: framing, closing: channel, grace: stalledClientGrace)
+                // What its `last` or `since` matches in the window is charged to its address
+                // as it goes: the address's next request waits for it.
+                let address = ClientAddress(channel.remoteAddress)
+                let client = broadcaster.register(framing: framing, closing: channel, grace: stalledClientGrace) { records in
+                    addressPace.charge(address, examined: records)
+                }
                 defer { broadcaster.unregister(client.id) }
                 // Carried out as a `subscribe` frame is; only a cursor older than the window
                 // can fail now, and is told in the stream (EventSource would retry an HTTP error).

@@ -506,6 +506,35 @@ struct PerimeterTests {
         #expect(try await server.stop() == 0)
     }
 
+    /// `/events?last=` pays for its scan of the window too: every 50 records matched
+    /// cost the address a turn, so the address's next request waits for them. Four
+    /// streams opened one after another, each scanning 500 records at 5 turns a second,
+    /// take 6 s or more; they opened at once before.
+    @Test func eventStreamScansAreChargedToTheAddress() async throws {
+        let table = "sse_scans_" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        let (server, port, url) = try await ServeFaultTests.serve(table: table, ["--requests-per-second-per-address", "5"])
+        let number = Int(port) ?? 0
+        try await LiveDatabase.psql(url, "INSERT INTO \(table) SELECT n, 'row ' || n FROM generate_series(1, 500) n")
+        try await eventually("the window to hold the 500 rows", within: 60, interval: .milliseconds(100)) {
+            let body = try await onThread("GET /status", within: 60) { try RawClient.body(port: number, path: "/status", from: "127.0.0.2") }
+            return (try JSONSerialization.jsonObject(with: body) as? [String: Any])?["window_records"] as? Int == 500
+        }
+        let started = Date()
+        let opened = try await onThread("four streams scanning the whole window, one after another", within: 120) { () throws -> Int in
+            try (0..<4).filter { _ in
+                let client = try RawClient(port: number)
+                client.send("GET /events?last=500&filter=id=eq.0 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                return client.read(until: ": connected")
+            }.count
+        }
+        let seconds = Date().timeIntervalSince(started)
+        #expect(opened == 4)
+        // Each stream's request waits for the 10 turns the one before matched: 3 × 2 s on
+        // the schedule, less the burst's 5 turns, a little less for timers.
+        #expect(seconds >= 4.5, "four /events scans of 500 records from one address took \(seconds) s")
+        #expect(try await server.stop() == 0)
+    }
+
     /// Waits (a minute at most) until `/status` counts no client.
     static func waitForNoClient(port: Int) async throws {
         let seen = Mutex("")
