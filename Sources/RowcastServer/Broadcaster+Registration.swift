@@ -59,6 +59,7 @@ extension Broadcaster {
         func setReplaying(_ on: Bool) { replaying.store(on, ordering: .relaxed) }
 
         func examined(_ records: Int) {
+            guard records > 0 else { return }
             examined.add(records, ordering: .relaxed)
             guard let chargeScans else { return }
             let owed = uncharged.add(records, ordering: .relaxed).newValue

@@ -43,11 +43,12 @@ extension Broadcaster {
             state.withLock { state in
                 state.window.expire()
                 var examined = 0
+                // Told once a chunk, before any reply that follows the scan is queued.
+                defer { state.clients[id]?.control.examined(examined) }
                 for record in state.window.held(before: before) {
                     guard examined < Self.scanChunk, found < count else { return }
                     examined += 1
                     before = record.cursor
-                    state.clients[id]?.control.examined(1)
                     if record.matches(subscription) {
                         found += 1
                         start = record.cursor
@@ -84,13 +85,13 @@ extension Broadcaster {
         let bytes = queueByteLimit / 2, frames = max(queueLimit / 2, 1)
         var next = replay
         var examined = 0
+        defer { client.control.examined(examined) }
         for record in state.window.held(after: start, inclusive: inclusive) {
             if examined == Self.scanChunk {
                 state.clients[id]?.replay = next
                 return true
             }
             examined += 1
-            client.control.examined(1)
             defer { next = .after(record.cursor) }
             guard record.matches(subscription) else { continue }
             let frame = client.framing.frame(record)

@@ -394,10 +394,7 @@ struct PerimeterTests {
         let number = Int(port) ?? 0
         let flood = try (0..<60).map { _ in try RawClient(port: number) }
         for client in flood { client.send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n") }
-        let bystander = try await onThread("GET /status from another address", within: 60) {
-            try RawClient.body(port: number, path: "/status", from: "127.0.0.2")
-        }
-        #expect((try JSONSerialization.jsonObject(with: bystander) as? [String: Any])?["mode"] as? String == "trigger")
+        #expect(try await ServeFaultTests.status(port: port, from: "127.0.0.2")["mode"] as? String == "trigger")
         let answered = flood.filter { client in
             client.readAvailable()
             return client.received.starts(with: Data("HTTP/1.1 ".utf8))
@@ -426,8 +423,7 @@ struct PerimeterTests {
         let number = Int(port) ?? 0
         try await LiveDatabase.psql(url, "INSERT INTO \(table) SELECT n, 'row ' || n FROM generate_series(1, 500) n")
         try await eventually("the window to hold the 500 rows", within: 60, interval: .milliseconds(100)) {
-            let body = try await onThread("GET /status", within: 60) { try RawClient.body(port: number, path: "/status", from: "127.0.0.2") }
-            return (try JSONSerialization.jsonObject(with: body) as? [String: Any])?["window_records"] as? Int == 500
+            try await ServeFaultTests.status(port: port, from: "127.0.0.2")["window_records"] as? Int == 500
         }
         let clients = try await onThread("four WebSocket clients", within: 60) { () throws -> [RawClient] in
             try (0..<4).map { _ in
@@ -459,17 +455,13 @@ struct PerimeterTests {
         let table = "unread_" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
         let (server, port, _) = try await ServeFaultTests.serve(table: table, ["--idle-timeout", "2", "--requests-per-second-per-address", "0"])
         let number = Int(port) ?? 0
-        func connections() async throws -> Int? {
-            let body = try await onThread("GET /status", within: 60) { try RawClient.body(port: number, path: "/status", from: "127.0.0.2") }
-            return (try JSONSerialization.jsonObject(with: body) as? [String: Any])?["connections"] as? Int
-        }
         let client = try RawClient(port: number, receiveBuffer: 4096)
         // 3,000 pages of 13 KB: 40 MB of answers, far more than the buffers hold.
         let requests = String(repeating: "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", count: 3_000)
         try await onThread("3,000 pipelined requests", within: 60) { client.send(requests) }
         // Never read: only the connection asking for /status is left.
         try await eventually("serve to close the connection whose answers nobody reads", within: 60, interval: .milliseconds(200)) {
-            try await connections() == 1
+            try await ServeFaultTests.status(port: port, from: "127.0.0.2")["connections"] as? Int == 1
         }
         #expect(try await server.stop() == 0)
     }
@@ -516,8 +508,7 @@ struct PerimeterTests {
         let number = Int(port) ?? 0
         try await LiveDatabase.psql(url, "INSERT INTO \(table) SELECT n, 'row ' || n FROM generate_series(1, 500) n")
         try await eventually("the window to hold the 500 rows", within: 60, interval: .milliseconds(100)) {
-            let body = try await onThread("GET /status", within: 60) { try RawClient.body(port: number, path: "/status", from: "127.0.0.2") }
-            return (try JSONSerialization.jsonObject(with: body) as? [String: Any])?["window_records"] as? Int == 500
+            try await ServeFaultTests.status(port: port, from: "127.0.0.2")["window_records"] as? Int == 500
         }
         let started = Date()
         let opened = try await onThread("four streams scanning the whole window, one after another", within: 120) { () throws -> Int in
