@@ -52,26 +52,41 @@ final class AddressPace: Sendable {
     /// with its messages, and past about 30 s the server's ping closes it.
     static let maxScanWait: TimeAmount = .seconds(10)
 
-    /// Before a message that scans the window: takes a turn of the address, as a
-    /// request does, so it waits until the address's earlier scans are paid for (the
-    /// scan itself is charged as it goes, by what it matched). When that would be
-    /// longer than ``maxScanWait`` it takes no turn and throws: the client is told to
-    /// retry, and stays connected.
-    func settle(_ address: ClientAddress, on eventLoop: any EventLoop, counted: (() -> Void)? = nil) async throws(ClientMessageError) {
+    /// Gives back records charged ahead (``settle(_:reserving:on:counted:)``) that a
+    /// scan did not match.
+    func refund(_ address: ClientAddress, examined records: Int) {
         guard rate > 0 else { return }
+        state.withLock { $0.paces[address]?.refund(examined: records) }
+    }
+
+    /// Before a message that scans the window: takes a turn of the address, as a
+    /// request does, so it waits until the address's earlier scans are paid for, and
+    /// charges ahead the `records` the scan may match (at most a minute's worth), in
+    /// the same critical section: scans that an address starts at once wait for each
+    /// other, or are refused, before any of them runs. When the wait would be longer
+    /// than ``maxScanWait`` it takes no turn and throws: the client is told to retry,
+    /// and stays connected. Returns the records charged ahead: the scan draws on them,
+    /// charges what it matches beyond them, and gives back what it did not use.
+    func settle(
+        _ address: ClientAddress, reserving records: Int, on eventLoop: any EventLoop, counted: (() -> Void)? = nil
+    ) async throws(ClientMessageError) -> Int {
+        guard rate > 0 else { return 0 }
         let now = NIODeadline.now()
-        let delay = try state.withLock { state throws(ClientMessageError) -> TimeAmount? in
+        let (delay, turns) = try state.withLock { state throws(ClientMessageError) -> (TimeAmount?, Int) in
             var pace = state.paces[address, default: MessagePace(perSecond: rate)]
             if let owed = pace.peek(now: now), owed > Self.maxScanWait {
                 throw .tooManyScans(seconds: Int(owed.nanoseconds / 1_000_000_000) + 1)
             }
             let delay = pace.wait(now: now)
+            let turns = pace.charge(examined: records, now: now, atMost: 60)
             state.paces[address] = pace
-            return delay
+            return (delay, turns)
         }
-        guard let delay else { return }
-        counted?()
-        try? await eventLoop.scheduleTask(in: delay) {}.futureResult.get()
+        if let delay {
+            counted?()
+            try? await eventLoop.scheduleTask(in: delay) {}.futureResult.get()
+        }
+        return turns * MessagePace.recordsPerTurn
     }
 
     /// Addresses with a pace held (for tests of the pruning).

@@ -119,17 +119,19 @@ package final class Broadcaster: RecordSink {
     /// subscribes. `onEnd` is called (under the broadcaster's lock: it must only
     /// schedule work) when the broadcaster ends the client, so that its connection can
     /// be closed even if its writer is stuck behind a peer that stopped reading.
-    /// `chargeScans` hears, as a scan goes, of every ``MessagePace/recordsPerTurn`` window
-    /// records matched for the client (its address pays for them: ``AddressPace``),
-    /// before any reply that follows the scan is queued.
-    package func register(
-        framing: Framing, onEnd: (@Sendable (EndReason) -> Void)? = nil, chargeScans: (@Sendable (Int) -> Void)? = nil
-    ) -> Registration {
+    package func register(framing: Framing, onEnd: (@Sendable (EndReason) -> Void)? = nil) -> Registration {
+        register(framing: framing, onEnd: onEnd, account: nil)
+    }
+
+    /// As above, and the window records matched for the client are charged to
+    /// `account` (its address: ``AddressPace``) as a scan goes, a turn's worth at a
+    /// time, before any reply that follows the scan is queued.
+    func register(framing: Framing, onEnd: (@Sendable (EndReason) -> Void)?, account: ScanAccount?) -> Registration {
         let queue = ClientQueue(limit: queueLimit)
         let (id, flag) = state.withLock { state in
             state.nextID += 1
             let id = state.nextID
-            let flag = ClientControl(onEnd: onEnd, chargeScans: chargeScans, refillBelow: queueByteLimit / 4) { [weak self] in self?.refill(id) }
+            let flag = ClientControl(onEnd: onEnd, account: account, refillBelow: queueByteLimit / 4) { [weak self] in self?.refill(id) }
             if state.closing {
                 queue.finish()
             } else {
@@ -192,6 +194,21 @@ package final class Broadcaster: RecordSink {
         return subscribed
     }
 
+    /// The most window records applying `message` can match now (before a replay
+    /// reads on: what it reads after arrives later): the records after its `since`,
+    /// or all of the window for a `last`. Its address pays for them ahead.
+    func recordsToScan(for message: ClientMessage) -> Int {
+        guard case .subscribe(_, let since, let last) = message else { return 0 }
+        return recordsToScan(since: since, last: last)
+    }
+
+    func recordsToScan(since: Cursor?, last: Int?) -> Int {
+        state.withLock { state in
+            if let since { return state.window.count(after: since) }
+            return (last ?? 0) > 0 ? state.window.stats().records : 0
+        }
+    }
+
     /// Queues a heartbeat for one client, in order with its updates, when its
     /// framing has one (SSE's comment line).
     package func heartbeat(_ id: UInt64) {
@@ -251,6 +268,7 @@ package final class Broadcaster: RecordSink {
             let client = state.clients.removeValue(forKey: id)
             state.subscribed.remove(id)
             client?.queue.finish()
+            client?.control.refundUnused()
             metrics?.clients.set(state.clients.count)
             return client.map(\.subscription) ?? ended
         }
@@ -371,6 +389,7 @@ package final class Broadcaster: RecordSink {
         if let subscription = client.subscription, state.connections.contains(id) { state.endedSubscriptions[id] = subscription }
         client.control.raise(reason)
         client.queue.finish()
+        client.control.refundUnused()
         client.control.onEnd?(reason)
         switch reason {
         case .tooSlow: metrics?.clientsCutOff.increment()

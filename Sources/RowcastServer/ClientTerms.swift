@@ -37,11 +37,11 @@ extension Broadcaster {
     /// Registers a client whose connection is `channel`: once the broadcaster ends it,
     /// the connection is closed after the reason's grace unless it closed by itself.
     func register(
-        framing: Framing, closing channel: any Channel, grace stalledClientGrace: Duration, chargeScans: (@Sendable (Int) -> Void)? = nil
+        framing: Framing, closing channel: any Channel, grace stalledClientGrace: Duration, account: ScanAccount? = nil
     ) -> Registration {
         register(framing: framing, onEnd: { reason in
             channel.closeUnlessClosed(after: reason.grace(stalledClientGrace))
-        }, chargeScans: chargeScans)
+        }, account: account)
     }
 
     /// Ends `client` when its credential expires, on a timer of `eventLoop` (not the

@@ -59,10 +59,21 @@ extension MessagePace {
     /// worth for one charge. A connection's is 10 s: past about 30 s its WebSocket
     /// would miss the server's ping (pongs are read with its messages); an address's
     /// (``AddressPace``) is 60 s.
-    mutating func charge(examined records: Int, now: NIODeadline = .now(), atMost seconds: Int64 = 10) {
-        guard interval > 0, records >= Self.recordsPerTurn else { return }
+    /// Returns the turns charged.
+    @discardableResult
+    mutating func charge(examined records: Int, now: NIODeadline = .now(), atMost seconds: Int64 = 10) -> Int {
+        guard interval > 0, records >= Self.recordsPerTurn else { return 0 }
         let turns = min(Int64(records / Self.recordsPerTurn), max(1, seconds * 1_000_000_000 / interval))
         due = max(due ?? now, now) + .nanoseconds(interval * turns)
+        return Int(turns)
+    }
+
+    /// Gives back the turns of `records` charged ahead and not used (whole turns):
+    /// the schedule is as if only what was used had been charged.
+    mutating func refund(examined records: Int) {
+        guard interval > 0, let due, records >= Self.recordsPerTurn else { return }
+        // At most a minute's worth was charged ahead: no overflow.
+        self.due = due - .nanoseconds(interval * Int64(min(records / Self.recordsPerTurn, 1 << 30)))
     }
 
     /// Takes a message arriving now and, when it came early, waits its turn on a timer

@@ -126,6 +126,16 @@ struct ResumeWindow {
     /// The records held after `cursor` (or from it, `inclusive`), oldest first, found by
     /// binary search: a replay that reads on from where it stopped costs no rescan.
     func held(after cursor: Cursor, inclusive: Bool = false) -> some Sequence<EncodedRecord> {
+        entries[index(after: cursor, inclusive: inclusive)...].lazy.compactMap { $0?.record }
+    }
+
+    /// How many records are held after `cursor`: what a replay from it reads at most.
+    func count(after cursor: Cursor) -> Int {
+        entries.count - index(after: cursor)
+    }
+
+    /// Where the records after `cursor` (or from it) begin, by binary search.
+    private func index(after cursor: Cursor, inclusive: Bool = false) -> Int {
         var low = head, high = entries.count
         while low < high {
             let middle = (low + high) / 2
@@ -133,7 +143,7 @@ struct ResumeWindow {
             let here = entries[middle]?.record.cursor
             if let here, inclusive ? here < cursor : here <= cursor { low = middle + 1 } else { high = middle }
         }
-        return entries[low...].lazy.compactMap { $0?.record }
+        return low
     }
 
     /// The records after `since`, or nil when the window does not cover it (``covers(_:lastCursor:)``).

@@ -44,16 +44,23 @@ enum ServerSentEvents {
             status: .ok,
             headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
             body: ResponseBody { writer in
-                // What its `last` or `since` matches in the window is charged to its address
-                // as it goes: the address's next request waits for it.
+                // What its `last` or `since` matches in the window is charged to its address:
+                // the address's next request waits for it.
                 let address = ClientAddress(channel.remoteAddress)
-                let client = broadcaster.register(framing: framing, closing: channel, grace: stalledClientGrace) { records in
-                    addressPace.charge(address, examined: records)
-                }
+                let client = broadcaster.register(
+                    framing: framing, closing: channel, grace: stalledClientGrace, account: ScanAccount(pace: addressPace, address: address)
+                )
                 defer { broadcaster.unregister(client.id) }
-                // Carried out as a `subscribe` frame is; only a cursor older than the window
-                // can fail now, and is told in the stream (EventSource would retry an HTTP error).
+                // Carried out as a `subscribe` frame is; only a cursor older than the window,
+                // or an address that owes too many scans, can fail now, and is told in the
+                // stream (EventSource would retry an HTTP error).
                 do throws(ClientMessageError) {
+                    // A scan waits for its address's earlier scans and pays for itself ahead.
+                    if message.scansWindow {
+                        let records = broadcaster.recordsToScan(for: message)
+                        client.prepay(try await addressPace.settle(address, reserving: records, on: channel.eventLoop))
+                    }
+                    defer { client.scanDone() }
                     _ = try message.apply(for: client.id, access: access, capture: capture, broadcaster: broadcaster)
                 } catch {
                     try await writer.write(event(.error(code: error.code, message: error.message)))

@@ -28,9 +28,9 @@ struct WebSocketSession {
 
     func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async throws {
         WebSocketFramePace.install(on: channel, messagesPerSecond: messagesPerSecond) { [broadcaster] in broadcaster.metrics?.messagesPaced.increment() }
-        let client = broadcaster.register(framing: Self.framing, closing: channel, grace: stalledClientGrace) { [addressPace, address] records in
-            addressPace.charge(address, examined: records)
-        }
+        let client = broadcaster.register(
+            framing: Self.framing, closing: channel, grace: stalledClientGrace, account: ScanAccount(pace: addressPace, address: address)
+        )
         defer { broadcaster.unregister(client.id) }
         let expiry = broadcaster.expire(client.id, when: access, on: channel.eventLoop)
         defer { expiry?.cancel() }
@@ -76,7 +76,7 @@ struct WebSocketSession {
                         reply(.error(code: "bad_frame", message: "frames are JSON text, not binary"), to: client.id)
                         continue
                     }
-                    await handle(text, client: client.id)
+                    await handle(text, client: client)
                     // What it matched in the window is charged to the connection at once.
                     charge(client.takeExamined(), to: &pace)
                 }
@@ -93,18 +93,21 @@ struct WebSocketSession {
         pace.charge(examined: examined)
     }
 
-    private func handle(_ text: String, client: UInt64) async {
+    private func handle(_ text: String, client: Broadcaster.Registration) async {
         do throws(ClientMessageError) {
             let message = try ClientMessage.parse(text)
-            // A scan of the window waits until its address's earlier scans are paid for.
+            // A scan of the window waits until its address's earlier scans are paid for,
+            // and pays for itself ahead.
             if message.scansWindow {
-                try await addressPace.settle(address, on: channel.eventLoop) { broadcaster.metrics?.messagesPaced.increment() }
+                let records = broadcaster.recordsToScan(for: message)
+                client.prepay(try await addressPace.settle(address, reserving: records, on: channel.eventLoop) { broadcaster.metrics?.messagesPaced.increment() })
             }
-            if case .pong(let data) = try message.apply(for: client, access: access, capture: capture, broadcaster: broadcaster) {
-                reply(.pong(echoing: data), to: client)
+            defer { client.scanDone() }
+            if case .pong(let data) = try message.apply(for: client.id, access: access, capture: capture, broadcaster: broadcaster) {
+                reply(.pong(echoing: data), to: client.id)
             }
         } catch {
-            reply(.error(code: error.code, message: error.message), to: client)
+            reply(.error(code: error.code, message: error.message), to: client.id)
         }
     }
 

@@ -447,6 +447,57 @@ struct PerimeterTests {
         #expect(try await server.stop() == 0)
     }
 
+    /// Scans that one address starts at once: each pays ahead for all it may read (the
+    /// window after its `since`, or the whole window for a `last`), in the same
+    /// critical section that lets it start, so the others wait or are refused before
+    /// any of them runs; a scan that matched little gives the rest back at once. Scans
+    /// used to be charged only as they went: of twenty started together, as many ran
+    /// whole as there were threads to start them before the first had charged enough
+    /// (two of them on two cores; a burst of a hundred connections kept both busy
+    /// for seconds).
+    @Test func scansStartedAtOnceFromOneAddressPayAheadAndOnlyOneRuns() async throws {
+        let table = "burst_" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        let (server, port, url) = try await ServeFaultTests.serve(
+            table: table, ["--resume-window", "100000", "--client-messages-per-second", "1000"]
+        )
+        let number = Int(port) ?? 0
+        try await LiveDatabase.psql(url, "INSERT INTO \(table) SELECT n, 'row ' || n FROM generate_series(1, 100000) n")
+        try await eventually("the window to hold the 100,000 rows", within: 120, interval: .milliseconds(200)) {
+            try await ServeFaultTests.status(port: port, from: "127.0.0.2")["window_records"] as? Int == 100_000
+        }
+        let clients = try await onThread("twenty WebSocket clients", within: 60) { () throws -> [RawClient] in
+            try (0..<20).map { _ in
+                let client = try RawClient(port: number)
+                guard client.upgrade(), client.read(until: "connected") else { throw Failure("no WebSocket upgrade") }
+                return client
+            }
+        }
+        @Sendable func count(_ marker: String, in text: String) -> Int { text.components(separatedBy: marker).count - 1 }
+        let subscribed = #""event":"subscribed""#, refused = #""code":"too_many_scans""#
+        // One after another, each `last: 1` matches a record or two and gives back the
+        // 100,000 it paid ahead for: none waits long, none is refused.
+        let honest = try await onThread("twenty scans of one record, one after another", within: 120) { () -> Int in
+            clients.filter { client in
+                client.sendText(#"{"event":"subscribe","data":{"last":1}}"#)
+                return client.read { count(subscribed, in: $0) + count(refused, in: $0) >= 1 } && count(subscribed, in: String(decoding: client.received, as: UTF8.self)) == 1
+            }.count
+        }
+        #expect(honest == 20, "\(20 - honest) of 20 scans of one record, one after another, were refused")
+        // At once, each asking for a record that is not there: the whole window each.
+        let outcomes = try await onThread("twenty scans of the whole window at once", within: 120) { () -> [String] in
+            for client in clients { client.sendText(#"{"event":"subscribe","data":{"last":1,"filter":"id=eq.0"}}"#) }
+            return clients.map { client in
+                let answered = client.read { count(subscribed, in: $0) + count(refused, in: $0) >= 2 }
+                let text = String(decoding: client.received, as: UTF8.self)
+                return !answered ? "none" : count(refused, in: text) > 0 ? "refused" : "ran"
+            }
+        }
+        let ran = outcomes.filter { $0 == "ran" }.count, refusedCount = outcomes.filter { $0 == "refused" }.count
+        // The first pays ahead 2,000 turns (20 s at 100 a second): every other is refused.
+        #expect(ran == 1 && refusedCount == 19, "of twenty whole-window scans at once \(ran) ran, \(refusedCount) were refused")
+        #expect(try await server.stop() == 0)
+    }
+
     /// Pipelined requests whose answers are never read: once the kernel's and the
     /// channel's buffers are full, the connection is closed after `--idle-timeout`
     /// without a write going through. It used to stay open for good (the HTTP layer's

@@ -73,6 +73,14 @@ final class RawClient: @unchecked Sendable {
         return true
     }
 
+    /// Reads until what was received, as text, satisfies `enough`; false on EOF, error or timeout.
+    func read(until enough: (String) -> Bool) -> Bool {
+        while !enough(String(decoding: received, as: UTF8.self)) {
+            guard fill() else { return false }
+        }
+        return true
+    }
+
     /// Sends what the socket takes now, without waiting; returns how many bytes it took.
     func sendAvailable(_ bytes: [UInt8]) -> Int {
         let sent = bytes.withUnsafeBytes { Foundation.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }

@@ -47,7 +47,7 @@ import Testing
         let loop = EmbeddedEventLoop()
         func refusal() async -> Int? {
             do throws(ClientMessageError) {
-                try await pace.settle(owing, on: loop)
+                _ = try await pace.settle(owing, reserving: 0, on: loop)
                 return nil
             } catch {
                 guard case .tooManyScans(let seconds) = error else { return nil }
@@ -61,7 +61,34 @@ import Testing
         let second = await refusal()
         #expect(second.map { $0 <= first ?? 0 } == true, "then \(second.map(String.init) ?? "no refusal")")
         // Another address scans at once.
-        try await pace.settle(other, on: loop)
+        _ = try await pace.settle(other, reserving: 0, on: loop)
+    }
+
+    /// A scan pays ahead for what it may read, in the critical section that lets it
+    /// start: a scan asked for at the same moment is refused before the first has
+    /// matched anything; what the first did not use goes back, and the next goes at once.
+    @Test func aScanPaysAheadAndGetsBackWhatItDidNotUse() async throws {
+        let pace = AddressPace(perSecond: 10)
+        let address = try Self.address(1)
+        let loop = EmbeddedEventLoop()
+        func refused() async -> Bool {
+            do throws(ClientMessageError) {
+                _ = try await pace.settle(address, reserving: 0, on: loop)
+                return false
+            } catch {
+                return true
+            }
+        }
+        // 20,000 records: 400 turns, 40 s at 10 a second.
+        let paid = try await pace.settle(address, reserving: 20_000, on: loop)
+        #expect(paid == 20_000)
+        #expect(await refused())
+        // It matched 100: the 19,900 others go back, and a scan goes at once.
+        pace.refund(address, examined: paid - 100)
+        #expect(await refused() == false)
+        // A minute's worth at most is paid ahead (600 turns).
+        let capped = try await pace.settle(try Self.address(2), reserving: 1_000_000, on: loop)
+        #expect(capped == 600 * MessagePace.recordsPerTurn)
     }
 
     @Test(arguments: [0, -1])

@@ -26,9 +26,11 @@ extension EngineSession {
         send(SocketIOFrame.error(code: code, message: message))
     }
 
-    /// Waits until what the client's address owes for window scans is within its burst.
-    private func settleScans() async throws(ClientMessageError) {
-        try await server.addressPace.settle(address, on: eventLoop) { [server] in server.metrics?.messagesPaced.increment() }
+    /// Waits until what the client's address owes for window scans is within its burst,
+    /// and pays ahead for the scan from `since` (or for the newest `last`) about to run.
+    private func settleScans(since: Cursor?, last: Int? = nil) async throws(ClientMessageError) {
+        let records = server.broadcaster.recordsToScan(since: since, last: last)
+        client.prepay(try await server.addressPace.settle(address, reserving: records, on: eventLoop) { [server] in server.metrics?.messagesPaced.increment() })
     }
 
     /// The joined socket, read on the loop.
@@ -57,7 +59,8 @@ extension EngineSession {
             do throws(ClientMessageError) {
                 let message = try ClientMessage.parse(event: name, data: data.map(JSONText.init))
                 // A scan of the window waits until its address's earlier scans are paid for.
-                if message.scansWindow { try await settleScans() }
+                if case .subscribe(_, let since, let last) = message, message.scansWindow { try await settleScans(since: since, last: last) }
+                defer { client.scanDone() }
                 let outcome = try message.apply(for: client.id, access: socket.access, capture: server.capture, broadcaster: server.broadcaster)
                 if message.scansWindow { await chargeScans() }
                 if case .pong(let data) = outcome { send(Framing.socketIO.frame(.pong(echoing: data)) ?? SocketIOFrame.noop) }
@@ -95,8 +98,10 @@ extension EngineSession {
         var socket = Socket(sid: SocketIOFrame.randomID(), pid: SocketIOFrame.randomID(), access: access)
         var recovered = false
         // An address that owes too many scans recovers nothing now: the client starts afresh.
-        let mayScan = auth.pid == nil || auth.offset == nil ? true : ((try? await settleScans()) != nil)
-        if mayScan, let pid = auth.pid, let offset = auth.offset.flatMap(Cursor.init), let held = await server.takeRecoverable(pid: pid, for: self) {
+        let offset = auth.offset.flatMap(Cursor.init)
+        let mayScan = auth.pid == nil || offset == nil ? true : ((try? await settleScans(since: offset)) != nil)
+        defer { client.scanDone() }
+        if mayScan, let pid = auth.pid, let offset, let held = await server.takeRecoverable(pid: pid, for: self) {
             let reply = SocketIOFrame.connected(sid: held.sid, pid: pid)
             if let subscription = held.subscription {
                 if let allowed = try? access.restrict(subscription),

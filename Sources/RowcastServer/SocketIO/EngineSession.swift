@@ -61,9 +61,9 @@ final class EngineSession: Sendable {
             Held(machine: machine, webSocket: webSocket, pace: MessagePace(perSecond: server.messagesPerSecond)), eventLoop: eventLoop
         )
         let relay = EndRelay()
-        client = server.broadcaster.register(framing: .socketIO, onEnd: { reason in relay.session?.ended(reason) }) {
-            [addressPace = server.addressPace] records in addressPace.charge(address, examined: records)
-        }
+        client = server.broadcaster.register(
+            framing: .socketIO, onEnd: { reason in relay.session?.ended(reason) }, account: ScanAccount(pace: server.addressPace, address: address)
+        )
         relay.session = self
     }
 
