@@ -150,8 +150,16 @@ final class AttackHandler: ChannelInboundHandler, @unchecked Sendable {
                     pings(context)
                 }
             }
-            // Frames are skipped, not parsed: only the `subscribed` reply matters (the
-            // last few bytes stay, in case it is split between two reads).
+            // Frames are skipped, not parsed: only the `subscribed` reply matters, or for
+            // `last` a refusal, which it retries at once (the last few bytes stay, in case
+            // it is split between two reads).
+            let refused = kind == .last ? pending.readableBytesView.firstRange(of: Array(#""code":"too_many_scans""#.utf8)) : nil
+            if let refused {
+                pending.moveReaderIndex(to: refused.upperBound)
+                pending.discardReadBytes()
+                subscribeLast(context)
+                return
+            }
             guard let reply = pending.readableBytesView.firstRange(of: Array(#""event":"subscribed""#.utf8)) else {
                 pending.moveReaderIndex(forwardBy: max(0, pending.readableBytes - 32))
                 pending.discardReadBytes()

@@ -18,7 +18,27 @@ final class AddressPace: Sendable {
         var paces: [ClientAddress: MessagePace] = [:]
         /// Above this many addresses, those whose pace is back to a full burst are forgotten.
         var pruneAbove = 1024
+        /// Waits for a turn under way, by number: the server's shutdown ends them.
+        var waits: [UInt64: Scheduled<Void>] = [:]
+        var lastWait: UInt64 = 0
+        /// The server is shutting down: nothing waits any more.
+        var closing = false
     }
+
+    /// A request's turn: at once, after a wait, refused with the seconds to retry in, or
+    /// none: the server is shutting down.
+    enum Turn: Equatable {
+        case now
+        case after(TimeAmount)
+        case refused(seconds: Int)
+        case closing
+    }
+
+    /// The longest a request, or a message that scans the window, waits for its turn:
+    /// a request that would wait longer is refused at once and takes no turn (its
+    /// connection would sit unread meanwhile, a client that left unseen, and a
+    /// WebSocket's pongs are read with its messages: past about 30 s the ping closes it).
+    static let maxWait: TimeAmount = .seconds(10)
 
     private let rate: Int
     private let state = Mutex(State())
@@ -28,17 +48,56 @@ final class AddressPace: Sendable {
         self.rate = rate
     }
 
-    /// Takes a request from `address` arriving at `now`: how long it must wait first, or nil.
-    func wait(for address: ClientAddress, now: NIODeadline = .now()) -> TimeAmount? {
-        guard rate > 0 else { return nil }
+    /// Takes a request from `address` arriving at `now`: at once, after a wait, or
+    /// refused when the wait would be longer than ``maxWait`` (taking no turn).
+    func turn(for address: ClientAddress, now: NIODeadline = .now()) -> Turn {
+        guard rate > 0 else { return .now }
         return state.withLock { state in
+            guard !state.closing else { return .closing }
             if state.paces.count > state.pruneAbove {
                 state.paces = state.paces.filter { !$0.value.isIdle(now: now) }
                 state.pruneAbove = max(1024, state.paces.count * 2)
             }
-            return state.paces[address, default: MessagePace(perSecond: rate)].wait(now: now)
+            var pace = state.paces[address, default: MessagePace(perSecond: rate)]
+            if let owed = pace.peek(now: now), owed > Self.maxWait { return .refused(seconds: Self.seconds(owed)) }
+            let delay = pace.wait(now: now)
+            state.paces[address] = pace
+            return delay.map { .after($0) } ?? .now
         }
     }
+
+    private static func seconds(_ owed: TimeAmount) -> Int { Int(owed.nanoseconds / 1_000_000_000) + 1 }
+
+    /// Waits `delay` on a timer of `eventLoop`, or until the server shuts down (``shutDown()``).
+    func hold(_ delay: TimeAmount, on eventLoop: any EventLoop) async {
+        let timer = eventLoop.scheduleTask(in: delay) {}
+        let number = state.withLock { state -> UInt64? in
+            guard !state.closing else { return nil }
+            state.lastWait += 1
+            state.waits[state.lastWait] = timer
+            return state.lastWait
+        }
+        guard let number else {
+            timer.cancel()
+            return
+        }
+        try? await timer.futureResult.get()
+        state.withLock { _ = $0.waits.removeValue(forKey: number) }
+    }
+
+    /// The server is shutting down: every wait for a turn ends now, and none starts.
+    /// (A request's task does not hear the server's graceful shutdown: an upgrade is
+    /// decided outside it.)
+    func shutDown() {
+        let waits = state.withLock { state in
+            state.closing = true
+            defer { state.waits = [:] }
+            return Array(state.waits.values)
+        }
+        for wait in waits { wait.cancel() }
+    }
+
+    var isShuttingDown: Bool { state.withLock { $0.closing } }
 
     /// Charges window records matched for a client of `address` (a replay, a `last`):
     /// every ``MessagePace/recordsPerTurn`` cost the address a turn, so what one address
@@ -47,10 +106,6 @@ final class AddressPace: Sendable {
         guard rate > 0, records >= MessagePace.recordsPerTurn else { return }
         state.withLock { $0.paces[address, default: MessagePace(perSecond: rate)].charge(examined: records, now: now, atMost: 60) }
     }
-
-    /// The longest a scan waits for its address's turn: a WebSocket's pongs are read
-    /// with its messages, and past about 30 s the server's ping closes it.
-    static let maxScanWait: TimeAmount = .seconds(10)
 
     /// Gives back records charged ahead (``settle(_:reserving:on:counted:)``) that a
     /// scan did not match.
@@ -64,9 +119,10 @@ final class AddressPace: Sendable {
     /// charges ahead the `records` the scan may match (at most a minute's worth), in
     /// the same critical section: scans that an address starts at once wait for each
     /// other, or are refused, before any of them runs. When the wait would be longer
-    /// than ``maxScanWait`` it takes no turn and throws: the client is told to retry,
+    /// than ``maxWait`` it takes no turn and throws: the client is told to retry,
     /// and stays connected. Returns the records charged ahead: the scan draws on them,
     /// charges what it matches beyond them, and gives back what it did not use.
+    /// The server's shutdown ends the wait.
     func settle(
         _ address: ClientAddress, reserving records: Int, on eventLoop: any EventLoop, counted: (() -> Void)? = nil
     ) async throws(ClientMessageError) -> Int {
@@ -74,9 +130,7 @@ final class AddressPace: Sendable {
         let now = NIODeadline.now()
         let (delay, turns) = try state.withLock { state throws(ClientMessageError) -> (TimeAmount?, Int) in
             var pace = state.paces[address, default: MessagePace(perSecond: rate)]
-            if let owed = pace.peek(now: now), owed > Self.maxScanWait {
-                throw .tooManyScans(seconds: Int(owed.nanoseconds / 1_000_000_000) + 1)
-            }
+            if let owed = pace.peek(now: now), owed > Self.maxWait { throw .tooManyScans(seconds: Self.seconds(owed)) }
             let delay = pace.wait(now: now)
             let turns = pace.charge(examined: records, now: now, atMost: 60)
             state.paces[address] = pace
@@ -84,7 +138,7 @@ final class AddressPace: Sendable {
         }
         if let delay {
             counted?()
-            try? await eventLoop.scheduleTask(in: delay) {}.futureResult.get()
+            await hold(delay, on: eventLoop)
         }
         return turns * MessagePace.recordsPerTurn
     }
@@ -94,24 +148,32 @@ final class AddressPace: Sendable {
 }
 
 /// Holds each request until its address's turn (``AddressPace``), on the connection's
-/// event loop's timer. The server's graceful shutdown ends the wait (the request is
-/// answered then); a client that left meanwhile is not answered at all (a handshake
-/// would open a session for no one).
+/// event loop's timer, or refuses it with 429 and `Retry-After` when that would be
+/// more than ``AddressPace/maxWait`` away. The server's shutdown ends the wait, and the
+/// request is answered 503 then (as is any that comes after); a client that left meanwhile is not answered at all (a
+/// handshake would open a session for no one).
 struct AddressPaceMiddleware: RouterMiddleware {
     typealias Context = RowcastRequestContext
     let pace: AddressPace
     let metrics: ServerMetrics?
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        if let delay = pace.wait(for: ClientAddress(context.channel.remoteAddress)) {
+        switch pace.turn(for: ClientAddress(context.channel.remoteAddress)) {
+        case .now:
+            break
+        case .closing:
+            throw HTTPError(.serviceUnavailable, message: "the server is shutting down")
+        case .refused(let seconds):
             metrics?.requestsPaced.increment()
-            let turn = context.channel.eventLoop.scheduleTask(in: delay) {}
-            await withGracefulShutdownHandler {
-                try? await turn.futureResult.get()
-            } onGracefulShutdown: {
-                turn.cancel()
-            }
+            throw HTTPError(
+                .tooManyRequests, headers: [.retryAfter: String(seconds)],
+                message: "too many requests from this address: retry in \(seconds) s (--requests-per-second-per-address)"
+            )
+        case .after(let delay):
+            metrics?.requestsPaced.increment()
+            await pace.hold(delay, on: context.channel.eventLoop)
             guard context.channel.isActive else { throw HTTPError(.serviceUnavailable, message: "the client left while its request waited its turn") }
+            if pace.isShuttingDown { throw HTTPError(.serviceUnavailable, message: "the server is shutting down") }
         }
         return try await next(request, context)
     }

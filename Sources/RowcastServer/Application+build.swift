@@ -81,6 +81,7 @@ func makeRouter(options: ServerOptions, source: any CaptureSource, broadcaster: 
     let guardian = RequestGuard(listening: options.host, extraHosts: options.allowedHosts, origins: options.allowedOrigins)
     // First: every request takes its address's turn, also one refused for its Host.
     let addressPace = AddressPace(perSecond: options.requestsPerSecondPerAddress)
+    broadcaster.whenClosing { addressPace.shutDown() }
     router.add(middleware: AddressPaceMiddleware(pace: addressPace, metrics: broadcaster.metrics))
     router.add(middleware: HostCheckMiddleware(guardian: guardian))
     router.add(middleware: RequestBodyDeadline(timeout: options.idleTimeout, maxSize: options.maxClientFrameSize))

@@ -94,6 +94,8 @@ package final class Broadcaster: RecordSink {
     package let queueByteLimit: Int
     let state = Mutex(State())
     let metrics: ServerMetrics?
+    /// Called once ``closeAll()`` ended every client (``whenClosing(_:)``).
+    private let closingActions = Mutex<[@Sendable () -> Void]>([])
 
     /// - Parameters:
     ///   - options: the queue and resume-window limits (``ServerOptions`` holds every
@@ -249,6 +251,12 @@ package final class Broadcaster: RecordSink {
             state.closing = true
             for id in Array(state.clients.keys) { end(id, .shuttingDown, in: &state) }
         }
+        for action in closingActions.withLock({ $0 }) { action() }
+    }
+
+    /// Has `action` run when the server shuts down, after every client was ended.
+    func whenClosing(_ action: @escaping @Sendable () -> Void) {
+        closingActions.withLock { $0.append(action) }
     }
 
     /// Ends one client's queue because the server is shutting down (its connection's

@@ -498,6 +498,77 @@ struct PerimeterTests {
         #expect(try await server.stop() == 0)
     }
 
+    /// A request that would wait more than 10 s for its address's turn is refused at
+    /// once with 429 and `Retry-After`, and takes no turn. Requests used to wait however
+    /// long the address owed, each connection unread meanwhile (a client that left
+    /// unseen): minutes once window scans had charged the address.
+    @Test func requestsThatWouldWaitLongAreRefusedAtOnce() async throws {
+        let table = "waits_" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        let (server, port, _) = try await ServeFaultTests.serve(table: table, ["--requests-per-second-per-address", "1"])
+        let number = Int(port) ?? 0
+        let answers = try await onThread("twenty requests at once from one address", within: 120) { () throws -> [String] in
+            let clients = try (0..<20).map { _ in try RawClient(port: number, from: "127.0.0.4") }
+            for client in clients { client.send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n") }
+            // One goes at once, the next ten wait a second more each, the rest would wait
+            // more than 10 s.
+            return clients.map { client in
+                _ = client.read(until: "\r\n\r\n")
+                return String(decoding: client.received, as: UTF8.self).lowercased()
+            }
+        }
+        let ok = answers.filter { $0.hasPrefix("http/1.1 200") }.count
+        let refused = answers.filter { $0.hasPrefix("http/1.1 429") && $0.contains("\r\nretry-after: ") }.count
+        #expect(ok >= 1 && refused >= 5 && ok + refused == 20, "\(ok) answered, \(refused) refused with Retry-After, of 20")
+        #expect(try await server.stop() == 0)
+    }
+
+    /// SIGTERM ends every wait for a turn: a waiting request is answered 503, a waiting
+    /// upgrade refused (a bare 400 in this HTTP stack). An upgrade is decided outside
+    /// the request's task, which the server's graceful shutdown does not reach: it used
+    /// to wait for its turn after SIGTERM and get its `101` then, holding the shutdown
+    /// for as long as its address owed.
+    @Test func shutdownEndsTheWaitsOfRequestsAndUpgrades() async throws {
+        let table = "shutwait_" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        let (server, port, _) = try await ServeFaultTests.serve(table: table, ["--requests-per-second-per-address", "1"])
+        let number = Int(port) ?? 0
+        let upgrade = "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        let (clients, upgrading) = try await onThread("ten requests and an upgrade from one address", within: 120) {
+            () throws -> ([RawClient], RawClient) in
+            let clients = try (0..<10).map { _ in try RawClient(port: number, from: "127.0.0.4") }
+            for client in clients { client.send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n") }
+            // One is answered at once (whichever: the server takes them in no set order);
+            // the others wait up to 9 s, the upgrade about 10.
+            let head = Data("\r\n\r\n".utf8)
+            let deadline = Date().addingTimeInterval(60)
+            while Date() < deadline, !clients.contains(where: { $0.received.range(of: head) != nil }) {
+                for client in clients { client.readAvailable() }
+                usleep(5_000)
+            }
+            let upgrading = try RawClient(port: number, from: "127.0.0.4")
+            upgrading.send(upgrade)
+            return (clients, upgrading)
+        }
+        // All eleven connections (and the one asking) accepted before SIGTERM.
+        try await eventually("serve to hold the eleven connections", within: 60, interval: .milliseconds(50)) {
+            try await ServeFaultTests.status(port: port, from: "127.0.0.2")["connections"] as? Int ?? 0 >= 12
+        }
+        let (requests, upgraded) = try await onThread("SIGTERM, and the answers", within: 120) { () -> ([String], String) in
+            server.signal(SIGTERM)
+            let status = { (client: RawClient) -> String in
+                _ = client.read(until: "\r\n\r\n")
+                let line = String(decoding: client.received.prefix(while: { $0 != 13 }), as: UTF8.self)
+                // A connection the server had not read yet is closed unanswered.
+                return line.split(separator: " ").dropFirst().first.map(String.init) ?? "none"
+            }
+            return (clients.map(status), status(upgrading))
+        }
+        let count = { (status: String) in requests.filter { $0 == status }.count }
+        #expect(count("503") >= 3 && count("200") + count("503") + count("none") == 10, "requests: \(requests)")
+        #expect(upgraded == "400" || upgraded == "none", "the upgrade: \(upgraded)")
+        #expect(try await server.stop() == 0)
+    }
+
     /// Pipelined requests whose answers are never read: once the kernel's and the
     /// channel's buffers are full, the connection is closed after `--idle-timeout`
     /// without a write going through. It used to stay open for good (the HTTP layer's

@@ -103,6 +103,11 @@ final class RunningProcess: Sendable {
         throw Failure("no \(pattern) from \(process.executableURL?.lastPathComponent ?? "process"); stderr:\n\(output)")
     }
 
+    /// Sends a signal, without waiting for anything.
+    func signal(_ signal: Int32) {
+        if process.isRunning { kill(process.processIdentifier, signal) }
+    }
+
     /// Sends a signal (none with 0) and waits for the exit status.
     func stop(_ signal: Int32 = SIGTERM, seconds: Double = 30) async throws -> Int32 {
         if process.isRunning, signal != 0 { kill(process.processIdentifier, signal) }

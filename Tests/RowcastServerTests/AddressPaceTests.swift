@@ -16,23 +16,23 @@ import Testing
         let pace = AddressPace(perSecond: 10)
         let start = NIODeadline.uptimeNanoseconds(5_000_000_000)
         let (one, other) = (try Self.address(1), try Self.address(2))
-        for _ in 0..<10 { #expect(pace.wait(for: one, now: start) == nil) }
-        #expect(pace.wait(for: one, now: start) == .milliseconds(100))
-        #expect(pace.wait(for: other, now: start) == nil)
+        for _ in 0..<10 { #expect(pace.turn(for: one, now: start) == .now) }
+        #expect(pace.turn(for: one, now: start) == .after(.milliseconds(100)))
+        #expect(pace.turn(for: other, now: start) == .now)
         // Window records matched for the address: 500 are ten more turns.
         pace.charge(one, examined: 500, now: start)
-        #expect(pace.wait(for: one, now: start) == .milliseconds(1_200))
+        #expect(pace.turn(for: one, now: start) == .after(.milliseconds(1_200)))
     }
 
     @Test func addressesWhoseBurstIsBackAreForgotten() throws {
         let pace = AddressPace(perSecond: 10)
         let start = NIODeadline.uptimeNanoseconds(5_000_000_000)
-        for index in 0..<5_000 { _ = pace.wait(for: try Self.address(index), now: start) }
+        for index in 0..<5_000 { _ = pace.turn(for: try Self.address(index), now: start) }
         #expect(pace.addressesHeld == 5_000)
         // A second later every one of them could send a whole burst again: once the
         // count passes twice what the last pruning kept, they are forgotten, and the
         // 5,000 addresses of this second are all that is held (not 10,000).
-        for index in 5_000..<10_000 { _ = pace.wait(for: try Self.address(index), now: start + .seconds(1)) }
+        for index in 5_000..<10_000 { _ = pace.turn(for: try Self.address(index), now: start + .seconds(1)) }
         #expect(pace.addressesHeld == 5_000)
     }
 
@@ -94,7 +94,7 @@ import Testing
     @Test(arguments: [0, -1])
     func noRateNeverWaitsAndHoldsNothing(_ rate: Int) throws {
         let pace = AddressPace(perSecond: rate)
-        for index in 0..<100 { #expect(pace.wait(for: try Self.address(index % 3)) == nil) }
+        for index in 0..<100 { #expect(pace.turn(for: try Self.address(index % 3)) == .now) }
         pace.charge(try Self.address(0), examined: 1_000_000)
         #expect(pace.addressesHeld == 0)
     }
