@@ -30,10 +30,11 @@ CREATE SCHEMA IF NOT EXISTS rowcast;
 COMMENT ON SCHEMA rowcast IS 'rowcast: change capture for streaming rows to browsers';
 
 -- One row per change, keyed by the writing transaction's id (`batch`, the 64-bit
--- txid_current()) and the change's number within it (`n`); `seq` is the statement's
--- place in the order statements ended (a sequence, so a statement that waited for
--- another transaction's row ends after that transaction committed: ordering
--- transactions by their last `seq` keeps every row's history in commit order).
+-- txid_current()), its statement (`seq`) and the change's number within the
+-- statement (`n`). `seq` is the statement's place in the order statements ended (a
+-- sequence, so a statement that waited for another transaction's row ends after that
+-- transaction committed: ordering transactions by their last `seq` keeps every row's
+-- history in commit order), and it orders a transaction's statements.
 -- UNLOGGED: no WAL for a copy kept until every listener read it; after a crash it is
 -- empty, and so is rowcast.listeners, so a listener knows it may have missed changes.
 -- Only its owner may read it.
@@ -54,12 +55,16 @@ REVOKE ALL ON SEQUENCE rowcast.statement_seq FROM PUBLIC;
 -- Only when missing: CREATE INDEX and ALTER TABLE lock the table even when there is
 -- nothing to do, and a set-up run again must not lock rowcast.changes, which every
 -- writer's trigger writes.
+-- (Changes written before `seq` numbered statements count as statement 0: `n` then
+-- ran through the transaction.)
 DO $index$ BEGIN
-    IF to_regclass('rowcast.changes_batch_n') IS NULL THEN
-        CREATE INDEX changes_batch_n ON rowcast.changes (batch, n);
-    END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'rowcast.changes'::regclass AND attname = 'seq' AND NOT attisdropped) THEN
         ALTER TABLE rowcast.changes ADD COLUMN seq bigint;
+    END IF;
+    IF to_regclass('rowcast.changes_batch_seq_n') IS NULL THEN
+        UPDATE rowcast.changes SET seq = 0 WHERE seq IS NULL;
+        CREATE INDEX changes_batch_seq_n ON rowcast.changes (batch, seq, n);
+        DROP INDEX IF EXISTS rowcast.changes_batch_n;
     END IF;
 END $index$;
 
@@ -105,8 +110,15 @@ REVOKE ALL ON rowcast.listeners FROM PUBLIC;
 -- makes every unqualified name that is one of the function's variables (`batch`,
 -- `base`, TG_TABLE_NAME…) that variable, whatever columns the table has (the default
 -- refused such a statement as ambiguous, failing the writer). Nothing the writer's
--- session sets is read: the change numbers continue from the transaction's own rows
--- in rowcast.changes, which no other transaction writes.
+-- session sets is read.
+--
+-- Nothing is read from rowcast.changes either: a change is numbered by its statement
+-- (`seq`) and its place in it. A SERIALIZABLE writer's reads are tracked, and two of
+-- them each reading rowcast.changes where the other wrote failed one of the pair.
+--
+-- The NOTIFY is left out on a server that allows prepared transactions
+-- (max_prepared_transactions > 0): PostgreSQL refuses to PREPARE a transaction that
+-- sent one. A listener there reads new changes on its own, every 100 ms.
 CREATE OR REPLACE FUNCTION rowcast.capture_statement() RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -120,7 +132,6 @@ AS $function$
 #variable_conflict use_variable
 DECLARE
     batch bigint;
-    base bigint;
     statement bigint;
     written bigint;
 BEGIN
@@ -130,30 +141,28 @@ BEGIN
         RETURN NULL;
     END IF;
     batch := txid_current();
-    -- Changes already written by this transaction: numbers continue from there.
-    base := (SELECT coalesce(max(c.n), 0) FROM rowcast.changes c WHERE c.batch = batch);
     statement := nextval('rowcast.statement_seq');
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO rowcast.changes (batch, n, op, schema_name, table_name, row_json, seq)
-        SELECT batch, base + row_number() OVER (), 'insert', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(r.*), statement
+        INSERT INTO rowcast.changes (batch, seq, n, op, schema_name, table_name, row_json)
+        SELECT batch, statement, row_number() OVER (), 'insert', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(r.*)
         FROM rowcast_new r;
     ELSIF TG_OP = 'UPDATE' THEN
         -- The transition tables hold the old and new versions of each row in the
         -- same order: pair them by position (a key may have changed).
-        INSERT INTO rowcast.changes (batch, n, op, schema_name, table_name, row_json, old_json, seq)
-        SELECT batch, base + nw.k, 'update', TG_TABLE_SCHEMA, TG_TABLE_NAME, nw.j, od.j, statement
+        INSERT INTO rowcast.changes (batch, seq, n, op, schema_name, table_name, row_json, old_json)
+        SELECT batch, statement, nw.k, 'update', TG_TABLE_SCHEMA, TG_TABLE_NAME, nw.j, od.j
         FROM (SELECT row_number() OVER () AS k, to_json(r.*) AS j FROM rowcast_new r) nw
         JOIN (SELECT row_number() OVER () AS k, to_json(r.*) AS j FROM rowcast_old r) od ON od.k = nw.k;
     ELSIF TG_OP = 'DELETE' THEN
-        INSERT INTO rowcast.changes (batch, n, op, schema_name, table_name, old_json, seq)
-        SELECT batch, base + row_number() OVER (), 'delete', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(r.*), statement
+        INSERT INTO rowcast.changes (batch, seq, n, op, schema_name, table_name, old_json)
+        SELECT batch, statement, row_number() OVER (), 'delete', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(r.*)
         FROM rowcast_old r;
     ELSE
-        INSERT INTO rowcast.changes (batch, n, op, schema_name, table_name, seq)
-        VALUES (batch, base + 1, 'truncate', TG_TABLE_SCHEMA, TG_TABLE_NAME, statement);
+        INSERT INTO rowcast.changes (batch, seq, n, op, schema_name, table_name)
+        VALUES (batch, statement, 1, 'truncate', TG_TABLE_SCHEMA, TG_TABLE_NAME);
     END IF;
     GET DIAGNOSTICS written = ROW_COUNT;
-    IF written > 0 THEN
+    IF written > 0 AND current_setting('max_prepared_transactions') = '0' THEN
         PERFORM pg_notify('rowcast', batch::text);
     END IF;
     RETURN NULL;
@@ -176,7 +185,6 @@ AS $function$
 #variable_conflict use_variable
 DECLARE
     batch bigint;
-    n bigint;
     statement bigint;
 BEGIN
     PERFORM FROM rowcast.listeners l WHERE l.expires > now() LIMIT 1;
@@ -184,28 +192,40 @@ BEGIN
         RETURN NULL;
     END IF;
     batch := txid_current();
-    n := (SELECT coalesce(max(c.n), 0) + 1 FROM rowcast.changes c WHERE c.batch = batch);
+    -- Each row is a statement of its own here (the trigger fires once per row).
     statement := nextval('rowcast.statement_seq');
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO rowcast.changes (batch, n, op, schema_name, table_name, row_json, seq)
-        VALUES (batch, n, 'insert', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(NEW), statement);
+        INSERT INTO rowcast.changes (batch, seq, n, op, schema_name, table_name, row_json)
+        VALUES (batch, statement, 1, 'insert', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(NEW));
     ELSIF TG_OP = 'UPDATE' THEN
-        INSERT INTO rowcast.changes (batch, n, op, schema_name, table_name, row_json, old_json, seq)
-        VALUES (batch, n, 'update', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(NEW), to_json(OLD), statement);
-    ELSIF TG_OP = 'DELETE' THEN
-        INSERT INTO rowcast.changes (batch, n, op, schema_name, table_name, old_json, seq)
-        VALUES (batch, n, 'delete', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(OLD), statement);
+        INSERT INTO rowcast.changes (batch, seq, n, op, schema_name, table_name, row_json, old_json)
+        VALUES (batch, statement, 1, 'update', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(NEW), to_json(OLD));
     ELSE
-        INSERT INTO rowcast.changes (batch, n, op, schema_name, table_name, seq)
-        VALUES (batch, n, 'truncate', TG_TABLE_SCHEMA, TG_TABLE_NAME, statement);
+        INSERT INTO rowcast.changes (batch, seq, n, op, schema_name, table_name, old_json)
+        VALUES (batch, statement, 1, 'delete', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(OLD));
     END IF;
-    PERFORM pg_notify('rowcast', batch::text);
+    IF current_setting('max_prepared_transactions') = '0' THEN
+        PERFORM pg_notify('rowcast', batch::text);
+    END IF;
     RETURN NULL;
 END
 $function$;
 
 -- Attaches the capture triggers to a table, replacing any it had (so running it
 -- again, or on a table set up by an earlier rowcast, leaves exactly these).
+--
+-- Every trigger fires ALWAYS: also in a session that writes as a replica
+-- (session_replication_role = replica: a logical-replication subscriber's apply
+-- worker, tools that load data), whose changes replication mode sees in the WAL.
+--
+-- TRUNCATE: PostgreSQL fires a statement-level trigger only on the table it is
+-- created on, never a clone on partitions, and a TRUNCATE of a partitioned table
+-- fires the truncate triggers of each partition it empties. So a partitioned table's
+-- truncate trigger is on each of its leaf partitions, and none on the table itself:
+-- a partition truncated alone is captured, and a TRUNCATE of the whole table is one
+-- change per partition, as replication mode reports it (the partitions hold the
+-- rows). A partition created later has the row trigger (PostgreSQL clones it) but
+-- not this one until the table is set up again; `rowcast serve` warns of it.
 CREATE OR REPLACE FUNCTION rowcast.attach(target regclass) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -213,6 +233,7 @@ SET client_min_messages = warning
 AS $function$
 DECLARE
     trigger_name text;
+    leaf regclass;
 BEGIN
     FOREACH trigger_name IN ARRAY ARRAY['rowcast_capture', 'rowcast_capture_insert',
         'rowcast_capture_update', 'rowcast_capture_delete', 'rowcast_capture_truncate'] LOOP
@@ -221,6 +242,20 @@ BEGIN
     IF (SELECT relkind FROM pg_class WHERE oid = target) = 'p' THEN
         EXECUTE format('CREATE TRIGGER rowcast_capture AFTER INSERT OR UPDATE OR DELETE ON %s '
             'FOR EACH ROW EXECUTE FUNCTION rowcast.capture_row()', target);
+        -- Also on the clones PostgreSQL made on the partitions.
+        EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER rowcast_capture', target);
+        FOR leaf IN
+            WITH RECURSIVE tree (relid) AS (
+                SELECT target::oid
+                UNION ALL SELECT i.inhrelid FROM pg_inherits i JOIN tree ON i.inhparent = tree.relid
+            )
+            SELECT tree.relid::regclass FROM tree JOIN pg_class c ON c.oid = tree.relid WHERE c.relkind = 'r'
+        LOOP
+            EXECUTE format('DROP TRIGGER IF EXISTS rowcast_capture_truncate ON %s', leaf);
+            EXECUTE format('CREATE TRIGGER rowcast_capture_truncate AFTER TRUNCATE ON %s '
+                'FOR EACH STATEMENT EXECUTE FUNCTION rowcast.capture_statement()', leaf);
+            EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER rowcast_capture_truncate', leaf);
+        END LOOP;
     ELSE
         EXECUTE format('CREATE TRIGGER rowcast_capture_insert AFTER INSERT ON %s '
             'REFERENCING NEW TABLE AS rowcast_new FOR EACH STATEMENT EXECUTE FUNCTION rowcast.capture_statement()', target);
@@ -228,9 +263,13 @@ BEGIN
             'REFERENCING OLD TABLE AS rowcast_old NEW TABLE AS rowcast_new FOR EACH STATEMENT EXECUTE FUNCTION rowcast.capture_statement()', target);
         EXECUTE format('CREATE TRIGGER rowcast_capture_delete AFTER DELETE ON %s '
             'REFERENCING OLD TABLE AS rowcast_old FOR EACH STATEMENT EXECUTE FUNCTION rowcast.capture_statement()', target);
+        EXECUTE format('CREATE TRIGGER rowcast_capture_truncate AFTER TRUNCATE ON %s '
+            'FOR EACH STATEMENT EXECUTE FUNCTION rowcast.capture_statement()', target);
+        FOREACH trigger_name IN ARRAY ARRAY['rowcast_capture_insert', 'rowcast_capture_update',
+            'rowcast_capture_delete', 'rowcast_capture_truncate'] LOOP
+            EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %I', target, trigger_name);
+        END LOOP;
     END IF;
-    EXECUTE format('CREATE TRIGGER rowcast_capture_truncate AFTER TRUNCATE ON %s '
-        'FOR EACH STATEMENT EXECUTE FUNCTION rowcast.capture_statement()', target);
 END
 $function$;
 

@@ -37,6 +37,12 @@ struct TriggerReader {
     private var mayDelete = true
     private var ignored = 0
     private var lastIgnoredReport = -Double.infinity
+    /// The server allows prepared transactions, so the trigger sends no NOTIFY
+    /// (PostgreSQL refuses to PREPARE a transaction that did): new changes are read
+    /// every ``pollSeconds`` instead.
+    private(set) var polls = false
+    private var lastPoll = -Double.infinity
+    static let pollSeconds = 0.1
     /// Tables outside `--table` seen in `rowcast.changes`, and whether each is a
     /// partition (at any depth) of a named table, whose records this capture forwards.
     private var partitions: [TableName: Bool] = [:]
@@ -70,6 +76,23 @@ struct TriggerReader {
                 timeoutSeconds: configuration.listenerTimeoutSeconds, on: connection, logger: logger
             )
         }
+        let prepared = try connection.execute("SHOW max_prepared_transactions").scalar ?? "0"
+        if (prepared != "0") != polls {
+            polls = prepared != "0"
+            if polls {
+                logger.info("this server allows prepared transactions (max_prepared_transactions = \(prepared)), and PostgreSQL refuses to PREPARE a transaction that sent a NOTIFY: the trigger sends none, and new changes are read every \(Int(Self.pollSeconds * 1000)) ms")
+            }
+        }
+        lastPoll = ProcessInfo.processInfo.systemUptime
+        return try readWindow(notified: nil, on: connection, sink: sink)
+    }
+
+    /// Where the trigger sends no NOTIFY (``polls``): reads what committed since the last
+    /// read once ``pollSeconds`` went by. Returns false when the sink failed.
+    mutating func pollIfDue(on connection: PostgresConnection, sink: any RecordSink) throws(PostgresError) -> Bool {
+        let now = ProcessInfo.processInfo.systemUptime
+        guard polls, listener != nil, now - lastPoll >= Self.pollSeconds else { return true }
+        lastPoll = now
         return try readWindow(notified: nil, on: connection, sink: sink)
     }
 
@@ -151,6 +174,8 @@ struct TriggerReader {
     /// One row of `rowcast.changes`, as the page queries select it.
     private struct ChangeRow {
         var batch: Int64
+        /// Its statement, and its place in it: the change's key within the transaction.
+        var seq: Int64
         var n: Int64
         var op: RowcastCore.Operation
         var table: TableName
@@ -163,7 +188,7 @@ struct TriggerReader {
     /// bytes comes without it (`big`), to be fetched on its own.
     private static func selectRows(inline: Int) -> String {
         """
-        SELECT batch, n, op, schema_name, table_name,
+        SELECT batch, seq, n, op, schema_name, table_name,
             CASE WHEN big THEN NULL ELSE row_json END, CASE WHEN big THEN NULL ELSE old_json END, big
         FROM (SELECT *, coalesce(pg_column_size(row_json), 0) + coalesce(pg_column_size(old_json), 0) > \(inline) AS big
               FROM rowcast.changes
@@ -203,18 +228,19 @@ struct TriggerReader {
             deferred = seen.filter { !taken.contains($0) }
         }
         for batch in transactions {
-            var after: Int64 = 0
+            // Statements are numbered from 1 (0: changes written before they were).
+            var after: (seq: Int64, n: Int64) = (-1, 0)
             var full = true
             while full {
                 let page = try connection.execute(
                     Self.selectRows(inline: Self.bigRowBytes)
-                        + " WHERE batch = $1::bigint AND n > $2::bigint ORDER BY n LIMIT \(Self.pageRows)) c ORDER BY n",
-                    [String(batch), String(after)]
+                        + " WHERE batch = $1::bigint AND (seq, n) > ($2::bigint, $3::bigint) ORDER BY seq, n LIMIT \(Self.pageRows)) c ORDER BY seq, n",
+                    [String(batch), String(after.seq), String(after.n)]
                 ).rows.compactMap(changeRow)
                 guard try deliver(page, on: connection, sink: sink) else { return false }
                 // A large transaction: hand over what was read before reading more.
                 if case .failed = sink.flush() { return false }
-                after = page.last?.n ?? after
+                if let last = page.last { after = (last.seq, last.n) }
                 full = page.count == Self.pageRows
             }
             // Old payloads all precede the first new change (see the type's comment).
@@ -239,13 +265,15 @@ struct TriggerReader {
     }
 
     private func changeRow(_ row: [String?]) -> ChangeRow? {
-        guard row.count == 8, let batch = row[0].flatMap(Int64.init), let n = row[1].flatMap(Int64.init),
-              let op = row[2].flatMap(RowcastCore.Operation.init(rawValue:)), let schema = row[3], let table = row[4]
+        guard row.count == 9, let batch = row[0].flatMap(Int64.init), let seq = row[1].flatMap(Int64.init), let n = row[2].flatMap(Int64.init),
+              let op = row[3].flatMap(RowcastCore.Operation.init(rawValue:)), let schema = row[4], let table = row[5]
         else {
             logger.error("ignoring a malformed row of rowcast.changes")
             return nil
         }
-        return ChangeRow(batch: batch, n: n, op: op, table: TableName(schema: schema, name: table), row: row[5], old: row[6], big: row[7] == "t")
+        return ChangeRow(
+            batch: batch, seq: seq, n: n, op: op, table: TableName(schema: schema, name: table), row: row[6], old: row[7], big: row[8] == "t"
+        )
     }
 
     /// Delivers the records of `rows` that this capture forwards.
@@ -255,8 +283,8 @@ struct TriggerReader {
             var values = (row: change.row, old: change.old)
             if change.big {
                 let whole = try connection.execute(
-                    "SELECT row_json, old_json FROM rowcast.changes WHERE batch = $1::bigint AND n = $2::bigint",
-                    [String(change.batch), String(change.n)]
+                    "SELECT row_json, old_json FROM rowcast.changes WHERE batch = $1::bigint AND seq = $2::bigint AND n = $3::bigint",
+                    [String(change.batch), String(change.seq), String(change.n)]
                 ).rows.first
                 values = (whole?[0] ?? nil, whole?[1] ?? nil)
             }
