@@ -43,6 +43,10 @@ struct TriggerReader {
     private(set) var polls = false
     private var lastPoll = -Double.infinity
     static let pollSeconds = 0.1
+    /// Transactions of a window whose position did not commit (the connection was lost
+    /// mid-window), with the key of the last change delivered of each: the window is
+    /// read again on the next connection, from after those.
+    private var unconfirmed: [Int64: (seq: Int64, n: Int64)] = [:]
     /// Tables outside `--table` seen in `rowcast.changes`, and whether each is a
     /// partition (at any depth) of a named table, whose records this capture forwards.
     private var partitions: [TableName: Bool] = [:]
@@ -228,8 +232,9 @@ struct TriggerReader {
             deferred = seen.filter { !taken.contains($0) }
         }
         for batch in transactions {
-            // Statements are numbered from 1 (0: changes written before they were).
-            var after: (seq: Int64, n: Int64) = (-1, 0)
+            // Statements are numbered from 1 (0: changes written before they were); a
+            // transaction delivered in part by a window that did not commit goes on.
+            var after: (seq: Int64, n: Int64) = unconfirmed[batch] ?? (-1, 0)
             var full = true
             while full {
                 let page = try connection.execute(
@@ -240,7 +245,10 @@ struct TriggerReader {
                 guard try deliver(page, on: connection, sink: sink) else { return false }
                 // A large transaction: hand over what was read before reading more.
                 if case .failed = sink.flush() { return false }
-                if let last = page.last { after = (last.seq, last.n) }
+                if let last = page.last {
+                    after = (last.seq, last.n)
+                    unconfirmed[batch] = after
+                }
                 full = page.count == Self.pageRows
             }
             // Old payloads all precede the first new change (see the type's comment).
@@ -255,11 +263,13 @@ struct TriggerReader {
             // Dropped while away: what it read is delivered; joining again says what may be missing.
             try connection.execute("COMMIT")
             committed = true
+            unconfirmed.removeAll()
             self.listener = listener
             return try join(on: connection, sink: sink)
         }
         try connection.execute("COMMIT")
         committed = true
+        unconfirmed.removeAll()
         self.listener = listener
         return true
     }

@@ -30,8 +30,15 @@ extension LiveDatabase {
 /// Collects what a capture delivers, for tests to wait on.
 final class CollectingSink: RecordSink {
     private let records = Mutex<[ChangeRecord]>([])
+    private let hook = Mutex<(@Sendable (ChangeRecord) -> Void)?>(nil)
 
-    func deliver(_ record: ChangeRecord) { records.withLock { $0.append(record) } }
+    func deliver(_ record: ChangeRecord) {
+        records.withLock { $0.append(record) }
+        hook.withLock { $0 }?(record)
+    }
+
+    /// Runs `action` on the capture's thread with every record it delivers from now on.
+    func onDeliver(_ action: @escaping @Sendable (ChangeRecord) -> Void) { hook.withLock { $0 = action } }
     func flush() -> SinkProgress { .delivered(through: records.withLock { $0.last?.cursor }) }
 
     var snapshot: [ChangeRecord] { records.withLock { $0 } }

@@ -66,6 +66,46 @@ struct TriggerListenerTests {
 
     /// Once every live listener read a change it is deleted; with no live listener (the
     /// last one's registration expired) the trigger writes nothing at all.
+    /// The connection lost in the middle of a window, after part of a transaction was
+    /// delivered and before the position moved: the window is read again on the next
+    /// connection, from after what was delivered. It used to be read again whole, and
+    /// the part already delivered came twice.
+    @Test func aConnectionLostMidWindowDeliversNothingTwice() async throws {
+        let table = TableName(schema: "public", name: LiveDatabase.uniqueName("midwindow"))
+        let database = try LiveDatabase.connect()
+        try database.execute("CREATE TABLE \(table.quoted) (id int PRIMARY KEY)")
+        try TriggerSetup.install(on: database, tables: [table])
+        let applicationName = LiveDatabase.uniqueName("rowcast-midwindow")
+        let capture = try RunningCapture(tables: [table], applicationName: applicationName)
+        defer { capture.finish() }
+        // At the first record, the reader's backend is terminated (waiting until it is
+        // gone): its next page, or its position's update, fails.
+        let killer = try LiveDatabase.connect()
+        let killed = Mutex<String?>(nil)
+        capture.sink.onDeliver { _ in
+            guard killed.withLock({ $0 == nil }) else { return }
+            let outcome = try? killer.execute(
+                "SELECT pg_terminate_backend(pid, 30000) FROM pg_stat_activity WHERE application_name = $1", [applicationName]
+            ).scalar
+            killed.withLock { $0 = outcome ?? "error" }
+        }
+        // 1,000 rows in one transaction: five pages.
+        try database.execute("INSERT INTO \(table.quoted) SELECT n FROM generate_series(1, 1000) n")
+        // One more, after the reconnect: everything before it has arrived once it does.
+        let deadline = Date().addingTimeInterval(60)
+        var sentinel = 1_000
+        var arrived = false
+        while !arrived, Date() < deadline {
+            sentinel += 1
+            try database.execute("INSERT INTO \(table.quoted) VALUES (\(sentinel))")
+            arrived = await capture.sink.wait(for: 1, seconds: 2) { $0.row?.text == #"{"id":\#(sentinel)}"# }.count == 1
+        }
+        #expect(killed.withLock { $0 } == "t", "the reader's backend was terminated mid-window")
+        let ids = capture.sink.snapshot.compactMap { $0.row?.text }
+        let repeated = Dictionary(grouping: ids, by: { $0 }).filter { $0.value.count > 1 }.count
+        #expect(arrived && repeated == 0 && Set(ids).count == sentinel, "\(ids.count) records, \(Set(ids).count) distinct of \(sentinel), \(repeated) repeated")
+    }
+
     @Test func changesAreDeletedOnceReadAndNotWrittenWithNoListener() async throws {
         let url = try await LiveDatabase.freshDatabase()
         let admin = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
