@@ -61,6 +61,8 @@ struct TriggerListener {
     /// position when the row is live; otherwise a fresh one, and a warning naming what
     /// may be missing.
     mutating func rejoin(on connection: PostgresConnection) throws(PostgresError) {
+        // It held a position before: this is a return, not a first registration.
+        let wasRegistered = !position.isEmpty
         // Another process took the name while this one was disconnected: never share a
         // position (each would move it past what the other has not read); take the
         // next free name instead, and say what that costs.
@@ -109,8 +111,12 @@ struct TriggerListener {
         try connection.execute("UPDATE rowcast.listeners SET position = $2::txid_snapshot WHERE name = $1", [name, position])
         if found != nil {
             logger.warning("listener \(name) was away longer than --listener-timeout (\(Int(timeoutSeconds)) s) and was dropped: changes committed while it was away were not kept; listening from now on")
-        } else {
+        } else if !wasRegistered {
             logger.info("listening as \(name): changes committed from now on are delivered")
+        } else {
+            // Its row was there when it last heard of it: deleted since, by another
+            // listener past --listener-timeout, or lost in a crash (the table is unlogged).
+            logger.warning("listener \(name)'s registration was gone when it came back (dropped by another listener after --listener-timeout, or lost when PostgreSQL restarted after a crash): changes committed while it was away may be missing; listening from now on")
         }
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import RowcastCore
 import RowcastPostgres
 import RowcastTestSupport
@@ -106,6 +107,34 @@ struct TriggerListenerTests {
         #expect(arrived && repeated == 0 && Set(ids).count == sentinel, "\(ids.count) records, \(Set(ids).count) distinct of \(sentinel), \(repeated) repeated")
     }
 
+    /// A listener whose registration is gone when it comes back (lost in a crash,
+    /// rowcast.listeners being unlogged, or dropped by another listener after the
+    /// timeout) warns that changes committed meanwhile may be missing. It used to say
+    /// only, at info, that it delivers changes from now on.
+    @Test func aListenerWhoseRegistrationIsGoneWarnsOfWhatItMayHaveMissed() async throws {
+        let table = TableName(schema: "public", name: LiveDatabase.uniqueName("gone"))
+        let url = try #require(LiveDatabase.url)
+        let database = try LiveDatabase.connect()
+        try database.execute("CREATE TABLE \(table.quoted) (id int PRIMARY KEY)")
+        try TriggerSetup.install(on: database, tables: [table])
+        let (name, applicationName) = (LiveDatabase.uniqueName("gone"), LiveDatabase.uniqueName("rowcast-gone"))
+        let messages = LogCollector()
+        var logger = Logger(label: "rowcast-tests") { _ in messages }
+        logger.logLevel = .info
+        var configuration = Self.configuration(url, tables: [table], name: name)
+        configuration.connection = ConnectionSettings(conninfo: url, applicationName: applicationName)
+        let capture = RunningCapture(source: try TriggerCapture.connect(configuration: configuration, logger: logger))
+        defer { capture.finish() }
+        try database.execute("INSERT INTO \(table.quoted) VALUES (1)")
+        #expect(await capture.sink.wait(for: 1).count == 1)
+        // As a crash leaves it: no registration, and the connection gone.
+        try database.execute("DELETE FROM rowcast.listeners WHERE name = $1", [name])
+        try database.execute("SELECT pg_terminate_backend(pid, 30000) FROM pg_stat_activity WHERE application_name = $1", [applicationName])
+        try await eventually("a warning that changes may be missing", within: 60, seen: { messages.lines.suffix(3).joined(separator: " | ") }) {
+            messages.lines.contains { $0.hasPrefix("warning ") && $0.contains("may be missing") }
+        }
+    }
+
     @Test func changesAreDeletedOnceReadAndNotWrittenWithNoListener() async throws {
         let url = try await LiveDatabase.freshDatabase()
         let admin = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
@@ -170,4 +199,19 @@ struct TriggerListenerTests {
         let doc = (try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])?["doc"] as? [String: Any]
         #expect(doc?["a"] as? Int == 1 && doc?["b"] as? String == "x\ny", "\(text)")
     }
+}
+
+/// Keeps what a logger says, as `level message` lines.
+final class LogCollector: LogHandler, @unchecked Sendable {
+    private let stored = Mutex<[String]>([])
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+    func log(event: LogEvent) {
+        stored.withLock { $0.append("\(event.level) \(event.message)") }
+    }
+    var lines: [String] { stored.withLock { $0 } }
 }
