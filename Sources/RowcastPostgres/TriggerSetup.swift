@@ -1,3 +1,4 @@
+import Foundation
 import RowcastCore
 
 /// Installs and removes trigger mode's database objects: the SQL in `sql/`,
@@ -20,27 +21,75 @@ package enum TriggerSetup {
                 guard let relkind = kind.scalar else { throw SetupError.unknownTable(table) }
                 guard relkind == "r" || relkind == "p" else { throw SetupError.notATable(table, relkind: relkind) }
             }
-            try connection.execute("BEGIN")
-            do {
-                // Two setups at once would race on CREATE OR REPLACE FUNCTION.
-                try connection.execute("SELECT pg_advisory_xact_lock(\(setupLockKey))")
-                // The tables first, as a writer takes them (its table, then the changes its
-                // trigger writes): locking rowcast.changes before a table a writer holds
-                // would deadlock with that writer, and PostgreSQL might abort the writer.
-                if !tables.isEmpty {
-                    try connection.execute("LOCK TABLE \(tables.map(\.quoted).joined(separator: ", ")) IN ACCESS EXCLUSIVE MODE")
+            var attempt = 1
+            while try !installOnce(on: connection, tables: tables) {
+                guard attempt < lockAttempts else {
+                    throw SetupError.tablesLocked(tables, holders: try lockHolders(of: tables, on: connection))
                 }
-                try connection.executeScript(installScript)
-                for table in tables {
-                    try connection.execute("SELECT rowcast.attach($1::regclass)", [table.quoted])
-                }
-                try connection.execute("COMMIT")
-            } catch {
-                _ = try? connection.execute("ROLLBACK")
-                throw error
+                attempt += 1
+                usleep(useconds_t(lockPauseSeconds * 1_000_000))
             }
         } catch {
             throw SetupError(wrapping: error)
+        }
+    }
+
+    /// How long setup waits for its tables' lock, and how many times: a request for an
+    /// ACCESS EXCLUSIVE lock queues every later reader and writer of the table behind
+    /// it, so setup never waits long for a transaction that holds one (a long query, a
+    /// session idle in a transaction); it lets go, pauses, and tries again.
+    static let lockTimeoutSeconds = 3
+    static let lockAttempts = 5
+    static let lockPauseSeconds = 1.0
+
+    /// One attempt, in one transaction: false when a table's lock was not granted
+    /// within ``lockTimeoutSeconds`` (nothing changed).
+    private static func installOnce(on connection: PostgresConnection, tables: [TableName]) throws(PostgresError) -> Bool {
+        try connection.execute("BEGIN")
+        do {
+            // Two setups at once would race on CREATE OR REPLACE FUNCTION.
+            try connection.execute("SELECT pg_advisory_xact_lock(\(setupLockKey))")
+            // The tables first, as a writer takes them (its table, then the changes its
+            // trigger writes): locking rowcast.changes before a table a writer holds
+            // would deadlock with that writer, and PostgreSQL might abort the writer.
+            if !tables.isEmpty {
+                try connection.execute("SET LOCAL lock_timeout = '\(lockTimeoutSeconds)s'")
+                do {
+                    try connection.execute("LOCK TABLE \(tables.map(\.quoted).joined(separator: ", ")) IN ACCESS EXCLUSIVE MODE")
+                } catch where error.sqlState == "55P03" {
+                    _ = try? connection.execute("ROLLBACK")
+                    return false
+                }
+                try connection.execute("SET LOCAL lock_timeout = 0")
+            }
+            try connection.executeScript(installScript)
+            for table in tables {
+                try connection.execute("SELECT rowcast.attach($1::regclass)", [table.quoted])
+            }
+            try connection.execute("COMMIT")
+            return true
+        } catch {
+            _ = try? connection.execute("ROLLBACK")
+            throw error
+        }
+    }
+
+    /// The sessions holding a lock on one of `tables`, for the error: pid, state, for how
+    /// long, and what they run.
+    private static func lockHolders(of tables: [TableName], on connection: PostgresConnection) throws(PostgresError) -> [String] {
+        try connection.execute(
+            """
+            SELECT DISTINCT a.pid, coalesce(a.state, ''), coalesce(extract(epoch FROM now() - a.xact_start)::bigint, 0),
+                left(regexp_replace(coalesce(a.query, ''), '\\s+', ' ', 'g'), 80)
+            FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+            WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
+              AND l.relation IN (SELECT to_regclass(t) FROM unnest($1::text[]) t)
+            ORDER BY 1
+            """,
+            [TriggerReader.textArray(tables.map(\.quoted))]
+        ).rows.compactMap { row in
+            guard let pid = row[0] else { return nil }
+            return "pid \(pid) (\(row[1] ?? ""), in a transaction for \(row[2] ?? "?") s: \(row[3] ?? ""))"
         }
     }
 
@@ -65,6 +114,8 @@ package enum SetupError: Error, Sendable, CustomStringConvertible {
     case noTables(publication: String)
     /// Replication: FOR ALL TABLES would make UPDATE/DELETE fail on these tables.
     case allTablesWouldBreakWrites([String])
+    /// Trigger: another transaction held a table's lock through every attempt.
+    case tablesLocked([TableName], holders: [String])
 
     /// Any error from a set-up step, as the SetupError the CLI reports.
     init(wrapping error: any Error) {
@@ -88,6 +139,10 @@ package enum SetupError: Error, Sendable, CustomStringConvertible {
             error.description
         case .noTables(let publication):
             "publication \"\(publication)\" does not exist and no --table was named (fix: name the tables to capture with --table, or pass --all-tables to publish every table)"
+        case .tablesLocked(let tables, let holders):
+            "could not lock \(tables.map(\.description).joined(separator: ", ")) within \(TriggerSetup.lockTimeoutSeconds) s, \(TriggerSetup.lockAttempts) times (waiting longer would hold up every reader and writer of the table behind setup): "
+                + (holders.isEmpty ? "another transaction holds it" : "held by " + holders.prefix(3).joined(separator: "; "))
+                + "; nothing was changed (fix: end that transaction, then run setup again)"
         case .allTablesWouldBreakWrites(let tables):
             "--all-tables would make every UPDATE and DELETE fail on \(tables.count) table\(tables.count == 1 ? "" : "s") without a primary key or replica identity: "
                 + tables.prefix(10).joined(separator: ", ") + (tables.count > 10 ? ", …" : "")

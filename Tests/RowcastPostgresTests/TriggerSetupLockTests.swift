@@ -10,6 +10,33 @@ import Testing
 /// takes them in (its table, then the changes its trigger writes).
 @Suite(.enabled(if: LiveDatabase.available, "needs the cluster that make test starts"), .timeLimit(.minutes(3)))
 struct TriggerSetupLockTests {
+    /// A transaction that holds a table (a long query, a session idle in a
+    /// transaction) while setup runs: setup waits 3 s for the lock, lets go, and after
+    /// five tries fails naming the session, having changed nothing. It used to wait
+    /// for good, and its queued ACCESS EXCLUSIVE request held up every later reader and
+    /// writer of the table behind it.
+    @Test func setupGivesUpOnATableAnotherTransactionHoldsAndNamesIt() async throws {
+        let table = TableName(schema: "public", name: "held_" + String(UInt32.random(in: 0...UInt32.max), radix: 36))
+        let (outcome, holderPID) = try await onThread("setup beside a transaction that holds the table", within: 150) { () throws -> (String, String) in
+            let setup = try LiveDatabase.connect(applicationName: "rowcast-held-setup")
+            try setup.execute("CREATE TABLE \(table.quoted) (id int PRIMARY KEY)")
+            try TriggerSetup.install(on: setup, tables: [table])
+            let holder = try LiveDatabase.connect(applicationName: "rowcast-held-holder")
+            try holder.execute("BEGIN")
+            try holder.execute("SELECT count(*) FROM \(table.quoted)")
+            let pid = try holder.execute("SELECT pg_backend_pid()").scalar ?? "?"
+            var outcome = "installed"
+            do {
+                try TriggerSetup.install(on: setup, tables: [table])
+            } catch {
+                outcome = "\(error)"
+            }
+            try holder.execute("ROLLBACK")
+            return (outcome, pid)
+        }
+        #expect(outcome.contains("could not lock") && outcome.contains("pid \(holderPID) (idle in transaction") && outcome.contains("nothing was changed"), "\(outcome)")
+    }
+
     @Test func aWriterHoldingItsTableWhileSetupRunsAgainIsNotTheDeadlockVictim() async throws {
         let table = TableName(schema: "public", name: "lock_" + String(UInt32.random(in: 0...UInt32.max), radix: 36))
         // On threads of their own, not the cooperative pool: while this setup holds the
