@@ -107,11 +107,18 @@ final class AddressPace: Sendable {
         state.withLock { $0.paces[address, default: MessagePace(perSecond: rate)].charge(examined: records, now: now, atMost: 60) }
     }
 
+    /// Records a scan paid for ahead, and when the address's schedule ran until once
+    /// they were charged: what is given back later is only what is still ahead.
+    struct Prepayment {
+        var records = 0
+        var until = NIODeadline.uptimeNanoseconds(0)
+    }
+
     /// Gives back records charged ahead (``settle(_:reserving:on:counted:)``) that a
-    /// scan did not match.
-    func refund(_ address: ClientAddress, examined records: Int) {
+    /// scan did not match, as far as the time they bought is still ahead.
+    func refund(_ address: ClientAddress, _ unused: Prepayment) {
         guard rate > 0 else { return }
-        state.withLock { $0.paces[address]?.refund(examined: records) }
+        state.withLock { $0.paces[address]?.refund(examined: unused.records, until: unused.until) }
     }
 
     /// Before a message that scans the window: takes a turn of the address, as a
@@ -125,22 +132,22 @@ final class AddressPace: Sendable {
     /// The server's shutdown ends the wait.
     func settle(
         _ address: ClientAddress, reserving records: Int, on eventLoop: any EventLoop, counted: (() -> Void)? = nil
-    ) async throws(ClientMessageError) -> Int {
-        guard rate > 0 else { return 0 }
+    ) async throws(ClientMessageError) -> Prepayment {
+        guard rate > 0 else { return Prepayment() }
         let now = NIODeadline.now()
-        let (delay, turns) = try state.withLock { state throws(ClientMessageError) -> (TimeAmount?, Int) in
+        let (delay, paid) = try state.withLock { state throws(ClientMessageError) -> (TimeAmount?, Prepayment) in
             var pace = state.paces[address, default: MessagePace(perSecond: rate)]
             if let owed = pace.peek(now: now), owed > Self.maxWait { throw .tooManyScans(seconds: Self.seconds(owed)) }
             let delay = pace.wait(now: now)
             let turns = pace.charge(examined: records, now: now, atMost: 60)
             state.paces[address] = pace
-            return (delay, turns)
+            return (delay, Prepayment(records: turns * MessagePace.recordsPerTurn, until: pace.dueTime ?? now))
         }
         if let delay {
             counted?()
             await hold(delay, on: eventLoop)
         }
-        return turns * MessagePace.recordsPerTurn
+        return paid
     }
 
     /// Addresses with a pace held (for tests of the pruning).
@@ -148,8 +155,8 @@ final class AddressPace: Sendable {
 }
 
 /// Holds each request until its address's turn (``AddressPace``), on the connection's
-/// event loop's timer, or refuses it with 429 and `Retry-After` when that would be
-/// more than ``AddressPace/maxWait`` away. The server's shutdown ends the wait, and the
+/// event loop's timer, or, when that would be more than ``AddressPace/maxWait`` away,
+/// holds it that long and refuses it with 429 and `Retry-After` (taking no turn). The server's shutdown ends the wait, and the
 /// request is answered 503 then (as is any that comes after); a client that left meanwhile is not answered at all (a
 /// handshake would open a session for no one).
 struct AddressPaceMiddleware: RouterMiddleware {
@@ -164,10 +171,16 @@ struct AddressPaceMiddleware: RouterMiddleware {
         case .closing:
             throw HTTPError(.serviceUnavailable, message: "the server is shutting down")
         case .refused(let seconds):
+            // Held as long as a request may wait, then refused: a refusal costs its
+            // connection the longest wait, or a client could be refused as fast as it
+            // asks (pipelined on keep-alive connections: 43,000 a second).
             metrics?.requestsPaced.increment()
+            await pace.hold(AddressPace.maxWait, on: context.channel.eventLoop)
+            guard context.channel.isActive else { throw HTTPError(.serviceUnavailable, message: "the client left while its request was held") }
+            if pace.isShuttingDown { throw HTTPError(.serviceUnavailable, message: "the server is shutting down") }
             throw HTTPError(
-                .tooManyRequests, headers: [.retryAfter: String(seconds)],
-                message: "too many requests from this address: retry in \(seconds) s (--requests-per-second-per-address)"
+                .tooManyRequests, headers: [.retryAfter: String(max(1, seconds - 10))],
+                message: "too many requests from this address: retry in \(max(1, seconds - 10)) s (--requests-per-second-per-address)"
             )
         case .after(let delay):
             metrics?.requestsPaced.increment()

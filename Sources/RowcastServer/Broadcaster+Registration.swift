@@ -24,7 +24,7 @@ extension Broadcaster {
         /// Before a message that scans the window: the records its address paid for
         /// ahead (``AddressPace/settle(_:reserving:on:counted:)``). The scan draws on
         /// them before it charges more.
-        func prepay(_ records: Int) { control.prepay(records) }
+        func prepay(_ paid: AddressPace.Prepayment) { control.prepay(paid) }
 
         /// After such a message: what was paid ahead and not used goes back to the
         /// address, unless a replay goes on (it gives it back when it ends).
@@ -59,7 +59,7 @@ extension Broadcaster {
         /// Window records paid for ahead and not matched yet, and records matched not
         /// yet charged (less than a turn's).
         private struct ScanBalance {
-            var prepaid = 0
+            var prepaid = AddressPace.Prepayment()
             var uncharged = 0
         }
 
@@ -85,8 +85,8 @@ extension Broadcaster {
             examined.add(records, ordering: .relaxed)
             guard let account else { return }
             let owed = scans.withLock { balance in
-                let covered = min(balance.prepaid, records)
-                balance.prepaid -= covered
+                let covered = min(balance.prepaid.records, records)
+                balance.prepaid.records -= covered
                 balance.uncharged += records - covered
                 let turns = balance.uncharged / MessagePace.recordsPerTurn * MessagePace.recordsPerTurn
                 balance.uncharged -= turns
@@ -96,20 +96,23 @@ extension Broadcaster {
         }
         func takeExamined() -> Int { examined.exchange(0, ordering: .relaxed) }
 
-        /// Records the address paid for before a scan (``AddressPace/settle(_:reserving:on:counted:)``).
-        func prepay(_ records: Int) {
-            guard records > 0 else { return }
-            scans.withLock { $0.prepaid += records }
+        /// What the address paid for before a scan (``AddressPace/settle(_:reserving:on:counted:)``).
+        func prepay(_ paid: AddressPace.Prepayment) {
+            guard paid.records > 0 else { return }
+            scans.withLock { balance in
+                balance.prepaid.records += paid.records
+                balance.prepaid.until = max(balance.prepaid.until, paid.until)
+            }
         }
 
         /// Gives the address back what was paid ahead and not matched.
         func refundUnused() {
             guard let account else { return }
             let unused = scans.withLock { balance in
-                defer { balance.prepaid = 0 }
+                defer { balance.prepaid = AddressPace.Prepayment() }
                 return balance.prepaid
             }
-            if unused > 0 { account.pace.refund(account.address, examined: unused) }
+            if unused.records > 0 { account.pace.refund(account.address, unused) }
         }
 
         var reason: EndReason? { EndReason(rawValue: value.load(ordering: .relaxed)) }

@@ -41,6 +41,12 @@ extension Broadcaster {
         var reachedOldest = false
         while !reachedOldest, found < count {
             state.withLock { state in
+                // The client left or was ended meanwhile: nobody to scan for (nor to charge).
+                guard state.clients[id] != nil else {
+                    reachedOldest = true
+                    start = nil
+                    return
+                }
                 state.window.expire()
                 var examined = 0
                 // Told once a chunk, before any reply that follows the scan is queued.

@@ -68,20 +68,27 @@ extension MessagePace {
         return Int(turns)
     }
 
-    /// Gives back the turns of `records` charged ahead and not used (whole turns):
-    /// the schedule is as if only what was used had been charged.
-    mutating func refund(examined records: Int) {
-        guard interval > 0, let due, records >= Self.recordsPerTurn else { return }
+    /// Gives back the turns of `records` charged ahead and not used (whole turns), but
+    /// no more than what is still ahead of `now` of the charge that ran `until`: time
+    /// that went by while a scan held its prepayment (a replay read slowly) is spent, or
+    /// an address could bank turns and spend them later in one burst.
+    mutating func refund(examined records: Int, until: NIODeadline, now: NIODeadline = .now()) {
+        guard interval > 0, let due, records >= Self.recordsPerTurn, until > now else { return }
         // At most a minute's worth was charged ahead: no overflow.
-        self.due = due - .nanoseconds(interval * Int64(min(records / Self.recordsPerTurn, 1 << 30)))
+        let ahead = (until - now).nanoseconds / interval
+        self.due = due - .nanoseconds(interval * min(Int64(min(records / Self.recordsPerTurn, 1 << 30)), ahead))
     }
 
+    /// When the next message is due (tests, and what a charge ahead runs until).
+    var dueTime: NIODeadline? { due }
+
     /// Takes a message arriving now and, when it came early, waits its turn on a timer
-    /// of `eventLoop` (not the cooperative pool's clock). `counted` hears of each wait.
-    mutating func take(on eventLoop: any EventLoop, counted: (() -> Void)? = nil) async {
+    /// of `eventLoop` (not the cooperative pool's clock), which the server's shutdown
+    /// ends (``AddressPace/hold(_:on:)``). `counted` hears of each wait.
+    mutating func take(on eventLoop: any EventLoop, endingWith waits: AddressPace, counted: (() -> Void)? = nil) async {
         guard let delay = wait(now: .now()) else { return }
         counted?()
-        try? await eventLoop.scheduleTask(in: delay) {}.futureResult.get()
+        await waits.hold(delay, on: eventLoop)
     }
 }
 

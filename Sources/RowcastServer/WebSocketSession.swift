@@ -68,7 +68,7 @@ struct WebSocketSession {
                     // What its replays and `last` matched in the window since (a replay
                     // reads on as the client drains) counts too.
                     charge(client.takeExamined(), to: &pace)
-                    await pace.take(on: channel.eventLoop) { broadcaster.metrics?.messagesPaced.increment() }
+                    await pace.take(on: channel.eventLoop, endingWith: addressPace) { broadcaster.metrics?.messagesPaced.increment() }
                     // Frames read ahead of their turn are dropped once the client left or
                     // the server ended it: none is answered after, none holds shutdown.
                     guard channel.isActive, client.endReason == nil else { break }
@@ -100,7 +100,8 @@ struct WebSocketSession {
             // and pays for itself ahead.
             if message.scansWindow {
                 let records = broadcaster.recordsToScan(for: message)
-                client.prepay(try await addressPace.settle(address, reserving: records, on: channel.eventLoop) { broadcaster.metrics?.messagesPaced.increment() })
+                let paid = try await addressPace.settle(address, reserving: records, on: channel.eventLoop) { broadcaster.metrics?.messagesPaced.increment() }
+                client.prepay(paid)
             }
             defer { client.scanDone() }
             if case .pong(let data) = try message.apply(for: client.id, access: access, capture: capture, broadcaster: broadcaster) {

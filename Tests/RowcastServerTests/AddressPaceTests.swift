@@ -80,15 +80,35 @@ import Testing
             }
         }
         // 20,000 records: 400 turns, 40 s at 10 a second.
-        let paid = try await pace.settle(address, reserving: 20_000, on: loop)
-        #expect(paid == 20_000)
+        var paid = try await pace.settle(address, reserving: 20_000, on: loop)
+        #expect(paid.records == 20_000)
         #expect(await refused())
         // It matched 100: the 19,900 others go back, and a scan goes at once.
-        pace.refund(address, examined: paid - 100)
+        paid.records -= 100
+        pace.refund(address, paid)
         #expect(await refused() == false)
         // A minute's worth at most is paid ahead (600 turns).
         let capped = try await pace.settle(try Self.address(2), reserving: 1_000_000, on: loop)
-        #expect(capped == 600 * MessagePace.recordsPerTurn)
+        #expect(capped.records == 600 * MessagePace.recordsPerTurn)
+    }
+
+    /// What a scan paid ahead goes back only as far as the time it bought is still
+    /// ahead: a replay that held its prepayment while that time went by gives back
+    /// nothing, or an address could bank turns and spend them in one burst.
+    @Test func timeThatWentByIsNotGivenBack() async throws {
+        let pace = AddressPace(perSecond: 10)
+        let address = try Self.address(3)
+        let loop = EmbeddedEventLoop()
+        // Another scan owes 40 s now; a prepayment whose time already ran out gives
+        // back nothing of it.
+        _ = try await pace.settle(address, reserving: 20_000, on: loop)
+        pace.refund(address, AddressPace.Prepayment(records: 19_900, until: .now() - .seconds(1)))
+        do throws(ClientMessageError) {
+            _ = try await pace.settle(address, reserving: 0, on: loop)
+            Issue.record("a spent prepayment was given back")
+        } catch {
+            guard case .tooManyScans = error else { throw error }
+        }
     }
 
     @Test(arguments: [0, -1])

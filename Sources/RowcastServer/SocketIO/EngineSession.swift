@@ -148,7 +148,8 @@ final class EngineSession: Sendable {
         else { return false }
         guard let delay else { return true }
         server.metrics?.messagesPaced.increment()
-        try? await eventLoop.scheduleTask(in: delay) {}.futureResult.get()
+        // The server's shutdown ends the wait.
+        await server.addressPace.hold(delay, on: eventLoop)
         return await onLoop({ [self] in !held.value.machine.isClosed }) == true && client.endReason == nil
     }
 
