@@ -144,7 +144,13 @@ final class AttackHandler: ChannelInboundHandler, @unchecked Sendable {
                 upgraded = true
                 switch kind {
                 case .readers, .stall: frame(#"{"event":"ready for data","data":{}}"#, context)
-                case .last: subscribeLast(context)
+                case .last:
+                    // Once every connection is open (upgrades go at the address's pace, and
+                    // an address that owes scans gets its later ones refused): 3 s on.
+                    context.eventLoop.scheduleTask(in: .seconds(3)) { [self] in
+                        guard let context = self.context, context.channel.isActive else { return }
+                        subscribeLast(context)
+                    }
                 default:
                     markReady()
                     pings(context)
