@@ -80,7 +80,7 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Messages a client may send a second (as many at once); one sending faster is read no faster (0: no limit).", valueName: "messages"))
     var clientMessagesPerSecond: Int = ServerOptions.defaults.clientMessagesPerSecond
 
-    @Option(name: .long, help: ArgumentHelp("HTTP requests taken from one address a second (as many at once), over all its connections; one sending faster waits its turn, or gets 429 when that is more than 10 s away (0: no limit).", valueName: "requests"))
+    @Option(name: .long, help: ArgumentHelp("HTTP requests taken from one address a second (as many at once), over all its connections; one sending faster waits its turn, up to 10 s, or then gets 429 (0: no limit).", valueName: "requests"))
     var requestsPerSecondPerAddress: Int = ServerOptions.defaults.requestsPerSecondPerAddress
 
     @Flag(name: .long, help: "Allow listening on a non-loopback address without client authentication.")
