@@ -107,6 +107,10 @@ package struct RowFilter: Sendable, Equatable, CustomStringConvertible {
     /// catalog): there a JSON string `"NaN"`, `"Infinity"` or `"-Infinity"` (how
     /// `to_jsonb` writes them) is that number, and orders as PostgreSQL orders it.
     package private(set) var numberIn: Set<TableName> = []
+    /// Of those, the tables where `column` is `real`, and `double precision`: compared
+    /// in that type.
+    package private(set) var float4In: Set<TableName> = []
+    package private(set) var float8In: Set<TableName> = []
 
     /// Parses `column=op.value`; a ``RowFilterError`` says what is wrong. Read by
     /// Unicode scalar, not by Character: `=`, `.`, `(` or `,` followed by a combining
@@ -162,6 +166,10 @@ package struct RowFilter: Sendable, Equatable, CustomStringConvertible {
     /// at most once per record, however many clients filter on it.
     package func matches(_ record: inout RecordValues) -> Bool {
         guard let value = record.value(of: column) else { return false }
+        if !float8In.isEmpty || !float4In.isEmpty, let table = record.table {
+            if float8In.contains(table) { return matchesFloat(value, single: false) }
+            if float4In.contains(table) { return matchesFloat(value, single: true) }
+        }
         let numeric = !numberIn.isEmpty && record.table.map(numberIn.contains) == true
         func compare(_ index: Int) -> Int? { value.compare(to: values[index], number: numbers[index], numericColumn: numeric) }
         switch comparison {
@@ -179,11 +187,60 @@ package struct RowFilter: Sendable, Equatable, CustomStringConvertible {
 
 /// How a column's values compare in a filter, from its type (PostgreSQL's type category).
 extension RowFilter {
-    /// The filter, told which of the tables it may match hold `column` as a number.
-    package func resolved(numberIn tables: Set<TableName>) -> RowFilter {
+    /// The filter, told which of the tables it may match hold `column` as a number, and
+    /// of those which as `real` and `double precision`.
+    package func resolved(numberIn tables: Set<TableName>, float4In: Set<TableName> = [], float8In: Set<TableName> = []) -> RowFilter {
         var resolved = self
         resolved.numberIn = tables
+        resolved.float4In = float4In
+        resolved.float8In = float8In
         return resolved
+    }
+
+    /// The filter on a `real` (`single`) or `double precision` column: both sides read
+    /// into that type, compared as PostgreSQL compares floats (NaN equal to itself and
+    /// above everything, -0 equal to 0). A value that is no float never matches.
+    private func matchesFloat(_ value: JSONScalar, single: Bool) -> Bool {
+        if value.isNull { return false }
+        guard let number = value.float(single: single) else { return comparison == .neq }
+        func order(_ text: String) -> Int? {
+            FloatOrder(text, single: single).map { FloatOrder.order(number, $0.value) }
+        }
+        switch comparison {
+        case .eq: return order(values[0]) == 0
+        case .neq: return order(values[0]).map { $0 != 0 } ?? true
+        case .lt: return order(values[0]).map { $0 < 0 } ?? false
+        case .lte: return order(values[0]).map { $0 <= 0 } ?? false
+        case .gt: return order(values[0]).map { $0 > 0 } ?? false
+        case .gte: return order(values[0]).map { $0 >= 0 } ?? false
+        case .in: return values.contains { order($0) == 0 }
+        }
+    }
+}
+
+/// A float read from a filter's text or a record's value, as PostgreSQL's float4in and
+/// float8in read it (correctly rounded), `NaN` and the infinities as `to_jsonb` spells them.
+struct FloatOrder {
+    let value: Double
+
+    init?(_ text: String, single: Bool) {
+        switch text {
+        case "NaN": value = .nan
+        case "Infinity": value = .infinity
+        case "-Infinity": value = -.infinity
+        default:
+            // Decimal text only (Double would also read hexadecimal, `inf` and `nan`).
+            guard ExactNumber(text) != nil else { return nil }
+            guard let parsed = single ? Float(text).map(Double.init) : Double(text) else { return nil }
+            value = parsed
+        }
+    }
+
+    /// -1, 0 or 1, NaN equal to itself and above every number.
+    static func order(_ a: Double, _ b: Double) -> Int {
+        if a.isNaN { return b.isNaN ? 0 : 1 }
+        if b.isNaN { return -1 }
+        return a < b ? -1 : (a > b ? 1 : 0)
     }
 }
 
@@ -234,27 +291,43 @@ enum NumericOrder: Comparable {
 }
 
 package enum ColumnKind: Sendable, Equatable {
-    /// int2/4/8, float4/8, numeric and domains over them: compared numerically.
+    /// int2/4/8, numeric and domains over them: compared exactly, as decimals.
     case number
+    /// real and double precision: compared in that type, as PostgreSQL compares a
+    /// column with a value written as text (`0.10000000000000001` is the float 0.1).
+    case float4
+    case float8
     /// bool: `true`, `false`.
     case bool
     /// Everything else: compared as its JSON text.
     case other
 
+    /// Any of the numbers.
+    package var isNumber: Bool {
+        switch self {
+        case .number, .float4, .float8: true
+        case .bool, .other: false
+        }
+    }
+
     /// From a built-in type's OID (what a Relation message names); other types compare as text.
     package init(typeOID: UInt32) {
         switch typeOID {
-        case 20, 21, 23, 700, 701, 1700: self = .number  // int8, int2, int4, float4, float8, numeric
+        case 20, 21, 23, 1700: self = .number  // int8, int2, int4, numeric
+        case 700: self = .float4
+        case 701: self = .float8
         case 16: self = .bool
         default: self = .other
         }
     }
 
-    /// From `pg_type.typcategory`.
-    package init(typeCategory: String) {
-        switch typeCategory {
-        case "N": self = .number
-        case "B": self = .bool
+    /// From `pg_type.typcategory`, and the type itself (a domain's base type).
+    package init(typeCategory: String, type: UInt32? = nil) {
+        switch (typeCategory, type) {
+        case (_, 700): self = .float4
+        case (_, 701): self = .float8
+        case ("N", _): self = .number
+        case ("B", _): self = .bool
         default: self = .other
         }
     }
@@ -278,7 +351,7 @@ extension RowFilter {
             }
             throw .unknownColumn("none of \(known.map(\.0.description).joined(separator: ", ")) has a column \"\(column)\"")
         }
-        if kinds.allSatisfy({ $0 == .number }), let bad = values.first(where: { $0 != "null" && NumericOrder(filterValue: $0) == nil }) {
+        if kinds.allSatisfy(\.isNumber), let bad = values.first(where: { $0 != "null" && NumericOrder(filterValue: $0) == nil }) {
             throw .incomparable("\(column) is a number, so \"\(bad)\" never compares with it (fix: a number, e.g. \(column)=\(comparison.rawValue).7)")
         }
         if kinds.allSatisfy({ $0 == .bool }), let bad = values.first(where: { !["true", "false", "null"].contains($0) }) {
@@ -331,6 +404,19 @@ enum JSONScalar {
     var isNull: Bool {
         if case .literal("null") = self { return true }
         return false
+    }
+
+    /// The value as a float of a `real` (`single`) or `double precision` column.
+    func float(single: Bool) -> Double? {
+        switch self {
+        case .number(let number):
+            let text = (number.negative ? "-0." : "0.") + String(decoding: number.digits.isEmpty ? [UInt8(ascii: "0")] : number.digits, as: UTF8.self) + "e\(number.exponent)"
+            return FloatOrder(text, single: single)?.value
+        case .string(let string):
+            return NumericOrder(special: string) != nil ? FloatOrder(string, single: single)?.value : nil
+        case .literal, .composite:
+            return nil
+        }
     }
 
     /// -1, 0 or 1 against the filter's text (`number` is that text as a number, when

@@ -254,7 +254,8 @@ extension Subscription {
         var resolved = self
         if let filter {
             let columns = capture.columns
-            resolved.filter = filter.resolved(numberIn: Set(columns.compactMap { $0.value[filter.column] == .number ? $0.key : nil }))
+            let tables = { (kind: (ColumnKind) -> Bool) in Set(columns.compactMap { $0.value[filter.column].map(kind) == true ? $0.key : nil }) }
+            resolved.filter = filter.resolved(numberIn: tables(\.isNumber), float4In: tables { $0 == .float4 }, float8In: tables { $0 == .float8 })
         }
         return resolved
     }
