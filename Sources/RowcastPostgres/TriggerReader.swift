@@ -245,10 +245,7 @@ struct TriggerReader {
                 guard try deliver(page, on: connection, sink: sink) else { return false }
                 // A large transaction: hand over what was read before reading more.
                 if case .failed = sink.flush() { return false }
-                if let last = page.last {
-                    after = (last.seq, last.n)
-                    unconfirmed[batch] = after
-                }
+                if let last = page.last { after = (last.seq, last.n) }
                 full = page.count == Self.pageRows
             }
             // Old payloads all precede the first new change (see the type's comment).
@@ -289,7 +286,13 @@ struct TriggerReader {
     /// Delivers the records of `rows` that this capture forwards.
     private mutating func deliver(_ rows: [ChangeRow], on connection: PostgresConnection, sink: any RecordSink) throws(PostgresError) -> Bool {
         for change in rows {
-            guard try forwards(change.table, on: connection) else { continue }
+            // Each change counts as delivered once handed over: a query that fails on
+            // the way (a large row's own read, a new table's catalog) leaves the window
+            // to be read again from after the last one, not from the page's start.
+            guard try forwards(change.table, on: connection) else {
+                unconfirmed[change.batch] = (change.seq, change.n)
+                continue
+            }
             var values = (row: change.row, old: change.old)
             if change.big {
                 let whole = try connection.execute(
@@ -306,6 +309,7 @@ struct TriggerReader {
             record.old = values.old.map(Self.oneLine)
             try learnIfNew(change.table, on: connection)
             deliver(record, to: sink)
+            unconfirmed[change.batch] = (change.seq, change.n)
         }
         return true
     }
