@@ -42,25 +42,21 @@ package enum TriggerSetup {
     static let lockAttempts = 5
     static let lockPauseSeconds = 1.0
 
-    /// One attempt, in one transaction: false when a table's lock was not granted
-    /// within ``lockTimeoutSeconds`` (nothing changed).
+    /// One attempt, in one transaction: false when a lock it needs was not granted
+    /// within ``lockTimeoutSeconds``, or it was the victim of a deadlock (nothing
+    /// changed). Every lock it waits for is bounded: the tables', and rowcast.changes'
+    /// when an upgrade builds its index (writers of other captured tables hold that one).
     private static func installOnce(on connection: PostgresConnection, tables: [TableName]) throws(PostgresError) -> Bool {
         try connection.execute("BEGIN")
         do {
             // Two setups at once would race on CREATE OR REPLACE FUNCTION.
             try connection.execute("SELECT pg_advisory_xact_lock(\(setupLockKey))")
+            try connection.execute("SET LOCAL lock_timeout = '\(lockTimeoutSeconds)s'")
             // The tables first, as a writer takes them (its table, then the changes its
             // trigger writes): locking rowcast.changes before a table a writer holds
             // would deadlock with that writer, and PostgreSQL might abort the writer.
             if !tables.isEmpty {
-                try connection.execute("SET LOCAL lock_timeout = '\(lockTimeoutSeconds)s'")
-                do {
-                    try connection.execute("LOCK TABLE \(tables.map(\.quoted).joined(separator: ", ")) IN ACCESS EXCLUSIVE MODE")
-                } catch where error.sqlState == "55P03" {
-                    _ = try? connection.execute("ROLLBACK")
-                    return false
-                }
-                try connection.execute("SET LOCAL lock_timeout = 0")
+                try connection.execute("LOCK TABLE \(tables.map(\.quoted).joined(separator: ", ")) IN ACCESS EXCLUSIVE MODE")
             }
             try connection.executeScript(installScript)
             for table in tables {
@@ -68,6 +64,9 @@ package enum TriggerSetup {
             }
             try connection.execute("COMMIT")
             return true
+        } catch where error.sqlState == "55P03" || error.sqlState == "40P01" {
+            _ = try? connection.execute("ROLLBACK")
+            return false
         } catch {
             _ = try? connection.execute("ROLLBACK")
             throw error
@@ -83,7 +82,7 @@ package enum TriggerSetup {
                 left(regexp_replace(coalesce(a.query, ''), '\\s+', ' ', 'g'), 80)
             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
             WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
-              AND l.relation IN (SELECT to_regclass(t) FROM unnest($1::text[]) t)
+              AND l.relation IN (SELECT to_regclass(t) FROM unnest($1::text[] || ARRAY['rowcast.changes']) t)
             ORDER BY 1
             """,
             [TriggerReader.textArray(tables.map(\.quoted))]
@@ -140,7 +139,7 @@ package enum SetupError: Error, Sendable, CustomStringConvertible {
         case .noTables(let publication):
             "publication \"\(publication)\" does not exist and no --table was named (fix: name the tables to capture with --table, or pass --all-tables to publish every table)"
         case .tablesLocked(let tables, let holders):
-            "could not lock \(tables.map(\.description).joined(separator: ", ")) within \(TriggerSetup.lockTimeoutSeconds) s, \(TriggerSetup.lockAttempts) times (waiting longer would hold up every reader and writer of the table behind setup): "
+            "could not take its locks on \((tables.map(\.description) + ["rowcast.changes"]).joined(separator: ", ")) within \(TriggerSetup.lockTimeoutSeconds) s, \(TriggerSetup.lockAttempts) times (waiting longer would hold up every reader and writer of the table behind setup): "
                 + (holders.isEmpty ? "another transaction holds it" : "held by " + holders.prefix(3).joined(separator: "; "))
                 + "; nothing was changed (fix: end that transaction, then run setup again)"
         case .allTablesWouldBreakWrites(let tables):
