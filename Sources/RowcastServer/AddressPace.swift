@@ -35,9 +35,10 @@ final class AddressPace: Sendable {
     }
 
     /// The longest a request, or a message that scans the window, waits for its turn:
-    /// a request that would wait longer is refused at once and takes no turn (its
-    /// connection would sit unread meanwhile, a client that left unseen, and a
-    /// WebSocket's pongs are read with its messages: past about 30 s the ping closes it).
+    /// a request that would wait longer is held that long, then refused, and takes no
+    /// turn (its connection would sit unread for longer, a client that left unseen; a
+    /// scan is refused at once, as a WebSocket's pongs are read with its messages and
+    /// past about 30 s the ping closes it).
     static let maxWait: TimeAmount = .seconds(10)
 
     private let rate: Int
@@ -156,8 +157,9 @@ final class AddressPace: Sendable {
 
 /// Holds each request until its address's turn (``AddressPace``), on the connection's
 /// event loop's timer, or, when that would be more than ``AddressPace/maxWait`` away,
-/// holds it that long and refuses it with 429 and `Retry-After` (taking no turn). The server's shutdown ends the wait, and the
-/// request is answered 503 then (as is any that comes after); a client that left meanwhile is not answered at all (a
+/// holds it that long and refuses it with 429 and `Retry-After` (taking no turn). The
+/// server's shutdown ends the wait, and the request is answered 503 then (as is any
+/// that comes after); a client that left meanwhile is not answered at all (a
 /// handshake would open a session for no one).
 struct AddressPaceMiddleware: RouterMiddleware {
     typealias Context = RowcastRequestContext
