@@ -103,6 +103,9 @@ package struct RowFilter: Sendable, Equatable, CustomStringConvertible {
     /// what one does.
     private let sortedNumbers: [NumericOrder]
     private let texts: Set<[UInt8]>
+    /// Each value as a `double precision` and as a `real`, when it is one (parsed once).
+    private let doubles: [Double?]
+    private let singles: [Double?]
     /// The tables whose `column` is a number (set by ``resolved(numberIn:)`` from the
     /// catalog): there a JSON string `"NaN"`, `"Infinity"` or `"-Infinity"` (how
     /// `to_jsonb` writes them) is that number, and orders as PostgreSQL orders it.
@@ -144,6 +147,8 @@ package struct RowFilter: Sendable, Equatable, CustomStringConvertible {
         numbers = values.map { NumericOrder(filterValue: $0) }
         sortedNumbers = comparison == .in ? numbers.compactMap { $0 }.sorted() : []
         texts = comparison == .in ? Set(values.map { Array($0.utf8) }) : []
+        doubles = values.map { FloatOrder($0, single: false)?.value }
+        singles = values.map { FloatOrder($0, single: true)?.value }
     }
 
     package static func == (lhs: RowFilter, rhs: RowFilter) -> Bool {
@@ -203,17 +208,16 @@ extension RowFilter {
     private func matchesFloat(_ value: JSONScalar, single: Bool) -> Bool {
         if value.isNull { return false }
         guard let number = value.float(single: single) else { return comparison == .neq }
-        func order(_ text: String) -> Int? {
-            FloatOrder(text, single: single).map { FloatOrder.order(number, $0.value) }
-        }
+        let others = single ? singles : doubles
+        func order(_ index: Int) -> Int? { others[index].map { FloatOrder.order(number, $0) } }
         switch comparison {
-        case .eq: return order(values[0]) == 0
-        case .neq: return order(values[0]).map { $0 != 0 } ?? true
-        case .lt: return order(values[0]).map { $0 < 0 } ?? false
-        case .lte: return order(values[0]).map { $0 <= 0 } ?? false
-        case .gt: return order(values[0]).map { $0 > 0 } ?? false
-        case .gte: return order(values[0]).map { $0 >= 0 } ?? false
-        case .in: return values.contains { order($0) == 0 }
+        case .eq: return order(0) == 0
+        case .neq: return order(0).map { $0 != 0 } ?? true
+        case .lt: return order(0).map { $0 < 0 } ?? false
+        case .lte: return order(0).map { $0 <= 0 } ?? false
+        case .gt: return order(0).map { $0 > 0 } ?? false
+        case .gte: return order(0).map { $0 >= 0 } ?? false
+        case .in: return others.contains { $0.map { FloatOrder.order(number, $0) == 0 } == true }
         }
     }
 }
