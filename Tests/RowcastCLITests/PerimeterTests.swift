@@ -586,7 +586,7 @@ struct PerimeterTests {
 
     /// SIGTERM while a WebSocket's next message waits its connection's turn (its
     /// replay charged the connection 10 s, twice): the wait ends, and serve exits in
-    /// seconds. The wait was a timer nothing ended: serve took 20 s to exit.
+    /// seconds. The wait was a timer nothing ended: serve took 21 s to exit.
     @Test func shutdownEndsAConnectionsWaitForItsTurn() async throws {
         let table = "turnwait_" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
         // A small queue: the replay is read on as the client drains, and what that
@@ -611,17 +611,21 @@ struct PerimeterTests {
             return client
         }
         // The ping waits its turn; SIGTERM now. The client leaves once it is told the
-        // server is shutting down, as a real one does.
+        // server is shutting down, as a real one does (or once the server closes it: a
+        // close frame can be lost to the reset that closing with the ping unread sends,
+        // and serve then closes the connection after its 10 s grace).
         let started = Date()
         server.signal(SIGTERM)
-        let told = try await onThread("the close frame", within: 60) { () -> Bool in
+        _ = try await onThread("the close frame", within: 60) { () -> Bool in
             defer { client.reset() }
             return client.read(until: "server shutting down")
         }
         let code = try await server.stop(SIGTERM, seconds: 60)
         let seconds = Date().timeIntervalSince(started)
-        #expect(told && code == 0)
-        #expect(seconds < 8, "serve took \(seconds) s to exit while a connection waited its turn")
+        #expect(code == 0)
+        // 0.1 s when the close frame arrives, at most the grace when it does not; the
+        // wait that nothing ended made it 21 s.
+        #expect(seconds < 16, "serve took \(seconds) s to exit while a connection waited its turn")
     }
 
     /// Pipelined requests whose answers are never read: once the kernel's and the
