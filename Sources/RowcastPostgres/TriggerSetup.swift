@@ -78,12 +78,18 @@ package enum TriggerSetup {
     private static func lockHolders(of tables: [TableName], on connection: PostgresConnection) throws(PostgresError) -> [String] {
         try connection.execute(
             """
-            SELECT DISTINCT a.pid, coalesce(a.state, ''), coalesce(extract(epoch FROM now() - a.xact_start)::bigint, 0),
-                left(regexp_replace(coalesce(a.query, ''), '\\s+', ' ', 'g'), 80)
+            SELECT a.pid, coalesce(a.state, ''), coalesce(extract(epoch FROM now() - a.xact_start)::bigint, 0),
+                left(regexp_replace(coalesce(a.query, ''), '\\s+', ' ', 'g'), 80),
+                -- Holders of the named tables first.
+                bool_and(l.relation = to_regclass('rowcast.changes')) AS changes_only
             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
             WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
-              AND l.relation IN (SELECT to_regclass(t) FROM unnest($1::text[] || ARRAY['rowcast.changes']) t)
-            ORDER BY 1
+              AND (l.relation IN (SELECT to_regclass(t) FROM unnest($1::text[]) t)
+                -- On rowcast.changes only what an upgrade's index build waits for (not
+                -- listeners reading it): writers.
+                OR (l.relation = to_regclass('rowcast.changes') AND l.mode NOT IN ('AccessShareLock', 'RowShareLock', 'ShareLock')))
+            GROUP BY 1, 2, 3, 4
+            ORDER BY 5, 1
             """,
             [TriggerReader.textArray(tables.map(\.quoted))]
         ).rows.compactMap { row in
