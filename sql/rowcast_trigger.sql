@@ -46,7 +46,8 @@ CREATE UNLOGGED TABLE IF NOT EXISTS rowcast.changes (
     table_name  text   NOT NULL,
     row_json    json,
     old_json    json,
-    seq         bigint
+    seq         bigint,
+    pid         int
 );
 
 CREATE SEQUENCE IF NOT EXISTS rowcast.statement_seq;
@@ -57,7 +58,14 @@ REVOKE ALL ON SEQUENCE rowcast.statement_seq FROM PUBLIC;
 -- writer's trigger writes.
 -- (Changes written before `seq` numbered statements count as statement 0: `n` then
 -- ran through the transaction.)
+--
+-- `pid` is the writing session's (pg_backend_pid()): the NOTIFY it sends at commit
+-- comes from that pid, and a notification from any other session, which anyone can
+-- send, is not taken as the transaction's place in commit order.
 DO $index$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'rowcast.changes'::regclass AND attname = 'pid' AND NOT attisdropped) THEN
+        ALTER TABLE rowcast.changes ADD COLUMN pid int;
+    END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'rowcast.changes'::regclass AND attname = 'seq' AND NOT attisdropped) THEN
         ALTER TABLE rowcast.changes ADD COLUMN seq bigint;
     END IF;
@@ -133,6 +141,7 @@ AS $function$
 DECLARE
     batch bigint;
     statement bigint;
+    writer int;
     written bigint;
 BEGIN
     -- Nobody listens: nothing is written, nothing accumulates.
@@ -142,24 +151,25 @@ BEGIN
     END IF;
     batch := txid_current();
     statement := nextval('rowcast.statement_seq');
+    writer := pg_backend_pid();
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO rowcast.changes (batch, seq, n, op, schema_name, table_name, row_json)
-        SELECT batch, statement, row_number() OVER (), 'insert', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(r.*)
+        INSERT INTO rowcast.changes (batch, seq, n, pid, op, schema_name, table_name, row_json)
+        SELECT batch, statement, row_number() OVER (), writer, 'insert', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(r.*)
         FROM rowcast_new r;
     ELSIF TG_OP = 'UPDATE' THEN
         -- The transition tables hold the old and new versions of each row in the
         -- same order: pair them by position (a key may have changed).
-        INSERT INTO rowcast.changes (batch, seq, n, op, schema_name, table_name, row_json, old_json)
-        SELECT batch, statement, nw.k, 'update', TG_TABLE_SCHEMA, TG_TABLE_NAME, nw.j, od.j
+        INSERT INTO rowcast.changes (batch, seq, n, pid, op, schema_name, table_name, row_json, old_json)
+        SELECT batch, statement, nw.k, writer, 'update', TG_TABLE_SCHEMA, TG_TABLE_NAME, nw.j, od.j
         FROM (SELECT row_number() OVER () AS k, to_json(r.*) AS j FROM rowcast_new r) nw
         JOIN (SELECT row_number() OVER () AS k, to_json(r.*) AS j FROM rowcast_old r) od ON od.k = nw.k;
     ELSIF TG_OP = 'DELETE' THEN
-        INSERT INTO rowcast.changes (batch, seq, n, op, schema_name, table_name, old_json)
-        SELECT batch, statement, row_number() OVER (), 'delete', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(r.*)
+        INSERT INTO rowcast.changes (batch, seq, n, pid, op, schema_name, table_name, old_json)
+        SELECT batch, statement, row_number() OVER (), writer, 'delete', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(r.*)
         FROM rowcast_old r;
     ELSE
-        INSERT INTO rowcast.changes (batch, seq, n, op, schema_name, table_name)
-        VALUES (batch, statement, 1, 'truncate', TG_TABLE_SCHEMA, TG_TABLE_NAME);
+        INSERT INTO rowcast.changes (batch, seq, n, pid, op, schema_name, table_name)
+        VALUES (batch, statement, 1, writer, 'truncate', TG_TABLE_SCHEMA, TG_TABLE_NAME);
     END IF;
     GET DIAGNOSTICS written = ROW_COUNT;
     IF written > 0 AND current_setting('max_prepared_transactions') = '0' THEN
@@ -195,18 +205,44 @@ BEGIN
     -- Each row is a statement of its own here (the trigger fires once per row).
     statement := nextval('rowcast.statement_seq');
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO rowcast.changes (batch, seq, n, op, schema_name, table_name, row_json)
-        VALUES (batch, statement, 1, 'insert', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(NEW));
+        INSERT INTO rowcast.changes (batch, seq, n, pid, op, schema_name, table_name, row_json)
+        VALUES (batch, statement, 1, pg_backend_pid(), 'insert', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(NEW));
     ELSIF TG_OP = 'UPDATE' THEN
-        INSERT INTO rowcast.changes (batch, seq, n, op, schema_name, table_name, row_json, old_json)
-        VALUES (batch, statement, 1, 'update', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(NEW), to_json(OLD));
+        INSERT INTO rowcast.changes (batch, seq, n, pid, op, schema_name, table_name, row_json, old_json)
+        VALUES (batch, statement, 1, pg_backend_pid(), 'update', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(NEW), to_json(OLD));
     ELSE
-        INSERT INTO rowcast.changes (batch, seq, n, op, schema_name, table_name, old_json)
-        VALUES (batch, statement, 1, 'delete', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(OLD));
+        INSERT INTO rowcast.changes (batch, seq, n, pid, op, schema_name, table_name, old_json)
+        VALUES (batch, statement, 1, pg_backend_pid(), 'delete', TG_TABLE_SCHEMA, TG_TABLE_NAME, to_json(OLD));
     END IF;
     IF current_setting('max_prepared_transactions') = '0' THEN
         PERFORM pg_notify('rowcast', batch::text);
     END IF;
+    RETURN NULL;
+END
+$function$;
+
+-- The commit-time mark for tables with a DEFERRABLE unique, primary key or exclusion
+-- constraint. Transactions are ordered by their last statement because a statement
+-- that writes a row another transaction wrote waits for that one to commit; a
+-- deferrable key is checked at commit instead, so a transaction that inserts a key
+-- another one deletes waits only there, after its statements. This constraint
+-- trigger, deferred like the key and named after PostgreSQL's own checks (which fire
+-- first for each row), numbers a statement-less change (`op` 'order', never
+-- delivered) after each row's check, so the transaction's last number is taken after
+-- every wait its checks made. One such row per inserted or updated row.
+CREATE OR REPLACE FUNCTION rowcast.capture_order() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $function$
+#variable_conflict use_variable
+BEGIN
+    PERFORM FROM rowcast.listeners l WHERE l.expires > now() LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO rowcast.changes (batch, seq, n, pid, op, schema_name, table_name)
+    VALUES (txid_current(), nextval('rowcast.statement_seq'), 0, pg_backend_pid(), 'order', TG_TABLE_SCHEMA, TG_TABLE_NAME);
     RETURN NULL;
 END
 $function$;
@@ -236,9 +272,14 @@ DECLARE
     leaf regclass;
 BEGIN
     FOREACH trigger_name IN ARRAY ARRAY['rowcast_capture', 'rowcast_capture_insert',
-        'rowcast_capture_update', 'rowcast_capture_delete', 'rowcast_capture_truncate'] LOOP
+        'rowcast_capture_update', 'rowcast_capture_delete', 'rowcast_capture_truncate', 'rowcast_capture_order'] LOOP
         EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', trigger_name, target);
     END LOOP;
+    IF EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = target AND condeferrable AND contype IN ('p', 'u', 'x')) THEN
+        EXECUTE format('CREATE CONSTRAINT TRIGGER rowcast_capture_order AFTER INSERT OR UPDATE ON %s '
+            'DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION rowcast.capture_order()', target);
+        EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER rowcast_capture_order', target);
+    END IF;
     IF (SELECT relkind FROM pg_class WHERE oid = target) = 'p' THEN
         EXECUTE format('CREATE TRIGGER rowcast_capture AFTER INSERT OR UPDATE OR DELETE ON %s '
             'FOR EACH ROW EXECUTE FUNCTION rowcast.capture_row()', target);

@@ -222,6 +222,7 @@ package final class TriggerCapture: BlockingCaptureSource {
                 var tables = configuration.tables
                 for table in configuration.tables { tables.formUnion(try CatalogColumns.partitions(of: table, on: connection)) }
                 try warnOfPartitionsWithoutTruncateTrigger(tables.subtracting(configuration.tables), on: connection)
+                try warnOfDeferrableKeysWithoutOrderTrigger(tables, on: connection)
                 state.setCapturedTables(tables)
                 state.setColumns(try CatalogColumns.kinds(of: tables, on: connection))
                 return
@@ -234,6 +235,7 @@ package final class TriggerCapture: BlockingCaptureSource {
                 """
             ).rows
             let tables = Set(rows.compactMap { row in row[0].flatMap { schema in row[1].map { TableName(schema: schema, name: $0) } } })
+            try warnOfDeferrableKeysWithoutOrderTrigger(tables, on: connection)
             state.setCapturedTables(tables)
             state.setColumns(try CatalogColumns.kinds(of: tables, on: connection))
         } catch {
@@ -256,6 +258,25 @@ package final class TriggerCapture: BlockingCaptureSource {
         ).rows.compactMap { $0[0] }
         for partition in bare {
             logger.warning("partition \(partition) has no rowcast truncate trigger (it was created after its table was set up): a TRUNCATE of it alone is not captured (fix: rowcast setup --mode trigger --table with its partitioned table)")
+        }
+    }
+
+    /// A DEFERRABLE key added after the table was set up has no commit-time mark
+    /// (`rowcast_capture_order`): two transactions that meet only at that key's check
+    /// may arrive out of commit order when a listener catches up.
+    private func warnOfDeferrableKeysWithoutOrderTrigger(_ tables: Set<TableName>, on connection: PostgresConnection) throws(PostgresError) {
+        guard !tables.isEmpty else { return }
+        let bare = try connection.execute(
+            """
+            SELECT p FROM unnest($1::text[]) p JOIN pg_class c ON c.oid = to_regclass(p)
+            WHERE EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = c.oid AND k.condeferrable AND k.contype IN ('p', 'u', 'x'))
+              AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = 'rowcast_capture_order')
+            ORDER BY 1
+            """,
+            [TriggerReader.textArray(tables.map(\.quoted))]
+        ).rows.compactMap { row in tables.first { $0.quoted == row[0] } }
+        for table in bare.sorted(by: { $0.description < $1.description }) {
+            logger.warning("table \(table) has a DEFERRABLE key added after it was set up: two transactions that meet only at that key's check may arrive out of commit order after a pause (fix: rowcast setup --mode trigger --table \(table))")
         }
     }
 

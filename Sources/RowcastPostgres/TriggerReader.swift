@@ -103,11 +103,11 @@ struct TriggerReader {
     /// Delivers what `notifications` stand for, in order. Returns false when the sink
     /// failed. Any number of transaction notifications in a row is one window.
     mutating func handle(_ notifications: [PostgresNotification], on connection: PostgresConnection, sink: any RecordSink) throws(PostgresError) -> Bool {
-        var notified: [Int64] = []
+        var notified: [Notified] = []
         for notification in notifications {
             let isChanges = notification.channel == TriggerPayload.channel && configuration.capturesTables
             if isChanges, let batch = Self.batchID(notification.payload) {
-                notified.append(batch)
+                notified.append(Notified(batch: batch, pid: notification.pid))
                 continue
             }
             // What came before this notification is delivered before it.
@@ -169,6 +169,12 @@ struct TriggerReader {
     /// What the set-up script sends once it replaced rowcast 0.1's trigger.
     static let upgraded = Array("upgraded".utf8)
 
+    /// A transaction a notification named, and the session that sent it.
+    struct Notified {
+        var batch: Int64
+        var pid: Int32
+    }
+
     /// A payload of decimal digits only: a transaction id.
     static func batchID(_ payload: [UInt8]) -> Int64? {
         guard !payload.isEmpty, payload.count <= 19, payload.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
@@ -202,33 +208,45 @@ struct TriggerReader {
     /// Reads and delivers one window: the changes of the transactions committed
     /// between the listener's position and a new snapshot, in one REPEATABLE READ
     /// transaction that also moves the position, each transaction whole, a page at a
-    /// time. Live (`notified`, the transaction ids notifications named, in commit order)
-    /// it delivers those, in that order, and leaves the others the snapshot sees for
-    /// their own notifications, so records follow commit order; catching up (nil) it
-    /// delivers every one, in order of each transaction's last statement, which keeps
-    /// every row's history in commit order. Returns false when the sink failed (the
-    /// position then stays, and the window is read again after a restart).
-    private mutating func readWindow(notified: [Int64]?, on connection: PostgresConnection, sink: any RecordSink) throws(PostgresError) -> Bool {
+    /// time. Live (`notified`, the transactions notifications named, in commit order)
+    /// it delivers those its own writer's notification named, in that order, and leaves
+    /// the others the snapshot sees for their own notifications, so records follow
+    /// commit order: a notification from any other session (anyone may NOTIFY, and a
+    /// transaction's id is easy to guess before it commits) places nothing. Catching up
+    /// (nil) it delivers every one, in order of each transaction's last statement (or
+    /// commit-time mark, `rowcast.capture_order`), which keeps every row's history in
+    /// commit order. Returns false when the sink failed (the position then stays, and
+    /// the window is read again after a restart).
+    private mutating func readWindow(notified: [Notified]?, on connection: PostgresConnection, sink: any RecordSink) throws(PostgresError) -> Bool {
         guard var listener else { return true }
         try connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         var committed = false
         defer { if !committed { _ = try? connection.execute("ROLLBACK") } }
         let snapshot = try connection.execute("SELECT txid_current_snapshot()::text").scalar ?? ""
-        let seen = try connection.execute(
+        // Each transaction with the session that wrote it (NULL: written by a rowcast
+        // before `pid`, any notification then places it).
+        let rows = try connection.execute(
             """
-            SELECT batch FROM rowcast.changes
+            SELECT batch, min(pid) FROM rowcast.changes
             WHERE batch >= txid_snapshot_xmin($1::txid_snapshot) AND batch < txid_snapshot_xmax($2::txid_snapshot)
               AND txid_visible_in_snapshot(batch, $2::txid_snapshot) AND NOT txid_visible_in_snapshot(batch, $1::txid_snapshot)
             GROUP BY batch ORDER BY max(seq), batch
             """,
             [listener.position, snapshot]
-        ).rows.compactMap { $0[0].flatMap(Int64.init) }
+        ).rows
+        let seen = rows.compactMap { $0[0].flatMap(Int64.init) }
         var transactions = seen
         var deferred: [Int64] = []
         if let notified {
-            let inWindow = Set(seen)
+            var writers: [Int64: Int32?] = [:]
+            for row in rows { if let batch = row[0].flatMap(Int64.init) { writers[batch] = .some(row[1].flatMap { Int32($0) }) } }
             var taken = Set<Int64>()
-            transactions = notified.filter { inWindow.contains($0) && taken.insert($0).inserted }
+            transactions = notified.compactMap { notification in
+                guard let writer = writers[notification.batch], writer == nil || writer == notification.pid,
+                    taken.insert(notification.batch).inserted
+                else { return nil }
+                return notification.batch
+            }
             deferred = seen.filter { !taken.contains($0) }
         }
         for batch in transactions {
@@ -239,7 +257,7 @@ struct TriggerReader {
             while full {
                 let page = try connection.execute(
                     Self.selectRows(inline: Self.bigRowBytes)
-                        + " WHERE batch = $1::bigint AND (seq, n) > ($2::bigint, $3::bigint) ORDER BY seq, n LIMIT \(Self.pageRows)) c ORDER BY seq, n",
+                        + " WHERE batch = $1::bigint AND (seq, n) > ($2::bigint, $3::bigint) AND op <> 'order' ORDER BY seq, n LIMIT \(Self.pageRows)) c ORDER BY seq, n",
                     [String(batch), String(after.seq), String(after.n)]
                 ).rows.compactMap(changeRow)
                 guard try deliver(page, on: connection, sink: sink) else { return false }
