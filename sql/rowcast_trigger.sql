@@ -93,6 +93,18 @@ CREATE UNLOGGED TABLE IF NOT EXISTS rowcast.listeners (
 
 REVOKE ALL ON rowcast.listeners FROM PUBLIC;
 
+-- Every name that registered, and when it last did: LOGGED, unlike the tables above,
+-- so a listener that finds no registration under its name after a restart (its row
+-- dropped past its timeout, or rowcast.listeners emptied by a crash) knows it was a
+-- listener before and says that it may have missed changes. A name not registered for
+-- 30 days is forgotten.
+CREATE TABLE IF NOT EXISTS rowcast.listener_names (
+    name       text PRIMARY KEY,
+    registered timestamptz NOT NULL
+);
+
+REVOKE ALL ON rowcast.listener_names FROM PUBLIC;
+
 -- The statement-level trigger function for ordinary tables.
 --
 -- SECURITY DEFINER: a writer needs no privilege on rowcast.changes. The SET clauses

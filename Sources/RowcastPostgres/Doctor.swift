@@ -74,8 +74,19 @@ package enum Doctor {
         mayCreate: Bool
     ) throws(PostgresError) -> [DoctorCheck] {
         var checks: [DoctorCheck] = []
-        let installed = try connection.execute("SELECT to_regprocedure('rowcast.capture_statement()') IS NOT NULL").scalar == "t"
-        let legacy = try connection.execute("SELECT to_regprocedure('rowcast.capture()') IS NOT NULL").scalar == "t"
+        // From the catalogs, not by name: resolving `rowcast.…` needs USAGE on the
+        // schema, which a role rowcast connects as may not have yet.
+        let function = { (name: String) throws(PostgresError) -> Bool in
+            try connection.execute(
+                """
+                SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                               WHERE n.nspname = 'rowcast' AND p.proname = $1 AND p.pronargs = 0)
+                """,
+                [name]
+            ).scalar == "t"
+        }
+        let installed = try function("capture_statement")
+        let legacy = try function("capture")
         if legacy {
             checks.append(.warn(
                 "trigger mode: set up by rowcast 0.1, whose notifications carry the rows: any role can read and forge them",
@@ -84,21 +95,32 @@ package enum Doctor {
         } else if installed {
             checks.append(.ok("trigger mode: the rowcast trigger functions are installed"))
             // Rows are deleted by a listening rowcast; with none running they pile up.
-            if let bytes = try connection.execute("SELECT pg_total_relation_size('rowcast.changes')").scalar.flatMap(Int64.init),
+            if let bytes = try connection.execute(
+                "SELECT pg_total_relation_size(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'rowcast' AND c.relname = 'changes'"
+            ).scalar.flatMap(Int64.init),
                bytes > 256 << 20 {
                 checks.append(.warn(
                     "trigger mode: rowcast.changes holds \(bytes >> 20) MB; rows are deleted only while a rowcast listens",
                     fix: "run rowcast tail or serve --mode trigger, or rowcast teardown --mode trigger if you no longer capture"
                 ))
             }
-            // rowcast reads the changes and deletes what it delivered.
+            // rowcast reads the changes and deletes what it delivered, and registers
+            // (and heartbeats, and drops expired listeners) in the listener tables.
             let access = try connection.execute(
-                "SELECT has_table_privilege('rowcast.changes', 'SELECT') AND has_table_privilege('rowcast.changes', 'DELETE')"
-            ).scalar
-            if access != "t" {
+                """
+                SELECT bool_and(has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT') AND has_table_privilege(c.oid, 'DELETE')
+                                AND (c.relname = 'changes' OR (has_table_privilege(c.oid, 'INSERT') AND has_table_privilege(c.oid, 'UPDATE')))),
+                       string_agg(c.relname, ',' ORDER BY c.relname) FILTER (WHERE c.relname <> 'changes')
+                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname = 'rowcast' AND c.relname IN ('changes', 'listeners', 'listener_names') AND c.relkind = 'r'
+                """
+            ).rows.first
+            if access?[0] != "t" {
+                let role = TableName.quoteIdentifier(user)
+                let registry = (access?[1] ?? "listeners").split(separator: ",").map { "rowcast." + $0 }.joined(separator: ", ")
                 checks.append(.fail(
-                    "trigger mode: \(user) may not read and delete rows of rowcast.changes",
-                    fix: "GRANT USAGE ON SCHEMA rowcast TO \(TableName.quoteIdentifier(user)); GRANT SELECT, DELETE ON rowcast.changes TO \(TableName.quoteIdentifier(user));"
+                    "trigger mode: \(user) may not read and delete rows of rowcast.changes or register in \(registry)",
+                    fix: "GRANT USAGE ON SCHEMA rowcast TO \(role); GRANT SELECT, DELETE ON rowcast.changes TO \(role); GRANT SELECT, INSERT, UPDATE, DELETE ON \(registry) TO \(role);"
                 ))
             }
         } else if superuser || mayCreate {

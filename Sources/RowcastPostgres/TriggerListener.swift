@@ -93,6 +93,7 @@ struct TriggerListener {
                 [name, kept, String(timeoutSeconds)]
             )
             position = kept
+            _ = try remember(on: connection)
             logger.info("listening as \(name), from where the upgrade of trigger mode left (\(kept))")
             return
         }
@@ -109,14 +110,36 @@ struct TriggerListener {
         let next = try connection.execute("SELECT txid_snapshot_xmax(txid_current_snapshot())").scalar ?? "0"
         position = "\(next):\(next):"
         try connection.execute("UPDATE rowcast.listeners SET position = $2::txid_snapshot WHERE name = $1", [name, position])
+        let registeredBefore = try remember(on: connection)
         if found != nil {
             logger.warning("listener \(name) was away longer than --listener-timeout (\(Int(timeoutSeconds)) s) and was dropped: changes committed while it was away were not kept; listening from now on")
+        } else if !wasRegistered, let registeredBefore {
+            logger.warning("listener \(name) registered before (last at \(registeredBefore)) but its registration is gone (dropped after --listener-timeout, or lost when PostgreSQL restarted after a crash): changes committed while it was away may be missing; listening from now on")
         } else if !wasRegistered {
             logger.info("listening as \(name): changes committed from now on are delivered")
         } else {
             // Its row was there when it last heard of it: deleted since, by another
             // listener past --listener-timeout, or lost in a crash (the table is unlogged).
             logger.warning("listener \(name)'s registration was gone when it came back (dropped by another listener after --listener-timeout, or lost when PostgreSQL restarted after a crash): changes committed while it was away may be missing; listening from now on")
+        }
+    }
+
+    /// Records in `rowcast.listener_names` that this name registered; returns when it
+    /// last did before, if it ever did. Nothing when the table is missing (set up by an
+    /// earlier rowcast) or this role may not write it: only that warning is lost.
+    private func remember(on connection: PostgresConnection) throws(PostgresError) -> String? {
+        do {
+            guard try connection.execute("SELECT to_regclass('rowcast.listener_names') IS NOT NULL").scalar == "t" else { return nil }
+            let before = try connection.execute("SELECT registered::text FROM rowcast.listener_names WHERE name = $1", [name]).scalar
+            try connection.execute(
+                "INSERT INTO rowcast.listener_names (name, registered) VALUES ($1, now()) ON CONFLICT (name) DO UPDATE SET registered = excluded.registered",
+                [name]
+            )
+            return before
+        } catch {
+            guard error.sqlState == "42501" else { throw error }
+            logger.debug("cannot record listener name \(name) in rowcast.listener_names: \(error)")
+            return nil
         }
     }
 
@@ -183,6 +206,9 @@ struct TriggerListener {
     /// listeners' positions passed (every change, when none is live).
     static func trim(on connection: PostgresConnection) throws(PostgresError) {
         try connection.execute("DELETE FROM rowcast.listeners WHERE expires < now()")
+        if try connection.execute("SELECT to_regclass('rowcast.listener_names') IS NOT NULL").scalar == "t" {
+            try connection.execute("DELETE FROM rowcast.listener_names WHERE registered < now() - interval '30 days'")
+        }
         try connection.execute(
             """
             WITH live AS (SELECT position FROM rowcast.listeners WHERE expires >= now())

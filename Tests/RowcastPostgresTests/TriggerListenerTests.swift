@@ -138,6 +138,44 @@ struct TriggerListenerTests {
         }
     }
 
+    /// A process started again under a name whose registration is gone (dropped past
+    /// --listener-timeout, or lost when PostgreSQL restarted after a crash) warns that
+    /// changes committed meanwhile may be missing: the database remembers the names
+    /// that registered. It used to say, at info, only that changes from now on are
+    /// delivered, as for a name never seen.
+    @Test func aProcessStartedUnderANameWhoseRegistrationIsGoneWarns() async throws {
+        let url = try await LiveDatabase.freshDatabase()
+        let admin = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
+        let table = TableName(schema: "public", name: "t")
+        try admin.execute("CREATE TABLE t (id int PRIMARY KEY)")
+        try TriggerSetup.install(on: admin, tables: [table])
+        let capture = try RunningCapture(Self.configuration(url, tables: [table], name: "returning"))
+        try admin.execute("INSERT INTO t VALUES (1)")
+        #expect(await capture.sink.wait(for: 1).count == 1)
+        try await Self.stop(capture)
+        try admin.execute("DELETE FROM rowcast.listeners")
+
+        let start = { (name: String) throws -> (RunningCapture, LogCollector) in
+            let messages = LogCollector()
+            var logger = Logger(label: "rowcast-tests") { _ in messages }
+            logger.logLevel = .info
+            let source = try TriggerCapture.connect(configuration: Self.configuration(url, tables: [table], name: name), logger: logger)
+            return (RunningCapture(source: source), messages)
+        }
+        let (back, messages) = try start("returning")
+        defer { back.finish() }
+        try await eventually("a warning that changes may be missing", within: 60, seen: { messages.lines.suffix(3).joined(separator: " | ") }) {
+            messages.lines.contains { $0.hasPrefix("warning ") && $0.contains("may be missing") }
+        }
+        // A name never registered before is told nothing of the kind.
+        let (fresh, freshMessages) = try start("fresh")
+        defer { fresh.finish() }
+        try await eventually("the new listener registered", within: 60, seen: { freshMessages.lines.joined(separator: " | ") }) {
+            freshMessages.lines.contains { $0.contains("listening as fresh") }
+        }
+        #expect(!freshMessages.lines.contains { $0.hasPrefix("warning ") }, "\(freshMessages.lines)")
+    }
+
     @Test func changesAreDeletedOnceReadAndNotWrittenWithNoListener() async throws {
         let url = try await LiveDatabase.freshDatabase()
         let admin = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))

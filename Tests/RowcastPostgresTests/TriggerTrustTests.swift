@@ -40,6 +40,43 @@ struct TriggerTrustTests {
         }
     }
 
+    /// rowcast connecting as a role other than the one that set trigger mode up needs
+    /// what `rowcast doctor` asks for, and nothing more: with its fix applied, that role
+    /// registers, receives a change and trims it. Doctor used to ask only for
+    /// rowcast.changes, and such a role could not register as a listener.
+    @Test func aRoleGrantedWhatDoctorAsksForListensAndTrims() async throws {
+        let url = try await LiveDatabase.freshDatabase()
+        let admin = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
+        let table = TableName(schema: "public", name: "t")
+        try admin.execute("CREATE TABLE t (id int PRIMARY KEY)")
+        try TriggerSetup.install(on: admin, tables: [table])
+        let role = LiveDatabase.uniqueName("listener_role")
+        try admin.execute("CREATE ROLE \(role) LOGIN")
+        defer {
+            _ = try? admin.execute("DROP OWNED BY \(role)")
+            _ = try? admin.execute("DROP ROLE \(role)")
+        }
+        var components = URLComponents(string: url)
+        components?.user = role
+        let roleURL = components?.string ?? ""
+        let asRole = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(roleURL)))
+        let failed = try Doctor.check(on: asRole, modes: [.trigger], tables: [table], publication: "rowcast").filter { $0.outcome == .fail }
+        asRole.close()
+        let fix = try #require(failed.first?.fix, "doctor found nothing to fix: \(failed)")
+        try admin.executeScript(fix)
+
+        let capture = try RunningCapture(.init(connection: ConnectionSettings(conninfo: roleURL), tables: [table], listenerName: "role", maintenanceSeconds: 1))
+        defer { capture.finish() }
+        try await eventually("the role registered", within: 60, seen: { capture.capture.state.lastError ?? "" }) {
+            try admin.execute("SELECT count(*) FROM rowcast.listeners WHERE name = 'role'").scalar == "1"
+        }
+        try admin.execute("INSERT INTO t VALUES (1)")
+        #expect(await capture.sink.wait(for: 1).count == 1)
+        try await eventually("the role trimmed what it read", within: 60, seen: { capture.capture.state.lastError ?? "" }) {
+            try admin.execute("SELECT count(*) FROM rowcast.changes").scalar == "0"
+        }
+    }
+
     @Test func aRoleWithoutPrivilegesReadsNoRowByListening() throws {
         let table = TableName(schema: "public", name: LiveDatabase.uniqueName("secret"))
         let admin = try LiveDatabase.connect()
