@@ -162,10 +162,16 @@ struct TriggerListener {
     }
 
     /// Records that everything visible in `snapshot` is delivered (inside the window's
-    /// transaction, so it commits with nothing else). Returns false when the row is gone.
+    /// transaction, so it commits with nothing else). Returns false when the row is
+    /// gone, or ran out while the window was read (a sink stalled past the timeout:
+    /// the trigger may have written nothing meanwhile), which ``rejoin(on:)`` then
+    /// says. The clock, not `now()`: that is the window's start.
     mutating func advance(to snapshot: String, on connection: PostgresConnection) throws(PostgresError) -> Bool {
         let updated = try connection.execute(
-            "UPDATE rowcast.listeners SET position = $2::txid_snapshot, expires = now() + make_interval(secs => $3::float8) WHERE name = $1 RETURNING 1",
+            """
+            UPDATE rowcast.listeners SET position = $2::txid_snapshot, expires = clock_timestamp() + make_interval(secs => $3::float8)
+            WHERE name = $1 AND expires >= clock_timestamp() RETURNING 1
+            """,
             [name, snapshot, String(timeoutSeconds)]
         ).rows
         guard !updated.isEmpty else { return false }

@@ -176,6 +176,50 @@ struct TriggerListenerTests {
         #expect(!freshMessages.lines.contains { $0.hasPrefix("warning ") }, "\(freshMessages.lines)")
     }
 
+    /// A listener whose registration runs out while it reads a window (its sink
+    /// stalled past --listener-timeout; nothing heartbeats mid-window) has expired, and
+    /// the trigger wrote nothing meanwhile. Moving its position at the end of that
+    /// window used to renew the registration from the window's start as if nothing
+    /// happened, the change written while it was expired lost without a word; now the
+    /// window's end finds it expired, and it says what it may have missed.
+    @Test func aListenerThatExpiresWhileReadingAWindowSaysWhatItMissed() async throws {
+        let url = try await LiveDatabase.freshDatabase()
+        let admin = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
+        let table = TableName(schema: "public", name: "t")
+        try admin.execute("CREATE TABLE t (id int PRIMARY KEY)")
+        try TriggerSetup.install(on: admin, tables: [table])
+        let messages = LogCollector()
+        var logger = Logger(label: "rowcast-tests") { _ in messages }
+        logger.logLevel = .info
+        // No heartbeat during the test: only the window's end renews the registration.
+        var configuration = Self.configuration(url, tables: [table], name: "stalled")
+        configuration.maintenanceSeconds = 600
+        let capture = RunningCapture(source: try TriggerCapture.connect(configuration: configuration, logger: logger))
+        defer { capture.finish() }
+        // Running: it has taken up its registration and delivers.
+        try admin.execute("INSERT INTO t VALUES (0)")
+        #expect(await capture.sink.wait(for: 1).count == 1)
+        // The first record stalls the sink, in the window, until the test says so.
+        let released = Mutex(false)
+        capture.sink.onDeliver { _ in
+            let deadline = Date().addingTimeInterval(60)
+            while !released.withLock({ $0 }), Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        }
+        // Its time runs out during the window (as after --listener-timeout), and a write
+        // then finds no live listener.
+        try admin.execute("UPDATE rowcast.listeners SET expires = now() + interval '2 seconds' WHERE name = 'stalled'")
+        try admin.execute("INSERT INTO t VALUES (1)")
+        #expect(await capture.sink.wait(for: 2).count == 2)
+        try await eventually("the registration expired", within: 60, seen: { (try? admin.execute("SELECT expires - now() FROM rowcast.listeners").scalar) ?? "" }) {
+            try admin.execute("SELECT count(*) FROM rowcast.listeners WHERE expires > now()").scalar == "0"
+        }
+        try admin.execute("INSERT INTO t VALUES (2)")
+        released.withLock { $0 = true }
+        try await eventually("a warning that changes were missed", within: 60, seen: { messages.lines.suffix(3).joined(separator: " | ") }) {
+            messages.lines.contains { $0.hasPrefix("warning ") && $0.contains("--listener-timeout") }
+        }
+    }
+
     @Test func changesAreDeletedOnceReadAndNotWrittenWithNoListener() async throws {
         let url = try await LiveDatabase.freshDatabase()
         let admin = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
@@ -195,7 +239,7 @@ struct TriggerListenerTests {
         }
         try await Self.stop(capture)
         // Registered until its timeout: kept for it; after: nothing is written.
-        try await eventually("the registration expired", within: 60, seen: { "" }) {
+        try await eventually("the registration expired", within: 20, seen: { (try? admin.execute("SELECT name, expires, now(), position FROM rowcast.listeners").rows.description) ?? "" }) {
             try admin.execute("SELECT count(*) FROM rowcast.listeners WHERE expires > now()").scalar == "0"
         }
         try admin.execute("INSERT INTO t SELECT generate_series(101, 200)")
