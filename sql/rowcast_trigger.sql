@@ -282,21 +282,33 @@ AS $function$
 DECLARE
     trigger_name text;
     leaf regclass;
+    cloned boolean;
 BEGIN
+    -- A partition of a table already set up has clones of that table's triggers, which
+    -- PostgreSQL keeps (they can only be dropped with the parent's): it is captured
+    -- already, by the row trigger, and only its own truncate trigger is made here.
+    -- (A clone has tgparentid from PostgreSQL 13 on; before, it is tgisinternal.)
+    cloned := EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = target AND t.tgname = 'rowcast_capture'
+        AND (t.tgisinternal OR coalesce((to_jsonb(t) ->> 'tgparentid')::oid, 0) <> 0));
     FOREACH trigger_name IN ARRAY ARRAY['rowcast_capture', 'rowcast_capture_insert',
         'rowcast_capture_update', 'rowcast_capture_delete', 'rowcast_capture_truncate', 'rowcast_capture_order'] LOOP
+        CONTINUE WHEN EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = target AND t.tgname = trigger_name
+            AND (t.tgisinternal OR coalesce((to_jsonb(t) ->> 'tgparentid')::oid, 0) <> 0));
         EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', trigger_name, target);
     END LOOP;
-    IF EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = target AND condeferrable AND contype IN ('p', 'u', 'x')) THEN
+    IF EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = target AND condeferrable AND contype IN ('p', 'u', 'x'))
+        AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = target AND t.tgname = 'rowcast_capture_order') THEN
         EXECUTE format('CREATE CONSTRAINT TRIGGER rowcast_capture_order AFTER INSERT OR UPDATE ON %s '
             'DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION rowcast.capture_order()', target);
         EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER rowcast_capture_order', target);
     END IF;
-    IF (SELECT relkind FROM pg_class WHERE oid = target) = 'p' THEN
-        EXECUTE format('CREATE TRIGGER rowcast_capture AFTER INSERT OR UPDATE OR DELETE ON %s '
-            'FOR EACH ROW EXECUTE FUNCTION rowcast.capture_row()', target);
-        -- Also on the clones PostgreSQL made on the partitions.
-        EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER rowcast_capture', target);
+    IF cloned OR (SELECT relkind FROM pg_class WHERE oid = target) = 'p' THEN
+        IF NOT cloned THEN
+            EXECUTE format('CREATE TRIGGER rowcast_capture AFTER INSERT OR UPDATE OR DELETE ON %s '
+                'FOR EACH ROW EXECUTE FUNCTION rowcast.capture_row()', target);
+            -- Also on the clones PostgreSQL made on the partitions.
+            EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER rowcast_capture', target);
+        END IF;
         FOR leaf IN
             WITH RECURSIVE tree (relid) AS (
                 SELECT target::oid
@@ -304,6 +316,11 @@ BEGIN
             )
             SELECT tree.relid::regclass FROM tree JOIN pg_class c ON c.oid = tree.relid WHERE c.relkind = 'r'
         LOOP
+            -- A table set up on its own and attached as a partition later kept its
+            -- statement triggers beside the clone: each change was written twice.
+            FOREACH trigger_name IN ARRAY ARRAY['rowcast_capture_insert', 'rowcast_capture_update', 'rowcast_capture_delete'] LOOP
+                EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', trigger_name, leaf);
+            END LOOP;
             EXECUTE format('DROP TRIGGER IF EXISTS rowcast_capture_truncate ON %s', leaf);
             EXECUTE format('CREATE TRIGGER rowcast_capture_truncate AFTER TRUNCATE ON %s '
                 'FOR EACH STATEMENT EXECUTE FUNCTION rowcast.capture_statement()', leaf);

@@ -223,6 +223,7 @@ package final class TriggerCapture: BlockingCaptureSource {
                 for table in configuration.tables { tables.formUnion(try CatalogColumns.partitions(of: table, on: connection)) }
                 try warnOfPartitionsWithoutTruncateTrigger(tables.subtracting(configuration.tables), on: connection)
                 try warnOfDeferrableKeysWithoutOrderTrigger(tables, on: connection)
+                try warnOfPartitionsCapturedTwice(tables, on: connection)
                 state.setCapturedTables(tables)
                 state.setColumns(try CatalogColumns.kinds(of: tables, on: connection))
                 return
@@ -236,6 +237,7 @@ package final class TriggerCapture: BlockingCaptureSource {
             ).rows
             let tables = Set(rows.compactMap { row in row[0].flatMap { schema in row[1].map { TableName(schema: schema, name: $0) } } })
             try warnOfDeferrableKeysWithoutOrderTrigger(tables, on: connection)
+            try warnOfPartitionsCapturedTwice(tables, on: connection)
             state.setCapturedTables(tables)
             state.setColumns(try CatalogColumns.kinds(of: tables, on: connection))
         } catch {
@@ -277,6 +279,28 @@ package final class TriggerCapture: BlockingCaptureSource {
         ).rows.compactMap { row in tables.first { $0.quoted == row[0] } }
         for table in bare.sorted(by: { $0.description < $1.description }) {
             logger.warning("table \(table) has a DEFERRABLE key added after it was set up: two transactions that meet only at that key's check may arrive out of commit order after a pause (fix: rowcast setup --mode trigger --table \(table))")
+        }
+    }
+
+    /// A table set up on its own, then attached as a partition of a set-up table, has
+    /// its own statement triggers beside the clone of its parent's row trigger: each
+    /// change is written, and delivered, twice until the parent is set up again.
+    private func warnOfPartitionsCapturedTwice(_ tables: Set<TableName>, on connection: PostgresConnection) throws(PostgresError) {
+        guard !tables.isEmpty else { return }
+        let twice = try connection.execute(
+            """
+            SELECT p, (SELECT string_agg(a.inhparent::regclass::text, ', ') FROM pg_inherits a WHERE a.inhrelid = c.oid)
+            FROM unnest($1::text[]) p JOIN pg_class c ON c.oid = to_regclass(p)
+            WHERE c.relispartition
+              AND EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = 'rowcast_capture')
+              AND EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname IN ('rowcast_capture_insert', 'rowcast_capture_update', 'rowcast_capture_delete'))
+            """,
+            [TriggerReader.textArray(tables.map(\.quoted))]
+        ).rows
+        for row in twice {
+            guard let table = tables.first(where: { $0.quoted == row[0] }) else { continue }
+            let parent = row[1] ?? "its partitioned table"
+            logger.warning("partition \(table) was set up on its own before it was attached: each of its changes is captured twice (fix: rowcast setup --mode trigger --table \(parent))")
         }
     }
 

@@ -1,0 +1,73 @@
+import Foundation
+import Logging
+import RowcastCore
+import RowcastPostgres
+import RowcastTestSupport
+import Testing
+
+/// Partitions that come and go after set-up: each change still arrives once.
+@Suite(.enabled(if: LiveDatabase.available, "needs the cluster that make test starts"), .timeLimit(.minutes(5)))
+struct TriggerPartitionTests {
+    static func start(_ url: String, tables: Set<TableName>, name: String) throws -> (RunningCapture, LogCollector) {
+        let messages = LogCollector()
+        let logger = Logger(label: "rowcast-tests") { _ in messages }
+        let source = try TriggerCapture.connect(configuration: TriggerListenerTests.configuration(url, tables: tables, name: name), logger: logger)
+        return (RunningCapture(source: source), messages)
+    }
+
+    /// A table set up on its own, then attached as a partition of a set-up table, has
+    /// both its own statement triggers and the clone of its new parent's row trigger:
+    /// each change was written, and delivered, twice, and setting the parent up again
+    /// left it so. Now the listener names it when it starts, and setting the parent up
+    /// again leaves the clone alone.
+    @Test func aSetUpTableAttachedAsAPartitionDeliversOnceAfterItsParentIsSetUpAgain() async throws {
+        let url = try await LiveDatabase.freshDatabase()
+        let admin = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
+        let parent = TableName(schema: "public", name: "p"), leaf = TableName(schema: "public", name: "a")
+        try admin.execute("CREATE TABLE p (id int, k int) PARTITION BY LIST (k)")
+        try admin.execute("CREATE TABLE a (id int, k int)")
+        try TriggerSetup.install(on: admin, tables: [parent, leaf])
+        try admin.execute("ALTER TABLE p ATTACH PARTITION a FOR VALUES IN (1)")
+
+        let (capture, messages) = try Self.start(url, tables: [parent], name: "attached")
+        try await eventually("a warning naming the attached partition", within: 60, seen: { messages.lines.joined(separator: " | ") }) {
+            messages.lines.contains { $0.hasPrefix("warning ") && $0.contains("public.a") && $0.contains("twice") }
+        }
+        try await TriggerListenerTests.stop(capture)
+
+        try TriggerSetup.install(on: admin, tables: [parent])
+        let (again, _) = try Self.start(url, tables: [parent], name: "attached")
+        defer { again.finish() }
+        try admin.execute("INSERT INTO p VALUES (1, 1)")
+        try admin.execute("INSERT INTO p VALUES (2, 1)")
+        // A last change: once it is in, everything before it is.
+        try admin.execute("INSERT INTO p VALUES (99, 1)")
+        _ = await again.sink.wait(for: 1) { TriggerListenerTests.ids([$0]) == [99] }
+        let ids = TriggerListenerTests.ids(again.sink.snapshot)
+        #expect(ids == [1, 2, 99], "delivered \(ids)")
+    }
+
+    /// `setup --table` on a partition of a table already set up: the partition is
+    /// captured already (by the clone of its parent's trigger), and setting it up
+    /// succeeds and changes nothing. It used to fail with PostgreSQL's "cannot drop
+    /// trigger rowcast_capture on table … because trigger rowcast_capture on table p
+    /// requires it".
+    @Test func settingUpAPartitionOfASetUpTableSucceedsAndDeliversOnce() async throws {
+        let url = try await LiveDatabase.freshDatabase()
+        let admin = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
+        let parent = TableName(schema: "public", name: "p"), leaf = TableName(schema: "public", name: "p1")
+        try admin.execute("CREATE TABLE p (id int, k int) PARTITION BY LIST (k)")
+        try admin.execute("CREATE TABLE p1 PARTITION OF p FOR VALUES IN (1)")
+        try TriggerSetup.install(on: admin, tables: [parent])
+        try TriggerSetup.install(on: admin, tables: [leaf])
+        let (capture, _) = try Self.start(url, tables: [leaf], name: "leaf")
+        defer { capture.finish() }
+        try admin.execute("INSERT INTO p VALUES (1, 1)")
+        try admin.execute("INSERT INTO p1 VALUES (2, 1)")
+        try admin.execute("TRUNCATE p1")
+        try admin.execute("INSERT INTO p1 VALUES (99, 1)")
+        _ = await capture.sink.wait(for: 1) { TriggerListenerTests.ids([$0]) == [99] }
+        let ops = capture.sink.snapshot.map { "\($0.op.rawValue) \($0.table ?? "")" }
+        #expect(ops == ["insert p1", "insert p1", "truncate p1", "insert p1"], "delivered \(ops)")
+    }
+}
