@@ -30,15 +30,22 @@ extension LiveDatabase {
 /// Collects what a capture delivers, for tests to wait on.
 final class CollectingSink: RecordSink {
     private let records = Mutex<[ChangeRecord]>([])
-    private let hook = Mutex<(@Sendable (ChangeRecord) -> Void)?>(nil)
+    /// Held in a class, not as a function value in the Mutex: a closure built in a
+    /// nested function recursed without end through the compiler's reabstraction
+    /// thunks when taken back out of `Mutex<Optional<function>>`.
+    private final class Hook: Sendable {
+        let action: @Sendable (ChangeRecord) -> Void
+        init(_ action: @escaping @Sendable (ChangeRecord) -> Void) { self.action = action }
+    }
+    private let hook = Mutex<Hook?>(nil)
 
     func deliver(_ record: ChangeRecord) {
         records.withLock { $0.append(record) }
-        hook.withLock { $0 }?(record)
+        hook.withLock { $0 }?.action(record)
     }
 
     /// Runs `action` on the capture's thread with every record it delivers from now on.
-    func onDeliver(_ action: @escaping @Sendable (ChangeRecord) -> Void) { hook.withLock { $0 = action } }
+    func onDeliver(_ action: @escaping @Sendable (ChangeRecord) -> Void) { hook.withLock { $0 = Hook(action) } }
     func flush() -> SinkProgress { .delivered(through: records.withLock { $0.last?.cursor }) }
 
     var snapshot: [ChangeRecord] { records.withLock { $0 } }
