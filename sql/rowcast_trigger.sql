@@ -93,14 +93,14 @@ CREATE UNLOGGED TABLE IF NOT EXISTS rowcast.listeners (
 
 REVOKE ALL ON rowcast.listeners FROM PUBLIC;
 
--- Every name that registered, and when it last did: LOGGED, unlike the tables above,
--- so a listener that finds no registration under its name after a restart (its row
--- dropped past its timeout, or rowcast.listeners emptied by a crash) knows it was a
--- listener before and says that it may have missed changes. A name not registered for
--- 30 days is forgotten.
+-- Every name that registered, and when it was last seen (at registration, then at
+-- most hourly by its heartbeat): LOGGED, unlike the tables above, so a listener that
+-- finds no registration under its name after a restart (its row dropped past its
+-- timeout, or rowcast.listeners emptied by a crash) knows it was a listener before
+-- and says that it may have missed changes. A name not seen for 30 days is forgotten.
 CREATE TABLE IF NOT EXISTS rowcast.listener_names (
-    name       text PRIMARY KEY,
-    registered timestamptz NOT NULL
+    name text PRIMARY KEY,
+    seen timestamptz NOT NULL
 );
 
 REVOKE ALL ON rowcast.listener_names FROM PUBLIC;
@@ -296,6 +296,24 @@ BEGIN
             AND (t.tgisinternal OR coalesce((to_jsonb(t) ->> 'tgparentid')::oid, 0) <> 0));
         EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', trigger_name, target);
     END LOOP;
+    -- A partition set up before this table has row triggers of its own under the names
+    -- this table's clones take, which PostgreSQL would refuse to clone over: they
+    -- give way (their own clones, further down, go with them).
+    IF (SELECT relkind FROM pg_class WHERE oid = target) = 'p' AND NOT cloned THEN
+        FOR leaf IN
+            WITH RECURSIVE tree (relid) AS (
+                SELECT i.inhrelid FROM pg_inherits i WHERE i.inhparent = target
+                UNION ALL SELECT i.inhrelid FROM pg_inherits i JOIN tree ON i.inhparent = tree.relid
+            )
+            SELECT relid::regclass FROM tree
+        LOOP
+            FOREACH trigger_name IN ARRAY ARRAY['rowcast_capture', 'rowcast_capture_order'] LOOP
+                CONTINUE WHEN EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = leaf AND t.tgname = trigger_name
+                    AND (t.tgisinternal OR coalesce((to_jsonb(t) ->> 'tgparentid')::oid, 0) <> 0));
+                EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', trigger_name, leaf);
+            END LOOP;
+        END LOOP;
+    END IF;
     IF EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = target AND condeferrable AND contype IN ('p', 'u', 'x'))
         AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = target AND t.tgname = 'rowcast_capture_order') THEN
         EXECUTE format('CREATE CONSTRAINT TRIGGER rowcast_capture_order AFTER INSERT OR UPDATE ON %s '

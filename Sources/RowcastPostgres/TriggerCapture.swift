@@ -197,17 +197,23 @@ package final class TriggerCapture: BlockingCaptureSource {
         for table in configuration.tables.sorted(by: { $0.description < $1.description }) {
             let exists: String?
             do {
+                // A trigger that captures rows: a partition detached from a set-up table
+                // keeps only its own truncate trigger.
                 exists = try connection.execute(
                     """
-                    SELECT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = to_regclass($1)
-                        AND t.tgfoid IN \(Self.captureFunctions) AND NOT t.tgisinternal)
+                    SELECT CASE WHEN bool_or(t.tgname <> 'rowcast_capture_truncate') THEN 'rows'
+                                WHEN count(*) > 0 THEN 'truncate' ELSE 'none' END
+                    FROM pg_trigger t WHERE t.tgrelid = to_regclass($1) AND t.tgfoid IN \(Self.captureFunctions)
                     """,
                     [table.quoted]
                 ).scalar
             } catch {
                 throw .cannotConnect(error)
             }
-            if exists != "t" {
+            if exists == "truncate" {
+                throw .notSetUp("table \(table) has only rowcast's truncate trigger, so its rows are not captured (a partition detached from a set-up table keeps only that one) (fix: rowcast setup --mode trigger --table \(table))")
+            }
+            if exists != "rows" {
                 throw .notSetUp("table \(table) has no rowcast trigger (fix: rowcast setup --mode trigger --table \(table))")
             }
         }
@@ -236,6 +242,19 @@ package final class TriggerCapture: BlockingCaptureSource {
                 """
             ).rows
             let tables = Set(rows.compactMap { row in row[0].flatMap { schema in row[1].map { TableName(schema: schema, name: $0) } } })
+            let truncateOnly = try connection.execute(
+                """
+                SELECT n.nspname, c.relname FROM pg_trigger t
+                JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE t.tgfoid IN \(Self.captureFunctions)
+                GROUP BY n.nspname, c.relname HAVING bool_and(t.tgname = 'rowcast_capture_truncate') ORDER BY 1, 2
+                """
+            ).rows
+            for row in truncateOnly {
+                guard let schema = row[0], let name = row[1] else { continue }
+                let table = TableName(schema: schema, name: name)
+                logger.warning("table \(table) has only rowcast's truncate trigger, so its rows are not captured (a partition detached from a set-up table keeps only that one) (fix: rowcast setup --mode trigger --table \(table), or DROP TRIGGER rowcast_capture_truncate ON \(table.quoted))")
+            }
             try warnOfDeferrableKeysWithoutOrderTrigger(tables, on: connection)
             try warnOfPartitionsCapturedTwice(tables, on: connection)
             state.setCapturedTables(tables)

@@ -19,6 +19,8 @@ struct TriggerListener {
     private(set) var position: String
     let timeoutSeconds: Double
     let logger: Logger
+    /// Whether `rowcast.listener_names` is there and this role writes it.
+    private var keepsName = false
 
     /// The registration an upgrade from rowcast 0.1 leaves (sql/rowcast_trigger.sql).
     static let upgradeName = "upgrade"
@@ -77,6 +79,7 @@ struct TriggerListener {
         ).rows.first
         if let found, let stored = found[0], found[1] == "t" {
             position = stored
+            _ = try remember(on: connection)
             try heartbeat(on: connection)
             logger.info("listening as \(name), from where it left (\(stored))")
             return
@@ -114,7 +117,7 @@ struct TriggerListener {
         if found != nil {
             logger.warning("listener \(name) was away longer than --listener-timeout (\(Int(timeoutSeconds)) s) and was dropped: changes committed while it was away were not kept; listening from now on")
         } else if !wasRegistered, let registeredBefore {
-            logger.warning("listener \(name) registered before (last at \(registeredBefore)) but its registration is gone (dropped after --listener-timeout, or lost when PostgreSQL restarted after a crash): changes committed while it was away may be missing; listening from now on")
+            logger.warning("listener \(name) was a listener before (last seen \(registeredBefore)) but its registration is gone (dropped after --listener-timeout, or lost when PostgreSQL restarted after a crash): changes committed while it was away may be missing; listening from now on")
         } else if !wasRegistered {
             logger.info("listening as \(name): changes committed from now on are delivered")
         } else {
@@ -127,14 +130,15 @@ struct TriggerListener {
     /// Records in `rowcast.listener_names` that this name registered; returns when it
     /// last did before, if it ever did. Nothing when the table is missing (set up by an
     /// earlier rowcast) or this role may not write it: only that warning is lost.
-    private func remember(on connection: PostgresConnection) throws(PostgresError) -> String? {
+    private mutating func remember(on connection: PostgresConnection) throws(PostgresError) -> String? {
         do {
             guard try connection.execute("SELECT to_regclass('rowcast.listener_names') IS NOT NULL").scalar == "t" else { return nil }
-            let before = try connection.execute("SELECT registered::text FROM rowcast.listener_names WHERE name = $1", [name]).scalar
+            let before = try connection.execute("SELECT seen::text FROM rowcast.listener_names WHERE name = $1", [name]).scalar
             try connection.execute(
-                "INSERT INTO rowcast.listener_names (name, registered) VALUES ($1, now()) ON CONFLICT (name) DO UPDATE SET registered = excluded.registered",
+                "INSERT INTO rowcast.listener_names (name, seen) VALUES ($1, now()) ON CONFLICT (name) DO UPDATE SET seen = excluded.seen",
                 [name]
             )
+            keepsName = true
             return before
         } catch {
             guard error.sqlState == "42501" else { throw error }
@@ -153,12 +157,19 @@ struct TriggerListener {
     /// listener after a pause past the timeout): ``rejoin(on:)`` then says what was missed.
     @discardableResult
     func heartbeat(on connection: PostgresConnection) throws(PostgresError) -> Bool {
-        !(try connection.execute(
+        let live = !(try connection.execute(
             // Not a registration already past its time: that one was given up (its
             // changes may be gone), and ``rejoin(on:)`` says so.
             "UPDATE rowcast.listeners SET expires = now() + make_interval(secs => $2::float8) WHERE name = $1 AND expires >= now() RETURNING 1",
             [name, String(timeoutSeconds)]
         ).rows.isEmpty)
+        // A name in use is never forgotten (an hourly write, not one per heartbeat).
+        if live, keepsName {
+            try connection.execute(
+                "UPDATE rowcast.listener_names SET seen = now() WHERE name = $1 AND seen < now() - interval '1 hour'", [name]
+            )
+        }
+        return live
     }
 
     /// Records that everything visible in `snapshot` is delivered (inside the window's
@@ -213,7 +224,7 @@ struct TriggerListener {
     static func trim(on connection: PostgresConnection) throws(PostgresError) {
         try connection.execute("DELETE FROM rowcast.listeners WHERE expires < now()")
         if try connection.execute("SELECT to_regclass('rowcast.listener_names') IS NOT NULL").scalar == "t" {
-            try connection.execute("DELETE FROM rowcast.listener_names WHERE registered < now() - interval '30 days'")
+            try connection.execute("DELETE FROM rowcast.listener_names WHERE seen < now() - interval '30 days'")
         }
         try connection.execute(
             """

@@ -220,6 +220,27 @@ struct TriggerListenerTests {
         }
     }
 
+    /// A listener that runs for good keeps its name known: the time it was last seen
+    /// moves on with its heartbeat, so the 30-day forgetting never drops a live name
+    /// (it used to be set at registration only, and a listener running a month lost
+    /// its warning after a crash).
+    @Test func aRunningListenersNameStaysKnown() async throws {
+        let url = try await LiveDatabase.freshDatabase()
+        let admin = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
+        let table = TableName(schema: "public", name: "t")
+        try admin.execute("CREATE TABLE t (id int PRIMARY KEY)")
+        try TriggerSetup.install(on: admin, tables: [table])
+        let capture = try RunningCapture(Self.configuration(url, tables: [table], name: "lasting"))
+        defer { capture.finish() }
+        try admin.execute("INSERT INTO t VALUES (1)")
+        #expect(await capture.sink.wait(for: 1).count == 1)
+        // As if registered 31 days ago and running since.
+        try admin.execute("UPDATE rowcast.listener_names SET seen = now() - interval '31 days' WHERE name = 'lasting'")
+        try await eventually("the name seen again", within: 60, seen: { (try? admin.execute("SELECT seen::text FROM rowcast.listener_names").scalar) ?? "gone" }) {
+            try admin.execute("SELECT count(*) FROM rowcast.listener_names WHERE name = 'lasting' AND seen > now() - interval '1 day'").scalar == "1"
+        }
+    }
+
     @Test func changesAreDeletedOnceReadAndNotWrittenWithNoListener() async throws {
         let url = try await LiveDatabase.freshDatabase()
         let admin = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))

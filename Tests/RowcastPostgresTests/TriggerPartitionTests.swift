@@ -47,6 +47,63 @@ struct TriggerPartitionTests {
         #expect(ids == [1, 2, 99], "delivered \(ids)")
     }
 
+    /// A sub-partitioned partition set up before its parent: setting the parent up
+    /// replaces the partition's own row trigger with the clone of the parent's. It
+    /// used to fail ("trigger rowcast_capture for relation p1 already exists").
+    @Test func aPartitionSetUpBeforeItsParentGivesWayToTheParentsTrigger() async throws {
+        let url = try await LiveDatabase.freshDatabase()
+        let admin = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
+        let parent = TableName(schema: "public", name: "p"), middle = TableName(schema: "public", name: "p1")
+        try admin.executeScript(
+            """
+            CREATE TABLE p (id int, k int, PRIMARY KEY (id, k) DEFERRABLE) PARTITION BY LIST (k);
+            CREATE TABLE p1 PARTITION OF p FOR VALUES IN (1) PARTITION BY LIST (id);
+            CREATE TABLE p11 PARTITION OF p1 FOR VALUES IN (1, 2, 3, 99);
+            """
+        )
+        try TriggerSetup.install(on: admin, tables: [middle])
+        try TriggerSetup.install(on: admin, tables: [parent])
+        let (capture, _) = try Self.start(url, tables: [parent], name: "order")
+        defer { capture.finish() }
+        try admin.execute("INSERT INTO p VALUES (1, 1)")
+        try admin.execute("INSERT INTO p VALUES (99, 1)")
+        _ = await capture.sink.wait(for: 1) { TriggerListenerTests.ids([$0]) == [99] }
+        #expect(TriggerListenerTests.ids(capture.sink.snapshot) == [1, 99])
+    }
+
+    /// A partition detached from a set-up table keeps only its own truncate trigger:
+    /// its rows are no longer captured. Named with `--table` it is refused, as a table
+    /// never set up is; it used to be accepted, and its changes went nowhere.
+    @Test func aDetachedPartitionIsNotTakenForSetUp() async throws {
+        let url = try await LiveDatabase.freshDatabase()
+        let admin = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
+        let parent = TableName(schema: "public", name: "r"), leaf = TableName(schema: "public", name: "c")
+        try admin.executeScript(
+            """
+            CREATE TABLE r (id int, k int) PARTITION BY LIST (k);
+            CREATE TABLE c PARTITION OF r FOR VALUES IN (3);
+            """
+        )
+        try TriggerSetup.install(on: admin, tables: [parent])
+        try admin.execute("ALTER TABLE r DETACH PARTITION c")
+        var refusal = ""
+        do {
+            let capture = RunningCapture(source: try TriggerCapture.connect(
+                configuration: TriggerListenerTests.configuration(url, tables: [leaf], name: "detached"), logger: LiveDatabase.logger
+            ))
+            capture.finish()
+        } catch {
+            refusal = "\(error)"
+        }
+        #expect(refusal.contains("public.c") && refusal.contains("rowcast setup --mode trigger --table"), "\(refusal)")
+        // Capturing every set-up table, it is named at start.
+        let (all, messages) = try Self.start(url, tables: [], name: "everything")
+        defer { all.finish() }
+        try await eventually("a warning naming the detached partition", within: 60, seen: { messages.lines.joined(separator: " | ") }) {
+            messages.lines.contains { $0.hasPrefix("warning ") && $0.contains("public.c has only rowcast's truncate trigger") }
+        }
+    }
+
     /// `setup --table` on a partition of a table already set up: the partition is
     /// captured already (by the clone of its parent's trigger), and setting it up
     /// succeeds and changes nothing. It used to fail with PostgreSQL's "cannot drop
