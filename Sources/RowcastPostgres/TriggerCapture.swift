@@ -129,6 +129,7 @@ package final class TriggerCapture: BlockingCaptureSource {
             configuration: configuration, state: state, logger: logger, streamID: streamID, acceptsLegacy: legacyInstalled,
             listener: firstListener.withLock { $0 }
         )
+        reader.stopping = { stop.isStopped }
         var sinkFailed = false
         var joinedConnection: PostgresConnection?
         ReconnectLoop(state: state, logger: logger, stop: stop).run(

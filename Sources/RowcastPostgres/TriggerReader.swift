@@ -47,6 +47,10 @@ struct TriggerReader {
     /// mid-window), with the key of the last change delivered of each: the window is
     /// read again on the next connection, from after those.
     private var unconfirmed: [Int64: (seq: Int64, n: Int64)] = [:]
+    /// Whether the process is stopping: a window then ends after the transaction it is
+    /// reading, leaving the rest for the next start, instead of reading its whole
+    /// backlog first.
+    var stopping: @Sendable () -> Bool = { false }
     /// Tables outside `--table` seen in `rowcast.changes`, and whether each is a
     /// partition (at any depth) of a named table, whose records this capture forwards.
     private var partitions: [TableName: Bool] = [:]
@@ -249,7 +253,12 @@ struct TriggerReader {
             }
             deferred = seen.filter { !taken.contains($0) }
         }
-        for batch in transactions {
+        for (index, batch) in transactions.enumerated() {
+            if index > 0, stopping() {
+                // What is not read stays ahead of the position, for the next start.
+                deferred += transactions[index...]
+                break
+            }
             // Statements are numbered from 1 (0: changes written before they were); a
             // transaction delivered in part by a window that did not commit goes on.
             var after: (seq: Int64, n: Int64) = unconfirmed[batch] ?? (-1, 0)

@@ -67,9 +67,11 @@ struct RunningCapture {
     let sink = CollectingSink()
     let stop = StopSignal()
 
-    init(source: any BlockingCaptureSource) {
+    /// `prepare` runs before the capture does (a hook on the sink, say).
+    init(source: any BlockingCaptureSource, prepare: (CollectingSink, StopSignal) -> Void = { _, _ in }) {
         capture = source
         let sink = sink, stop = stop
+        prepare(sink, stop)
         // A thread of its own: a busy cooperative pool must not delay the capture.
         Thread { source.runBlocking(sink: sink, stop: stop) }.start()
     }

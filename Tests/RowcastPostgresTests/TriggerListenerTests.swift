@@ -241,6 +241,40 @@ struct TriggerListenerTests {
         }
     }
 
+    /// Stopped while it catches up on a backlog, a listener finishes the transaction it
+    /// is reading and stops there, its position past what it delivered and no further;
+    /// it used to read the whole backlog first (a `tail` killed 10 s after SIGTERM in
+    /// `make bench`). Started again, it delivers the rest, each change once.
+    @Test func aListenerStoppedWhileCatchingUpStopsAfterTheTransactionItReads() async throws {
+        let url = try await LiveDatabase.freshDatabase()
+        let admin = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
+        let table = TableName(schema: "public", name: "t")
+        try admin.execute("CREATE TABLE t (id int PRIMARY KEY)")
+        try TriggerSetup.install(on: admin, tables: [table])
+        let first = try RunningCapture(Self.configuration(url, tables: [table], name: "backlog"))
+        try admin.execute("INSERT INTO t VALUES (0)")
+        #expect(await first.sink.wait(for: 1).count == 1)
+        try await Self.stop(first)
+        for batch in 0..<300 {
+            try admin.execute("INSERT INTO t SELECT g FROM generate_series(\(batch * 10 + 1), \(batch * 10 + 10)) g")
+        }
+        // Stopped at its fifth record.
+        let stopped = RunningCapture(
+            source: try TriggerCapture.connect(configuration: Self.configuration(url, tables: [table], name: "backlog"), logger: LiveDatabase.logger)
+        ) { sink, stop in
+            sink.onDeliver { _ in if sink.snapshot.count == 5 { stop.stop() } }
+        }
+        try await eventually("the capture stopped itself", within: 120, seen: { "\(stopped.sink.snapshot.count) records" }) {
+            !stopped.capture.state.isConnected && stopped.capture.state.lastError == "stopped"
+        }
+        let early = Self.ids(stopped.sink.snapshot)
+        #expect(early.count < 3_000 && early.count % 10 == 0, "delivered \(early.count) of 3000 after the stop")
+        let rest = try RunningCapture(Self.configuration(url, tables: [table], name: "backlog"))
+        defer { rest.finish() }
+        let late = Self.ids(await rest.sink.wait(for: 3_000 - early.count, seconds: 120))
+        #expect((early + late).sorted() == Array(1...3_000), "\(early.count) then \(late.count) records")
+    }
+
     @Test func changesAreDeletedOnceReadAndNotWrittenWithNoListener() async throws {
         let url = try await LiveDatabase.freshDatabase()
         let admin = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
