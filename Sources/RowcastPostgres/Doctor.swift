@@ -132,20 +132,23 @@ package enum Doctor {
             ))
         }
         for table in tables {
-            if try connection.execute("SELECT has_table_privilege($1, 'TRIGGER')", [table.quoted]).scalar != "t" {
+            // A table set up captures its rows (not only a truncate trigger, which a
+            // detached partition keeps); then TRIGGER is not needed to listen.
+            let hasTrigger = try connection.execute(
+                """
+                SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname <> 'rowcast_capture_truncate'
+                    AND tgfoid IN (SELECT p.oid FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                                   WHERE n.nspname = 'rowcast' AND p.proname IN ('capture_statement', 'capture_row', 'capture') AND p.pronargs = 0))
+                """,
+                [table.quoted]
+            ).scalar == "t"
+            if !hasTrigger, try connection.execute("SELECT has_table_privilege($1, 'TRIGGER')", [table.quoted]).scalar != "t" {
                 checks.append(.fail(
                     "trigger mode: \(user) may not create triggers on \(table)",
                     fix: "GRANT TRIGGER ON \(table.quoted) TO \(TableName.quoteIdentifier(user));"
                 ))
                 continue
             }
-            let hasTrigger = try connection.execute(
-                """
-                SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1)
-                    AND tgfoid IN \(TriggerCapture.captureFunctions) AND NOT tgisinternal)
-                """,
-                [table.quoted]
-            ).scalar == "t"
             if hasTrigger {
                 checks.append(.ok("trigger mode: \(table) has the rowcast trigger"))
             } else {
