@@ -103,6 +103,13 @@ CREATE TABLE IF NOT EXISTS rowcast.listener_names (
     seen timestamptz NOT NULL
 );
 
+-- (Its column was named `registered` for a while before it was released.)
+DO $names$ BEGIN
+    IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'rowcast.listener_names'::regclass AND attname = 'registered' AND NOT attisdropped) THEN
+        ALTER TABLE rowcast.listener_names RENAME COLUMN registered TO seen;
+    END IF;
+END $names$;
+
 REVOKE ALL ON rowcast.listener_names FROM PUBLIC;
 
 -- The statement-level trigger function for ordinary tables.
@@ -310,6 +317,10 @@ BEGIN
             FOREACH trigger_name IN ARRAY ARRAY['rowcast_capture', 'rowcast_capture_order'] LOOP
                 CONTINUE WHEN EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = leaf AND t.tgname = trigger_name
                     AND (t.tgisinternal OR coalesce((to_jsonb(t) ->> 'tgparentid')::oid, 0) <> 0));
+                -- A partition's own mark (for a deferrable key of its own) stays unless
+                -- this table makes one, whose clone takes its place.
+                CONTINUE WHEN trigger_name = 'rowcast_capture_order' AND NOT EXISTS (SELECT 1 FROM pg_constraint
+                    WHERE conrelid = target AND condeferrable AND contype IN ('p', 'u', 'x'));
                 EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', trigger_name, leaf);
             END LOOP;
         END LOOP;
@@ -343,6 +354,21 @@ BEGIN
             EXECUTE format('CREATE TRIGGER rowcast_capture_truncate AFTER TRUNCATE ON %s '
                 'FOR EACH STATEMENT EXECUTE FUNCTION rowcast.capture_statement()', leaf);
             EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER rowcast_capture_truncate', leaf);
+        END LOOP;
+        -- A partition with a deferrable key of its own, which no clone marks, gets its
+        -- own commit-time mark.
+        FOR leaf IN
+            WITH RECURSIVE tree (relid) AS (
+                SELECT i.inhrelid FROM pg_inherits i WHERE i.inhparent = target
+                UNION ALL SELECT i.inhrelid FROM pg_inherits i JOIN tree ON i.inhparent = tree.relid
+            )
+            SELECT relid::regclass FROM tree
+            WHERE EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = tree.relid AND condeferrable AND contype IN ('p', 'u', 'x'))
+              AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = tree.relid AND t.tgname = 'rowcast_capture_order')
+        LOOP
+            EXECUTE format('CREATE CONSTRAINT TRIGGER rowcast_capture_order AFTER INSERT OR UPDATE ON %s '
+                'DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION rowcast.capture_order()', leaf);
+            EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER rowcast_capture_order', leaf);
         END LOOP;
     ELSE
         EXECUTE format('CREATE TRIGGER rowcast_capture_insert AFTER INSERT ON %s '

@@ -81,7 +81,7 @@ struct TriggerListener {
             position = stored
             _ = try remember(on: connection)
             try heartbeat(on: connection)
-            logger.info("listening as \(name), from where it left (\(stored))")
+            logger.info("listening as \(name), from where it left (\(Self.brief(stored)))")
             return
         }
         // An upgrade from rowcast 0.1 registered for the listeners to come: the first
@@ -141,10 +141,19 @@ struct TriggerListener {
             keepsName = true
             return before
         } catch {
-            guard error.sqlState == "42501" else { throw error }
-            logger.debug("cannot record listener name \(name) in rowcast.listener_names: \(error)")
+            // Only the warning for a returning name rests on this table: nothing in it
+            // may keep a listener from registering.
+            guard error.sqlState != nil else { throw error }
+            logger.log(level: error.sqlState == "42501" ? .debug : .warning, "cannot record listener name \(name) in rowcast.listener_names: \(error) (fix: rowcast setup --mode trigger)")
             return nil
         }
+    }
+
+    /// A position for a log line: `xmin:xmax:` and how many transactions it leaves
+    /// unread (a stop in the middle of a backlog can leave thousands).
+    static func brief(_ position: String) -> String {
+        guard let snapshot = Snapshot(position), snapshot.xip.count > 5 else { return position }
+        return "\(snapshot.xmin):\(snapshot.xmax): and \(snapshot.xip.count) transactions still to read"
     }
 
     /// `name` without the `#N` a second process with the same name got.
@@ -165,9 +174,14 @@ struct TriggerListener {
         ).rows.isEmpty)
         // A name in use is never forgotten (an hourly write, not one per heartbeat).
         if live, keepsName {
-            try connection.execute(
-                "UPDATE rowcast.listener_names SET seen = now() WHERE name = $1 AND seen < now() - interval '1 hour'", [name]
-            )
+            do {
+                try connection.execute(
+                    "UPDATE rowcast.listener_names SET seen = now() WHERE name = $1 AND seen < now() - interval '1 hour'", [name]
+                )
+            } catch {
+                guard error.sqlState != nil else { throw error }
+                logger.warning("cannot note listener name \(name) as seen in rowcast.listener_names: \(error)")
+            }
         }
         return live
     }
@@ -223,9 +237,7 @@ struct TriggerListener {
     /// listeners' positions passed (every change, when none is live).
     static func trim(on connection: PostgresConnection) throws(PostgresError) {
         try connection.execute("DELETE FROM rowcast.listeners WHERE expires < now()")
-        if try connection.execute("SELECT to_regclass('rowcast.listener_names') IS NOT NULL").scalar == "t" {
-            try connection.execute("DELETE FROM rowcast.listener_names WHERE seen < now() - interval '30 days'")
-        }
+
         try connection.execute(
             """
             WITH live AS (SELECT position FROM rowcast.listeners WHERE expires >= now())
@@ -234,5 +246,9 @@ struct TriggerListener {
               AND NOT EXISTS (SELECT 1 FROM live WHERE NOT txid_visible_in_snapshot(c.batch, live.position))
             """
         )
+        // Names not seen for 30 days are forgotten; after the changes, which matter more.
+        if try connection.execute("SELECT to_regclass('rowcast.listener_names') IS NOT NULL").scalar == "t" {
+            _ = try? connection.execute("DELETE FROM rowcast.listener_names WHERE seen < now() - interval '30 days'")
+        }
     }
 }

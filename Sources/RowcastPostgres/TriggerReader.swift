@@ -222,7 +222,10 @@ struct TriggerReader {
     /// commit order. Returns false when the sink failed (the position then stays, and
     /// the window is read again after a restart).
     private mutating func readWindow(notified: [Notified]?, on connection: PostgresConnection, sink: any RecordSink) throws(PostgresError) -> Bool {
-        guard var listener else { return true }
+        // Stopping: nothing more is read. A window that stopped early left the rest of
+        // its backlog ahead of the position; a later transaction read now would jump
+        // ahead of it.
+        guard var listener, !stopping() else { return true }
         try connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         var committed = false
         defer { if !committed { _ = try? connection.execute("ROLLBACK") } }

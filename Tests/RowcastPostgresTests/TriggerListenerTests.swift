@@ -275,6 +275,63 @@ struct TriggerListenerTests {
         #expect((early + late).sorted() == Array(1...3_000), "\(early.count) then \(late.count) records")
     }
 
+    /// Once stopping, a listener reads nothing more: a transaction committed while it
+    /// stopped in the middle of a backlog (its notification arriving after that
+    /// window) used to be delivered ahead of the backlog it follows, the row's
+    /// history out of order.
+    @Test func aStopWhileCatchingUpLetsNoLaterTransactionJumpAhead() async throws {
+        let url = try await LiveDatabase.freshDatabase()
+        let admin = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
+        let writer = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
+        let table = TableName(schema: "public", name: "h")
+        try admin.execute("CREATE TABLE h (id int PRIMARY KEY, v int)")
+        try admin.execute("INSERT INTO h VALUES (1, 0)")
+        try TriggerSetup.install(on: admin, tables: [table])
+        var configuration = Self.configuration(url, tables: [table], name: "jump")
+        let first = try RunningCapture(configuration)
+        try admin.execute("UPDATE h SET v = v + 1")
+        #expect(await first.sink.wait(for: 1).count == 1)
+        try await Self.stop(first)
+        for _ in 0..<200 { try admin.execute("UPDATE h SET v = v + 1") }
+        // Every round of the loop queries the server, which brings the notification in.
+        configuration.maintenanceSeconds = 0
+        let stopped = RunningCapture(source: try TriggerCapture.connect(configuration: configuration, logger: LiveDatabase.logger)) { sink, stop in
+            sink.onDeliver { _ in
+                guard sink.snapshot.count == 5 else { return }
+                stop.stop()
+                _ = try? writer.execute("UPDATE h SET v = v + 1")
+            }
+        }
+        try await eventually("the capture stopped itself", within: 120, seen: { "\(stopped.sink.snapshot.count) records" }) {
+            !stopped.capture.state.isConnected && stopped.capture.state.lastError == "stopped"
+        }
+        let values = stopped.sink.snapshot.compactMap { record in
+            record.row.flatMap { try? JSONSerialization.jsonObject(with: Data($0.bytes)) as? [String: Any] }?["v"] as? Int
+        }
+        #expect(values == Array(2...(values.count + 1)), "v arrived as \(values)")
+    }
+
+    /// rowcast.listener_names is bookkeeping for one warning: a table in an earlier
+    /// shape (its column named `registered`), or missing, never keeps a listener from
+    /// registering, delivering and trimming; set-up brings it to today's shape.
+    @Test func theNamesTableInAnEarlierShapeKeepsNoListenerFromWorking() async throws {
+        let url = try await LiveDatabase.freshDatabase()
+        let admin = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
+        let table = TableName(schema: "public", name: "t")
+        try admin.execute("CREATE TABLE t (id int PRIMARY KEY)")
+        try TriggerSetup.install(on: admin, tables: [table])
+        try admin.execute("ALTER TABLE rowcast.listener_names RENAME COLUMN seen TO registered")
+        let capture = try RunningCapture(Self.configuration(url, tables: [table], name: "early"))
+        try admin.execute("INSERT INTO t VALUES (1)")
+        #expect(await capture.sink.wait(for: 1).count == 1)
+        try await eventually("what it read trimmed", within: 60, seen: { capture.capture.state.lastError ?? "" }) {
+            try admin.execute("SELECT count(*) FROM rowcast.changes").scalar == "0"
+        }
+        try await Self.stop(capture)
+        try TriggerSetup.install(on: admin, tables: [table])
+        #expect(try admin.execute("SELECT count(*) FROM pg_attribute WHERE attrelid = 'rowcast.listener_names'::regclass AND attname = 'seen'").scalar == "1")
+    }
+
     @Test func changesAreDeletedOnceReadAndNotWrittenWithNoListener() async throws {
         let url = try await LiveDatabase.freshDatabase()
         let admin = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))

@@ -71,6 +71,28 @@ struct TriggerPartitionTests {
         #expect(TriggerListenerTests.ids(capture.sink.snapshot) == [1, 99])
     }
 
+    /// A partition with a DEFERRABLE key of its own (not its parent's) keeps its
+    /// commit-time mark when the parent is set up, and gets one if it had none; the
+    /// parent's set-up used to drop it, and then name the partition as lacking it.
+    @Test func aPartitionsOwnDeferrableKeyKeepsItsMarkWhenTheParentIsSetUp() async throws {
+        let url = try await LiveDatabase.freshDatabase()
+        let admin = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
+        let parent = TableName(schema: "public", name: "q"), leaf = TableName(schema: "public", name: "q1")
+        try admin.executeScript(
+            """
+            CREATE TABLE q (id int, k int, v int) PARTITION BY LIST (k);
+            CREATE TABLE q1 PARTITION OF q FOR VALUES IN (1);
+            ALTER TABLE q1 ADD CONSTRAINT q1_id UNIQUE (id) DEFERRABLE INITIALLY DEFERRED;
+            """
+        )
+        let marks = { try admin.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'q1'::regclass AND tgname = 'rowcast_capture_order'").scalar }
+        try TriggerSetup.install(on: admin, tables: [parent])
+        #expect(try marks() == "1", "the parent's set-up gave the partition no mark")
+        try TriggerSetup.install(on: admin, tables: [leaf])
+        try TriggerSetup.install(on: admin, tables: [parent])
+        #expect(try marks() == "1", "the parent's set-up dropped the partition's mark")
+    }
+
     /// A partition detached from a set-up table keeps only its own truncate trigger:
     /// its rows are no longer captured. Named with `--table` it is refused, as a table
     /// never set up is; it used to be accepted, and its changes went nowhere.
