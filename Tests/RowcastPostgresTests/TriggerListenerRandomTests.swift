@@ -56,7 +56,13 @@ struct TriggerListenerRandomTests {
     }
 
     func run(seed: UInt64, polling: Bool, scale: Scale) async throws {
-        let cluster = polling ? try ThrowawayCluster.start(settings: ["max_prepared_transactions = 4"]) : nil
+        // initdb and a start take seconds (more under load): off the cooperative pool,
+        // whose two threads every async test of the process shares.
+        let cluster = polling
+            ? try await onThread("a cluster that allows prepared transactions", within: 300) {
+                try ThrowawayCluster.start(settings: ["max_prepared_transactions = 4"])
+            }
+            : nil
         defer { cluster?.destroy() }
         let url: String
         if let cluster { url = cluster.url } else { url = try await LiveDatabase.freshDatabase() }
@@ -155,7 +161,7 @@ struct TriggerListenerRandomTests {
                     let forger = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
                     while writing.value.withLock({ $0 > 0 }) {
                         try forger.execute("SELECT pg_notify('rowcast', (txid_current() + k)::text) FROM generate_series(1, 5) k")
-                        Thread.sleep(forTimeInterval: 0.01)
+                        Thread.sleep(forTimeInterval: 0.1)
                     }
                 }
             }

@@ -45,7 +45,7 @@ struct TriggerSetupLockTests {
     /// and under several writers it deadlocked. (A cluster of its own: the upgrade
     /// rebuilds the suite's shared rowcast.changes otherwise.)
     @Test func anUpgradeThatWaitsForAWriterOfAnotherTableGivesUpThenUpgrades() async throws {
-        let cluster = try ThrowawayCluster.start()
+        let cluster = try await onThread("a cluster of its own", within: 300) { try ThrowawayCluster.start() }
         defer { cluster.destroy() }
         let (one, other) = (TableName(schema: "public", name: "one"), TableName(schema: "public", name: "other"))
         let (outcome, writerPID, again) = try await onThread("an upgrade beside a writer of another table", within: 150) { () throws -> (String, String, String) in

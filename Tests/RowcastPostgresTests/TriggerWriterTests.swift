@@ -57,7 +57,9 @@ struct TriggerWriterTests {
     /// (A cluster of its own: the suite's keeps PostgreSQL's default, no prepared
     /// transactions, so every other test goes through the NOTIFY.)
     @Test func aPreparedTransactionCommitsAndItsChangesArrive() async throws {
-        let cluster = try ThrowawayCluster.start(settings: ["max_prepared_transactions = 4"])
+        let cluster = try await onThread("a cluster that allows prepared transactions", within: 300) {
+            try ThrowawayCluster.start(settings: ["max_prepared_transactions = 4"])
+        }
         defer { cluster.destroy() }
         let table = TableName(schema: "public", name: LiveDatabase.uniqueName("twophase"))
         let database = try PostgresConnection(ConnectionSettings(conninfo: cluster.url))
