@@ -357,15 +357,18 @@ BEGIN
         END LOOP;
         -- A partition with a deferrable key of its own, which no clone marks, gets its
         -- own commit-time mark.
+        -- Parents come first, and a mark made on one is cloned onto its partitions (whose
+        -- copies of its key are not their own: conparentid), so each is looked at again.
         FOR leaf IN
-            WITH RECURSIVE tree (relid) AS (
-                SELECT i.inhrelid FROM pg_inherits i WHERE i.inhparent = target
-                UNION ALL SELECT i.inhrelid FROM pg_inherits i JOIN tree ON i.inhparent = tree.relid
+            WITH RECURSIVE tree (relid, depth) AS (
+                SELECT i.inhrelid, 1 FROM pg_inherits i WHERE i.inhparent = target
+                UNION ALL SELECT i.inhrelid, tree.depth + 1 FROM pg_inherits i JOIN tree ON i.inhparent = tree.relid
             )
             SELECT relid::regclass FROM tree
-            WHERE EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = tree.relid AND condeferrable AND contype IN ('p', 'u', 'x'))
-              AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = tree.relid AND t.tgname = 'rowcast_capture_order')
+            WHERE EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = tree.relid AND condeferrable AND contype IN ('p', 'u', 'x') AND conparentid = 0)
+            ORDER BY depth
         LOOP
+            CONTINUE WHEN EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = leaf AND t.tgname = 'rowcast_capture_order');
             EXECUTE format('CREATE CONSTRAINT TRIGGER rowcast_capture_order AFTER INSERT OR UPDATE ON %s '
                 'DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION rowcast.capture_order()', leaf);
             EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER rowcast_capture_order', leaf);

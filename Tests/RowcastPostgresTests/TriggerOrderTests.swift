@@ -40,27 +40,36 @@ struct TriggerOrderTests {
         try admin.execute("INSERT INTO t VALUES (2, 0)")
         #expect(await capture.sink.wait(for: 1).count == 1)
 
-        // The listener falls behind: its next window waits to move its position.
-        try blocker.execute("BEGIN")
-        try blocker.execute("SELECT 1 FROM rowcast.listeners FOR UPDATE")
-        try admin.execute("INSERT INTO t VALUES (3, 0)")
-        try await eventually("the listener waits on its position", within: 60, seen: { "" }) {
-            try admin.execute(
+        // On a thread of its own, start to end: while a transaction here holds an id,
+        // PostgreSQL makes every new replication slot of the cluster wait (other tests
+        // create them on the cooperative pool), so nothing here may wait on that pool.
+        let secondID = try await onThread("a forged notification between two transactions", within: 120) { () throws -> String in
+            // The listener falls behind: its next window waits to move its position.
+            try blocker.execute("BEGIN")
+            try blocker.execute("SELECT 1 FROM rowcast.listeners FOR UPDATE")
+            defer { _ = try? blocker.execute("ROLLBACK") }
+            try admin.execute("INSERT INTO t VALUES (3, 0)")
+            let deadline = Date().addingTimeInterval(60)
+            while try admin.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'", [applicationName]
-            ).scalar == "1"
+            ).scalar != "1" {
+                guard Date() < deadline else { throw DeadlinePassed(awaited: "the listener to wait on its position", seconds: 60, seen: "") }
+                Thread.sleep(forTimeInterval: 0.05)
+            }
+            // The first transaction updates the row; the second, whose id is known before
+            // it writes, updates it after the first committed. The forged notification
+            // names the second before either committed.
+            try first.execute("BEGIN")
+            try first.execute("UPDATE t SET v = 1 WHERE id = 1")
+            try second.execute("BEGIN")
+            let secondID = try second.execute("SELECT txid_current()").scalar ?? ""
+            try forger.execute("SELECT pg_notify('rowcast', $1)", [secondID])
+            try first.execute("COMMIT")
+            try second.execute("UPDATE t SET v = 2 WHERE id = 1")
+            try second.execute("COMMIT")
+            return secondID
         }
-        // The first transaction updates the row; the second, whose id is known before
-        // it writes, updates it after the first committed. The forged notification
-        // names the second before either committed.
-        try first.execute("BEGIN")
-        try first.execute("UPDATE t SET v = 1 WHERE id = 1")
-        try second.execute("BEGIN")
-        let secondID = try #require(try second.execute("SELECT txid_current()").scalar)
-        try forger.execute("SELECT pg_notify('rowcast', $1)", [secondID])
-        try first.execute("COMMIT")
-        try second.execute("UPDATE t SET v = 2 WHERE id = 1")
-        try second.execute("COMMIT")
-        try blocker.execute("ROLLBACK")
+        #expect(!secondID.isEmpty)
 
         let records = await capture.sink.wait(for: 4)
         #expect(Self.values(of: 1, in: records) == ["1", "2"], "row 1's updates arrived as \(Self.values(of: 1, in: records))")

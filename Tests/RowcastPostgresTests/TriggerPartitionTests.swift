@@ -93,6 +93,25 @@ struct TriggerPartitionTests {
         #expect(try marks() == "1", "the parent's set-up dropped the partition's mark")
     }
 
+    /// A sub-partitioned partition with a deferrable key of its own: its mark, cloned
+    /// onto its partitions, is made once. Setting up the top table failed with
+    /// PostgreSQL's 42710 (the mark made again on the partition's partition).
+    @Test func aSubPartitionsOwnDeferrableKeyIsMarkedOnce() async throws {
+        let url = try await LiveDatabase.freshDatabase()
+        let admin = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
+        try admin.executeScript(
+            """
+            CREATE TABLE a (id int, k int) PARTITION BY LIST (k);
+            CREATE TABLE a_m PARTITION OF a FOR VALUES IN (1) PARTITION BY LIST (k);
+            ALTER TABLE a_m ADD UNIQUE (id, k) DEFERRABLE;
+            CREATE TABLE a_m1 PARTITION OF a_m FOR VALUES IN (1);
+            """
+        )
+        try TriggerSetup.install(on: admin, tables: [TableName(schema: "public", name: "a")])
+        let marks = try admin.execute("SELECT string_agg(tgrelid::regclass::text, ',' ORDER BY tgrelid::regclass::text) FROM pg_trigger WHERE tgname = 'rowcast_capture_order'").scalar
+        #expect(marks == "a_m,a_m1", "\(marks ?? "none")")
+    }
+
     /// A partition detached from a set-up table keeps only its own truncate trigger:
     /// its rows are no longer captured. Named with `--table` it is refused, as a table
     /// never set up is; it used to be accepted, and its changes went nowhere.
