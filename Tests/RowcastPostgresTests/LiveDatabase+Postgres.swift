@@ -84,6 +84,15 @@ struct RunningCapture {
         self.init(source: try ReplicationCapture.connect(configuration: configuration, logger: LiveDatabase.logger))
     }
 
+    /// A replication capture, connected on a thread of its own: making its slot waits
+    /// for every transaction of the cluster that holds an id, which must not hold one of
+    /// the cooperative pool's two threads (it starved unrelated tests under load).
+    static func replication(_ configuration: ReplicationCapture.Configuration) async throws -> RunningCapture {
+        try await onThread("a replication capture to connect and make its slot", within: 300) {
+            try RunningCapture(replication: configuration)
+        }
+    }
+
     init(tables: [TableName], channels: [String] = [], applicationName: String = "rowcast-tests") throws {
         try self.init(.init(
             connection: ConnectionSettings(conninfo: LiveDatabase.url ?? "", applicationName: applicationName),

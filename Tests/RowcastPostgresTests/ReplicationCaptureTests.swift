@@ -38,7 +38,7 @@ struct ReplicationCaptureTests {
             ", 'with \"quotes\"', 99999999.99, NULL, ROW('', ROW(NULL, '', 'infinity')::inner_t, '{}', NULL)::outer_t, '{\"(2,\\\"\\\",)\"}', '(,)', '{(,)}', NULL, '{\"4713-01-01 BC\"}', '{NULL}'",
             String(repeating: ", NULL", count: 10),
         ]
-        let capture = try RunningCapture(replication: .init(
+        let capture = try await RunningCapture.replication( .init(
             connection: ConnectionSettings(conninfo: url),
             slot: LiveDatabase.uniqueName("matrix"), publication: "matrix", tables: [TableName(schema: "public", name: "matrix")]
         ))
@@ -71,7 +71,7 @@ struct ReplicationCaptureTests {
             INSERT INTO docs VALUES (1, 'a', repeat('long ', 2000));
             """
         )
-        let capture = try RunningCapture(replication: .init(connection: ConnectionSettings(conninfo: url), slot: LiveDatabase.uniqueName("docs"), tables: [TableName(schema: "public", name: "docs")]))
+        let capture = try await RunningCapture.replication( .init(connection: ConnectionSettings(conninfo: url), slot: LiveDatabase.uniqueName("docs"), tables: [TableName(schema: "public", name: "docs")]))
         defer { capture.finish(droppingSlotIn: url) }
         try admin.execute("UPDATE docs SET title = 'b' WHERE id = 1")
         try admin.execute("DELETE FROM docs WHERE id = 1")
@@ -103,7 +103,7 @@ struct ReplicationCaptureTests {
         let table = TableName(schema: "public", name: "both_modes")
         try TriggerSetup.install(on: admin, tables: [table])
         let trigger = try RunningCapture(.init(connection: ConnectionSettings(conninfo: url), tables: [table]))
-        let replication = try RunningCapture(replication: .init(connection: ConnectionSettings(conninfo: url), slot: LiveDatabase.uniqueName("both"), tables: [table]))
+        let replication = try await RunningCapture.replication( .init(connection: ConnectionSettings(conninfo: url), slot: LiveDatabase.uniqueName("both"), tables: [table]))
         defer { trigger.finish(); replication.finish(droppingSlotIn: url) }
         try admin.executeScript(
             """
@@ -132,7 +132,7 @@ struct ReplicationCaptureTests {
         let admin = try Self.connect(url)
         try admin.execute("CREATE TABLE ticks (id int PRIMARY KEY)")
         let applicationName = LiveDatabase.uniqueName("walsender")
-        let capture = try RunningCapture(replication: .init(
+        let capture = try await RunningCapture.replication( .init(
             connection: ConnectionSettings(conninfo: url, applicationName: applicationName),
             slot: LiveDatabase.uniqueName("ticks"),
             tables: [TableName(schema: "public", name: "ticks")]
@@ -154,7 +154,7 @@ struct ReplicationCaptureTests {
         let admin = try Self.connect(url)
         try admin.executeScript("CREATE TABLE quiet (id int PRIMARY KEY); CREATE TABLE churn (v text)")
         let quietSlot = LiveDatabase.uniqueName("quiet")
-        let capture = try RunningCapture(replication: .init(
+        let capture = try await RunningCapture.replication( .init(
             connection: ConnectionSettings(conninfo: url), slot: quietSlot, publication: "quiet",
             tables: [TableName(schema: "public", name: "quiet")], statusInterval: 1
         ))
@@ -181,7 +181,7 @@ struct ReplicationCaptureTests {
         try Self.connect(url).execute("CREATE TABLE held (id int PRIMARY KEY)")
         let heldSlot = LiveDatabase.uniqueName("held")
         let configuration = ReplicationCapture.Configuration(connection: ConnectionSettings(conninfo: url), slot: heldSlot, publication: "held", tables: [TableName(schema: "public", name: "held")])
-        let first = try RunningCapture(replication: configuration)
+        let first = try await RunningCapture.replication( configuration)
         defer { first.finish(droppingSlotIn: url) }
         #expect {
             _ = try ReplicationCapture.connect(configuration: configuration, logger: LiveDatabase.logger)
@@ -200,17 +200,20 @@ struct ReplicationResumeTests {
         try admin.execute("CREATE TABLE seq (id int PRIMARY KEY)")
         let table = TableName(schema: "public", name: "seq")
         let first = LiveDatabase.uniqueName("first"), second = LiveDatabase.uniqueName("second")
-        try ReplicationSetup.install(on: admin, publication: "seq", slot: first, tables: [table])
-        try ReplicationSetup.install(on: admin, publication: "seq", slot: second, tables: [table])
+        // Off the cooperative pool: making a slot waits for the cluster's open transactions.
+        try await onThread("two slots", within: 300) {
+            try ReplicationSetup.install(on: admin, publication: "seq", slot: first, tables: [table])
+            try ReplicationSetup.install(on: admin, publication: "seq", slot: second, tables: [table])
+        }
         for n in 1...10 { try admin.execute("INSERT INTO seq VALUES ($1)", [String(n)]) }
 
-        let a = try RunningCapture(replication: .init(connection: ConnectionSettings(conninfo: url), slot: first, publication: "seq", tables: [table]))
+        let a = try await RunningCapture.replication( .init(connection: ConnectionSettings(conninfo: url), slot: first, publication: "seq", tables: [table]))
         let all = await a.sink.wait(for: 10)
         a.finish(droppingSlotIn: url)
         #expect(all.count == 10)
         let since = try #require(all.count == 10 ? all[4].cursor : nil)
 
-        let b = try RunningCapture(replication: .init(connection: ConnectionSettings(conninfo: url), slot: second, publication: "seq", tables: [table], since: since))
+        let b = try await RunningCapture.replication( .init(connection: ConnectionSettings(conninfo: url), slot: second, publication: "seq", tables: [table], since: since))
         defer { b.finish(droppingSlotIn: url) }
         let rest = await b.sink.wait(for: 5)
         try await pause(for: .milliseconds(300))

@@ -143,7 +143,10 @@ struct TriggerCaptureTests {
         try database.execute("CREATE TABLE \(table.quoted) (id int PRIMARY KEY, writer int)")
         try TriggerSetup.install(on: database, tables: [table])
         // Logical decoding emits transactions in commit order: the oracle for the order NOTIFY must keep.
-        try database.execute("SELECT pg_create_logical_replication_slot($1, 'test_decoding')", [slot])
+        // Off the cooperative pool: making a slot waits for the cluster's open transactions.
+        try await onThread("the oracle's slot", within: 300) {
+            _ = try database.execute("SELECT pg_create_logical_replication_slot($1, 'test_decoding')", [slot])
+        }
         defer { _ = try? database.execute("SELECT pg_drop_replication_slot($1)", [slot]) }
         let capture = try RunningCapture(tables: [table])
         defer { capture.finish() }

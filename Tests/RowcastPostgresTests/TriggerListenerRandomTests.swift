@@ -82,7 +82,10 @@ struct TriggerListenerRandomTests {
         let d = TableName(schema: "public", name: "d")
         try TriggerSetup.install(on: admin, tables: [a, b, p, d])
         let oracle = LiveDatabase.uniqueName("oracle")
-        try admin.execute("SELECT pg_create_logical_replication_slot($1, 'test_decoding')", [oracle])
+        // Made off the cooperative pool: it waits for the cluster's open transactions.
+        try await onThread("the oracle's slot", within: 300) {
+            _ = try admin.execute("SELECT pg_create_logical_replication_slot($1, 'test_decoding')", [oracle])
+        }
         let listeners = [
             Listener(name: "only-a", tables: [a]), Listener(name: "b-p-d", tables: [b, p, d]), Listener(name: "all", tables: [a, b, p, d]),
         ]
