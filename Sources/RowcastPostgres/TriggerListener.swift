@@ -172,11 +172,16 @@ struct TriggerListener {
             "UPDATE rowcast.listeners SET expires = now() + make_interval(secs => $2::float8) WHERE name = $1 AND expires >= now() RETURNING 1",
             [name, String(timeoutSeconds)]
         ).rows.isEmpty)
-        // A name in use is never forgotten (an hourly write, not one per heartbeat).
+        // A name in use is never forgotten (an hourly write, not one per heartbeat), and
+        // is written again if it was (another listener's trim raced a stale `seen`).
         if live, keepsName {
             do {
                 try connection.execute(
-                    "UPDATE rowcast.listener_names SET seen = now() WHERE name = $1 AND seen < now() - interval '1 hour'", [name]
+                    """
+                    INSERT INTO rowcast.listener_names AS n (name, seen) VALUES ($1, now())
+                    ON CONFLICT (name) DO UPDATE SET seen = excluded.seen WHERE n.seen < now() - interval '1 hour'
+                    """,
+                    [name]
                 )
             } catch {
                 guard error.sqlState != nil else { throw error }
