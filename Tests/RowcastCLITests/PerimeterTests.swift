@@ -640,9 +640,11 @@ struct PerimeterTests {
         // 3,000 pages of 13 KB: 40 MB of answers, far more than the buffers hold.
         let requests = String(repeating: "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", count: 3_000)
         try await onThread("3,000 pipelined requests", within: 60) { client.send(requests) }
-        // Never read: only the connection asking for /status is left.
+        // Never read: only the connection asking for /status is left. (A poll that
+        // fails, its own connection closed by `--idle-timeout 2` when the run is busy,
+        // is polled again.)
         try await eventually("serve to close the connection whose answers nobody reads", within: 60, interval: .milliseconds(200)) {
-            try await ServeFaultTests.status(port: port, from: "127.0.0.2")["connections"] as? Int == 1
+            (try? await ServeFaultTests.status(port: port, from: "127.0.0.2"))?["connections"] as? Int == 1
         }
         #expect(try await server.stop() == 0)
     }
