@@ -63,6 +63,8 @@ export ROWCAST_TEST_DATABASE_URL="$url"
 export ROWCAST_BIN="$PWD/$bin"
 export ROWCAST_TEST_CHILD_LOGS="$PWD/$logs/children"
 export ROWCAST_TEST_WAITS="$PWD/$logs/waits"
+# serve keeps its resume window under XDG_STATE_HOME: the run's own, removed with it.
+export XDG_STATE_HOME="$TMPDIR/state"
 
 # The suite in its own session (so the watchdog can end all of it), its output in the
 # log, shown as it comes: line-buffered, or a file would receive it in blocks and the

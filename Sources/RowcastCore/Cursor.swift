@@ -46,6 +46,11 @@ package struct Cursor: Sendable, Hashable, Comparable, CustomStringConvertible {
         self.minor = minor
     }
 
+    /// A replication-mode cursor from its two parts as stored (``ChangeRecord/init(binary:)``).
+    package init(replicationMajor major: UInt64, minor: UInt64) {
+        self.init(kind: .replication, major: major, minor: minor)
+    }
+
     private init(kind: Kind, major: UInt64, minor: UInt64) {
         self.kind = kind
         self.major = major

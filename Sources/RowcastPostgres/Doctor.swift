@@ -17,8 +17,9 @@ package struct DoctorCheck: Sendable, Equatable {
 
 /// Checks what each capture mode needs from the server, and says how to fix what is missing.
 package enum Doctor {
-    /// `serve --resume-window-age`'s default, in seconds: the WAL a slot keeps.
-    package static let defaultWindowAge = 600
+    /// How long a stopped `serve` (a deploy, a crash) should be able to stay away
+    /// before `max_slot_wal_keep_size` invalidates its slot, in seconds.
+    package static let downtimeToSurvive = 600
 
     /// Runs the checks for `modes`. `tables` are the tables the user means to capture
     /// (checked for the trigger in trigger mode and for a replica identity in
@@ -291,12 +292,12 @@ package enum Doctor {
                   let rate = try connection.execute(
                       "SELECT (wal_bytes / greatest(extract(epoch FROM now() - stats_reset), 1))::bigint FROM pg_stat_wal"
                   ).scalar.flatMap(Int64.init),
-                  rate * Int64(Self.defaultWindowAge) > limit {
-            // serve's slot trails its resume window: it keeps the WAL of the window's age.
-            let needed = rate * Int64(Self.defaultWindowAge)
+                  rate > 0, limit / rate < Int64(Self.downtimeToSurvive) {
+            // A running serve holds back only the WAL it has not kept yet; a stopped one
+            // holds back everything written while it is away.
             checks.append(.warn(
-                "replication mode: max_slot_wal_keep_size is \(keep), less than the \(needed >> 20) MB this server writes in the resume window's \(Self.defaultWindowAge / 60) minutes (at its average since pg_stat_wal was reset); a slot could be invalidated and serve could not resume clients",
-                fix: "ALTER SYSTEM SET max_slot_wal_keep_size = '\(max((needed * 2) >> 20, 1024))MB'; SELECT pg_reload_conf(); -- or serve --resume-window-age SECONDS"
+                "replication mode: max_slot_wal_keep_size is \(keep): at this server's average WAL rate (\(max(rate >> 10, 1)) KB/s since pg_stat_wal was reset) a slot whose serve is stopped for more than \(limit / rate) s is invalidated, and serve then captures nothing until the slot is made again (or carries on with --on-slot-lost recreate)",
+                fix: "ALTER SYSTEM SET max_slot_wal_keep_size = '\(max((rate * Int64(Self.downtimeToSurvive) * 2) >> 20, 1024))MB'; SELECT pg_reload_conf();"
             ))
         } else {
             checks.append(.ok("replication mode: max_slot_wal_keep_size is \(keep)"))

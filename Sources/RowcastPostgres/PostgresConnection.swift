@@ -80,6 +80,13 @@ package final class PostgresConnection: @unchecked Sendable {
         return try collect(result)
     }
 
+    /// Runs one command over the simple query protocol and returns its rows (a
+    /// replication connection's commands, `IDENTIFY_SYSTEM`).
+    package func simpleQuery(_ sql: String) throws(PostgresError) -> QueryResult {
+        let conn = try live()
+        return try collect(PQexec(conn, sql))
+    }
+
     /// Runs a script of several statements (no parameters), as `psql -f` would.
     package func executeScript(_ sql: String) throws(PostgresError) {
         let conn = try live()

@@ -45,6 +45,12 @@ package final class ReplicationCapture: BlockingCaptureSource {
     package let origin: Cursor
     private let logger: Logger
     private let firstConnection: Mutex<PostgresConnection?>
+    /// The slot's confirmed position when streaming began (0: the slot is new).
+    package let startConfirmed: UInt64
+    /// The cluster's system identifier and the database's name (`IDENTIFY_SYSTEM`):
+    /// with the slot, whose stream this is.
+    package var streamIdentity: String { identity.withLock { $0 } }
+    private let identity = Mutex("")
 
     /// Checks the publication and the slot (creating what is missing, see
     /// ``ReplicationSetup``), checks the slot is free, and starts streaming. Errors
@@ -89,7 +95,7 @@ package final class ReplicationCapture: BlockingCaptureSource {
             throw .notSetUp("\(error)")
         }
         let origin = Cursor.replication(commitLSN: confirmed > 0 ? confirmed - 1 : 0, index: confirmed > 0 ? .max : 0)
-        let capture = ReplicationCapture(configuration: configuration, origin: origin, logger: logger)
+        let capture = ReplicationCapture(configuration: configuration, origin: origin, startConfirmed: confirmed, logger: logger)
         capture.state.setCapturedTables(captured)
         capture.state.setColumns(columns)
         let stream: PostgresConnection
@@ -104,9 +110,10 @@ package final class ReplicationCapture: BlockingCaptureSource {
         return capture
     }
 
-    private init(configuration: Configuration, origin: Cursor, logger: Logger) {
+    private init(configuration: Configuration, origin: Cursor, startConfirmed: UInt64, logger: Logger) {
         self.configuration = configuration
         self.origin = origin
+        self.startConfirmed = startConfirmed
         self.logger = logger
         self.firstConnection = Mutex(nil)
     }
@@ -158,6 +165,11 @@ package final class ReplicationCapture: BlockingCaptureSource {
         // (A replication connection speaks the simple query protocol only.)
         for setting in ["TimeZone = 'UTC'", "DateStyle = 'ISO, MDY'", "IntervalStyle = 'postgres'", "bytea_output = 'hex'", "extra_float_digits = 1"] {
             try connection.executeScript("SET " + setting)
+        }
+        let system = try connection.simpleQuery("IDENTIFY_SYSTEM")
+        if let row = system.rows.first, let systemID = row.first ?? nil {
+            let database = row.count > 3 ? row[3] ?? "" : ""
+            identity.withLock { $0 = "\(systemID)/\(database)/\(configuration.slot)" }
         }
         let publication = configuration.publication.replacingOccurrences(of: "'", with: "''").replacingOccurrences(of: "\"", with: "\"\"")
         try connection.startCopyBoth(
@@ -268,7 +280,9 @@ struct Driver {
                 sink.deliver(record)
                 state.count(1)
             case .flushSink:
-                session.handle(.sinkProgress(sink.flush(), at: Self.now()), into: &actions)
+                sink.passed(session.acknowledgement.reached)
+                let progress = sink.flush()
+                session.handle(.sinkProgress(progress, kept: sink.keptPosition, at: Self.now()), into: &actions)
             case .lookUpTypes(let oids):
                 var learned: [UInt32: ValueShape] = [:]
                 types.invalidate()

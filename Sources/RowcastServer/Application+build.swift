@@ -17,9 +17,14 @@ package func buildApplication(
     source: any CaptureSource,
     services: [any Service] = [],
     onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in },
+    window: OpenedWindowLog? = nil,
     logger: Logger
 ) -> RowcastApplication {
-    let broadcaster = Broadcaster(options: options, origin: source.origin, metrics: ServerMetrics(replication: options.slot != nil))
+    let broadcaster = Broadcaster(
+        options: options, origin: window?.origin ?? source.origin, metrics: ServerMetrics(replication: options.slot != nil),
+        log: window?.log, restored: window?.restored ?? [],
+        onLogFailure: { line in logger.error("\(line); the slot now trails the resume window again, which holds back the database's WAL for the window's age (fix: free the disk and restart serve)") }
+    )
     let limits = ConnectionLimits(
         total: options.maxConnections, perAddress: options.maxConnectionsPerAddress, metrics: broadcaster.metrics, logger: logger
     )

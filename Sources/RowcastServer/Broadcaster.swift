@@ -2,6 +2,9 @@ import NIOCore
 import RowcastCore
 import RowcastWire
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Fans records out to every subscribed client.
 ///
@@ -87,6 +90,18 @@ package final class Broadcaster: RecordSink {
         var closing = false
     }
 
+    /// Where the window is kept on disk, so that the slot confirms what is kept there
+    /// rather than what the window let go (nil: trigger mode, and tests).
+    let log: WindowLog?
+    /// The newest record the log held at start: the capture hands it and those before
+    /// it again (the slot resends from its confirmed position), and they are skipped.
+    private let restoredThrough: Cursor?
+    /// What the log kept durably as of the last flush (``RecordSink/keptPosition``).
+    private let kept = Mutex<UInt64?>(nil)
+    /// The log failed and was given up: said once.
+    private let logFailureSaid = Atomic<Bool>(false)
+    /// Called once when the window log fails (a full disk): one line for the log.
+    private let onLogFailure: (@Sendable (String) -> Void)?
     /// How many frames may wait for one client before it is cut off.
     package let queueLimit: Int
     /// How many bytes of frames may wait for one client before it is cut off (a single
@@ -105,16 +120,39 @@ package final class Broadcaster: RecordSink {
     ///     ``CaptureSource/origin``): `subscribed` names it until the first record, and
     ///     resuming from it replays everything the window still holds.
     ///   - metrics: where to count records, clients and cut-offs.
-    package init(options: ServerOptions, origin: Cursor? = nil, metrics: ServerMetrics? = nil) {
+    ///   - log: where the window is kept on disk (``WindowLog``); `restored`, what it held
+    ///     at start, is the window's first records (their cursors are skipped when the
+    ///     capture hands them again), and `origin` must be the log's.
+    package init(
+        options: ServerOptions, origin: Cursor? = nil, metrics: ServerMetrics? = nil, log: WindowLog? = nil, restored: [(record: ChangeRecord, at: Int64)] = [],
+        onLogFailure: (@Sendable (String) -> Void)? = nil
+    ) {
         self.queueLimit = max(options.clientQueueFrames, 16)
         self.queueByteLimit = max(options.clientQueueBytes, 1)
         self.metrics = metrics
-        state.withLock {
-            $0.window = ResumeWindow(
+        self.log = log
+        self.onLogFailure = onLogFailure
+        self.restoredThrough = restored.last?.record.cursor
+        state.withLock { state in
+            state.window = ResumeWindow(
                 limit: options.resumeWindow, byteLimit: options.resumeWindowBytes, ageLimit: options.resumeWindowAge, origin: origin
             )
-            $0.lastCursor = origin
+            state.lastCursor = origin
+            // Each record at the instant it was taken, as far back as the wall clock says.
+            let (wallNow, now) = (Self.wallMillis(), ContinuousClock.now)
+            for (record, at) in restored {
+                state.window.append(EncodedRecord(record), at: now - .milliseconds(max(0, wallNow - at)))
+                state.lastCursor = record.cursor
+            }
+            state.window.expire(now: now)
         }
+    }
+
+    /// Milliseconds since 1970: when the window took a record, as the log keeps it.
+    static func wallMillis() -> Int64 {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        return Int64(spec.tv_sec) * 1000 + Int64(spec.tv_nsec) / 1_000_000
     }
 
     /// Registers a client that speaks `framing`. It receives updates once it
@@ -309,6 +347,8 @@ package final class Broadcaster: RecordSink {
     // MARK: - RecordSink
 
     package func deliver(_ record: ChangeRecord) {
+        if let restoredThrough, record.cursor <= restoredThrough { return }
+        log?.append(record, at: Self.wallMillis())
         let encoded = EncodedRecord(record)
         var wakes: [ClientQueue] = []
         let sent = state.withLock { state in
@@ -353,11 +393,35 @@ package final class Broadcaster: RecordSink {
     /// lets it go (by count, bytes or age). So replication mode's slot keeps every
     /// record the window holds, and a `serve` restarted after SIGTERM or `kill -9`
     /// replays them from the slot: a client resumes from any cursor in the window.
+    ///
+    /// With a window log, what the log kept durably instead: the slot then follows the
+    /// server's WAL however old the window is. A log that fails (a full disk) is given
+    /// up, said once, and the window's own bound holds again.
     package func flush() -> SinkProgress {
-        state.withLock { state in
+        let released = state.withLock { state in
             state.window.expire()
-            return .delivered(through: state.window.releasedThrough)
+            return state.window.releasedThrough
         }
+        guard let log else { return .delivered(through: released) }
+        log.release(through: released)
+        if let durable = log.sync() {
+            kept.withLock { $0 = durable.mark }
+            return .delivered(through: durable.cursor)
+        }
+        kept.withLock { $0 = nil }
+        if !logFailureSaid.exchange(true, ordering: .relaxed), let failure = log.failure {
+            onLogFailure?(failure)
+        }
+        return .delivered(through: released)
+    }
+
+    package func passed(_ position: UInt64) {
+        log?.mark(position)
+    }
+
+    package var keptPosition: UInt64? {
+        guard log != nil else { return nil }
+        return kept.withLock { $0 }
     }
 
     /// The one way into a client's queue: within its byte budget (unless the queue is

@@ -44,6 +44,19 @@ enum StatusReport {
         writer.appendInteger(window.bytes)
         writer.appendKey("window_oldest_seconds", first: &first)
         writer.appendInteger(Int(window.oldestAge?.components.seconds ?? 0))
+        if let log = broadcaster.log {
+            let usage = log.diskUsage
+            writer.appendKey("window_log", first: &first)
+            writer.appendString(log.directory)
+            writer.appendKey("window_log_bytes", first: &first)
+            writer.appendInteger(usage.bytes)
+            writer.appendKey("window_fsync", first: &first)
+            writer.appendString(log.policy.rawValue)
+            if let failure = log.failure {
+                writer.appendKey("window_log_error", first: &first)
+                writer.appendString(failure)
+            }
+        }
         if let cursor = broadcaster.lastCursor {
             writer.appendKey("last_cursor", first: &first)
             writer.appendString(cursor.description)

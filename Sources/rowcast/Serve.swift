@@ -38,6 +38,12 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The oldest record, in seconds, the resume window keeps.", valueName: "seconds"))
     var resumeWindowAge: Double = ServerOptions.defaults.resumeWindowAge.seconds
 
+    @Option(name: .long, help: ArgumentHelp("Replication mode: where the resume window is kept on disk, so that the slot confirms what is kept there and holds back no WAL for the window (default: $XDG_STATE_HOME/rowcast, else ~/.local/state/rowcast; a directory per database and slot inside).", valueName: "directory"))
+    var windowDir: String?
+
+    @Option(name: .long, help: ArgumentHelp("When the window log is flushed to the disk: always (before the slot confirms it; survives the machine crashing), second (at most once a second; the slot confirms only what was flushed), never (survives serve crashing; a machine crash costs the window, never a wrong one).", valueName: "always|second|never"))
+    var windowFsync: WindowLog.SyncPolicy = .always
+
     @Option(name: .long, help: ArgumentHelp("The most bytes queued for one client before it is cut off as too slow (\(ServerOptions.defaults.clientQueueBytes >> 20) MiB by default; replays are read from the window as the client drains).", valueName: "bytes"))
     var clientQueueBytes: Int = ServerOptions.defaults.clientQueueBytes
 
@@ -158,14 +164,66 @@ struct Serve: AsyncParsableCommand {
             options.requestsPerSecondPerAddress = requestsPerSecondPerAddress
             return options
         }()
+        var window: OpenedWindowLog?
+        if let replication = source as? ReplicationCapture {
+            let directory = (windowDir ?? Self.defaultWindowDirectory()) + "/" + Self.windowSubdirectory(replication.streamIdentity)
+            do {
+                window = try OpenedWindowLog.open(
+                    directory: directory, identity: replication.streamIdentity, policy: windowFsync,
+                    slotConfirmed: replication.startConfirmed, slotOrigin: replication.origin
+                ) { line, warning in
+                    if warning { logger.warning("\(line)") } else { logger.info("\(line)") }
+                }
+            } catch {
+                throw CommandFailure.failed(error.description)
+            }
+            logger.info("resume window kept in \(directory) (--window-fsync \(windowFsync.rawValue))")
+        }
         try await runServer(host: host, port: port) {
             try await buildApplication(
                 options: options,
                 source: source,
                 onServerRunning: { port in logger.info("serving \(mode) mode on http://\(host):\(port)/") },
+                window: window,
                 logger: logger
             ).runUntilSignalled()
         }
+    }
+}
+
+extension Serve {
+    /// `$XDG_STATE_HOME/rowcast`, else `~/.local/state/rowcast`, else `./rowcast-state`.
+    static func defaultWindowDirectory() -> String {
+        let environment = ProcessInfo.processInfo.environment
+        if let state = environment["XDG_STATE_HOME"], state.hasPrefix("/") { return state + "/rowcast" }
+        if let home = environment["HOME"], !home.isEmpty { return home + "/.local/state/rowcast" }
+        return "rowcast-state"
+    }
+
+    /// A directory name for one stream (`system/database/slot`): its letters, digits,
+    /// `-` and `_` kept, everything else written as `%XX`.
+    static func windowSubdirectory(_ identity: String) -> String {
+        var name = ""
+        for byte in identity.utf8 {
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                UInt8(ascii: "-"), UInt8(ascii: "_"):
+                name.append(Character(Unicode.Scalar(byte)))
+            case UInt8(ascii: "/"):
+                name.append(".")
+            default:
+                name += "%" + String(byte, radix: 16, uppercase: true).leftPadding(2)
+            }
+        }
+        return name
+    }
+}
+
+extension WindowLog.SyncPolicy: ExpressibleByArgument {}
+
+extension String {
+    fileprivate func leftPadding(_ width: Int) -> String {
+        count >= width ? self : String(repeating: "0", count: width - count) + self
     }
 }
 

@@ -291,6 +291,32 @@ extension [ReplicationSession.Action] {
         #expect(ack.confirmed == 0x300)
     }
 
+    /// A sink that keeps records itself (serve's window log) holds confirmation to
+    /// what it durably kept, however far delivery went; never below the start.
+    @Test func aSinkThatKeepsRecordsHoldsConfirmationToWhatItKept() {
+        var ack = Acknowledgement(confirmed: 0x100)
+        ack.reach(0x210, after: b)
+        ack.sinkDelivered(through: b)
+        #expect(ack.confirmed == 0x210)
+        ack.sinkKept(0x180)
+        #expect(ack.confirmed == 0x180)
+        ack.reach(0x500, after: b)
+        #expect(ack.confirmed == 0x180 && ack.reached == 0x500)
+        ack.sinkKept(0x150)  // never back
+        #expect(ack.confirmed == 0x180)
+        ack.sinkKept(0x500)
+        #expect(ack.confirmed == 0x500)
+        ack.sinkKept(0x900)  // kept beyond what was delivered: delivery still bounds it
+        ack.reach(0x950, after: .replication(commitLSN: 0x900, index: 0))
+        #expect(ack.confirmed == 0x500)
+        var fresh = Acknowledgement(confirmed: 0x100)
+        fresh.sinkKept(0x50)
+        #expect(fresh.confirmed == 0x100)
+        // A sink that gives up keeping (a failed log): delivery alone decides again.
+        ack.sinkKept(nil)
+        #expect(ack.confirmed == 0x500)
+    }
+
     @Test func staysBoundedWhenTheSinkKeepsUp() {
         var ack = Acknowledgement()
         for index in 0..<10_000 {

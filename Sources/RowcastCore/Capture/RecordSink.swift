@@ -12,6 +12,21 @@ package protocol RecordSink: AnyObject, Sendable {
     /// delivery got. Called whenever the source has caught up with its input, and
     /// before every acknowledgement.
     func flush() -> SinkProgress
+
+    /// Replication mode, just before ``flush()``: every record before WAL `position`
+    /// has been handed to the sink. A sink that keeps records durably (``keptPosition``)
+    /// notes it with them.
+    func passed(_ position: UInt64)
+
+    /// The highest position ``passed(_:)`` named that the sink has durably kept with
+    /// every record before it, as of the last ``flush()``: the slot confirms no further.
+    /// Nil when the sink keeps nothing of its own (what it delivered is final).
+    var keptPosition: UInt64? { get }
+}
+
+extension RecordSink {
+    package func passed(_ position: UInt64) {}
+    package var keptPosition: UInt64? { nil }
 }
 
 /// How far a sink got with the records handed to it.

@@ -16,8 +16,20 @@ package struct Acknowledgement: Sendable, Equatable {
         var position: UInt64
     }
 
-    /// The position that may be confirmed to the server now.
-    package private(set) var confirmed: UInt64
+    /// The position that may be confirmed to the server now: what the sink delivered
+    /// allows, within what it durably kept (``sinkKept(_:)``), never below the start.
+    package var confirmed: UInt64 {
+        guard let kept else { return passedDelivered }
+        return max(start, min(passedDelivered, kept))
+    }
+    /// The furthest position every record before which was delivered.
+    private var passedDelivered: UInt64
+    /// Where the slot was at start.
+    private let start: UInt64
+    /// The furthest position the sink durably kept, when it keeps records itself.
+    private var kept: UInt64?
+    /// The furthest position passed with every record before it handed to the sink.
+    package private(set) var reached: UInt64 = 0
     /// The highest WAL position the server has reported or sent.
     package private(set) var received: UInt64 = 0
     /// The last record the sink reported delivered.
@@ -27,7 +39,18 @@ package struct Acknowledgement: Sendable, Equatable {
 
     /// - Parameter confirmed: where the slot already is (0 when unknown).
     package init(confirmed: UInt64 = 0) {
-        self.confirmed = confirmed
+        self.passedDelivered = confirmed
+        self.start = confirmed
+    }
+
+    /// The sink durably kept every record before `position` (nil: the sink keeps
+    /// nothing of its own, or no longer does; delivered is final).
+    package mutating func sinkKept(_ position: UInt64?) {
+        guard let position else {
+            kept = nil
+            return
+        }
+        kept = max(kept ?? 0, position)
     }
 
     /// The server has WAL up to `position` (for the status update's written LSN and lag).
@@ -39,9 +62,10 @@ package struct Acknowledgement: Sendable, Equatable {
     /// the sink, the last of them being `through` (nil when none was handed yet).
     package mutating func reach(_ position: UInt64, after through: Cursor?) {
         received = max(received, position)
-        guard position > confirmed else { return }
+        reached = max(reached, position)
+        guard position > passedDelivered else { return }
         if head == pending.count, isDelivered(through) {
-            confirmed = position
+            passedDelivered = position
             return
         }
         if head < pending.count, pending[pending.count - 1].through == through {
@@ -55,7 +79,7 @@ package struct Acknowledgement: Sendable, Equatable {
     package mutating func sinkDelivered(through: Cursor?) {
         if let through, delivered.map({ through > $0 }) ?? true { delivered = through }
         while head < pending.count, isDelivered(pending[head].through) {
-            confirmed = max(confirmed, pending[head].position)
+            passedDelivered = max(passedDelivered, pending[head].position)
             head += 1
         }
         if head == pending.count {

@@ -37,8 +37,8 @@ package struct ReplicationSession: Sendable {
         case caughtUp(at: Double)
         /// Time passed (the loop calls this while it waits).
         case tick(at: Double)
-        /// The answer to ``Action/flushSink``.
-        case sinkProgress(SinkProgress, at: Double)
+        /// The answer to ``Action/flushSink``; `kept` is the sink's ``RecordSink/keptPosition``.
+        case sinkProgress(SinkProgress, kept: UInt64? = nil, at: Double)
         /// The answer to ``Action/lookUpTypes(_:)``.
         case typesLearned([UInt32: ValueShape])
         /// The user asked to stop (SIGINT, SIGTERM, shutdown).
@@ -132,8 +132,9 @@ package struct ReplicationSession: Sendable {
                 actions.append(.flushSink)
             }
             if now - lastStatus >= configuration.statusInterval { requestStatus(into: &actions) }
-        case .sinkProgress(let progress, let now):
+        case .sinkProgress(let progress, let kept, let now):
             flushing = false
+            acknowledgement.sinkKept(kept)
             switch progress {
             case .delivered(let through):
                 acknowledgement.sinkDelivered(through: through)

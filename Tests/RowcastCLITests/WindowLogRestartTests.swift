@@ -1,0 +1,147 @@
+import Foundation
+import RowcastTestSupport
+import Synchronization
+import Testing
+
+/// `serve` keeps its resume window in a log of its own, so the slot confirms what the
+/// log kept: a long window no longer holds back the database's WAL, and the window
+/// still survives `kill -9`, a torn tail included.
+@Suite(
+    .enabled(if: LiveDatabase.available, "needs the cluster that make test starts"),
+    .timeLimit(.minutes(5))
+)
+struct WindowLogRestartTests {
+    static func serve(slot: String, url: String, _ extra: [String] = []) throws -> RunningProcess {
+        try RunningProcess(Rowcast.binary.path, [
+            "serve", "--mode", "replication", "--table", "orders", "--slot", slot, "--publication", "orders",
+            "--status-interval", "1", "--resume-window", "100000", "--resume-window-age", "600", "--port", "0", "--db", url,
+        ] + extra)
+    }
+
+    static func status(_ port: String) async throws -> [String: Any] {
+        let number = Int(port) ?? 0
+        let body = try await onThread("GET /status", within: 60) { try RawClient.body(port: number, path: "/status") }
+        return (try JSONSerialization.jsonObject(with: body) as? [String: Any]) ?? [:]
+    }
+
+    static func slotLag(_ url: String, slot: String) throws -> (confirmed: Int, restart: Int) {
+        let line = try LiveDatabase.psqlBlocking(
+            url,
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint || ' ' || pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint FROM pg_replication_slots WHERE slot_name = '\(slot)'",
+            seconds: 60
+        ).trimmingCharacters(in: .whitespacesAndNewlines).split(separator: " ")
+        return (Int(line.first ?? "") ?? -1, Int(line.last ?? "") ?? -1)
+    }
+
+    /// A quiet published table with a record in a ten-minute window, then 200 MB of WAL on a table nobody publishes. The slot used to stay
+    /// at the window's oldest record (all 200 MB held back for ten minutes); now it
+    /// follows the server's WAL end within a minute, and the window still holds the record.
+    @Test func aQuietPublicationBesideBusyTablesLeavesTheSlotNearTheWALEnd() async throws {
+        let url = try await LiveDatabase.freshDatabase(prefix: "walkeep")
+        try await LiveDatabase.psql(url, "CREATE TABLE orders (id int PRIMARY KEY); CREATE TABLE churn (id int, pad text)")
+        let slot = LiveDatabase.uniqueName("walkeep")
+        let setup = try await Rowcast.run(["setup", "--mode", "replication", "--table", "orders", "--slot", slot, "--publication", "orders", "--db", url])
+        #expect(setup.status == 0, "\(setup.stderr)")
+        defer { _ = try? LiveDatabase.psqlBlocking(url, "SELECT pg_drop_replication_slot('\(slot)')", seconds: 30) }
+        let server = try Self.serve(slot: slot, url: url)
+        let port = try await server.waitFor(#"serving replication mode on http://127\.0\.0\.1:(\d+)/"#)
+        try await LiveDatabase.psql(url, "INSERT INTO orders VALUES (1)")
+        try await eventually("the record in the window", within: 60, seen: { server.output.suffix(500).description }) {
+            (try await Self.status(port)["window_records"] as? Int) == 1
+        }
+        let before = try await LiveDatabase.psql(url, "SELECT pg_current_wal_lsn()").trimmingCharacters(in: .whitespacesAndNewlines)
+        for _ in 0..<4 {
+            try await LiveDatabase.psql(url, "INSERT INTO churn SELECT g, repeat(md5(g::text), 32) FROM generate_series(1, 50000) g", seconds: 180)
+        }
+        let written = Int(try await LiveDatabase.psql(url, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '\(before)')::bigint").trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+        #expect(written >= 200 << 20, "the churn wrote only \(written >> 20) MB of WAL")
+        let lag = Mutex((confirmed: -1, restart: -1))
+        // Both the confirmed position and the restart position (what the server keeps
+        // WAL for: it moves at the next snapshot record PostgreSQL logs, every 15 s).
+        try await eventually("the slot within 16 MB of the WAL end", within: 60, interval: .milliseconds(500), seen: {
+            "confirmed lag \(lag.withLock { $0.confirmed }) bytes, restart lag \(lag.withLock { $0.restart }) bytes; serve:\n\(server.output.suffix(800))"
+        }) {
+            let now = try await onThread("the slot's lag", within: 60) { try Self.slotLag(url, slot: slot) }
+            lag.withLock { $0 = now }
+            return now.confirmed >= 0 && now.confirmed < 16 << 20 && now.restart >= 0 && now.restart < 16 << 20
+        }
+        print("rowcast-test: \(written >> 20) MB of unrelated WAL; slot confirmed lag \(lag.withLock { $0.confirmed } >> 10) KB, restart lag \(lag.withLock { $0.restart } >> 10) KB")
+        let status = try await Self.status(port)
+        #expect(status["window_records"] as? Int == 1, "\(status)")
+        #expect(try await server.stop(SIGTERM) == 0)
+    }
+
+    /// `kill -9` while a 30,000-row transaction is being kept, and a torn entry at the
+    /// log's end (what a write cut short leaves): the next `serve` cuts it, restores
+    /// every whole record, and the slot (which confirmed nothing the log had not kept)
+    /// resends the rest. A client that was live and one that resumes from before the
+    /// transaction each get every row exactly once.
+    @Test func aKillMidTransactionCutsTheTornTailAndLosesNothing() async throws {
+        let url = try await LiveDatabase.freshDatabase(prefix: "torn")
+        try await LiveDatabase.psql(url, "CREATE TABLE orders (id int PRIMARY KEY, pad text)")
+        let slot = LiveDatabase.uniqueName("torn")
+        let setup = try await Rowcast.run(["setup", "--mode", "replication", "--table", "orders", "--slot", slot, "--publication", "orders", "--db", url])
+        #expect(setup.status == 0, "\(setup.stderr)")
+        defer { _ = try? LiveDatabase.psqlBlocking(url, "SELECT pg_drop_replication_slot('\(slot)')", seconds: 30) }
+        let first = try Self.serve(slot: slot, url: url)
+        let port = try await first.waitFor(#"serving replication mode on http://127\.0\.0\.1:(\d+)/"#)
+        let directory = try await first.waitFor(#"resume window kept in (\S+) "#)
+
+        try await LiveDatabase.psql(url, "INSERT INTO orders VALUES (0, 'before')")
+        let start = Mutex<String?>(nil)
+        try await eventually("the first record", within: 60, seen: { first.output.suffix(500).description }) {
+            let status = try await Self.status(port)
+            start.withLock { $0 = status["last_cursor"] as? String }
+            return (status["window_records"] as? Int) == 1
+        }
+        let origin = try #require(start.withLock { $0 })
+        let live = ResumingClient()
+        live.received.add(cursor: origin, id: 0)
+        live.move(to: port)
+        live.run()
+        try await live.waitUntilSubscribed()
+
+        let total = 30_000
+        let writer = Task { try await LiveDatabase.psql(url, "INSERT INTO orders SELECT g, repeat('p', 400) FROM generate_series(1, \(total)) g", seconds: 180) }
+        let capturedAtKill = Mutex(0)
+        try await eventually("part of the transaction captured", within: 120, interval: .milliseconds(5), seen: { first.output.suffix(500).description }) {
+            let captured = (try await Self.status(port)["records_captured"] as? Int) ?? 0
+            capturedAtKill.withLock { $0 = captured }
+            return captured > 1
+        }
+        _ = try await first.stop(SIGKILL)
+        try await within(180, "the writer") { try await writer.value }
+
+        // A write cut short: an entry's length and checksum, and a few bytes of it.
+        let segments = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".seg") }.sorted()
+        let newest = try #require(segments.last, "no segment in \(directory)")
+        let handle = try #require(FileHandle(forWritingAtPath: directory + "/" + newest))
+        handle.seekToEndOfFile()
+        handle.write(Data([0xE8, 0x03, 0, 0, 0x12, 0x34, 0x56, 0x78, 2, 1, 2, 3]))
+        try handle.close()
+
+        let second = try Self.serve(slot: slot, url: url)
+        let secondPort = try await second.waitFor(#"serving replication mode on http://127\.0\.0\.1:(\d+)/"#)
+        #expect(second.output.contains("cut a torn tail of 12 bytes"), "\(second.output.suffix(1500))")
+        let restored = (try await Self.status(secondPort)["window_records"] as? Int) ?? -1
+        live.move(to: secondPort)
+        try await live.received.wait(for: total + 1, seconds: 120) { second.output.suffix(800).description }
+        try await LiveDatabase.psql(url, (total + 1...total + 10).map { "INSERT INTO orders VALUES (\($0), 'after');" }.joined(separator: "\n"))
+        try await live.received.wait(for: total + 11, seconds: 60) { second.output.suffix(800).description }
+
+        let late = ResumingClient()
+        late.received.add(cursor: origin, id: 0)
+        late.move(to: secondPort)
+        late.run()
+        try await late.received.wait(for: total + 11, seconds: 120) { second.output.suffix(800).description }
+        try await live.finish()
+        try await late.finish()
+        print("rowcast-test: killed with \(capturedAtKill.withLock { $0 }) records captured; \(restored) restored from the log")
+        for (name, client) in [("live", live), ("late", late)] {
+            let ids = client.received.ids
+            #expect(client.received.errorFrames.isEmpty, "\(name): \(client.received.errorFrames)")
+            #expect(ids == Array(0...total + 10), "\(name): \(ids.count) rows, \(ids.count - Set(ids).count) repeated, missing \(Set(0...total + 10).subtracting(ids).sorted().prefix(10))")
+        }
+        #expect(try await second.stop(SIGTERM) == 0)
+    }
+}

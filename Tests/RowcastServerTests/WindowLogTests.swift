@@ -1,0 +1,268 @@
+import Foundation
+import RowcastCore
+import RowcastWire
+import Testing
+
+@testable import RowcastServer
+
+/// `serve`'s resume window on disk (``WindowLog``): what it reads back is what was
+/// written, a torn tail is cut, a damaged or foreign log is never taken for a whole
+/// one, and the disk it takes follows the window.
+@Suite struct WindowLogTests {
+    static func directory() -> String {
+        let path = NSTemporaryDirectory() + "window-log-" + String(UInt64.random(in: 0...UInt64.max), radix: 36)
+        return path
+    }
+
+    static func record(_ n: UInt32, commit: UInt64 = 0x1000, pad: Int = 10) -> ChangeRecord {
+        var record = ChangeRecord(cursor: .replication(commitLSN: commit, index: n), source: .replication, op: .insert)
+        record.schema = "public"
+        record.table = "orders"
+        record.row = RawJSON(trusted: Array(#"{"id":\#(n),"title":"\#(String(repeating: "x", count: pad))"}"#.utf8))
+        record.xid = 700
+        record.lsn = commit
+        record.commitTime = "2026-12-07T12:00:00.000000Z"
+        return record
+    }
+
+    /// A record of every shape, with random text in every field.
+    static func randomRecord(_ n: UInt32, using generator: inout some RandomNumberGenerator) -> ChangeRecord {
+        let op = Operation.allCases.randomElement(using: &generator) ?? .insert
+        var record = ChangeRecord(
+            cursor: Bool.random(using: &generator) ? .replication(commitLSN: UInt64(n) << 8, index: n) : .trigger(stream: 9, sequence: UInt64(n)),
+            source: CaptureMode.allCases.randomElement(using: &generator) ?? .replication, op: op
+        )
+        func text() -> String? {
+            guard Bool.random(using: &generator) else { return nil }
+            let alphabet = Array("aé\"\\\n\u{0}😀 {}[],:")
+            return String((0..<Int.random(in: 0...40, using: &generator)).map { _ in alphabet.randomElement(using: &generator) ?? "a" })
+        }
+        func json() -> RawJSON? {
+            guard Bool.random(using: &generator) else { return nil }
+            return RawJSON(trusted: Array(#"{"k":\#(Int.random(in: -5...5, using: &generator)),"t":"\#(String(repeating: "y", count: Int.random(in: 0...300, using: &generator)))"}"#.utf8))
+        }
+        record.schema = text()
+        record.table = text()
+        record.row = json()
+        record.old = json()
+        record.unchanged = Bool.random(using: &generator) ? (0..<Int.random(in: 0...3, using: &generator)).compactMap { _ in text() } : nil
+        record.xid = Bool.random(using: &generator) ? UInt32.random(in: 0...UInt32.max, using: &generator) : nil
+        record.lsn = Bool.random(using: &generator) ? UInt64.random(in: 0...UInt64.max, using: &generator) : nil
+        record.commitTime = text()
+        record.channel = text()
+        record.payload = text()
+        record.prefix = text()
+        record.content = text()
+        record.contentIsBase64 = Bool.random(using: &generator)
+        record.transactional = Bool.random(using: &generator) ? Bool.random(using: &generator) : nil
+        return record
+    }
+
+    @Test func everyRecordReadBackEncodesToTheSameBytes() {
+        var generator = SystemRandomNumberGenerator()
+        for n in 0..<2_000 {
+            let record = Self.randomRecord(UInt32(n), using: &generator)
+            var bytes: [UInt8] = []
+            record.appendBinary(to: &bytes)
+            let back = ChangeRecord(binary: bytes[...])
+            #expect(back == record, "record \(n) came back different")
+            #expect(back.map { EncodedRecord($0).bytes } == EncodedRecord(record).bytes)
+            // Cut anywhere, it is no record (never a wrong one, never a trap).
+            let cut = Int.random(in: 0..<bytes.count, using: &generator)
+            #expect(ChangeRecord(binary: bytes[..<cut]) == nil, "record \(n) cut at \(cut) of \(bytes.count) read as a record")
+        }
+    }
+
+    @Test func crc32cMatchesTheStandardCheckValue() {
+        #expect(CRC32C.checksum(Array("123456789".utf8)[...]) == 0xE306_9283)
+        #expect(CRC32C.checksum([UInt8]()[...]) == 0)
+    }
+
+    /// Written, synced, and reopened: the same records, origin and mark; the next
+    /// segment starts after them.
+    @Test func whatWasSyncedIsReadBackWhole() throws {
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let origin = Cursor.replication(commitLSN: 0xFFF, index: .max)
+        do {
+            let (log, loaded) = try WindowLog.open(directory: directory, identity: "1/db/slot", policy: .always)
+            #expect(!loaded.found)
+            log.reset(origin: origin)
+            for n in 0..<100 { log.append(Self.record(UInt32(n)), at: 1_000 + Int64(n)) }
+            log.mark(0x2000)
+            let durable = log.sync()
+            #expect(durable?.cursor == Self.record(99).cursor)
+            #expect(durable?.mark == 0x2000)
+        }
+        let (_, loaded) = try WindowLog.open(directory: directory, identity: "1/db/slot", policy: .always)
+        #expect(loaded.found)
+        #expect(loaded.origin == origin)
+        #expect(loaded.kept == 0x2000)
+        #expect(loaded.records.map(\.record) == (0..<100).map { Self.record(UInt32($0)) })
+        #expect(loaded.records.map(\.at) == (0..<100).map { 1_000 + Int64($0) })
+        #expect(loaded.repairs.isEmpty)
+    }
+
+    /// `kill -9` mid-write leaves part of an entry at the end: it is cut, every whole
+    /// record before it stays, and the file is whole again for the next start.
+    @Test func aTornTailIsCutAndEveryWholeRecordStays() throws {
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        do {
+            let (log, _) = try WindowLog.open(directory: directory, identity: "1/db/slot", policy: .never)
+            log.reset(origin: nil)
+            for n in 0..<10 { log.append(Self.record(UInt32(n)), at: 5) }
+            log.mark(0x1500)
+            _ = log.sync()
+            for n in 10..<12 { log.append(Self.record(UInt32(n), pad: 5_000), at: 5) }
+            _ = log.sync()
+        }
+        let segment = try #require(try FileManager.default.contentsOfDirectory(atPath: directory).first { $0.hasSuffix(".seg") })
+        let path = directory + "/" + segment
+        let whole = try #require(FileManager.default.contents(atPath: path))
+        // The last record half written: its length and checksum, half of its payload.
+        let torn = whole.prefix(whole.count - 2_600)
+        try torn.write(to: URL(fileURLWithPath: path))
+        let (_, loaded) = try WindowLog.open(directory: directory, identity: "1/db/slot", policy: .never)
+        #expect(loaded.records.map(\.record.cursor) == (0..<11).map { Self.record(UInt32($0)).cursor })
+        #expect(loaded.kept == 0x1500)
+        #expect(loaded.repairs.count == 1 && loaded.repairs[0].contains("cut a torn tail"), "\(loaded.repairs)")
+        let after = try #require(FileManager.default.contents(atPath: path))
+        #expect(after.count < torn.count)
+        // A flipped bit in a record is caught by its checksum: cut there too.
+        var damaged = after
+        damaged[damaged.count - 100] ^= 0x10
+        try damaged.write(to: URL(fileURLWithPath: path))
+        let (_, again) = try WindowLog.open(directory: directory, identity: "1/db/slot", policy: .never)
+        #expect(again.records.map(\.record.cursor) == (0..<10).map { Self.record(UInt32($0)).cursor })
+    }
+
+    /// The disk follows the window: a segment goes once the window let go of all its
+    /// records, and what is read back after that starts where the window does.
+    @Test func segmentsGoOnceTheWindowLetsGoOfThem() throws {
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var kept: Int = 0
+        do {
+            let (log, _) = try WindowLog.open(directory: directory, identity: "1/db/slot", policy: .never, segmentBytes: 64 << 10)
+            log.reset(origin: nil)
+            for n in 0..<5_000 {
+                log.append(Self.record(UInt32(n), pad: 200), at: 5)
+                if n % 100 == 99 {
+                    _ = log.sync()
+                    // The window holds the last 500.
+                    if n >= 500 { log.release(through: Self.record(UInt32(n - 500)).cursor) }
+                }
+            }
+            log.mark(0x9999)
+            _ = log.sync()
+            let usage = log.diskUsage
+            kept = usage.bytes
+            #expect(usage.bytes < 300 << 10, "\(usage.bytes) bytes in \(usage.segments) segments for a window of about 130 KB")
+        }
+        let (_, loaded) = try WindowLog.open(directory: directory, identity: "1/db/slot", policy: .never)
+        #expect(kept > 0)
+        let first = try #require(loaded.records.first?.record.cursor)
+        // Everything after the origin is there, and the window's 500 at least.
+        #expect(loaded.origin.map { $0 < first } == true)
+        #expect(loaded.records.count >= 500 && loaded.records.count < 2_000)
+        #expect(loaded.records.last?.record.cursor == Self.record(4_999).cursor)
+        #expect(loaded.kept == 0x9999)
+    }
+
+    /// A log of another cluster, database or slot is none of this stream's: discarded.
+    @Test func aLogOfAnotherStreamIsDiscarded() throws {
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        do {
+            let (log, _) = try WindowLog.open(directory: directory, identity: "1/db/slot", policy: .never)
+            log.reset(origin: nil)
+            log.append(Self.record(1), at: 5)
+            log.mark(0x5000)
+            _ = log.sync()
+        }
+        let opened = try OpenedWindowLog.open(
+            directory: directory, identity: "2/db/slot", policy: .never, slotConfirmed: 0x100, slotOrigin: .replication(commitLSN: 0xFF, index: .max)
+        ) { _, _ in }
+        #expect(opened.restored.isEmpty)
+        #expect(opened.origin == .replication(commitLSN: 0xFF, index: .max))
+    }
+
+    /// A log that ends before the slot's position (a machine crash with `never`, a
+    /// restored disk, a slot dropped and made again) may miss records before it: the
+    /// window starts empty at the slot, and says so, never with a gap.
+    @Test func aLogThatEndsBeforeTheSlotIsDiscardedWithAWarning() throws {
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        do {
+            let (log, _) = try WindowLog.open(directory: directory, identity: "1/db/slot", policy: .never)
+            log.reset(origin: .replication(commitLSN: 0xFF, index: .max))
+            log.append(Self.record(1), at: 5)
+            log.mark(0x5000)
+            _ = log.sync()
+        }
+        var said: [String] = []
+        let behind = try OpenedWindowLog.open(
+            directory: directory, identity: "1/db/slot", policy: .never, slotConfirmed: 0x6000, slotOrigin: .replication(commitLSN: 0x5FFF, index: .max)
+        ) { line, warning in if warning { said.append(line) } }
+        #expect(behind.restored.isEmpty)
+        #expect(behind.origin == .replication(commitLSN: 0x5FFF, index: .max))
+        #expect(said.count == 1 && said[0].contains("ends before the slot's confirmed position 0/6000"), "\(said)")
+    }
+
+    /// The same log reaching the slot's position is restored, its origin with it.
+    @Test func aLogReachingTheSlotIsRestored() throws {
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        do {
+            let (log, _) = try WindowLog.open(directory: directory, identity: "1/db/slot", policy: .always)
+            log.reset(origin: .replication(commitLSN: 0xFF, index: .max))
+            log.append(Self.record(1), at: 5)
+            log.mark(0x5000)
+            _ = log.sync()
+        }
+        let opened = try OpenedWindowLog.open(
+            directory: directory, identity: "1/db/slot", policy: .always, slotConfirmed: 0x5000, slotOrigin: .replication(commitLSN: 0x4FFF, index: .max)
+        ) { _, _ in }
+        #expect(opened.restored.map(\.record) == [Self.record(1)])
+        #expect(opened.origin == .replication(commitLSN: 0xFF, index: .max))
+    }
+
+    /// Two processes never share one log.
+    @Test func aSecondOpenOfTheSameDirectoryIsRefused() throws {
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let (log, _) = try WindowLog.open(directory: directory, identity: "1/db/slot", policy: .never)
+        #expect(throws: WindowLogError.self) { _ = try WindowLog.open(directory: directory, identity: "1/db/slot", policy: .never) }
+        withExtendedLifetime(log) {}
+    }
+
+    /// The broadcaster reports what the log kept, not what the window let go, and a
+    /// restarted one skips what it restored when the capture hands it again.
+    @Test func theBroadcasterReportsWhatTheLogKeptAndSkipsWhatItRestored() throws {
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var options = ServerOptions(port: 0)
+        options.resumeWindowAge = .seconds(600)
+        let origin = Cursor.replication(commitLSN: 0xFFF, index: .max)
+        do {
+            let (log, _) = try WindowLog.open(directory: directory, identity: "1/db/slot", policy: .always)
+            log.reset(origin: origin)
+            let broadcaster = Broadcaster(options: options, origin: origin, log: log)
+            for n in 0..<5 { broadcaster.deliver(Self.record(UInt32(n))) }
+            broadcaster.passed(0x2000)
+            // The window holds all five for ten minutes; the log has them now.
+            #expect(broadcaster.flush() == .delivered(through: Self.record(4).cursor))
+            #expect(broadcaster.keptPosition == 0x2000)
+        }
+        let opened = try OpenedWindowLog.open(
+            directory: directory, identity: "1/db/slot", policy: .always, slotConfirmed: 0x1000, slotOrigin: origin
+        ) { _, _ in }
+        let broadcaster = Broadcaster(options: options, origin: opened.origin, log: opened.log, restored: opened.restored)
+        #expect(broadcaster.windowStats.records == 5)
+        // The slot resends from 0x1000: the five again, then a new one.
+        for n in 0..<6 { broadcaster.deliver(Self.record(UInt32(n))) }
+        #expect(broadcaster.windowStats.records == 6)
+        #expect(broadcaster.flush() == .delivered(through: Self.record(5).cursor))
+    }
+}
