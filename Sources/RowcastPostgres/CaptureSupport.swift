@@ -90,7 +90,8 @@ struct ReconnectLoop {
                     logger.warning("\(reconnected)")
                 } catch {
                     state.markDisconnected("\(error)")
-                    logger.warning("cannot reconnect yet: \(error)")
+                    // A lost slot was named once, with its fix, by the capture.
+                    if error is SlotLost { logger.debug("cannot reconnect yet: \(error)") } else { logger.warning("cannot reconnect yet: \(error)") }
                 }
                 continue
             }

@@ -17,6 +17,8 @@ package final class ReplicationCapture: BlockingCaptureSource {
         package var publication: String
         /// The session's rules: tables, `since`, status interval, `--endpos`.
         package var session: ReplicationSession.Configuration
+        /// What to do when the slot is lost (`--on-slot-lost`).
+        package var onSlotLost: SlotLostPolicy = .wait
 
         package init(connection: ConnectionSettings, slot: String = "rowcast", publication: String = "rowcast", session: ReplicationSession.Configuration = .init()) {
             self.connection = connection
@@ -35,6 +37,16 @@ package final class ReplicationCapture: BlockingCaptureSource {
                 session: .init(tables: tables, since: since, statusInterval: statusInterval, endPosition: endPosition)
             )
         }
+    }
+
+    /// What `serve` does when its slot is lost: invalidated by the server
+    /// (`max_slot_wal_keep_size`) or dropped.
+    package enum SlotLostPolicy: String, Sendable, CaseIterable {
+        /// Name it once, capture nothing, and go on when a usable slot of that name
+        /// appears (made by hand): from its position, as after `recreate`.
+        case wait
+        /// Drop what is left of it, make a new one, and carry on from there.
+        case recreate
     }
 
     package let configuration: Configuration
@@ -77,6 +89,16 @@ package final class ReplicationCapture: BlockingCaptureSource {
             for line in done { logger.info("\(line)") }
             captured = try capturedTables(on: admin, publication: configuration.publication, named: configuration.session.tables)
             columns = try CatalogColumns.kinds(of: captured ?? [], on: admin)
+            if let lost = try SlotAdmin.status(on: admin, slot: configuration.slot).first, lost.walStatus == "lost" {
+                guard configuration.onSlotLost == .recreate else {
+                    throw CaptureError.notSetUp(
+                        "replication slot \(lost.name) is lost: the server invalidated it (it held back more WAL than max_slot_wal_keep_size allows) (fix: run serve with --on-slot-lost recreate, or rowcast slot drop \(lost.name) and start again; clients resuming from before get cursor_expired)"
+                    )
+                }
+                try SlotAdmin.drop(on: admin, slot: lost.name, force: false)
+                try SlotAdmin.create(on: admin, slot: lost.name)
+                logger.warning("replication slot \(lost.name) was lost (invalidated by the server): made a new one; changes committed while it was lost were not captured")
+            }
             if let slot = try SlotAdmin.status(on: admin, slot: configuration.slot).first {
                 confirmed = slot.confirmedFlushLSN.flatMap(parseLSN) ?? 0
                 if slot.plugin != "pgoutput" {
@@ -136,14 +158,73 @@ package final class ReplicationCapture: BlockingCaptureSource {
             types: TypeCatalog(settings: configuration.connection),
             sink: sink, state: state, logger: logger
         )
+        var slotLostSaid = false
         ReconnectLoop(state: state, logger: logger, stop: stop).run(
             connection: connection,
-            reconnect: { try startStream() },
+            reconnect: {
+                try checkSlot(driver: &driver, sink: sink, said: &slotLostSaid)
+                return try startStream()
+            },
             reconnected: "resumed streaming from slot \(configuration.slot)",
             finished: { driver.session.finished != nil },
             work: { current in try driver.stream(on: current, stop: stop) },
             lost: { try? driver.feed(.disconnected, on: nil) }
         )
+    }
+
+    /// Before each reconnection: is the slot still the one streamed from? A slot the
+    /// server invalidated or someone dropped is named once (with the fix) and, with
+    /// `--on-slot-lost recreate`, made again; a slot ahead of everything this process
+    /// received was made again by someone else. Either way the stream starts over at
+    /// the new slot's position, and the sink is told (``RecordSink/streamRestarted(after:)``).
+    private func checkSlot(driver: inout Driver, sink: any RecordSink, said: inout Bool) throws(SlotLost) {
+        let slot = configuration.slot
+        let connection: PostgresConnection
+        do {
+            connection = try PostgresConnection(configuration.connection)
+        } catch {
+            return  // the reconnection itself says why
+        }
+        defer { connection.close() }
+        guard let current = try? SlotAdmin.status(on: connection, slot: slot) else { return }
+        let reason: String? =
+            if let found = current.first {
+                found.walStatus == "lost" ? "the server invalidated it: it held back more WAL than max_slot_wal_keep_size allows" : nil
+            } else {
+                "it no longer exists (dropped)"
+            }
+        if let reason {
+            state.setSlotLost(reason)
+            if !said {
+                said = true
+                logger.error(
+                    "replication slot \(slot) is lost: \(reason). serve captures nothing until it is made again (fix: run serve with --on-slot-lost recreate, or rowcast slot drop \(slot) and restart serve; and raise max_slot_wal_keep_size, or keep serve running)"
+                )
+            }
+            guard configuration.onSlotLost == .recreate else { throw SlotLost(slot: slot, reason: reason) }
+            do {
+                if !current.isEmpty { try SlotAdmin.drop(on: connection, slot: slot, force: true) }
+                try SlotAdmin.create(on: connection, slot: slot)
+            } catch {
+                throw SlotLost(slot: slot, reason: "\(reason); making it again failed: \(error)")
+            }
+        }
+        guard let made = try? SlotAdmin.status(on: connection, slot: slot).first, made.walStatus != "lost",
+            let position = made.confirmedFlushLSN.flatMap(parseLSN)
+        else { return }
+        // A usable slot: the same one unless it is ahead of anything this process saw.
+        let seen = max(driver.session.acknowledgement.received, startConfirmed)
+        guard reason != nil || said || position > seen else { return }
+        let origin = Cursor.replication(commitLSN: position > 0 ? position - 1 : 0, index: position > 0 ? .max : 0)
+        logger.warning(
+            "replication slot \(slot) streams again from \(formatLSN(position)), a new slot: changes committed between \(formatLSN(driver.session.acknowledgement.confirmed)) and it were not captured; clients resuming from before it get cursor_expired (slot_lost)"
+        )
+        sink.streamRestarted(after: origin)
+        var session = configuration.session
+        session.since = nil
+        driver.session = ReplicationSession(configuration: session)
+        state.setSlotLost(nil)
+        said = false
     }
 
     /// The tables the publication sends that the session forwards; nil for a
@@ -309,4 +390,11 @@ struct Driver {
     }
 
     private static func now() -> Double { ProcessInfo.processInfo.systemUptime }
+}
+
+/// The slot cannot be used (and `--on-slot-lost wait`): the reconnection waits.
+struct SlotLost: Error, CustomStringConvertible {
+    let slot: String
+    let reason: String
+    var description: String { "replication slot \(slot) is lost: \(reason)" }
 }

@@ -46,6 +46,9 @@ package final class Broadcaster: RecordSink {
         case credentialExpired = 2
         /// The server is shutting down.
         case shuttingDown = 3
+        /// The replication slot was lost and a new one streams: changes in between
+        /// were missed, and nothing from before can be resumed.
+        case slotLost = 4
     }
 
     struct Client {
@@ -88,6 +91,8 @@ package final class Broadcaster: RecordSink {
         var lastCursor: Cursor?
         var window = ResumeWindow(limit: 0, byteLimit: 0)
         var closing = false
+        /// Where a new slot began after the old one was lost: cursors before it missed changes.
+        var lostBefore: Cursor?
     }
 
     /// Where the window is kept on disk, so that the slot confirms what is kept there
@@ -415,6 +420,27 @@ package final class Broadcaster: RecordSink {
         return .delivered(through: released)
     }
 
+    /// The slot was lost and a new one streams after `origin`: the window starts again
+    /// there (on disk too), every subscribed client is ended (it reconnects, and its
+    /// cursor gets `cursor_expired` with reason `slot_lost`), and nothing from before
+    /// `origin` is resumed.
+    package func streamRestarted(after origin: Cursor) {
+        log?.reset(origin: origin)
+        kept.withLock { $0 = nil }
+        state.withLock { state in
+            let old = state.window
+            state.window = ResumeWindow(limit: old.limit, byteLimit: old.byteLimit, ageLimit: old.ageLimit, origin: origin)
+            state.lastCursor = origin
+            state.lostBefore = origin
+            for id in Array(state.subscribed) { end(id, .slotLost, in: &state) }
+        }
+    }
+
+    /// Whether records after `cursor` were missed when the slot was lost.
+    package func wasLost(before cursor: Cursor) -> Bool {
+        state.withLock { state in state.lostBefore.map { cursor < $0 } ?? false }
+    }
+
     package func passed(_ position: UInt64) {
         log?.mark(position)
     }
@@ -466,7 +492,7 @@ package final class Broadcaster: RecordSink {
         switch reason {
         case .tooSlow: metrics?.clientsCutOff.increment()
         case .credentialExpired: metrics?.clientsExpired.increment()
-        case .shuttingDown: break
+        case .shuttingDown, .slotLost: break
         }
         metrics?.clients.set(state.clients.count)
     }

@@ -24,6 +24,7 @@ extension Broadcaster.EndReason {
         case .tooSlow: return (.unknown(1013), closeReason("too slow; \(last)"))
         case .credentialExpired: return (.policyViolation, closeReason("\(Self.expiredMessage); \(last)"))
         case .shuttingDown: return (.goingAway, closeReason("server shutting down; \(last)"))
+        case .slotLost: return (.unknown(1012), closeReason("replication slot lost, changes missed: reload; \(last)"))
         }
     }
 
@@ -86,7 +87,7 @@ extension ClientMessage {
         case .subscribe(let wanted, let since, let last):
             let allowed = try access.restrict(wanted).checkCaptured(by: capture)
             if !broadcaster.subscribe(client, to: allowed, since: since, last: last) {
-                throw .cursorExpired(since)
+                throw .cursorExpired(since, slotLost: since.map { broadcaster.wasLost(before: $0) } ?? false)
             }
             return .subscribed(allowed)
         case .unsubscribe:

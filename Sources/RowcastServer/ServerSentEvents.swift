@@ -63,7 +63,7 @@ enum ServerSentEvents {
                     defer { client.scanDone() }
                     _ = try message.apply(for: client.id, access: access, capture: capture, broadcaster: broadcaster)
                 } catch {
-                    try await writer.write(event(.error(code: error.code, message: error.message)))
+                    try await writer.write(event(.error(code: error.code, message: error.message, reason: error.reason)))
                     try await writer.finish(nil)
                     return
                 }
@@ -102,7 +102,7 @@ enum ServerSentEvents {
         Response(
             status: error.code == "forbidden" ? .forbidden : .badRequest,
             headers: [.contentType: "application/json"],
-            body: .init(byteBuffer: ByteBuffer(bytes: ServerMessage.errorObject(code: error.code, message: error.message)))
+            body: .init(byteBuffer: ByteBuffer(bytes: ServerMessage.errorObject(code: error.code, message: error.message, reason: error.reason)))
         )
     }
 

@@ -19,6 +19,10 @@ enum StatusReport {
             writer.appendKey("slot", first: &first)
             writer.appendString(slot)
         }
+        if let lost = source.state.slotLost {
+            writer.appendKey("slot_lost", first: &first)
+            writer.appendString(lost)
+        }
         if let confirmed = source.state.confirmedLSN {
             writer.appendKey("confirmed_lsn", first: &first)
             writer.appendString(formatLSN(confirmed))

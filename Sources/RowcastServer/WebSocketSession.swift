@@ -108,7 +108,7 @@ struct WebSocketSession {
                 reply(.pong(echoing: data), to: client.id)
             }
         } catch {
-            reply(.error(code: error.code, message: error.message), to: client.id)
+            reply(.error(code: error.code, message: error.message, reason: error.reason), to: client.id)
         }
     }
 

@@ -55,8 +55,8 @@ package struct ServerMessage: Sendable, Equatable {
     }
 
     /// `error` `{"code": C, "message": M}`; the connection stays open.
-    package static func error(code: String, message: String) -> ServerMessage {
-        ServerMessage(event: "error", data: errorObject(code: code, message: message))
+    package static func error(code: String, message: String, reason: String? = nil) -> ServerMessage {
+        ServerMessage(event: "error", data: errorObject(code: code, message: message, reason: reason))
     }
 
     /// `pong`, answering a client's `ping` with the same data (one JSON object).
@@ -65,12 +65,16 @@ package struct ServerMessage: Sendable, Equatable {
     }
 
     /// `{"code": C, "message": M}` alone: the body of HTTP errors, and of `error` events.
-    package static func errorObject(code: String, message: String) -> [UInt8] {
+    package static func errorObject(code: String, message: String, reason: String? = nil) -> [UInt8] {
         var writer = JSONWriter(capacity: 32 + message.utf8.count)
         writer.appendASCII(#"{"code":"#)
         writer.appendString(code)
         writer.appendASCII(#","message":"#)
         writer.appendString(message)
+        if let reason {
+            writer.appendASCII(#","reason":"#)
+            writer.appendString(reason)
+        }
         writer.append(byte: UInt8(ascii: "}"))
         return writer.bytes
     }

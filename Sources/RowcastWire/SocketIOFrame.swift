@@ -57,7 +57,7 @@ package enum SocketIOFrame {
         writer.appendASCII("43")
         writer.appendInteger(id)
         writer.append(byte: UInt8(ascii: "["))
-        if let error { writer.appendRaw(ServerMessage.errorObject(code: error.code, message: error.message)) }
+        if let error { writer.appendRaw(ServerMessage.errorObject(code: error.code, message: error.message, reason: error.reason)) }
         writer.append(byte: UInt8(ascii: "]"))
         return ByteBuffer(bytes: writer.bytes)
     }
@@ -80,8 +80,8 @@ package enum SocketIOFrame {
     }
 
     /// rowcast's `error` event, `42["error",{"code":C,"message":M}]`.
-    package static func error(code: String, message: String) -> ByteBuffer {
-        Framing.socketIO.frame(ServerMessage.error(code: code, message: message)) ?? ByteBuffer()
+    package static func error(code: String, message: String, reason: String? = nil) -> ByteBuffer {
+        Framing.socketIO.frame(ServerMessage.error(code: code, message: message, reason: reason)) ?? ByteBuffer()
     }
 }
 

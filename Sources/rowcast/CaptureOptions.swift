@@ -39,7 +39,9 @@ struct CaptureOptions: ParsableArguments {
     var statusInterval: Double = 10
 
     /// Connects the chosen source; failures become the contract's exit codes.
-    func connect(_ settings: ConnectionSettings, endPosition: UInt64? = nil, logger: Logger) throws -> any CaptureSource {
+    func connect(
+        _ settings: ConnectionSettings, endPosition: UInt64? = nil, onSlotLost: ReplicationCapture.SlotLostPolicy = .wait, logger: Logger
+    ) throws -> any CaptureSource {
         let mode = try ModeOption(mode: mode).resolve(default: .replication)
         let tables = Set(try parseTables(table))
         guard statusInterval > 0 else { throw CommandFailure.usage("--status-interval takes a number of seconds above 0") }
@@ -74,11 +76,13 @@ struct CaptureOptions: ParsableArguments {
                 guard channel.isEmpty else {
                     throw CommandFailure.usage("--channel needs --mode trigger: NOTIFY is not written to the WAL (in replication mode, send pg_logical_emit_message instead)")
                 }
+                var configuration = ReplicationCapture.Configuration(
+                    connection: settings, slot: slot, publication: publication,
+                    session: .init(tables: tables, since: cursor, statusInterval: statusInterval, endPosition: endPosition)
+                )
+                configuration.onSlotLost = onSlotLost
                 return try ReplicationCapture.connect(
-                    configuration: .init(
-                        connection: settings, slot: slot, publication: publication,
-                        session: .init(tables: tables, since: cursor, statusInterval: statusInterval, endPosition: endPosition)
-                    ),
+                    configuration: configuration,
                     allTables: forceAllTables ? .evenIfWritesFail : (allTables ? .checked : .no),
                     logger: logger
                 )

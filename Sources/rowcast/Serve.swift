@@ -44,6 +44,9 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("When the window log is flushed to the disk: always (before the slot confirms it; survives the machine crashing), second (at most once a second; the slot confirms only what was flushed), never (survives serve crashing; a machine crash costs the window, never a wrong one).", valueName: "always|second|never"))
     var windowFsync: WindowLog.SyncPolicy = .always
 
+    @Option(name: .long, help: ArgumentHelp("Replication mode: when the slot is lost (invalidated by max_slot_wal_keep_size, or dropped): wait names it and captures nothing until a slot of that name is made again; recreate makes a new one and carries on (clients resuming from before it get cursor_expired, reason slot_lost).", valueName: "wait|recreate"))
+    var onSlotLost: ReplicationCapture.SlotLostPolicy = .wait
+
     @Option(name: .long, help: ArgumentHelp("The most bytes queued for one client before it is cut off as too slow (\(ServerOptions.defaults.clientQueueBytes >> 20) MiB by default; replays are read from the window as the client drains).", valueName: "bytes"))
     var clientQueueBytes: Int = ServerOptions.defaults.clientQueueBytes
 
@@ -139,7 +142,7 @@ struct Serve: AsyncParsableCommand {
             throw CommandFailure.usage("--allow-host \(name) is not a host name or address (fix: a name such as rowcast.example.com, or an address; no scheme, path or wildcard)")
         }
         let openFiles = raiseOpenFileLimit(logger: logger)
-        let source = try capture.connect(connection.settings, logger: logger)
+        let source = try capture.connect(connection.settings, onSlotLost: onSlotLost, logger: logger)
         let mode = source.mode.rawValue
         let options = {
             var options = ServerOptions(
@@ -220,6 +223,7 @@ extension Serve {
 }
 
 extension WindowLog.SyncPolicy: ExpressibleByArgument {}
+extension ReplicationCapture.SlotLostPolicy: ExpressibleByArgument {}
 
 extension String {
     fileprivate func leftPadding(_ width: Int) -> String {

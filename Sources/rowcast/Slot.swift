@@ -192,7 +192,7 @@ enum SlotReport {
                 )
             }
             if slot.walStatus == "lost" {
-                warnings.append("slot \(slot.name) has lost WAL it needed and can no longer be used; drop it and set up again")
+                warnings.append("slot \(slot.name) has lost WAL it needed and can no longer be used: changes were missed (fix: rowcast slot drop \(slot.name) and set up again, or let serve --on-slot-lost recreate make it again; raise max_slot_wal_keep_size)")
             } else if let keep = maxKeepBytes, keep > 0, let safe = slot.safeWALSize, safe < keep / 5 {
                 warnings.append(
                     "slot \(slot.name) is within \(safe) bytes of max_slot_wal_keep_size; the server will invalidate it if its consumer does not catch up"

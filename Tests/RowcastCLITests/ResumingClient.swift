@@ -111,7 +111,7 @@ final class ResumingClient: Sendable {
                           let data = frame["data"] as? [String: Any]
                     else { continue }
                     if frame["event"] as? String == "error" {
-                        self.received.error("\(data["code"] ?? ""): \(data["message"] ?? "")")
+                        self.received.error("\(data["code"] ?? ""): \(data["message"] ?? "")" + (data["reason"].map { " (reason \($0))" } ?? ""))
                         self.stop()
                         return
                     }

@@ -10,6 +10,7 @@ package final class CaptureState: Sendable {
         var serverLSN: UInt64?
         var capturedTables: Set<TableName>?
         var columns: [TableName: [String: ColumnKind]] = [:]
+        var slotLost: String?
     }
 
     private let snapshot = Mutex(Snapshot())
@@ -66,6 +67,11 @@ package final class CaptureState: Sendable {
     package func captures(_ table: TableName) -> Bool {
         snapshot.withLock { $0.capturedTables?.contains(table) ?? true }
     }
+
+    /// Replication: why the slot can no longer be used (invalidated, dropped), while it
+    /// cannot; nil once a usable slot streams again.
+    package var slotLost: String? { snapshot.withLock { $0.slotLost } }
+    package func setSlotLost(_ reason: String?) { snapshot.withLock { $0.slotLost = reason } }
 
     package func markConnected() { snapshot.withLock { $0.connected = true; $0.lastError = nil } }
     package func markDisconnected(_ error: String) { snapshot.withLock { $0.connected = false; $0.lastError = error } }

@@ -22,9 +22,14 @@ package protocol RecordSink: AnyObject, Sendable {
     /// every record before it, as of the last ``flush()``: the slot confirms no further.
     /// Nil when the sink keeps nothing of its own (what it delivered is final).
     var keptPosition: UInt64? { get }
+
+    /// Replication: the slot was lost and a new one streams from `origin` on. Changes
+    /// made in between were not captured: nothing before `origin` can be resumed.
+    func streamRestarted(after origin: Cursor)
 }
 
 extension RecordSink {
+    package func streamRestarted(after origin: Cursor) {}
     package func passed(_ position: UInt64) {}
     package var keptPosition: UInt64? { nil }
 }

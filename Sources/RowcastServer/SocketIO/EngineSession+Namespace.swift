@@ -21,9 +21,9 @@ extension EngineSession {
     }
 
     /// A `42["error",{…}]` event, when a socket joined (before, there is no one to tell).
-    func refuse(_ message: String, code: String = "bad_frame") async {
+    func refuse(_ message: String, code: String = "bad_frame", reason: String? = nil) async {
         guard await socket != nil else { return }
-        send(SocketIOFrame.error(code: code, message: message))
+        send(SocketIOFrame.error(code: code, message: message, reason: reason))
     }
 
     /// Waits until what the client's address owes for window scans is within its burst,
@@ -66,7 +66,7 @@ extension EngineSession {
                 if case .pong(let data) = outcome { send(Framing.socketIO.frame(.pong(echoing: data)) ?? SocketIOFrame.noop) }
                 if let ack { send(SocketIOFrame.ack(ack, error: nil)) }
             } catch {
-                await refuse(error.message, code: error.code)
+                await refuse(error.message, code: error.code, reason: error.reason)
                 if let ack { send(SocketIOFrame.ack(ack, error: error)) }
             }
         case .ack:

@@ -193,7 +193,7 @@ package enum ClientMessageError: Error, Sendable, Equatable {
     /// The client's credential does not allow what it asked for.
     case forbidden(String)
     /// `since` is older than the resume window.
-    case cursorExpired(Cursor?)
+    case cursorExpired(Cursor?, slotLost: Bool = false)
     /// A table this server does not capture (a typo, or a table not set up).
     case unknownTable([String])
     /// The client's address owes more window scans than a client may wait for: retry
@@ -214,12 +214,21 @@ package enum ClientMessageError: Error, Sendable, Equatable {
         }
     }
 
+    /// The `reason` of the `error` frame, when the code alone does not say it
+    /// (`slot_lost` for a cursor from before a lost slot).
+    package var reason: String? {
+        if case .cursorExpired(_, true) = self { return "slot_lost" }
+        return nil
+    }
+
     /// The `message` of the `error` frame.
     package var message: String {
         switch self {
         case .badFrame(let why), .badSubscription(let why), .badFilter(let why), .forbidden(let why): why
-        case .cursorExpired(let since):
-            "records after \(since?.description ?? "that cursor") are no longer kept"
+        case .cursorExpired(let since, let slotLost):
+            slotLost
+                ? "records after \(since?.description ?? "that cursor") were missed: the replication slot was lost and a new one made; subscribe without since and reload"
+                : "records after \(since?.description ?? "that cursor") are no longer kept"
                 + (since?.kind == .trigger ? " (trigger mode keeps records in one process's memory: none from before a restart of rowcast serve or from another node; replication mode replays them from its slot)" : "")
                 + "; subscribe without since and reload"
         case .unknownTable(let tables):
