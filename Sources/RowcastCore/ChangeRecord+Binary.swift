@@ -22,6 +22,7 @@ extension ChangeRecord {
         static let contentIsBase64 = Field(rawValue: 1 << 12)
         static let transactional = Field(rawValue: 1 << 13)
         static let transactionalValue = Field(rawValue: 1 << 14)
+        static let generated = Field(rawValue: 1 << 15)
     }
 
     /// Appends the record's binary form to `bytes`.
@@ -45,6 +46,7 @@ extension ChangeRecord {
         if prefix != nil { fields.insert(.prefix) }
         if content != nil { fields.insert(.content) }
         if contentIsBase64 { fields.insert(.contentIsBase64) }
+        if generated != nil { fields.insert(.generated) }
         if let transactional {
             fields.insert(.transactional)
             if transactional { fields.insert(.transactionalValue) }
@@ -66,6 +68,10 @@ extension ChangeRecord {
         if let payload { Self.append(payload.utf8, to: &bytes) }
         if let prefix { Self.append(prefix.utf8, to: &bytes) }
         if let content { Self.append(content.utf8, to: &bytes) }
+        if let generated {
+            Self.append(UInt32(clamping: generated.count), to: &bytes)
+            for column in generated { Self.append(column.utf8, to: &bytes) }
+        }
     }
 
     /// Reads a record written by ``appendBinary(to:)``; nil when the bytes are not one.
@@ -122,6 +128,15 @@ extension ChangeRecord {
         self.content = content
         contentIsBase64 = fields.contains(.contentIsBase64)
         if fields.contains(.transactional) { transactional = fields.contains(.transactionalValue) }
+        if fields.contains(.generated) {
+            guard let count = reader.uint32(), count <= reader.remaining else { return nil }
+            var columns: [String] = []
+            for _ in 0..<count {
+                guard let bytes = reader.lengthPrefixed() else { return nil }
+                columns.append(String(decoding: bytes, as: UTF8.self))
+            }
+            generated = columns
+        }
         guard reader.remaining == 0 else { return nil }
     }
 

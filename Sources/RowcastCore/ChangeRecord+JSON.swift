@@ -75,6 +75,15 @@ extension ChangeRecord {
             }
             writer.append(byte: UInt8(ascii: "]"))
         }
+        if let generated {
+            writer.appendKey("generated", first: &first)
+            writer.append(byte: UInt8(ascii: "["))
+            for (index, column) in generated.enumerated() {
+                if index > 0 { writer.append(byte: UInt8(ascii: ",")) }
+                writer.appendString(column)
+            }
+            writer.append(byte: UInt8(ascii: "]"))
+        }
         if let channel {
             writer.appendKey("channel", first: &first)
             writer.appendString(channel)

@@ -22,6 +22,10 @@ package struct ChangeRecord: Sendable, Hashable {
     package var row: RawJSON?
     package var old: RawJSON?
     package var unchanged: [String]?
+    /// Replication: stored generated columns the server did not send (`pgoutput`
+    /// leaves them out unless a PostgreSQL 18 publication asks for them); they are
+    /// absent from `row` and `old`, where `to_jsonb` and trigger mode have them.
+    package var generated: [String]?
     package var xid: UInt32?
     /// Replication: the commit LSN (the JSON shows it as PostgreSQL does, `X/X`).
     package var lsn: UInt64?

@@ -279,6 +279,19 @@ package enum Doctor {
                     ))
                 }
             }
+            // pgoutput leaves stored generated columns out (unless a PostgreSQL 18
+            // publication publishes them): records lack what to_jsonb has.
+            let generated = try connection.execute(
+                "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped AND attgenerated <> ''",
+                [table.quoted]
+            ).scalar
+            if let generated, !generated.isEmpty {
+                checks.append(.warn(
+                    "replication mode: \(table) has stored generated columns (\(generated)) that pgoutput does not send: its records lack them (each record lists them in \"generated\"), where trigger mode and to_jsonb have them",
+                    fix: "read them from the table, compute them in the client, or capture \(table) in trigger mode"
+                        + (connection.serverVersion >= 180000 ? "; or ALTER PUBLICATION \(TableName.quoteIdentifier(publication)) SET (publish_generated_columns = stored);" : "")
+                ))
+            }
         }
 
         let keep = try setting("max_slot_wal_keep_size")

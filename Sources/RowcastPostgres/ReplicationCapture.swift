@@ -375,6 +375,8 @@ struct Driver {
                 let update = StandbyStatusUpdate(written: max(written, flushed), flushed: flushed, applied: flushed, clock: clock)
                 try connection.writeCopyData(update.bytes)
                 state.recordPositions(confirmed: flushed, server: written)
+            case .lookUpGenerated(let oid):
+                session.handle(.generatedLearned(oid, columns: try types.generatedColumns(of: oid)), into: &actions)
             case .tableSeen(let table, let columns):
                 state.capture(table, columns: columns)
             case .warn(let line):

@@ -64,6 +64,14 @@ final class TypeCatalog {
         return shape
     }
 
+    /// The stored generated columns of relation `oid`, in column order.
+    func generatedColumns(of oid: UInt32) throws(PostgresError) -> [String] {
+        try catalogConnection().execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated <> '' ORDER BY attnum",
+            [String(oid)]
+        ).rows.compactMap { $0.first ?? nil }
+    }
+
     private func catalogConnection() throws(PostgresError) -> PostgresConnection {
         if let connection, connection.isConnected { return connection }
         let fresh = try PostgresConnection(settings)

@@ -216,7 +216,7 @@ extension [ReplicationSession.Action] {
 
     @Test func recordsCarryTheRowCursorAndTransactionAndTheTableFilterApplies() throws {
         var harness = SessionHarness(.init(tables: [TableName(schema: "public", name: "items")]))
-        #expect(harness.receive(WireBytes.relation(oid: 1, name: "items")) == [.tableSeen("public.items", columns: ["id": .number, "title": .other])])
+        #expect(harness.receive(WireBytes.relation(oid: 1, name: "items")) == [.tableSeen("public.items", columns: ["id": .number, "title": .other]), .lookUpGenerated(1)])
         #expect(harness.receive(WireBytes.relation(oid: 2, name: "other")).isEmpty, "a table not asked for is not reported")
         _ = harness.receive(WireBytes.begin(finalLSN: 0x1000, xid: 42))
         var records = harness.receive(WireBytes.insert(oid: 2, id: 9, title: "skipped")).records
@@ -233,11 +233,27 @@ extension [ReplicationSession.Action] {
         #expect(harness.receive(WireBytes.relation(oid: 1, name: "items", titleType: 90001)) == [
             .lookUpTypes([90001]),
             .tableSeen("public.items", columns: ["id": .number, "title": .other]),
+            .lookUpGenerated(1),
         ])
         harness.feed(.typesLearned([90001: .json]))
         _ = harness.receive(WireBytes.begin(finalLSN: 0x1000))
         let records = harness.receive(WireBytes.insert(oid: 1, id: 1, title: #"{"a":1}"#)).records
         #expect(records.first?.row?.text == #"{"id":1,"title":{"a":1}}"#)
+    }
+
+    /// pgoutput leaves stored generated columns out: each record of the table says
+    /// which (those the server did send, a PostgreSQL 18 publication's, are not named).
+    @Test func recordsNameTheGeneratedColumnsTheServerDidNotSend() {
+        var harness = SessionHarness()
+        _ = harness.receive(WireBytes.relation(oid: 1, name: "items"))
+        harness.feed(.generatedLearned(1, columns: ["total", "title"]))
+        _ = harness.receive(WireBytes.begin(finalLSN: 0x1000))
+        let records = harness.receive(WireBytes.insert(oid: 1, id: 1, title: "a")).records
+        #expect(records.first?.generated == ["total"])
+        #expect(records.first.map { String(decoding: $0.jsonBytes(), as: UTF8.self) }?.contains(#""generated":["total"]"#) == true)
+        harness.feed(.generatedLearned(1, columns: []))
+        let plain = harness.receive(WireBytes.insert(oid: 1, id: 2, title: "b")).records
+        #expect(plain.first?.generated == nil)
     }
 
     @Test func malformedBytesAskForAReconnectNamingWhatWasWrong() {

@@ -127,6 +127,43 @@ struct ReplicationCaptureTests {
         }
     }
 
+    /// pgoutput (before a PostgreSQL 18 publication asks) leaves stored generated
+    /// columns out: the replication record says which, trigger mode's row has them,
+    /// and the rest of the row is the same bytes. doctor names the table.
+    @Test func storedGeneratedColumnsTheServerDoesNotSendAreNamed() async throws {
+        let url = try await LiveDatabase.freshDatabase()
+        let admin = try Self.connect(url)
+        try admin.executeScript(
+            """
+            CREATE TABLE priced (id int PRIMARY KEY, price numeric, qty int,
+                total numeric GENERATED ALWAYS AS (price * qty) STORED, note text);
+            ALTER TABLE priced REPLICA IDENTITY FULL;
+            CREATE TABLE plain (id int PRIMARY KEY);
+            """
+        )
+        let table = TableName(schema: "public", name: "priced")
+        try TriggerSetup.install(on: admin, tables: [table])
+        let trigger = try RunningCapture(.init(connection: ConnectionSettings(conninfo: url), tables: [table]))
+        let replication = try await RunningCapture.replication(.init(
+            connection: ConnectionSettings(conninfo: url), slot: LiveDatabase.uniqueName("generated"), publication: "generated", tables: [table]
+        ))
+        defer { trigger.finish(); replication.finish(droppingSlotIn: url) }
+        try admin.executeScript("INSERT INTO priced VALUES (1, 2.50, 4, DEFAULT, 'a'); UPDATE priced SET qty = 5 WHERE id = 1;")
+        let fromTrigger = await trigger.sink.wait(for: 2)
+        let fromReplication = await replication.sink.wait(for: 2)
+        try #require(fromTrigger.count == 2 && fromReplication.count == 2)
+        for (a, b) in zip(fromTrigger, fromReplication) {
+            #expect(b.generated == ["total"], "\(b)")
+            #expect(a.generated == nil)
+            #expect(a.row?.text.contains(#""total":"#) == true && b.row?.text.contains(#""total""#) == false)
+            let withoutTotal = try admin.execute("SELECT ($1::jsonb - 'total')::text = $2::jsonb::text", [a.row?.text, b.row?.text]).scalar
+            #expect(withoutTotal == "t", "\(a.row?.text ?? "") vs \(b.row?.text ?? "")")
+        }
+        let checks = try Doctor.check(on: admin, modes: [.replication], tables: [table], publication: "generated")
+        let named = checks.filter { $0.summary.contains("stored generated columns (total)") }
+        #expect(named.count == 1 && named.first?.outcome == .warn, "\(checks.map(\.summary))")
+    }
+
     @Test func reconnectsAfterTheWalsenderIsTerminatedAndLosesNothing() async throws {
         let url = try await LiveDatabase.freshDatabase()
         let admin = try Self.connect(url)

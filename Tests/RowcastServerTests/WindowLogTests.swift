@@ -46,6 +46,7 @@ import Testing
         record.row = json()
         record.old = json()
         record.unchanged = Bool.random(using: &generator) ? (0..<Int.random(in: 0...3, using: &generator)).compactMap { _ in text() } : nil
+        record.generated = Bool.random(using: &generator) ? (0..<Int.random(in: 0...3, using: &generator)).compactMap { _ in text() } : nil
         record.xid = Bool.random(using: &generator) ? UInt32.random(in: 0...UInt32.max, using: &generator) : nil
         record.lsn = Bool.random(using: &generator) ? UInt64.random(in: 0...UInt64.max, using: &generator) : nil
         record.commitTime = text()

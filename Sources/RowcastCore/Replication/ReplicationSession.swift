@@ -41,6 +41,8 @@ package struct ReplicationSession: Sendable {
         case sinkProgress(SinkProgress, kept: UInt64? = nil, at: Double)
         /// The answer to ``Action/lookUpTypes(_:)``.
         case typesLearned([UInt32: ValueShape])
+        /// The answer to ``Action/lookUpGenerated(_:)``: the relation's stored generated columns.
+        case generatedLearned(UInt32, columns: [String])
         /// The user asked to stop (SIGINT, SIGTERM, shutdown).
         case stop
         /// The connection was lost; the loop will reconnect and the slot resends.
@@ -53,6 +55,9 @@ package struct ReplicationSession: Sendable {
         case deliver(ChangeRecord)
         /// Look up these types' shapes in the catalog, then feed ``Event/typesLearned(_:)``.
         case lookUpTypes([UInt32])
+        /// Look up the relation's stored generated columns in the catalog, then feed
+        /// ``Event/generatedLearned(_:columns:)``.
+        case lookUpGenerated(UInt32)
         /// Call the sink's `flush()`, then feed ``Event/sinkProgress(_:at:)``.
         case flushSink
         /// Send a standby status update with these positions.
@@ -95,6 +100,8 @@ package struct ReplicationSession: Sendable {
     /// What may be confirmed; read by the loop for `/status` and `/metrics`.
     package private(set) var acknowledgement = Acknowledgement()
     private var relations: [UInt32: Relation] = [:]
+    /// Each relation's stored generated columns the server does not send.
+    private var generated: [UInt32: [String]] = [:]
     private var shapes: [UInt32: ValueShape] = [:]
     /// Each relation's encoding plan, made on first use after its Relation message or
     /// after shapes were learned.
@@ -154,6 +161,11 @@ package struct ReplicationSession: Sendable {
         case .typesLearned(let learned):
             shapes.merge(learned) { _, new in new }
             plans.removeAll()
+        case .generatedLearned(let oid, let columns):
+            // Those the server did send (a PostgreSQL 18 publication may) are in the row.
+            let sent = Set(relations[oid]?.columns.map(\.name) ?? [])
+            let missing = columns.filter { !sent.contains($0) }
+            generated[oid] = missing.isEmpty ? nil : missing
         case .stop:
             finishAfterFlush(.stopped, into: &actions)
         case .disconnected:
@@ -250,6 +262,7 @@ package struct ReplicationSession: Sendable {
                 var columns: [String: ColumnKind] = [:]
                 for column in relation.columns { columns[column.name] = ColumnKind(typeOID: column.typeOID) }
                 actions.append(.tableSeen(table, columns: columns))
+                actions.append(.lookUpGenerated(relation.oid))
             }
         case .insert(let insert):
             let relation = try relationFor(insert.relationOID)
@@ -316,6 +329,7 @@ package struct ReplicationSession: Sendable {
         stamp(&record, fallbackLSN: transaction.commitLSN)
         record.schema = relation.namespace
         record.table = relation.name
+        if op != .truncate { record.generated = generated[relation.oid] }
         return record
     }
 
