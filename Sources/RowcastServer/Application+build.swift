@@ -32,7 +32,12 @@ package func buildApplication(
     let app = Application(
         router: router,
         server: .rowcast(
-            webSocketRouter: router, configuration: .init(maxFrameSize: options.maxClientFrameSize), idleTimeout: options.idleTimeout, limits: limits
+            webSocketRouter: router,
+            configuration: .init(
+                maxFrameSize: options.maxClientFrameSize,
+                autoPing: options.webSocketPingInterval.map { .enabled(timePeriod: $0) } ?? .disabled
+            ),
+            idleTimeout: options.idleTimeout, limits: limits
         ),
         configuration: .init(address: .hostname(options.host, port: options.port), serverName: "rowcast", backlog: options.listenBacklog),
         services: [CaptureService(source: source, sink: broadcaster)] + services,

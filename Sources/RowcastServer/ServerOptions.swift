@@ -40,6 +40,9 @@ package struct ServerOptions: Sendable {
     package var idleTimeout: Duration = .seconds(30)
     /// The largest frame a client may send.
     package var maxClientFrameSize = 64 * 1024
+    /// How often a WebSocket is pinged; one whose pong has not been read by the next
+    /// ping is closed (nil: never; tests whose client waits on a starved machine).
+    package var webSocketPingInterval: Duration? = .seconds(30)
     /// Connections held at once; past it a new one is answered 503 and closed. `serve`
     /// derives it from the open-file limit (``connectionLimit(openFiles:)``); 0: none.
     package var maxConnections = 10_000

@@ -19,6 +19,7 @@ enum EnvironmentArguments {
     static let flags: [[String]: [(String, Kind)]] = [
         ["serve"]: connection + capture + [
             ("host", .value), ("port", .value), ("resume-window", .value), ("resume-window-bytes", .value), ("resume-window-age", .value),
+            ("window-dir", .value), ("window-fsync", .value), ("on-slot-lost", .value),
             ("client-queue-bytes", .value), ("allow-origin", .list), ("allow-host", .list), ("token", .value), ("jwt-secret", .value),
             ("socketio-ping-interval", .value), ("socketio-ping-timeout", .value), ("socketio-recovery", .value),
             ("idle-timeout", .value), ("socketio-max-pending", .value), ("socketio-max-pending-per-address", .value), ("max-connections", .value),
