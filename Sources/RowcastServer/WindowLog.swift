@@ -86,6 +86,7 @@ package final class WindowLog: Sendable {
     private let identity: String
     private let segmentBytes: Int
     private let lockFD: Int32
+    private let lockClosed = Atomic<Bool>(false)
     private let state = Mutex(State())
 
     /// Opens (creating) the log in `directory`, reads what it holds, cuts a torn tail,
@@ -131,7 +132,8 @@ package final class WindowLog: Sendable {
             if state.fd >= 0 { Glibc.close(state.fd) }
             state.fd = -1
         }
-        Glibc.close(lockFD)
+        // Once: a second close could close whatever file took the number since.
+        if !lockClosed.exchange(true, ordering: .relaxed) { Glibc.close(lockFD) }
     }
 
     // MARK: - Reading at start
@@ -170,8 +172,14 @@ package final class WindowLog: Sendable {
                         // Another database's or slot's log (or a second header): none of it is ours.
                         return discardAll(loaded: loaded, because: "it was made for another database or slot")
                     }
+                    // The oldest segment kept says where the log begins; each later one must
+                    // begin where the one before ended (a segment missing between is a gap).
+                    if segments.isEmpty {
+                        loaded.origin = header.origin
+                    } else if header.origin != (loaded.records.last?.record.cursor ?? loaded.origin) {
+                        break entries
+                    }
                     sawHeader = true
-                    if position == 0 { loaded.origin = header.origin }
                     loaded.kept = max(loaded.kept, header.kept)
                 case .record:
                     var reader = BinaryReader(payload)

@@ -171,6 +171,34 @@ import Testing
         #expect(loaded.kept == 0x9999)
     }
 
+    /// A segment missing between two others is a gap: the log ends before it, never
+    /// reads on past it.
+    @Test func aSegmentMissingBetweenOthersEndsTheLogThere() throws {
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        do {
+            let (log, _) = try WindowLog.open(directory: directory, identity: "1/db/slot", policy: .never, segmentBytes: 8 << 10)
+            log.reset(origin: nil)
+            for n in 0..<300 {
+                log.append(Self.record(UInt32(n), pad: 200), at: 5)
+                if n % 20 == 19 { _ = log.sync() }
+            }
+            log.mark(0x7777)
+            _ = log.sync()
+        }
+        let segments = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".seg") }.sorted()
+        try #require(segments.count >= 4, "\(segments)")
+        let (_, whole) = try WindowLog.open(directory: directory, identity: "1/db/slot", policy: .never)
+        #expect(whole.records.count == 300)
+        try FileManager.default.removeItem(atPath: directory + "/" + segments[1])
+        let (_, cut) = try WindowLog.open(directory: directory, identity: "1/db/slot", policy: .never)
+        let first = try #require(cut.records.last?.record.cursor)
+        #expect(cut.records.count < 300 && cut.records.count > 0)
+        #expect(cut.records.map(\.record.cursor) == (0..<cut.records.count).map { Self.record(UInt32($0)).cursor }, "records after the gap were read")
+        #expect(cut.kept < 0x7777, "the mark after the gap was kept")
+        #expect(first < Self.record(299).cursor)
+    }
+
     /// A log of another cluster, database or slot is none of this stream's: discarded.
     @Test func aLogOfAnotherStreamIsDiscarded() throws {
         let directory = Self.directory()
