@@ -85,6 +85,7 @@ let package = Package(
             name: "RowcastBench",
             dependencies: [
                 "RowcastCore",
+                "RowcastServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),

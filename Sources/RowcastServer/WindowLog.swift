@@ -294,7 +294,7 @@ package final class WindowLog: Sendable {
 
     /// Appends a record the window took at `at` (milliseconds since 1970); written with
     /// the next ``sync()`` or once a megabyte is waiting.
-    func append(_ record: ChangeRecord, at: Int64) {
+    package func append(_ record: ChangeRecord, at: Int64) {
         state.withLock { state in
             guard state.failure == nil else { return }
             Self.appendEntry(.record, to: &state.pending) { bytes in
@@ -307,7 +307,7 @@ package final class WindowLog: Sendable {
     }
 
     /// Notes that every record before WAL `position` was appended.
-    func mark(_ position: UInt64) {
+    package func mark(_ position: UInt64) {
         state.withLock { state in
             guard state.failure == nil, position > state.marked else { return }
             Self.appendEntry(.mark, to: &state.pending) { Self.appendUInt64(position, to: &$0) }
@@ -317,7 +317,7 @@ package final class WindowLog: Sendable {
 
     /// Writes what waits and flushes it to the disk as the policy says. Returns what is
     /// durable now: the newest record and the highest mark (nil once the log failed).
-    func sync(now: ContinuousClock.Instant = .now) -> (cursor: Cursor?, mark: UInt64)? {
+    package func sync(now: ContinuousClock.Instant = .now) -> (cursor: Cursor?, mark: UInt64)? {
         state.withLock { state in
             guard state.failure == nil else { return nil }
             writePending(&state)
@@ -344,7 +344,7 @@ package final class WindowLog: Sendable {
     package var failure: String? { state.withLock { $0.failure } }
 
     /// Deletes the oldest segments whose every record the window let go (`through`).
-    func release(through cursor: Cursor?) {
+    package func release(through cursor: Cursor?) {
         guard let cursor else { return }
         state.withLock { state in
             while state.segments.count > 1, let first = state.segments.first, first.lastCursor.map({ $0 <= cursor }) ?? true {

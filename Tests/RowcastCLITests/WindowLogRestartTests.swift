@@ -11,6 +11,8 @@ import Testing
     .timeLimit(.minutes(5))
 )
 struct WindowLogRestartTests {
+    static let isRoot = getuid() == 0
+
     static func serve(slot: String, url: String, _ extra: [String] = []) throws -> RunningProcess {
         try RunningProcess(Rowcast.binary.path, [
             "serve", "--mode", "replication", "--table", "orders", "--slot", slot, "--publication", "orders",
@@ -68,6 +70,65 @@ struct WindowLogRestartTests {
         print("rowcast-test: \(written >> 20) MB of unrelated WAL; slot confirmed lag \(lag.withLock { $0.confirmed } >> 10) KB, restart lag \(lag.withLock { $0.restart } >> 10) KB")
         let status = try await Self.status(port)
         #expect(status["window_records"] as? Int == 1, "\(status)")
+        #expect(try await server.stop(SIGTERM) == 0)
+    }
+
+    /// A full disk under the window log (a 256 kB tmpfs): the log is given up, said once
+    /// in serve's log and in `/status`; serve goes on serving live records; and the
+    /// slot confirms nothing the log did not keep: records after the failure are only
+    /// in the window, so the slot stays before them.
+    @Test(.enabled(if: Self.isRoot, "mounts a tmpfs")) func aFullDiskGivesUpTheLogOnceAndConfirmsNothingItDidNotKeep() async throws {
+        let url = try await LiveDatabase.freshDatabase(prefix: "fulllog")
+        try await LiveDatabase.psql(url, "CREATE TABLE orders (id int PRIMARY KEY, pad text)")
+        let slot = LiveDatabase.uniqueName("fulllog")
+        let setup = try await Rowcast.run(["setup", "--mode", "replication", "--table", "orders", "--slot", slot, "--publication", "orders", "--db", url])
+        #expect(setup.status == 0, "\(setup.stderr)")
+        defer { _ = try? LiveDatabase.psqlBlocking(url, "SELECT pg_drop_replication_slot('\(slot)')", seconds: 30) }
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("rowcast-full-log-\(UInt32.random(in: 0...UInt32.max))").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let mounted = try await onThread("mount") { try runChild("mount", ["-t", "tmpfs", "-o", "size=256k", "tmpfs", directory], seconds: 30) }
+        try #require(mounted.status == 0, "mount: \(mounted.stderr)")
+        defer {
+            _ = try? runChild("umount", [directory], seconds: 30)
+            try? FileManager.default.removeItem(atPath: directory)
+        }
+        let server = try Self.serve(slot: slot, url: url, ["--window-dir", directory])
+        let port = try await server.waitFor(#"serving replication mode on http://127\.0\.0\.1:(\d+)/"#)
+        let client = ResumingClient()
+        client.move(to: port)
+        client.run()
+        try await client.waitUntilSubscribed()
+        // 2 kB rows, 50 a transaction, until the log fails (256 kB hold about 120 rows).
+        var written = 0
+        let status = Mutex<String>("")
+        try await eventually("the window log to fail on the full disk", within: 120, interval: .milliseconds(200), seen: { server.output.suffix(800).description }) {
+            try await LiveDatabase.psql(url, "INSERT INTO orders SELECT g, repeat('p', 2000) FROM generate_series(\(written + 1), \(written + 50)) g")
+            written += 50
+            let now = try await Self.status(port)
+            let error = now["window_log_error"] as? String
+            status.withLock { $0 = error ?? "" }
+            return error?.contains("No space left on device") == true
+        }
+        try await client.received.wait(for: written) { server.output.suffix(800).description }
+        let failedAt = try await LiveDatabase.psql(url, "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'")
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        // After the failure: still live, and the slot stays before what only the window holds.
+        for batch in 0..<5 {
+            try await LiveDatabase.psql(url, "INSERT INTO orders SELECT g, 'after' FROM generate_series(\(written + 1), \(written + 10)) g")
+            written += 10
+            try await client.received.wait(for: written) { server.output.suffix(800).description }
+            _ = batch
+        }
+        let firstAfter = try await LiveDatabase.psql(url, "SELECT pg_current_wal_lsn()").trimmingCharacters(in: .whitespacesAndNewlines)
+        try await pause(for: .seconds(2))  // two status intervals
+        let past = try await LiveDatabase.psql(
+            url, "SELECT confirmed_flush_lsn > '\(firstAfter)'::pg_lsn FROM pg_replication_slots WHERE slot_name = '\(slot)'"
+        ).trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(past == "f", "the slot confirmed past records only the window holds (it was at \(failedAt) when the log failed)")
+        let said = server.output.components(separatedBy: "failed: cannot write to it: No space left on device").count - 1
+        #expect(said == 1, "said \(said) times:\n\(server.output.suffix(1500))")
+        #expect(client.received.ids == Array(1...written), "\(client.received.summary)")
+        try await client.finish()
         #expect(try await server.stop(SIGTERM) == 0)
     }
 

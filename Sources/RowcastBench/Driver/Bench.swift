@@ -91,7 +91,7 @@ final class Bench {
         let serve = try rowcast(
             "rowcast serve",
             ["serve", "--mode", "replication", "--table", table, "--slot", slot, "--publication", publication, "--port", String(port), "--log-level", "warning"]
-                + unlimited + extra
+                + ["--window-dir", work.path("window")] + unlimited + extra
         )
         try waitUntil("rowcast serve to answer GET /healthz on port \(port) with 200", watching: [serve]) {
             Probe.get("/healthz", port: port)?.status == 200

@@ -127,10 +127,23 @@ enum Tables {
         lines += [
             "",
             "WAL kept by `serve`'s slot for its resume window: \(lag.labels["rate"] ?? "?") single-row transactions/s for \(lag.labels["seconds"] ?? "?") s,",
-            "`--resume-window 100000 --resume-window-age \(Int(age))` (so age is the bound):",
-            "- window: \(whole(records)) records; slot holds back \(String(format: "%.1f", lag.median / 1_048_576)) MB of WAL (`lag_bytes`), "
-                + "about \(whole(lag.median / age / 1024)) KB per second of window at this rate",
+            "`--resume-window 100000 --resume-window-age \(Int(age))` (so age is the bound; the window is kept in its log on disk):",
+            "- window: \(whole(records)) records; slot holds back \(String(format: "%.1f", lag.median / 1_048_576)) MB of WAL (`lag_bytes`)",
         ]
+        let costs = results.find(key, "log_ns_per_record")
+        if !costs.isEmpty {
+            lines += [
+                "",
+                "What the window log costs per record (\(costs.first?.labels["records"] ?? "?") records appended in batches of 500, one flush each):", "",
+                "| row | --window-fsync | wall ns/record | CPU ns/record | bytes/record on disk |",
+                "| --- | --- | --- | --- | --- |",
+            ]
+            for cost in costs {
+                let cpu = try results.one(key, "log_cpu_ns_per_record", cost.labels).median
+                let bytes = try results.one(key, "log_bytes_per_record", cost.labels).median
+                lines.append("| \(cost.labels["shape"] ?? "?") | \(cost.labels["fsync"] ?? "?") | \(whole(cost.median)) | \(whole(cpu)) | \(whole(bytes)) |")
+            }
+        }
         return lines.joined(separator: "\n")
     }
 

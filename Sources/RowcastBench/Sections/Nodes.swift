@@ -1,9 +1,11 @@
 import Foundation
+import RowcastCore
+import RowcastServer
 
 /// 5. Several nodes: k `rowcast tail` processes drain the same backlog at once, each
 /// from its own slot, as k `serve` nodes would (wall time until all are done, and the
 /// CPU the walsenders used); then the WAL that `serve`'s slot keeps for its resume
-/// window at a steady write rate.
+/// window at a steady write rate, and what its window log costs per record.
 enum Nodes: BenchSection {
     static let number = 5
     static let key = "nodes"
@@ -18,6 +20,46 @@ enum Nodes: BenchSection {
     static func run(_ bench: Bench) throws {
         try drainTogether(bench)
         try walKept(bench)
+        try windowLogCost(bench)
+    }
+
+    /// What `serve`'s window log costs per record: 200,000 records of the drain's
+    /// one-row shape and of a 1 kB row appended in batches of 500 (a flush each, as
+    /// the capture flushes when it catches up), with each `--window-fsync` policy:
+    /// wall and CPU time per record, and bytes on disk per record.
+    private static func windowLogCost(_ bench: Bench) throws {
+        let count = 200_000
+        for (shape, pad) in [("seed", 8), ("1kB", 1_000)] {
+            for policy in WindowLog.SyncPolicy.allCases {
+                let directory = bench.work.path("log-cost-\(shape)-\(policy.rawValue)")
+                let (log, _) = try WindowLog.open(directory: directory, identity: "bench", policy: policy, segmentBytes: 1 << 30)
+                log.reset(origin: nil)
+                let text = String(repeating: "x", count: pad)
+                let cpu = try ProcessStats.cpuSeconds(getpid())
+                let start = ContinuousClock.now
+                for n in 0..<count {
+                    var record = ChangeRecord(cursor: .replication(commitLSN: UInt64(n / 500 + 1) << 8, index: UInt32(n % 500)), source: .replication, op: .insert)
+                    record.schema = "public"
+                    record.table = "seed"
+                    record.xid = 1234
+                    record.lsn = UInt64(n / 500 + 1) << 8
+                    record.commitTime = "2026-12-07T12:00:00.000000Z"
+                    record.row = RawJSON(trusted: Array(#"{"id":\#(n),"title":"\#(text)"}"#.utf8))
+                    log.append(record, at: 0)
+                    if n % 500 == 499 {
+                        log.mark(UInt64(n / 500 + 1) << 8 + 1)
+                        guard log.sync() != nil else { throw BenchFailure(log.failure ?? "the window log failed") }
+                    }
+                }
+                let seconds = (ContinuousClock.now - start).seconds
+                let cpuSeconds = try ProcessStats.cpuSeconds(getpid()) - cpu
+                let labels = ["shape": shape, "fsync": policy.rawValue, "records": String(count)]
+                bench.record(key, "log_ns_per_record", labels, unit: "ns", [seconds * 1e9 / Double(count)])
+                bench.record(key, "log_cpu_ns_per_record", labels, unit: "ns", [cpuSeconds * 1e9 / Double(count)])
+                bench.record(key, "log_bytes_per_record", labels, unit: "bytes", [Double(log.diskUsage.bytes) / Double(count)])
+                try? FileManager.default.removeItem(atPath: directory)
+            }
+        }
     }
 
     private static func drainTogether(_ bench: Bench) throws {
