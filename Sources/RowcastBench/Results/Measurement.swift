@@ -72,6 +72,8 @@ struct Measurement: Codable, Sendable, Equatable {
         if value == value.rounded(), abs(value) < 1e15 { return String(Int64(value)) }
         var text = String(format: "%.6f", value)
         while text.hasSuffix("0") { text.removeLast() }
+        // 999.9999999 prints as 1000.000000: no bare point, which is not JSON.
+        if text.hasSuffix(".") { text.removeLast() }
         return text
     }
 }
