@@ -57,10 +57,7 @@ extension ChangeRecord {
         if let table { Self.append(table.utf8, to: &bytes) }
         if let row { Self.append(row.bytes, to: &bytes) }
         if let old { Self.append(old.bytes, to: &bytes) }
-        if let unchanged {
-            Self.append(UInt32(clamping: unchanged.count), to: &bytes)
-            for column in unchanged { Self.append(column.utf8, to: &bytes) }
-        }
+        if let unchanged { Self.append(unchanged, to: &bytes) }
         if let xid { Self.append(xid, to: &bytes) }
         if let lsn { Self.append(lsn, to: &bytes) }
         if let commitTime { Self.append(commitTime.utf8, to: &bytes) }
@@ -68,10 +65,7 @@ extension ChangeRecord {
         if let payload { Self.append(payload.utf8, to: &bytes) }
         if let prefix { Self.append(prefix.utf8, to: &bytes) }
         if let content { Self.append(content.utf8, to: &bytes) }
-        if let generated {
-            Self.append(UInt32(clamping: generated.count), to: &bytes)
-            for column in generated { Self.append(column.utf8, to: &bytes) }
-        }
+        if let generated { Self.append(generated, to: &bytes) }
     }
 
     /// Reads a record written by ``appendBinary(to:)``; nil when the bytes are not one.
@@ -102,12 +96,7 @@ extension ChangeRecord {
             old = RawJSON(trusted: Array(bytes))
         }
         if fields.contains(.unchanged) {
-            guard let count = reader.uint32(), count <= reader.remaining else { return nil }
-            var columns: [String] = []
-            for _ in 0..<count {
-                guard let bytes = reader.lengthPrefixed() else { return nil }
-                columns.append(String(decoding: bytes, as: UTF8.self))
-            }
+            guard let columns = reader.strings() else { return nil }
             unchanged = columns
         }
         if fields.contains(.xid) {
@@ -129,12 +118,7 @@ extension ChangeRecord {
         contentIsBase64 = fields.contains(.contentIsBase64)
         if fields.contains(.transactional) { transactional = fields.contains(.transactionalValue) }
         if fields.contains(.generated) {
-            guard let count = reader.uint32(), count <= reader.remaining else { return nil }
-            var columns: [String] = []
-            for _ in 0..<count {
-                guard let bytes = reader.lengthPrefixed() else { return nil }
-                columns.append(String(decoding: bytes, as: UTF8.self))
-            }
+            guard let columns = reader.strings() else { return nil }
             generated = columns
         }
         guard reader.remaining == 0 else { return nil }
@@ -146,6 +130,12 @@ extension ChangeRecord {
 
     private static func append(_ value: UInt32, to bytes: inout [UInt8]) {
         withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
+    }
+
+    /// A count, then each string length-prefixed.
+    private static func append(_ strings: [String], to bytes: inout [UInt8]) {
+        append(UInt32(clamping: strings.count), to: &bytes)
+        for string in strings { append(string.utf8, to: &bytes) }
     }
 
     private static func append(_ text: some Collection<UInt8>, to bytes: inout [UInt8]) {
@@ -186,6 +176,17 @@ package struct BinaryReader {
         for shift in 0..<8 { value |= UInt64(bytes[offset + shift]) << (8 * shift) }
         offset += 8
         return value
+    }
+
+    /// A count, then that many length-prefixed UTF-8 strings.
+    package mutating func strings() -> [String]? {
+        guard let count = uint32(), count <= remaining else { return nil }
+        var strings: [String] = []
+        for _ in 0..<count {
+            guard let bytes = lengthPrefixed() else { return nil }
+            strings.append(String(decoding: bytes, as: UTF8.self))
+        }
+        return strings
     }
 
     /// A 32-bit length, then that many bytes.

@@ -66,24 +66,19 @@ extension ChangeRecord {
             writer.appendKey("old", first: &first)
             appendValue(old, .old)
         }
-        if let unchanged {
-            writer.appendKey("unchanged", first: &first)
+        // Column lists, written without building anything per record (the hot path).
+        func appendColumns(_ key: StaticString, _ columns: [String]?) {
+            guard let columns else { return }
+            writer.appendKey(key, first: &first)
             writer.append(byte: UInt8(ascii: "["))
-            for (index, column) in unchanged.enumerated() {
+            for (index, column) in columns.enumerated() {
                 if index > 0 { writer.append(byte: UInt8(ascii: ",")) }
                 writer.appendString(column)
             }
             writer.append(byte: UInt8(ascii: "]"))
         }
-        if let generated {
-            writer.appendKey("generated", first: &first)
-            writer.append(byte: UInt8(ascii: "["))
-            for (index, column) in generated.enumerated() {
-                if index > 0 { writer.append(byte: UInt8(ascii: ",")) }
-                writer.appendString(column)
-            }
-            writer.append(byte: UInt8(ascii: "]"))
-        }
+        appendColumns("unchanged", unchanged)
+        appendColumns("generated", generated)
         if let channel {
             writer.appendKey("channel", first: &first)
             writer.appendString(channel)

@@ -20,6 +20,16 @@ struct WindowLogRestartTests {
         ] + extra)
     }
 
+    /// A fresh database with `tables`, and a slot set up for `orders` (the caller drops it).
+    static func prepare(_ prefix: String, _ tables: String) async throws -> (url: String, slot: String) {
+        let url = try await LiveDatabase.freshDatabase(prefix: prefix)
+        try await LiveDatabase.psql(url, tables)
+        let slot = LiveDatabase.uniqueName(prefix)
+        let setup = try await Rowcast.run(["setup", "--mode", "replication", "--table", "orders", "--slot", slot, "--publication", "orders", "--db", url])
+        #expect(setup.status == 0, "\(setup.stderr)")
+        return (url, slot)
+    }
+
     static func status(_ port: String) async throws -> [String: Any] {
         let number = Int(port) ?? 0
         let body = try await onThread("GET /status", within: 60) { try RawClient.body(port: number, path: "/status") }
@@ -35,15 +45,11 @@ struct WindowLogRestartTests {
         return (Int(line.first ?? "") ?? -1, Int(line.last ?? "") ?? -1)
     }
 
-    /// A quiet published table with a record in a ten-minute window, then 200 MB of WAL on a table nobody publishes. The slot used to stay
-    /// at the window's oldest record (all 200 MB held back for ten minutes); now it
+    /// A quiet published table with a record in a ten-minute window, then 200 MB of
+    /// WAL on a table nobody publishes. The slot used to stay at the window's oldest record (all 200 MB held back for ten minutes); now it
     /// follows the server's WAL end within a minute, and the window still holds the record.
     @Test func aQuietPublicationBesideBusyTablesLeavesTheSlotNearTheWALEnd() async throws {
-        let url = try await LiveDatabase.freshDatabase(prefix: "walkeep")
-        try await LiveDatabase.psql(url, "CREATE TABLE orders (id int PRIMARY KEY); CREATE TABLE churn (id int, pad text)")
-        let slot = LiveDatabase.uniqueName("walkeep")
-        let setup = try await Rowcast.run(["setup", "--mode", "replication", "--table", "orders", "--slot", slot, "--publication", "orders", "--db", url])
-        #expect(setup.status == 0, "\(setup.stderr)")
+        let (url, slot) = try await Self.prepare("walkeep", "CREATE TABLE orders (id int PRIMARY KEY); CREATE TABLE churn (id int, pad text)")
         defer { _ = try? LiveDatabase.psqlBlocking(url, "SELECT pg_drop_replication_slot('\(slot)')", seconds: 30) }
         let server = try Self.serve(slot: slot, url: url)
         let port = try await server.waitFor(#"serving replication mode on http://127\.0\.0\.1:(\d+)/"#)
@@ -78,11 +84,7 @@ struct WindowLogRestartTests {
     /// slot confirms nothing the log did not keep: records after the failure are only
     /// in the window, so the slot stays before them.
     @Test(.enabled(if: Self.isRoot, "mounts a tmpfs")) func aFullDiskGivesUpTheLogOnceAndConfirmsNothingItDidNotKeep() async throws {
-        let url = try await LiveDatabase.freshDatabase(prefix: "fulllog")
-        try await LiveDatabase.psql(url, "CREATE TABLE orders (id int PRIMARY KEY, pad text)")
-        let slot = LiveDatabase.uniqueName("fulllog")
-        let setup = try await Rowcast.run(["setup", "--mode", "replication", "--table", "orders", "--slot", slot, "--publication", "orders", "--db", url])
-        #expect(setup.status == 0, "\(setup.stderr)")
+        let (url, slot) = try await Self.prepare("fulllog", "CREATE TABLE orders (id int PRIMARY KEY, pad text)")
         defer { _ = try? LiveDatabase.psqlBlocking(url, "SELECT pg_drop_replication_slot('\(slot)')", seconds: 30) }
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("rowcast-full-log-\(UInt32.random(in: 0...UInt32.max))").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -138,11 +140,7 @@ struct WindowLogRestartTests {
     /// resends the rest. A client that was live and one that resumes from before the
     /// transaction each get every row exactly once.
     @Test func aKillMidTransactionCutsTheTornTailAndLosesNothing() async throws {
-        let url = try await LiveDatabase.freshDatabase(prefix: "torn")
-        try await LiveDatabase.psql(url, "CREATE TABLE orders (id int PRIMARY KEY, pad text)")
-        let slot = LiveDatabase.uniqueName("torn")
-        let setup = try await Rowcast.run(["setup", "--mode", "replication", "--table", "orders", "--slot", slot, "--publication", "orders", "--db", url])
-        #expect(setup.status == 0, "\(setup.stderr)")
+        let (url, slot) = try await Self.prepare("torn", "CREATE TABLE orders (id int PRIMARY KEY, pad text)")
         defer { _ = try? LiveDatabase.psqlBlocking(url, "SELECT pg_drop_replication_slot('\(slot)')", seconds: 30) }
         let first = try Self.serve(slot: slot, url: url)
         let port = try await first.waitFor(#"serving replication mode on http://127\.0\.0\.1:(\d+)/"#)
