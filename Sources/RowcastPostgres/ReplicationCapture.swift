@@ -57,12 +57,22 @@ package final class ReplicationCapture: BlockingCaptureSource {
     package let origin: Cursor
     private let logger: Logger
     private let firstConnection: Mutex<PostgresConnection?>
-    /// The slot's confirmed position when streaming began (0: the slot is new).
+    /// The slot's confirmed position when streaming began.
     package let startConfirmed: UInt64
-    /// The cluster's system identifier and the database's name (`IDENTIFY_SYSTEM`):
-    /// with the slot, whose stream this is.
-    package var streamIdentity: String { identity.withLock { $0 } }
-    private let identity = Mutex("")
+    /// The slot did not exist before this start (made now): nothing kept from an
+    /// earlier stream continues it.
+    package let slotIsNew: Bool
+    /// The slot was lost and `--on-slot-lost recreate` made it again at start.
+    package let slotRecreated: Bool
+    /// The cluster's system identifier, timeline and database (`IDENTIFY_SYSTEM`), and
+    /// the slot: whose stream this is. A promoted standby or a restore to a point in
+    /// time has a new timeline.
+    package var streamIdentity: String { identity.withLock { $0.full } }
+    /// The same without the timeline: where the stream's files live across failovers.
+    package var streamName: String { identity.withLock { $0.name } }
+    /// The server's WAL position when streaming began.
+    package var serverWALAtStart: UInt64 { identity.withLock { $0.wal } }
+    private let identity = Mutex((full: "", name: "", wal: UInt64(0)))
 
     /// Checks the publication and the slot (creating what is missing, see
     /// ``ReplicationSetup``), checks the slot is free, and starts streaming. Errors
@@ -78,7 +88,10 @@ package final class ReplicationCapture: BlockingCaptureSource {
             throw .cannotConnect(error)
         }
         defer { admin.close() }
+        var slotIsNew = false
+        var recreated = false
         do {
+            slotIsNew = try SlotAdmin.status(on: admin, slot: configuration.slot).isEmpty
             let done = try ReplicationSetup.install(
                 on: admin,
                 publication: configuration.publication,
@@ -97,6 +110,7 @@ package final class ReplicationCapture: BlockingCaptureSource {
                 }
                 try SlotAdmin.drop(on: admin, slot: lost.name, force: false)
                 try SlotAdmin.create(on: admin, slot: lost.name)
+                recreated = true
                 logger.warning("replication slot \(lost.name) was lost (invalidated by the server): made a new one; changes committed while it was lost were not captured")
             }
             if let slot = try SlotAdmin.status(on: admin, slot: configuration.slot).first {
@@ -117,7 +131,9 @@ package final class ReplicationCapture: BlockingCaptureSource {
             throw .notSetUp("\(error)")
         }
         let origin = Cursor.replication(commitLSN: confirmed > 0 ? confirmed - 1 : 0, index: confirmed > 0 ? .max : 0)
-        let capture = ReplicationCapture(configuration: configuration, origin: origin, startConfirmed: confirmed, logger: logger)
+        let capture = ReplicationCapture(
+            configuration: configuration, origin: origin, startConfirmed: confirmed, slotIsNew: slotIsNew, slotRecreated: recreated, logger: logger
+        )
         capture.state.setCapturedTables(captured)
         capture.state.setColumns(columns)
         let stream: PostgresConnection
@@ -132,10 +148,12 @@ package final class ReplicationCapture: BlockingCaptureSource {
         return capture
     }
 
-    private init(configuration: Configuration, origin: Cursor, startConfirmed: UInt64, logger: Logger) {
+    private init(configuration: Configuration, origin: Cursor, startConfirmed: UInt64, slotIsNew: Bool, slotRecreated: Bool, logger: Logger) {
         self.configuration = configuration
         self.origin = origin
         self.startConfirmed = startConfirmed
+        self.slotIsNew = slotIsNew
+        self.slotRecreated = slotRecreated
         self.logger = logger
         self.firstConnection = Mutex(nil)
     }
@@ -197,9 +215,14 @@ package final class ReplicationCapture: BlockingCaptureSource {
             state.setSlotLost(reason)
             if !said {
                 said = true
-                logger.error(
-                    "replication slot \(slot) is lost: \(reason). serve captures nothing until it is made again (fix: run serve with --on-slot-lost recreate, or rowcast slot drop \(slot) and restart serve; and raise max_slot_wal_keep_size, or keep serve running)"
-                )
+                if configuration.onSlotLost == .recreate {
+                    logger.error("replication slot \(slot) is lost: \(reason); making a new one (--on-slot-lost recreate): changes committed meanwhile are not captured (fix: raise max_slot_wal_keep_size)")
+                } else {
+                    let remake = current.isEmpty ? "restart serve, which makes it again" : "rowcast slot drop \(slot) and restart serve"
+                    logger.error(
+                        "replication slot \(slot) is lost: \(reason). serve captures nothing until it is made again (fix: run serve with --on-slot-lost recreate, or \(remake); and raise max_slot_wal_keep_size)"
+                    )
+                }
             }
             guard configuration.onSlotLost == .recreate else { throw SlotLost(slot: slot, reason: reason) }
             do {
@@ -248,9 +271,10 @@ package final class ReplicationCapture: BlockingCaptureSource {
             try connection.executeScript("SET " + setting)
         }
         let system = try connection.simpleQuery("IDENTIFY_SYSTEM")
-        if let row = system.rows.first, let systemID = row.first ?? nil {
-            let database = row.count > 3 ? row[3] ?? "" : ""
-            identity.withLock { $0 = "\(systemID)/\(database)/\(configuration.slot)" }
+        if let row = system.rows.first, row.count > 3, let systemID = row[0] {
+            let (timeline, database) = (row[1] ?? "", row[3] ?? "")
+            let wal = row[2].flatMap(parseLSN) ?? 0
+            identity.withLock { $0 = ("\(systemID)/\(timeline)/\(database)/\(configuration.slot)", "\(systemID)/\(database)/\(configuration.slot)", wal) }
         }
         let publication = configuration.publication.replacingOccurrences(of: "'", with: "''").replacingOccurrences(of: "\"", with: "\"\"")
         try connection.startCopyBoth(

@@ -22,8 +22,9 @@ package func buildApplication(
 ) -> RowcastApplication {
     let broadcaster = Broadcaster(
         options: options, origin: window?.origin ?? source.origin, metrics: ServerMetrics(replication: options.slot != nil),
-        log: window?.log, restored: window?.restored ?? [],
-        onLogFailure: { line in logger.error("\(line); the slot now trails the resume window again, which holds back the database's WAL for the window's age (fix: free the disk and restart serve)") }
+        log: window?.log, restored: window?.restored ?? [], lostBefore: window?.lostBefore,
+        onLogFailure: { line in logger.error("\(line); the slot now trails the resume window again, which holds back the database's WAL for the window's age (fix: free the disk and restart serve)") },
+        onDivergence: { line in logger.warning("\(line)") }
     )
     let limits = ConnectionLimits(
         total: options.maxConnections, perAddress: options.maxConnectionsPerAddress, metrics: broadcaster.metrics, logger: logger

@@ -93,14 +93,36 @@ package final class Broadcaster: RecordSink {
         var closing = false
         /// Where a new slot began after the old one was lost: cursors before it missed changes.
         var lostBefore: Cursor?
+        /// Records delivered since the log last let go of old segments.
+        var sinceRelease = 0
     }
 
     /// Where the window is kept on disk, so that the slot confirms what is kept there
     /// rather than what the window let go (nil: trigger mode, and tests).
     let log: WindowLog?
-    /// The newest record the log held at start: the capture hands it and those before
-    /// it again (the slot resends from its confirmed position), and they are skipped.
-    private let restoredThrough: Cursor?
+    /// What the log held at start. The slot resends from its confirmed position, so the
+    /// capture hands those records again: each is skipped if the log holds the same
+    /// (the same cursor and the same record, by a fingerprint of all of it), and
+    /// anything up to the log's origin is skipped as before the window. One that
+    /// differs means the log is another history's (a restore, a failover): the window
+    /// starts again just before it (``streamRestarted(after:)``).
+    private struct Restored {
+        let through: Cursor
+        let origin: Cursor?
+        let fingerprints: [Cursor: UInt64]
+    }
+
+    /// FNV-1a of the record's binary form: a resent record is the one the log holds.
+    static func fingerprint(_ record: ChangeRecord) -> UInt64 {
+        var bytes: [UInt8] = []
+        record.appendBinary(to: &bytes)
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        return hash
+    }
+    private let restored: Mutex<Restored?>
+    /// Says when the log turned out to be another history's.
+    private let onDivergence: (@Sendable (String) -> Void)?
     /// What the log kept durably as of the last flush (``RecordSink/keptPosition``).
     private let kept = Mutex<UInt64?>(nil)
     /// The log failed and was given up: said once.
@@ -129,20 +151,26 @@ package final class Broadcaster: RecordSink {
     ///     at start, is the window's first records (their cursors are skipped when the
     ///     capture hands them again), and `origin` must be the log's.
     package init(
-        options: ServerOptions, origin: Cursor? = nil, metrics: ServerMetrics? = nil, log: WindowLog? = nil, restored: [(record: ChangeRecord, at: Int64)] = [],
-        onLogFailure: (@Sendable (String) -> Void)? = nil
+        options: ServerOptions, origin: Cursor? = nil, metrics: ServerMetrics? = nil, log: WindowLog? = nil,
+        restored: [(record: ChangeRecord, at: Int64)] = [], lostBefore: Cursor? = nil,
+        onLogFailure: (@Sendable (String) -> Void)? = nil, onDivergence: (@Sendable (String) -> Void)? = nil
     ) {
         self.queueLimit = max(options.clientQueueFrames, 16)
         self.queueByteLimit = max(options.clientQueueBytes, 1)
         self.metrics = metrics
         self.log = log
         self.onLogFailure = onLogFailure
-        self.restoredThrough = restored.last?.record.cursor
+        self.onDivergence = onDivergence
+        let through = restored.last?.record.cursor ?? (log != nil ? origin : nil)
+        var fingerprints: [Cursor: UInt64] = [:]
+        for (record, _) in restored { fingerprints[record.cursor] = Self.fingerprint(record) }
+        self.restored = Mutex(through.map { Restored(through: $0, origin: origin, fingerprints: fingerprints) })
         state.withLock { state in
             state.window = ResumeWindow(
                 limit: options.resumeWindow, byteLimit: options.resumeWindowBytes, ageLimit: options.resumeWindowAge, origin: origin
             )
             state.lastCursor = origin
+            state.lostBefore = lostBefore
             // Each record at the instant it was taken, as far back as the wall clock says.
             let (wallNow, now) = (Self.wallMillis(), ContinuousClock.now)
             for (record, at) in restored {
@@ -151,6 +179,34 @@ package final class Broadcaster: RecordSink {
             }
             state.window.expire(now: now)
         }
+    }
+
+    /// Whether `record` is new, not one the log restored and the slot resent: see
+    /// ``Restored``. A resent record the log does not hold as it is starts the window
+    /// again, and is new.
+    private func isNew(_ record: ChangeRecord) -> Bool {
+        let verdict = restored.withLock { restored -> Bool? in
+            guard let current = restored else { return true }
+            guard record.cursor <= current.through else {
+                restored = nil  // past what was restored: nothing more to compare
+                return true
+            }
+            if let origin = current.origin, record.cursor <= origin { return false }
+            if current.fingerprints[record.cursor] == Self.fingerprint(record) { return false }
+            restored = nil
+            return nil
+        }
+        if let verdict { return verdict }
+        onDivergence?(
+            "the slot resent \(record.cursor) (transaction \(record.xid.map(String.init) ?? "?")), which the window log does not hold as it is: the log is another history's (the database was restored or failed over); the resume window starts again before it, and older cursors get cursor_expired"
+        )
+        // Just before it: what came before it matched, so it is the same in both histories.
+        let cursor = record.cursor
+        let before = cursor.minor > 0
+            ? Cursor(replicationMajor: cursor.major, minor: cursor.minor - 1)
+            : Cursor.replication(commitLSN: cursor.major > 0 ? cursor.major - 1 : 0, index: .max)
+        streamRestarted(after: before)
+        return true
     }
 
     /// Milliseconds since 1970: when the window took a record, as the log keeps it.
@@ -352,13 +408,21 @@ package final class Broadcaster: RecordSink {
     // MARK: - RecordSink
 
     package func deliver(_ record: ChangeRecord) {
-        if let restoredThrough, record.cursor <= restoredThrough { return }
+        if log != nil, !isNew(record) { return }
         log?.append(record, at: Self.wallMillis())
         let encoded = EncodedRecord(record)
         var wakes: [ClientQueue] = []
-        let sent = state.withLock { state in
+        let (sent, release) = state.withLock { state in
             state.lastCursor = record.cursor
             state.window.append(encoded)
+            // The log's old segments go as the window lets go of them, not only at a
+            // flush: catching up on a backlog flushes rarely.
+            var release: Cursor?
+            state.sinceRelease += 1
+            if state.sinceRelease >= 1024 {
+                state.sinceRelease = 0
+                release = state.window.releasedThrough
+            }
             // Matched with the full record at hand: no value is copied out of the frame.
             var values = RecordValues(record)
             var framed = FramedRecord(encoded)
@@ -382,8 +446,9 @@ package final class Broadcaster: RecordSink {
                 if enqueue(item, to: id, in: &state, wakes: &wakes) { sent += 1 }
             }
             state.recordsSent += UInt64(sent)
-            return sent
+            return (sent, release)
         }
+        if let release { log?.release(through: release) }
         for queue in wakes { queue.wake() }
         if let metrics, sent > 0 {
             metrics.recordsSent.increment(by: sent)
@@ -425,6 +490,7 @@ package final class Broadcaster: RecordSink {
     /// cursor gets `cursor_expired` with reason `slot_lost`), and nothing from before
     /// `origin` is resumed.
     package func streamRestarted(after origin: Cursor) {
+        restored.withLock { $0 = nil }
         log?.reset(origin: origin)
         kept.withLock { $0 = nil }
         state.withLock { state in

@@ -27,7 +27,7 @@ enum StatusReport {
             writer.appendKey("confirmed_lsn", first: &first)
             writer.appendString(formatLSN(confirmed))
         }
-        if let lag = source.state.lagBytes {
+        if let lag = source.state.lagBytes, source.state.slotLost == nil {
             writer.appendKey("lag_bytes", first: &first)
             writer.appendInteger(lag)
         }

@@ -164,19 +164,21 @@ package final class WindowLog: Sendable {
             var offset = 0
             var segment = Segment(sequence: sequence, path: path, lastCursor: nil, bytes: bytes.count)
             var sawHeader = false
+            var gap = false
             entries: while offset < bytes.count {
                 guard let (type, payload, next) = Self.entry(in: bytes, at: offset) else { break entries }
                 switch type {
                 case .header:
                     guard !sawHeader, let header = Self.header(payload), header.identity == identity else {
                         // Another database's or slot's log (or a second header): none of it is ours.
-                        return discardAll(loaded: loaded, because: "it was made for another database or slot")
+                        return discardAll(loaded: loaded, because: "it was made for another cluster, timeline (a failover or a restore), database or slot")
                     }
                     // The oldest segment kept says where the log begins; each later one must
                     // begin where the one before ended (a segment missing between is a gap).
                     if segments.isEmpty {
                         loaded.origin = header.origin
                     } else if header.origin != (loaded.records.last?.record.cursor ?? loaded.origin) {
+                        gap = true
                         break entries
                     }
                     sawHeader = true
@@ -200,7 +202,9 @@ package final class WindowLog: Sendable {
                 segment.bytes = offset
                 let last = position == files.count - 1
                 loaded.repairs.append(
-                    last
+                    gap
+                        ? "\(path) does not continue the segment before it (one is missing): the log ends before it"
+                        : last
                         ? "cut a torn tail of \(bytes.count - offset) bytes from \(path) (an entry half written when serve stopped)"
                         : "cut \(path) at byte \(offset) of \(bytes.count) (a damaged entry) and dropped the \(files.count - position - 1) segments after it"
                 )
@@ -461,31 +465,64 @@ package struct OpenedWindowLog: Sendable {
     package let log: WindowLog
     package let restored: [(record: ChangeRecord, at: Int64)]
     package let origin: Cursor?
+    /// Cursors before it missed changes: the slot was lost and made again at start.
+    package let lostBefore: Cursor?
+
+    /// What the slot is at start, for the checks of ``open(directory:identity:policy:slot:captures:say:)``.
+    package struct Slot: Sendable {
+        /// Its confirmed position, and a cursor just before it.
+        package var confirmed: UInt64
+        package var origin: Cursor
+        /// It did not exist before this start.
+        package var isNew = false
+        /// It was lost and made again at this start (`--on-slot-lost recreate`).
+        package var recreated = false
+        /// The server's WAL position now.
+        package var serverWAL: UInt64 = .max
+
+        package init(confirmed: UInt64, origin: Cursor, isNew: Bool = false, recreated: Bool = false, serverWAL: UInt64 = .max) {
+            self.confirmed = confirmed
+            self.origin = origin
+            self.isNew = isNew
+            self.recreated = recreated
+            self.serverWAL = serverWAL
+        }
+    }
 
     /// Opens the log for the stream `identity` (``WindowLog/open(directory:identity:policy:segmentBytes:)``)
-    /// and checks it against the slot: a log that does not reach the slot's confirmed
-    /// position `slotConfirmed` may have lost records before it, and is discarded; the
-    /// window then starts empty after `slotOrigin`. `say` gets a line for each repair
-    /// (`true`: a warning, something was lost or cut; `false`: for information).
+    /// and checks it against the slot. It is discarded, and the window starts empty after
+    /// the slot's position, when it may not be this stream's past: the slot was made
+    /// just now (a failover to a standby without it, a slot dropped and made again), the
+    /// log is ahead of the server (a restore), or it ends before the slot's confirmed
+    /// position (records may be missing: a machine crash with `never`, a lost or
+    /// restored disk). Restored records of tables no longer captured (`captures`) are
+    /// left out. `say` gets a line for each repair (`true`: a warning).
     package static func open(
-        directory: String, identity: String, policy: WindowLog.SyncPolicy, slotConfirmed: UInt64, slotOrigin: Cursor,
+        directory: String, identity: String, policy: WindowLog.SyncPolicy, slot: Slot, captures: (ChangeRecord) -> Bool = { _ in true },
         say: (String, Bool) -> Void
     ) throws(WindowLogError) -> OpenedWindowLog {
         let (log, loaded) = try WindowLog.open(directory: directory, identity: identity, policy: policy)
         for line in loaded.repairs { say(line, true) }
-        if loaded.found, loaded.origin != nil || !loaded.records.isEmpty, loaded.kept >= slotConfirmed {
-            return OpenedWindowLog(log: log, restored: loaded.records, origin: loaded.origin ?? slotOrigin)
+        let lostBefore = slot.recreated ? slot.origin : nil
+        let holds = loaded.origin != nil || !loaded.records.isEmpty
+        let problem: String? =
+            if !loaded.found || !holds { nil }
+            else if slot.isNew || slot.recreated { "the slot was made just now, so nothing in it continues the log (a failover, or a slot dropped and made again)" }
+            else if loaded.kept > slot.serverWAL {
+                "it reaches \(formatLSN(loaded.kept)), past the server's WAL end \(formatLSN(slot.serverWAL)) (the database was restored or failed over)"
+            } else if loaded.kept < slot.confirmed {
+                "it ends before the slot's confirmed position \(formatLSN(slot.confirmed)) (kept \(formatLSN(loaded.kept))), so records may be missing from it"
+            } else { nil }
+        if loaded.found, holds, problem == nil {
+            let restored = loaded.records.filter { captures($0.record) }
+            return OpenedWindowLog(log: log, restored: restored, origin: loaded.origin ?? slot.origin, lostBefore: lostBefore)
         }
-        if loaded.found, slotConfirmed > 0 {
-            say(
-                "the window log in \(directory) ends before the slot's confirmed position \(formatLSN(slotConfirmed)) (kept \(formatLSN(loaded.kept))): "
-                    + "records may be missing from it, so the resume window starts empty there and older cursors get cursor_expired",
-                true
-            )
-        } else if !loaded.found, slotConfirmed > 0 {
-            say("no window log in \(directory): the resume window starts empty at the slot's position \(formatLSN(slotConfirmed)); older cursors get cursor_expired", false)
+        if let problem {
+            say("discarded the window log in \(directory): \(problem); the resume window starts empty at the slot's position and older cursors get cursor_expired", true)
+        } else if slot.confirmed > 0, !slot.isNew {
+            say("no window log in \(directory): the resume window starts empty at the slot's position \(formatLSN(slot.confirmed)); older cursors get cursor_expired", false)
         }
-        log.reset(origin: slotOrigin)
-        return OpenedWindowLog(log: log, restored: [], origin: slotOrigin)
+        log.reset(origin: slot.origin)
+        return OpenedWindowLog(log: log, restored: [], origin: slot.origin, lostBefore: lostBefore)
     }
 }

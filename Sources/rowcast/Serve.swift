@@ -42,10 +42,10 @@ struct Serve: AsyncParsableCommand {
     var windowDir: String?
 
     @Option(name: .long, help: ArgumentHelp("When the window log is flushed to the disk: always (before the slot confirms it; survives the machine crashing), second (at most once a second; the slot confirms only what was flushed), never (survives serve crashing; a machine crash costs the window, never a wrong one).", valueName: "always|second|never"))
-    var windowFsync: WindowLog.SyncPolicy = .always
+    var windowFsync: WindowLog.SyncPolicy?
 
     @Option(name: .long, help: ArgumentHelp("Replication mode: when the slot is lost (invalidated by max_slot_wal_keep_size, or dropped): wait names it and captures nothing until a slot of that name is made again; recreate makes a new one and carries on (clients resuming from before it get cursor_expired, reason slot_lost).", valueName: "wait|recreate"))
-    var onSlotLost: ReplicationCapture.SlotLostPolicy = .wait
+    var onSlotLost: ReplicationCapture.SlotLostPolicy?
 
     @Option(name: .long, help: ArgumentHelp("The most bytes queued for one client before it is cut off as too slow (\(ServerOptions.defaults.clientQueueBytes >> 20) MiB by default; replays are read from the window as the client drains).", valueName: "bytes"))
     var clientQueueBytes: Int = ServerOptions.defaults.clientQueueBytes
@@ -142,7 +142,10 @@ struct Serve: AsyncParsableCommand {
             throw CommandFailure.usage("--allow-host \(name) is not a host name or address (fix: a name such as rowcast.example.com, or an address; no scheme, path or wildcard)")
         }
         let openFiles = raiseOpenFileLimit(logger: logger)
-        let source = try capture.connect(connection.settings, onSlotLost: onSlotLost, logger: logger)
+        // The window's directory is checked before anything is made in the database
+        // (a slot made and then left behind by a failed start would hold back WAL).
+        let windowBase = try Self.checkWindowDirectory(windowDir)
+        let source = try capture.connect(connection.settings, onSlotLost: onSlotLost ?? .wait, logger: logger)
         let mode = source.mode.rawValue
         let options = {
             var options = ServerOptions(
@@ -169,18 +172,27 @@ struct Serve: AsyncParsableCommand {
         }()
         var window: OpenedWindowLog?
         if let replication = source as? ReplicationCapture {
-            let directory = (windowDir ?? Self.defaultWindowDirectory()) + "/" + Self.windowSubdirectory(replication.streamIdentity)
+            let directory = windowBase + "/" + Self.windowSubdirectory(replication.streamName)
+            let policy = windowFsync ?? .always
+            let state = replication.state
             do {
                 window = try OpenedWindowLog.open(
-                    directory: directory, identity: replication.streamIdentity, policy: windowFsync,
-                    slotConfirmed: replication.startConfirmed, slotOrigin: replication.origin
+                    directory: directory, identity: replication.streamIdentity, policy: policy,
+                    slot: .init(
+                        confirmed: replication.startConfirmed, origin: replication.origin, isNew: replication.slotIsNew,
+                        recreated: replication.slotRecreated, serverWAL: replication.serverWALAtStart
+                    ),
+                    // A table no longer captured (taken off --table or the publication) is not served from the past either.
+                    captures: { record in record.schema.flatMap { schema in record.table.map { state.captures(TableName(schema: schema, name: $0)) } } ?? true }
                 ) { line, warning in
                     if warning { logger.warning("\(line)") } else { logger.info("\(line)") }
                 }
             } catch {
                 throw CommandFailure.failed(error.description)
             }
-            logger.info("resume window kept in \(directory) (--window-fsync \(windowFsync.rawValue))")
+            logger.info("resume window kept in \(directory) (--window-fsync \(policy.rawValue))")
+        } else if windowDir != nil || windowFsync != nil || onSlotLost != nil {
+            logger.warning("--window-dir, --window-fsync and --on-slot-lost apply to replication mode only; trigger mode keeps its window in memory")
         }
         try await runServer(host: host, port: port) {
             try await buildApplication(
@@ -203,8 +215,30 @@ extension Serve {
         return "rowcast-state"
     }
 
+    /// `--window-dir` (or the default), made if missing: a directory this process can
+    /// write, or one line naming what is wrong (exit 1).
+    static func checkWindowDirectory(_ given: String?) throws -> String {
+        if let given, given.isEmpty { throw CommandFailure.usage("--window-dir takes a directory (it was empty)") }
+        let base = given ?? defaultWindowDirectory()
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: base, isDirectory: &isDirectory) {
+            guard isDirectory.boolValue else { throw CommandFailure.failed("--window-dir \(base) is not a directory (fix: name a directory, or one to be made)") }
+        } else {
+            do {
+                try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            } catch {
+                throw CommandFailure.failed("cannot make the window directory \(base): \((error as NSError).localizedFailureReason ?? error.localizedDescription) (fix: choose a writable directory with --window-dir)")
+            }
+        }
+        guard access(base, W_OK | X_OK) == 0 else {
+            throw CommandFailure.failed("cannot write the window directory \(base): \(String(cString: strerror(errno))) (fix: choose a writable directory with --window-dir)")
+        }
+        return base
+    }
+
     /// A directory name for one stream (`system/database/slot`): its letters, digits,
-    /// `-` and `_` kept, everything else written as `%XX`.
+    /// `-` and `_` kept, everything else written as `%XX`; past 200 bytes (a file name
+    /// holds 255), its first 150 and a hash of the whole.
     static func windowSubdirectory(_ identity: String) -> String {
         var name = ""
         for byte in identity.utf8 {
@@ -218,7 +252,10 @@ extension Serve {
                 name += "%" + String(byte, radix: 16, uppercase: true).leftPadding(2)
             }
         }
-        return name
+        guard name.utf8.count > 200 else { return name }
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325  // FNV-1a
+        for byte in identity.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        return String(name.prefix(150)) + "-" + String(hash, radix: 16)
     }
 }
 

@@ -134,6 +134,97 @@ struct WindowLogRestartTests {
         #expect(try await server.stop(SIGTERM) == 0)
     }
 
+    /// A `--window-dir` that cannot be one is refused with one line, before anything is
+    /// made in the database (a slot left behind by a failed start would hold back WAL).
+    @Test func aWindowDirThatCannotBeOneIsRefusedBeforeAnySlotIsMade() async throws {
+        let url = try await LiveDatabase.freshDatabase(prefix: "windir")
+        try await LiveDatabase.psql(url, "CREATE TABLE orders (id int PRIMARY KEY)")
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("window-file-\(UInt32.random(in: 0...UInt32.max))").path
+        FileManager.default.createFile(atPath: file, contents: Data("x".utf8))
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let slot = LiveDatabase.uniqueName("windir")
+        for (directory, status, line) in [("", Int32(2), "rowcast: --window-dir takes a directory"), (file, 1, "rowcast: --window-dir \(file) is not a directory")] {
+            let result = try await Rowcast.run(["serve", "--mode", "replication", "--table", "orders", "--slot", slot, "--window-dir", directory, "--port", "0", "--db", url])
+            #expect(result.status == status, "\(result.stderr)")
+            #expect(result.stderr.hasPrefix(line), "\(result.stderr)")
+        }
+        let slots = try await LiveDatabase.psql(url, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '\(slot)'")
+        #expect(slots.trimmingCharacters(in: .whitespacesAndNewlines) == "0")
+    }
+
+    /// `pg_ctl` on a cluster `dev-cluster start` made in `directory`, as postgres when
+    /// root; its output to a file (the server it starts would hold a pipe open).
+    static func pgCtl(_ directory: String, _ arguments: [String]) throws {
+        let versions = ((try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql")) ?? []).compactMap(Int.init).sorted(by: >)
+        let tool = versions.first.map { "/usr/lib/postgresql/\($0)/bin/pg_ctl" } ?? "pg_ctl"
+        let command = ([tool, "-D", directory + "/data"] + arguments).map { "'" + $0 + "'" }.joined(separator: " ")
+        let run = getuid() == 0 ? "runuser -u postgres -- \(command)" : command
+        let result = try runChild("/bin/sh", ["-c", run + " > '\(directory)/pg_ctl.out' 2>&1"], seconds: 90)
+        guard result.status == 0 else {
+            throw Failure("pg_ctl \(arguments.joined(separator: " ")): \((try? String(contentsOfFile: directory + "/pg_ctl.out", encoding: .utf8)) ?? "")")
+        }
+    }
+
+    /// The database restored from a copy taken before the log's last records (a backup
+    /// restored, a standby promoted): the log holds records of another history. It is
+    /// discarded (it reaches past the server's WAL end), and rows written after the
+    /// restore reach a live client; before, every one of them was skipped as already
+    /// kept, and the slot confirmed past them.
+    @Test func aLogOfAHistoryTheDatabaseNoLongerHasIsDiscarded() async throws {
+        let started = try await Rowcast.run(["dev-cluster", "start", "--wal-level", "logical"])
+        #expect(started.status == 0, "stderr: \(started.stderr)")
+        let parts = started.stdout.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: " ").map(String.init)
+        try #require(parts.count == 2)
+        let (cluster, url) = (parts[0], parts[1])
+        defer { _ = try? Rowcast.runBlocking(["dev-cluster", "stop", cluster]) }
+        try await LiveDatabase.psql(url, "CREATE TABLE orders (id int PRIMARY KEY, v text)")
+        let windowDir = cluster + "/window"
+        let serve = { () throws -> RunningProcess in
+            try Self.serve(slot: "restored", url: url, ["--window-dir", windowDir])
+        }
+        var server = try serve()
+        var port = try await server.waitFor(#"serving replication mode on http://127\.0\.0\.1:(\d+)/"#)
+        try await LiveDatabase.psql(url, "INSERT INTO orders SELECT g, 'first' FROM generate_series(1, 100) g")
+        try await eventually("100 records kept", within: 60) { (try await Self.status(port)["window_records"] as? Int) == 100 }
+        #expect(try await server.stop(SIGTERM) == 0)
+        // The copy: taken now, with the slot where serve left it.
+        try await onThread("a copy of the cluster") {
+            try Self.pgCtl(cluster, ["-m", "fast", "-w", "stop"])
+            let copied = try runChild("cp", ["-a", cluster + "/data", cluster + "/copy"], seconds: 120)
+            guard copied.status == 0 else { throw Failure("cp: \(copied.stderr)") }
+            try Self.pgCtl(cluster, ["-l", cluster + "/server.log", "-w", "start"])
+        }
+        // The history the copy will not have: 300 more rows, kept by the log.
+        server = try serve()
+        port = try await server.waitFor(#"serving replication mode on http://127\.0\.0\.1:(\d+)/"#)
+        try await LiveDatabase.psql(url, "INSERT INTO orders SELECT g, 'lost' FROM generate_series(101, 400) g")
+        try await eventually("400 records kept", within: 60) { (try await Self.status(port)["window_records"] as? Int) == 400 }
+        #expect(try await server.stop(SIGTERM) == 0)
+        try await onThread("the copy restored") {
+            try Self.pgCtl(cluster, ["-m", "fast", "-w", "stop"])
+            try FileManager.default.removeItem(atPath: cluster + "/data")
+            try FileManager.default.moveItem(atPath: cluster + "/copy", toPath: cluster + "/data")
+            try Self.pgCtl(cluster, ["-l", cluster + "/server.log", "-w", "start"])
+        }
+        let restoredServer = try serve()
+        port = try await restoredServer.waitFor(#"serving replication mode on http://127\.0\.0\.1:(\d+)/"#)
+        #expect(restoredServer.output.contains("discarded the window log"), "\(restoredServer.output.suffix(1500))")
+        let client = ResumingClient()
+        client.move(to: port)
+        client.run()
+        try await client.waitUntilSubscribed()
+        try await LiveDatabase.psql(url, (101...120).map { "INSERT INTO orders VALUES (\($0), 'after the restore');" }.joined(separator: "\n"))
+        try await client.received.wait(for: 20) { restoredServer.output.suffix(1000).description }
+        try await client.finish()
+        #expect(client.received.ids == Array(101...120), "\(client.received.summary)")
+        let status = try await Self.status(port)
+        // The 20, and what the slot of the copy resent of its own history (the first
+        // 100 rows at most); never the 300 the copy does not have.
+        let held = status["window_records"] as? Int ?? -1
+        #expect(held >= 20 && held <= 120, "the window holds the old history's rows: \(status)")
+        #expect(try await restoredServer.stop(SIGTERM) == 0)
+    }
+
     /// `kill -9` while a 30,000-row transaction is being kept, and a torn entry at the
     /// log's end (what a write cut short leaves): the next `serve` cuts it, restores
     /// every whole record, and the slot (which confirmed nothing the log had not kept)

@@ -1,6 +1,7 @@
 import Foundation
 import RowcastCore
 import RowcastWire
+import Synchronization
 import Testing
 
 @testable import RowcastServer
@@ -211,7 +212,7 @@ import Testing
             _ = log.sync()
         }
         let opened = try OpenedWindowLog.open(
-            directory: directory, identity: "2/db/slot", policy: .never, slotConfirmed: 0x100, slotOrigin: .replication(commitLSN: 0xFF, index: .max)
+            directory: directory, identity: "2/db/slot", policy: .never, slot: .init(confirmed: 0x100, origin: .replication(commitLSN: 0xFF, index: .max))
         ) { _, _ in }
         #expect(opened.restored.isEmpty)
         #expect(opened.origin == .replication(commitLSN: 0xFF, index: .max))
@@ -232,7 +233,7 @@ import Testing
         }
         var said: [String] = []
         let behind = try OpenedWindowLog.open(
-            directory: directory, identity: "1/db/slot", policy: .never, slotConfirmed: 0x6000, slotOrigin: .replication(commitLSN: 0x5FFF, index: .max)
+            directory: directory, identity: "1/db/slot", policy: .never, slot: .init(confirmed: 0x6000, origin: .replication(commitLSN: 0x5FFF, index: .max))
         ) { line, warning in if warning { said.append(line) } }
         #expect(behind.restored.isEmpty)
         #expect(behind.origin == .replication(commitLSN: 0x5FFF, index: .max))
@@ -251,10 +252,110 @@ import Testing
             _ = log.sync()
         }
         let opened = try OpenedWindowLog.open(
-            directory: directory, identity: "1/db/slot", policy: .always, slotConfirmed: 0x5000, slotOrigin: .replication(commitLSN: 0x4FFF, index: .max)
+            directory: directory, identity: "1/db/slot", policy: .always, slot: .init(confirmed: 0x5000, origin: .replication(commitLSN: 0x4FFF, index: .max))
         ) { _, _ in }
         #expect(opened.restored.map(\.record) == [Self.record(1)])
         #expect(opened.origin == .replication(commitLSN: 0xFF, index: .max))
+    }
+
+    /// A log kept for one history, then read beside another: a failover to a standby
+    /// (the slot made just now there, or a new timeline) or a restore (the log reaches
+    /// past the server's WAL end). Each is discarded, never restored.
+    @Test func aLogOfAnotherHistoryIsDiscarded() throws {
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        func write() throws {
+            let (log, _) = try WindowLog.open(directory: directory, identity: "1/1/db/slot", policy: .never)
+            log.reset(origin: .replication(commitLSN: 0xFF, index: .max))
+            log.append(Self.record(1), at: 5)
+            log.mark(0x5000)
+            _ = log.sync()
+        }
+        let origin = Cursor.replication(commitLSN: 0x1FFF, index: .max)
+        // Each opened log is let go (its lock with it) before the next is written.
+        func open(_ slot: OpenedWindowLog.Slot, identity: String = "1/1/db/slot") throws -> (restored: Int, lostBefore: Cursor?, said: [String]) {
+            try write()
+            var said: [String] = []
+            let opened = try OpenedWindowLog.open(directory: directory, identity: identity, policy: .never, slot: slot) { line, _ in said.append(line) }
+            #expect(opened.origin == (opened.restored.isEmpty ? origin : .replication(commitLSN: 0xFF, index: .max)))
+            return (opened.restored.count, opened.lostBefore, said)
+        }
+        let madeNow = try open(.init(confirmed: 0x2000, origin: origin, isNew: true))
+        #expect(madeNow.restored == 0 && madeNow.said.contains { $0.contains("the slot was made just now") }, "\(madeNow.said)")
+        let ahead = try open(.init(confirmed: 0x2000, origin: origin, serverWAL: 0x3000))
+        #expect(ahead.restored == 0 && ahead.said.contains { $0.contains("past the server's WAL end 0/3000") }, "\(ahead.said)")
+        let timeline = try open(.init(confirmed: 0x2000, origin: origin, serverWAL: 0x9000), identity: "1/2/db/slot")
+        #expect(timeline.restored == 0 && timeline.said.contains { $0.contains("timeline") }, "\(timeline.said)")
+        let recreated = try open(.init(confirmed: 0x2000, origin: origin, recreated: true, serverWAL: 0x9000))
+        #expect(recreated.restored == 0 && recreated.lostBefore == origin)
+        // The same history, reaching the slot: restored.
+        let same = try open(.init(confirmed: 0x2000, origin: origin, serverWAL: 0x9000))
+        #expect(same.restored == 1)
+    }
+
+    /// A table no longer captured is not served from the log either.
+    @Test func restoredRecordsOfTablesNoLongerCapturedAreLeftOut() throws {
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        do {
+            let (log, _) = try WindowLog.open(directory: directory, identity: "1/db/slot", policy: .never)
+            log.reset(origin: .replication(commitLSN: 0xFF, index: .max))
+            var secret = Self.record(2)
+            secret.table = "secrets"
+            log.append(Self.record(1), at: 5)
+            log.append(secret, at: 5)
+            log.mark(0x5000)
+            _ = log.sync()
+        }
+        let opened = try OpenedWindowLog.open(
+            directory: directory, identity: "1/db/slot", policy: .never, slot: .init(confirmed: 0x1000, origin: .replication(commitLSN: 0xFFF, index: .max)),
+            captures: { $0.table == "orders" }
+        ) { _, _ in }
+        #expect(opened.restored.map(\.record) == [Self.record(1)])
+    }
+
+    /// The slot resends what the log holds: skipped. A resent record the log does not
+    /// hold as it is (another history: a restore) starts the window again before it,
+    /// and is delivered; what the log holds before its origin is skipped too, even with
+    /// no record left in the log.
+    @Test func aResentRecordTheLogDoesNotHoldStartsTheWindowAgain() throws {
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var options = ServerOptions(port: 0)
+        options.resumeWindowAge = .seconds(600)
+        let origin = Cursor.replication(commitLSN: 0xFFF, index: .max)
+        let (log, _) = try WindowLog.open(directory: directory, identity: "1/db/slot", policy: .never)
+        log.reset(origin: origin)
+        let restored = (0..<3).map { (record: Self.record(UInt32($0)), at: Broadcaster.wallMillis()) }
+        let divergences = Mutex<[String]>([])
+        let broadcaster = Broadcaster(
+            options: options, origin: origin, log: log, restored: restored, onDivergence: { line in divergences.withLock { $0.append(line) } }
+        )
+        #expect(broadcaster.windowStats.records == 3)
+        // Before the origin: skipped. The first two as the log holds them: skipped.
+        broadcaster.deliver(Self.record(7, commit: 0x800))
+        broadcaster.deliver(Self.record(0))
+        broadcaster.deliver(Self.record(1))
+        #expect(broadcaster.windowStats.records == 3 && divergences.withLock { $0.isEmpty })
+        // The third is another row: the log is another history's.
+        var other = Self.record(2)
+        other.row = RawJSON(trusted: Array(#"{"id":2,"title":"restored"}"#.utf8))
+        broadcaster.deliver(other)
+        #expect(divergences.withLock { $0.count } == 1)
+        #expect(broadcaster.windowStats.records == 1)
+        // It starts just after the last record that matched.
+        #expect(broadcaster.wasLost(before: Self.record(0).cursor) && !broadcaster.wasLost(before: Self.record(1).cursor))
+        // And from then on, everything is new.
+        broadcaster.deliver(Self.record(3))
+        #expect(broadcaster.windowStats.records == 2)
+
+        // A log with an origin and no record left: the slot's resend up to the origin is not new.
+        let fresh = Broadcaster(options: options, origin: Self.record(5).cursor, log: log, restored: [])
+        fresh.deliver(Self.record(4))
+        fresh.deliver(Self.record(5))
+        #expect(fresh.windowStats.records == 0)
+        fresh.deliver(Self.record(6))
+        #expect(fresh.windowStats.records == 1)
     }
 
     /// Two processes never share one log.
@@ -285,7 +386,7 @@ import Testing
             #expect(broadcaster.keptPosition == 0x2000)
         }
         let opened = try OpenedWindowLog.open(
-            directory: directory, identity: "1/db/slot", policy: .always, slotConfirmed: 0x1000, slotOrigin: origin
+            directory: directory, identity: "1/db/slot", policy: .always, slot: .init(confirmed: 0x1000, origin: origin)
         ) { _, _ in }
         let broadcaster = Broadcaster(options: options, origin: opened.origin, log: opened.log, restored: opened.restored)
         #expect(broadcaster.windowStats.records == 5)
