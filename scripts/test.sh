@@ -64,7 +64,11 @@ export ROWCAST_BIN="$PWD/$bin"
 export ROWCAST_TEST_CHILD_LOGS="$PWD/$logs/children"
 export ROWCAST_TEST_WAITS="$PWD/$logs/waits"
 # serve keeps its resume window under XDG_STATE_HOME: the run's own, removed with it.
+# Its log is not flushed to the disk, as the test clusters run with fsync = off: a
+# flush per catch-up in every serve of the suite, beside the WAL some tests write,
+# once stalled every process on the machine (tests that need it pass --window-fsync).
 export XDG_STATE_HOME="$TMPDIR/state"
+export ROWCAST_WINDOW_FSYNC=never
 
 # The suite in its own session (so the watchdog can end all of it), its output in the
 # log, shown as it comes: line-buffered, or a file would receive it in blocks and the

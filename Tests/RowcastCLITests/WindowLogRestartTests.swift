@@ -236,7 +236,8 @@ struct WindowLogRestartTests {
         #expect(try await restoredServer.stop(SIGTERM) == 0)
     }
 
-    /// `kill -9` while a 30,000-row transaction is being kept, and a torn entry at the
+    /// `kill -9` while a 30,000-row transaction is being kept (with the default
+    /// `--window-fsync always`, which the suite otherwise turns off), and a torn entry at the
     /// log's end (what a write cut short leaves): the next `serve` cuts it, restores
     /// every whole record, and the slot (which confirmed nothing the log had not kept)
     /// resends the rest. A client that was live and one that resumes from before the
@@ -244,7 +245,7 @@ struct WindowLogRestartTests {
     @Test func aKillMidTransactionCutsTheTornTailAndLosesNothing() async throws {
         let (url, slot) = try await Self.prepare("torn", "CREATE TABLE orders (id int PRIMARY KEY, pad text)")
         defer { _ = try? LiveDatabase.psqlBlocking(url, "SELECT pg_drop_replication_slot('\(slot)')", seconds: 30) }
-        let first = try Self.serve(slot: slot, url: url)
+        let first = try Self.serve(slot: slot, url: url, ["--window-fsync", "always"])
         let port = try await first.waitFor(#"serving replication mode on http://127\.0\.0\.1:(\d+)/"#)
         let directory = try await first.waitFor(#"resume window kept in (\S+) "#)
 
@@ -281,7 +282,7 @@ struct WindowLogRestartTests {
         handle.write(Data([0xE8, 0x03, 0, 0, 0x12, 0x34, 0x56, 0x78, 2, 1, 2, 3]))
         try handle.close()
 
-        let second = try Self.serve(slot: slot, url: url)
+        let second = try Self.serve(slot: slot, url: url, ["--window-fsync", "always"])
         let secondPort = try await second.waitFor(#"serving replication mode on http://127\.0\.0\.1:(\d+)/"#)
         #expect(second.output.contains("cut a torn tail of 12 bytes"), "\(second.output.suffix(1500))")
         let restored = (try await Self.status(secondPort)["window_records"] as? Int) ?? -1

@@ -245,14 +245,14 @@ import Testing
         let directory = Self.directory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         do {
-            let (log, _) = try WindowLog.open(directory: directory, identity: "1/db/slot", policy: .always)
+            let (log, _) = try WindowLog.open(directory: directory, identity: "1/db/slot", policy: .never)
             log.reset(origin: .replication(commitLSN: 0xFF, index: .max))
             log.append(Self.record(1), at: 5)
             log.mark(0x5000)
             _ = log.sync()
         }
         let opened = try OpenedWindowLog.open(
-            directory: directory, identity: "1/db/slot", policy: .always, slot: .init(confirmed: 0x5000, origin: .replication(commitLSN: 0x4FFF, index: .max))
+            directory: directory, identity: "1/db/slot", policy: .never, slot: .init(confirmed: 0x5000, origin: .replication(commitLSN: 0x4FFF, index: .max))
         ) { _, _ in }
         #expect(opened.restored.map(\.record) == [Self.record(1)])
         #expect(opened.origin == .replication(commitLSN: 0xFF, index: .max))
@@ -376,7 +376,7 @@ import Testing
         options.resumeWindowAge = .seconds(600)
         let origin = Cursor.replication(commitLSN: 0xFFF, index: .max)
         do {
-            let (log, _) = try WindowLog.open(directory: directory, identity: "1/db/slot", policy: .always)
+            let (log, _) = try WindowLog.open(directory: directory, identity: "1/db/slot", policy: .never)
             log.reset(origin: origin)
             let broadcaster = Broadcaster(options: options, origin: origin, log: log)
             for n in 0..<5 { broadcaster.deliver(Self.record(UInt32(n))) }
@@ -386,7 +386,7 @@ import Testing
             #expect(broadcaster.keptPosition == 0x2000)
         }
         let opened = try OpenedWindowLog.open(
-            directory: directory, identity: "1/db/slot", policy: .always, slot: .init(confirmed: 0x1000, origin: origin)
+            directory: directory, identity: "1/db/slot", policy: .never, slot: .init(confirmed: 0x1000, origin: origin)
         ) { _, _ in }
         let broadcaster = Broadcaster(options: options, origin: opened.origin, log: opened.log, restored: opened.restored)
         #expect(broadcaster.windowStats.records == 5)
