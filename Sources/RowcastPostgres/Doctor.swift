@@ -294,6 +294,10 @@ package enum Doctor {
             }
         }
 
+        // Where serve keeps what clients resume from: not in the slot's WAL.
+        checks.append(.ok(
+            "replication mode: serve keeps its resume window on its own disk (--window-dir: about --resume-window-bytes, 64 MiB by default, and a 16 MB segment per slot); the slot holds back only the WAL serve has not kept yet (Docs/operations.md)"
+        ))
         let keep = try setting("max_slot_wal_keep_size")
         if keep == "-1" {
             checks.append(.warn(

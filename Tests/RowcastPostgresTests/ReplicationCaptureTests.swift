@@ -162,6 +162,8 @@ struct ReplicationCaptureTests {
         let checks = try Doctor.check(on: admin, modes: [.replication], tables: [table], publication: "generated")
         let named = checks.filter { $0.summary.contains("stored generated columns (total)") }
         #expect(named.count == 1 && named.first?.outcome == .warn, "\(checks.map(\.summary))")
+        // And where serve's window is kept, beside what the slot retains.
+        #expect(checks.contains { $0.outcome == .ok && $0.summary.contains("resume window on its own disk (--window-dir") })
     }
 
     @Test func reconnectsAfterTheWalsenderIsTerminatedAndLosesNothing() async throws {
