@@ -41,10 +41,10 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Replication mode: where the resume window is kept on disk, so that the slot confirms what is kept there and holds back no WAL for the window (default: $XDG_STATE_HOME/rowcast, else ~/.local/state/rowcast; a directory per database and slot inside).", valueName: "directory"))
     var windowDir: String?
 
-    @Option(name: .long, help: ArgumentHelp("When the window log is flushed to the disk: always (before the slot confirms it; survives the machine crashing), second (at most once a second; the slot confirms only what was flushed), never (survives serve crashing; a machine crash costs the window, never a wrong one).", valueName: "always|second|never"))
+    @Option(name: .long, help: ArgumentHelp("Replication mode: when the window log is flushed to the disk: always (the default: before the slot confirms it; survives the machine crashing), second (at most once a second; the slot confirms only what was flushed), never (survives serve crashing; a machine crash costs the window, never a wrong one).", valueName: "always|second|never"))
     var windowFsync: WindowLog.SyncPolicy?
 
-    @Option(name: .long, help: ArgumentHelp("Replication mode: when the slot is lost (invalidated by max_slot_wal_keep_size, or dropped): wait names it and captures nothing until a slot of that name is made again; recreate makes a new one and carries on (clients resuming from before it get cursor_expired, reason slot_lost).", valueName: "wait|recreate"))
+    @Option(name: .long, help: ArgumentHelp("Replication mode: when the slot is lost (invalidated by max_slot_wal_keep_size, or dropped): wait (the default) names it and captures nothing until a slot of that name is made again; recreate makes a new one and carries on (clients resuming from before it get cursor_expired, reason slot_lost).", valueName: "wait|recreate"))
     var onSlotLost: ReplicationCapture.SlotLostPolicy?
 
     @Option(name: .long, help: ArgumentHelp("The most bytes queued for one client before it is cut off as too slow (\(ServerOptions.defaults.clientQueueBytes >> 20) MiB by default; replays are read from the window as the client drains).", valueName: "bytes"))
