@@ -8,7 +8,10 @@ import Testing
 /// still survives `kill -9`, a torn tail included.
 @Suite(
     .enabled(if: LiveDatabase.available, "needs the cluster that make test starts"),
-    .timeLimit(.minutes(5))
+    .timeLimit(.minutes(5)),
+    // One at a time: three start clusters of their own and write hundreds of MB of WAL,
+    // and together, at the suite's start, they slowed serve's own tests past their deadlines.
+    .serialized
 )
 struct WindowLogRestartTests {
     static let isRoot = getuid() == 0
