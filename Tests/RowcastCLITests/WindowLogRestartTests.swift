@@ -269,7 +269,7 @@ struct WindowLogRestartTests {
         let total = 30_000
         let writer = Task { try await LiveDatabase.psql(url, "INSERT INTO orders SELECT g, repeat('p', 400) FROM generate_series(1, \(total)) g", seconds: 180) }
         let capturedAtKill = Mutex(0)
-        try await eventually("part of the transaction captured", within: 120, interval: .milliseconds(5), seen: { first.output.suffix(500).description }) {
+        try await eventually("part of the transaction captured", within: 120, interval: .milliseconds(20), seen: { first.output.suffix(500).description }) {
             let captured = (try await Self.status(port)["records_captured"] as? Int) ?? 0
             capturedAtKill.withLock { $0 = captured }
             return captured > 1

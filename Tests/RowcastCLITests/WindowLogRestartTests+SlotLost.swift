@@ -7,11 +7,10 @@ import Testing
 /// named once with its fix, shown in `/status` and `slot status`; with
 /// `--on-slot-lost recreate`, `serve` makes a new slot and carries on, and a client
 /// whose cursor is from before it gets `cursor_expired` with reason `slot_lost`.
-@Suite(
-    .enabled(if: LiveDatabase.available, "needs the cluster that make test starts"),
-    .timeLimit(.minutes(5))
-)
-struct SlotLostTests {
+///
+/// Part of ``WindowLogRestartTests``' suite, whose tests run one at a time: this one
+/// starts a cluster of its own and writes WAL until its slot is invalidated.
+extension WindowLogRestartTests {
     /// Pauses `server` (SIGSTOP) and writes WAL past the cap, then checkpoints until the
     /// server invalidates `slot`; `during` runs while it is paused.
     static func invalidate(_ slot: String, of server: RunningProcess, url: String, during: () async throws -> Void = {}) async throws {
@@ -23,12 +22,6 @@ struct SlotLostTests {
             return try await LiveDatabase.psql(url, "SELECT wal_status FROM pg_replication_slots WHERE slot_name = '\(slot)'")
                 .trimmingCharacters(in: .whitespacesAndNewlines) == "lost"
         }
-    }
-
-    static func status(_ port: String) async throws -> [String: Any] {
-        let number = Int(port) ?? 0
-        let body = try await onThread("GET /status", within: 60) { try RawClient.body(port: number, path: "/status") }
-        return (try JSONSerialization.jsonObject(with: body) as? [String: Any]) ?? [:]
     }
 
     @Test func aLostSlotIsNamedOnceAndRecreateCarriesOnFromANewOne() async throws {
