@@ -25,12 +25,9 @@ extension WindowLogRestartTests {
     }
 
     @Test func aLostSlotIsNamedOnceAndRecreateCarriesOnFromANewOne() async throws {
-        let started = try await Rowcast.run(["dev-cluster", "start", "--wal-level", "logical", "--setting", "max_slot_wal_keep_size=32MB"])
-        #expect(started.status == 0, "stderr: \(started.stderr)")
-        let parts = started.stdout.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: " ").map(String.init)
-        try #require(parts.count == 2)
-        defer { _ = try? Rowcast.runBlocking(["dev-cluster", "stop", parts[0]]) }
-        let url = parts[1]
+        let own = try await Self.ownCluster(["max_slot_wal_keep_size=32MB"])
+        defer { own.stop() }
+        let url = own.url
         try await LiveDatabase.psql(url, "CREATE TABLE orders (id int PRIMARY KEY); CREATE TABLE churn (id int, pad text)")
 
         // 1. --on-slot-lost wait (the default): named once, shown in /status and slot status.

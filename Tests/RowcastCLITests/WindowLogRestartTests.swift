@@ -33,6 +33,45 @@ struct WindowLogRestartTests {
         return (url, slot)
     }
 
+    /// A cluster of this test's own (`dev-cluster start`), in memory when root: a tmpfs
+    /// takes its WAL, so the hundreds of MB these tests write never queue behind the
+    /// disk's writeback, which throttled every process writing a file (the suite's own
+    /// log, and with it the test process) until tests elsewhere missed their deadlines.
+    struct OwnCluster: Sendable {
+        let directory: String
+        let url: String
+        let mount: String?
+
+        func stop() {
+            _ = try? Rowcast.runBlocking(["dev-cluster", "stop", directory])
+            if let mount {
+                _ = try? runChild("umount", ["-l", mount], seconds: 30)
+                try? FileManager.default.removeItem(atPath: mount)
+            }
+        }
+    }
+
+    static func ownCluster(_ settings: [String] = []) async throws -> OwnCluster {
+        var environment: [String: String] = [:]
+        var mount: String?
+        if isRoot {
+            let folder = FileManager.default.temporaryDirectory.appendingPathComponent("rowcast-ram-\(UInt32.random(in: 0...UInt32.max))").path
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            let mounted = try await onThread("a tmpfs") { try runChild("mount", ["-t", "tmpfs", "-o", "size=2g,mode=1777", "tmpfs", folder], seconds: 30) }
+            if mounted.status == 0 {
+                mount = folder
+                environment["TMPDIR"] = folder
+            }
+        }
+        let started = try await Rowcast.run(["dev-cluster", "start", "--wal-level", "logical"] + settings.flatMap { ["--setting", $0] }, environment: environment)
+        let parts = started.stdout.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: " ").map(String.init)
+        guard started.status == 0, parts.count == 2 else {
+            if let mount { _ = try? runChild("umount", ["-l", mount], seconds: 30) }
+            throw Failure("dev-cluster start: \(started.stderr)")
+        }
+        return OwnCluster(directory: parts[0], url: parts[1], mount: mount)
+    }
+
     static func status(_ port: String) async throws -> [String: Any] {
         let number = Int(port) ?? 0
         let body = try await onThread("GET /status", within: 60) { try RawClient.body(port: number, path: "/status") }
@@ -56,12 +95,9 @@ struct WindowLogRestartTests {
     /// 200 MB read by every capture of the whole suite's shared cluster at once once
     /// starved the run.
     @Test func aQuietPublicationBesideBusyTablesLeavesTheSlotNearTheWALEnd() async throws {
-        let started = try await Rowcast.run(["dev-cluster", "start", "--wal-level", "logical"])
-        #expect(started.status == 0, "stderr: \(started.stderr)")
-        let parts = started.stdout.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: " ").map(String.init)
-        try #require(parts.count == 2)
-        defer { _ = try? Rowcast.runBlocking(["dev-cluster", "stop", parts[0]]) }
-        let url = parts[1], slot = "walkeep"
+        let own = try await Self.ownCluster()
+        defer { own.stop() }
+        let url = own.url, slot = "walkeep"
         try await LiveDatabase.psql(url, "CREATE TABLE orders (id int PRIMARY KEY); CREATE TABLE churn (id int, pad text)")
         let setup = try await Rowcast.run(["setup", "--mode", "replication", "--table", "orders", "--slot", slot, "--publication", "orders", "--db", url])
         #expect(setup.status == 0, "\(setup.stderr)")
@@ -185,12 +221,9 @@ struct WindowLogRestartTests {
     /// restore reach a live client; before, every one of them was skipped as already
     /// kept, and the slot confirmed past them.
     @Test func aLogOfAHistoryTheDatabaseNoLongerHasIsDiscarded() async throws {
-        let started = try await Rowcast.run(["dev-cluster", "start", "--wal-level", "logical"])
-        #expect(started.status == 0, "stderr: \(started.stderr)")
-        let parts = started.stdout.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: " ").map(String.init)
-        try #require(parts.count == 2)
-        let (cluster, url) = (parts[0], parts[1])
-        defer { _ = try? Rowcast.runBlocking(["dev-cluster", "stop", cluster]) }
+        let own = try await Self.ownCluster()
+        defer { own.stop() }
+        let (cluster, url) = (own.directory, own.url)
         try await LiveDatabase.psql(url, "CREATE TABLE orders (id int PRIMARY KEY, v text)")
         let windowDir = cluster + "/window"
         let serve = { () throws -> RunningProcess in
