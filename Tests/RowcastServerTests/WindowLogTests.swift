@@ -60,6 +60,15 @@ import Testing
         return record
     }
 
+    /// A log in `directory` holding record 1 after `origin`, marked at 0x5000; let go at once.
+    static func writeOne(_ directory: String, identity: String = "1/db/slot", origin: Cursor? = .replication(commitLSN: 0xFF, index: .max)) throws {
+        let (log, _) = try WindowLog.open(directory: directory, identity: identity, policy: .never)
+        log.reset(origin: origin)
+        log.append(record(1), at: 5)
+        log.mark(0x5000)
+        _ = log.sync()
+    }
+
     @Test func everyRecordReadBackEncodesToTheSameBytes() {
         var generator = SystemRandomNumberGenerator()
         for n in 0..<2_000 {
@@ -204,13 +213,7 @@ import Testing
     @Test func aLogOfAnotherStreamIsDiscarded() throws {
         let directory = Self.directory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        do {
-            let (log, _) = try WindowLog.open(directory: directory, identity: "1/db/slot", policy: .never)
-            log.reset(origin: nil)
-            log.append(Self.record(1), at: 5)
-            log.mark(0x5000)
-            _ = log.sync()
-        }
+        try Self.writeOne(directory, origin: nil)
         let opened = try OpenedWindowLog.open(
             directory: directory, identity: "2/db/slot", policy: .never, slot: .init(confirmed: 0x100, origin: .replication(commitLSN: 0xFF, index: .max))
         ) { _, _ in }
@@ -224,13 +227,7 @@ import Testing
     @Test func aLogThatEndsBeforeTheSlotIsDiscardedWithAWarning() throws {
         let directory = Self.directory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        do {
-            let (log, _) = try WindowLog.open(directory: directory, identity: "1/db/slot", policy: .never)
-            log.reset(origin: .replication(commitLSN: 0xFF, index: .max))
-            log.append(Self.record(1), at: 5)
-            log.mark(0x5000)
-            _ = log.sync()
-        }
+        try Self.writeOne(directory)
         var said: [String] = []
         let behind = try OpenedWindowLog.open(
             directory: directory, identity: "1/db/slot", policy: .never, slot: .init(confirmed: 0x6000, origin: .replication(commitLSN: 0x5FFF, index: .max))
@@ -244,13 +241,7 @@ import Testing
     @Test func aLogReachingTheSlotIsRestored() throws {
         let directory = Self.directory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        do {
-            let (log, _) = try WindowLog.open(directory: directory, identity: "1/db/slot", policy: .never)
-            log.reset(origin: .replication(commitLSN: 0xFF, index: .max))
-            log.append(Self.record(1), at: 5)
-            log.mark(0x5000)
-            _ = log.sync()
-        }
+        try Self.writeOne(directory)
         let opened = try OpenedWindowLog.open(
             directory: directory, identity: "1/db/slot", policy: .never, slot: .init(confirmed: 0x5000, origin: .replication(commitLSN: 0x4FFF, index: .max))
         ) { _, _ in }
@@ -264,13 +255,7 @@ import Testing
     @Test func aLogOfAnotherHistoryIsDiscarded() throws {
         let directory = Self.directory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        func write() throws {
-            let (log, _) = try WindowLog.open(directory: directory, identity: "1/1/db/slot", policy: .never)
-            log.reset(origin: .replication(commitLSN: 0xFF, index: .max))
-            log.append(Self.record(1), at: 5)
-            log.mark(0x5000)
-            _ = log.sync()
-        }
+        func write() throws { try Self.writeOne(directory, identity: "1/1/db/slot") }
         let origin = Cursor.replication(commitLSN: 0x1FFF, index: .max)
         // Each opened log is let go (its lock with it) before the next is written.
         func open(_ slot: OpenedWindowLog.Slot, identity: String = "1/1/db/slot") throws -> (restored: Int, lostBefore: Cursor?, said: [String]) {
