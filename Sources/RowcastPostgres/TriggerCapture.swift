@@ -57,6 +57,8 @@ package final class TriggerCapture: BlockingCaptureSource {
     private let logger: Logger
     /// Identifies this process's stream in cursors.
     private let streamID: UInt64
+    /// Set by ``requestRead()``: the loop reads a window at its next turn (within 200 ms).
+    private let readRequested = Atomic<Bool>(false)
     /// The connection made by ``connect(configuration:logger:)``, until `run` takes it.
     private let firstConnection: Mutex<PostgresConnection?>
     /// Whether rowcast 0.1's trigger function was installed at connect time.
@@ -160,6 +162,14 @@ package final class TriggerCapture: BlockingCaptureSource {
                 // not say so again.
                 let notifications = current.drainNotifications()
                 if notifications.isEmpty {
+                    // A snapshot waits for a window read after it was taken (notifications
+                    // already queued were handled first: what they name, they place).
+                    if readRequested.exchange(false, ordering: .relaxed) {
+                        guard try reader.readRequested(on: current, sink: sink) else {
+                            sinkFailed = true
+                            return
+                        }
+                    }
                     if current.waitReadable(milliseconds: reader.polls ? Int32(TriggerReader.pollSeconds * 1000) : 200) { try current.consumeInput() }
                     return
                 }
@@ -170,6 +180,10 @@ package final class TriggerCapture: BlockingCaptureSource {
                 if case .failed = sink.flush() { sinkFailed = true }
             }
         )
+    }
+
+    package func requestRead() {
+        readRequested.store(true, ordering: .relaxed)
     }
 
     // MARK: - Internals

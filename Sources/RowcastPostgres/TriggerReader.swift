@@ -104,6 +104,15 @@ struct TriggerReader {
         return try readWindow(notified: nil, on: connection, sink: sink)
     }
 
+    /// Reads a window now, for a snapshot waiting on the stream to pass it: it places no
+    /// transaction (live order is the notifications'; those not notified yet wait for
+    /// theirs), and moves the position over what was delivered, which the sink hears
+    /// (``RecordSink/delivered(visibleIn:)``). In polling mode, a poll.
+    mutating func readRequested(on connection: PostgresConnection, sink: any RecordSink) throws(PostgresError) -> Bool {
+        guard listener != nil else { return true }
+        return try readWindow(notified: polls ? nil : [], on: connection, sink: sink)
+    }
+
     /// Delivers what `notifications` stand for, in order. Returns false when the sink
     /// failed. Any number of transaction notifications in a row is one window.
     mutating func handle(_ notifications: [PostgresNotification], on connection: PostgresConnection, sink: any RecordSink) throws(PostgresError) -> Bool {
@@ -298,6 +307,9 @@ struct TriggerReader {
         committed = true
         unconfirmed.removeAll()
         self.listener = listener
+        // Every transaction the new position sees is delivered (or was before this
+        // stream began): a snapshot taken before the window's is passed.
+        if let visible = TransactionSnapshot(position) { sink.delivered(visibleIn: visible) }
         return true
     }
 

@@ -18,6 +18,7 @@ package func buildApplication(
     services: [any Service] = [],
     onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in },
     window: OpenedWindowLog? = nil,
+    snapshots: (any SnapshotSource)? = nil,
     logger: Logger
 ) -> RowcastApplication {
     let broadcaster = Broadcaster(
@@ -26,6 +27,14 @@ package func buildApplication(
         onLogFailure: { line in logger.error("\(line); the slot now trails the resume window again, which holds back the database's WAL for the window's age (fix: free the disk and restart serve)") },
         onDivergence: { line in logger.warning("\(line)") }
     )
+    if let snapshots {
+        broadcaster.snapshots.withLock {
+            $0 = SnapshotRunner(
+                source: snapshots, capture: source.state, mode: source.mode, limits: options.snapshots, logger: logger,
+                requestRead: { source.requestRead() }
+            )
+        }
+    }
     let limits = ConnectionLimits(
         total: options.maxConnections, perAddress: options.maxConnectionsPerAddress, metrics: broadcaster.metrics, logger: logger
     )

@@ -24,6 +24,8 @@ extension Broadcaster {
         while more {
             var wakes: [ClientQueue] = []
             more = state.withLock { state in
+                // A snapshot's reader waits for this room.
+                state.clients[id]?.snapshot?.signal()
                 state.window.expire()
                 return refill(id, in: &state, wakes: &wakes)
             }

@@ -64,6 +64,9 @@ package final class Broadcaster: RecordSink {
         /// Set while the client replays from the resume window: where its replay goes
         /// on. Live records skip it until the replay reaches the window's newest record.
         var replay: Replay?
+        /// Set while a snapshot is read for the client (``SnapshotRunner``): live records
+        /// skip it until the snapshot ends and a replay from its boundary begins.
+        var snapshot: SnapshotGate?
     }
 
     /// Where a replay goes on: after a cursor (`since`, or the last record queued), or
@@ -129,6 +132,12 @@ package final class Broadcaster: RecordSink {
     private let logFailureSaid = Atomic<Bool>(false)
     /// Called once when the window log fails (a full disk): one line for the log.
     private let onLogFailure: (@Sendable (String) -> Void)?
+    /// How far the capture has handed records over: the WAL position it passed
+    /// (replication) and the snapshot whose transactions it delivered (trigger), which
+    /// a snapshot waits for before it sets its boundary.
+    let horizon = Mutex<(position: UInt64, visible: TransactionSnapshot?)>((0, nil))
+    /// Reads snapshots for clients that ask for one (nil: this server takes none).
+    let snapshots = Mutex<SnapshotRunner?>(nil)
     /// How many frames may wait for one client before it is cut off.
     package let queueLimit: Int
     /// How many bytes of frames may wait for one client before it is cut off (a single
@@ -275,6 +284,7 @@ package final class Broadcaster: RecordSink {
                 // The window may have let the oldest of them go meanwhile: from its oldest then.
                 replay = .from(max(latest, oldest))
             }
+            cancelSnapshot(id, in: &state)
             state.clients[id]?.subscription = subscription
             state.subscribed.insert(id)
             state.clients[id]?.skipThrough = since.flatMap { since in state.lastCursor.map { since > $0 } ?? true ? since : nil }
@@ -299,7 +309,7 @@ package final class Broadcaster: RecordSink {
     /// reads on: what it reads after arrives later): the records after its `since`,
     /// or all of the window for a `last`. Its address pays for them ahead.
     func recordsToScan(for message: ClientMessage) -> Int {
-        guard case .subscribe(_, let since, let last) = message else { return 0 }
+        guard case .subscribe(_, let since, let last, _) = message else { return 0 }
         return recordsToScan(since: since, last: last)
     }
 
@@ -329,6 +339,7 @@ package final class Broadcaster: RecordSink {
     /// Stops sending updates to a client.
     package func unsubscribe(_ id: UInt64) {
         state.withLock { state in
+            cancelSnapshot(id, in: &state)
             state.clients[id]?.subscription = nil
             state.subscribed.remove(id)
             state.clients[id]?.replay = nil
@@ -374,6 +385,7 @@ package final class Broadcaster: RecordSink {
             let ended = state.endedSubscriptions.removeValue(forKey: id)
             let client = state.clients.removeValue(forKey: id)
             state.subscribed.remove(id)
+            client?.snapshot?.cancel()
             client?.queue.finish()
             client?.control.refundUnused()
             metrics?.clients.set(state.clients.count)
@@ -410,6 +422,9 @@ package final class Broadcaster: RecordSink {
     package func deliver(_ record: ChangeRecord) {
         if log != nil, !isNew(record) { return }
         log?.append(record, at: Self.wallMillis())
+        // Replication: every transaction that committed before this one's commit has been
+        // handed over (the stream is in commit order), which a snapshot waits for.
+        if let lsn = record.lsn { horizon.withLock { $0.position = max($0.position, lsn) } }
         let encoded = EncodedRecord(record)
         var wakes: [ClientQueue] = []
         let (sent, release) = state.withLock { state in
@@ -430,7 +445,7 @@ package final class Broadcaster: RecordSink {
             for id in state.subscribed {
                 guard let client = state.clients[id] else { continue }
                 state.examined += 1
-                guard let subscription = client.subscription else { continue }
+                guard let subscription = client.subscription, client.snapshot == nil else { continue }
                 // A replaying client reads this record from the window when it gets there,
                 // unless the window let go of where it is: then it fell a window behind.
                 if let replay = client.replay {
@@ -509,6 +524,11 @@ package final class Broadcaster: RecordSink {
 
     package func passed(_ position: UInt64) {
         log?.mark(position)
+        horizon.withLock { $0.position = max($0.position, position) }
+    }
+
+    package func delivered(visibleIn snapshot: TransactionSnapshot) {
+        horizon.withLock { $0.visible = snapshot }
     }
 
     package var keptPosition: UInt64? {
@@ -550,6 +570,7 @@ package final class Broadcaster: RecordSink {
     func end(_ id: UInt64, _ reason: EndReason, in state: inout State) {
         guard let client = state.clients.removeValue(forKey: id) else { return }
         state.subscribed.remove(id)
+        client.snapshot?.cancel()
         if let subscription = client.subscription, state.connections.contains(id) { state.endedSubscriptions[id] = subscription }
         client.control.raise(reason)
         client.queue.finish()

@@ -69,7 +69,7 @@ extension ClientMessage {
     func check(access: ClientAccess, capture: CaptureState) throws(ClientMessageError) {
         switch self {
         case .readyForData: _ = try access.restrict(.everything)
-        case .subscribe(let wanted, _, _): _ = try access.restrict(wanted).checkCaptured(by: capture)
+        case .subscribe(let wanted, _, _, _): _ = try access.restrict(wanted).checkCaptured(by: capture)
         case .unsubscribe, .ping: break
         }
     }
@@ -84,8 +84,15 @@ extension ClientMessage {
             let allowed = try access.restrict(.everything)
             broadcaster.subscribe(client, to: allowed)
             return .subscribed(allowed)
-        case .subscribe(let wanted, let since, let last):
+        case .subscribe(let wanted, let since, let last, let snapshot):
             let allowed = try access.restrict(wanted).checkCaptured(by: capture)
+            if snapshot {
+                guard let runner = broadcaster.snapshots.withLock({ $0 }) else {
+                    throw .snapshot(code: "snapshot_failed", message: "this server takes no snapshots")
+                }
+                try runner.start(client, subscription: allowed, broadcaster: broadcaster)
+                return .subscribed(allowed)
+            }
             if !broadcaster.subscribe(client, to: allowed, since: since, last: last) {
                 throw .cursorExpired(since, slotLost: since.map { broadcaster.wasLost(before: $0) } ?? false)
             }

@@ -26,6 +26,10 @@ package struct ServerOptions: Sendable {
     /// is closed outright (its peer may never read the close frame).
     package var stalledClientGrace: Duration = .seconds(5)
     /// Recent records kept so that clients can resume with `since`.
+    /// Snapshots (`subscribe` with `"snapshot": true`): how many at once, from one
+    /// address, and how many rows one may send (`--max-snapshots`,
+    /// `--max-snapshots-per-address`, `--snapshot-rows`).
+    package var snapshots = SnapshotRunner.Limits()
     package var resumeWindow = 1000
     /// The resume window's byte budget.
     package var resumeWindowBytes = 64 << 20

@@ -26,6 +26,9 @@ enum ServerSentEvents {
         if let filter = query["filter"] { wanted.filter = .value([String(filter)]) }
         if let since = request.headers[.lastEventID] ?? query["since"].map(String.init) { wanted.since = .value([since]) }
         if let last = query["last"] { wanted.last = .value([String(last)]) }
+        // EventSource reconnects with Last-Event-ID, which a finished snapshot's
+        // `snapshot_end` set: it resumes from there instead of reading the rows again.
+        if let snapshot = query["snapshot"], request.headers[.lastEventID] == nil { wanted.snapshot = .value([String(snapshot)]) }
         let message: ClientMessage
         do throws(ClientMessageError) {
             message = try wanted.resolve()

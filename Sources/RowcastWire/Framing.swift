@@ -57,9 +57,17 @@ package enum Framing: Sendable, Hashable, CaseIterable {
             buffer.writeStaticString("}")
             return buffer
         case .serverSentEvents:
-            guard message.event.description == "error" else { return nil }
+            let event = message.event.description
+            guard event == "error" || event == "snapshot_end" else { return nil }
             var buffer = ByteBuffer()
-            buffer.writeStaticString("event: error\ndata: ")
+            buffer.writeStaticString("event: ")
+            buffer.writeStaticString(message.event)
+            // `snapshot_end`'s cursor is where EventSource resumes from (Last-Event-ID).
+            if let offset = message.offset {
+                buffer.writeStaticString("\nid: ")
+                buffer.writeString(offset)
+            }
+            buffer.writeStaticString("\ndata: ")
             buffer.writeBytes(message.data)  // one line: JSONWriter escapes newlines
             buffer.writeStaticString("\n\n")
             return buffer
@@ -78,6 +86,43 @@ package enum Framing: Sendable, Hashable, CaseIterable {
             buffer.writeStaticString("]")
             return buffer
         }
+    }
+
+    /// One row of a snapshot as this framing sends it: an `update` whose record is
+    /// `{"source":M,"op":"snapshot","schema":S,"table":T,"row":ROW}`. It has no cursor
+    /// (the snapshot is not a place in the stream: `snapshot_end` names where the stream
+    /// goes on), so SSE gives it no id and Socket.IO no offset: a reconnect mid-snapshot
+    /// resumes from nothing it did not finish.
+    package func frame(snapshotRow row: RawJSON, of table: TableName, source: CaptureMode) -> ByteBuffer {
+        var writer = JSONWriter(capacity: 96 + row.bytes.count)
+        writer.appendASCII(#"{"source":"#)
+        writer.appendString(source.rawValue)
+        writer.appendASCII(#","op":"snapshot","schema":"#)
+        writer.appendString(table.schema)
+        writer.appendASCII(#","table":"#)
+        writer.appendString(table.name)
+        writer.appendASCII(#","row":"#)
+        writer.appendRaw(row.bytes)
+        writer.append(byte: UInt8(ascii: "}"))
+        var buffer = ByteBuffer()
+        switch self {
+        case .webSocket:
+            buffer.reserveCapacity(writer.bytes.count + 28)
+            buffer.writeStaticString(#"{"event":"update","data":"#)
+            buffer.writeBytes(writer.bytes)
+            buffer.writeStaticString("}")
+        case .serverSentEvents:
+            buffer.reserveCapacity(writer.bytes.count + 8)
+            buffer.writeStaticString("data: ")
+            buffer.writeBytes(writer.bytes)
+            buffer.writeStaticString("\n\n")
+        case .socketIO:
+            buffer.reserveCapacity(writer.bytes.count + 14)
+            buffer.writeStaticString(#"42["update","#)
+            buffer.writeBytes(writer.bytes)
+            buffer.writeStaticString("]")
+        }
+        return buffer
     }
 
     /// A sign of life on a quiet stream, where the transport has none of its own (SSE's

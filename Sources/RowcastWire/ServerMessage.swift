@@ -54,6 +54,26 @@ package struct ServerMessage: Sendable, Equatable {
         return ServerMessage(event: "subscribed", data: writer.bytes)
     }
 
+    /// `snapshot_end` `{"cursor": C, "rows": N}`: every row of the snapshot was sent;
+    /// the stream goes on after `cursor` (resume from it like from any record's), which
+    /// Socket.IO keeps as its offset and SSE as the event's id. No cursor when the
+    /// stream has delivered nothing yet.
+    package static func snapshotEnd(cursor: String?, rows: Int) -> ServerMessage {
+        var writer = JSONWriter(capacity: 64)
+        writer.append(byte: UInt8(ascii: "{"))
+        var first = true
+        if let cursor {
+            writer.appendKey("cursor", first: &first)
+            writer.appendString(cursor)
+        }
+        writer.appendKey("rows", first: &first)
+        writer.appendInteger(rows)
+        writer.append(byte: UInt8(ascii: "}"))
+        var message = ServerMessage(event: "snapshot_end", data: writer.bytes)
+        message.offset = cursor
+        return message
+    }
+
     /// `error` `{"code": C, "message": M}`; the connection stays open.
     package static func error(code: String, message: String, reason: String? = nil) -> ServerMessage {
         ServerMessage(event: "error", data: errorObject(code: code, message: message, reason: reason))

@@ -92,6 +92,15 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("HTTP requests taken from one address a second (as many at once), over all its connections; one sending faster waits its turn, up to 10 s, or then gets 429 (0: no limit).", valueName: "requests"))
     var requestsPerSecondPerAddress: Int = ServerOptions.defaults.requestsPerSecondPerAddress
 
+    @Option(name: .long, help: ArgumentHelp("Snapshots (subscribe with \"snapshot\": true) read at once, each on a connection of its own; past it a client gets too_many_snapshots.", valueName: "snapshots"))
+    var maxSnapshots: Int = ServerOptions.defaults.snapshots.concurrent
+
+    @Option(name: .long, help: ArgumentHelp("Snapshots read at once for one client address.", valueName: "snapshots"))
+    var maxSnapshotsPerAddress: Int = ServerOptions.defaults.snapshots.perAddress
+
+    @Option(name: .long, help: ArgumentHelp("Rows one snapshot may send; past it the client gets snapshot_too_large.", valueName: "rows"))
+    var snapshotRows: Int = ServerOptions.defaults.snapshots.rows
+
     @Flag(name: .long, help: "Allow listening on a non-loopback address without client authentication.")
     var insecureNoAuth = false
 
@@ -138,6 +147,9 @@ struct Serve: AsyncParsableCommand {
                 "--max-connections, --max-connections-per-address, --client-messages-per-second and --requests-per-second-per-address take a number, 0 (no limit) or more"
             )
         }
+        guard maxSnapshots >= 0, maxSnapshotsPerAddress >= 0, snapshotRows >= 0 else {
+            throw CommandFailure.usage("--max-snapshots, --max-snapshots-per-address and --snapshot-rows take a number, 0 (no snapshots) or more")
+        }
         for name in allowHost where RequestHost(option: name) == nil {
             throw CommandFailure.usage("--allow-host \(name) is not a host name or address (fix: a name such as rowcast.example.com, or an address; no scheme, path or wildcard)")
         }
@@ -168,6 +180,9 @@ struct Serve: AsyncParsableCommand {
             options.maxConnectionsPerAddress = maxConnectionsPerAddress
             options.clientMessagesPerSecond = clientMessagesPerSecond
             options.requestsPerSecondPerAddress = requestsPerSecondPerAddress
+            options.snapshots.concurrent = maxSnapshots
+            options.snapshots.perAddress = maxSnapshotsPerAddress
+            options.snapshots.rows = snapshotRows
             return options
         }()
         var window: OpenedWindowLog?
@@ -200,6 +215,7 @@ struct Serve: AsyncParsableCommand {
                 source: source,
                 onServerRunning: { port in logger.info("serving \(mode) mode on http://\(host):\(port)/") },
                 window: window,
+                snapshots: PostgresSnapshotSource(connection: connection.settings, followsWAL: source.mode == .replication),
                 logger: logger
             ).runUntilSignalled()
         }

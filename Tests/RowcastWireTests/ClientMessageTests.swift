@@ -13,7 +13,7 @@ import Testing
         let subscribe = try ClientMessage.parse(
             #"{"event":"subscribe","data":{"tables":["orders","audit.events"],"ops":["insert"],"filter":"id=gt.7","since":"r0000000000000010.0000000000000002","extra":null}}"#
         )
-        guard case .subscribe(let subscription, let since, let last) = subscribe else { Issue.record("\(subscribe)"); return }
+        guard case .subscribe(let subscription, let since, let last, _) = subscribe else { Issue.record("\(subscribe)"); return }
         #expect(subscription.tables == ["public.orders", "audit.events"])
         #expect(subscription.ops == [.insert])
         #expect(subscription.filter?.description == "id=gt.7")
@@ -50,6 +50,19 @@ import Testing
         } catch {
             #expect(error.code == code, "\(frame.prefix(60))")
         }
+    }
+
+    @Test func aSnapshotIsAskedForAloneWithTrueOrFalse() throws {
+        #expect(try ClientMessage.parse(#"{"event":"subscribe","data":{"snapshot": true }}"#) == .subscribe(.everything, since: nil, last: nil, snapshot: true))
+        #expect(try ClientMessage.parse(#"{"event":"subscribe","data":{"snapshot":false}}"#) == .subscribe(.everything, since: nil, last: nil, snapshot: false))
+        var query = SubscriptionRequest()
+        query.snapshot = .value(["1"])
+        #expect(try query.resolve() == .subscribe(.everything, since: nil, last: nil, snapshot: true))
+        for bad in [#"{"snapshot":"yes"}"#, #"{"snapshot":2}"#, #"{"snapshot":true,"since":"r0000000000000010.0000000000000002"}"#, #"{"snapshot":true,"last":5}"#] {
+            #expect(throws: ClientMessageError.self, "\(bad)") { try ClientMessage.parse(#"{"event":"subscribe","data":"# + bad + "}") }
+        }
+        // `last: 0` asks for nothing before: allowed beside a snapshot.
+        #expect(try ClientMessage.parse(#"{"event":"subscribe","data":{"snapshot":true,"last":0}}"#) == .subscribe(.everything, since: nil, last: 0, snapshot: true))
     }
 
     @Test func queryKeysAndFramesShareOneValidation() {

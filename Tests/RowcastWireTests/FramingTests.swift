@@ -76,6 +76,11 @@ import Testing
              "event: error\n" + #"data: {"code":"bad_frame","message":"a \"quote\"\nand a line"}"# + "\n\n"),
             (.pong(echoing: #"{"n":1}"#), #"{"event":"pong","data":{"n":1}}"#, #"42["pong",{"n":1}]"#, nil),
             (subscribed, #"{"event":"subscribed","data":{"cursor":"r01.02"}}"#, #"42["subscribed",{"cursor":"r01.02"},"r01.02"]"#, nil),
+            // Where the stream goes on: Socket.IO's offset and SSE's id, as for a record.
+            (.snapshotEnd(cursor: "r01.02", rows: 3), #"{"event":"snapshot_end","data":{"cursor":"r01.02","rows":3}}"#,
+             #"42["snapshot_end",{"cursor":"r01.02","rows":3},"r01.02"]"#, "event: snapshot_end\nid: r01.02\n" + #"data: {"cursor":"r01.02","rows":3}"# + "\n\n"),
+            (.snapshotEnd(cursor: nil, rows: 0), #"{"event":"snapshot_end","data":{"rows":0}}"#, #"42["snapshot_end",{"rows":0}]"#,
+             "event: snapshot_end\n" + #"data: {"rows":0}"# + "\n\n"),
         ]
         for (message, ws, socketIO, sse) in cases {
             #expect(Framing.webSocket.frame(message).map { String(buffer: $0) } == ws)
@@ -88,5 +93,16 @@ import Testing
             == #"{"event":"subscribed","data":{"tables":["public.a","public.b"],"ops":["insert","update"],"filter":"id=gt.5"}}"#)
         #expect(Framing.serverSentEvents.heartbeat.map { String(buffer: $0) } == ": keepalive\n\n")
         #expect(Framing.webSocket.heartbeat == nil && Framing.socketIO.heartbeat == nil)
+    }
+
+    /// A snapshot row has no cursor: no SSE id, no Socket.IO offset, so a reconnect in
+    /// the middle of a snapshot does not resume as if it had it all.
+    @Test func aSnapshotRowInEachFraming() {
+        let row = RawJSON(trusted: Array(#"{"id":1,"note":"a \"b\""}"#.utf8))
+        let table = TableName(schema: "public", name: "items")
+        let record = #"{"source":"trigger","op":"snapshot","schema":"public","table":"items","row":{"id":1,"note":"a \"b\""}}"#
+        #expect(String(buffer: Framing.webSocket.frame(snapshotRow: row, of: table, source: .trigger)) == #"{"event":"update","data":"# + record + "}")
+        #expect(String(buffer: Framing.serverSentEvents.frame(snapshotRow: row, of: table, source: .trigger)) == "data: " + record + "\n\n")
+        #expect(String(buffer: Framing.socketIO.frame(snapshotRow: row, of: table, source: .trigger)) == #"42["update","# + record + "]")
     }
 }

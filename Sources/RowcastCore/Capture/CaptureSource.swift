@@ -14,4 +14,11 @@ package protocol CaptureSource: Sendable {
     /// delivering records to `sink` in stream order; reconnects by itself. Before it
     /// returns it confirms what the sink delivered.
     func run(sink: any RecordSink, stop: StopSignal) async
+    /// Asks the capture to read what committed now, without waiting for a notification
+    /// (trigger mode: a snapshot waits for the stream to pass it). Never blocks.
+    func requestRead()
+}
+
+extension CaptureSource {
+    package func requestRead() {}
 }

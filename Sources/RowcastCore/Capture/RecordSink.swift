@@ -26,11 +26,16 @@ package protocol RecordSink: AnyObject, Sendable {
     /// Replication: the slot was lost and a new one streams from `origin` on. Changes
     /// made in between were not captured: nothing before `origin` can be resumed.
     func streamRestarted(after origin: Cursor)
+
+    /// Trigger mode, after a window: every transaction `snapshot` sees has been handed
+    /// to the sink (a snapshot taken before it is covered by the stream from here).
+    func delivered(visibleIn snapshot: TransactionSnapshot)
 }
 
 extension RecordSink {
     package func streamRestarted(after origin: Cursor) {}
     package func passed(_ position: UInt64) {}
+    package func delivered(visibleIn snapshot: TransactionSnapshot) {}
     package var keptPosition: UInt64? { nil }
 }
 

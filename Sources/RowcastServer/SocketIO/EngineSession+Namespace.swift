@@ -59,7 +59,7 @@ extension EngineSession {
             do throws(ClientMessageError) {
                 let message = try ClientMessage.parse(event: name, data: data.map(JSONText.init))
                 // A scan of the window waits until its address's earlier scans are paid for.
-                if case .subscribe(_, let since, let last) = message, message.scansWindow { try await settleScans(since: since, last: last) }
+                if case .subscribe(_, let since, let last, _) = message, message.scansWindow { try await settleScans(since: since, last: last) }
                 defer { client.scanDone() }
                 let outcome = try message.apply(for: client.id, access: socket.access, capture: server.capture, broadcaster: server.broadcaster)
                 if message.scansWindow { await chargeScans() }

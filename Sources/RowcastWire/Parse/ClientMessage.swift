@@ -4,8 +4,10 @@ import RowcastCore
 package enum ClientMessage: Sendable, Equatable {
     /// `ready for data` `{}`: everything the client may see, from now on.
     case readyForData
-    /// `subscribe` `{"tables", "ops", "filter", "since", "last"}`, every key optional.
-    case subscribe(Subscription, since: Cursor?, last: Int?)
+    /// `subscribe` `{"tables", "ops", "filter", "since", "last", "snapshot"}`, every key
+    /// optional; `snapshot` first sends the matching rows as they are (at most one of
+    /// `since`, `last` and `snapshot`).
+    case subscribe(Subscription, since: Cursor?, last: Int?, snapshot: Bool = false)
     /// `unsubscribe` `{}`: stop updates, keep the connection.
     case unsubscribe
     /// `ping` with any object: answered with `pong` and the same object, in order with
@@ -66,6 +68,8 @@ package struct SubscriptionRequest: Sendable {
     package var filter: Field = .missing
     package var since: Field = .missing
     package var last: Field = .missing
+    /// `true` or `false` in JSON; `1`, `true`, `0` or `false` in a query string.
+    package var snapshot: Field = .missing
 
     package init() {}
 
@@ -82,6 +86,7 @@ package struct SubscriptionRequest: Sendable {
                 case "filter": filter = value.string.map { .value([$0]) } ?? .wrongType
                 case "since": since = value.string.map { .value([$0]) } ?? .wrongType
                 case "last": last = .value([value.text.trimmingWhitespace])
+                case "snapshot": snapshot = .value([value.text.trimmingWhitespace])
                 default: break
                 }
             }
@@ -141,7 +146,21 @@ package struct SubscriptionRequest: Sendable {
             }
             count = number
         }
-        return .subscribe(subscription, since: cursor, last: count)
+        var snapshot = false
+        switch self.snapshot {
+        case .missing: break
+        case .wrongType: throw .badSubscription("\"snapshot\" must be true or false")
+        case .value(let text):
+            switch text.first ?? "" {
+            case "true", "1": snapshot = true
+            case "false", "0": snapshot = false
+            default: throw .badSubscription("\"snapshot\" must be true or false")
+            }
+        }
+        if snapshot, cursor != nil || (count ?? 0) > 0 {
+            throw .badSubscription("\"snapshot\" starts from the rows as they are: it takes no \"since\" or \"last\" (resume with \"since\" alone)")
+        }
+        return .subscribe(subscription, since: cursor, last: count, snapshot: snapshot)
     }
 }
 
@@ -199,6 +218,9 @@ package enum ClientMessageError: Error, Sendable, Equatable {
     /// The client's address owes more window scans than a client may wait for: retry
     /// after these seconds.
     case tooManyScans(seconds: Int)
+    /// A snapshot could not be taken or finished: `code` says which limit or failure
+    /// (`too_many_snapshots`, `snapshot_too_large`, `snapshot_expired`, `snapshot_failed`).
+    case snapshot(code: String, message: String)
 
     /// The `code` of the `error` frame.
     package var code: String {
@@ -211,6 +233,7 @@ package enum ClientMessageError: Error, Sendable, Equatable {
         case .cursorExpired: "cursor_expired"
         case .unknownTable: "unknown_table"
         case .tooManyScans: "too_many_scans"
+        case .snapshot(let code, _): code
         }
     }
 
@@ -224,7 +247,7 @@ package enum ClientMessageError: Error, Sendable, Equatable {
     /// The `message` of the `error` frame.
     package var message: String {
         switch self {
-        case .badFrame(let why), .badSubscription(let why), .badFilter(let why), .forbidden(let why): why
+        case .badFrame(let why), .badSubscription(let why), .badFilter(let why), .forbidden(let why), .snapshot(_, let why): why
         case .cursorExpired(let since, let slotLost):
             slotLost
                 ? "records after \(since?.description ?? "that cursor") were missed: the replication slot was lost and a new one made; subscribe without since and reload"
@@ -282,7 +305,7 @@ extension ClientMessage {
     /// Whether applying it reads the resume window (a `subscribe` with `since` or a
     /// `last`): the work a client's address pays for.
     package var scansWindow: Bool {
-        guard case .subscribe(_, let since, let last) = self else { return false }
+        guard case .subscribe(_, let since, let last, _) = self else { return false }
         return since != nil || (last ?? 0) > 0
     }
 }

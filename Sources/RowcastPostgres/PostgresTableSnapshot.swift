@@ -1,0 +1,186 @@
+import Foundation
+import RowcastCore
+
+/// Opens snapshots on their own connections (``PostgresTableSnapshot``).
+package struct PostgresSnapshotSource: SnapshotSource {
+    let connection: ConnectionSettings
+    /// Whether to read the WAL position after the snapshot (replication mode).
+    let followsWAL: Bool
+
+    package init(connection: ConnectionSettings, followsWAL: Bool) {
+        self.connection = connection
+        self.followsWAL = followsWAL
+    }
+
+    package func open() throws(SnapshotError) -> any TableSnapshot {
+        do {
+            return try PostgresTableSnapshot(connection, followsWAL: followsWAL)
+        } catch {
+            throw SnapshotError("cannot take a snapshot: \(error.description)")
+        }
+    }
+}
+
+/// One snapshot: a REPEATABLE READ READ ONLY transaction on a connection of its own,
+/// with the settings that shape `to_json`'s output pinned as the trigger pins them
+/// (so its rows are byte for byte what either mode sends), and a lock wait bounded so
+/// that it never queues the application's DDL behind it for long: a table that a
+/// `lock_timeout` keeps out ends the snapshot with an error, not a wait.
+final class PostgresTableSnapshot: TableSnapshot {
+    private var connection: PostgresConnection?
+    let visibility: TransactionSnapshot
+    let walPosition: UInt64?
+
+    /// How long reading a table may wait for its ACCESS SHARE lock (a DDL holding it).
+    static let lockTimeout = "2s"
+    /// The most bytes one page holds before the next is asked for with fewer rows.
+    static let pageBytes = 4 << 20
+
+    init(_ settings: ConnectionSettings, followsWAL: Bool) throws(PostgresError) {
+        let connection = try PostgresConnection(settings)
+        do throws(PostgresError) {
+            try connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            try connection.executeScript(
+                """
+                SET LOCAL search_path = pg_catalog, pg_temp; SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, MDY';
+                SET LOCAL IntervalStyle = 'postgres'; SET LOCAL bytea_output = 'hex'; SET LOCAL extra_float_digits = 1;
+                SET LOCAL lock_timeout = '\(Self.lockTimeout)'; SET LOCAL statement_timeout = 0;
+                SET LOCAL idle_in_transaction_session_timeout = 0
+                """
+            )
+            // The snapshot is taken by the first query, this one; the WAL position after it.
+            let row = try connection.execute(
+                followsWAL
+                    ? "SELECT txid_current_snapshot()::text, CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END"
+                    : "SELECT txid_current_snapshot()::text, NULL"
+            ).rows.first
+            guard let text = row?[0] ?? nil, let visibility = TransactionSnapshot(text) else {
+                throw PostgresError.protocolViolation("the server gave no snapshot")
+            }
+            self.visibility = visibility
+            self.walPosition = (row?[1] ?? nil).flatMap(Self.parseLSN)
+            self.connection = connection
+        } catch {
+            connection.close()
+            throw error
+        }
+    }
+
+    static func parseLSN(_ text: String) -> UInt64? {
+        let parts = text.split(separator: "/")
+        guard parts.count == 2, let high = UInt64(parts[0], radix: 16), let low = UInt64(parts[1], radix: 16), high <= UInt64(UInt32.max), low <= UInt64(UInt32.max) else { return nil }
+        return high << 32 | low
+    }
+
+    func read(_ table: TableName, filter: RowFilter?, pageRows: Int, page: ([RawJSON]) -> Bool) throws(SnapshotError) {
+        guard let connection else { throw SnapshotError("the snapshot is closed") }
+        do {
+            var parameters: [String?] = []
+            var condition = ""
+            if let filter, let pushed = try Self.condition(for: filter, on: table, connection: connection, parameters: &parameters) {
+                condition = " WHERE " + pushed
+            }
+            // `t.*`: a column named `t` cannot stand for the row.
+            try connection.execute(
+                "DECLARE rowcast_snapshot NO SCROLL CURSOR FOR SELECT to_json(t.*)::text FROM \(table.quoted) t" + condition, parameters
+            )
+            var rows = max(1, pageRows)
+            while true {
+                let result = try connection.execute("FETCH \(rows) FROM rowcast_snapshot")
+                var bytes = 0
+                let values = result.rows.compactMap { row -> RawJSON? in
+                    guard let text = row.first ?? nil else { return nil }
+                    bytes += text.utf8.count
+                    // As trigger mode sends it: a `json` column's line breaks as spaces.
+                    return TriggerReader.oneLine(text)
+                }
+                let full = result.rows.count == rows
+                if !values.isEmpty, !page(values) { break }
+                guard full else { break }
+                // Large rows: fewer at a time, so a page's memory stays bounded.
+                if bytes > Self.pageBytes { rows = max(1, rows / 2) } else if bytes < Self.pageBytes / 4 { rows = min(max(1, pageRows), rows * 2) }
+            }
+            try connection.execute("CLOSE rowcast_snapshot")
+        } catch {
+            throw SnapshotError("cannot read \(table): \(error.description)")
+        }
+    }
+
+    func close() {
+        guard let connection else { return }
+        self.connection = nil
+        _ = try? connection.execute("ROLLBACK")
+        connection.close()
+    }
+
+    deinit { close() }
+
+    /// The part of `filter` PostgreSQL can decide exactly as rowcast does, as a condition
+    /// whose values are bound parameters (appended to `parameters`); nil when the
+    /// column's type has no such comparison (rowcast then decides every row). Shown
+    /// equal by `FilterOracleTests`: numbers compared as `numeric`, `real` and `double
+    /// precision` in their own type, text in the "C" collation.
+    static func condition(
+        for filter: RowFilter, on table: TableName, connection: PostgresConnection, parameters: inout [String?]
+    ) throws(PostgresError) -> String? {
+        let type = try connection.execute(
+            """
+            SELECT a.atttypid::int FROM pg_catalog.pg_attribute a
+            WHERE a.attrelid = $1::regclass AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped
+            """,
+            [table.quoted, filter.column]
+        ).scalar.flatMap { Int($0) }
+        let cast: String
+        let valid: (String) -> Bool
+        switch type {
+        case 20, 21, 23, 1700: (cast, valid) = ("numeric", Self.isNumeric)
+        case 700: (cast, valid) = ("float4", Self.isNumeric)
+        case 701: (cast, valid) = ("float8", Self.isNumeric)
+        case 25, 1043: (cast, valid) = ("text", { _ in true })
+        default: return nil
+        }
+        guard filter.values.allSatisfy(valid), !filter.values.contains(where: { $0.utf8.contains(0) }) else { return nil }
+        let column = "t." + TableName.quoteIdentifier(filter.column)
+        let left = cast == "text" ? column + " COLLATE \"C\"" : cast == "numeric" ? column + "::numeric" : column
+        func parameter(_ value: String) -> String {
+            parameters.append(value)
+            return "$\(parameters.count)::\(cast)"
+        }
+        switch filter.comparison {
+        case .eq: return "\(left) = \(parameter(filter.values[0]))"
+        case .neq: return "\(left) <> \(parameter(filter.values[0]))"
+        case .lt: return "\(left) < \(parameter(filter.values[0]))"
+        case .lte: return "\(left) <= \(parameter(filter.values[0]))"
+        case .gt: return "\(left) > \(parameter(filter.values[0]))"
+        case .gte: return "\(left) >= \(parameter(filter.values[0]))"
+        case .in: return "\(left) IN (" + filter.values.map(parameter).joined(separator: ", ") + ")"
+        }
+    }
+
+    /// A decimal number, or NaN and the infinities as PostgreSQL spells them: what
+    /// `numeric`, `real` and `double precision` all take (no hex, no `inf`).
+    static func isNumeric(_ text: String) -> Bool {
+        if text == "NaN" || text == "Infinity" || text == "-Infinity" { return true }
+        var bytes = text.utf8[...]
+        if let first = bytes.first, first == UInt8(ascii: "-") || first == UInt8(ascii: "+") { bytes = bytes.dropFirst() }
+        var digits = 0, dot = false
+        while let byte = bytes.first {
+            if byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") {
+                digits += 1
+            } else if byte == UInt8(ascii: "."), !dot {
+                dot = true
+            } else {
+                break
+            }
+            bytes = bytes.dropFirst()
+        }
+        guard digits > 0 else { return false }
+        if let e = bytes.first, e == UInt8(ascii: "e") || e == UInt8(ascii: "E") {
+            bytes = bytes.dropFirst()
+            if let sign = bytes.first, sign == UInt8(ascii: "-") || sign == UInt8(ascii: "+") { bytes = bytes.dropFirst() }
+            guard let digit = bytes.first, digit >= UInt8(ascii: "0"), digit <= UInt8(ascii: "9") else { return false }
+            bytes = bytes.drop { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
+        }
+        return bytes.isEmpty
+    }
+}

@@ -1,0 +1,236 @@
+import Foundation
+import HummingbirdWSClient
+import Logging
+import RowcastTestSupport
+import Synchronization
+import Testing
+
+/// Snapshot, then live (SPEC section 4): a client that subscribes with `"snapshot":
+/// true` rebuilds the table from the rows and the changes after them, and ends with
+/// exactly the table's state, whatever moment it came in.
+@Suite(.enabled(if: LiveDatabase.available, "needs the cluster that make test starts"), .timeLimit(.minutes(10)))
+struct SnapshotTests {
+    /// A table of `id bigint` keys and a `v` every update adds 1 to (a change seen twice
+    /// or missed shows as a wrong `v`), and a procedure that changes it at full speed:
+    /// inserts, updates of `v`, updates that change the key, deletes, several rows at
+    /// once, one transaction each.
+    static let schema = """
+        CREATE TABLE snap (id bigint PRIMARY KEY, v int NOT NULL, note text);
+        INSERT INTO snap SELECT g, 0, 'seed ' || g FROM generate_series(1, 300) g;
+        CREATE SEQUENCE snap_ids START 1000;
+        CREATE PROCEDURE churn(seconds float8) LANGUAGE plpgsql AS $$
+        DECLARE
+            stop timestamptz := clock_timestamp() + make_interval(secs => seconds);
+            r float8;
+            k bigint;
+        BEGIN
+            WHILE clock_timestamp() < stop LOOP
+                r := random();
+                SELECT id INTO k FROM snap WHERE id > 0 ORDER BY id OFFSET floor(random() * 200)::int LIMIT 1;
+                IF r < 0.3 OR k IS NULL THEN
+                    INSERT INTO snap VALUES (nextval('snap_ids'), 0, 'new');
+                ELSIF r < 0.5 THEN
+                    UPDATE snap SET v = v + 1 WHERE id = k;
+                ELSIF r < 0.7 THEN
+                    UPDATE snap SET id = nextval('snap_ids'), v = v + 1 WHERE id = k;
+                ELSIF r < 0.85 THEN
+                    DELETE FROM snap WHERE id = k;
+                ELSE
+                    UPDATE snap SET v = v + 1 WHERE id IN (SELECT id FROM snap WHERE id > 0 ORDER BY random() LIMIT 5);
+                END IF;
+                COMMIT;
+            END LOOP;
+        END $$;
+        """
+
+    @Test(arguments: ["replication", "trigger"])
+    func fiftyClientsTakingSnapshotsAtRandomMomentsEachEndWithTheTable(mode: String) async throws {
+        let url = try await LiveDatabase.freshDatabase(prefix: "snap")
+        try await LiveDatabase.psql(url, Self.schema)
+        let slot = LiveDatabase.uniqueName("snap")
+        let slotArguments = mode == "replication" ? ["--slot", slot, "--publication", slot] : []
+        #expect(try await Rowcast.run(["setup", "--mode", mode, "--table", "snap", "--db", url] + slotArguments).status == 0)
+        defer { if mode == "replication" { _ = try? Rowcast.runBlocking(["slot", "drop", slot, "--force", "--db", url]) } }
+        // Snapshots come from one address here, and take longer under load: the window
+        // holds what a snapshot needs (the default 1,000 records are a fraction of a
+        // second of this load; SnapshotLimitTests holds what happens past it).
+        let server = try RunningProcess(
+            Rowcast.binary.path,
+            ["serve", "--mode", mode, "--table", "snap", "--port", "0", "--max-snapshots", "50", "--max-snapshots-per-address", "50", "--resume-window", "100000", "--db", url] + slotArguments
+        )
+        let port = try await server.waitFor(#"serving \w+ mode on http://127\.0\.0\.1:(\d+)/"#)
+
+        // Two writers at full speed for 12 s; 50 clients come in at random moments.
+        let seconds = 12.0
+        let writers = (0..<2).map { _ in
+            Task { try await LiveDatabase.psql(url, "CALL churn(\(seconds))", seconds: seconds + 120) }
+        }
+        var clients: [RebuildingClient] = []
+        let seed = UInt64.random(in: 0...UInt64.max)
+        var random = SplitMix(seed: seed)
+        let starts = (0..<50).map { _ in Double(random.next() % 11_000) / 1_000 }.sorted()
+        let started = ContinuousClock.now
+        for start in starts {
+            let due = started + .seconds(start)
+            if due > .now { try await pause(for: due - .now) }
+            let client = RebuildingClient(table: "snap")
+            client.run(port: port)
+            clients.append(client)
+        }
+        for writer in writers { _ = try await writer.value }
+        // The last change: every client is done once it has it.
+        try await LiveDatabase.psql(url, "INSERT INTO snap VALUES (-1, 0, 'end')")
+        for (index, client) in clients.enumerated() {
+            try await eventually("client \(index) to see the last change", within: 120, interval: .milliseconds(50), seen: { client.summary }) {
+                client.has(id: -1) || !client.problems.isEmpty
+            }
+        }
+        let table = try await RebuildingClient.tableState(url: url, table: "snap")
+        for (index, client) in clients.enumerated() {
+            client.stop()
+            let problems = client.problems
+            #expect(problems.count == 0, "seed \(seed), client \(index): \(problems.count) problems, the first \(problems.prefix(3))")
+            #expect(client.snapshotEnded, "client \(index) never got snapshot_end")
+            let rows = client.rows
+            if rows != table {
+                let differing = Set(rows.keys).symmetricDifference(table.keys).sorted().prefix(5)
+                let changed = rows.keys.filter { table[$0] != nil && table[$0] != rows[$0] }.sorted().prefix(5)
+                Issue.record("seed \(seed), client \(index) (\(client.summary)): \(rows.count) rows against the table's \(table.count); keys differing \(Array(differing)), values differing \(Array(changed))")
+            }
+        }
+        let snapshotRows = clients.map(\.snapshotRowCount)
+        #expect(snapshotRows.allSatisfy { $0 >= 1 }, "every snapshot had rows: \(snapshotRows)")
+        #expect(try await server.stop(SIGINT) == 0, "serve output:\n\(server.output.suffix(2000))")
+    }
+}
+
+/// A client that takes a snapshot of one table and applies every change after it, the
+/// way a page does, checking as it goes that no change comes twice or is missing (an
+/// update adds exactly 1 to `v`; an insert's key is new; an update's or delete's old
+/// key is there).
+final class RebuildingClient: Sendable {
+    struct State {
+        var rows: [Int: String] = [:]
+        var snapshotEnded = false
+        var snapshotRows = 0
+        var live = 0
+        var lastCursor: String?
+        var problems: [String] = []
+    }
+
+    let table: String
+    private let state = Mutex(State())
+    private let stopped = Mutex(false)
+    private let task = Mutex<Task<Void, Never>?>(nil)
+
+    init(table: String) { self.table = table }
+
+    var rows: [Int: String] { state.withLock { $0.rows } }
+    var problems: [String] { state.withLock { $0.problems } }
+    var snapshotEnded: Bool { state.withLock { $0.snapshotEnded } }
+    var snapshotRowCount: Int { state.withLock { $0.snapshotRows } }
+    func has(id: Int) -> Bool { state.withLock { $0.snapshotEnded && $0.rows[id] != nil } }
+    var summary: String {
+        state.withLock { "\($0.snapshotRows) snapshot rows, ended \($0.snapshotEnded), \($0.live) changes, \($0.rows.count) rows, problems \($0.problems.prefix(2))" }
+    }
+
+    func stop() {
+        stopped.withLock { $0 = true }
+    }
+
+    /// The table as `to_json` gives each row, keyed by `id`, each row in one canonical form.
+    static func tableState(url: String, table: String) async throws -> [Int: String] {
+        let lines = try await LiveDatabase.psql(url, "SELECT to_json(t.*) FROM \(table) t").split(separator: "\n")
+        var rows: [Int: String] = [:]
+        for line in lines {
+            let row = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            rows[try #require(row["id"] as? Int)] = try canonical(row)
+        }
+        return rows
+    }
+
+    static func canonical(_ row: [String: Any]) throws -> String {
+        String(decoding: try JSONSerialization.data(withJSONObject: row, options: [.sortedKeys]), as: UTF8.self)
+    }
+
+    func run(port: String, subscribe: String? = nil) {
+        let message = subscribe ?? #"{"event":"subscribe","data":{"tables":["\#(table)"],"snapshot":true}}"#
+        let running = Task.detached {
+            var logger = Logger(label: "client")
+            logger.logLevel = .critical
+            do {
+                _ = try await WebSocketClient.connect(url: "ws://127.0.0.1:\(port)/ws", logger: logger) { inbound, outbound, _ in
+                    var messages = inbound.messages(maxSize: 1 << 24).makeAsyncIterator()
+                    _ = try await messages.next()  // connected
+                    try await outbound.write(.text(message))
+                    while !self.stopped.withLock({ $0 }), case .text(let text)? = try await messages.next() {
+                        self.take(text)
+                    }
+                    try await outbound.close(.normalClosure, reason: nil)
+                }
+            } catch {
+                self.state.withLock { $0.problems.append("connection: \(error)") }
+            }
+        }
+        task.withLock { $0 = running }
+    }
+
+    private func take(_ text: String) {
+        state.withLock { state in
+            do {
+                guard let frame = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
+                    let event = frame["event"] as? String, let data = frame["data"] as? [String: Any]
+                else { return state.problems.append("not a frame: \(text.prefix(200))") }
+                switch event {
+                case "subscribed": return
+                case "error": return state.problems.append("error \(data)")
+                case "snapshot_end":
+                    if state.snapshotEnded { return state.problems.append("a second snapshot_end") }
+                    if data["rows"] as? Int != state.snapshotRows { state.problems.append("snapshot_end says \(data["rows"] ?? "?") rows, \(state.snapshotRows) came") }
+                    state.snapshotEnded = true
+                    state.lastCursor = data["cursor"] as? String
+                    return
+                case "update": break
+                default: return state.problems.append("unexpected \(event)")
+                }
+                let op = data["op"] as? String ?? ""
+                let row = data["row"] as? [String: Any]
+                let old = data["old"] as? [String: Any]
+                if op == "snapshot" {
+                    guard !state.snapshotEnded else { return state.problems.append("a snapshot row after snapshot_end") }
+                    guard data["cursor"] == nil, let row, let id = row["id"] as? Int else { return state.problems.append("snapshot row \(data)") }
+                    if state.rows[id] != nil { state.problems.append("snapshot row \(id) twice") }
+                    state.rows[id] = try Self.canonical(row)
+                    state.snapshotRows += 1
+                    return
+                }
+                guard state.snapshotEnded else { return state.problems.append("a change before snapshot_end: \(data)") }
+                guard let cursor = data["cursor"] as? String else { return state.problems.append("a change without a cursor") }
+                if let last = state.lastCursor, cursor <= last { state.problems.append("cursor \(cursor) after \(last)") }
+                state.lastCursor = cursor
+                state.live += 1
+                switch op {
+                case "insert":
+                    guard let row, let id = row["id"] as? Int else { return state.problems.append("insert without row") }
+                    if state.rows[id] != nil { state.problems.append("insert of \(id), which is there already (\(cursor))") }
+                    state.rows[id] = try Self.canonical(row)
+                case "update":
+                    guard let row, let id = row["id"] as? Int, let v = row["v"] as? Int else { return state.problems.append("update without row") }
+                    let key = old?["id"] as? Int ?? id
+                    guard let before = state.rows.removeValue(forKey: key) else { return state.problems.append("update of \(key), which is missing (\(cursor))") }
+                    let previous = (try JSONSerialization.jsonObject(with: Data(before.utf8)) as? [String: Any])?["v"] as? Int
+                    if previous.map({ $0 + 1 }) != v { state.problems.append("update of \(key) to v \(v) from v \(previous ?? -1) (\(cursor))") }
+                    if key != id, state.rows[id] != nil { state.problems.append("update to key \(id), which is there already") }
+                    state.rows[id] = try Self.canonical(row)
+                case "delete":
+                    guard let key = old?["id"] as? Int else { return state.problems.append("delete without old key") }
+                    if state.rows.removeValue(forKey: key) == nil { state.problems.append("delete of \(key), which is missing (\(cursor))") }
+                default:
+                    state.problems.append("unexpected op \(op)")
+                }
+            } catch {
+                state.problems.append("\(error)")
+            }
+        }
+    }
+}
