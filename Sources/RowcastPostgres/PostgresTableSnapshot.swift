@@ -39,6 +39,8 @@ final class PostgresTableSnapshot: TableSnapshot {
     init(_ settings: ConnectionSettings, followsWAL: Bool) throws(PostgresError) {
         let connection = try PostgresConnection(settings)
         do throws(PostgresError) {
+            // Named in pg_stat_activity, for whoever wonders what holds a transaction open.
+            try connection.execute("SET application_name = 'rowcast snapshot'")
             try connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             try connection.executeScript(
                 """

@@ -131,7 +131,8 @@ func makeRouter(options: ServerOptions, source: any CaptureSource, broadcaster: 
         try guardian.checkOrigin(request)
         return try ServerSentEvents.response(
             for: request, access: context.access, broadcaster: broadcaster, capture: source.state, heartbeat: options.serverSentEventsHeartbeat,
-            channel: context.channel, stalledClientGrace: options.stalledClientGrace, addressPace: addressPace
+            channel: context.channel, stalledClientGrace: options.stalledClientGrace, addressPace: addressPace,
+            cors: corsHeaders(for: request)
         )
     }
     authenticated.get("/status") { _, context in
@@ -204,8 +205,8 @@ private func addSocketIO(_ socketIO: SocketIOServer, to router: Router<RowcastRe
     }
 }
 
-/// A page on another origin reads long-poll answers only with these (its origin was
-/// allowed by ``RequestGuard/checkOrigin(_:)`` first).
+/// A page on another origin reads long-poll answers and an EventSource's stream only
+/// with these (its origin was allowed by ``RequestGuard/checkOrigin(_:)`` first).
 private func corsHeaders(for request: Request) -> HTTPFields {
     guard let origin = request.headers[.origin] else { return [:] }
     return [.accessControlAllowOrigin: origin, .accessControlAllowCredentials: "true", .vary: "Origin"]

@@ -84,7 +84,13 @@ extension Broadcaster {
             state.clients[id]?.skipThrough = nil
             state.subscribed.insert(id)
             client.control.setReplaying(true)
-            if let bytes = client.framing.frame(ServerMessage.subscribed(subscription, cursor: state.lastCursor?.description)) {
+            var subscribed = ServerMessage.subscribed(subscription, cursor: state.lastCursor?.description)
+            // Socket.IO keeps the last string of each event as the offset it recovers from:
+            // one that is no cursor, so that a session dropped before `snapshot_end` is
+            // not recovered (half a snapshot and the changes after its offset would not
+            // add up to the table); the page subscribes again.
+            subscribed.offset = "snapshot"
+            if let bytes = client.framing.frame(subscribed) {
                 enqueue(Outgoing(bytes), to: id, in: &state, wakes: &wakes)
             }
             return (gate, client.framing)

@@ -17,7 +17,7 @@ enum ServerSentEvents {
 
     static func response(
         for request: Request, access: ClientAccess, broadcaster: Broadcaster, capture: CaptureState, heartbeat: Duration,
-        channel: any Channel, stalledClientGrace: Duration, addressPace: AddressPace
+        channel: any Channel, stalledClientGrace: Duration, addressPace: AddressPace, cors: HTTPFields = [:]
     ) throws -> Response {
         let query = request.uri.queryParameters
         var wanted = SubscriptionRequest()
@@ -45,7 +45,7 @@ enum ServerSentEvents {
         }
         return Response(
             status: .ok,
-            headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
+            headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"] + cors,
             body: ResponseBody { writer in
                 // What its `last` or `since` matches in the window is charged to its address:
                 // the address's next request waits for it.

@@ -102,6 +102,51 @@ struct SnapshotTests {
         #expect(snapshotRows.allSatisfy { $0 >= 1 }, "every snapshot had rows: \(snapshotRows)")
         #expect(try await server.stop(SIGINT) == 0, "serve output:\n\(server.output.suffix(2000))")
     }
+
+    /// The official socket.io-client and an EventSource, in Chromium on another origin,
+    /// take snapshots: the rows, `snapshot_end` (its cursor the Socket.IO offset and the
+    /// SSE id, so EventSource resumes from it), then live rows; and the page at `/`
+    /// opens on one.
+    @Test func theOfficialClientAndAnEventSourceTakeSnapshotsInChromium() async throws {
+        let url = try await LiveDatabase.freshDatabase(prefix: "snap")
+        try await LiveDatabase.psql(url, "CREATE TABLE orders (id int PRIMARY KEY, note text); INSERT INTO orders SELECT g, 'before' FROM generate_series(1, 3) g")
+        #expect(try await Rowcast.run(["setup", "--mode", "trigger", "--table", "orders", "--db", url]).status == 0)
+        let (site, pages, pagePort) = try await SocketIOTests.pageSite()
+        defer { try? FileManager.default.removeItem(at: site) }
+        let server = try RunningProcess(Rowcast.binary.path, [
+            "serve", "--mode", "trigger", "--table", "orders", "--port", "0", "--db", url, "--allow-origin", "http://127.0.0.1:\(pagePort)",
+        ])
+        let port = try await server.waitFor(#"serving trigger mode on http://127\.0\.0\.1:(\d+)/"#)
+        try await BrowserTests.withBrowser { page in
+            try await page.open("http://127.0.0.1:\(pagePort)/page.html?server=http://127.0.0.1:\(port)")
+            try await page.waitUntil("mode === 'trigger'")
+            try await page.evaluate("""
+                var snap = io(url, { forceNew: true }), snapRows = [], snapLive = [], snapEnd = null;
+                snap.on('connected', function () { snap.emit('subscribe', { tables: ['orders'], snapshot: true }); });
+                snap.on('update', function (d) { (d.op === 'snapshot' ? snapRows : snapLive).push(d.row.id); });
+                snap.on('snapshot_end', function (d) { snapEnd = d; });
+                var events = new EventSource(url + '/events?tables=orders&snapshot=1'), sseRows = [], sseLive = [], sseEnd = null;
+                events.onmessage = function (e) { var d = JSON.parse(e.data); (d.op === 'snapshot' ? sseRows : sseLive).push(d.row.id); };
+                events.addEventListener('snapshot_end', function (e) { sseEnd = { data: JSON.parse(e.data), id: e.lastEventId }; });
+                0
+                """)
+            try await page.waitUntil("snapEnd !== null && sseEnd !== null")
+            try await LiveDatabase.psql(url, "INSERT INTO orders VALUES (4, 'after')")
+            try await page.waitUntil("snapLive.length === 1 && sseLive.length === 1")
+            let seen = try await page.evaluate(
+                "JSON.stringify([snapRows.sort(), snapLive, snapEnd.rows, sseRows.sort(), sseLive, sseEnd.data.rows, sseEnd.id === sseEnd.data.cursor, snap.connected])"
+            ) as? String
+            #expect(seen == "[[1,2,3],[4],3,[1,2,3],[4],3,true,true]")
+
+            // The page at `/` opens on the table's rows as they are, then changes.
+            try await page.open("http://127.0.0.1:\(port)/")
+            try await page.waitUntil("snapshotRows === 4 && document.querySelectorAll('tr.record').length === 4")
+            try await LiveDatabase.psql(url, "DELETE FROM orders WHERE id = 1")
+            try await page.waitUntil("document.querySelectorAll('tr.record').length === 5 && document.querySelector('tr.record').dataset.op === 'delete'")
+        }
+        #expect(try await server.stop(SIGINT) == 0, "serve output:\n\(server.output.suffix(2000))")
+        _ = try await pages.stop(SIGKILL)
+    }
 }
 
 /// A client that takes a snapshot of one table and applies every change after it, the
