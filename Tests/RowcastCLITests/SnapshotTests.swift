@@ -147,6 +147,99 @@ struct SnapshotTests {
         #expect(try await server.stop(SIGINT) == 0, "serve output:\n\(server.output.suffix(2000))")
         _ = try await pages.stop(SIGKILL)
     }
+
+    /// The limits: snapshots at once (a client that stops reading holds its slot; one
+    /// that leaves frees it and its connection to PostgreSQL at once), rows per
+    /// snapshot, and a snapshot that outlasts the resume window: each a clear error, the
+    /// connection kept.
+    @Test func limitsRefuseWithAClearErrorAndALeavingClientFreesItsSlotAtOnce() async throws {
+        let url = try await LiveDatabase.freshDatabase(prefix: "snap")
+        try await LiveDatabase.psql(url, """
+            CREATE TABLE big (id int PRIMARY KEY, pad text);
+            INSERT INTO big SELECT g, repeat('x', 400000) FROM generate_series(1, 25) g;
+            CREATE TABLE small (id int PRIMARY KEY);
+            INSERT INTO small SELECT generate_series(1, 30);
+            """)
+        #expect(try await Rowcast.run(["setup", "--mode", "trigger", "--table", "big", "--table", "small", "--db", url]).status == 0)
+        let server = try RunningProcess(Rowcast.binary.path, [
+            "serve", "--mode", "trigger", "--table", "big", "--table", "small", "--port", "0", "--db", url,
+            "--max-snapshots", "1", "--snapshot-rows", "20", "--client-queue-bytes", "262144", "--idle-timeout", "300", "--resume-window", "5",
+        ])
+        let port = try await server.waitFor(#"serving trigger mode on http://127\.0\.0\.1:(\d+)/"#)
+        let snapshotConnections = { try await Int(LiveDatabase.psql(url, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'rowcast snapshot'")) ?? -1 }
+
+        // A client that stops reading: its snapshot (8 MB, more than the queue and the
+        // sockets hold) waits for room, holding the one slot.
+        let stalled = try RawClient(port: Int(port) ?? 0, receiveBuffer: 4096)
+        #expect(stalled.upgrade())
+        stalled.sendText(#"{"event":"subscribe","data":{"tables":["big"],"snapshot":true,"filter":"id=lte.20"}}"#)
+        try await eventually("the stalled client's snapshot to hold a connection", within: 60, interval: .milliseconds(50)) { try await snapshotConnections() == 1 }
+        let refused = RebuildingClient(table: "small")
+        refused.run(port: port)
+        try await eventually("a second snapshot to be refused", within: 60, interval: .milliseconds(20), seen: { refused.summary }) { !refused.errorCodes.isEmpty }
+        #expect(refused.errorCodes == ["too_many_snapshots"])
+        // It leaves: its reader lets go of the slot and of PostgreSQL at once.
+        stalled.reset()
+        try await eventually("the snapshot's connection to end", within: 10, interval: .milliseconds(20)) { try await snapshotConnections() == 0 }
+
+        // Past --snapshot-rows: refused with its reason; narrower, taken.
+        let tooLarge = RebuildingClient(table: "small")
+        tooLarge.run(port: port)
+        try await eventually("a snapshot of 30 rows to be refused", within: 60, interval: .milliseconds(20), seen: { tooLarge.summary }) { !tooLarge.errorCodes.isEmpty }
+        #expect(tooLarge.errorCodes == ["snapshot_too_large"])
+        let narrow = RebuildingClient(table: "small")
+        narrow.run(port: port, subscribe: #"{"event":"subscribe","data":{"tables":["small"],"snapshot":true,"filter":"id=gt.15"}}"#)
+        try await eventually("a snapshot of 15 rows", within: 60, interval: .milliseconds(20), seen: { narrow.summary }) { narrow.snapshotEnded || !narrow.problems.isEmpty }
+        #expect(narrow.snapshotRowCount == 15 && narrow.problems.isEmpty, "\(narrow.summary)")
+
+        // A snapshot its client is slow to read while the window (5 records) moves on: the
+        // changes after it are gone, and the client is told so instead of a snapshot_end.
+        let slow = RebuildingClient(table: "big", holding: true)
+        slow.run(port: port, subscribe: #"{"event":"subscribe","data":{"tables":["big"],"snapshot":true,"filter":"id=lte.20"}}"#)
+        // Its boundary is set before its rows are read (the reader is at FETCH, waiting).
+        try await eventually("the slow client's snapshot to read rows", within: 60, interval: .milliseconds(50)) {
+            try await LiveDatabase.psql(url, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'rowcast snapshot' AND query LIKE 'FETCH%'") == "1"
+        }
+        try await LiveDatabase.psql(url, "INSERT INTO small SELECT generate_series(100, 119)")
+        slow.release()
+        try await eventually("the slow client to hear of it", within: 60, interval: .milliseconds(20), seen: { slow.summary }) { !slow.errorCodes.isEmpty || slow.snapshotEnded }
+        #expect(slow.errorCodes == ["snapshot_expired"] && !slow.snapshotEnded, "\(slow.summary)")
+        for client in [refused, tooLarge, narrow, slow] { client.stop() }
+        #expect(try await server.stop(SIGINT) == 0, "serve output:\n\(server.output.suffix(2000))")
+    }
+
+    /// The filter's value is a bound parameter: text that would end the query and drop
+    /// the table is compared, matching the one row that holds it; a condition that is
+    /// no number, on a number column, is decided by rowcast and matches nothing.
+    @Test func aFilterWithHostileTextIsBoundNotExecuted() async throws {
+        let url = try await LiveDatabase.freshDatabase(prefix: "snap")
+        let hostile = "x'); DROP TABLE notes; --"
+        try await LiveDatabase.psql(url, """
+            CREATE TABLE notes (id int PRIMARY KEY, note text, n numeric);
+            INSERT INTO notes VALUES (1, 'plain', 1), (2, $h$\(hostile)$h$, 2), (3, 'x', 3);
+            """)
+        #expect(try await Rowcast.run(["setup", "--mode", "trigger", "--table", "notes", "--db", url]).status == 0)
+        let server = try RunningProcess(Rowcast.binary.path, ["serve", "--mode", "trigger", "--table", "notes", "--port", "0", "--db", url])
+        let port = try await server.waitFor(#"serving trigger mode on http://127\.0\.0\.1:(\d+)/"#)
+        func snapshot(_ filter: String) async throws -> [AnyHashable] {
+            let data = try JSONSerialization.data(withJSONObject: ["event": "subscribe", "data": ["tables": ["notes"], "snapshot": true, "filter": filter]])
+            let client = RebuildingClient(table: "notes")
+            client.run(port: port, subscribe: String(decoding: data, as: UTF8.self))
+            try await eventually("the snapshot filtered by \(filter)", within: 60, interval: .milliseconds(20), seen: { client.summary }) {
+                client.snapshotEnded || !client.problems.isEmpty
+            }
+            client.stop()
+            return client.errorCodes.isEmpty ? client.rows.keys.sorted() : client.errorCodes
+        }
+        #expect(try await snapshot("note=eq.\(hostile)") == [2])
+        #expect(try await snapshot("note=in.(plain,\(hostile))") == [1, 2])
+        #expect(try await snapshot("note=gt.x") == [2])
+        #expect(try await snapshot("n=lte.2") == [1, 2])
+        // Refused before any query: not a number.
+        #expect(try await snapshot("n=eq.1 OR 1=1") == ["bad_filter"])
+        #expect(try await LiveDatabase.psql(url, "SELECT count(*) FROM notes") == "3")
+        #expect(try await server.stop(SIGINT) == 0, "serve output:\n\(server.output.suffix(2000))")
+    }
 }
 
 /// A client that takes a snapshot of one table and applies every change after it, the
@@ -161,19 +254,30 @@ final class RebuildingClient: Sendable {
         var live = 0
         var lastCursor: String?
         var problems: [String] = []
+        var errors: [String] = []
     }
 
     let table: String
     private let state = Mutex(State())
     private let stopped = Mutex(false)
+    /// Until released, the client reads nothing after its subscribe (its socket fills).
+    private let holding = Mutex(false)
     private let task = Mutex<Task<Void, Never>?>(nil)
 
-    init(table: String) { self.table = table }
+    init(table: String, holding: Bool = false) {
+        self.table = table
+        self.holding.withLock { $0 = holding }
+    }
+
+    /// Starts reading (see `holding`).
+    func release() { holding.withLock { $0 = false } }
 
     var rows: [Int: String] { state.withLock { $0.rows } }
     var problems: [String] { state.withLock { $0.problems } }
     var snapshotEnded: Bool { state.withLock { $0.snapshotEnded } }
     var snapshotRowCount: Int { state.withLock { $0.snapshotRows } }
+    /// The codes of the `error` frames received.
+    var errorCodes: [String] { state.withLock { $0.errors } }
     func has(id: Int) -> Bool { state.withLock { $0.snapshotEnded && $0.rows[id] != nil } }
     var summary: String {
         state.withLock { "\($0.snapshotRows) snapshot rows, ended \($0.snapshotEnded), \($0.live) changes, \($0.rows.count) rows, problems \($0.problems.prefix(2))" }
@@ -204,10 +308,11 @@ final class RebuildingClient: Sendable {
             var logger = Logger(label: "client")
             logger.logLevel = .critical
             do {
-                _ = try await WebSocketClient.connect(url: "ws://127.0.0.1:\(port)/ws", logger: logger) { inbound, outbound, _ in
+                _ = try await WebSocketClient.connect(url: "ws://127.0.0.1:\(port)/ws", configuration: .init(maxFrameSize: 1 << 24), logger: logger) { inbound, outbound, _ in
                     var messages = inbound.messages(maxSize: 1 << 24).makeAsyncIterator()
                     _ = try await messages.next()  // connected
                     try await outbound.write(.text(message))
+                    while self.holding.withLock({ $0 }), !self.stopped.withLock({ $0 }) { try await pause(for: .milliseconds(20)) }
                     while !self.stopped.withLock({ $0 }), case .text(let text)? = try await messages.next() {
                         self.take(text)
                     }
@@ -228,7 +333,9 @@ final class RebuildingClient: Sendable {
                 else { return state.problems.append("not a frame: \(text.prefix(200))") }
                 switch event {
                 case "subscribed": return
-                case "error": return state.problems.append("error \(data)")
+                case "error":
+                    state.errors.append(data["code"] as? String ?? "?")
+                    return state.problems.append("error \(data)")
                 case "snapshot_end":
                     if state.snapshotEnded { return state.problems.append("a second snapshot_end") }
                     if data["rows"] as? Int != state.snapshotRows { state.problems.append("snapshot_end says \(data["rows"] ?? "?") rows, \(state.snapshotRows) came") }
