@@ -66,9 +66,14 @@ final class RunningProcess: Sendable {
     var pid: Int32 { process.processIdentifier }
 
     /// Resident memory of the process in MB (Linux), -1 when unknown.
-    var residentMegabytes: Int {
+    var residentMegabytes: Int { status("VmRSS:") }
+
+    /// The most resident memory the process has had, in MB (Linux), -1 when unknown.
+    var peakResidentMegabytes: Int { status("VmHWM:") }
+
+    private func status(_ field: String) -> Int {
         guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix(field) }),
             let kilobytes = Int(line.split(separator: " ").dropFirst().first ?? "")
         else { return -1 }
         return kilobytes / 1024

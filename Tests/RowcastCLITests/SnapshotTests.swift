@@ -240,6 +240,47 @@ struct SnapshotTests {
         #expect(try await LiveDatabase.psql(url, "SELECT count(*) FROM notes") == "3")
         #expect(try await server.stop(SIGINT) == 0, "serve output:\n\(server.output.suffix(2000))")
     }
+
+    /// A million-row snapshot to one client that reads it: serve's memory grows by less
+    /// than 64 MB over what it held before (pages of rows, and the client's queue
+    /// bounded in bytes), and every row arrives.
+    @Test func aMillionRowSnapshotStaysInBoundedMemory() async throws {
+        let url = try await LiveDatabase.freshDatabase(prefix: "snap")
+        try await LiveDatabase.psql(url, """
+            CREATE TABLE million (id int PRIMARY KEY, note text, at timestamptz);
+            INSERT INTO million SELECT g, 'row ' || g, '2026-01-01'::timestamptz + g * interval '1 s' FROM generate_series(1, 1000000) g;
+            """, seconds: 600)
+        #expect(try await Rowcast.run(["setup", "--mode", "trigger", "--table", "million", "--db", url]).status == 0)
+        let server = try RunningProcess(Rowcast.binary.path, ["serve", "--mode", "trigger", "--table", "million", "--port", "0", "--db", url])
+        let port = try await server.waitFor(#"serving trigger mode on http://127\.0\.0\.1:(\d+)/"#)
+        // A connection first: what serving any client costs is in the baseline.
+        _ = try await ServeFaultTests.status(port: port)
+        let before = server.residentMegabytes
+        let counted = Mutex<(rows: Int, end: String?)>((0, nil))
+        let logger = { var logger = Logger(label: "reader"); logger.logLevel = .critical; return logger }()
+        try await within(600, "a million-row snapshot", seen: { "\(counted.withLock { $0.rows }) rows" }) {
+            _ = try await WebSocketClient.connect(url: "ws://127.0.0.1:\(port)/ws", configuration: .init(maxFrameSize: 1 << 20), logger: logger) { inbound, outbound, _ in
+                var messages = inbound.messages(maxSize: 1 << 20).makeAsyncIterator()
+                _ = try await messages.next()
+                try await outbound.write(.text(#"{"event":"subscribe","data":{"tables":["million"],"snapshot":true}}"#))
+                while case .text(let text)? = try await messages.next() {
+                    if text.hasPrefix(#"{"event":"update","data":{"source":"trigger","op":"snapshot""#) {
+                        counted.withLock { $0.rows += 1 }
+                    } else if text.contains(#""event":"snapshot_end""#) || text.contains(#""event":"error""#) {
+                        counted.withLock { $0.end = text }
+                        break
+                    }
+                }
+                try await outbound.close(.normalClosure, reason: nil)
+            }
+        }
+        let (rows, end) = counted.withLock { ($0.rows, $0.end) }
+        #expect(rows == 1_000_000)
+        #expect(end?.contains(#""rows":1000000"#) == true, "\(end ?? "no end")")
+        let peak = server.peakResidentMegabytes
+        #expect(before > 0 && peak - before < 64, "serve's resident memory: \(before) MB before, \(peak) MB at its peak")
+        #expect(try await server.stop(SIGINT) == 0, "serve output:\n\(server.output.suffix(2000))")
+    }
 }
 
 /// A client that takes a snapshot of one table and applies every change after it, the
