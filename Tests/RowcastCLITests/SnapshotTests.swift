@@ -281,6 +281,37 @@ struct SnapshotTests {
         #expect(before > 0 && peak - before < 64, "serve's resident memory: \(before) MB before, \(peak) MB at its peak")
         #expect(try await server.stop(SIGINT) == 0, "serve output:\n\(server.output.suffix(2000))")
     }
+
+    /// `tail --snapshot` started while two writers run at full speed: its rows, then
+    /// every change after them, rebuild exactly the table, in both modes.
+    @Test(arguments: ["replication", "trigger"])
+    func tailWithASnapshotRebuildsTheTable(mode: String) async throws {
+        let url = try await LiveDatabase.freshDatabase(prefix: "snap")
+        try await LiveDatabase.psql(url, Self.schema)
+        let slot = LiveDatabase.uniqueName("snap")
+        let slotArguments = mode == "replication" ? ["--slot", slot, "--publication", slot] : []
+        #expect(try await Rowcast.run(["setup", "--mode", mode, "--table", "snap", "--db", url] + slotArguments).status == 0)
+        defer { if mode == "replication" { _ = try? Rowcast.runBlocking(["slot", "drop", slot, "--force", "--db", url]) } }
+        let writers = (0..<2).map { _ in Task { try await LiveDatabase.psql(url, "CALL churn(6)", seconds: 120) } }
+        try await pause(for: .seconds(2))
+        let output = FileManager.default.temporaryDirectory.appendingPathComponent("rowcast-tail-snapshot-" + UUID().uuidString)
+        defer { try? FileManager.default.removeItem(at: output) }
+        let command = ([Rowcast.binary.path, "tail", "--mode", mode, "--table", "snap", "--snapshot", "--db", url] + slotArguments)
+            .map { "'" + $0.replacingOccurrences(of: "'", with: "'\\''") + "'" }.joined(separator: " ")
+        let tail = try RunningProcess("/bin/sh", ["-c", "exec \(command) > '\(output.path)'"])
+        for writer in writers { _ = try await writer.value }
+        try await LiveDatabase.psql(url, "INSERT INTO snap VALUES (-1, 0, 'end')")
+        let client = RebuildingClient(table: "snap")
+        try await eventually("tail to print the last change", within: 120, interval: .milliseconds(100), seen: { client.summary + "; tail: " + tail.output.suffix(500) }) {
+            client.take(lines: (try? String(contentsOf: output, encoding: .utf8)) ?? "")
+            return client.has(id: -1) || !client.problems.isEmpty
+        }
+        #expect(try await tail.stop(SIGINT) == 0, "tail: \(tail.output.suffix(2000))")
+        let problems = client.problems
+        #expect(problems.count == 0, "\(problems.count) problems, the first \(problems.prefix(3))")
+        let table = try await RebuildingClient.tableState(url: url, table: "snap")
+        #expect(client.rows == table, "\(client.summary) against the table's \(table.count) rows")
+    }
 }
 
 /// A client that takes a snapshot of one table and applies every change after it, the
@@ -296,6 +327,8 @@ final class RebuildingClient: Sendable {
         var lastCursor: String?
         var problems: [String] = []
         var errors: [String] = []
+        /// NDJSON lines taken (`take(lines:)`).
+        var lines = 0
     }
 
     let table: String
@@ -364,6 +397,24 @@ final class RebuildingClient: Sendable {
             }
         }
         task.withLock { $0 = running }
+    }
+
+    /// `tail --snapshot`'s NDJSON, read again from the start each time: the lines not
+    /// taken yet, as the frames `serve` would have sent.
+    func take(lines text: String) {
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: true)
+        let complete = text.hasSuffix("\n") ? lines.count : lines.count - 1
+        let from = state.withLock { $0.lines }
+        guard complete > from else { return }
+        for line in lines[from..<complete] {
+            if line.contains(#""op":"snapshot_end""#) {
+                let rows = line.split(separator: ":").last?.dropLast() ?? ""
+                take(#"{"event":"snapshot_end","data":{"rows":"# + rows + "}}")
+            } else {
+                take(#"{"event":"update","data":"# + line + "}")
+            }
+        }
+        state.withLock { $0.lines = complete }
     }
 
     private func take(_ text: String) {
