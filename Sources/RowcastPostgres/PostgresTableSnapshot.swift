@@ -51,9 +51,11 @@ final class PostgresTableSnapshot: TableSnapshot {
                 """
             )
             // The snapshot is taken by the first query, this one; the WAL position after it.
+            // The insert position, not the write position: a commit with
+            // synchronous_commit off is visible before its record is written out.
             let row = try connection.execute(
                 followsWAL
-                    ? "SELECT txid_current_snapshot()::text, CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END"
+                    ? "SELECT txid_current_snapshot()::text, CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_insert_lsn()::text END"
                     : "SELECT txid_current_snapshot()::text, NULL"
             ).rows.first
             guard let text = row?[0] ?? nil, let visibility = TransactionSnapshot(text) else {
@@ -82,10 +84,20 @@ final class PostgresTableSnapshot: TableSnapshot {
             if let filter, let pushed = try Self.condition(for: filter, on: table, connection: connection, parameters: &parameters) {
                 condition = " WHERE " + pushed
             }
-            // `t.*`: a column named `t` cannot stand for the row.
-            try connection.execute(
-                "DECLARE rowcast_snapshot NO SCROLL CURSOR FOR SELECT to_json(t.*)::text FROM \(table.quoted) t" + condition, parameters
-            )
+            // `t.*`: a column named `t` cannot stand for the row. ONLY: the table's own rows,
+            // as its changes are named (a partition's are the partition's, never its parent's).
+            // The condition's casts may still refuse a value (out of range): then without it,
+            // rowcast deciding every row, the transaction kept by a savepoint.
+            try connection.execute("SAVEPOINT rowcast_condition")
+            do {
+                try connection.execute(
+                    "DECLARE rowcast_snapshot NO SCROLL CURSOR FOR SELECT to_json(t.*)::text FROM ONLY \(table.quoted) t" + condition, parameters
+                )
+            } catch where !condition.isEmpty && error.sqlState?.hasPrefix("22") == true {
+                try connection.execute("ROLLBACK TO SAVEPOINT rowcast_condition")
+                try connection.execute("DECLARE rowcast_snapshot NO SCROLL CURSOR FOR SELECT to_json(t.*)::text FROM ONLY \(table.quoted) t")
+            }
+            try connection.execute("RELEASE SAVEPOINT rowcast_condition")
             var rows = max(1, pageRows)
             while true {
                 let result = try connection.execute("FETCH \(rows) FROM rowcast_snapshot")

@@ -73,10 +73,12 @@ extension Broadcaster {
         defer { for queue in wakes { queue.wake() } }
         return try state.withLock { state throws(ClientMessageError) -> (SnapshotGate, Framing)? in
             guard let client = state.clients[id] else { return nil }
-            cancelSnapshot(id, in: &state)
+            // Refused, the subscription before it stays as it was (a snapshot being sent
+            // goes on): as any refused subscribe leaves the previous one.
             guard let slot = slots.take(for: client.control.account?.address) else {
                 throw .snapshot(code: "too_many_snapshots", message: slots.refusal(for: client.control.account?.address))
             }
+            cancelSnapshot(id, in: &state)
             let gate = SnapshotGate(start: state.lastCursor, slot: slot)
             state.clients[id]?.subscription = subscription
             state.clients[id]?.snapshot = gate
@@ -181,8 +183,9 @@ extension Broadcaster {
 
     /// Queues rows of a snapshot, waiting for room in the client's queue (half its
     /// byte budget, as a replay): its own reading pace holds the snapshot back, never
-    /// the client's budget. Returns false when the client left or its snapshot ended.
-    func sendSnapshotRows(_ frames: [ByteBuffer], to id: UInt64, gate: SnapshotGate) -> Bool {
+    /// the client's budget. Returns false when the client left or its snapshot ended,
+    /// or `deadline` passed while it waited.
+    func sendSnapshotRows(_ frames: [ByteBuffer], to id: UInt64, gate: SnapshotGate, deadline: ContinuousClock.Instant) -> Bool {
         var next = 0
         let bytes = queueByteLimit / 2, count = max(queueLimit / 2, 1)
         while next < frames.count {
@@ -201,7 +204,7 @@ extension Broadcaster {
             for queue in wakes { queue.wake() }
             guard alive else { return false }
             if next < frames.count { gate.wait(seconds: 1) }
-            if gate.isCancelled { return false }
+            if gate.isCancelled || ContinuousClock.now > deadline { return false }
         }
         return true
     }
@@ -224,7 +227,7 @@ extension Broadcaster {
                         code: "snapshot_expired",
                         message: "the snapshot took longer than the resume window keeps changes (\(rows) rows read); subscribe with snapshot again, narrow it, or raise --resume-window"
                     )
-                    if let bytes = client.framing.frame(expired) { enqueue(Outgoing(bytes), to: id, in: &state, wakes: &wakes) }
+                    if let bytes = client.framing.frame(expired) { enqueue(Outgoing(bytes), to: id, in: &state, wakes: &wakes, overBudget: true) }
                     return false
                 }
                 replay = state.lastCursor.map { boundary < $0 } ?? false ? .after(boundary) : nil
@@ -236,7 +239,7 @@ extension Broadcaster {
             client.control.setReplaying(replay != nil)
             let cursor = boundary ?? (replay == nil ? state.lastCursor : nil)
             if let bytes = client.framing.frame(ServerMessage.snapshotEnd(cursor: cursor?.description, rows: rows)) {
-                enqueue(Outgoing(bytes, cursor: cursor?.description), to: id, in: &state, wakes: &wakes)
+                enqueue(Outgoing(bytes, cursor: cursor?.description), to: id, in: &state, wakes: &wakes, overBudget: true)
             }
             return replay != nil && refill(id, in: &state, wakes: &wakes)
         }
@@ -250,7 +253,7 @@ extension Broadcaster {
             guard let client = state.clients[id], client.snapshot === gate else { return }
             abandonSnapshot(id, in: &state)
             if let bytes = client.framing.frame(ServerMessage.error(code: error.code, message: error.message)) {
-                enqueue(Outgoing(bytes), to: id, in: &state, wakes: &wakes)
+                enqueue(Outgoing(bytes), to: id, in: &state, wakes: &wakes, overBudget: true)
             }
         }
         for queue in wakes { queue.wake() }

@@ -539,12 +539,15 @@ package final class Broadcaster: RecordSink {
     /// The one way into a client's queue: within its byte budget (unless the queue is
     /// empty: one frame larger than the budget still goes) and its frame count, or the
     /// client is cut off. Returns whether the item was queued.
+    ///
+    /// A small message that ends what the client is owed (`snapshot_end`, a snapshot's
+    /// error) may go `overBudget`: its rows waited for room, it need not.
     @discardableResult
-    func enqueue(_ item: Outgoing, to id: UInt64, in state: inout State, wakes: inout [ClientQueue]) -> Bool {
+    func enqueue(_ item: Outgoing, to id: UInt64, in state: inout State, wakes: inout [ClientQueue], overBudget: Bool = false) -> Bool {
         guard let client = state.clients[id] else { return false }
         let size = item.bytes.readableBytes
         let queued = client.control.queued
-        if queued > 0, queued + size > queueByteLimit {
+        if !overBudget, queued > 0, queued + size > queueByteLimit {
             end(id, .tooSlow, in: &state)
             return false
         }

@@ -32,6 +32,9 @@ package struct SnapshotRunner: Sendable {
         package var catchUpSeconds: Double = 60
         /// How many times a snapshot is taken again before it gives up.
         package var attempts = 20
+        /// How long one snapshot's transaction may stay open (`--snapshot-seconds`): it
+        /// holds back vacuum for as long, and a client may read as slowly as it likes.
+        package var seconds: Double = 600
 
         package init() {}
     }
@@ -96,7 +99,7 @@ package struct SnapshotRunner: Sendable {
             }
             defer { snapshot.close() }
             // Every transaction the snapshot sees must have reached the stream first.
-            let deadline = ContinuousClock.now + .seconds(limits.catchUpSeconds)
+            let deadline = ContinuousClock.now + .seconds(saturating: limits.catchUpSeconds)
             while !broadcaster.hasPassed(snapshot.visibility, walPosition: snapshot.walPosition) {
                 if gate.isCancelled { return }
                 guard ContinuousClock.now < deadline else {
@@ -123,6 +126,8 @@ package struct SnapshotRunner: Sendable {
             }
             var rows = 0
             var tooLarge = false
+            var tooLong = false
+            let stopBy = started + .seconds(saturating: limits.seconds)
             for table in tables {
                 var open = true
                 do throws(SnapshotError) {
@@ -137,14 +142,18 @@ package struct SnapshotRunner: Sendable {
                             }
                             frames.append(framing.frame(snapshotRow: row, of: table, source: mode))
                         }
-                        open = broadcaster.sendSnapshotRows(frames, to: id, gate: gate)
-                        return open && !tooLarge
+                        open = broadcaster.sendSnapshotRows(frames, to: id, gate: gate, deadline: stopBy)
+                        tooLong = ContinuousClock.now > stopBy
+                        return open && !tooLarge && !tooLong
                     }
                 } catch {
                     return fail("snapshot_failed", error.description)
                 }
                 if tooLarge {
                     return fail("snapshot_too_large", "more than \(limits.rows) rows match; narrow the filter or the tables (the server's --snapshot-rows)")
+                }
+                if tooLong {
+                    return fail("snapshot_failed", "the snapshot took longer than \(String(format: "%g", limits.seconds)) s to read (the server's --snapshot-seconds: its transaction holds back vacuum); narrow it, or read faster")
                 }
                 guard open else { return }
             }

@@ -101,6 +101,9 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Rows one snapshot may send; past it the client gets snapshot_too_large.", valueName: "rows"))
     var snapshotRows: Int = ServerOptions.defaults.snapshots.rows
 
+    @Option(name: .long, help: ArgumentHelp("Seconds one snapshot's transaction may stay open while its client reads it (it holds back vacuum meanwhile); past it the client gets snapshot_failed.", valueName: "seconds"))
+    var snapshotSeconds: Double = ServerOptions.defaults.snapshots.seconds
+
     @Flag(name: .long, help: "Allow listening on a non-loopback address without client authentication.")
     var insecureNoAuth = false
 
@@ -147,6 +150,7 @@ struct Serve: AsyncParsableCommand {
                 "--max-connections, --max-connections-per-address, --client-messages-per-second and --requests-per-second-per-address take a number, 0 (no limit) or more"
             )
         }
+        guard snapshotSeconds > 0, snapshotSeconds.isFinite else { throw CommandFailure.usage("--snapshot-seconds takes a number of seconds above 0") }
         guard maxSnapshots >= 0, maxSnapshotsPerAddress >= 0, snapshotRows >= 0 else {
             throw CommandFailure.usage("--max-snapshots, --max-snapshots-per-address and --snapshot-rows take a number, 0 (no snapshots) or more")
         }
@@ -183,6 +187,7 @@ struct Serve: AsyncParsableCommand {
             options.snapshots.concurrent = maxSnapshots
             options.snapshots.perAddress = maxSnapshotsPerAddress
             options.snapshots.rows = snapshotRows
+            options.snapshots.seconds = snapshotSeconds
             return options
         }()
         var window: OpenedWindowLog?

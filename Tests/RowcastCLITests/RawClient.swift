@@ -73,6 +73,20 @@ final class RawClient: @unchecked Sendable {
         return true
     }
 
+    /// Reads until one of `markers` arrives, looking only at what is new each time (a
+    /// stream of megabytes costs no rescans); returns the marker, nil on EOF, error or
+    /// timeout.
+    func read(untilAnyOf markers: [String]) -> String? {
+        let needles = markers.map { Data($0.utf8) }
+        let overlap = needles.map(\.count).max() ?? 0
+        var from = received.startIndex
+        while true {
+            for (index, needle) in needles.enumerated() where received[from...].range(of: needle) != nil { return markers[index] }
+            from = max(received.startIndex, received.endIndex - overlap)
+            guard fill() else { return nil }
+        }
+    }
+
     /// Reads until what was received, as text, satisfies `enough`; false on EOF, error or timeout.
     func read(until enough: (String) -> Bool) -> Bool {
         while !enough(String(decoding: received, as: UTF8.self)) {

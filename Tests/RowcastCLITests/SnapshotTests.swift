@@ -150,8 +150,8 @@ struct SnapshotTests {
 
     /// The limits: snapshots at once (a client that stops reading holds its slot; one
     /// that leaves frees it and its connection to PostgreSQL at once), rows per
-    /// snapshot, and a snapshot that outlasts the resume window: each a clear error, the
-    /// connection kept.
+    /// snapshot, a snapshot that outlasts the resume window, one read too slowly: each
+    /// a clear error, the connection kept.
     @Test func limitsRefuseWithAClearErrorAndALeavingClientFreesItsSlotAtOnce() async throws {
         let url = try await LiveDatabase.freshDatabase(prefix: "snap")
         try await LiveDatabase.psql(url, """
@@ -204,8 +204,37 @@ struct SnapshotTests {
         slow.release()
         try await eventually("the slow client to hear of it", within: 60, interval: .milliseconds(20), seen: { slow.summary }) { !slow.errorCodes.isEmpty || slow.snapshotEnded }
         #expect(slow.errorCodes == ["snapshot_expired"] && !slow.snapshotEnded, "\(slow.summary)")
+        // One that reads only once its last row waits in its queue, larger than its
+        // budget: snapshot_end follows it all the same (it cut the client off as too slow).
+        let late = try RawClient(port: Int(port) ?? 0, receiveBuffer: 4096)
+        #expect(late.upgrade())
+        late.sendText(#"{"event":"subscribe","data":{"tables":["big"],"snapshot":true,"filter":"id=lte.20"}}"#)
+        try await eventually("the late reader's snapshot to be read", within: 60, interval: .milliseconds(50)) {
+            try await LiveDatabase.psql(url, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'rowcast snapshot' AND query LIKE 'FETCH%'") == "1"
+        }
+        try await eventually("the late reader's snapshot connection to end", within: 60, interval: .milliseconds(50)) { try await snapshotConnections() == 0 }
+        let ended = try await onThread("the late reader's snapshot", within: 120) { late.read(untilAnyOf: [#""rows":20"#, "too slow", "snapshot_"]) }
+        #expect(ended == #""rows":20"#)
         for client in [refused, tooLarge, narrow, slow] { client.stop() }
         #expect(try await server.stop(SIGINT) == 0, "serve output:\n\(server.output.suffix(2000))")
+
+        // A client that reads more slowly than --snapshot-seconds allows: its transaction
+        // (which holds back vacuum) ends, and it is told why.
+        let bounded = try RunningProcess(Rowcast.binary.path, [
+            "serve", "--mode", "trigger", "--table", "big", "--port", "0", "--db", url, "--snapshot-seconds", "1", "--client-queue-bytes", "262144",
+        ])
+        let boundedPort = try await bounded.waitFor(#"serving trigger mode on http://127\.0\.0\.1:(\d+)/"#)
+        let sluggish = try RawClient(port: Int(boundedPort) ?? 0, receiveBuffer: 4096)
+        #expect(sluggish.upgrade())
+        sluggish.sendText(#"{"event":"subscribe","data":{"tables":["big"],"snapshot":true}}"#)
+        try await eventually("the sluggish client's snapshot to read rows", within: 60, interval: .milliseconds(50)) {
+            try await LiveDatabase.psql(url, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'rowcast snapshot' AND query LIKE 'FETCH%'") == "1"
+        }
+        try await eventually("the sluggish client's snapshot connection to end", within: 30, interval: .milliseconds(50)) { try await snapshotConnections() == 0 }
+        let told = try await onThread("the sluggish client to read why", within: 120) { sluggish.read(untilAnyOf: ["snapshot_failed", "snapshot_end", "too slow"]) }
+        #expect(told == "snapshot_failed")
+
+        #expect(try await bounded.stop(SIGINT) == 0, "serve output:\n\(bounded.output.suffix(2000))")
     }
 
     /// The filter's value is a bound parameter: text that would end the query and drop
