@@ -120,6 +120,14 @@ final class PostgresTableSnapshot: TableSnapshot {
         }
     }
 
+    func blocksAnother() -> Bool {
+        guard let connection else { return false }
+        let waits = try? connection.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks l WHERE NOT l.granted AND pg_catalog.pg_backend_pid() = ANY (pg_catalog.pg_blocking_pids(l.pid)))"
+        ).scalar
+        return waits == "t"
+    }
+
     func close() {
         guard let connection else { return }
         self.connection = nil

@@ -184,8 +184,11 @@ extension Broadcaster {
     /// Queues rows of a snapshot, waiting for room in the client's queue (half its
     /// byte budget, as a replay): its own reading pace holds the snapshot back, never
     /// the client's budget. Returns false when the client left or its snapshot ended,
-    /// or `deadline` passed while it waited.
-    func sendSnapshotRows(_ frames: [ByteBuffer], to id: UInt64, gate: SnapshotGate, deadline: ContinuousClock.Instant) -> Bool {
+    /// `deadline` passed while it waited, or `givesWay` says to stop (checked each
+    /// second it waits).
+    func sendSnapshotRows(
+        _ frames: [ByteBuffer], to id: UInt64, gate: SnapshotGate, deadline: ContinuousClock.Instant, givesWay: () -> Bool = { false }
+    ) -> Bool {
         var next = 0
         let bytes = queueByteLimit / 2, count = max(queueLimit / 2, 1)
         while next < frames.count {
@@ -203,7 +206,10 @@ extension Broadcaster {
             }
             for queue in wakes { queue.wake() }
             guard alive else { return false }
-            if next < frames.count { gate.wait(seconds: 1) }
+            if next < frames.count {
+                gate.wait(seconds: 1)
+                if givesWay() { return false }
+            }
             if gate.isCancelled || ContinuousClock.now > deadline { return false }
         }
         return true

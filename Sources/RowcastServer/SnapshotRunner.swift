@@ -127,6 +127,7 @@ package struct SnapshotRunner: Sendable {
             var rows = 0
             var tooLarge = false
             var tooLong = false
+            var gaveWay = false
             let stopBy = started + .seconds(saturating: limits.seconds)
             for table in tables {
                 var open = true
@@ -142,15 +143,23 @@ package struct SnapshotRunner: Sendable {
                             }
                             frames.append(framing.frame(snapshotRow: row, of: table, source: mode))
                         }
-                        open = broadcaster.sendSnapshotRows(frames, to: id, gate: gate, deadline: stopBy)
+                        open = broadcaster.sendSnapshotRows(frames, to: id, gate: gate, deadline: stopBy) {
+                            gaveWay = snapshot.blocksAnother()
+                            return gaveWay
+                        }
                         tooLong = ContinuousClock.now > stopBy
-                        return open && !tooLarge && !tooLong
+                        // The application's DDL waits for no snapshot (checked once a page).
+                        if open, !tooLarge, !tooLong, !gaveWay { gaveWay = snapshot.blocksAnother() }
+                        return open && !tooLarge && !tooLong && !gaveWay
                     }
                 } catch {
                     return fail("snapshot_failed", error.description)
                 }
                 if tooLarge {
                     return fail("snapshot_too_large", "more than \(limits.rows) rows match; narrow the filter or the tables (the server's --snapshot-rows)")
+                }
+                if gaveWay {
+                    return fail("snapshot_failed", "another session (DDL on \(table)?) waited for a lock this snapshot held, and the snapshot gave way; subscribe with snapshot again")
                 }
                 if tooLong {
                     return fail("snapshot_failed", "the snapshot took longer than \(String(format: "%g", limits.seconds)) s to read (the server's --snapshot-seconds: its transaction holds back vacuum); narrow it, or read faster")

@@ -19,6 +19,9 @@ package protocol TableSnapshot: AnyObject {
     /// `to_jsonb(row)` gives it, in pages of at most `pageRows` rows (fewer when rows
     /// are large). `page` returns false to stop.
     func read(_ table: TableName, filter: RowFilter?, pageRows: Int, page: ([RawJSON]) -> Bool) throws(SnapshotError)
+    /// Whether another session waits for a lock the snapshot's transaction holds (the
+    /// application's `ALTER TABLE` on a table it read): the snapshot then gives way.
+    func blocksAnother() -> Bool
     /// Ends the transaction and the connection (idempotent).
     func close()
 }
