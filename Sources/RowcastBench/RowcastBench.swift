@@ -9,6 +9,6 @@ struct RowcastBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rowcast-bench",
         abstract: "Benchmark helpers for rowcast.",
-        subcommands: [Run.self, Report.self, Baseline.self, Load.self, Attack.self]
+        subcommands: [Run.self, Report.self, Baseline.self, Load.self, Attack.self, SnapshotRead.self]
     )
 }

@@ -9,13 +9,13 @@ struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run benchmark sections against a throwaway cluster; write their measurements as JSON lines.",
         discussion: """
-            Sections: 1 drain, 2 fanout, 3 trigger, 4 bigrow, 5 nodes, 6 connections. \
+            Sections: 1 drain, 2 fanout, 3 trigger, 4 bigrow, 5 nodes, 6 connections, 7 perimeter, 8 snapshot. \
             Servers listen on 127.0.0.1, from --base-port to --base-port + 5.
             """
     )
 
     @Option(help: "Sections to run, by number or name, separated by spaces or commas.")
-    var sections = "1 2 3 4 5 6 7"
+    var sections = "1 2 3 4 5 6 7 8"
 
     @Option(help: "Rows of the drain backlog (other shapes and sections take fractions of it).")
     var rows = 1_000_000

@@ -26,7 +26,7 @@ protocol BenchSection {
 }
 
 /// Every section, in order.
-var allSections: [any BenchSection.Type] { [Drain.self, FanOut.self, TriggerCost.self, BigRow.self, Nodes.self, Connections.self, Perimeter.self] }
+var allSections: [any BenchSection.Type] { [Drain.self, FanOut.self, TriggerCost.self, BigRow.self, Nodes.self, Connections.self, Perimeter.self, Snapshot.self] }
 
 /// One run's shared state and the helpers every section uses to start what it
 /// measures, each waiting until the thing is ready.

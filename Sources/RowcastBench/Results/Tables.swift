@@ -10,7 +10,7 @@ enum Tables {
         if let info = results.info { regions.append(Region(key: "header", text: header(info))) }
         let renderers: [(String, (Results) throws -> String)] = [
             (Drain.key, drain), (FanOut.key, fanOut), (TriggerCost.key, trigger), (BigRow.key, bigRow), (Nodes.key, nodes), (Connections.key, connections),
-            (Perimeter.key, perimeter),
+            (Perimeter.key, perimeter), (Snapshot.key, snapshot),
         ]
         for (key, render) in renderers where results.measurements.contains(where: { $0.section == key }) {
             regions.append(Region(key: key, text: try render(results)))
@@ -215,4 +215,24 @@ enum Tables {
 
     /// The run's seconds per figure, "10" rather than "10.0".
     static func seconds(_ results: Results) -> String { Measurement.number(results.info?.seconds ?? 0) }
+
+    static func snapshot(_ results: Results) throws -> String {
+        let key = Snapshot.key
+        var lines = [
+            "## 8. A snapshot of a million rows to one client (median of 3)", "",
+            "| reader | rows | first row | rows/s |",
+            "| --- | --- | --- | --- |",
+        ]
+        for reader in results.labelValues(key, "reader") {
+            let labels = ["reader": reader]
+            let rows = try results.one(key, "rows", labels).median
+            let first = try results.one(key, "first_row_ms", labels).median
+            let rate = try results.one(key, "rows_per_second", labels).median
+            lines.append("| \(reader) | \(whole(rows)) | \(fixed(first)) ms | \(whole(rate)) |")
+        }
+        if let rss = try? results.one(key, "serve_peak_rss", [:]).maximum {
+            lines += ["", "`rowcast serve`'s peak RSS over the section: \(megabytes(rss)) MB."]
+        }
+        return lines.joined(separator: "\n")
+    }
 }
