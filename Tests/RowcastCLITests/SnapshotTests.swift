@@ -8,11 +8,9 @@ import Testing
 /// Snapshot, then live (SPEC section 4): a client that subscribes with `"snapshot":
 /// true` rebuilds the table from the rows and the changes after them, and ends with
 /// exactly the table's state, whatever moment it came in.
-///
-/// One test at a time: the heavy ones (full-speed writers, a million rows) run on a
-/// cluster of their own, in memory, whose walsenders alone decode their WAL (on the
-/// suite's cluster every test's walsender read it, and its connections ran out).
-@Suite(.enabled(if: LiveDatabase.available, "needs the cluster that make test starts"), .timeLimit(.minutes(10)), .serialized)
+/// The heavy ones, full-speed writers beside fifty clients and a million rows, are
+/// `SnapshotLoadTests`.
+@Suite(.enabled(if: LiveDatabase.available, "needs the cluster that make test starts"), .timeLimit(.minutes(10)))
 struct SnapshotTests {
     /// A table of `id bigint` keys and a `v` every update adds 1 to (a change seen twice
     /// or missed shows as a wrong `v`), and a procedure that changes it at full speed:
@@ -47,68 +45,6 @@ struct SnapshotTests {
         END $$;
         """
 
-    @Test(arguments: ["replication", "trigger"])
-    func fiftyClientsTakingSnapshotsAtRandomMomentsEachEndWithTheTable(mode: String) async throws {
-        let cluster = try await WindowLogRestartTests.ownCluster()
-        defer { cluster.stop() }
-        let url = cluster.url
-        try await LiveDatabase.psql(url, Self.schema)
-        let slot = LiveDatabase.uniqueName("snap")
-        let slotArguments = mode == "replication" ? ["--slot", slot, "--publication", slot] : []
-        #expect(try await Rowcast.run(["setup", "--mode", mode, "--table", "snap", "--db", url] + slotArguments).status == 0)
-        defer { if mode == "replication" { _ = try? Rowcast.runBlocking(["slot", "drop", slot, "--force", "--db", url]) } }
-        // The window holds what a snapshot needs (the default 1,000 records are a
-        // fraction of a second of this load; the limits test holds what happens past
-        // it). Snapshots come from one address, four at a time: a client refused one
-        // asks again, as the page does.
-        let server = try RunningProcess(
-            Rowcast.binary.path, ["serve", "--mode", mode, "--table", "snap", "--port", "0", "--resume-window", "100000", "--db", url] + slotArguments
-        )
-        let port = try await server.waitFor(#"serving \w+ mode on http://127\.0\.0\.1:(\d+)/"#)
-
-        // Two writers at full speed for 12 s; 50 clients come in at random moments.
-        let seconds = 12.0
-        let writers = (0..<2).map { _ in
-            Task { try await LiveDatabase.psql(url, "CALL churn(\(seconds))", seconds: seconds + 120) }
-        }
-        var clients: [RebuildingClient] = []
-        let seed = UInt64.random(in: 0...UInt64.max)
-        var random = SplitMix(seed: seed)
-        let starts = (0..<50).map { _ in Double(random.next() % 11_000) / 1_000 }.sorted()
-        let started = ContinuousClock.now
-        for start in starts {
-            let due = started + .seconds(start)
-            if due > .now { try await pause(for: due - .now) }
-            let client = RebuildingClient(table: "snap", retriesBusy: true)
-            client.run(port: port)
-            clients.append(client)
-        }
-        for writer in writers { _ = try await writer.value }
-        // The last change: every client is done once it has it.
-        try await LiveDatabase.psql(url, "INSERT INTO snap VALUES (-1, 0, 'end')")
-        for (index, client) in clients.enumerated() {
-            try await eventually("client \(index) to see the last change", within: 120, interval: .milliseconds(50), seen: { client.summary }) {
-                client.has(id: -1) || !client.problems.isEmpty
-            }
-        }
-        let table = try await RebuildingClient.tableState(url: url, table: "snap")
-        for (index, client) in clients.enumerated() {
-            client.stop()
-            let problems = client.problems
-            #expect(problems.count == 0, "seed \(seed), client \(index): \(problems.count) problems, the first \(problems.prefix(3))")
-            #expect(client.snapshotEnded, "client \(index) never got snapshot_end")
-            let rows = client.rows
-            if rows != table {
-                let differing = Set(rows.keys).symmetricDifference(table.keys).sorted().prefix(5)
-                let changed = rows.keys.filter { table[$0] != nil && table[$0] != rows[$0] }.sorted().prefix(5)
-                Issue.record("seed \(seed), client \(index) (\(client.summary)): \(rows.count) rows against the table's \(table.count); keys differing \(Array(differing)), values differing \(Array(changed))")
-            }
-        }
-        let snapshotRows = clients.map(\.snapshotRowCount)
-        #expect(snapshotRows.allSatisfy { $0 >= 1 }, "every snapshot had rows: \(snapshotRows)")
-        #expect(try await server.stop(SIGINT) == 0, "serve output:\n\(server.output.suffix(2000))")
-    }
-
     /// The official socket.io-client and an EventSource, in Chromium on another origin,
     /// take snapshots: the rows, `snapshot_end` (its cursor the Socket.IO offset and the
     /// SSE id, so EventSource resumes from it), then live rows; and the page at `/`
@@ -128,7 +64,7 @@ struct SnapshotTests {
             try await page.waitUntil("mode === 'trigger'")
             try await page.evaluate("""
                 var snap = io(url, { forceNew: true }), snapRows = [], snapLive = [], snapEnd = null;
-                snap.on('connected', function () { snap.emit('subscribe', { tables: ['orders'], snapshot: true }); });
+                snap.emit('subscribe', { tables: ['orders'], snapshot: true });
                 snap.on('update', function (d) { (d.op === 'snapshot' ? snapRows : snapLive).push(d.row.id); });
                 snap.on('snapshot_end', function (d) { snapEnd = d; });
                 var events = new EventSource(url + '/events?tables=orders&snapshot=1'), sseRows = [], sseLive = [], sseEnd = null;
@@ -143,6 +79,15 @@ struct SnapshotTests {
                 "JSON.stringify([snapRows.sort(), snapLive, snapEnd.rows, sseRows.sort(), sseLive, sseEnd.data.rows, sseEnd.id === sseEnd.data.cursor, snap.connected])"
             ) as? String
             #expect(seen == "[[1,2,3],[4],3,[1,2,3],[4],3,true,true]")
+
+            // Dropped after snapshot_end: Socket.IO's recovery resumes from its cursor, and
+            // the rows committed meanwhile come once.
+            try await page.evaluate("snap.io.reconnection(false); snap.io.engine.close(); 0")
+            try await page.waitUntil("!snap.connected")
+            try await LiveDatabase.psql(url, "INSERT INTO orders VALUES (5, 'while away')")
+            try await page.evaluate("snap.io.reconnection(true); snap.connect(); 0")
+            try await page.waitUntil("snap.connected && snapLive.length === 2")
+            #expect(try await page.evaluate("JSON.stringify([snapLive, snap.recovered])") as? String == "[[4,5],true]")
 
             // The page at `/` opens on the table's rows as they are, then changes.
             try await page.open("http://127.0.0.1:\(port)/")
@@ -272,82 +217,6 @@ struct SnapshotTests {
         #expect(try await server.stop(SIGINT) == 0, "serve output:\n\(server.output.suffix(2000))")
     }
 
-    /// A million-row snapshot to one client that reads it: serve's memory grows by less
-    /// than 64 MB over what it held before (pages of rows, and the client's queue
-    /// bounded in bytes), and every row arrives.
-    @Test func aMillionRowSnapshotStaysInBoundedMemory() async throws {
-        let cluster = try await WindowLogRestartTests.ownCluster()
-        defer { cluster.stop() }
-        let url = cluster.url
-        try await LiveDatabase.psql(url, """
-            CREATE TABLE million (id int PRIMARY KEY, note text, at timestamptz);
-            INSERT INTO million SELECT g, 'row ' || g, '2026-01-01'::timestamptz + g * interval '1 s' FROM generate_series(1, 1000000) g;
-            """, seconds: 600)
-        #expect(try await Rowcast.run(["setup", "--mode", "trigger", "--table", "million", "--db", url]).status == 0)
-        let server = try RunningProcess(Rowcast.binary.path, ["serve", "--mode", "trigger", "--table", "million", "--port", "0", "--db", url])
-        let port = try await server.waitFor(#"serving trigger mode on http://127\.0\.0\.1:(\d+)/"#)
-        // A connection first: what serving any client costs is in the baseline.
-        _ = try await ServeFaultTests.status(port: port)
-        let before = server.residentMegabytes
-        let counted = Mutex<(rows: Int, end: String?)>((0, nil))
-        let logger = { var logger = Logger(label: "reader"); logger.logLevel = .critical; return logger }()
-        try await within(600, "a million-row snapshot", seen: { "\(counted.withLock { $0.rows }) rows" }) {
-            _ = try await WebSocketClient.connect(url: "ws://127.0.0.1:\(port)/ws", configuration: .init(maxFrameSize: 1 << 20), logger: logger) { inbound, outbound, _ in
-                var messages = inbound.messages(maxSize: 1 << 20).makeAsyncIterator()
-                _ = try await messages.next()
-                try await outbound.write(.text(#"{"event":"subscribe","data":{"tables":["million"],"snapshot":true}}"#))
-                while case .text(let text)? = try await messages.next() {
-                    if text.hasPrefix(#"{"event":"update","data":{"source":"trigger","op":"snapshot""#) {
-                        counted.withLock { $0.rows += 1 }
-                    } else if text.contains(#""event":"snapshot_end""#) || text.contains(#""event":"error""#) {
-                        counted.withLock { $0.end = text }
-                        break
-                    }
-                }
-                try await outbound.close(.normalClosure, reason: nil)
-            }
-        }
-        let (rows, end) = counted.withLock { ($0.rows, $0.end) }
-        #expect(rows == 1_000_000)
-        #expect(end?.contains(#""rows":1000000"#) == true, "\(end ?? "no end")")
-        let peak = server.peakResidentMegabytes
-        #expect(before > 0 && peak - before < 64, "serve's resident memory: \(before) MB before, \(peak) MB at its peak")
-        #expect(try await server.stop(SIGINT) == 0, "serve output:\n\(server.output.suffix(2000))")
-    }
-
-    /// `tail --snapshot` started while two writers run at full speed: its rows, then
-    /// every change after them, rebuild exactly the table, in both modes.
-    @Test(arguments: ["replication", "trigger"])
-    func tailWithASnapshotRebuildsTheTable(mode: String) async throws {
-        let cluster = try await WindowLogRestartTests.ownCluster()
-        defer { cluster.stop() }
-        let url = cluster.url
-        try await LiveDatabase.psql(url, Self.schema)
-        let slot = LiveDatabase.uniqueName("snap")
-        let slotArguments = mode == "replication" ? ["--slot", slot, "--publication", slot] : []
-        #expect(try await Rowcast.run(["setup", "--mode", mode, "--table", "snap", "--db", url] + slotArguments).status == 0)
-        defer { if mode == "replication" { _ = try? Rowcast.runBlocking(["slot", "drop", slot, "--force", "--db", url]) } }
-        let writers = (0..<2).map { _ in Task { try await LiveDatabase.psql(url, "CALL churn(6)", seconds: 120) } }
-        try await pause(for: .seconds(2))
-        let output = FileManager.default.temporaryDirectory.appendingPathComponent("rowcast-tail-snapshot-" + UUID().uuidString)
-        defer { try? FileManager.default.removeItem(at: output) }
-        let command = ([Rowcast.binary.path, "tail", "--mode", mode, "--table", "snap", "--snapshot", "--db", url] + slotArguments)
-            .map { "'" + $0.replacingOccurrences(of: "'", with: "'\\''") + "'" }.joined(separator: " ")
-        let tail = try RunningProcess("/bin/sh", ["-c", "exec \(command) > '\(output.path)'"])
-        for writer in writers { _ = try await writer.value }
-        try await LiveDatabase.psql(url, "INSERT INTO snap VALUES (-1, 0, 'end')")
-        let client = RebuildingClient(table: "snap")
-        try await eventually("tail to print the last change", within: 120, interval: .milliseconds(100), seen: { client.summary + "; tail: " + tail.output.suffix(500) }) {
-            client.take(lines: (try? String(contentsOf: output, encoding: .utf8)) ?? "")
-            return client.has(id: -1) || !client.problems.isEmpty
-        }
-        #expect(try await tail.stop(SIGINT) == 0, "tail: \(tail.output.suffix(2000))")
-        let problems = client.problems
-        #expect(problems.count == 0, "\(problems.count) problems, the first \(problems.prefix(3))")
-        let table = try await RebuildingClient.tableState(url: url, table: "snap")
-        #expect(client.rows == table, "\(client.summary) against the table's \(table.count) rows")
-    }
-
     /// A partitioned table's rows come from its partitions, named by them as their
     /// changes are (the parent named too gave every row twice, and the parent alone rows
     /// no change would ever follow).
@@ -401,6 +270,178 @@ struct SnapshotTests {
         #expect(try await server.stop(SIGINT) == 0, "serve output:\n\(server.output.suffix(2000))")
     }
 
+    /// Resuming after a snapshot is an ordinary `since`: from `snapshot_end`'s cursor, a
+    /// client that left gets exactly what was committed meanwhile; and the official
+    /// client's recovery after `snapshot_end` is checked in
+    /// `theOfficialClientAndAnEventSourceTakeSnapshotsInChromium`.
+    @Test func resumingFromSnapshotEndIsAnOrdinarySince() async throws {
+        let url = try await LiveDatabase.freshDatabase(prefix: "snap")
+        try await LiveDatabase.psql(url, "CREATE TABLE orders (id int PRIMARY KEY, v int); INSERT INTO orders SELECT g, 0 FROM generate_series(1, 5) g")
+        #expect(try await Rowcast.run(["setup", "--mode", "trigger", "--table", "orders", "--db", url]).status == 0)
+        let server = try RunningProcess(Rowcast.binary.path, ["serve", "--mode", "trigger", "--table", "orders", "--port", "0", "--db", url])
+        let port = try await server.waitFor(#"serving trigger mode on http://127\.0\.0\.1:(\d+)/"#)
+        let first = RebuildingClient(table: "orders")
+        first.run(port: port)
+        try await eventually("the snapshot", within: 60, interval: .milliseconds(20), seen: { first.summary }) { first.snapshotEnded || !first.problems.isEmpty }
+        first.stop()
+        let cursor = try #require(first.lastSeenCursor)
+        try await LiveDatabase.psql(url, "INSERT INTO orders VALUES (6, 0); UPDATE orders SET v = v + 1 WHERE id = 2")
+        // The second client starts from the first one's state and cursor.
+        let second = RebuildingClient(table: "orders", from: first)
+        second.run(port: port, subscribe: #"{"event":"subscribe","data":{"tables":["orders"],"since":"\#(cursor)"}}"#)
+        let table = try await RebuildingClient.tableState(url: url, table: "orders")
+        try await eventually("the two changes", within: 60, interval: .milliseconds(20), seen: { second.summary }) { second.rows == table || !second.problems.isEmpty }
+        second.stop()
+        #expect(second.problems.isEmpty && second.liveCount == 2, "\(second.summary)")
+        #expect(try await server.stop(SIGINT) == 0, "serve output:\n\(server.output.suffix(2000))")
+    }
+}
+
+/// The snapshot tests that load both cores (full-speed writers and fifty clients, a
+/// million rows) or need a cluster of their own: `make test` runs them after the rest,
+/// alone, one at a time (scripts/test.sh), each on a cluster in memory whose
+/// walsenders alone decode their WAL. Beside the rest of the suite they starved tests
+/// with deadlines of minutes, and ran the suite's cluster out of connections.
+@Suite(.enabled(if: LiveDatabase.available, "needs the cluster that make test starts"), .timeLimit(.minutes(10)), .serialized)
+struct SnapshotLoadTests {
+    @Test(arguments: ["replication", "trigger"])
+    func fiftyClientsTakingSnapshotsAtRandomMomentsEachEndWithTheTable(mode: String) async throws {
+        let cluster = try await WindowLogRestartTests.ownCluster()
+        defer { cluster.stop() }
+        let url = cluster.url
+        try await LiveDatabase.psql(url, SnapshotTests.schema)
+        let slot = LiveDatabase.uniqueName("snap")
+        let slotArguments = mode == "replication" ? ["--slot", slot, "--publication", slot] : []
+        #expect(try await Rowcast.run(["setup", "--mode", mode, "--table", "snap", "--db", url] + slotArguments).status == 0)
+        defer { if mode == "replication" { _ = try? Rowcast.runBlocking(["slot", "drop", slot, "--force", "--db", url]) } }
+        // The window holds what a snapshot needs (the default 1,000 records are a
+        // fraction of a second of this load; the limits test holds what happens past
+        // it). Snapshots come from one address, four at a time: a client refused one
+        // asks again, as the page does.
+        let server = try RunningProcess(
+            Rowcast.binary.path, ["serve", "--mode", mode, "--table", "snap", "--port", "0", "--resume-window", "100000", "--db", url] + slotArguments
+        )
+        let port = try await server.waitFor(#"serving \w+ mode on http://127\.0\.0\.1:(\d+)/"#)
+
+        // Two writers at full speed for 12 s; 50 clients come in at random moments.
+        let seconds = 12.0
+        let writers = (0..<2).map { _ in
+            Task { try await LiveDatabase.psql(url, "CALL churn(\(seconds))", seconds: seconds + 120) }
+        }
+        var clients: [RebuildingClient] = []
+        let seed = UInt64.random(in: 0...UInt64.max)
+        var random = SplitMix(seed: seed)
+        let starts = (0..<50).map { _ in Double(random.next() % 11_000) / 1_000 }.sorted()
+        let started = ContinuousClock.now
+        for start in starts {
+            let due = started + .seconds(start)
+            if due > .now { try await pause(for: due - .now) }
+            let client = RebuildingClient(table: "snap", retriesBusy: true)
+            client.run(port: port)
+            clients.append(client)
+        }
+        for writer in writers { _ = try await writer.value }
+        // The last change: every client is done once it has it.
+        try await LiveDatabase.psql(url, "INSERT INTO snap VALUES (-1, 0, 'end')")
+        for (index, client) in clients.enumerated() {
+            try await eventually("client \(index) to see the last change", within: 120, interval: .milliseconds(50), seen: { client.summary }) {
+                client.has(id: -1) || !client.problems.isEmpty
+            }
+        }
+        let table = try await RebuildingClient.tableState(url: url, table: "snap")
+        for (index, client) in clients.enumerated() {
+            client.stop()
+            let problems = client.problems
+            #expect(problems.count == 0, "seed \(seed), client \(index): \(problems.count) problems, the first \(problems.prefix(3))")
+            #expect(client.snapshotEnded, "client \(index) never got snapshot_end")
+            let rows = client.rows
+            if rows != table {
+                let differing = Set(rows.keys).symmetricDifference(table.keys).sorted().prefix(5)
+                let changed = rows.keys.filter { table[$0] != nil && table[$0] != rows[$0] }.sorted().prefix(5)
+                Issue.record("seed \(seed), client \(index) (\(client.summary)): \(rows.count) rows against the table's \(table.count); keys differing \(Array(differing)), values differing \(Array(changed))")
+            }
+        }
+        let snapshotRows = clients.map(\.snapshotRowCount)
+        #expect(snapshotRows.allSatisfy { $0 >= 1 }, "every snapshot had rows: \(snapshotRows)")
+        #expect(try await server.stop(SIGINT) == 0, "serve output:\n\(server.output.suffix(2000))")
+    }
+
+    /// A million-row snapshot to one client that reads it: serve's memory grows by less
+    /// than 64 MB over what it held before (pages of rows, and the client's queue
+    /// bounded in bytes), and every row arrives.
+    @Test func aMillionRowSnapshotStaysInBoundedMemory() async throws {
+        let cluster = try await WindowLogRestartTests.ownCluster()
+        defer { cluster.stop() }
+        let url = cluster.url
+        try await LiveDatabase.psql(url, """
+            CREATE TABLE million (id int PRIMARY KEY, note text, at timestamptz);
+            INSERT INTO million SELECT g, 'row ' || g, '2026-01-01'::timestamptz + g * interval '1 s' FROM generate_series(1, 1000000) g;
+            """, seconds: 600)
+        #expect(try await Rowcast.run(["setup", "--mode", "trigger", "--table", "million", "--db", url]).status == 0)
+        let server = try RunningProcess(Rowcast.binary.path, ["serve", "--mode", "trigger", "--table", "million", "--port", "0", "--db", url])
+        let port = try await server.waitFor(#"serving trigger mode on http://127\.0\.0\.1:(\d+)/"#)
+        // A connection first: what serving any client costs is in the baseline.
+        _ = try await ServeFaultTests.status(port: port)
+        let before = server.residentMegabytes
+        let counted = Mutex<(rows: Int, end: String?)>((0, nil))
+        let logger = { var logger = Logger(label: "reader"); logger.logLevel = .critical; return logger }()
+        try await within(600, "a million-row snapshot", seen: { "\(counted.withLock { $0.rows }) rows" }) {
+            _ = try await WebSocketClient.connect(url: "ws://127.0.0.1:\(port)/ws", configuration: .init(maxFrameSize: 1 << 20), logger: logger) { inbound, outbound, _ in
+                var messages = inbound.messages(maxSize: 1 << 20).makeAsyncIterator()
+                _ = try await messages.next()
+                try await outbound.write(.text(#"{"event":"subscribe","data":{"tables":["million"],"snapshot":true}}"#))
+                while case .text(let text)? = try await messages.next() {
+                    if text.hasPrefix(#"{"event":"update","data":{"source":"trigger","op":"snapshot""#) {
+                        counted.withLock { $0.rows += 1 }
+                    } else if text.contains(#""event":"snapshot_end""#) || text.contains(#""event":"error""#) {
+                        counted.withLock { $0.end = text }
+                        break
+                    }
+                }
+                try await outbound.close(.normalClosure, reason: nil)
+            }
+        }
+        let (rows, end) = counted.withLock { ($0.rows, $0.end) }
+        #expect(rows == 1_000_000)
+        #expect(end?.contains(#""rows":1000000"#) == true, "\(end ?? "no end")")
+        let peak = server.peakResidentMegabytes
+        #expect(before > 0 && peak - before < 64, "serve's resident memory: \(before) MB before, \(peak) MB at its peak")
+        #expect(try await server.stop(SIGINT) == 0, "serve output:\n\(server.output.suffix(2000))")
+    }
+
+    /// `tail --snapshot` started while two writers run at full speed: its rows, then
+    /// every change after them, rebuild exactly the table, in both modes.
+    @Test(arguments: ["replication", "trigger"])
+    func tailWithASnapshotRebuildsTheTable(mode: String) async throws {
+        let cluster = try await WindowLogRestartTests.ownCluster()
+        defer { cluster.stop() }
+        let url = cluster.url
+        try await LiveDatabase.psql(url, SnapshotTests.schema)
+        let slot = LiveDatabase.uniqueName("snap")
+        let slotArguments = mode == "replication" ? ["--slot", slot, "--publication", slot] : []
+        #expect(try await Rowcast.run(["setup", "--mode", mode, "--table", "snap", "--db", url] + slotArguments).status == 0)
+        defer { if mode == "replication" { _ = try? Rowcast.runBlocking(["slot", "drop", slot, "--force", "--db", url]) } }
+        let writers = (0..<2).map { _ in Task { try await LiveDatabase.psql(url, "CALL churn(6)", seconds: 120) } }
+        try await pause(for: .seconds(2))
+        let output = FileManager.default.temporaryDirectory.appendingPathComponent("rowcast-tail-snapshot-" + UUID().uuidString)
+        defer { try? FileManager.default.removeItem(at: output) }
+        let command = ([Rowcast.binary.path, "tail", "--mode", mode, "--table", "snap", "--snapshot", "--db", url] + slotArguments)
+            .map { "'" + $0.replacingOccurrences(of: "'", with: "'\\''") + "'" }.joined(separator: " ")
+        let tail = try RunningProcess("/bin/sh", ["-c", "exec \(command) > '\(output.path)'"])
+        for writer in writers { _ = try await writer.value }
+        try await LiveDatabase.psql(url, "INSERT INTO snap VALUES (-1, 0, 'end')")
+        let client = RebuildingClient(table: "snap")
+        try await eventually("tail to print the last change", within: 120, interval: .milliseconds(100), seen: { client.summary + "; tail: " + tail.output.suffix(500) }) {
+            client.take(lines: (try? String(contentsOf: output, encoding: .utf8)) ?? "")
+            return client.has(id: -1) || !client.problems.isEmpty
+        }
+        #expect(try await tail.stop(SIGINT) == 0, "tail: \(tail.output.suffix(2000))")
+        let problems = client.problems
+        #expect(problems.count == 0, "\(problems.count) problems, the first \(problems.prefix(3))")
+        let table = try await RebuildingClient.tableState(url: url, table: "snap")
+        #expect(client.rows == table, "\(client.summary) against the table's \(table.count) rows")
+    }
+
     /// Replication mode: a transaction committed with `synchronous_commit = off` is
     /// visible before its commit record is written out; the snapshot waits for the
     /// stream to pass where the WAL is inserted, not written, and the row comes once
@@ -450,6 +491,8 @@ final class RebuildingClient: Sendable {
         var lines = 0
         /// `too_many_snapshots` answered, each asked again.
         var retries = 0
+        /// Connections that ended before the client stopped.
+        var reconnects = 0
     }
 
     let table: String
@@ -459,8 +502,26 @@ final class RebuildingClient: Sendable {
     private let holding = Mutex(false)
     private let task = Mutex<Task<Void, Never>?>(nil)
 
-    /// Whether `too_many_snapshots` is asked again rather than a problem.
+    /// Whether `too_many_snapshots` is asked again rather than a problem, and a
+    /// connection that ends is made again (a page's behaviour, for the load tests).
     let retriesBusy: Bool
+    var reconnects: Bool { retriesBusy }
+
+    /// A client that goes on from where `other` stopped (its rows and cursor): it
+    /// resumes with `since`, no snapshot.
+    init(table: String, from other: RebuildingClient) {
+        self.table = table
+        self.retriesBusy = false
+        let taken = other.state.withLock { $0 }
+        state.withLock { state in
+            state.rows = taken.rows
+            state.snapshotEnded = true
+            state.lastCursor = taken.lastCursor
+        }
+    }
+
+    var lastSeenCursor: String? { state.withLock { $0.lastCursor } }
+    var liveCount: Int { state.withLock { $0.live } }
 
     init(table: String, holding: Bool = false, retriesBusy: Bool = false) {
         self.table = table
@@ -479,7 +540,9 @@ final class RebuildingClient: Sendable {
     var errorCodes: [String] { state.withLock { $0.errors } }
     func has(id: Int) -> Bool { state.withLock { $0.snapshotEnded && $0.rows[id] != nil } }
     var summary: String {
-        state.withLock { "\($0.snapshotRows) snapshot rows, ended \($0.snapshotEnded), \($0.live) changes, \($0.rows.count) rows, problems \($0.problems.prefix(2))" }
+        state.withLock {
+            "\($0.snapshotRows) snapshot rows, ended \($0.snapshotEnded), \($0.live) changes, \($0.rows.count) rows, \($0.reconnects) reconnects, problems \($0.problems.prefix(2))"
+        }
     }
 
     func stop() {
@@ -501,29 +564,48 @@ final class RebuildingClient: Sendable {
         String(decoding: try JSONSerialization.data(withJSONObject: row, options: [.sortedKeys]), as: UTF8.self)
     }
 
+    /// Connects and subscribes; when the connection ends (a client the server cut off as
+    /// too slow, on a loaded machine), it connects again as a page does: from its last
+    /// cursor once its snapshot ended, else with a new snapshot.
     func run(port: String, subscribe: String? = nil) {
         let message = subscribe ?? #"{"event":"subscribe","data":{"tables":["\#(table)"],"snapshot":true}}"#
         let running = Task.detached {
             var logger = Logger(label: "client")
             logger.logLevel = .critical
-            do {
-                _ = try await WebSocketClient.connect(url: "ws://127.0.0.1:\(port)/ws", configuration: .init(maxFrameSize: 1 << 24), logger: logger) { inbound, outbound, _ in
-                    var messages = inbound.messages(maxSize: 1 << 24).makeAsyncIterator()
-                    _ = try await messages.next()  // connected
-                    try await outbound.write(.text(message))
-                    while self.holding.withLock({ $0 }), !self.stopped.withLock({ $0 }) { try await pause(for: .milliseconds(20)) }
-                    while !self.stopped.withLock({ $0 }), case .text(let text)? = try await messages.next() {
-                        let retries = self.state.withLock { $0.retries }
-                        self.take(text)
-                        if self.state.withLock({ $0.retries }) > retries {
-                            try await pause(for: .milliseconds(50))
-                            try await outbound.write(.text(message))
-                        }
+            var first = true
+            while !self.stopped.withLock({ $0 }) {
+                let resume = self.state.withLock { state -> String in
+                    guard !first else { return message }
+                    if state.snapshotEnded, let cursor = state.lastCursor {
+                        return #"{"event":"subscribe","data":{"tables":["\#(self.table)"],"since":"\#(cursor)"}}"#
                     }
-                    try await outbound.close(.normalClosure, reason: nil)
+                    state.rows = [:]
+                    state.snapshotRows = 0
+                    state.lastCursor = nil
+                    return message
                 }
-            } catch {
-                self.state.withLock { $0.problems.append("connection: \(error)") }
+                first = false
+                do {
+                    _ = try await WebSocketClient.connect(url: "ws://127.0.0.1:\(port)/ws", configuration: .init(maxFrameSize: 1 << 24), logger: logger) { inbound, outbound, _ in
+                        var messages = inbound.messages(maxSize: 1 << 24).makeAsyncIterator()
+                        _ = try await messages.next()  // connected
+                        try await outbound.write(.text(resume))
+                        while self.holding.withLock({ $0 }), !self.stopped.withLock({ $0 }) { try await pause(for: .milliseconds(20)) }
+                        while !self.stopped.withLock({ $0 }), case .text(let text)? = try await messages.next() {
+                            let retries = self.state.withLock { $0.retries }
+                            self.take(text)
+                            if self.state.withLock({ $0.retries }) > retries {
+                                try await pause(for: .milliseconds(50))
+                                try await outbound.write(.text(resume))
+                            }
+                        }
+                        try await outbound.close(.normalClosure, reason: nil)
+                    }
+                } catch {
+                    self.state.withLock { $0.reconnects += 1 }
+                }
+                guard self.reconnects, !self.stopped.withLock({ $0 }) else { break }
+                try? await pause(for: .milliseconds(100))
             }
         }
         task.withLock { $0 = running }
@@ -554,7 +636,7 @@ final class RebuildingClient: Sendable {
                     let event = frame["event"] as? String, let data = frame["data"] as? [String: Any]
                 else { return state.problems.append("not a frame: \(text.prefix(200))") }
                 switch event {
-                case "subscribed": return
+                case "subscribed", "pong": return
                 case "error":
                     let code = data["code"] as? String ?? "?"
                     state.errors.append(code)
