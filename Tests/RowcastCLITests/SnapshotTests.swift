@@ -91,9 +91,9 @@ struct SnapshotTests {
 
             // The page at `/` opens on the table's rows as they are, then changes.
             try await page.open("http://127.0.0.1:\(port)/")
-            try await page.waitUntil("snapshotRows === 4 && document.querySelectorAll('tr.record').length === 4")
+            try await page.waitUntil("snapshotRows === 5 && document.querySelectorAll('tr.record').length === 5")
             try await LiveDatabase.psql(url, "DELETE FROM orders WHERE id = 1")
-            try await page.waitUntil("document.querySelectorAll('tr.record').length === 5 && document.querySelector('tr.record').dataset.op === 'delete'")
+            try await page.waitUntil("document.querySelectorAll('tr.record').length === 6 && document.querySelector('tr.record').dataset.op === 'delete'")
         }
         #expect(try await server.stop(SIGINT) == 0, "serve output:\n\(server.output.suffix(2000))")
         _ = try await pages.stop(SIGKILL)
@@ -284,10 +284,11 @@ struct SnapshotTests {
         first.run(port: port)
         try await eventually("the snapshot", within: 60, interval: .milliseconds(20), seen: { first.summary }) { first.snapshotEnded || !first.problems.isEmpty }
         first.stop()
-        let cursor = try #require(first.lastSeenCursor)
-        try await LiveDatabase.psql(url, "INSERT INTO orders VALUES (6, 0); UPDATE orders SET v = v + 1 WHERE id = 2")
-        // The second client starts from the first one's state and cursor.
+        // The second client starts from the first one's state and cursor, as they are now
+        // (the first may still take a change that arrives before its connection closes).
         let second = RebuildingClient(table: "orders", from: first)
+        let cursor = try #require(second.lastSeenCursor)
+        try await LiveDatabase.psql(url, "INSERT INTO orders VALUES (6, 0); UPDATE orders SET v = v + 1 WHERE id = 2")
         second.run(port: port, subscribe: #"{"event":"subscribe","data":{"tables":["orders"],"since":"\#(cursor)"}}"#)
         let table = try await RebuildingClient.tableState(url: url, table: "orders")
         try await eventually("the two changes", within: 60, interval: .milliseconds(20), seen: { second.summary }) { second.rows == table || !second.problems.isEmpty }
