@@ -12,9 +12,9 @@ package struct PostgresSnapshotSource: SnapshotSource {
         self.followsWAL = followsWAL
     }
 
-    package func open() throws(SnapshotError) -> any TableSnapshot {
+    package func open(tables: [TableName]) throws(SnapshotError) -> any TableSnapshot {
         do {
-            return try PostgresTableSnapshot(connection, followsWAL: followsWAL)
+            return try PostgresTableSnapshot(connection, tables: tables, followsWAL: followsWAL)
         } catch {
             throw SnapshotError("cannot take a snapshot: \(error.description)")
         }
@@ -36,7 +36,7 @@ final class PostgresTableSnapshot: TableSnapshot {
     /// The most bytes one page holds before the next is asked for with fewer rows.
     static let pageBytes = 4 << 20
 
-    init(_ settings: ConnectionSettings, followsWAL: Bool) throws(PostgresError) {
+    init(_ settings: ConnectionSettings, tables: [TableName], followsWAL: Bool) throws(PostgresError) {
         let connection = try PostgresConnection(settings)
         do throws(PostgresError) {
             // Named in pg_stat_activity, for whoever wonders what holds a transaction open.
@@ -50,24 +50,46 @@ final class PostgresTableSnapshot: TableSnapshot {
                 SET LOCAL idle_in_transaction_session_timeout = 0
                 """
             )
+            // Every table locked before the snapshot is taken (LOCK takes none): a rewrite
+            // that commits after the snapshot (ALTER … TYPE, TRUNCATE) is not MVCC-safe,
+            // and the table would look empty to it. From here on the application's DDL
+            // waits for the snapshot, which gives way to it (``blocksAnother()``).
+            if !tables.isEmpty {
+                try connection.execute("LOCK TABLE " + tables.map(\.quoted).joined(separator: ", ") + " IN ACCESS SHARE MODE")
+            }
             // The snapshot is taken by the first query, this one; the WAL position after it.
             // The insert position, not the write position: a commit with
             // synchronous_commit off is visible before its record is written out.
             let row = try connection.execute(
                 followsWAL
-                    ? "SELECT txid_current_snapshot()::text, CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_insert_lsn()::text END"
-                    : "SELECT txid_current_snapshot()::text, NULL"
+                    ? """
+                    SELECT txid_current_snapshot()::text, CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_insert_lsn()::text END,
+                        current_setting('wal_block_size'), pg_size_bytes(current_setting('wal_segment_size'))
+                    """
+                    : "SELECT txid_current_snapshot()::text, NULL, NULL, NULL"
             ).rows.first
             guard let text = row?[0] ?? nil, let visibility = TransactionSnapshot(text) else {
                 throw PostgresError.protocolViolation("the server gave no snapshot")
             }
             self.visibility = visibility
-            self.walPosition = (row?[1] ?? nil).flatMap(Self.parseLSN)
+            // Past a page's header when the WAL ends on a page boundary: the stream's own
+            // position stops at the end of the last record, before it.
+            self.walPosition = (row?[1] ?? nil).flatMap(Self.parseLSN).map { insert in
+                Self.endOfLastRecord(insert, page: (row?[2] ?? nil).flatMap { UInt64($0) }, segment: (row?[3] ?? nil).flatMap { UInt64($0) })
+            }
             self.connection = connection
         } catch {
             connection.close()
             throw error
         }
+    }
+
+    /// The insert position less the page header it points past, if it does (a short
+    /// header, 24 bytes, on a page; a long one, 40, at a segment's start).
+    static func endOfLastRecord(_ insert: UInt64, page: UInt64?, segment: UInt64?) -> UInt64 {
+        if let segment, segment > 0, insert % segment == 40 { return insert - 40 }
+        if let page, page > 0, insert % page == 24 { return insert - 24 }
+        return insert
     }
 
     static func parseLSN(_ text: String) -> UInt64? {

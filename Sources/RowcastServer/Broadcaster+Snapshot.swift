@@ -145,6 +145,7 @@ extension Broadcaster {
         // Past where the snapshot began, a transaction it does not see is one whose commit
         // reached the stream before it became visible: checked this much further back.
         var checkedBeforeStart = 0
+        var matchedBeforeStart = false
         while true {
             let step = state.withLock { state -> SnapshotBoundary? in
                 guard let client = state.clients[id], client.snapshot === gate, let subscription = client.subscription else { return .gone }
@@ -156,11 +157,19 @@ extension Broadcaster {
                     if examined == Self.scanChunk { return nil }
                     examined += 1
                     before = record.cursor
-                    if found, let start = gate.start, record.cursor <= start {
+                    if let start = gate.start, record.cursor <= start {
                         checkedBeforeStart += 1
-                        if checkedBeforeStart > Self.checkedBeforeSnapshot { return .after(boundary) }
+                        // Far enough: with a boundary found, everything before is the
+                        // snapshot's; with none and no matching record here at all,
+                        // where the snapshot began is one (a large window is not walked
+                        // whole for a filter that matches nothing).
+                        if checkedBeforeStart > Self.checkedBeforeSnapshot {
+                            if found { return .after(boundary) }
+                            if !matchedBeforeStart { return .after(start) }
+                        }
                     }
                     guard let xid = record.record.xid, record.matches(subscription) else { continue }
+                    if let start = gate.start, record.cursor <= start { matchedBeforeStart = true }
                     let sees = visibility.sees(xid: xid)
                     if !found {
                         if sees {

@@ -93,7 +93,7 @@ package struct SnapshotRunner: Sendable {
             attempt += 1
             let snapshot: any TableSnapshot
             do {
-                snapshot = try source.open()
+                snapshot = try source.open(tables: tables)
             } catch {
                 return fail("snapshot_failed", error.description)
             }

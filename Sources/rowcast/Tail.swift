@@ -64,7 +64,7 @@ struct Tail: AsyncParsableCommand {
         }
         let reader: any TableSnapshot
         do {
-            reader = try PostgresSnapshotSource(connection: connection.settings, followsWAL: source.mode == .replication).open()
+            reader = try PostgresSnapshotSource(connection: connection.settings, followsWAL: source.mode == .replication).open(tables: tables.sorted())
         } catch {
             throw CommandFailure.failed(error.description)
         }
@@ -81,7 +81,11 @@ struct Tail: AsyncParsableCommand {
                 throw CommandFailure.failed(error.description)
             }
             if let failure = output.failed { throw CommandFailure.failed(failure) }
-            if stop.isStopped { break }
+            // Stopped before every row was printed: no snapshot_end, which would say it was.
+            if stop.isStopped {
+                _ = output.flush()
+                throw CommandFailure.failed("stopped before the snapshot was complete (\(rows) rows printed, no snapshot_end); run tail --snapshot again")
+            }
         }
         output.snapshotEnd(rows: rows, source: source.mode)
         if case .failed(_, let reason) = output.flush() { throw CommandFailure.failed(reason) }

@@ -2,8 +2,10 @@
 /// REPEATABLE READ READ ONLY transaction, and which transactions that transaction sees,
 /// so the stream can go on after exactly those (SPEC section 4, "Snapshot, then live").
 package protocol SnapshotSource: Sendable {
-    /// Opens the snapshot's transaction. Blocking: call it off the cooperative pool.
-    func open() throws(SnapshotError) -> any TableSnapshot
+    /// Opens the snapshot's transaction, having locked `tables` (ACCESS SHARE) before
+    /// it takes its snapshot: a table rewritten afterwards (ALTER … TYPE, TRUNCATE)
+    /// would look empty to it. Blocking: call it off the cooperative pool.
+    func open(tables: [TableName]) throws(SnapshotError) -> any TableSnapshot
 }
 
 /// One open snapshot: a transaction that reads the tables as of ``visibility``.
