@@ -201,3 +201,18 @@ package struct JSONWriter: Sendable {
         nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") + nibble - 10
     }
 }
+
+extension JSONWriter {
+    /// A snapshot row's record up to its `row` value, which the caller appends (and
+    /// then `}`): `{"source":M,"op":"snapshot","schema":S,"table":T,"row":`. One spelling
+    /// for `serve`'s frames and `tail --snapshot`'s lines.
+    package mutating func appendSnapshotRowHead(of table: TableName, source: CaptureMode) {
+        appendASCII(#"{"source":"#)
+        appendString(source.rawValue)
+        appendASCII(#","op":"snapshot","schema":"#)
+        appendString(table.schema)
+        appendASCII(#","table":"#)
+        appendString(table.name)
+        appendASCII(#","row":"#)
+    }
+}

@@ -95,13 +95,7 @@ package enum Framing: Sendable, Hashable, CaseIterable {
     /// resumes from nothing it did not finish.
     package func frame(snapshotRow row: RawJSON, of table: TableName, source: CaptureMode) -> ByteBuffer {
         var writer = JSONWriter(capacity: 96 + row.bytes.count)
-        writer.appendASCII(#"{"source":"#)
-        writer.appendString(source.rawValue)
-        writer.appendASCII(#","op":"snapshot","schema":"#)
-        writer.appendString(table.schema)
-        writer.appendASCII(#","table":"#)
-        writer.appendString(table.name)
-        writer.appendASCII(#","row":"#)
+        writer.appendSnapshotRowHead(of: table, source: source)
         writer.appendRaw(row.bytes)
         writer.append(byte: UInt8(ascii: "}"))
         var buffer = ByteBuffer()

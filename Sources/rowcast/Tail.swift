@@ -135,13 +135,7 @@ final class NDJSONSink: RecordSink, @unchecked Sendable {
     /// `snapshot_end`).
     func snapshotRow(_ row: RawJSON, of table: TableName, source: CaptureMode) {
         guard failure == nil else { return }
-        buffer.appendASCII(#"{"source":"#)
-        buffer.appendString(source.rawValue)
-        buffer.appendASCII(#","op":"snapshot","schema":"#)
-        buffer.appendString(table.schema)
-        buffer.appendASCII(#","table":"#)
-        buffer.appendString(table.name)
-        buffer.appendASCII(#","row":"#)
+        buffer.appendSnapshotRowHead(of: table, source: source)
         if row.bytes.count >= ChangeRecord.largeValueBytes {
             guard write(buffer.bytes) else { return }
             buffer.truncate(to: 0)
