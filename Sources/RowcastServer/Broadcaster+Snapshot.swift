@@ -103,13 +103,10 @@ extension Broadcaster {
     /// passed `walPosition` (replication), or delivered a window whose snapshot covers
     /// it (trigger).
     func hasPassed(_ visibility: TransactionSnapshot, walPosition: UInt64?) -> Bool {
-        if let walPosition {
-            // The newest record's commit LSN (its cursor's): the stream is in commit
-            // order, so every transaction that committed before it was handed over.
-            let newest = state.withLock { $0.lastCursor }.flatMap { $0.kind == .replication ? $0.major : nil } ?? 0
-            return max(newest, horizon.withLock { $0.position }) >= walPosition
+        horizon.withLock { horizon in
+            if let walPosition { return horizon.position >= walPosition }
+            return horizon.visible?.covers(visibility) ?? false
         }
-        return horizon.withLock { $0.visible?.covers(visibility) ?? false }
     }
 
     /// Where a snapshot's stream goes on, once the capture has passed it.

@@ -132,10 +132,9 @@ package final class Broadcaster: RecordSink {
     private let logFailureSaid = Atomic<Bool>(false)
     /// Called once when the window log fails (a full disk): one line for the log.
     private let onLogFailure: (@Sendable (String) -> Void)?
-    /// How far the capture has handed records over: the WAL position it passed when it
-    /// last flushed (replication; the newest record's cursor says as much between
-    /// flushes) and the snapshot whose transactions it delivered (trigger), which a
-    /// snapshot waits for before it sets its boundary.
+    /// How far the capture has handed records over: the WAL position it passed
+    /// (replication) and the snapshot whose transactions it delivered (trigger), which
+    /// a snapshot waits for before it sets its boundary.
     let horizon = Mutex<(position: UInt64, visible: TransactionSnapshot?)>((0, nil))
     /// Reads snapshots for clients that ask for one (nil: this server takes none).
     let snapshots = Mutex<SnapshotRunner?>(nil)
@@ -423,6 +422,9 @@ package final class Broadcaster: RecordSink {
     package func deliver(_ record: ChangeRecord) {
         if log != nil, !isNew(record) { return }
         log?.append(record, at: Self.wallMillis())
+        // Replication: every transaction that committed before this one's commit has been
+        // handed over (the stream is in commit order), which a snapshot waits for.
+        if let lsn = record.lsn { horizon.withLock { $0.position = max($0.position, lsn) } }
         let encoded = EncodedRecord(record)
         var wakes: [ClientQueue] = []
         let (sent, release) = state.withLock { state in
