@@ -103,6 +103,10 @@ extension ChangeRecord {
             writer.appendKey("transactional", first: &first)
             writer.appendBool(transactional)
         }
+        if let reason {
+            writer.appendKey("reason", first: &first)
+            writer.appendString(reason.rawValue)
+        }
         writer.append(byte: UInt8(ascii: "}"))
     }
 

@@ -3,6 +3,14 @@ package enum Operation: String, Sendable, Hashable, CaseIterable {
     case insert, update, delete, truncate, message, notify
 }
 
+/// Why a client got an update as another operation (`reason`): the row left the rows
+/// its credential lets it see (sent as a `delete` of the old row), or entered them (sent
+/// as an `insert` of the new row).
+package enum ViewChange: String, Sendable, Hashable {
+    case leftView = "left_view"
+    case enteredView = "entered_view"
+}
+
 /// Which capture mode produced a record (`source`).
 package enum CaptureMode: String, Sendable, Hashable, CaseIterable {
     case trigger, replication
@@ -43,6 +51,9 @@ package struct ChangeRecord: Sendable, Hashable {
     package var contentIsBase64: Bool
     /// `message`: whether the message was emitted transactionally.
     package var transactional: Bool?
+    /// Set on the form of an update a client with a row rule (a JWT's `rows` claim) gets
+    /// when the update moved the row out of its view or into it.
+    package var reason: ViewChange?
 
     /// Creates a record; every optional field starts absent.
     package init(cursor: Cursor, source: CaptureMode, op: Operation) {
@@ -50,5 +61,29 @@ package struct ChangeRecord: Sendable, Hashable {
         self.source = source
         self.op = op
         self.contentIsBase64 = false
+    }
+}
+
+extension ChangeRecord {
+    /// This update as a client sees it whose row rule the old row met and the new row
+    /// does not: a `delete` of the old row (nothing of the new row).
+    package var leavingView: ChangeRecord {
+        var record = self
+        record.op = .delete
+        record.row = nil
+        record.unchanged = nil
+        record.reason = .leftView
+        return record
+    }
+
+    /// This update as a client sees it whose row rule the new row meets and the old row
+    /// did not (or whose old row is unknown): an `insert` of the new row (nothing of the
+    /// old row). A client that may hold the row already takes it as an upsert.
+    package var enteringView: ChangeRecord {
+        var record = self
+        record.op = .insert
+        record.old = nil
+        record.reason = .enteredView
+        return record
     }
 }

@@ -1,5 +1,6 @@
 /// What one client asked to receive (SPEC section 4, `subscribe`): tables, operations
-/// and a PostgREST-style row filter. Pure: matching takes a record and returns a Bool.
+/// and a PostgREST-style row filter, narrowed by the rows its credential lets it see.
+/// Pure: matching takes a record and returns a ``Verdict``.
 package struct Subscription: Sendable, Equatable {
     /// The tables; nil means every table (and records without one).
     package var tables: Set<TableName>?
@@ -7,44 +8,133 @@ package struct Subscription: Sendable, Equatable {
     package var ops: Set<Operation>?
     /// A condition on one column of the row (or of `old` for deletes).
     package var filter: RowFilter?
+    /// The credential's row rules (a JWT's `rows` claim): for each table named, every
+    /// condition must hold for a row to be in the client's view. Set by the server from
+    /// the credential, never by the client.
+    package var rules: [TableName: [RowFilter]]
 
     /// Everything the client may see (`ready for data`).
     package static let everything = Subscription(tables: nil, ops: nil, filter: nil)
 
-    package init(tables: Set<TableName>?, ops: Set<Operation>?, filter: RowFilter?) {
+    package init(tables: Set<TableName>?, ops: Set<Operation>?, filter: RowFilter?, rules: [TableName: [RowFilter]] = [:]) {
         self.tables = tables
         self.ops = ops
         self.filter = filter
+        self.rules = rules
     }
 
-    /// Whether `record` is one the client asked for.
+    /// What a client gets of one record.
+    package enum Verdict: Sendable, Equatable {
+        /// Nothing.
+        case skip
+        /// The record as it is.
+        case send
+        /// An update that took the row out of the client's view: ``ChangeRecord/leavingView``.
+        case leave
+        /// An update that brought the row into view: ``ChangeRecord/enteringView``.
+        case enter
+    }
+
+    /// Whether the client gets anything of `record` (``verdict(_:)``).
     package func matches(_ record: ChangeRecord) -> Bool {
         var values = RecordValues(record)
-        return matches(&values)
+        return verdict(&values) != .skip
     }
 
-    /// Whether the record behind `values` is one the client asked for. The broadcaster
-    /// makes one ``RecordValues`` per record and matches every client against it, so
-    /// the table name is built once and a filtered column is parsed once, not per client.
+    /// Whether the client gets anything of the record behind `values`.
     package func matches(_ values: inout RecordValues) -> Bool {
-        if let ops, !ops.contains(values.record.op) { return false }
+        verdict(&values) != .skip
+    }
+
+    /// What the client gets of the record behind `values`. The broadcaster makes one
+    /// ``RecordValues`` per record and asks every candidate client, so the table name is
+    /// built once and a column is parsed once per side, not per client.
+    ///
+    /// Under a row rule (Docs/protocol.md, "Row rules"): an insert is in view when its
+    /// row meets the rule, a delete when its old row does; an update whose old and new
+    /// rows both meet it is sent as it is, one whose old row met it and new row does not
+    /// leaves the view (a delete of the old row), one whose new row meets it and old row
+    /// did not (or is unknown) enters it (an insert of the new row). The client's own
+    /// `ops` and `filter` then apply to what it would get; they only ever narrow.
+    /// A truncate of a table the client sees is sent: it carries no row.
+    package func verdict(_ values: inout RecordValues) -> Verdict {
         if let tables {
-            guard let table = values.table, tables.contains(table) else { return false }
+            guard let table = values.table, tables.contains(table) else { return .skip }
         }
-        if let filter { return filter.matches(&values) }
-        return true
+        let op = values.record.op
+        guard let table = values.table, let rule = rules[table], !rule.isEmpty else {
+            if let ops, !ops.contains(op) { return .skip }
+            if let filter, !filter.matches(&values) { return .skip }
+            return .send
+        }
+        func meets(_ side: RecordValues.Side) -> Bool {
+            rule.allSatisfy { $0.matches(&values, side: side) }
+        }
+        let verdict: Verdict, side: RecordValues.Side?
+        switch op {
+        case .insert:
+            guard meets(.new) else { return .skip }
+            (verdict, side) = (.send, .new)
+        case .delete:
+            guard meets(.old) else { return .skip }
+            (verdict, side) = (.send, .old)
+        case .update:
+            let now = meets(.new)
+            let before = values.record.old != nil && meets(.old)
+            switch (before, now) {
+            case (true, true): (verdict, side) = (.send, .new)
+            case (true, false): (verdict, side) = (.leave, .old)
+            case (false, true): (verdict, side) = (.enter, .new)
+            case (false, false): return .skip
+            }
+        case .truncate:
+            (verdict, side) = (.send, nil)
+        case .message, .notify:
+            return .skip
+        }
+        let seen: Operation = verdict == .leave ? .delete : (verdict == .enter ? .insert : op)
+        if let ops, !ops.contains(seen) { return .skip }
+        if let filter, !filter.matches(&values, side: side) { return .skip }
+        return verdict
+    }
+
+    /// Whether a row of `table` as it is now (a snapshot's) is in the client's view and
+    /// passes its filter.
+    package func sees(_ values: inout RecordValues) -> Bool {
+        if let table = values.table, let rule = rules[table], !rule.allSatisfy({ $0.matches(&values, side: .new) }) { return false }
+        return filter.map { $0.matches(&values, side: .new) } ?? true
+    }
+
+    /// The conditions a row of `table` must meet: the credential's rule and the client's filter.
+    package func conditions(on table: TableName) -> [RowFilter] {
+        (rules[table] ?? []) + (filter.map { [$0] } ?? [])
+    }
+
+    /// Whether a record of `table` needs its values to decide (a rule or a filter applies).
+    package func readsValues(of table: TableName?) -> Bool {
+        filter != nil || (table.flatMap { rules[$0] }.map { !$0.isEmpty } ?? false)
     }
 }
 
 /// One record as subscriptions look at it: its table, and the values of the columns
 /// filters asked about, parsed on first use and kept for the next client.
 package struct RecordValues {
+    /// Which row of the record a condition reads.
+    package enum Side: Sendable {
+        /// `row`; a column the server left out as unchanged (replication's TOASTed
+        /// values) is read from `old` when that has it.
+        case new
+        /// `old`.
+        case old
+    }
+
     package let record: ChangeRecord
     /// `schema.table`, when the record has one.
     package let table: TableName?
-    /// Parsed columns of `row` (or `old` for deletes); nil when the column is missing.
-    private var columns: [String: JSONScalar?] = [:]
-    /// How many times the row was scanned for a column (once per distinct column).
+    /// Parsed columns of `row` and of `old`; nil when the column is missing.
+    private var newColumns: [String: JSONScalar?] = [:]
+    private var oldColumns: [String: JSONScalar?] = [:]
+    /// How many times a row was scanned for a column (once per distinct column and side).
     package private(set) var scans = 0
 
     package init(_ record: ChangeRecord) {
@@ -56,17 +146,32 @@ package struct RecordValues {
         }
     }
 
-    /// The value of `column`, parsed once; nil when the record has no row or no such column.
+    /// The value of `column` in `row` (or `old` for a record without `row`), parsed once;
+    /// nil when the record has no row or no such column.
     mutating func value(of column: String) -> JSONScalar? {
-        if let known = columns[column] { return known }
-        let parsed = Self.scan(record.row ?? record.old, for: column)
-        scans += 1
-        columns[column] = .some(parsed)
-        return parsed
+        value(of: column, side: record.row != nil ? .new : .old)
     }
 
-    private static func scan(_ row: RawJSON?, for column: String) -> JSONScalar? {
+    /// The value of `column` on one side, parsed once.
+    mutating func value(of column: String, side: Side) -> JSONScalar? {
+        switch side {
+        case .old:
+            if let known = oldColumns[column] { return known }
+            let parsed = scan(record.old, for: column)
+            oldColumns[column] = .some(parsed)
+            return parsed
+        case .new:
+            if let known = newColumns[column] { return known }
+            var parsed = scan(record.row, for: column)
+            if parsed == nil, record.unchanged?.contains(column) == true { parsed = value(of: column, side: .old) }
+            newColumns[column] = .some(parsed)
+            return parsed
+        }
+    }
+
+    private mutating func scan(_ row: RawJSON?, for column: String) -> JSONScalar? {
         guard let row else { return nil }
+        scans += 1
         var scanner = JSONScanner(row.bytes)
         var found: Range<Int>?
         do {
@@ -77,6 +182,24 @@ package struct RecordValues {
             return nil
         }
         return found.map { JSONScalar(Array(row.bytes[$0])) }
+    }
+
+    /// The key a value of `column` on `side` is found under in a ``RowIndexKey`` index
+    /// (nil: the column is missing, or no equality can match it).
+    package mutating func indexKey(of column: String, side: Side) -> RowIndexKey? {
+        value(of: column, side: side)?.indexKey
+    }
+}
+
+/// What a client with an equality rule (`eq`, `in`) is found under: a value that can
+/// equal the rule's in some comparison has one of its keys. A number is kept exactly
+/// (`42`, `42.0` and `4.2e1` share a key); anything else by its text.
+package enum RowIndexKey: Hashable, Sendable {
+    case number(negative: Bool, digits: [UInt8], exponent: Int)
+    case text([UInt8])
+
+    init(_ number: ExactNumber) {
+        self = number.digits.isEmpty ? .number(negative: false, digits: [], exponent: 0) : .number(negative: number.negative, digits: number.digits, exponent: number.exponent)
     }
 }
 
@@ -168,9 +291,10 @@ package struct RowFilter: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// Whether the record's value for `column` satisfies the filter; the value is parsed
-    /// at most once per record, however many clients filter on it.
-    package func matches(_ record: inout RecordValues) -> Bool {
-        guard let value = record.value(of: column) else { return false }
+    /// at most once per record, however many clients filter on it. `side` says which
+    /// row to read (nil: `row`, or `old` for a record without one).
+    package func matches(_ record: inout RecordValues, side: RecordValues.Side? = nil) -> Bool {
+        guard let value = side.map({ record.value(of: column, side: $0) }) ?? record.value(of: column) else { return false }
         if !float8In.isEmpty || !float4In.isEmpty, let table = record.table {
             if float8In.contains(table) { return matchesFloat(value, single: false) }
             if float4In.contains(table) { return matchesFloat(value, single: true) }
@@ -187,6 +311,22 @@ package struct RowFilter: Sendable, Equatable, CustomStringConvertible {
         case .gte: return compare(0).map { $0 >= 0 } ?? false
         case .in: return value.isAmong(texts: texts, sortedNumbers: sortedNumbers, numericColumn: numeric)
         }
+    }
+}
+
+extension RowFilter {
+    /// The keys under which a value equal to this filter's is found in `table`
+    /// (``RowIndexKey``): every value's text, and its number when it is one. Nil when
+    /// the filter is not an equality, or the column is a float there (floats equal
+    /// across spellings no key captures).
+    package func indexKeys(in table: TableName) -> [RowIndexKey]? {
+        guard comparison == .eq || comparison == .in, !float4In.contains(table), !float8In.contains(table) else { return nil }
+        var keys: [RowIndexKey] = []
+        for value in values {
+            keys.append(.text(Array(value.utf8)))
+            if let number = ExactNumber(value) { keys.append(RowIndexKey(number)) }
+        }
+        return keys
     }
 }
 
@@ -408,6 +548,16 @@ enum JSONScalar {
     var isNull: Bool {
         if case .literal("null") = self { return true }
         return false
+    }
+
+    /// Where an equal filter value is indexed: a number by its value, a string or a
+    /// literal by its text (how `compare` decides equality). Objects and arrays equal nothing.
+    var indexKey: RowIndexKey? {
+        switch self {
+        case .number(let number): RowIndexKey(number)
+        case .string(let text), .literal(let text): .text(Array(text.utf8))
+        case .composite: nil
+        }
     }
 
     /// The value as a float of a `real` (`single`) or `double precision` column.

@@ -21,6 +21,17 @@ package enum CatalogColumns {
         return columns
     }
 
+    /// Of `tables`, those whose replica identity is FULL: their updates and deletes carry
+    /// the whole old row in replication mode.
+    package static func fullIdentity(of tables: Set<TableName>, on connection: PostgresConnection) throws(PostgresError) -> Set<TableName> {
+        var full: Set<TableName> = []
+        for table in tables {
+            let result = try connection.execute("SELECT relreplident = 'f' FROM pg_class WHERE oid = to_regclass($1)", [table.quoted])
+            if result.scalar == "t" { full.insert(table) }
+        }
+        return full
+    }
+
     /// The partitioned tables `table` is a partition of, at any depth (none for a table
     /// that is no partition, or on a server before PostgreSQL 12).
     static func partitionAncestors(of table: TableName, on connection: PostgresConnection) throws(PostgresError) -> Set<TableName> {

@@ -258,7 +258,9 @@ package enum Doctor {
             case "f":
                 checks.append(.ok("replication mode: \(table) has REPLICA IDENTITY FULL (old rows arrive whole)"))
             case "i" where hasIdentityIndex, "d" where hasPrimaryKey:
-                checks.append(.ok("replication mode: \(table) has a replica identity (deletes carry its key)"))
+                checks.append(.ok(
+                    "replication mode: \(table) has a replica identity (deletes carry its key); a token's row rule (rows claim) on it is refused until it has REPLICA IDENTITY FULL (ALTER TABLE \(table.quoted) REPLICA IDENTITY FULL)"
+                ))
             case "n":
                 checks.append(.fail(
                     "replication mode: \(table) has REPLICA IDENTITY NOTHING; updates and deletes on it fail once published",

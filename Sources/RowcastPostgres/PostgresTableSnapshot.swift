@@ -98,14 +98,15 @@ final class PostgresTableSnapshot: TableSnapshot {
         return high << 32 | low
     }
 
-    func read(_ table: TableName, filter: RowFilter?, pageRows: Int, page: ([RawJSON]) -> Bool) throws(SnapshotError) {
+    func read(_ table: TableName, conditions: [RowFilter], pageRows: Int, page: ([RawJSON]) -> Bool) throws(SnapshotError) {
         guard let connection else { throw SnapshotError("the snapshot is closed") }
         do {
             var parameters: [String?] = []
-            var condition = ""
-            if let filter, let pushed = try Self.condition(for: filter, on: table, connection: connection, parameters: &parameters) {
-                condition = " WHERE " + pushed
+            var pushed: [String] = []
+            for filter in conditions {
+                if let sql = try Self.condition(for: filter, on: table, connection: connection, parameters: &parameters) { pushed.append(sql) }
             }
+            let condition = pushed.isEmpty ? "" : " WHERE " + pushed.map { "(\($0))" }.joined(separator: " AND ")
             // `t.*`: a column named `t` cannot stand for the row. ONLY: the table's own rows,
             // as its changes are named (a partition's are the partition's, never its parent's).
             // The condition's casts may still refuse a value (out of range): then without it,

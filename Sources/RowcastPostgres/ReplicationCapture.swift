@@ -82,6 +82,7 @@ package final class ReplicationCapture: BlockingCaptureSource {
         var confirmed: UInt64 = 0
         var captured: Set<TableName>?
         var columns: [TableName: [String: ColumnKind]] = [:]
+        var wholeOldRows: Set<TableName> = []
         do {
             admin = try PostgresConnection(configuration.connection)
         } catch {
@@ -102,6 +103,7 @@ package final class ReplicationCapture: BlockingCaptureSource {
             for line in done { logger.info("\(line)") }
             captured = try capturedTables(on: admin, publication: configuration.publication, named: configuration.session.tables)
             columns = try CatalogColumns.kinds(of: captured ?? [], on: admin)
+            wholeOldRows = try CatalogColumns.fullIdentity(of: captured ?? [], on: admin)
             if let lost = try SlotAdmin.status(on: admin, slot: configuration.slot).first, lost.walStatus == "lost" {
                 guard configuration.onSlotLost == .recreate else {
                     throw CaptureError.notSetUp(
@@ -136,6 +138,7 @@ package final class ReplicationCapture: BlockingCaptureSource {
         )
         capture.state.setCapturedTables(captured)
         capture.state.setColumns(columns)
+        capture.state.setWholeOldRows(wholeOldRows)
         let stream: PostgresConnection
         do {
             stream = try capture.startStream()
@@ -401,8 +404,9 @@ struct Driver {
                 state.recordPositions(confirmed: flushed, server: written)
             case .lookUpGenerated(let oid):
                 session.handle(.generatedLearned(oid, columns: try types.generatedColumns(of: oid)), into: &actions)
-            case .tableSeen(let table, let columns):
+            case .tableSeen(let table, let columns, let wholeOldRows):
                 state.capture(table, columns: columns)
+                state.setReplicaIdentity(of: table, full: wholeOldRows)
             case .warn(let line):
                 logger.error("\(line)")
             case .reconnect(let violation):

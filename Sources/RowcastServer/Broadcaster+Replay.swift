@@ -96,23 +96,24 @@ extension Broadcaster {
         defer { client.control.examined(examined) }
         for record in state.window.held(after: start, inclusive: inclusive) {
             if examined == Self.scanChunk {
-                state.clients[id]?.replay = next
+                state.setReplay(id, next)
                 return true
             }
             examined += 1
             defer { next = .after(record.cursor) }
-            guard record.matches(subscription) else { continue }
-            let frame = client.framing.frame(record)
+            let verdict = record.verdict(subscription)
+            guard verdict != .skip else { continue }
+            let frame = client.framing.frame(verdict == .send ? record : record.moved(verdict))
             let queued = client.control.queued
             // The first record goes however large it is; then up to half the budget.
             if queued > 0, queued + frame.readableBytes > bytes || client.queue.count >= frames {
-                state.clients[id]?.replay = next
+                state.setReplay(id, next)
                 return false
             }
             guard enqueue(Outgoing(frame, cursor: record.cursorText), to: id, in: &state, wakes: &wakes) else { return false }
         }
         // Caught up with the window: live from here.
-        state.clients[id]?.replay = nil
+        state.setReplay(id, nil)
         client.control.setReplaying(false)
         return false
     }

@@ -80,11 +80,10 @@ extension Broadcaster {
             }
             cancelSnapshot(id, in: &state)
             let gate = SnapshotGate(start: state.lastCursor, slot: slot)
-            state.clients[id]?.subscription = subscription
             state.clients[id]?.snapshot = gate
-            state.clients[id]?.replay = nil
+            state.setReplay(id, nil)
             state.clients[id]?.skipThrough = nil
-            state.subscribed.insert(id)
+            state.subscribe(id, to: subscription)
             client.control.setReplaying(true)
             var subscribed = ServerMessage.subscribed(subscription, cursor: state.lastCursor?.description)
             // Socket.IO keeps the last string of each event as the offset it recovers from:
@@ -250,7 +249,7 @@ extension Broadcaster {
                 replay = state.window.oldestCursor.map(Replay.from)
             }
             state.clients[id]?.snapshot = nil
-            state.clients[id]?.replay = replay
+            state.setReplay(id, replay)
             client.control.setReplaying(replay != nil)
             let cursor = boundary ?? (replay == nil ? state.lastCursor : nil)
             if let bytes = client.framing.frame(ServerMessage.snapshotEnd(cursor: cursor?.description, rows: rows)) {
@@ -276,8 +275,7 @@ extension Broadcaster {
 
     private func abandonSnapshot(_ id: UInt64, in state: inout State) {
         state.clients[id]?.snapshot = nil
-        state.clients[id]?.subscription = nil
-        state.subscribed.remove(id)
+        state.unsubscribe(id)
         state.clients[id]?.control.setReplaying(false)
     }
 }

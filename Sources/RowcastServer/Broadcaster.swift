@@ -98,6 +98,34 @@ package final class Broadcaster: RecordSink {
         var lostBefore: Cursor?
         /// Records delivered since the log last let go of old segments.
         var sinceRelease = 0
+        /// Which subscribed clients each record is matched against (``ClientIndex``).
+        var index = ClientIndex()
+        /// The clients replaying from the window (each record checks the window still
+        /// holds where they are).
+        var replaying: Set<UInt64> = []
+
+        /// Gives client `id` its subscription and matches records against it.
+        mutating func subscribe(_ id: UInt64, to subscription: Subscription) {
+            guard clients[id] != nil else { return }
+            clients[id]?.subscription = subscription
+            subscribed.insert(id)
+            index.add(id, subscription)
+        }
+
+        /// Stops matching records against client `id` (and forgets its subscription,
+        /// unless `keepingSubscription`).
+        mutating func unsubscribe(_ id: UInt64, keepingSubscription: Bool = false) {
+            if !keepingSubscription { clients[id]?.subscription = nil }
+            subscribed.remove(id)
+            index.remove(id)
+            setReplay(id, nil)
+        }
+
+        /// Where client `id`'s replay goes on (nil: it is live).
+        mutating func setReplay(_ id: UInt64, _ replay: Replay?) {
+            clients[id]?.replay = replay
+            if replay != nil, clients[id] != nil { replaying.insert(id) } else { replaying.remove(id) }
+        }
     }
 
     /// Where the window is kept on disk, so that the slot confirms what is kept there
@@ -285,10 +313,9 @@ package final class Broadcaster: RecordSink {
                 replay = .from(max(latest, oldest))
             }
             cancelSnapshot(id, in: &state)
-            state.clients[id]?.subscription = subscription
-            state.subscribed.insert(id)
+            state.subscribe(id, to: subscription)
             state.clients[id]?.skipThrough = since.flatMap { since in state.lastCursor.map { since > $0 } ?? true ? since : nil }
-            state.clients[id]?.replay = replay
+            state.setReplay(id, replay)
             client.control.setReplaying(replay != nil)
             switch announcing {
             case .message(let bytes):
@@ -340,9 +367,7 @@ package final class Broadcaster: RecordSink {
     package func unsubscribe(_ id: UInt64) {
         state.withLock { state in
             cancelSnapshot(id, in: &state)
-            state.clients[id]?.subscription = nil
-            state.subscribed.remove(id)
-            state.clients[id]?.replay = nil
+            state.unsubscribe(id)
             state.clients[id]?.control.setReplaying(false)
         }
     }
@@ -383,8 +408,8 @@ package final class Broadcaster: RecordSink {
         state.withLock { state in
             state.connections.remove(id)
             let ended = state.endedSubscriptions.removeValue(forKey: id)
+            state.unsubscribe(id, keepingSubscription: true)
             let client = state.clients.removeValue(forKey: id)
-            state.subscribed.remove(id)
             client?.snapshot?.cancel()
             client?.queue.finish()
             client?.control.refundUnused()
@@ -428,6 +453,7 @@ package final class Broadcaster: RecordSink {
         let encoded = EncodedRecord(record)
         var wakes: [ClientQueue] = []
         let (sent, release) = state.withLock { state in
+            var sent = 0
             state.lastCursor = record.cursor
             state.window.append(encoded)
             // The log's old segments go as the window lets go of them, not only at a
@@ -438,27 +464,43 @@ package final class Broadcaster: RecordSink {
                 state.sinceRelease = 0
                 release = state.window.releasedThrough
             }
+            // A replaying client reads this record from the window when it gets there,
+            // unless the window let go of where it is: then it fell a window behind.
+            if !state.replaying.isEmpty {
+                for id in Array(state.replaying) {
+                    guard let replay = state.clients[id]?.replay else { continue }
+                    if !state.window.holds(replay, lastCursor: record.cursor) { end(id, .tooSlow, in: &state) }
+                }
+            }
             // Matched with the full record at hand: no value is copied out of the frame.
             var values = RecordValues(record)
+            var candidates: [UInt64] = []
+            state.index.forEachCandidate(for: &values) { candidates.append($0) }
             var framed = FramedRecord(encoded)
-            var sent = 0
-            for id in state.subscribed {
+            // An update that moved a row across a client's row rule, as such clients get it.
+            var leaving: FramedRecord?, entering: FramedRecord?
+            for id in candidates {
                 guard let client = state.clients[id] else { continue }
                 state.examined += 1
-                guard let subscription = client.subscription, client.snapshot == nil else { continue }
-                // A replaying client reads this record from the window when it gets there,
-                // unless the window let go of where it is: then it fell a window behind.
-                if let replay = client.replay {
-                    if !state.window.holds(replay, lastCursor: record.cursor) { end(id, .tooSlow, in: &state) }
-                    continue
-                }
+                guard let subscription = client.subscription, client.snapshot == nil, client.replay == nil else { continue }
                 if let skip = client.skipThrough {
                     guard record.cursor > skip else { continue }
                     state.clients[id]?.skipThrough = nil
                 }
-                guard subscription.matches(&values) else { continue }
-                let item = Outgoing(framed.bytes(for: client.framing), cursor: encoded.cursorText)
-                if enqueue(item, to: id, in: &state, wakes: &wakes) { sent += 1 }
+                let bytes: ByteBuffer
+                switch subscription.verdict(&values) {
+                case .skip: continue
+                case .send: bytes = framed.bytes(for: client.framing)
+                case .leave:
+                    var moved = leaving ?? FramedRecord(EncodedRecord(record.leavingView))
+                    bytes = moved.bytes(for: client.framing)
+                    leaving = moved
+                case .enter:
+                    var moved = entering ?? FramedRecord(EncodedRecord(record.enteringView))
+                    bytes = moved.bytes(for: client.framing)
+                    entering = moved
+                }
+                if enqueue(Outgoing(bytes, cursor: encoded.cursorText), to: id, in: &state, wakes: &wakes) { sent += 1 }
             }
             state.recordsSent += UInt64(sent)
             return (sent, release)
@@ -563,16 +605,17 @@ package final class Broadcaster: RecordSink {
         case .terminated:
             // Finished without being ended or unregistered: nothing will take from it.
             client.control.dequeued(size)
+            state.unsubscribe(id)
             state.clients.removeValue(forKey: id)
-            state.subscribed.remove(id)
             metrics?.clients.set(state.clients.count)
         }
         return false
     }
 
     func end(_ id: UInt64, _ reason: EndReason, in state: inout State) {
+        guard state.clients[id] != nil else { return }
+        state.unsubscribe(id, keepingSubscription: true)
         guard let client = state.clients.removeValue(forKey: id) else { return }
-        state.subscribed.remove(id)
         client.snapshot?.cancel()
         if let subscription = client.subscription, state.connections.contains(id) { state.endedSubscriptions[id] = subscription }
         client.control.raise(reason)

@@ -11,20 +11,33 @@ package struct ClientAccess: Sendable, Equatable {
     /// `schema.table` names the client may see; nil means every table, and the records
     /// without one (`notify`, `message`).
     package var tables: Set<TableName>?
+    /// Which rows of a table the client may see (a JWT's `rows` claim): every condition
+    /// of a table's rule holds for each row in view. A table without a rule is whole.
+    package var rows: [TableName: [RowFilter]]
     /// When the credential stops being valid (a JWT's `exp`); the client is closed then.
     package var expires: Date?
 
     /// Everything, for ever: no authentication configured, or the static `--token`.
     package static let everything = ClientAccess(tables: nil, expires: nil)
 
-    package init(tables: Set<TableName>?, expires: Date?) {
+    package init(tables: Set<TableName>?, rows: [TableName: [RowFilter]] = [:], expires: Date?) {
         self.tables = tables
+        self.rows = rows
         self.expires = expires
     }
 
-    /// `subscription` narrowed to what the client may see. Asking for no tables means
-    /// every table allowed; naming a table outside the allowed ones is refused.
+    /// `subscription` narrowed to what the client may see: its tables to the allowed
+    /// ones, its rows to the credential's rules (which replace whatever rules it
+    /// carried: a Socket.IO session recovered with a fresh credential gets the fresh
+    /// one's). Asking for no tables means every table allowed; naming a table outside
+    /// the allowed ones is refused.
     package func restrict(_ subscription: Subscription) throws(ClientMessageError) -> Subscription {
+        var ruled = subscription
+        ruled.rules = rows
+        return try restrictTables(ruled)
+    }
+
+    private func restrictTables(_ subscription: Subscription) throws(ClientMessageError) -> Subscription {
         guard let allowed = tables else { return subscription }
         var narrowed = subscription
         guard let wanted = subscription.tables else {
@@ -108,7 +121,7 @@ package struct ClientAuthenticator: Sendable {
         } catch let error as JWTError where error.errorType == .claimVerificationFailure {
             throw AuthFailure(message: "the token is not valid: \(error.reason ?? "a claim failed"); ask for a fresh one")
         } catch let error as JWTError where error.errorType == .malformedToken {
-            throw AuthFailure(message: "the token is not a JWT rowcast can read (\"tables\" is an array of table names, \"exp\" and \"nbf\" are numbers)")
+            throw AuthFailure(message: "the token is not a JWT rowcast can read (\"tables\" is an array of table names, \"rows\" an object of table names to a filter or an array of filters, \"exp\" and \"nbf\" are numbers)")
         } catch {
             throw AuthFailure(message: "the token is not valid: neither the server's token nor a JWT signed (HS256) with its secret")
         }
@@ -123,7 +136,23 @@ package struct ClientAuthenticator: Sendable {
             }
             tables = parsed
         }
-        return ClientAccess(tables: tables, expires: claims.exp?.value)
+        var rows: [TableName: [RowFilter]] = [:]
+        for (name, rule) in claims.rows ?? [:] {
+            guard let table = TableName(parsing: name) else {
+                throw AuthFailure(message: "the token's rows claim has \"\(name)\", which is not a table name (schema.table or table)")
+            }
+            guard !rule.conditions.isEmpty, rule.conditions.count <= Self.maxRuleConditions else {
+                throw AuthFailure(message: "the token's rows claim for \(table) must have 1 to \(Self.maxRuleConditions) conditions; ask for a token with a valid rule")
+            }
+            for text in rule.conditions {
+                do {
+                    rows[table, default: []].append(try RowFilter(parsing: text))
+                } catch {
+                    throw AuthFailure(message: "the token's rows claim for \(table) is not a filter rowcast can read (\(error.description)); ask for a token with a valid rule")
+                }
+            }
+        }
+        return ClientAccess(tables: tables, rows: rows, expires: claims.exp?.value)
     }
 
     static func credential(in request: Request) -> String? {
@@ -135,6 +164,10 @@ package struct ClientAuthenticator: Sendable {
         return nil
     }
 
+    /// The most conditions a table's rule may have: each is checked for every record of
+    /// the table, for every client it might reach.
+    static let maxRuleConditions = 8
+
     private static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
         guard a.count == b.count else { return false }
         var difference: UInt8 = 0
@@ -143,11 +176,32 @@ package struct ClientAuthenticator: Sendable {
     }
 }
 
-/// The claims rowcast reads from a JWT: `exp` and `nbf` when present, and `tables`.
+/// The claims rowcast reads from a JWT: `exp` and `nbf` when present, `tables`, and
+/// `rows` (`{"public.orders": "tenant_id=eq.42"}`, or an array of conditions to AND).
 struct RowcastClaims: JWTPayload {
     var exp: ExpirationClaim?
     var nbf: NotBeforeClaim?
     var tables: [String]?
+    var rows: [String: RowRule]?
+
+    /// One table's rule: a condition, or several that all must hold.
+    struct RowRule: Codable {
+        var conditions: [String]
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.singleValueContainer()
+            if let one = try? container.decode(String.self) {
+                conditions = [one]
+            } else {
+                conditions = try container.decode([String].self)
+            }
+        }
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.singleValueContainer()
+            try container.encode(conditions)
+        }
+    }
 
     func verify(using algorithm: some JWTAlgorithm) throws {
         try exp?.verifyNotExpired()

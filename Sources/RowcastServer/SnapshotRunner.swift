@@ -132,10 +132,10 @@ package struct SnapshotRunner: Sendable {
             for table in tables {
                 var open = true
                 do throws(SnapshotError) {
-                    try snapshot.read(table, filter: subscription.filter, pageRows: limits.pageRows) { page in
+                    try snapshot.read(table, conditions: subscription.conditions(on: table), pageRows: limits.pageRows) { page in
                         var frames: [ByteBuffer] = []
                         frames.reserveCapacity(page.count)
-                        for row in page where Self.matches(row, of: table, filter: subscription.filter) {
+                        for row in page where Self.matches(row, of: table, subscription: subscription) {
                             rows += 1
                             if rows > limits.rows {
                                 tooLarge = true
@@ -176,15 +176,16 @@ package struct SnapshotRunner: Sendable {
 
     static let expiredMessage = "the stream moved on past the resume window while the snapshot was taken; subscribe with snapshot again, narrow it, or raise --resume-window"
 
-    /// Whether the client's filter takes `row` (PostgreSQL only narrowed what it read).
-    static func matches(_ row: RawJSON, of table: TableName, filter: RowFilter?) -> Bool {
-        guard let filter else { return true }
+    /// Whether `row` is in the client's view and its filter takes it (PostgreSQL only
+    /// narrowed what it read).
+    static func matches(_ row: RawJSON, of table: TableName, subscription: Subscription) -> Bool {
+        guard subscription.readsValues(of: table) else { return true }
         var record = ChangeRecord(cursor: .trigger(stream: 0, sequence: 0), source: .trigger, op: .insert)
         record.schema = table.schema
         record.table = table.name
         record.row = row
         var values = RecordValues(record)
-        return filter.matches(&values)
+        return subscription.sees(&values)
     }
 }
 

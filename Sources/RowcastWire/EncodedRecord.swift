@@ -83,19 +83,41 @@ package struct EncodedRecord: Sendable {
         return RawJSON(trusted: bytes)
     }
 
-    /// The record as subscriptions match it. A filter reads a column of `row` (or `old`),
-    /// so only a subscription with one needs the value copied out of the buffer.
-    package func values(for subscription: Subscription) -> RecordValues {
-        guard subscription.filter != nil else { return RecordValues(record) }
+    /// The record with its `row` and `old`, copied out of the buffer.
+    package var full: ChangeRecord {
         var full = record
         full.row = value(.row)
         full.old = value(.old)
+        return full
+    }
+
+    /// The record as subscriptions match it. A filter or a row rule reads a column of
+    /// `row` or `old`, so only a subscription with one needs them copied out of the buffer.
+    package func values(for subscription: Subscription) -> RecordValues {
+        let table = record.schema.flatMap { schema in record.table.map { TableName(schema: schema, name: $0) } }
+        guard subscription.readsValues(of: table) else { return RecordValues(record) }
         return RecordValues(full)
     }
 
-    /// Whether `subscription` wants this record.
-    package func matches(_ subscription: Subscription) -> Bool {
+    /// What `subscription` gets of this record.
+    package func verdict(_ subscription: Subscription) -> Subscription.Verdict {
         var values = values(for: subscription)
-        return subscription.matches(&values)
+        return subscription.verdict(&values)
+    }
+
+    /// Whether `subscription` gets anything of this record.
+    package func matches(_ subscription: Subscription) -> Bool {
+        verdict(subscription) != .skip
+    }
+
+    /// The record as a client gets it that `verdict` says gets it moved out of its view
+    /// or into it (encoded again: only replays and the live path's first such client
+    /// build one).
+    package func moved(_ verdict: Subscription.Verdict) -> EncodedRecord {
+        switch verdict {
+        case .leave: EncodedRecord(full.leavingView)
+        case .enter: EncodedRecord(full.enteringView)
+        case .send, .skip: self
+        }
     }
 }

@@ -211,6 +211,15 @@ struct Serve: AsyncParsableCommand {
                 throw CommandFailure.failed(error.description)
             }
             logger.info("resume window kept in \(directory) (--window-fsync \(policy.rawValue))")
+            // Row rules need each update's old row, which only REPLICA IDENTITY FULL sends.
+            if jwtSecret != nil, let captured = state.capturedTables, let whole = state.wholeOldRows {
+                let partial = captured.subtracting(whole).sorted()
+                if !partial.isEmpty {
+                    logger.info(
+                        "tokens with a row rule (rows claim) on \(partial.map(\.description).joined(separator: ", ")) are refused: replication mode needs REPLICA IDENTITY FULL there (fix: ALTER TABLE \(partial[0].quoted) REPLICA IDENTITY FULL)"
+                    )
+                }
+            }
         } else if windowDir != nil || windowFsync != nil || onSlotLost != nil {
             logger.warning("--window-dir, --window-fsync and --on-slot-lost apply to replication mode only; trigger mode keeps its window in memory")
         }

@@ -72,7 +72,7 @@ struct Tail: AsyncParsableCommand {
         var rows = 0
         for table in tables.sorted() {
             do {
-                try reader.read(table, filter: nil, pageRows: 1_000) { page in
+                try reader.read(table, conditions: [], pageRows: 1_000) { page in
                     for row in page { output.snapshotRow(row, of: table, source: source.mode) }
                     rows += page.count
                     return output.failed == nil && !stop.isStopped

@@ -10,6 +10,7 @@ package final class CaptureState: Sendable {
         var serverLSN: UInt64?
         var capturedTables: Set<TableName>?
         var columns: [TableName: [String: ColumnKind]] = [:]
+        var wholeOldRows: Set<TableName>?
         var slotLost: String?
     }
 
@@ -49,6 +50,25 @@ package final class CaptureState: Sendable {
     package var columns: [TableName: [String: ColumnKind]] { snapshot.withLock { $0.columns } }
 
     package func setColumns(_ columns: [TableName: [String: ColumnKind]]) { snapshot.withLock { $0.columns = columns } }
+
+    /// The tables whose updates and deletes carry the whole old row, which row rules
+    /// need: nil when every table's do (trigger mode); in replication mode, the tables
+    /// known to have REPLICA IDENTITY FULL.
+    package var wholeOldRows: Set<TableName>? { snapshot.withLock { $0.wholeOldRows } }
+
+    package func setWholeOldRows(_ tables: Set<TableName>?) { snapshot.withLock { $0.wholeOldRows = tables } }
+
+    /// Whether `table`'s updates and deletes carry the whole old row.
+    package func hasWholeOldRows(_ table: TableName) -> Bool {
+        snapshot.withLock { $0.wholeOldRows?.contains(table) ?? true }
+    }
+
+    /// Replication: a table's replica identity as a Relation message says it.
+    package func setReplicaIdentity(of table: TableName, full: Bool) {
+        snapshot.withLock { state in
+            if full { state.wholeOldRows?.insert(table) } else { state.wholeOldRows?.remove(table) }
+        }
+    }
 
     /// A table the source delivers that it did not know at start (set up, or added to
     /// the publication, while it ran). Returns false when nothing changed.

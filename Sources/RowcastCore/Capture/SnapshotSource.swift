@@ -16,11 +16,12 @@ package protocol TableSnapshot: AnyObject {
     /// every transaction it sees committed before it. Nil where there is no WAL to
     /// follow (trigger mode on a standby).
     var walPosition: UInt64? { get }
-    /// Reads the rows of `table` that `filter` may match (the filter bound as parameters
-    /// where its column's type allows it; the caller matches every row itself), each as
+    /// Reads the rows of `table` that every one of `conditions` may match (the
+    /// credential's row rule and the client's filter, bound as parameters where the
+    /// column's type allows it; the caller matches every row itself), each as
     /// `to_jsonb(row)` gives it, in pages of at most `pageRows` rows (fewer when rows
     /// are large). `page` returns false to stop.
-    func read(_ table: TableName, filter: RowFilter?, pageRows: Int, page: ([RawJSON]) -> Bool) throws(SnapshotError)
+    func read(_ table: TableName, conditions: [RowFilter], pageRows: Int, page: ([RawJSON]) -> Bool) throws(SnapshotError)
     /// Whether another session waits for a lock the snapshot's transaction holds (the
     /// application's `ALTER TABLE` on a table it read): the snapshot then gives way.
     func blocksAnother() -> Bool

@@ -64,7 +64,8 @@ package struct ReplicationSession: Sendable {
         case sendStatus(written: UInt64, flushed: UInt64)
         /// The server described a table the session forwards (it may be new to the
         /// publication): its columns and how they compare, for subscriptions and filters.
-        case tableSeen(TableName, columns: [String: ColumnKind])
+        /// `wholeOldRows`: its replica identity is FULL (updates and deletes carry the old row).
+        case tableSeen(TableName, columns: [String: ColumnKind], wholeOldRows: Bool)
         /// Log a value that was sent as text because it could not be converted.
         case warn(String)
         /// The stream broke the protocol: log it, drop the connection and reconnect.
@@ -261,7 +262,7 @@ package struct ReplicationSession: Sendable {
             if configuration.tables.isEmpty || configuration.tables.contains(table) {
                 var columns: [String: ColumnKind] = [:]
                 for column in relation.columns { columns[column.name] = ColumnKind(typeOID: column.typeOID) }
-                actions.append(.tableSeen(table, columns: columns))
+                actions.append(.tableSeen(table, columns: columns, wholeOldRows: relation.replicaIdentity == UInt8(ascii: "f")))
                 actions.append(.lookUpGenerated(relation.oid))
             }
         case .insert(let insert):

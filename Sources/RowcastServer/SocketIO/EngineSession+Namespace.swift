@@ -104,7 +104,8 @@ extension EngineSession {
         if mayScan, let pid = auth.pid, let offset, let held = await server.takeRecoverable(pid: pid, for: self) {
             let reply = SocketIOFrame.connected(sid: held.sid, pid: pid)
             if let subscription = held.subscription {
-                if let allowed = try? access.restrict(subscription),
+                // Narrowed by the credential it reconnected with, row rules included.
+                if let allowed = try? access.restrict(subscription).checkCaptured(by: server.capture),
                     server.broadcaster.subscribe(client.id, to: allowed, since: offset, announcing: .message(reply))
                 {
                     socket = Socket(sid: held.sid, pid: pid, access: access)

@@ -284,11 +284,32 @@ extension Subscription {
             }
         }
         var resolved = self
-        if let filter {
-            let columns = capture.columns
+        let columns = capture.columns
+        func resolve(_ filter: RowFilter) -> RowFilter {
             let tables = { (kind: (ColumnKind) -> Bool) in Set(columns.compactMap { $0.value[filter.column].map(kind) == true ? $0.key : nil }) }
-            resolved.filter = filter.resolved(numberIn: tables(\.isNumber), float4In: tables { $0 == .float4 }, float8In: tables { $0 == .float8 })
+            return filter.resolved(numberIn: tables(\.isNumber), float4In: tables { $0 == .float4 }, float8In: tables { $0 == .float8 })
         }
+        resolved.filter = filter.map(resolve)
+        // The credential's rules, on the tables this subscription may see: a rule that
+        // cannot apply refuses the subscription rather than hiding or showing every row.
+        var rules: [TableName: [RowFilter]] = [:]
+        let visible = tables ?? capture.capturedTables
+        for (table, rule) in self.rules where visible?.contains(table) ?? true {
+            for condition in rule {
+                do {
+                    try condition.check(against: columns, tables: [table])
+                } catch {
+                    throw .forbidden("the credential's row rule for \(table) cannot apply (\(error.description.dropFirst("bad filter: ".count))); ask for a token whose rule names a column of the table")
+                }
+            }
+            if !capture.hasWholeOldRows(table) {
+                throw .forbidden(
+                    "the credential has a row rule for \(table), which needs each update's old row: replication mode gets it only with REPLICA IDENTITY FULL (fix: ALTER TABLE \(table.quoted) REPLICA IDENTITY FULL; rowcast doctor names every such table)"
+                )
+            }
+            rules[table] = rule.map(resolve)
+        }
+        resolved.rules = rules
         return resolved
     }
 }
