@@ -4,23 +4,29 @@ import Foundation
 /// and collects `id:`/`data:` events. Blocking; run it off the cooperative pool. Every
 /// read has a deadline (60 s unless said otherwise); one that passes throws, naming
 /// the request, what was awaited and what had arrived.
-final class EventStreamClient: @unchecked Sendable {
+package final class EventStreamClient: @unchecked Sendable {
     private let descriptor: Int32
     private var pending = Data()
     private let request: String
     private var receivedBytes = 0
 
-    struct ReadFailed: Error, CustomStringConvertible {
-        let description: String
+    package struct ReadFailed: Error, CustomStringConvertible {
+        package let description: String
     }
 
-    struct Event: Equatable {
-        var id: String?
-        var event: String?
-        var data: String
+    package struct Event: Equatable, Sendable {
+        package var id: String?
+        package var event: String?
+        package var data: String
+
+        package init(id: String?, event: String?, data: String) {
+            self.id = id
+            self.event = event
+            self.data = data
+        }
     }
 
-    init(port: Int, path: String, headers: [String: String] = [:]) throws {
+    package init(port: Int, path: String, headers: [String: String] = [:]) throws {
         self.request = "GET \(path.prefix(80)) on port \(port)"
         descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var address = sockaddr_in()
@@ -40,10 +46,10 @@ final class EventStreamClient: @unchecked Sendable {
     deinit { shutdown(descriptor, Int32(SHUT_RDWR)); close(descriptor) }
 
     /// Closes the connection now, as a browser closing the page would.
-    func disconnect() { shutdown(descriptor, Int32(SHUT_RDWR)) }
+    package func disconnect() { shutdown(descriptor, Int32(SHUT_RDWR)) }
 
     /// The status line and headers; what arrived when the server closed first.
-    func readHead(seconds: Double = 60) throws -> String {
+    package func readHead(seconds: Double = 60) throws -> String {
         let deadline = Self.deadline(seconds)
         while true {
             if let end = pending.range(of: Data("\r\n\r\n".utf8)) {
@@ -56,7 +62,7 @@ final class EventStreamClient: @unchecked Sendable {
     }
 
     /// The status code of the response ("200"); throws naming what arrived instead.
-    func status(seconds: Double = 60) throws -> String {
+    package func status(seconds: Double = 60) throws -> String {
         let head = try readHead(seconds: seconds)
         guard head.hasPrefix("HTTP/1.1 "), head.count >= 12 else {
             throw ReadFailed(description: "\(request): no status line, the connection closed after \(receivedBytes) bytes: \(head.prefix(200))")
@@ -65,7 +71,7 @@ final class EventStreamClient: @unchecked Sendable {
     }
 
     /// A whole response with a `Content-Length` body: the head, then the body.
-    func response(seconds: Double = 60) throws -> String {
+    package func response(seconds: Double = 60) throws -> String {
         let deadline = Self.deadline(seconds)
         let head = try readHead(seconds: seconds)
         let length = head.split(separator: "\r\n").lazy
@@ -81,7 +87,7 @@ final class EventStreamClient: @unchecked Sendable {
 
     /// One unmasked WebSocket frame from the server, after a `101` head: its opcode and
     /// payload (short frames only: payloads under 126 bytes, as close frames are).
-    func webSocketFrame(seconds: Double = 60) throws -> (opcode: UInt8, payload: Data)? {
+    package func webSocketFrame(seconds: Double = 60) throws -> (opcode: UInt8, payload: Data)? {
         let deadline = Self.deadline(seconds)
         while pending.count < 2 { guard try fill(until: deadline, awaiting: "a WebSocket frame") else { return nil } }
         let start = pending.startIndex
@@ -93,25 +99,49 @@ final class EventStreamClient: @unchecked Sendable {
         return frame
     }
 
+    /// Reads the events that arrive within `seconds` (returning once at least one did);
+    /// nil once the stream ended and every event was taken.
+    package func available(seconds: Double) -> [Event]? {
+        let deadline = Self.deadline(seconds)
+        while true {
+            let events = parsed()
+            if !events.isEmpty { return events }
+            do {
+                guard try fill(until: deadline, awaiting: "an event") else { return parsed().isEmpty ? nil : parsed() }
+            } catch {
+                return []
+            }
+        }
+    }
+
+    /// Text decoded from chunks and not yet parsed into events.
+    private var text = ""
+
+    /// The whole events decoded so far, taken; comment lines skipped.
+    private func parsed() -> [Event] {
+        var events: [Event] = []
+        text += decodeChunks()
+        while let range = text.range(of: "\n\n") {
+            let block = String(text[..<range.lowerBound])
+            text.removeSubrange(..<range.upperBound)
+            var event = Event(id: nil, event: nil, data: "")
+            var isComment = true
+            for line in block.split(separator: "\n", omittingEmptySubsequences: false) {
+                if line.hasPrefix("id: ") { event.id = String(line.dropFirst(4)); isComment = false }
+                if line.hasPrefix("event: ") { event.event = String(line.dropFirst(7)); isComment = false }
+                if line.hasPrefix("data: ") { event.data += line.dropFirst(6); isComment = false }
+            }
+            if !isComment { events.append(event) }
+        }
+        return events
+    }
+
     /// Reads events until `count` arrived or the stream ends; skips comment lines.
-    func events(_ count: Int, seconds: Double = 60) throws -> [Event] {
+    package func events(_ count: Int, seconds: Double = 60) throws -> [Event] {
         let deadline = Self.deadline(seconds)
         var events: [Event] = []
-        var text = ""
         while events.count < count {
-            text += decodeChunks()
-            while let range = text.range(of: "\n\n") {
-                let block = String(text[..<range.lowerBound])
-                text.removeSubrange(..<range.upperBound)
-                var event = Event(id: nil, event: nil, data: "")
-                var isComment = true
-                for line in block.split(separator: "\n", omittingEmptySubsequences: false) {
-                    if line.hasPrefix("id: ") { event.id = String(line.dropFirst(4)); isComment = false }
-                    if line.hasPrefix("event: ") { event.event = String(line.dropFirst(7)); isComment = false }
-                    if line.hasPrefix("data: ") { event.data += line.dropFirst(6); isComment = false }
-                }
-                if !isComment { events.append(event) }
-            }
+            events += parsed()
             if events.count < count, try !fill(until: deadline, awaiting: "\(count) events (\(events.count) so far)") { break }
         }
         return events

@@ -1,0 +1,94 @@
+import Foundation
+import NIOCore
+import RowcastCore
+import RowcastServer
+import RowcastWire
+import RowcastTestSupport
+import Testing
+
+/// Row rules in the broadcaster: each client gets exactly its tenant's rows, an update
+/// that moves a row between tenants reaches the old tenant as a delete and the new one as
+/// an insert, on the live path and from the window alike, and a record costs work in
+/// proportion to the clients that receive it, not to every client connected.
+@Suite struct RowRuleBroadcastTests {
+    static let table: TableName = "public.orders"
+
+    static func record(_ n: UInt64, _ op: RowcastCore.Operation, id: Int, tenant: Int?, oldTenant: Int? = nil) -> ChangeRecord {
+        var record = ChangeRecord(cursor: .trigger(stream: 7, sequence: n), source: .trigger, op: op)
+        record.schema = "public"
+        record.table = "orders"
+        if let tenant { record.row = RawJSON(trusted: Array(#"{"id":\#(id),"tenant":\#(tenant),"secret":"t\#(tenant)"}"#.utf8)) }
+        if let oldTenant { record.old = RawJSON(trusted: Array(#"{"id":\#(id),"tenant":\#(oldTenant),"secret":"t\#(oldTenant)"}"#.utf8)) }
+        return record
+    }
+
+    static func tenant(_ k: Int) throws -> Subscription {
+        try ClientAccess(tables: [table], rows: [table: [RowFilter(parsing: "tenant=eq.\(k)")]], expires: nil).restrict(.everything)
+    }
+
+    /// The update frames a client was queued, as (op, id, tenant of every value it carries).
+    static func updates(_ registration: Broadcaster.Registration) throws -> [(op: String, id: Int, tenants: Set<Int>, reason: String?)] {
+        try registration.queue.take().items.compactMap { item -> (String, Int, Set<Int>, String?)? in
+            let frame = try #require(try JSONSerialization.jsonObject(with: Data(item.bytes.readableBytesView)) as? [String: Any])
+            guard frame["event"] as? String == "update", let data = frame["data"] as? [String: Any] else { return nil }
+            let values = ["row", "old"].compactMap { data[$0] as? [String: Any] }
+            let tenants = Set(values.compactMap { $0["tenant"] as? Int } + values.compactMap { ($0["secret"] as? String).flatMap { Int($0.dropFirst()) } })
+            return (data["op"] as? String ?? "?", values.first?["id"] as? Int ?? -1, tenants, data["reason"] as? String)
+        }
+    }
+
+    @Test func aThousandClientsInAHundredTenantsEachGetTheirOwnAtTheCostOfTheirOwn() throws {
+        let broadcaster = Broadcaster(queueLimit: 4096, resumeWindow: 1000, origin: Self.record(0, .insert, id: 0, tenant: 0).cursor)
+        let tenants = 100, perTenant = 10
+        var clients: [(registration: Broadcaster.Registration, tenant: Int)] = []
+        for n in 0..<tenants * perTenant {
+            let registration = broadcaster.register(framing: .webSocket)
+            broadcaster.subscribe(registration.id, to: try Self.tenant(n % tenants))
+            clients.append((registration, n % tenants))
+        }
+        // One insert per tenant, then row 0 moves from tenant 0 to tenant 1.
+        for k in 0..<tenants { broadcaster.deliver(Self.record(UInt64(k + 1), .insert, id: k, tenant: k)) }
+        #expect(broadcaster.clientsExamined == UInt64(tenants * perTenant), "a record examined \(broadcaster.clientsExamined / UInt64(tenants)) clients on average; its tenant has \(perTenant)")
+        broadcaster.deliver(Self.record(UInt64(tenants + 1), .update, id: 0, tenant: 1, oldTenant: 0))
+        broadcaster.deliver(Self.record(UInt64(tenants + 2), .delete, id: 0, tenant: nil, oldTenant: 1))
+        #expect(broadcaster.clientsExamined == UInt64(tenants * perTenant + 3 * perTenant))
+        for (registration, tenant) in clients {
+            let got = try Self.updates(registration)
+            for update in got { #expect(update.tenants == [tenant], "tenant \(tenant) got \(update)") }
+            switch tenant {
+            case 0: #expect(got.map(\.op) == ["insert", "delete"] && got.last?.reason == "left_view")
+            case 1: #expect(got.map(\.op) == ["insert", "insert", "delete"] && got[1].reason == "entered_view" && got[2].reason == nil)
+            default: #expect(got.map(\.op) == ["insert"])
+            }
+        }
+        // From the window, the same: a replay since the start and the latest records.
+        let replaying = broadcaster.register(framing: .webSocket), latest = broadcaster.register(framing: .webSocket)
+        #expect(broadcaster.subscribe(replaying.id, to: try Self.tenant(0), since: Self.record(0, .insert, id: 0, tenant: 0).cursor))
+        broadcaster.subscribe(latest.id, to: try Self.tenant(1), last: 2)
+        let replayed = try Self.updates(replaying), newest = try Self.updates(latest)
+        #expect(replayed.map(\.op) == ["insert", "delete"] && replayed.allSatisfy { $0.tenants == [0] } && replayed.last?.reason == "left_view")
+        #expect(newest.map(\.op) == ["insert", "delete"] && newest.allSatisfy { $0.tenants == [1] } && newest.first?.reason == "entered_view")
+        for (registration, _) in clients { broadcaster.unregister(registration.id) }
+    }
+
+    /// A client without a rule, one on another table and one whose rule is a range are
+    /// still found; a truncate reaches every client of the table.
+    @Test func clientsNotFoundByValueAreScannedAndATruncateReachesAll() throws {
+        let broadcaster = Broadcaster(queueLimit: 64, resumeWindow: 10)
+        let whole = broadcaster.register(framing: .webSocket), ranged = broadcaster.register(framing: .webSocket)
+        let one = broadcaster.register(framing: .socketIO), elsewhere = broadcaster.register(framing: .serverSentEvents)
+        broadcaster.subscribe(whole.id, to: .everything)
+        broadcaster.subscribe(ranged.id, to: try ClientAccess(tables: nil, rows: [Self.table: [RowFilter(parsing: "tenant=gte.5")]], expires: nil).restrict(.everything))
+        broadcaster.subscribe(one.id, to: try Self.tenant(1))
+        broadcaster.subscribe(elsewhere.id, to: Subscription(tables: ["public.other"], ops: nil, filter: nil))
+        broadcaster.deliver(Self.record(1, .insert, id: 1, tenant: 7))
+        broadcaster.deliver(Self.record(2, .insert, id: 2, tenant: 1))
+        broadcaster.deliver(Self.record(3, .truncate, id: 0, tenant: nil))
+        #expect(try Self.updates(whole).map(\.op) == ["insert", "insert", "truncate"])
+        #expect(try Self.updates(ranged).map(\.id) == [1, -1])
+        #expect(one.queue.take().items.filter { String(buffer: $0.bytes).hasPrefix(#"42["update""#) }.count == 2)
+        #expect(elsewhere.queue.take().items.filter { String(buffer: $0.bytes).hasPrefix("id:") || String(buffer: $0.bytes).contains("event: update") }.isEmpty)
+        // whole, ranged (scanned) and one (found by value) for each record; the truncate reaches one too.
+        #expect(broadcaster.clientsExamined == 2 + 3 + 3)
+    }
+}
