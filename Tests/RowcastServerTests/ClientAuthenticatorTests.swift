@@ -97,4 +97,54 @@ import Testing
         }
         #expect(try ClientAccess.everything.restrict(orders) == orders)
     }
+
+    /// A `rows` claim's value, of any shape, to test what rowcast reads and refuses.
+    enum RuleValue: Codable {
+        case one(String), all([String]), number(Int), object([String: String])
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.singleValueContainer()
+            switch self {
+            case .one(let value): try container.encode(value)
+            case .all(let values): try container.encode(values)
+            case .number(let value): try container.encode(value)
+            case .object(let value): try container.encode(value)
+            }
+        }
+
+        init(from decoder: any Decoder) throws { self = .one(try decoder.singleValueContainer().decode(String.self)) }
+    }
+
+    struct RowsClaims: JWTPayload {
+        var tables: [String]?
+        var rows: [String: RuleValue]
+        func verify(using algorithm: some JWTAlgorithm) throws {}
+    }
+
+    /// A `rows` claim becomes each table's conditions, and the subscription carries them
+    /// whatever the client asks; a claim rowcast cannot read is a 401 naming the cause.
+    @Test func rowsClaimsAreReadOrRefusedWithTheirCause() async throws {
+        let auth = await ClientAuthenticator(token: nil, jwtSecret: Self.secret)
+        let jwt = try await Self.sign(RowsClaims(rows: ["orders": .one("tenant=eq.42"), "audit.events": .all(["a=gt.1", "b=in.(x,y)"])]))
+        let access = try await auth.authenticate(Self.request(bearer: jwt))
+        #expect(access.tables == nil)
+        #expect(access.rows["public.orders"]?.map(\.description) == ["tenant=eq.42"])
+        #expect(access.rows["audit.events"]?.map(\.description) == ["a=gt.1", "b=in.(x,y)"])
+        // The client's own subscription gets the rules, and cannot drop them.
+        var asked = Subscription(tables: ["public.orders"], ops: nil, filter: try RowFilter(parsing: "tenant=eq.7"))
+        asked.rules = [:]
+        #expect(try access.restrict(asked).rules == access.rows)
+        let cases: [(RowsClaims, String)] = [
+            (RowsClaims(rows: ["orders": .number(3)]), "\"rows\" an object of table names to a filter"),
+            (RowsClaims(rows: ["orders": .object(["a": "b"])]), "\"rows\" an object of table names to a filter"),
+            (RowsClaims(rows: ["orders": .one("tenant")]), "the token's rows claim for public.orders is not a filter rowcast can read"),
+            (RowsClaims(rows: ["orders": .all([])]), "must have 1 to 8 conditions"),
+            (RowsClaims(rows: ["orders": .all(Array(repeating: "a=eq.1", count: 9))]), "must have 1 to 8 conditions"),
+            (RowsClaims(rows: ["a.b.c": .one("a=eq.1")]), "\"a.b.c\", which is not a table name"),
+        ]
+        for (claims, cause) in cases {
+            let message = await Self.failure(auth, Self.request(bearer: try await Self.sign(claims)))
+            #expect(message?.contains(cause) == true, "\(claims.rows): \(message ?? "accepted")")
+        }
+    }
 }
