@@ -21,7 +21,7 @@ scripts/install-deps.sh "postgresql-$major-wal2json"
 echo "bench: building release binaries" >&2
 swift build -c release >&2
 
-sections=${BENCH_SECTIONS:-1 2 3 4 5 6 7}
+sections=${BENCH_SECTIONS:-1 2 3 4 5 6 7 8 9}
 results=.build/bench/results.jsonl
 .build/release/rowcast-bench run --sections "$sections" --output "$results" \
     --rows "${BENCH_ROWS:-1000000}" --runs "${BENCH_RUNS:-3}" --seconds "${BENCH_SECONDS:-10}" \
@@ -30,7 +30,7 @@ results=.build/bench/results.jsonl
 
 # shellcheck disable=SC2086 # the words of the list, whatever their spacing
 set -- $sections
-if [ "$*" != "1 2 3 4 5 6 7" ]; then
+if [ "$*" != "1 2 3 4 5 6 7 8 9" ]; then
     echo "bench: sections $* only; Docs/benchmarks.md left as it is" >&2
     exit 0
 fi

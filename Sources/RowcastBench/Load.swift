@@ -23,9 +23,17 @@ struct Load: AsyncParsableCommand {
     @Flag(help: "Speak Socket.IO over WebSocket (the URL's path is /socket.io/?EIO=4&transport=websocket).") var socketio = false
     @Option(help: "End the measurement early once the clients have received this many update frames in all.") var untilFrames: Int?
     @Option(help: "The local address to connect from (another than an attack's, whose per-address limits it then shares nothing of).") var from: String?
+    @Option(help: "A file of credentials, one a line: client N presents line N (modulo their number) as ?token=.") var tokens: String?
 
     func run() async throws {
         guard let target = LoadTarget(url) else { throw ValidationError("--url must look like ws://host:port/path") }
+        let credentials = try tokens.map { try String(contentsOfFile: $0, encoding: .utf8).split(whereSeparator: \.isNewline).map(String.init) } ?? []
+        func address(of client: Int) -> LoadTarget {
+            guard !credentials.isEmpty else { return target }
+            var own = target
+            own.path += (own.path.contains("?") ? "&" : "?") + "token=" + credentials[client % credentials.count]
+            return own
+        }
         let shared = Shared(untilFrames: untilFrames)
         let group = MultiThreadedEventLoopGroup.singleton
         // Waits sleep on an event loop's timer, not on Dispatch's (see Docs/development.md).
@@ -37,7 +45,8 @@ struct Load: AsyncParsableCommand {
         var channels: [any Channel] = []
         // Connect in waves, as browsers arriving would, without a SYN flood.
         for wave in stride(from: 0, to: clients, by: 100) {
-            let connecting = (wave..<min(clients, wave + 100)).map { _ in
+            let connecting = (wave..<min(clients, wave + 100)).map { client in
+                let own = address(of: client)
                 var bootstrap = ClientBootstrap(group: group)
                 if let source { bootstrap = bootstrap.bind(to: source) }
                 return bootstrap
@@ -45,7 +54,7 @@ struct Load: AsyncParsableCommand {
                     .channelInitializer { channel in
                         channel.eventLoop.makeCompletedFuture {
                             try channel.pipeline.syncOperations.addHandler(
-                                LoadClientHandler(target: target, subscribe: subscribe, socketIO: socketio, shared: shared))
+                                LoadClientHandler(target: own, subscribe: subscribe, socketIO: socketio, shared: shared))
                         }
                     }
                     .connect(host: target.host, port: target.port)
@@ -104,7 +113,7 @@ struct Load: AsyncParsableCommand {
 struct LoadTarget: Sendable {
     let host: String
     let port: Int
-    let path: String
+    var path: String
 
     init?(_ url: String) {
         guard url.hasPrefix("ws://") else { return nil }

@@ -68,7 +68,7 @@ extension ClientMessage {
     /// registers the client (SSE's status line) checks first.
     func check(access: ClientAccess, capture: CaptureState) throws(ClientMessageError) {
         switch self {
-        case .readyForData: _ = try access.restrict(.everything)
+        case .readyForData: _ = try access.restrict(.everything).checkingRules(by: capture)
         case .subscribe(let wanted, _, _, _): _ = try access.restrict(wanted).checkCaptured(by: capture)
         case .unsubscribe, .ping: break
         }
@@ -81,7 +81,7 @@ extension ClientMessage {
     func apply(for client: UInt64, access: ClientAccess, capture: CaptureState, broadcaster: Broadcaster) throws(ClientMessageError) -> Outcome {
         switch self {
         case .readyForData:
-            let allowed = try access.restrict(.everything)
+            let allowed = try access.restrict(.everything).checkingRules(by: capture)
             broadcaster.subscribe(client, to: allowed)
             return .subscribed(allowed)
         case .subscribe(let wanted, let since, let last, let snapshot):

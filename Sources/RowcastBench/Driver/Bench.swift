@@ -26,7 +26,7 @@ protocol BenchSection {
 }
 
 /// Every section, in order.
-var allSections: [any BenchSection.Type] { [Drain.self, FanOut.self, TriggerCost.self, BigRow.self, Nodes.self, Connections.self, Perimeter.self, Snapshot.self] }
+var allSections: [any BenchSection.Type] { [Drain.self, FanOut.self, TriggerCost.self, BigRow.self, Nodes.self, Connections.self, Perimeter.self, Snapshot.self, RowRules.self] }
 
 /// One run's shared state and the helpers every section uses to start what it
 /// measures, each waiting until the thing is ready.
@@ -100,8 +100,8 @@ final class Bench {
     }
 
     /// serve's `GET /status`, as JSON text.
-    func status(port: Int) throws -> String {
-        guard let (code, body) = Probe.get("/status", port: port), code == 200 else { throw BenchFailure("GET /status on port \(port) did not answer 200") }
+    func status(port: Int, token: String? = nil) throws -> String {
+        guard let (code, body) = Probe.get("/status" + (token.map { "?token=" + $0 } ?? ""), port: port), code == 200 else { throw BenchFailure("GET /status on port \(port) did not answer 200") }
         return body
     }
 
@@ -115,9 +115,11 @@ final class Bench {
 
     /// `rowcast-bench load`, started; its result comes with `result(of:)`.
     func load(
-        clients: Int, seconds: Double, url: String, subscribe: Bool = false, socketIO: Bool = false, untilFrames: Int? = nil, from: String? = nil
+        clients: Int, seconds: Double, url: String, subscribe: Bool = false, socketIO: Bool = false, untilFrames: Int? = nil, from: String? = nil,
+        tokens: String? = nil
     ) throws -> Child {
         var arguments = ["load", "--clients", String(clients), "--seconds", String(seconds), "--url", url]
+        if let tokens { arguments += ["--tokens", tokens] }
         if let from { arguments += ["--from", from] }
         if subscribe { arguments.append("--subscribe") }
         if socketIO { arguments.append("--socketio") }

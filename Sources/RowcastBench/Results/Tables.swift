@@ -10,7 +10,7 @@ enum Tables {
         if let info = results.info { regions.append(Region(key: "header", text: header(info))) }
         let renderers: [(String, (Results) throws -> String)] = [
             (Drain.key, drain), (FanOut.key, fanOut), (TriggerCost.key, trigger), (BigRow.key, bigRow), (Nodes.key, nodes), (Connections.key, connections),
-            (Perimeter.key, perimeter), (Snapshot.key, snapshot),
+            (Perimeter.key, perimeter), (Snapshot.key, snapshot), (RowRules.key, rowRules),
         ]
         for (key, render) in renderers where results.measurements.contains(where: { $0.section == key }) {
             regions.append(Region(key: key, text: try render(results)))
@@ -232,6 +232,24 @@ enum Tables {
         }
         if let rss = try? results.one(key, "serve_peak_rss", [:]).maximum {
             lines += ["", "`rowcast serve`'s peak RSS over the section: \(megabytes(rss)) MB."]
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    static func rowRules(_ results: Results) throws -> String {
+        let key = RowRules.key
+        var lines = [
+            "## 9. Row rules: \(grouped(String(RowRules.tenants))) clients with a tenant each (\(grouped(String(RowRules.rate))) inserts/s over the tenants, \(seconds(results)) s each)", "",
+            "| clients | connected | frames/s | p50 ms | p99 ms | server CPU | CPU per change | serve peak RSS |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for load in results.labelValues(key, "load") {
+            let labels = ["load": load]
+            func median(_ name: String) throws -> Double { try results.one(key, name, labels).median }
+            lines.append(
+                "| \(load) | \(whole(try median("connected"))) | \(whole(try median("frames_per_s"))) | \(fixed(try median("p50"))) | \(fixed(try median("p99"))) "
+                    + "| \(whole(try median("server_cpu")))% | \(whole(try median("cpu_per_change"))) µs | \(megabytes(try median("server_peak_rss"))) MB |"
+            )
         }
         return lines.joined(separator: "\n")
     }

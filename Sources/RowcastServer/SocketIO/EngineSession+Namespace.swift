@@ -105,7 +105,7 @@ extension EngineSession {
             let reply = SocketIOFrame.connected(sid: held.sid, pid: pid)
             if let subscription = held.subscription {
                 // Narrowed by the credential it reconnected with, row rules included.
-                if let allowed = try? access.restrict(subscription).checkCaptured(by: server.capture),
+                if let allowed = try? access.restrict(subscription).checkingRules(by: server.capture),
                     server.broadcaster.subscribe(client.id, to: allowed, since: offset, announcing: .message(reply))
                 {
                     socket = Socket(sid: held.sid, pid: pid, access: access)

@@ -283,16 +283,27 @@ extension Subscription {
                 throw .badFilter(error.description)
             }
         }
-        var resolved = self
-        let columns = capture.columns
-        func resolve(_ filter: RowFilter) -> RowFilter {
-            let tables = { (kind: (ColumnKind) -> Bool) in Set(columns.compactMap { $0.value[filter.column].map(kind) == true ? $0.key : nil }) }
-            return filter.resolved(numberIn: tables(\.isNumber), float4In: tables { $0 == .float4 }, float8In: tables { $0 == .float8 })
-        }
-        resolved.filter = filter.map(resolve)
-        // The credential's rules, on the tables this subscription may see: a rule that
-        // cannot apply refuses the subscription rather than hiding or showing every row.
+        var resolved = try checkingRules(by: capture)
+        resolved.filter = filter.map { Self.resolve($0, in: capture.columns) }
+        return resolved
+    }
+
+    /// The filter told which tables hold its column as a number, a `real` or a
+    /// `double precision`, from the catalog's `columns`.
+    private static func resolve(_ filter: RowFilter, in columns: [TableName: [String: ColumnKind]]) -> RowFilter {
+        let tables = { (kind: (ColumnKind) -> Bool) in Set(columns.compactMap { $0.value[filter.column].map(kind) == true ? $0.key : nil }) }
+        return filter.resolved(numberIn: tables(\.isNumber), float4In: tables { $0 == .float4 }, float8In: tables { $0 == .float8 })
+    }
+
+    /// The credential's row rules, checked and resolved against the catalog, on the
+    /// tables this subscription may see (`ready for data` too): a rule that cannot apply
+    /// refuses the subscription rather than hiding or showing every row, and so does one
+    /// on a table whose updates lack the old row (replication without REPLICA IDENTITY FULL).
+    package func checkingRules(by capture: CaptureState) throws(ClientMessageError) -> Subscription {
+        guard !rules.isEmpty else { return self }
+        var checked = self
         var rules: [TableName: [RowFilter]] = [:]
+        let columns = capture.columns
         let visible = tables ?? capture.capturedTables
         for (table, rule) in self.rules where visible?.contains(table) ?? true {
             for condition in rule {
@@ -307,10 +318,10 @@ extension Subscription {
                     "the credential has a row rule for \(table), which needs each update's old row: replication mode gets it only with REPLICA IDENTITY FULL (fix: ALTER TABLE \(table.quoted) REPLICA IDENTITY FULL; rowcast doctor names every such table)"
                 )
             }
-            rules[table] = rule.map(resolve)
+            rules[table] = rule.map { Self.resolve($0, in: columns) }
         }
-        resolved.rules = rules
-        return resolved
+        checked.rules = rules
+        return checked
     }
 }
 
