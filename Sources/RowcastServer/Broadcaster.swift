@@ -103,6 +103,9 @@ package final class Broadcaster: RecordSink {
         /// The clients replaying from the window (each record checks the window still
         /// holds where they are).
         var replaying: Set<UInt64> = []
+        /// The candidates of the record being delivered, kept between records so that
+        /// its storage is not allocated again for each.
+        var candidates: [UInt64] = []
 
         /// Gives client `id` its subscription and matches records against it.
         mutating func subscribe(_ id: UInt64, to subscription: Subscription) {
@@ -474,8 +477,11 @@ package final class Broadcaster: RecordSink {
             }
             // Matched with the full record at hand: no value is copied out of the frame.
             var values = RecordValues(record)
-            var candidates: [UInt64] = []
+            var candidates = state.candidates
+            state.candidates = []
+            candidates.removeAll(keepingCapacity: true)
             state.index.forEachCandidate(for: &values) { candidates.append($0) }
+            defer { state.candidates = candidates }
             var framed = FramedRecord(encoded)
             // An update that moved a row across a client's row rule, as such clients get it.
             var leaving: FramedRecord?, entering: FramedRecord?

@@ -23,13 +23,15 @@ struct ClientIndex {
     }
 
     private var placements: [UInt64: Placement] = [:]
-    /// Clients that subscribed to every table.
+    /// Clients that subscribed to every table, with no equality rule.
     private var scansAll: Set<UInt64> = []
+    /// Clients that subscribed to every table and are found by value for some.
+    private var scansAllButIndexed: Set<UInt64> = []
     /// Clients scanned for a table they named (with no equality rule on it).
     private var scansTable: [TableName: Set<UInt64>] = [:]
     /// Clients found by value: table → rule column → clients.
     private var byValue: [TableName: [String: Bucket]] = [:]
-    /// Of `scansAll`, the tables each is found by value for (skipped in the scan there).
+    /// Of `scansAllButIndexed`, the tables each is found by value for (skipped in the scan there).
     private var indexedFor: [UInt64: Set<TableName>] = [:]
 
     /// Keeps `id` for `subscription` (replacing where it was kept before).
@@ -51,10 +53,13 @@ struct ClientIndex {
             let scanned = tables.subtracting(indexed)
             for table in scanned { scansTable[table, default: []].insert(id) }
             placement.scannedTables = scanned
-        } else {
+        } else if indexed.isEmpty {
             scansAll.insert(id)
             placement.scansAll = true
-            if !indexed.isEmpty { indexedFor[id] = indexed }
+        } else {
+            scansAllButIndexed.insert(id)
+            indexedFor[id] = indexed
+            placement.scansAll = true
         }
         placements[id] = placement
     }
@@ -64,6 +69,7 @@ struct ClientIndex {
         guard let placement = placements.removeValue(forKey: id) else { return }
         if placement.scansAll {
             scansAll.remove(id)
+            scansAllButIndexed.remove(id)
             indexedFor[id] = nil
         }
         for table in placement.scannedTables ?? [] {
@@ -88,11 +94,12 @@ struct ClientIndex {
 
     /// Calls `body` once for each client that may receive the record behind `values`.
     func forEachCandidate(for values: inout RecordValues, _ body: (UInt64) -> Void) {
+        for id in scansAll { body(id) }
         guard let table = values.table else {
-            for id in scansAll { body(id) }
+            for id in scansAllButIndexed { body(id) }
             return
         }
-        for id in scansAll where indexedFor[id]?.contains(table) != true { body(id) }
+        for id in scansAllButIndexed where indexedFor[id]?.contains(table) != true { body(id) }
         if let scanned = scansTable[table] {
             for id in scanned { body(id) }
         }

@@ -53,9 +53,9 @@ struct RowRuleServeTests {
         let tokens = try await Self.jwts((clients + leaving).map { Self.claims(tenant: $0.tenant) })
         for (client, token) in zip(clients, tokens) { client.run(port: port, token: token) }
         defer { for client in clients { client.stop() } }
-        func summary(_ unfinished: (TenantClient) -> Bool) -> @Sendable () -> String {
-            let left = clients.filter(unfinished).prefix(3).map(\.summary)
-            return { "e.g. \(left)" }
+        let all = clients
+        func summary(_ unfinished: @escaping @Sendable (TenantClient) -> Bool) -> @Sendable () -> String {
+            { "\(all.filter(unfinished).count) clients, e.g. \(all.filter(unfinished).prefix(3).map(\.summary))" }
         }
         try await eventually("every client subscribed (or its snapshot ended)", within: 120, seen: summary { !$0.isReady }) {
             clients.allSatisfy(\.isReady) || clients.contains { !$0.problems.isEmpty }
@@ -71,7 +71,7 @@ struct RowRuleServeTests {
         try await LiveDatabase.psql(url, workload.script(transactions: 100))
 
         let final = try await Self.tenantRows(url: url)
-        func holdsItsRows(_ client: TenantClient) -> Bool { client.rows == (client.filter == nil ? final[client.tenant] ?? [:] : [:]) }
+        @Sendable func holdsItsRows(_ client: TenantClient) -> Bool { client.rows == (client.filter == nil ? final[client.tenant] ?? [:] : [:]) }
         try await eventually("every client to hold its tenant's rows", within: 180, seen: summary { !holdsItsRows($0) }) {
             clients.allSatisfy(holdsItsRows) || clients.contains { !$0.problems.isEmpty }
         }
@@ -220,6 +220,9 @@ final class TenantClient: Sendable {
         var reasons: Set<String> = []
         var problems: [String] = []
         var recovered = false
+        /// Connections the server ended (cut off as too slow on a loaded machine), each
+        /// made again from the last cursor, as a page does.
+        var reconnects = 0
         /// Socket.IO: the session's id and pid, to recover it.
         var sid: String?
         var pid: String?
@@ -252,7 +255,9 @@ final class TenantClient: Sendable {
     var reasons: Set<String> { state.withLock { $0.reasons } }
     var recovered: Bool { state.withLock { $0.recovered } }
     var summary: String {
-        state.withLock { "tenant \(tenant) \(transport)\(snapshot ? " snapshot" : "")\(leaves ? " leaves" : ""): \($0.rows.count) rows, \($0.updates) updates, problems \($0.problems.prefix(2))" }
+        state.withLock {
+            "tenant \(tenant) \(transport)\(snapshot ? " snapshot" : "")\(leaves ? " leaves" : ""): \($0.rows.count) rows, \($0.updates) updates, \($0.reconnects) reconnects, problems \($0.problems.prefix(2))"
+        }
     }
 
     func stop() {
@@ -272,14 +277,32 @@ final class TenantClient: Sendable {
         dropped.withLock { $0 = false }
         state.withLock { $0.down = false }
         let running = Task.detached { [self] in
-            do {
-                switch transport {
-                case .webSocket: try await runWebSocket(port: port, token: token)
-                case .socketIO: try await runSocketIO(port: port, token: token, resuming: resuming)
-                case .serverSentEvents: try await runEventStream(port: port, token: token)
+            var resuming = resuming
+            while !done {
+                do {
+                    switch transport {
+                    case .webSocket: try await runWebSocket(port: port, token: token)
+                    case .socketIO: try await runSocketIO(port: port, token: token, resuming: resuming)
+                    case .serverSentEvents: try await runEventStream(port: port, token: token)
+                    }
+                } catch {
+                    if !done { state.withLock { $0.problems.append("connection failed: \(error)") } }
+                    break
                 }
-            } catch {
-                if !done { state.withLock { $0.problems.append("connection failed: \(error)") } }
+                // The server ended the connection: back from the last cursor, or, before
+                // the client had one, its snapshot again.
+                guard !done else { break }
+                let again = state.withLock { state -> Bool in
+                    state.reconnects += 1
+                    guard state.ready else { return false }
+                    return true
+                }
+                guard again else {
+                    state.withLock { $0.problems.append("the server ended the connection before it subscribed") }
+                    break
+                }
+                resuming = true
+                try? await pause(for: .milliseconds(100))
             }
             state.withLock { $0.down = true }
         }
@@ -322,20 +345,23 @@ final class TenantClient: Sendable {
                 auth["offset"] = offset
             }
             try await outbound.write(.text("40" + String(decoding: try JSONSerialization.data(withJSONObject: auth), as: UTF8.self)))
+            var recoveredNow = false
             while !self.done, case .text(let text)? = try await messages.next() {
                 if text == "2" {
                     try await outbound.write(.text("3"))
                 } else if text.hasPrefix("40") {
                     let answer = try JSONSerialization.jsonObject(with: Data(text.dropFirst(2).utf8)) as? [String: Any]
+                    recoveredNow = resuming && held.1 != nil && answer?["sid"] as? String == held.1
                     self.state.withLock { state in
-                        if resuming { state.recovered = answer?["sid"] as? String == held.1 && held.1 != nil }
+                        if recoveredNow { state.recovered = true }
                         state.sid = answer?["sid"] as? String
                         state.pid = answer?["pid"] as? String
                     }
                 } else if text.hasPrefix("42") {
                     guard let packet = try JSONSerialization.jsonObject(with: Data(text.dropFirst(2).utf8)) as? [Any], let event = packet.first as? String else { continue }
                     if event == "connected" {
-                        if !resuming { try await outbound.write(.text(#"42["subscribe",\#(self.subscribeData)]"#)) }
+                        // A session not recovered starts again: from its last cursor.
+                        if !recoveredNow { try await outbound.write(.text(#"42["subscribe",\#(self.subscribeData)]"#)) }
                         continue
                     }
                     let data = packet.count > 1 ? packet[1] : [:]
@@ -349,7 +375,8 @@ final class TenantClient: Sendable {
     }
 
     private func runEventStream(port: String, token: String) async throws {
-        let path = "/events?tables=orders&token=\(token)" + (snapshot ? "&snapshot=1" : "")
+        let since = state.withLock { $0.ready ? $0.cursor : nil }
+        let path = "/events?tables=orders&token=\(token)" + (since.map { "&since=" + $0 } ?? (snapshot ? "&snapshot=1" : ""))
         try await onThread("an SSE client", within: 600) {
             let stream = try EventStreamClient(port: Int(port) ?? 0, path: path)
             let status = try stream.status()
