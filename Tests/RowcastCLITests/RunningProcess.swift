@@ -120,7 +120,9 @@ final class RunningProcess: Sendable {
         while process.isRunning {
             guard Date() < deadline else {
                 kill(process.processIdentifier, SIGKILL)
-                throw Failure("\(process.executableURL?.lastPathComponent ?? "process") did not exit within \(seconds) s of signal \(signal)")
+                // What it said last: where it was when it would not stop.
+                let said = output.split(separator: "\n").suffix(8).joined(separator: "\n")
+                throw Failure("\(process.executableURL?.lastPathComponent ?? "process") did not exit within \(seconds) s of signal \(signal); its last lines:\n\(said)")
             }
             try await pause(for: .milliseconds(50))
         }

@@ -115,6 +115,9 @@ struct SnapshotTests {
         let server = try RunningProcess(Rowcast.binary.path, [
             "serve", "--mode", "trigger", "--table", "big", "--table", "small", "--port", "0", "--db", url,
             "--max-snapshots", "1", "--snapshot-rows", "20", "--client-queue-bytes", "262144", "--idle-timeout", "300", "--resume-window", "5",
+            // Its stop once took more than 30 s in a loaded suite, cause not found: what it
+            // did last is then in the failure.
+            "--log-level", "debug",
         ])
         let port = try await server.waitFor(#"serving trigger mode on http://127\.0\.0\.1:(\d+)/"#)
         let snapshotConnections = { try await Int(LiveDatabase.psql(url, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'rowcast snapshot'")) ?? -1 }
