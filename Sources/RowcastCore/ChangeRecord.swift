@@ -79,11 +79,59 @@ extension ChangeRecord {
     /// This update as a client sees it whose row rule the new row meets and the old row
     /// did not (or whose old row is unknown): an `insert` of the new row (nothing of the
     /// old row). A client that may hold the row already takes it as an upsert.
+    ///
+    /// Replication leaves unchanged TOASTed values out of the new row (`unchanged`); the
+    /// client never saw them, so they are taken from the whole old row (REPLICA IDENTITY
+    /// FULL), where they are the new row's values too.
     package var enteringView: ChangeRecord {
         var record = self
         record.op = .insert
         record.old = nil
         record.reason = .enteredView
+        if let unchanged, !unchanged.isEmpty, let row, let old, let whole = Self.filling(row, with: old, columns: Set(unchanged)) {
+            record.row = whole.row
+            record.unchanged = whole.missing.isEmpty ? nil : unchanged.filter(whole.missing.contains)
+        }
         return record
+    }
+
+    /// `row` with the `columns` it lacks taken from `old`, in `old`'s column order (the
+    /// table's); nil when either is not an object. `missing`: those `old` lacks too.
+    static func filling(_ row: RawJSON, with old: RawJSON, columns: Set<String>) -> (row: RawJSON, missing: Set<String>)? {
+        func members(_ json: RawJSON) -> [(key: String, value: Range<Int>)]? {
+            var scanner = JSONScanner(json.bytes)
+            var found: [(String, Range<Int>)] = []
+            do {
+                try scanner.scanObject { (key, range) throws(JSONSyntaxError) in found.append((key, range)) }
+            } catch {
+                return nil
+            }
+            return found
+        }
+        guard let new = members(row), let before = members(old) else { return nil }
+        let newValues = Dictionary(new.map { ($0.key, $0.value) }) { first, _ in first }
+        var writer = JSONWriter(capacity: row.bytes.count + old.bytes.count)
+        writer.append(byte: UInt8(ascii: "{"))
+        var first = true
+        var written: Set<String> = []
+        func member(_ key: String, _ bytes: ArraySlice<UInt8>) {
+            if !first { writer.append(byte: UInt8(ascii: ",")) }
+            first = false
+            writer.appendString(key)
+            writer.append(byte: UInt8(ascii: ":"))
+            writer.appendRaw(bytes)
+            written.insert(key)
+        }
+        for (key, range) in before {
+            if let value = newValues[key] {
+                member(key, row.bytes[value])
+            } else if columns.contains(key) {
+                member(key, old.bytes[range])
+            }
+        }
+        // Columns only the new row has (none, with the whole old row), after.
+        for (key, value) in new where !written.contains(key) { member(key, row.bytes[value]) }
+        writer.append(byte: UInt8(ascii: "}"))
+        return (RawJSON(trusted: writer.bytes), columns.subtracting(written))
     }
 }

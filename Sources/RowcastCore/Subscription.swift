@@ -12,6 +12,11 @@ package struct Subscription: Sendable, Equatable {
     /// condition must hold for a row to be in the client's view. Set by the server from
     /// the credential, never by the client.
     package var rules: [TableName: [RowFilter]]
+    /// With rules: the tables whose columns were known when the client subscribed. A
+    /// record of another table (set up, published or partitioned while serving) is not
+    /// sent: a rule on it could not be checked, nor told how its column compares, nor
+    /// reach it through its partitioned table. The client sees it once it subscribes again.
+    package var knownTables: Set<TableName>?
 
     /// Everything the client may see (`ready for data`).
     package static let everything = Subscription(tables: nil, ops: nil, filter: nil)
@@ -62,6 +67,7 @@ package struct Subscription: Sendable, Equatable {
             guard let table = values.table, tables.contains(table) else { return .skip }
         }
         let op = values.record.op
+        if let knownTables, let table = values.table, !knownTables.contains(table) { return .skip }
         guard let table = values.table, let rule = rules[table], !rule.isEmpty else {
             if let ops, !ops.contains(op) { return .skip }
             if let filter, !filter.matches(&values) { return .skip }
@@ -101,6 +107,7 @@ package struct Subscription: Sendable, Equatable {
     /// Whether a row of `table` as it is now (a snapshot's) is in the client's view and
     /// passes its filter.
     package func sees(_ values: inout RecordValues) -> Bool {
+        if let knownTables, let table = values.table, !knownTables.contains(table) { return false }
         if let table = values.table, let rule = rules[table], !rule.allSatisfy({ $0.matches(&values, side: .new) }) { return false }
         return filter.map { $0.matches(&values, side: .new) } ?? true
     }
@@ -443,14 +450,19 @@ package enum ColumnKind: Sendable, Equatable {
     case float8
     /// bool: `true`, `false`.
     case bool
-    /// Everything else: compared as its JSON text.
+    /// text, varchar, name and "char": compared as their JSON text, which is the value.
+    case text
+    /// uuid: its JSON text is the value as PostgreSQL prints it (lowercase, hyphenated).
+    case uuid
+    /// Everything else (char(n), citext, dates and times, enums, json…): compared as its
+    /// JSON text, which is not always how PostgreSQL compares the type.
     case other
 
     /// Any of the numbers.
     package var isNumber: Bool {
         switch self {
         case .number, .float4, .float8: true
-        case .bool, .other: false
+        case .bool, .text, .uuid, .other: false
         }
     }
 
@@ -461,6 +473,8 @@ package enum ColumnKind: Sendable, Equatable {
         case 700: self = .float4
         case 701: self = .float8
         case 16: self = .bool
+        case 25, 1043, 19, 18: self = .text  // text, varchar, name, "char"
+        case 2950: self = .uuid
         default: self = .other
         }
     }
@@ -472,7 +486,35 @@ package enum ColumnKind: Sendable, Equatable {
         case (_, 701): self = .float8
         case ("N", _): self = .number
         case ("B", _): self = .bool
+        case (_, let oid?) where [25, 1043, 19, 18, 2950].contains(oid): self = ColumnKind(typeOID: oid)
         default: self = .other
+        }
+    }
+}
+
+extension RowFilter {
+    /// Why this condition cannot be a row rule on a column of `kind`: a rule is a
+    /// credential's promise, so it is compared only where rowcast compares exactly as
+    /// PostgreSQL does. Numbers and booleans with any operator; text, varchar and uuid
+    /// for equality (`eq`, `neq`, `in`: their order follows the column's collation, not
+    /// rowcast's bytes), a uuid spelled as PostgreSQL prints it. Nil when it can.
+    package func ruleRefusal(on kind: ColumnKind) -> String? {
+        let equality = comparison == .eq || comparison == .neq || comparison == .in
+        switch kind {
+        case .number, .float4, .float8, .bool:
+            return nil
+        case .text:
+            return equality ? nil : "\(column) is text, whose order follows its collation: a rule on it takes eq, neq or in"
+        case .uuid:
+            guard equality else { return "\(column) is a uuid: a rule on it takes eq, neq or in" }
+            let canonical = values.allSatisfy { value in
+                value.utf8.count == 36 && value.utf8.enumerated().allSatisfy { index, byte in
+                    [8, 13, 18, 23].contains(index) ? byte == UInt8(ascii: "-") : (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(byte)
+                }
+            }
+            return canonical ? nil : "\(column) is a uuid: write it as PostgreSQL prints it (lowercase, hyphenated)"
+        case .other:
+            return "\(column)'s type is compared by rowcast as text, which is not always how PostgreSQL compares it (char(n) pads, citext ignores case, dates have other spellings): a rule takes number, boolean, text, varchar and uuid columns"
         }
     }
 }

@@ -32,6 +32,16 @@ package enum CatalogColumns {
         return full
     }
 
+    /// For each of `tables` that is a partition, the partitioned tables it belongs to.
+    package static func partitionAncestors(of tables: Set<TableName>, on connection: PostgresConnection) throws(PostgresError) -> [TableName: Set<TableName>] {
+        var ancestors: [TableName: Set<TableName>] = [:]
+        for table in tables {
+            let found = try partitionAncestors(of: table, on: connection)
+            if !found.isEmpty { ancestors[table] = found }
+        }
+        return ancestors
+    }
+
     /// The partitioned tables `table` is a partition of, at any depth (none for a table
     /// that is no partition, or on a server before PostgreSQL 12).
     static func partitionAncestors(of table: TableName, on connection: PostgresConnection) throws(PostgresError) -> Set<TableName> {

@@ -83,6 +83,7 @@ package final class ReplicationCapture: BlockingCaptureSource {
         var captured: Set<TableName>?
         var columns: [TableName: [String: ColumnKind]] = [:]
         var wholeOldRows: Set<TableName> = []
+        var ancestors: [TableName: Set<TableName>] = [:]
         do {
             admin = try PostgresConnection(configuration.connection)
         } catch {
@@ -104,6 +105,7 @@ package final class ReplicationCapture: BlockingCaptureSource {
             captured = try capturedTables(on: admin, publication: configuration.publication, named: configuration.session.tables)
             columns = try CatalogColumns.kinds(of: captured ?? [], on: admin)
             wholeOldRows = try CatalogColumns.fullIdentity(of: captured ?? [], on: admin)
+            ancestors = try CatalogColumns.partitionAncestors(of: captured ?? [], on: admin)
             if let lost = try SlotAdmin.status(on: admin, slot: configuration.slot).first, lost.walStatus == "lost" {
                 guard configuration.onSlotLost == .recreate else {
                     throw CaptureError.notSetUp(
@@ -139,6 +141,7 @@ package final class ReplicationCapture: BlockingCaptureSource {
         capture.state.setCapturedTables(captured)
         capture.state.setColumns(columns)
         capture.state.setWholeOldRows(wholeOldRows)
+        capture.state.setPartitionAncestors(ancestors)
         let stream: PostgresConnection
         do {
             stream = try capture.startStream()

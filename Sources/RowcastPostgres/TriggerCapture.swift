@@ -247,6 +247,7 @@ package final class TriggerCapture: BlockingCaptureSource {
                 try warnOfPartitionsCapturedTwice(tables, on: connection)
                 state.setCapturedTables(tables)
                 state.setColumns(try CatalogColumns.kinds(of: tables, on: connection))
+                state.setPartitionAncestors(try CatalogColumns.partitionAncestors(of: tables, on: connection))
                 return
             }
             let rows = try connection.execute(
@@ -274,6 +275,7 @@ package final class TriggerCapture: BlockingCaptureSource {
             try warnOfPartitionsCapturedTwice(tables, on: connection)
             state.setCapturedTables(tables)
             state.setColumns(try CatalogColumns.kinds(of: tables, on: connection))
+            state.setPartitionAncestors(try CatalogColumns.partitionAncestors(of: tables, on: connection))
         } catch {
             throw .cannotConnect(error)
         }

@@ -123,3 +123,20 @@ import Testing
         #expect(float.indexKeys(in: "public.other") != nil)
     }
 }
+
+/// An update that brings a row into a client's view, in replication mode with unchanged
+/// TOASTed columns: the client never saw them, so they come from the whole old row.
+@Suite struct EnteringViewTests {
+    @Test func unchangedColumnsAreTakenFromTheOldRowInTheTablesOrder() throws {
+        var record = ChangeRecord(cursor: .trigger(stream: 1, sequence: 1), source: .replication, op: .update)
+        record.row = RawJSON(trusted: Array(#"{"id":1,"tenant":1}"#.utf8))
+        record.old = RawJSON(trusted: Array(#"{"id":1,"big":"xxxx","tenant":2,"note":null}"#.utf8))
+        record.unchanged = ["big", "note"]
+        let entering = record.enteringView
+        #expect(entering.row.map { String(decoding: $0.bytes, as: UTF8.self) } == #"{"id":1,"big":"xxxx","tenant":1,"note":null}"#)
+        #expect(entering.unchanged == nil && entering.old == nil && entering.op == .insert)
+        // Without the old row, what is missing stays named.
+        record.old = nil
+        #expect(record.enteringView.unchanged == ["big", "note"])
+    }
+}

@@ -11,6 +11,7 @@ package final class CaptureState: Sendable {
         var capturedTables: Set<TableName>?
         var columns: [TableName: [String: ColumnKind]] = [:]
         var wholeOldRows: Set<TableName>?
+        var partitionAncestors: [TableName: Set<TableName>] = [:]
         var slotLost: String?
     }
 
@@ -62,6 +63,12 @@ package final class CaptureState: Sendable {
     package func hasWholeOldRows(_ table: TableName) -> Bool {
         snapshot.withLock { $0.wholeOldRows?.contains(table) ?? true }
     }
+
+    /// The partitioned tables each captured partition belongs to (at any depth): a row
+    /// rule on a partitioned table applies to its partitions, whose names records carry.
+    package var partitionAncestors: [TableName: Set<TableName>] { snapshot.withLock { $0.partitionAncestors } }
+
+    package func setPartitionAncestors(_ ancestors: [TableName: Set<TableName>]) { snapshot.withLock { $0.partitionAncestors = ancestors } }
 
     /// Replication: a table's replica identity as a Relation message says it.
     package func setReplicaIdentity(of table: TableName, full: Bool) {

@@ -302,15 +302,29 @@ extension Subscription {
     package func checkingRules(by capture: CaptureState) throws(ClientMessageError) -> Subscription {
         guard !rules.isEmpty else { return self }
         var checked = self
-        var rules: [TableName: [RowFilter]] = [:]
         let columns = capture.columns
-        let visible = tables ?? capture.capturedTables
-        for (table, rule) in self.rules where visible?.contains(table) ?? true {
+        // A partitioned table's rule is its partitions' too: their records carry their own names.
+        var claimed = self.rules
+        for (partition, ancestors) in capture.partitionAncestors {
+            for ancestor in ancestors.sorted() {
+                if let rule = self.rules[ancestor] { claimed[partition, default: []] += rule }
+            }
+        }
+        var rules: [TableName: [RowFilter]] = [:]
+        for (table, rule) in claimed where tables?.contains(table) ?? true {
+            // A table not captured yet keeps its rule (and gets nothing: `knownTables`).
+            guard columns[table] != nil else {
+                rules[table] = rule
+                continue
+            }
             for condition in rule {
                 do {
                     try condition.check(against: columns, tables: [table])
                 } catch {
                     throw .forbidden("the credential's row rule for \(table) cannot apply (\(error.description.dropFirst("bad filter: ".count))); ask for a token whose rule names a column of the table")
+                }
+                if let kind = columns[table]?[condition.column], let why = condition.ruleRefusal(on: kind) {
+                    throw .forbidden("the credential's row rule for \(table) cannot apply (\(why)); ask for a token with another rule")
                 }
             }
             if !capture.hasWholeOldRows(table) {
@@ -321,6 +335,7 @@ extension Subscription {
             rules[table] = rule.map { Self.resolve($0, in: columns) }
         }
         checked.rules = rules
+        checked.knownTables = Set(columns.keys)
         return checked
     }
 }
