@@ -87,6 +87,9 @@ package final class Broadcaster: RecordSink {
         var examined: UInt64 = 0
         /// Registered and not yet unregistered: includes clients ended but still closing.
         var connections: Set<UInt64> = []
+        /// How to close each connection outright, for those registered with one
+        /// (``closeStragglers()``).
+        var closers: [UInt64: @Sendable () -> Void] = [:]
         /// What clients ended before they left were subscribed to, until they leave
         /// (a Socket.IO session keeps it recoverable).
         var endedSubscriptions: [UInt64: Subscription] = [:]
@@ -267,7 +270,9 @@ package final class Broadcaster: RecordSink {
     /// As above, and the window records matched for the client are charged to
     /// `account` (its address: ``AddressPace``) as a scan goes, a turn's worth at a
     /// time, before any reply that follows the scan is queued.
-    func register(framing: Framing, onEnd: (@Sendable (EndReason) -> Void)?, account: ScanAccount?) -> Registration {
+    func register(
+        framing: Framing, onEnd: (@Sendable (EndReason) -> Void)?, account: ScanAccount?, closeNow: (@Sendable () -> Void)? = nil
+    ) -> Registration {
         let queue = ClientQueue(limit: queueLimit)
         let (id, flag) = state.withLock { state in
             state.nextID += 1
@@ -278,6 +283,7 @@ package final class Broadcaster: RecordSink {
             } else {
                 state.clients[id] = Client(queue: queue, control: flag, framing: framing, subscription: nil)
                 state.connections.insert(id)
+                if let closeNow { state.closers[id] = closeNow }
             }
             metrics?.clients.set(state.clients.count)
             return (id, flag)
@@ -392,6 +398,16 @@ package final class Broadcaster: RecordSink {
         for action in closingActions.withLock({ $0 }) { action() }
     }
 
+    /// Closes outright every connection still open some time after ``closeAll()``: a
+    /// session whose peer vanished unseen (a reset its socket never reported while the
+    /// writer waited for room) would otherwise hold the server's graceful shutdown for
+    /// its whole allowance (it held it 30 s). Their clients were ended already; what
+    /// they had queued is lost with the connection, as for any client cut off.
+    package func closeStragglers() {
+        let closers = state.withLock { state in Array(state.closers.values) }
+        for close in closers { close() }
+    }
+
     /// Has `action` run when the server shuts down, after every client was ended.
     func whenClosing(_ action: @escaping @Sendable () -> Void) {
         closingActions.withLock { $0.append(action) }
@@ -410,6 +426,7 @@ package final class Broadcaster: RecordSink {
     package func unregister(_ id: UInt64) -> Subscription? {
         state.withLock { state in
             state.connections.remove(id)
+            state.closers[id] = nil
             let ended = state.endedSubscriptions.removeValue(forKey: id)
             state.unsubscribe(id, keepingSubscription: true)
             let client = state.clients.removeValue(forKey: id)

@@ -25,7 +25,7 @@ package struct CaptureService: Service {
 
 /// Closes every client when graceful shutdown begins, so open WebSocket sessions
 /// (1001) and SSE streams end instead of holding the server open; then waits, up to
-/// `waitForClients`, for their connections to finish closing.
+/// `waitForClients`, for their connections to finish closing, and closes the rest.
 struct ClientShutdownService: Service {
     let broadcaster: Broadcaster
     var waitForClients: Duration = .zero
@@ -39,5 +39,8 @@ struct ClientShutdownService: Service {
         while broadcaster.connectionCount > 0, NIODeadline.now() < deadline {
             try? await eventLoop.scheduleTask(in: .milliseconds(10)) {}.futureResult.get()
         }
+        // Whatever has not closed by now closes outright: the server's own graceful
+        // shutdown waits for every connection.
+        broadcaster.closeStragglers()
     }
 }

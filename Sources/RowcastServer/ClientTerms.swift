@@ -42,7 +42,7 @@ extension Broadcaster {
     ) -> Registration {
         register(framing: framing, onEnd: { reason in
             channel.closeUnlessClosed(after: reason.grace(stalledClientGrace))
-        }, account: account)
+        }, account: account, closeNow: { channel.close(promise: nil) })
     }
 
     /// Ends `client` when its credential expires, on a timer of `eventLoop` (not the

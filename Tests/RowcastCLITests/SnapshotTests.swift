@@ -171,12 +171,11 @@ struct SnapshotTests {
         let sluggish = try RawClient(port: Int(boundedPort) ?? 0, receiveBuffer: 4096)
         #expect(sluggish.upgrade())
         sluggish.sendText(#"{"event":"subscribe","data":{"tables":["big"],"snapshot":true}}"#)
-        try await eventually("the sluggish client's snapshot to read rows", within: 60, interval: .milliseconds(50)) {
-            try await LiveDatabase.psql(url, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'rowcast snapshot' AND query LIKE 'FETCH%'") == "1"
-        }
-        try await eventually("the sluggish client's snapshot connection to end", within: 30, interval: .milliseconds(50)) { try await snapshotConnections() == 0 }
+        // (Its reader is at FETCH for about the second it is allowed: a loaded suite's
+        // psql, polling, once missed that; what the client is told is the proof.)
         let told = try await onThread("the sluggish client to read why", within: 120) { sluggish.read(untilAnyOf: ["snapshot_failed", "snapshot_end", "too slow"]) }
         #expect(told == "snapshot_failed")
+        try await eventually("the sluggish client's snapshot connection to end", within: 30, interval: .milliseconds(50)) { try await snapshotConnections() == 0 }
         // It goes (a client stalled for good is the shutdown tests' business, not this one's).
         sluggish.reset()
 

@@ -39,7 +39,7 @@ struct FilterOracleTests {
             )
         }
         let kinds = try CatalogColumns.kinds(of: [table], on: database)[table] ?? [:]
-        #expect(kinds["r"] == .float4 && kinds["d"] == .float8 && kinds["n"] == .number && kinds["i"] == .number && kinds["t"] == .other)
+        #expect(kinds["r"] == .float4 && kinds["d"] == .float8 && kinds["n"] == .number && kinds["i"] == .number && kinds["t"] == .text)
         let rows = try database.execute("SELECT id, to_jsonb(x)::text FROM \(table.quoted) x").rows.compactMap { row -> (Int, RawJSON)? in
             guard let id = row[0].flatMap({ Int($0) }), let json = row[1] else { return nil }
             return (id, RawJSON(trusted: Array(json.utf8)))

@@ -278,7 +278,7 @@ struct TriggerCaptureTests {
         #expect(records.count == 1)
         // Learned before the record reached the sink: a client that saw it can subscribe.
         #expect(state.capturedTables == [first, late])
-        #expect(state.columns[late] == ["id": .number, "n": .number, "label": .other, "flag": .bool])
+        #expect(state.columns[late] == ["id": .number, "n": .number, "label": .text, "flag": .bool])
     }
 
     @Test func captureRefusesAMissingSetUpWithTheFix() throws {
