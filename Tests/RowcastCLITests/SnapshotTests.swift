@@ -171,8 +171,9 @@ struct SnapshotTests {
         let sluggish = try RawClient(port: Int(boundedPort) ?? 0, receiveBuffer: 4096)
         #expect(sluggish.upgrade())
         sluggish.sendText(#"{"event":"subscribe","data":{"tables":["big"],"snapshot":true}}"#)
-        // (Its reader is at FETCH for about the second it is allowed: a loaded suite's
-        // psql, polling, once missed that; what the client is told is the proof.)
+        // It reads nothing until serve says the snapshot outlasted its second (polling
+        // pg_stat_activity for the reader's FETCH once missed that second).
+        _ = try await bounded.waitFor("a snapshot of public.big failed: the snapshot took longer than 1 s", seconds: 120)
         let told = try await onThread("the sluggish client to read why", within: 120) { sluggish.read(untilAnyOf: ["snapshot_failed", "snapshot_end", "too slow"]) }
         #expect(told == "snapshot_failed")
         try await eventually("the sluggish client's snapshot connection to end", within: 30, interval: .milliseconds(50)) { try await snapshotConnections() == 0 }
