@@ -22,6 +22,18 @@ extension Broadcaster {
         private let condition = NSCondition()
         private var signaled = false
         private var cancelled = false
+        private var slotGiven = false
+
+        /// Gives the slot back to `slots`, once: as soon as the snapshot's transaction
+        /// ended (before `snapshot_end`, so that a client told the snapshot ended may take
+        /// another at once), or when the reader's thread ends.
+        func giveBack(to slots: SnapshotSlots) {
+            condition.lock()
+            let first = !slotGiven
+            slotGiven = true
+            condition.unlock()
+            if first { slots.give(back: slot) }
+        }
 
         init(start: Cursor?, slot: SnapshotSlots.Slot) {
             self.start = start

@@ -72,7 +72,7 @@ package struct SnapshotRunner: Sendable {
         }
         guard let (gate, framing) = try broadcaster.beginSnapshot(id, to: subscription, slots: slots) else { return }
         let thread = Thread { [self] in
-            defer { slots.give(back: gate.slot) }
+            defer { gate.giveBack(to: slots) }
             read(tables.sorted(), for: id, subscription: subscription, framing: framing, gate: gate, broadcaster: broadcaster)
         }
         thread.name = "rowcast-snapshot"
@@ -84,8 +84,12 @@ package struct SnapshotRunner: Sendable {
         broadcaster: Broadcaster
     ) {
         let started = ContinuousClock.now
-        func fail(_ code: String, _ message: String) {
+        /// Tells the client, its transaction ended and its slot free first (a client told
+        /// may ask again at once).
+        func fail(_ code: String, _ message: String, closing snapshot: (any TableSnapshot)? = nil) {
             logger.info("a snapshot of \(tables.map(\.description).joined(separator: ", ")) failed: \(message)")
+            snapshot?.close()
+            gate.giveBack(to: slots)
             broadcaster.failSnapshot(id, gate: gate, .snapshot(code: code, message: message))
         }
         var attempt = 0
@@ -103,7 +107,7 @@ package struct SnapshotRunner: Sendable {
             while !broadcaster.hasPassed(snapshot.visibility, walPosition: snapshot.walPosition) {
                 if gate.isCancelled { return }
                 guard ContinuousClock.now < deadline else {
-                    return fail("snapshot_failed", "the capture did not reach the snapshot within \(Int(limits.catchUpSeconds)) s (is it connected? see /status); retry")
+                    return fail("snapshot_failed", "the capture did not reach the snapshot within \(Int(limits.catchUpSeconds)) s (is it connected? see /status); retry", closing: snapshot)
                 }
                 requestRead()
                 gate.wait(seconds: 0.02)
@@ -113,13 +117,13 @@ package struct SnapshotRunner: Sendable {
             case .gone: return
             case .interleaved:
                 guard attempt < limits.attempts else {
-                    return fail("snapshot_failed", "transactions kept becoming visible out of their commit order (a synchronous standby's waits?); retry")
+                    return fail("snapshot_failed", "transactions kept becoming visible out of their commit order (a synchronous standby's waits?); retry", closing: snapshot)
                 }
                 logger.debug("a snapshot's transactions interleave with the stream's; taking it again")
                 continue
             case .expired:
                 guard attempt < limits.attempts else {
-                    return fail("snapshot_expired", Self.expiredMessage)
+                    return fail("snapshot_expired", Self.expiredMessage, closing: snapshot)
                 }
                 continue
             case .after(let cursor): boundary = cursor
@@ -153,21 +157,23 @@ package struct SnapshotRunner: Sendable {
                         return open && !tooLarge && !tooLong && !gaveWay
                     }
                 } catch {
-                    return fail("snapshot_failed", error.description)
+                    return fail("snapshot_failed", error.description, closing: snapshot)
                 }
                 if tooLarge {
-                    return fail("snapshot_too_large", "more than \(limits.rows) rows match; narrow the filter or the tables (the server's --snapshot-rows)")
+                    return fail("snapshot_too_large", "more than \(limits.rows) rows match; narrow the filter or the tables (the server's --snapshot-rows)", closing: snapshot)
                 }
                 if gaveWay {
-                    return fail("snapshot_failed", "another session (DDL on \(table)?) waited for a lock this snapshot held, and the snapshot gave way; subscribe with snapshot again")
+                    return fail("snapshot_failed", "another session (DDL on \(table)?) waited for a lock this snapshot held, and the snapshot gave way; subscribe with snapshot again", closing: snapshot)
                 }
                 if tooLong {
-                    return fail("snapshot_failed", "the snapshot took longer than \(String(format: "%g", limits.seconds)) s to read (the server's --snapshot-seconds: its transaction holds back vacuum); narrow it, or read faster")
+                    return fail("snapshot_failed", "the snapshot took longer than \(String(format: "%g", limits.seconds)) s to read (the server's --snapshot-seconds: its transaction holds back vacuum); narrow it, or read faster", closing: snapshot)
                 }
                 guard open else { return }
             }
-            // The transaction ends before the stream goes on: nothing is held for it.
+            // The transaction ends before the stream goes on: nothing is held for it, and
+            // the slot is free before the client hears the snapshot ended.
             snapshot.close()
+            gate.giveBack(to: slots)
             broadcaster.endSnapshot(id, gate: gate, after: boundary, rows: rows)
             logger.debug("a snapshot of \(rows) rows ended after \(ContinuousClock.now - started), attempt \(attempt)")
             return
