@@ -479,14 +479,18 @@ package enum ColumnKind: Sendable, Equatable {
         }
     }
 
-    /// From `pg_type.typcategory`, and the type itself (a domain's base type).
-    package init(typeCategory: String, type: UInt32? = nil) {
+    /// From `pg_type.typcategory`, and the type itself (a domain's base type); text
+    /// whose collation is not deterministic (case- or accent-blind) compares otherwise.
+    package init(typeCategory: String, type: UInt32? = nil, deterministic: Bool = true) {
         switch (typeCategory, type) {
         case (_, 700): self = .float4
         case (_, 701): self = .float8
-        case ("N", _): self = .number
+        // The integers and numeric; not money, oid or reg* (numeric category, text values).
+        case ("N", let oid?) where [20, 21, 23, 1700].contains(oid): self = .number
+        case ("N", nil): self = .number
         case ("B", _): self = .bool
-        case (_, let oid?) where [25, 1043, 19, 18, 2950].contains(oid): self = ColumnKind(typeOID: oid)
+        case (_, let oid?) where [25, 1043, 19, 18].contains(oid): self = deterministic ? .text : .other
+        case (_, 2950): self = .uuid
         default: self = .other
         }
     }

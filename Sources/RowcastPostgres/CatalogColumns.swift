@@ -7,15 +7,16 @@ package enum CatalogColumns {
         for table in tables {
             let rows = try connection.execute(
                 """
-                SELECT a.attname, t.typcategory, CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
-                FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+                SELECT a.attname, t.typcategory, CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END,
+                       \(connection.serverVersion >= 120000 ? "coalesce(c.collisdeterministic, true)" : "true")
+                FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid LEFT JOIN pg_collation c ON c.oid = a.attcollation
                 WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
                 """,
                 [table.quoted]
             ).rows
             guard !rows.isEmpty else { continue }
             columns[table] = Dictionary(rows.compactMap { row in
-                row[0].map { ($0, ColumnKind(typeCategory: row[1] ?? "", type: row[2].flatMap { UInt32($0) })) }
+                row[0].map { ($0, ColumnKind(typeCategory: row[1] ?? "", type: row[2].flatMap { UInt32($0) }, deterministic: row[3] != "f")) }
             }) { first, _ in first }
         }
         return columns

@@ -141,7 +141,7 @@ package final class ReplicationCapture: BlockingCaptureSource {
         capture.state.setCapturedTables(captured)
         capture.state.setColumns(columns)
         capture.state.setWholeOldRows(wholeOldRows)
-        capture.state.setPartitionAncestors(ancestors)
+        capture.state.setPartitionAncestors(ancestors, of: captured ?? [])
         let stream: PostgresConnection
         do {
             stream = try capture.startStream()

@@ -247,7 +247,7 @@ package final class TriggerCapture: BlockingCaptureSource {
                 try warnOfPartitionsCapturedTwice(tables, on: connection)
                 state.setCapturedTables(tables)
                 state.setColumns(try CatalogColumns.kinds(of: tables, on: connection))
-                state.setPartitionAncestors(try CatalogColumns.partitionAncestors(of: tables, on: connection))
+                state.setPartitionAncestors(try CatalogColumns.partitionAncestors(of: tables, on: connection), of: tables)
                 return
             }
             let rows = try connection.execute(
@@ -275,7 +275,7 @@ package final class TriggerCapture: BlockingCaptureSource {
             try warnOfPartitionsCapturedTwice(tables, on: connection)
             state.setCapturedTables(tables)
             state.setColumns(try CatalogColumns.kinds(of: tables, on: connection))
-            state.setPartitionAncestors(try CatalogColumns.partitionAncestors(of: tables, on: connection))
+            state.setPartitionAncestors(try CatalogColumns.partitionAncestors(of: tables, on: connection), of: tables)
         } catch {
             throw .cannotConnect(error)
         }

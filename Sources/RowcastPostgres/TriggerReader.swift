@@ -436,6 +436,8 @@ struct TriggerReader {
     /// A table set up while rowcast runs: capture it from now on, columns and all.
     private func learnIfNew(_ table: TableName, on connection: PostgresConnection) throws(PostgresError) {
         guard !state.captures(table) else { return }
+        // Its partitioned tables first: a row rule on one of them is its rule too.
+        state.learnAncestors(of: table, try CatalogColumns.partitionAncestors(of: table, on: connection))
         state.capture(table, columns: try CatalogColumns.kinds(of: [table], on: connection)[table])
     }
 

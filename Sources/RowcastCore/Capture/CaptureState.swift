@@ -12,6 +12,7 @@ package final class CaptureState: Sendable {
         var columns: [TableName: [String: ColumnKind]] = [:]
         var wholeOldRows: Set<TableName>?
         var partitionAncestors: [TableName: Set<TableName>] = [:]
+        var ancestryKnown: Set<TableName>?
         var slotLost: String?
     }
 
@@ -68,7 +69,25 @@ package final class CaptureState: Sendable {
     /// rule on a partitioned table applies to its partitions, whose names records carry.
     package var partitionAncestors: [TableName: Set<TableName>] { snapshot.withLock { $0.partitionAncestors } }
 
-    package func setPartitionAncestors(_ ancestors: [TableName: Set<TableName>]) { snapshot.withLock { $0.partitionAncestors = ancestors } }
+    /// The tables whose partitioned tables are known (`partitionAncestors`): those the
+    /// capture looked up, at start and as it learned them; nil when nobody said.
+    package var ancestryKnown: Set<TableName>? { snapshot.withLock { $0.ancestryKnown } }
+
+    /// What `tables` are partitions of, as looked up for all of them.
+    package func setPartitionAncestors(_ ancestors: [TableName: Set<TableName>], of tables: Set<TableName>) {
+        snapshot.withLock { state in
+            state.partitionAncestors = ancestors
+            state.ancestryKnown = tables
+        }
+    }
+
+    /// What a table learned while capturing is a partition of.
+    package func learnAncestors(of table: TableName, _ ancestors: Set<TableName>) {
+        snapshot.withLock { state in
+            state.partitionAncestors[table] = ancestors.isEmpty ? nil : ancestors
+            state.ancestryKnown?.insert(table)
+        }
+    }
 
     /// Replication: a table's replica identity as a Relation message says it.
     package func setReplicaIdentity(of table: TableName, full: Bool) {
@@ -79,9 +98,18 @@ package final class CaptureState: Sendable {
 
     /// A table the source delivers that it did not know at start (set up, or added to
     /// the publication, while it ran). Returns false when nothing changed.
+    ///
+    /// A Relation message names each column's type by OID only, so it cannot tell a
+    /// domain from its base type or see a collation: a column the catalog found not
+    /// comparable as text (`other`: a case-blind collation, say) stays so.
     @discardableResult
     package func capture(_ table: TableName, columns: [String: ColumnKind]?) -> Bool {
         snapshot.withLock { state in
+            var columns = columns
+            if let known = state.columns[table], var told = columns {
+                for (name, kind) in told where known[name] == .other && kind == .text { told[name] = .other }
+                columns = told
+            }
             let newTable = state.capturedTables.map { !$0.contains(table) } ?? false
             let newColumns = columns.map { state.columns[table] != $0 } ?? false
             if newTable { state.capturedTables?.insert(table) }

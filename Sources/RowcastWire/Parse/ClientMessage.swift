@@ -335,7 +335,10 @@ extension Subscription {
             rules[table] = rule.map { Self.resolve($0, in: columns) }
         }
         checked.rules = rules
-        checked.knownTables = Set(columns.keys)
+        // Known: its columns, and what it is a partition of (a table the replication
+        // stream named later is not looked up: it waits for serve's next start).
+        let ancestry = capture.ancestryKnown
+        checked.knownTables = Set(columns.keys.filter { ancestry?.contains($0) ?? true })
         return checked
     }
 }
