@@ -87,8 +87,9 @@ package final class Broadcaster: RecordSink {
         var examined: UInt64 = 0
         /// Registered and not yet unregistered: includes clients ended but still closing.
         var connections: Set<UInt64> = []
-        /// How to close each connection outright, for those registered with one
-        /// (``closeStragglers()``).
+        /// How to close each connection outright, for those registered with one, until
+        /// the connection has closed (``closeStragglers()``): its session may end and
+        /// unregister while the connection still waits for a peer that vanished.
         var closers: [UInt64: @Sendable () -> Void] = [:]
         /// What clients ended before they left were subscribed to, until they leave
         /// (a Socket.IO session keeps it recoverable).
@@ -404,8 +405,14 @@ package final class Broadcaster: RecordSink {
     /// its whole allowance (it held it 30 s). Their clients were ended already; what
     /// they had queued is lost with the connection, as for any client cut off.
     package func closeStragglers() {
+        // (``connectionClosed(_:)`` forgets a connection's closer once it has closed.)
         let closers = state.withLock { state in Array(state.closers.values) }
         for close in closers { close() }
+    }
+
+    /// Forgets how to close connection `id`: it closed.
+    func connectionClosed(_ id: UInt64) {
+        _ = state.withLock { $0.closers.removeValue(forKey: id) }
     }
 
     /// Has `action` run when the server shuts down, after every client was ended.
@@ -426,7 +433,6 @@ package final class Broadcaster: RecordSink {
     package func unregister(_ id: UInt64) -> Subscription? {
         state.withLock { state in
             state.connections.remove(id)
-            state.closers[id] = nil
             let ended = state.endedSubscriptions.removeValue(forKey: id)
             state.unsubscribe(id, keepingSubscription: true)
             let client = state.clients.removeValue(forKey: id)

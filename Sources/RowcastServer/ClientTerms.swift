@@ -40,9 +40,11 @@ extension Broadcaster {
     func register(
         framing: Framing, closing channel: any Channel, grace stalledClientGrace: Duration, account: ScanAccount? = nil
     ) -> Registration {
-        register(framing: framing, onEnd: { reason in
+        let registration = register(framing: framing, onEnd: { reason in
             channel.closeUnlessClosed(after: reason.grace(stalledClientGrace))
         }, account: account, closeNow: { channel.close(promise: nil) })
+        channel.closeFuture.whenComplete { [weak self] _ in self?.connectionClosed(registration.id) }
+        return registration
     }
 
     /// Ends `client` when its credential expires, on a timer of `eventLoop` (not the
