@@ -74,16 +74,16 @@ export ROWCAST_WINDOW_FSYNC=never
 # log, shown as it comes: line-buffered, or a file would receive it in blocks and the
 # watchdog would count finished tests late.
 : >"$log"
-# With no filter, the snapshot suites run after the rest, alone (SnapshotLoadTests:
+# With no filter, the heavy CLI suites run after the rest, alone (SnapshotLoadTests:
 # writers at full speed beside fifty clients, a million rows; SnapshotTests: tables of
-# 10 MB rows, browsers): beside the rest they starved tests whose deadlines are minutes
-# long.
+# 10 MB rows, browsers; RowRuleServeTests: two hundred clients per mode): beside the
+# rest they starved tests whose deadlines are minutes long.
 runs=1
 if [ $# -eq 0 ]; then
     runs=2
     setsid stdbuf -oL -eL bash -c '
-        swift test --skip-build --skip "RowcastCLITests\.Snapshot(Load)?Tests"; first=$?
-        swift test --skip-build --filter "RowcastCLITests\.Snapshot(Load)?Tests"; second=$?
+        swift test --skip-build --skip "RowcastCLITests\.(Snapshot(Load)?Tests|RowRuleServeTests)"; first=$?
+        swift test --skip-build --filter "RowcastCLITests\.(Snapshot(Load)?Tests|RowRuleServeTests)"; second=$?
         [ "$first" -ne 0 ] && exit "$first"; exit "$second"
     ' >"$log" 2>&1 </dev/null &
 else

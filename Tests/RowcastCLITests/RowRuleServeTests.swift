@@ -11,7 +11,8 @@ import Testing
 /// that a random workload changes (inserts, updates, updates that move rows between
 /// tenants, deletes, several rows at once), and no frame any of them receives carries a
 /// value of another tenant's row. The table's final state is the oracle.
-@Suite(.enabled(if: LiveDatabase.available, "needs the cluster that make test starts"), .timeLimit(.minutes(10)))
+/// Heavy: `make test` runs it after the rest (scripts/test.sh), one mode at a time.
+@Suite(.enabled(if: LiveDatabase.available, "needs the cluster that make test starts"), .timeLimit(.minutes(10)), .serialized)
 struct RowRuleServeTests {
     static let secret = "a-jwt-secret-of-at-least-32-bytes!!"
     static let tenants = 20
