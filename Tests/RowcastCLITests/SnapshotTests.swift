@@ -120,7 +120,7 @@ struct SnapshotTests {
             "--log-level", "debug",
         ])
         let port = try await server.waitFor(#"serving trigger mode on http://127\.0\.0\.1:(\d+)/"#)
-        let snapshotConnections = { try await Int(LiveDatabase.psql(url, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'rowcast snapshot'")) ?? -1 }
+        let snapshotConnections = { try await Int(LiveDatabase.psql(url, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'rowcast snapshot' AND datname = current_database()")) ?? -1 }
 
         // A client that stops reading: its snapshot (8 MB, more than the queue and the
         // sockets hold) waits for room, holding the one slot.
@@ -153,7 +153,7 @@ struct SnapshotTests {
         slow.run(port: port, subscribe: #"{"event":"subscribe","data":{"tables":["big"],"snapshot":true,"filter":"id=lte.20"}}"#)
         // Its boundary is set before its rows are read (the reader is at FETCH, waiting).
         try await eventually("the slow client's snapshot to read rows", within: 60, interval: .milliseconds(50)) {
-            try await LiveDatabase.psql(url, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'rowcast snapshot' AND query LIKE 'FETCH%'") == "1"
+            try await LiveDatabase.psql(url, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'rowcast snapshot' AND datname = current_database() AND query LIKE 'FETCH%'") == "1"
         }
         try await LiveDatabase.psql(url, "INSERT INTO small SELECT generate_series(100, 119)")
         slow.release()
@@ -269,7 +269,7 @@ struct SnapshotTests {
         #expect(stalled.upgrade())
         stalled.sendText(#"{"event":"subscribe","data":{"tables":["big"],"snapshot":true}}"#)
         try await eventually("the snapshot to read rows", within: 60, interval: .milliseconds(50)) {
-            try await LiveDatabase.psql(url, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'rowcast snapshot' AND query LIKE 'FETCH%'") == "1"
+            try await LiveDatabase.psql(url, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'rowcast snapshot' AND datname = current_database() AND query LIKE 'FETCH%'") == "1"
         }
         // The application waits 20 s at most for its lock: the snapshot must let go first.
         try await LiveDatabase.psql(url, "SET lock_timeout = '20s'; ALTER TABLE big ADD COLUMN extra int")
@@ -282,7 +282,7 @@ struct SnapshotTests {
         #expect(second.upgrade())
         second.sendText(#"{"event":"subscribe","data":{"tables":["big","zz"],"snapshot":true}}"#)
         try await eventually("the second snapshot to read rows", within: 60, interval: .milliseconds(50)) {
-            try await LiveDatabase.psql(url, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'rowcast snapshot' AND query LIKE 'FETCH%'") == "1"
+            try await LiveDatabase.psql(url, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'rowcast snapshot' AND datname = current_database() AND query LIKE 'FETCH%'") == "1"
         }
         try await LiveDatabase.psql(url, "SET lock_timeout = '20s'; ALTER TABLE zz ALTER COLUMN n TYPE bigint")
         let toldAgain = try await onThread("the second client to read why", within: 120) { second.read(untilAnyOf: ["snapshot_failed", "snapshot_end", "too slow"]) }
