@@ -139,7 +139,11 @@ struct TriggerCaptureTests {
     @Test func burstFromSeveralConnectionsArrivesCompleteInCommitOrder() async throws {
         let table = TableName(schema: "public", name: LiveDatabase.uniqueName("burst"))
         let slot = LiveDatabase.uniqueName("order")
-        let database = try LiveDatabase.connect()
+        // A database of its own: decoding the oracle's slot in the shared database, while
+        // other tests created and dropped tables there, failed in PostgreSQL itself
+        // ("unexpected duplicate for tablespace 0, relfilenode …").
+        let url = try await LiveDatabase.freshDatabase(prefix: "burst")
+        let database = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
         try database.execute("CREATE TABLE \(table.quoted) (id int PRIMARY KEY, writer int)")
         try TriggerSetup.install(on: database, tables: [table])
         // Logical decoding emits transactions in commit order: the oracle for the order NOTIFY must keep.
@@ -148,7 +152,7 @@ struct TriggerCaptureTests {
             _ = try database.execute("SELECT pg_create_logical_replication_slot($1, 'test_decoding')", [slot])
         }
         defer { _ = try? database.execute("SELECT pg_drop_replication_slot($1)", [slot]) }
-        let capture = try RunningCapture(tables: [table])
+        let capture = try RunningCapture(.init(connection: ConnectionSettings(conninfo: url), tables: [table]))
         defer { capture.finish() }
 
         let writers = 4, perWriter = 2_500
@@ -156,7 +160,7 @@ struct TriggerCaptureTests {
             for writer in 0..<writers {
                 group.addTask {
                     try await onThread("a writer of the concurrent-transactions test", within: 120) {
-                        let connection = try LiveDatabase.connect()
+                        let connection = try PostgresConnection(ConnectionSettings(conninfo: boundedConninfo(url)))
                         for n in 0..<perWriter {
                             try connection.execute("INSERT INTO \(table.quoted) VALUES ($1, $2)", [String(writer * perWriter + n), String(writer)])
                         }
