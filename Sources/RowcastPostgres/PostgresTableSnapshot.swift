@@ -181,7 +181,8 @@ final class PostgresTableSnapshot: TableSnapshot {
         case 20, 21, 23, 1700: (cast, valid) = ("numeric", Self.isNumeric)
         case 700: (cast, valid) = ("float4", Self.isNumeric)
         case 701: (cast, valid) = ("float8", Self.isNumeric)
-        case 25, 1043: (cast, valid) = ("text", { _ in true })
+        // `null` is also JSON null to a filter (`eq.null` matches a null column), never to SQL.
+        case 25, 1043: (cast, valid) = ("text", { $0 != "null" })
         default: return nil
         }
         guard filter.values.allSatisfy(valid), !filter.values.contains(where: { $0.utf8.contains(0) }) else { return nil }
