@@ -17,6 +17,12 @@ package struct Subscription: Sendable, Equatable {
     /// sent: a rule on it could not be checked, nor told how its column compares, nor
     /// reach it through its partitioned table. The client sees it once it subscribes again.
     package var knownTables: Set<TableName>?
+    /// With rules, once checked against the catalog: the credential's rules as it gave
+    /// them (``rules`` also holds each partition's share of its partitioned table's, and
+    /// the types each compares in), and the ``CaptureState/catalogVersion`` they were
+    /// checked at. The broadcaster checks them again when the catalog moves on.
+    package var claimedRules: [TableName: [RowFilter]]?
+    package var catalogVersion: UInt64?
 
     /// Everything the client may see (`ready for data`).
     package static let everything = Subscription(tables: nil, ops: nil, filter: nil)

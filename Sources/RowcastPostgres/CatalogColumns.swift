@@ -22,6 +22,41 @@ package enum CatalogColumns {
         return columns
     }
 
+    /// The columns of relation `oid` (a Relation message's): each one's type OID and how
+    /// it compares, as ``kinds(of:on:)`` reads them. Empty for a relation that is gone.
+    package static func columns(ofRelation oid: UInt32, on connection: PostgresConnection) throws(PostgresError) -> [String: (type: UInt32, kind: ColumnKind)] {
+        let rows = try connection.execute(
+            """
+            SELECT a.attname, a.atttypid::int8, t.typcategory, CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END,
+                   \(connection.serverVersion >= 120000 ? "coalesce(c.collisdeterministic, true)" : "true")
+            FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid LEFT JOIN pg_collation c ON c.oid = a.attcollation
+            WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped
+            """,
+            [String(oid)]
+        ).rows
+        var columns: [String: (type: UInt32, kind: ColumnKind)] = [:]
+        for row in rows {
+            guard let name = row[0], let type = row[1].flatMap({ UInt32($0) }) else { continue }
+            columns[name] = (type, ColumnKind(typeCategory: row[2] ?? "", type: row[3].flatMap { UInt32($0) }, deterministic: row[4] != "f"))
+        }
+        return columns
+    }
+
+    /// The partitioned tables relation `oid` is a partition of, at any depth (none for a
+    /// table that is no partition, one that is gone, or before PostgreSQL 12).
+    package static func partitionAncestors(ofRelation oid: UInt32, on connection: PostgresConnection) throws(PostgresError) -> Set<TableName> {
+        guard connection.serverVersion >= 120000 else { return [] }
+        let rows = try connection.execute(
+            """
+            SELECT n.nspname, c.relname FROM pg_partition_ancestors($1::oid) p
+            JOIN pg_class c ON c.oid = p.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE p.relid <> $1::oid
+            """,
+            [String(oid)]
+        ).rows
+        return Set(rows.compactMap { row in row[0].flatMap { schema in row[1].map { TableName(schema: schema, name: $0) } } })
+    }
+
     /// Of `tables`, those whose replica identity is FULL: their updates and deletes carry
     /// the whole old row in replication mode.
     package static func fullIdentity(of tables: Set<TableName>, on connection: PostgresConnection) throws(PostgresError) -> Set<TableName> {

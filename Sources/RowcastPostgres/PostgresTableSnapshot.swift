@@ -143,6 +143,15 @@ final class PostgresTableSnapshot: TableSnapshot {
         }
     }
 
+    func columns(of tables: [TableName]) throws(SnapshotError) -> [TableName: [String: ColumnKind]] {
+        guard let connection else { throw SnapshotError("the snapshot is closed") }
+        do {
+            return try CatalogColumns.kinds(of: Set(tables), on: connection)
+        } catch {
+            throw SnapshotError("cannot read the columns of \(tables.map(\.description).joined(separator: ", ")): \(error.description)")
+        }
+    }
+
     func blocksAnother() -> Bool {
         guard let connection else { return false }
         let waits = try? connection.execute(

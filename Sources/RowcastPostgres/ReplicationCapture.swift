@@ -407,8 +407,13 @@ struct Driver {
                 state.recordPositions(confirmed: flushed, server: written)
             case .lookUpGenerated(let oid):
                 session.handle(.generatedLearned(oid, columns: try types.generatedColumns(of: oid)), into: &actions)
-            case .tableSeen(let table, let columns, let wholeOldRows):
-                state.capture(table, columns: columns)
+            case .tableSeen(let table, let columns, let wholeOldRows, let relation, let typeOIDs):
+                // A Relation message comes first and after every change to the table's
+                // definition: what the catalog says of it now, for row rules (a domain's
+                // base type, a collation, a partition attached), before any later record.
+                let catalog = try types.columns(ofRelation: relation)
+                state.learnAncestors(of: table, try types.partitionAncestors(ofRelation: relation))
+                state.capture(table, columns: ReplicationCapture.kinds(columns, types: typeOIDs, catalog: catalog))
                 state.setReplicaIdentity(of: table, full: wholeOldRows)
             case .warn(let line):
                 logger.error("\(line)")
@@ -430,4 +435,21 @@ struct SlotLost: Error, CustomStringConvertible {
     let slot: String
     let reason: String
     var description: String { "replication slot \(slot) is lost: \(reason)" }
+}
+
+extension ReplicationCapture {
+    /// How a Relation message's columns compare: as the catalog says where the column
+    /// has the type the message names (it knows domains and collations), `other` where
+    /// they differ (the stream is before or after a change of type: no rule may rely on
+    /// it until they agree again), as the message says where the catalog lacks it.
+    package static func kinds(
+        _ told: [String: ColumnKind], types: [String: UInt32], catalog: [String: (type: UInt32, kind: ColumnKind)]
+    ) -> [String: ColumnKind] {
+        var kinds = told
+        for name in told.keys {
+            guard let known = catalog[name] else { continue }
+            kinds[name] = known.type == types[name] ? known.kind : .other
+        }
+        return kinds
+    }
 }

@@ -426,10 +426,14 @@ struct TriggerReader {
         return forwarded
     }
 
-    /// The captured tables' columns again, for filters on a column added while rowcast
-    /// runs (`ALTER TABLE … ADD COLUMN`): the catalog is read once per maintenance.
+    /// The captured tables' columns and partitioned tables again, for filters on a
+    /// column added while rowcast runs (`ALTER TABLE … ADD COLUMN`) and for row rules
+    /// (a column's type changed, a partition attached): the catalog is read once per
+    /// maintenance.
     private func refreshColumns(on connection: PostgresConnection) throws(PostgresError) {
         guard let tables = state.capturedTables, !tables.isEmpty else { return }
+        let ancestors = try CatalogColumns.partitionAncestors(of: tables, on: connection)
+        state.setPartitionAncestors(ancestors, of: tables)
         state.setColumns(try CatalogColumns.kinds(of: tables, on: connection))
     }
 

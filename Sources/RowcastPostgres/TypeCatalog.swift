@@ -72,6 +72,17 @@ final class TypeCatalog {
         ).rows.compactMap { $0.first ?? nil }
     }
 
+    /// The columns of relation `oid` as the catalog has them now: each one's type OID
+    /// and how it compares (``CatalogColumns/columns(ofRelation:on:)``).
+    func columns(ofRelation oid: UInt32) throws(PostgresError) -> [String: (type: UInt32, kind: ColumnKind)] {
+        try CatalogColumns.columns(ofRelation: oid, on: catalogConnection())
+    }
+
+    /// The partitioned tables relation `oid` is a partition of, at any depth.
+    func partitionAncestors(ofRelation oid: UInt32) throws(PostgresError) -> Set<TableName> {
+        try CatalogColumns.partitionAncestors(ofRelation: oid, on: catalogConnection())
+    }
+
     private func catalogConnection() throws(PostgresError) -> PostgresConnection {
         if let connection, connection.isConnected { return connection }
         let fresh = try PostgresConnection(settings)

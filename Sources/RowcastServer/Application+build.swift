@@ -25,7 +25,8 @@ package func buildApplication(
         options: options, origin: window?.origin ?? source.origin, metrics: ServerMetrics(replication: options.slot != nil),
         log: window?.log, restored: window?.restored ?? [], lostBefore: window?.lostBefore,
         onLogFailure: { line in logger.error("\(line); the slot now trails the resume window again, which holds back the database's WAL for the window's age (fix: free the disk and restart serve)") },
-        onDivergence: { line in logger.warning("\(line)") }
+        onDivergence: { line in logger.warning("\(line)") },
+        catalog: source.state, onRulesDropped: { line in logger.warning("\(line)") }
     )
     if let snapshots {
         broadcaster.snapshots.withLock {

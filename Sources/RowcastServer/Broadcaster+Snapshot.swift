@@ -95,7 +95,7 @@ extension Broadcaster {
             state.clients[id]?.snapshot = gate
             state.setReplay(id, nil)
             state.clients[id]?.skipThrough = nil
-            state.subscribe(id, to: subscription)
+            subscribe(id, to: subscription, in: &state, wakes: &wakes)
             client.control.setReplaying(true)
             var subscribed = ServerMessage.subscribed(subscription, cursor: state.lastCursor?.description)
             // Socket.IO keeps the last string of each event as the offset it recovers from:

@@ -110,6 +110,9 @@ package final class Broadcaster: RecordSink {
         /// The candidates of the record being delivered, kept between records so that
         /// its storage is not allocated again for each.
         var candidates: [UInt64] = []
+        /// The ``CaptureState/catalogVersion`` every row rule subscription was last
+        /// checked at (``recheckRules(in:)``).
+        var rulesCheckedAt: UInt64 = 0
 
         /// Gives client `id` its subscription and matches records against it.
         mutating func subscribe(_ id: UInt64, to subscription: Subscription) {
@@ -173,6 +176,12 @@ package final class Broadcaster: RecordSink {
     let horizon = Mutex<(position: UInt64, visible: TransactionSnapshot?)>((0, nil))
     /// Reads snapshots for clients that ask for one (nil: this server takes none).
     let snapshots = Mutex<SnapshotRunner?>(nil)
+    /// What the capture knows of the catalog: row rules are checked again when it
+    /// changes (nil: tests without a capture).
+    let catalog: CaptureState?
+    /// Told when the catalog changed under clients' row rules and tables were dropped
+    /// from their view (a line for the log).
+    private let onRulesDropped: (@Sendable (String) -> Void)?
     /// How many frames may wait for one client before it is cut off.
     package let queueLimit: Int
     /// How many bytes of frames may wait for one client before it is cut off (a single
@@ -197,8 +206,11 @@ package final class Broadcaster: RecordSink {
     package init(
         options: ServerOptions, origin: Cursor? = nil, metrics: ServerMetrics? = nil, log: WindowLog? = nil,
         restored: [(record: ChangeRecord, at: Int64)] = [], lostBefore: Cursor? = nil,
-        onLogFailure: (@Sendable (String) -> Void)? = nil, onDivergence: (@Sendable (String) -> Void)? = nil
+        onLogFailure: (@Sendable (String) -> Void)? = nil, onDivergence: (@Sendable (String) -> Void)? = nil,
+        catalog: CaptureState? = nil, onRulesDropped: (@Sendable (String) -> Void)? = nil
     ) {
+        self.catalog = catalog
+        self.onRulesDropped = onRulesDropped
         self.queueLimit = max(options.clientQueueFrames, 16)
         self.queueByteLimit = max(options.clientQueueBytes, 1)
         self.metrics = metrics
@@ -323,7 +335,7 @@ package final class Broadcaster: RecordSink {
                 replay = .from(max(latest, oldest))
             }
             cancelSnapshot(id, in: &state)
-            state.subscribe(id, to: subscription)
+            subscribe(id, to: subscription, in: &state, wakes: &wakes)
             state.clients[id]?.skipThrough = since.flatMap { since in state.lastCursor.map { since > $0 } ?? true ? since : nil }
             state.setReplay(id, replay)
             client.control.setReplaying(replay != nil)
@@ -480,6 +492,11 @@ package final class Broadcaster: RecordSink {
         var wakes: [ClientQueue] = []
         let (sent, release) = state.withLock { state in
             var sent = 0
+            // The capture changed what it knows of the catalog before this record.
+            if let catalog, case let version = catalog.catalogVersion, version != state.rulesCheckedAt {
+                state.rulesCheckedAt = version
+                recheckRules(of: Array(state.subscribed), in: &state, wakes: &wakes)
+            }
             state.lastCursor = record.cursor
             state.window.append(encoded)
             // The log's old segments go as the window lets go of them, not only at a
@@ -539,6 +556,51 @@ package final class Broadcaster: RecordSink {
         if let metrics, sent > 0 {
             metrics.recordsSent.increment(by: sent)
             metrics.bytesSent.increment(by: sent * encoded.size)
+        }
+    }
+
+    /// Gives client `id` its subscription; one whose rules were checked before the
+    /// catalog last moved on (a record delivered meanwhile saw the change) is checked again.
+    func subscribe(_ id: UInt64, to subscription: Subscription, in state: inout State, wakes: inout [ClientQueue]) {
+        state.subscribe(id, to: subscription)
+        if let catalog, subscription.claimedRules != nil, subscription.catalogVersion != catalog.catalogVersion {
+            recheckRules(of: [id], in: &state, wakes: &wakes)
+        }
+    }
+
+    /// Client `id`'s subscription as it is now (its rules checked again since it
+    /// subscribed, if the catalog moved on).
+    func subscription(of id: UInt64) -> Subscription? {
+        state.withLock { $0.clients[id]?.subscription }
+    }
+
+    /// Checks the row rules of clients `ids` again against the catalog as the capture
+    /// knows it now (``Subscription/recheckingRules(by:columns:)``): each rule resolved
+    /// in its column's type now. A table whose rule no longer applies is dropped from the
+    /// client's view, and the client told with a `forbidden` error (its subscription
+    /// goes on for the rest).
+    func recheckRules(of ids: [UInt64], in state: inout State, wakes: inout [ClientQueue]) {
+        guard let catalog else { return }
+        let version = catalog.catalogVersion
+        var droppedFrom: [TableName: Int] = [:]
+        var why: [TableName: String] = [:]
+        for id in ids {
+            guard let client = state.clients[id], let subscription = client.subscription, subscription.claimedRules != nil,
+                subscription.catalogVersion != version
+            else { continue }
+            let (checked, dropped) = subscription.recheckingRules(by: catalog)
+            state.subscribe(id, to: checked)
+            for (table, reason) in dropped {
+                droppedFrom[table, default: 0] += 1
+                why[table] = reason
+                let message = "\(table) changed while subscribed (\(reason)): nothing more of it is sent; subscribe again"
+                if let bytes = client.framing.frame(ServerMessage.error(code: "forbidden", message: message)) {
+                    enqueue(Outgoing(bytes), to: id, in: &state, wakes: &wakes, overBudget: true)
+                }
+            }
+        }
+        for (table, count) in droppedFrom.sorted(by: { $0.key < $1.key }) {
+            onRulesDropped?("\(table) changed under \(count) client\(count == 1 ? "" : "s")' row rule\(count == 1 ? "" : "s") (\(why[table] ?? "")): they get nothing more of it until they subscribe again")
         }
     }
 

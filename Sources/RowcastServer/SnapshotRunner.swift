@@ -128,6 +128,19 @@ package struct SnapshotRunner: Sendable {
                 continue
             case .after(let cursor): boundary = cursor
             }
+            // The rules as they stand now (checked again if the catalog moved on since the
+            // client subscribed), and against the columns the snapshot reads: a type changed
+            // before it and not yet seen by the capture drops that table from the view.
+            var subscription = broadcaster.subscription(of: id) ?? subscription
+            if subscription.claimedRules != nil {
+                do throws(SnapshotError) {
+                    var columns = capture.columns
+                    for (table, kinds) in try snapshot.columns(of: tables) { columns[table] = kinds }
+                    subscription = subscription.recheckingRules(by: capture, columns: columns).0
+                } catch {
+                    return fail("snapshot_failed", error.description, closing: snapshot)
+                }
+            }
             var rows = 0
             var tooLarge = false
             var tooLong = false
@@ -185,7 +198,8 @@ package struct SnapshotRunner: Sendable {
     /// Whether `row` is in the client's view and its filter takes it (PostgreSQL only
     /// narrowed what it read).
     static func matches(_ row: RawJSON, of table: TableName, subscription: Subscription) -> Bool {
-        guard subscription.readsValues(of: table) else { return true }
+        // Without a rule or filter, still not a table that left the client's view.
+        guard subscription.readsValues(of: table) else { return subscription.knownTables?.contains(table) ?? true }
         var record = ChangeRecord(cursor: .trigger(stream: 0, sequence: 0), source: .trigger, op: .insert)
         record.schema = table.schema
         record.table = table.name

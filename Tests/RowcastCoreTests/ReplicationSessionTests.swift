@@ -216,7 +216,7 @@ extension [ReplicationSession.Action] {
 
     @Test func recordsCarryTheRowCursorAndTransactionAndTheTableFilterApplies() throws {
         var harness = SessionHarness(.init(tables: [TableName(schema: "public", name: "items")]))
-        #expect(harness.receive(WireBytes.relation(oid: 1, name: "items")) == [.tableSeen("public.items", columns: ["id": .number, "title": .text], wholeOldRows: false), .lookUpGenerated(1)])
+        #expect(harness.receive(WireBytes.relation(oid: 1, name: "items")) == [.tableSeen("public.items", columns: ["id": .number, "title": .text], wholeOldRows: false, relation: 1, types: ["id": 23, "title": 25]), .lookUpGenerated(1)])
         #expect(harness.receive(WireBytes.relation(oid: 2, name: "other")).isEmpty, "a table not asked for is not reported")
         _ = harness.receive(WireBytes.begin(finalLSN: 0x1000, xid: 42))
         var records = harness.receive(WireBytes.insert(oid: 2, id: 9, title: "skipped")).records
@@ -232,7 +232,7 @@ extension [ReplicationSession.Action] {
         var harness = SessionHarness()
         #expect(harness.receive(WireBytes.relation(oid: 1, name: "items", titleType: 90001)) == [
             .lookUpTypes([90001]),
-            .tableSeen("public.items", columns: ["id": .number, "title": .other], wholeOldRows: false),
+            .tableSeen("public.items", columns: ["id": .number, "title": .other], wholeOldRows: false, relation: 1, types: ["id": 23, "title": 90001]),
             .lookUpGenerated(1),
         ])
         harness.feed(.typesLearned([90001: .json]))

@@ -259,12 +259,15 @@ import Testing
 
 extension Broadcaster {
     /// A broadcaster with ``ServerOptions``' defaults but for the limits a test sets.
-    convenience init(queueLimit: Int? = nil, queueBytes: Int? = nil, resumeWindow: Int, resumeWindowBytes: Int? = nil, origin: Cursor? = nil) {
+    convenience init(
+        queueLimit: Int? = nil, queueBytes: Int? = nil, resumeWindow: Int, resumeWindowBytes: Int? = nil, origin: Cursor? = nil,
+        catalog: CaptureState? = nil, onRulesDropped: (@Sendable (String) -> Void)? = nil
+    ) {
         var options = ServerOptions()
         if let queueLimit { options.clientQueueLimit = queueLimit }
         if let queueBytes { options.clientQueueBytes = queueBytes }
         options.resumeWindow = resumeWindow
         if let resumeWindowBytes { options.resumeWindowBytes = resumeWindowBytes }
-        self.init(options: options, origin: origin)
+        self.init(options: options, origin: origin, catalog: catalog, onRulesDropped: onRulesDropped)
     }
 }

@@ -3,6 +3,7 @@ import NIOCore
 import RowcastCore
 import RowcastServer
 import RowcastWire
+import Synchronization
 import RowcastTestSupport
 import Testing
 
@@ -90,5 +91,62 @@ import Testing
         #expect(elsewhere.queue.take().items.filter { String(buffer: $0.bytes).hasPrefix("id:") || String(buffer: $0.bytes).contains("event: update") }.isEmpty)
         // whole, ranged (scanned) and one (found by value) for each record; the truncate reaches one too.
         #expect(broadcaster.clientsExamined == 2 + 3 + 3)
+    }
+
+    /// A rule column's type changed while clients were subscribed (`ALTER … TYPE text`,
+    /// then `… TYPE citext`): the capture says so before the next record, and the
+    /// broadcaster checks every rule again first. `tenant=neq.42`, resolved on a number
+    /// column, passed the text `'42'` (the rule kept comparing as a number); a rule on a
+    /// type rules cannot compare drops its table from the client's view, which is told.
+    @Test func aRuleWhoseColumnChangedTypeIsCheckedAgainBeforeTheNextRecord() throws {
+        let catalog = CaptureState()
+        catalog.setCapturedTables([Self.table])
+        catalog.setColumns([Self.table: ["id": .number, "tenant": .number, "secret": .text]])
+        final class Lines: Sendable { let lines = Mutex<[String]>([]) }
+        let dropped = Lines()
+        let broadcaster = Broadcaster(queueLimit: 64, resumeWindow: 10, catalog: catalog) { line in dropped.lines.withLock { $0.append(line) } }
+        func ruled(_ rule: String) throws -> Subscription {
+            try ClientAccess(tables: [Self.table], rows: [Self.table: [RowFilter(parsing: rule)]], expires: nil).restrict(.everything).checkingRules(by: catalog)
+        }
+        let notTenant42 = broadcaster.register(framing: .webSocket), notX = broadcaster.register(framing: .webSocket)
+        broadcaster.subscribe(notTenant42.id, to: try ruled("tenant=neq.42"))
+        broadcaster.subscribe(notX.id, to: try ruled("secret=neq.x"))
+        func row(_ n: UInt64, _ tenant: String, _ secret: String) -> ChangeRecord {
+            var record = ChangeRecord(cursor: .trigger(stream: 7, sequence: n), source: .trigger, op: .insert)
+            (record.schema, record.table) = ("public", "orders")
+            record.row = RawJSON(trusted: Array(#"{"id":\#(n),"tenant":\#(tenant),"secret":"\#(secret)"}"#.utf8))
+            return record
+        }
+        broadcaster.deliver(row(1, "42", "a"))
+        broadcaster.deliver(row(2, "7", "a"))
+        // ALTER TABLE orders ALTER tenant TYPE text: its values are strings from now on.
+        catalog.capture(Self.table, columns: ["id": .number, "tenant": .text, "secret": .text])
+        broadcaster.deliver(row(3, #""42""#, "a"))
+        broadcaster.deliver(row(4, #""7""#, "a"))
+        // ALTER … secret TYPE citext: `X` equals `x` there, which rowcast cannot tell.
+        catalog.capture(Self.table, columns: ["id": .number, "tenant": .text, "secret": .other])
+        broadcaster.deliver(row(5, #""8""#, "X"))
+        func frames(_ registration: Broadcaster.Registration) throws -> [(event: String, id: Int?, message: String?)] {
+            try registration.queue.take().items.compactMap { item in
+                let frame = try #require(try JSONSerialization.jsonObject(with: Data(item.bytes.readableBytesView)) as? [String: Any])
+                let data = frame["data"] as? [String: Any]
+                return (frame["event"] as? String ?? "?", (data?["row"] as? [String: Any])?["id"] as? Int, data?["message"] as? String)
+            }
+        }
+        let first = try frames(notTenant42).filter { $0.event == "update" }.map(\.id)
+        #expect(first == [2, 4, 5], "tenant=neq.42 got rows \(first)")
+        let second = try frames(notX)
+        #expect(second.filter { $0.event == "update" }.map(\.id) == [1, 2, 3, 4], "secret=neq.x got \(second)")
+        let told = second.first { $0.event == "error" }?.message ?? "nothing"
+        #expect(told.contains("public.orders changed while subscribed"), "the client was told: \(told)")
+        let logged = dropped.lines.withLock { $0 }
+        #expect(logged.count == 1 && logged.first?.contains("1 client") == true, "logged: \(logged)")
+        // A client that subscribes with rules checked before the change is checked again.
+        let late = broadcaster.register(framing: .webSocket)
+        let stale = try ClientAccess(tables: [Self.table], rows: [Self.table: [RowFilter(parsing: "secret=neq.x")]], expires: nil)
+            .restrict(.everything).checkingRules(by: { let old = CaptureState(); old.setColumns([Self.table: ["secret": .text]]); return old }())
+        broadcaster.subscribe(late.id, to: stale)
+        broadcaster.deliver(row(6, #""8""#, "X"))
+        #expect(try frames(late).filter { $0.event == "update" }.isEmpty)
     }
 }

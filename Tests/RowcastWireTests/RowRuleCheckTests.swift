@@ -89,16 +89,67 @@ import Testing
 
     /// Types whose values are not compared as PostgreSQL compares them are no rule's:
     /// money and oid are in the numeric category but their JSON is text; a case-blind
-    /// collation's text is not bytes; and a Relation message, which sees no collation,
-    /// does not make such a column text again.
+    /// collation's text is not bytes (a Relation message, which sees no collation, is
+    /// read with the catalog: `ReplicationKindsTests`).
     @Test func moneyCaseBlindTextAndTheirRelationMessagesStayOutOfRules() throws {
         #expect(ColumnKind(typeCategory: "N", type: 790) == .other)
         #expect(ColumnKind(typeCategory: "N", type: 26) == .other)
         #expect(ColumnKind(typeCategory: "N", type: 1700) == .number)
         #expect(ColumnKind(typeCategory: "S", type: 25, deterministic: false) == .other)
         let state = Self.capture()
-        state.capture("public.orders", columns: ["tenant": .number, "code": .text, "name": .text, "owner": .uuid])
-        #expect(state.columns["public.orders"]?["code"] == .other)
         #expect(throws: ClientMessageError.self) { try Self.subscription(["public.orders": ["code=eq.ab"]]).checkingRules(by: state) }
+    }
+
+    /// The catalog changed while subscribed: rules are checked again, never to widen.
+    @Test func rulesCheckedAgainAfterTheCatalogChangedNeverWiden() throws {
+        let state = Self.capture()
+        let before = state.catalogVersion
+        var subscription = try Self.subscription(["public.orders": ["tenant=neq.42", "name=neq.x"], "public.p": ["tenant=eq.1"]]).checkingRules(by: state)
+        #expect(subscription.catalogVersion == before)
+        func row(_ table: String, _ json: String) -> ChangeRecord {
+            var record = ChangeRecord(cursor: .trigger(stream: 1, sequence: 1), source: .trigger, op: .insert)
+            (record.schema, record.table, record.row) = ("public", table, RawJSON(trusted: Array(json.utf8)))
+            return record
+        }
+        // tenant became text: '42' is 42's text, which neq.42 keeps out.
+        state.capture("public.orders", columns: ["tenant": .text, "code": .other, "name": .text, "owner": .uuid])
+        #expect(state.catalogVersion > before)
+        var (checked, dropped) = subscription.recheckingRules(by: state)
+        #expect(dropped.isEmpty)
+        #expect(!checked.matches(row("orders", #"{"tenant":"42","name":"a"}"#)) && checked.matches(row("orders", #"{"tenant":"43","name":"a"}"#)))
+        subscription = checked
+        // name became case-blind: the rule cannot apply; orders leaves the view.
+        state.capture("public.orders", columns: ["tenant": .text, "code": .other, "name": .other, "owner": .uuid])
+        (checked, dropped) = subscription.recheckingRules(by: state)
+        #expect(dropped.map(\.0) == ["public.orders"] && dropped.first?.1.contains("compared by rowcast as text") == true, "\(dropped)")
+        #expect(!checked.matches(row("orders", #"{"tenant":"43","name":"a"}"#)))
+        // Back to text: the table stays out until the client subscribes again.
+        state.capture("public.orders", columns: ["tenant": .text, "code": .other, "name": .text, "owner": .uuid])
+        #expect(!checked.recheckingRules(by: state).0.matches(row("orders", #"{"tenant":"43","name":"a"}"#)))
+        subscription = checked
+        // p_1 detached from p: its rule would be none, so it leaves the view; a table
+        // captured since stays unknown.
+        state.capture("public.late", columns: ["tenant": .number])
+        state.setPartitionAncestors(["public.p_2": ["public.p"]], of: ["public.orders", "public.p_1", "public.p_2", "public.late"])
+        (checked, dropped) = subscription.recheckingRules(by: state)
+        #expect(dropped.map(\.0) == ["public.p_1"], "\(dropped)")
+        #expect(!checked.matches(row("p_1", #"{"tenant":1}"#)) && checked.matches(row("p_2", #"{"tenant":1}"#)))
+        #expect(!checked.matches(row("late", #"{"tenant":1}"#)))
+    }
+
+    /// A table the client saw whole that is attached as a partition of a ruled table
+    /// takes that rule from then on (narrower, so it stays in view).
+    @Test func aTableAttachedToARuledTableTakesItsRule() throws {
+        let state = Self.capture()
+        let subscription = try Self.subscription(["public.p": ["tenant=eq.1"]]).checkingRules(by: state)
+        var record = ChangeRecord(cursor: .trigger(stream: 1, sequence: 1), source: .trigger, op: .insert)
+        (record.schema, record.table, record.row) = ("public", "orders", RawJSON(trusted: Array(#"{"tenant":2}"#.utf8)))
+        #expect(subscription.matches(record))
+        state.learnAncestors(of: "public.orders", ["public.p"])
+        let (checked, dropped) = subscription.recheckingRules(by: state)
+        #expect(dropped.isEmpty)
+        #expect(!checked.matches(record))
+        record.row = RawJSON(trusted: Array(#"{"tenant":1}"#.utf8))
+        #expect(checked.matches(record))
     }
 }

@@ -17,8 +17,28 @@ package final class CaptureState: Sendable {
     }
 
     private let snapshot = Mutex(Snapshot())
+    private let catalogChanges = Atomic<UInt64>(0)
 
     package init() {}
+
+    /// How many times what row rules depend on changed: a table's columns or their
+    /// types, its replica identity, what it is a partition of. Read without a lock for
+    /// every record (``Broadcaster`` checks its subscriptions again when it moved); a
+    /// capture changes it before it delivers any record that follows the change.
+    package var catalogVersion: UInt64 { catalogChanges.load(ordering: .acquiring) }
+
+    /// Runs `change` on the state, and counts a catalog change when it changed any of
+    /// what ``catalogVersion`` follows.
+    private func changingCatalog<Result>(_ change: (inout Snapshot) -> Result) -> Result {
+        snapshot.withLock { state in
+            let before = (state.columns, state.wholeOldRows, state.partitionAncestors, state.ancestryKnown)
+            let result = change(&state)
+            if before != (state.columns, state.wholeOldRows, state.partitionAncestors, state.ancestryKnown) {
+                catalogChanges.add(1, ordering: .releasing)
+            }
+            return result
+        }
+    }
 
     /// Whether the source is connected and capturing.
     package var isConnected: Bool { snapshot.withLock { $0.connected } }
@@ -51,14 +71,14 @@ package final class CaptureState: Sendable {
     /// source connected; filters on them are checked against it.
     package var columns: [TableName: [String: ColumnKind]] { snapshot.withLock { $0.columns } }
 
-    package func setColumns(_ columns: [TableName: [String: ColumnKind]]) { snapshot.withLock { $0.columns = columns } }
+    package func setColumns(_ columns: [TableName: [String: ColumnKind]]) { changingCatalog { $0.columns = columns } }
 
     /// The tables whose updates and deletes carry the whole old row, which row rules
     /// need: nil when every table's do (trigger mode); in replication mode, the tables
     /// known to have REPLICA IDENTITY FULL.
     package var wholeOldRows: Set<TableName>? { snapshot.withLock { $0.wholeOldRows } }
 
-    package func setWholeOldRows(_ tables: Set<TableName>?) { snapshot.withLock { $0.wholeOldRows = tables } }
+    package func setWholeOldRows(_ tables: Set<TableName>?) { changingCatalog { $0.wholeOldRows = tables } }
 
     /// Whether `table`'s updates and deletes carry the whole old row.
     package func hasWholeOldRows(_ table: TableName) -> Bool {
@@ -75,7 +95,7 @@ package final class CaptureState: Sendable {
 
     /// What `tables` are partitions of, as looked up for all of them.
     package func setPartitionAncestors(_ ancestors: [TableName: Set<TableName>], of tables: Set<TableName>) {
-        snapshot.withLock { state in
+        changingCatalog { state in
             state.partitionAncestors = ancestors
             state.ancestryKnown = tables
         }
@@ -83,7 +103,7 @@ package final class CaptureState: Sendable {
 
     /// What a table learned while capturing is a partition of.
     package func learnAncestors(of table: TableName, _ ancestors: Set<TableName>) {
-        snapshot.withLock { state in
+        changingCatalog { state in
             state.partitionAncestors[table] = ancestors.isEmpty ? nil : ancestors
             state.ancestryKnown?.insert(table)
         }
@@ -91,25 +111,19 @@ package final class CaptureState: Sendable {
 
     /// Replication: a table's replica identity as a Relation message says it.
     package func setReplicaIdentity(of table: TableName, full: Bool) {
-        snapshot.withLock { state in
+        changingCatalog { state in
             if full { state.wholeOldRows?.insert(table) } else { state.wholeOldRows?.remove(table) }
         }
     }
 
     /// A table the source delivers that it did not know at start (set up, or added to
-    /// the publication, while it ran). Returns false when nothing changed.
-    ///
-    /// A Relation message names each column's type by OID only, so it cannot tell a
-    /// domain from its base type or see a collation: a column the catalog found not
-    /// comparable as text (`other`: a case-blind collation, say) stays so.
+    /// the publication, while it ran), or its columns as they are now (a type changed).
+    /// Returns false when nothing changed. `columns` is what the catalog says (the
+    /// replication capture reads it for each Relation message, which cannot tell a
+    /// domain from its base type or see a collation).
     @discardableResult
     package func capture(_ table: TableName, columns: [String: ColumnKind]?) -> Bool {
-        snapshot.withLock { state in
-            var columns = columns
-            if let known = state.columns[table], var told = columns {
-                for (name, kind) in told where known[name] == .other && kind == .text { told[name] = .other }
-                columns = told
-            }
+        changingCatalog { state in
             let newTable = state.capturedTables.map { !$0.contains(table) } ?? false
             let newColumns = columns.map { state.columns[table] != $0 } ?? false
             if newTable { state.capturedTables?.insert(table) }

@@ -22,6 +22,10 @@ package protocol TableSnapshot: AnyObject {
     /// `to_jsonb(row)` gives it, in pages of at most `pageRows` rows (fewer when rows
     /// are large). `page` returns false to stop.
     func read(_ table: TableName, conditions: [RowFilter], pageRows: Int, page: ([RawJSON]) -> Bool) throws(SnapshotError)
+    /// The columns of `tables` and how they compare, from the catalog as the snapshot
+    /// reads the tables (locked: no DDL changes them meanwhile). Row rules are checked
+    /// against it, not against what the capture last heard.
+    func columns(of tables: [TableName]) throws(SnapshotError) -> [TableName: [String: ColumnKind]]
     /// Whether another session waits for a lock the snapshot's transaction holds (the
     /// application's `ALTER TABLE` on a table it read): the snapshot then gives way.
     func blocksAnother() -> Bool

@@ -65,7 +65,9 @@ package struct ReplicationSession: Sendable {
         /// The server described a table the session forwards (it may be new to the
         /// publication): its columns and how they compare, for subscriptions and filters.
         /// `wholeOldRows`: its replica identity is FULL (updates and deletes carry the old row).
-        case tableSeen(TableName, columns: [String: ColumnKind], wholeOldRows: Bool)
+        /// `relation` and `types`: its OID and each column's type OID, with which the
+        /// catalog tells what the message cannot (a domain's base type, a collation).
+        case tableSeen(TableName, columns: [String: ColumnKind], wholeOldRows: Bool, relation: UInt32, types: [String: UInt32])
         /// Log a value that was sent as text because it could not be converted.
         case warn(String)
         /// The stream broke the protocol: log it, drop the connection and reconnect.
@@ -261,8 +263,14 @@ package struct ReplicationSession: Sendable {
             let table = TableName(schema: relation.namespace, name: relation.name)
             if configuration.tables.isEmpty || configuration.tables.contains(table) {
                 var columns: [String: ColumnKind] = [:]
-                for column in relation.columns { columns[column.name] = ColumnKind(typeOID: column.typeOID) }
-                actions.append(.tableSeen(table, columns: columns, wholeOldRows: relation.replicaIdentity == UInt8(ascii: "f")))
+                var types: [String: UInt32] = [:]
+                for column in relation.columns {
+                    columns[column.name] = ColumnKind(typeOID: column.typeOID)
+                    types[column.name] = column.typeOID
+                }
+                actions.append(.tableSeen(
+                    table, columns: columns, wholeOldRows: relation.replicaIdentity == UInt8(ascii: "f"), relation: relation.oid, types: types
+                ))
                 actions.append(.lookUpGenerated(relation.oid))
             }
         case .insert(let insert):

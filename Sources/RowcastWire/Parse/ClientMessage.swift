@@ -300,46 +300,101 @@ extension Subscription {
     /// refuses the subscription rather than hiding or showing every row, and so does one
     /// on a table whose updates lack the old row (replication without REPLICA IDENTITY FULL).
     package func checkingRules(by capture: CaptureState) throws(ClientMessageError) -> Subscription {
-        guard !rules.isEmpty else { return self }
+        guard !rules.isEmpty || claimedRules != nil else { return self }
+        let (checked, refused) = rulesChecked(by: capture, columns: capture.columns)
+        if let (_, refusal) = refused.first { throw refusal }
+        return checked
+    }
+
+    /// The subscription's rules checked again after the catalog changed (a column's type,
+    /// a table's replica identity, a partition attached: ``CaptureState/catalogVersion``),
+    /// with `columns` as they are now (a snapshot reads them under its lock). Each rule is
+    /// resolved again, a partitioned table's rule taken by a partition attached since.
+    /// It never widens what the client sees: a table whose rule can no longer apply, or
+    /// would now be looser (a partition detached), leaves ``knownTables``, so the client
+    /// gets nothing more of it until it subscribes again and the rule is checked as new;
+    /// a table it did not know stays unknown. Returns the subscription, and each table
+    /// dropped with why.
+    package func recheckingRules(by capture: CaptureState, columns: [TableName: [String: ColumnKind]]? = nil) -> (Subscription, dropped: [(TableName, String)]) {
+        guard claimedRules != nil else { return (self, []) }
+        let columns = columns ?? capture.columns
+        var (checked, refused) = rulesChecked(by: capture, columns: columns)
+        // Only tables still in view are dropped (and told): one out of it stays out.
+        let inView = { (table: TableName) in self.knownTables?.contains(table) ?? true }
+        var dropped = refused.filter { inView($0.0) }.map { ($0.0, $0.1.message) }
+        for (table, rule) in rules.sorted(by: { $0.key < $1.key }) where inView(table) {
+            guard refused.allSatisfy({ $0.0 != table }) else { continue }
+            let now = Set((checked.rules[table] ?? []).map(\.description))
+            if !Set(rule.map(\.description)).isSubset(of: now) {
+                dropped.append((table, "its row rule would now be looser (a partition detached?)"))
+            }
+        }
+        var known = knownTables.map { $0.intersection(checked.knownTables ?? $0) } ?? checked.knownTables
+        for (table, _) in dropped { known?.remove(table) }
+        checked.knownTables = known
+        // The client's own filter narrows only; its types follow the catalog too.
+        checked.filter = filter.map { Self.resolve($0, in: columns) }
+        return (checked, dropped)
+    }
+
+    /// The credential's rules against `columns`: resolved for each table whose rule can
+    /// apply, and why each other cannot (in table order).
+    private func rulesChecked(by capture: CaptureState, columns: [TableName: [String: ColumnKind]]) -> (Subscription, refused: [(TableName, ClientMessageError)]) {
+        // Read first: a change after it makes the broadcaster check again.
+        let version = capture.catalogVersion
+        let claims = claimedRules ?? rules
         var checked = self
-        let columns = capture.columns
+        checked.claimedRules = claims
+        checked.catalogVersion = version
         // A partitioned table's rule is its partitions' too: their records carry their own names.
-        var claimed = self.rules
+        var claimed = claims
         for (partition, ancestors) in capture.partitionAncestors {
             for ancestor in ancestors.sorted() {
-                if let rule = self.rules[ancestor] { claimed[partition, default: []] += rule }
+                if let rule = claims[ancestor] { claimed[partition, default: []] += rule }
             }
         }
         var rules: [TableName: [RowFilter]] = [:]
-        for (table, rule) in claimed where tables?.contains(table) ?? true {
+        var refused: [(TableName, ClientMessageError)] = []
+        for (table, rule) in claimed.sorted(by: { $0.key < $1.key }) where tables?.contains(table) ?? true {
             // A table not captured yet keeps its rule (and gets nothing: `knownTables`).
             guard columns[table] != nil else {
                 rules[table] = rule
                 continue
             }
-            for condition in rule {
-                do {
-                    try condition.check(against: columns, tables: [table])
-                } catch {
-                    throw .forbidden("the credential's row rule for \(table) cannot apply (\(error.description.dropFirst("bad filter: ".count))); ask for a token whose rule names a column of the table")
-                }
-                if let kind = columns[table]?[condition.column], let why = condition.ruleRefusal(on: kind) {
-                    throw .forbidden("the credential's row rule for \(table) cannot apply (\(why)); ask for a token with another rule")
-                }
-            }
-            if !capture.hasWholeOldRows(table) {
-                throw .forbidden(
-                    "the credential has a row rule for \(table), which needs each update's old row: replication mode gets it only with REPLICA IDENTITY FULL (fix: ALTER TABLE \(table.quoted) REPLICA IDENTITY FULL; rowcast doctor names every such table)"
-                )
+            if let refusal = Self.refusal(of: rule, on: table, columns: columns, capture: capture) {
+                refused.append((table, refusal))
+                continue
             }
             rules[table] = rule.map { Self.resolve($0, in: columns) }
         }
         checked.rules = rules
-        // Known: its columns, and what it is a partition of (a table the replication
-        // stream named later is not looked up: it waits for serve's next start).
+        // Known: its columns, and what it is a partition of (a table learned while
+        // serving is looked up as it is learned).
         let ancestry = capture.ancestryKnown
         checked.knownTables = Set(columns.keys.filter { ancestry?.contains($0) ?? true })
-        return checked
+        return (checked, refused)
+    }
+
+    /// Why `rule` cannot apply to `table`, if it cannot.
+    private static func refusal(
+        of rule: [RowFilter], on table: TableName, columns: [TableName: [String: ColumnKind]], capture: CaptureState
+    ) -> ClientMessageError? {
+        for condition in rule {
+            do {
+                try condition.check(against: columns, tables: [table])
+            } catch {
+                return .forbidden("the credential's row rule for \(table) cannot apply (\(error.description.dropFirst("bad filter: ".count))); ask for a token whose rule names a column of the table")
+            }
+            if let kind = columns[table]?[condition.column], let why = condition.ruleRefusal(on: kind) {
+                return .forbidden("the credential's row rule for \(table) cannot apply (\(why)); ask for a token with another rule")
+            }
+        }
+        if !capture.hasWholeOldRows(table) {
+            return .forbidden(
+                "the credential has a row rule for \(table), which needs each update's old row: replication mode gets it only with REPLICA IDENTITY FULL (fix: ALTER TABLE \(table.quoted) REPLICA IDENTITY FULL; rowcast doctor names every such table)"
+            )
+        }
+        return nil
     }
 }
 
