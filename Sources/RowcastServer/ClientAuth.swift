@@ -34,6 +34,11 @@ package struct ClientAccess: Sendable, Equatable {
     package func restrict(_ subscription: Subscription) throws(ClientMessageError) -> Subscription {
         var ruled = subscription
         ruled.rules = rows
+        // Checked as new (``Subscription/checkingRules(by:)`` follows): nothing of the
+        // rules the subscription was checked with before is kept.
+        ruled.claimedRules = nil
+        ruled.catalogVersion = nil
+        ruled.knownTables = nil
         return try restrictTables(ruled)
     }
 

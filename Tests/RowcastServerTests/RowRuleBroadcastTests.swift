@@ -149,4 +149,18 @@ import Testing
         broadcaster.deliver(row(6, #""8""#, "X"))
         #expect(try frames(late).filter { $0.event == "update" }.isEmpty)
     }
+
+    /// A Socket.IO session recovered with a fresh credential takes the fresh one's rules:
+    /// the recovered subscription had been checked with the old credential's, which the
+    /// check kept as given and used again instead.
+    @Test func aRecoveredSubscriptionTakesTheFreshCredentialsRules() throws {
+        let catalog = CaptureState()
+        catalog.setCapturedTables([Self.table])
+        catalog.setColumns([Self.table: ["id": .number, "tenant": .number, "secret": .text]])
+        let old = try ClientAccess(tables: [Self.table], rows: [Self.table: [RowFilter(parsing: "tenant=in.(1,2)")]], expires: nil)
+        let fresh = try ClientAccess(tables: [Self.table], rows: [Self.table: [RowFilter(parsing: "tenant=eq.2")]], expires: nil)
+        let recovered = try fresh.restrict(try old.restrict(.everything).checkingRules(by: catalog)).checkingRules(by: catalog)
+        #expect(recovered.rules[Self.table]?.map(\.description) == ["tenant=eq.2"])
+        #expect(!recovered.matches(Self.record(1, .insert, id: 1, tenant: 1)) && recovered.matches(Self.record(2, .insert, id: 2, tenant: 2)))
+    }
 }
