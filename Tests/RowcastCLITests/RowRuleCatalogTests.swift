@@ -42,6 +42,20 @@ struct RowRuleCatalogTests {
         }
     }
 
+    /// A `/ws` client with `token` that subscribes with `subscribe` (the message's data)
+    /// and keeps every text frame in `frames` until its connection ends.
+    static func listen(port: String, token: String, subscribe: String, into frames: Frames) -> Task<Void, any Error> {
+        Task.detached {
+            var logger = Logger(label: "client")
+            logger.logLevel = .critical
+            _ = try await WebSocketClient.connect(url: "ws://127.0.0.1:\(port)/ws?token=\(token)", logger: logger) { inbound, outbound, _ in
+                var messages = inbound.messages(maxSize: 1 << 20).makeAsyncIterator()
+                try await outbound.write(.text(#"{"event":"subscribe","data":"# + subscribe + "}"))
+                while case .text(let text)? = try await messages.next() { frames.add(text) }
+            }
+        }
+    }
+
     @Test(arguments: ["trigger", "replication"])
     func aRuleWhoseColumnChangesTypeIsCheckedAgainBeforeTheNextRecord(mode: String) async throws {
         let url = try await LiveDatabase.freshDatabase(prefix: "rulecat")
@@ -64,15 +78,7 @@ struct RowRuleCatalogTests {
             #"{"tables":["public.a","public.b"],"rows":{"public.a":"tid=neq.42","public.b":"name=neq.x"}}"#
         ])[0]
         let frames = Frames()
-        let client = Task.detached {
-            var logger = Logger(label: "client")
-            logger.logLevel = .critical
-            _ = try await WebSocketClient.connect(url: "ws://127.0.0.1:\(port)/ws?token=\(token)", logger: logger) { inbound, outbound, _ in
-                var messages = inbound.messages(maxSize: 1 << 20).makeAsyncIterator()
-                try await outbound.write(.text(#"{"event":"subscribe","data":{"tables":["a","b"]}}"#))
-                while case .text(let text)? = try await messages.next() { frames.add(text) }
-            }
-        }
+        let client = Self.listen(port: port, token: token, subscribe: #"{"tables":["a","b"]}"#, into: frames)
         defer { client.cancel() }
         try await eventually("the client to subscribe", within: 60, interval: .milliseconds(20), seen: { frames.summary }) {
             frames.all.contains { $0.contains(#""event":"subscribed""#) }
@@ -133,15 +139,7 @@ struct RowRuleCatalogTests {
         try await LiveDatabase.psql(url, "ALTER TABLE c ALTER name TYPE text COLLATE caseless")
         let token = try await RowRuleServeTests.jwts([#"{"tables":["public.c"],"rows":{"public.c":"name=neq.x"}}"#])[0]
         let frames = Frames()
-        let client = Task.detached {
-            var logger = Logger(label: "client")
-            logger.logLevel = .critical
-            _ = try await WebSocketClient.connect(url: "ws://127.0.0.1:\(port)/ws?token=\(token)", logger: logger) { inbound, outbound, _ in
-                var messages = inbound.messages(maxSize: 1 << 20).makeAsyncIterator()
-                try await outbound.write(.text(#"{"event":"subscribe","data":{"tables":["c"],"snapshot":true}}"#))
-                while case .text(let text)? = try await messages.next() { frames.add(text) }
-            }
-        }
+        let client = Self.listen(port: port, token: token, subscribe: #"{"tables":["c"],"snapshot":true}"#, into: frames)
         defer { client.cancel() }
         try await eventually("the snapshot's end, or a refusal", within: 60, interval: .milliseconds(20), seen: { frames.summary }) {
             frames.all.contains { $0.contains(#""event":"snapshot_end""#) } || !frames.errors.isEmpty

@@ -22,6 +22,25 @@ struct FilterOracleTests {
         ("t", "text", ["", "a", "b", "B", "ab", "abc", "é", "e\u{301}", "Z"]),
     ]
 
+    /// `text` parsed and told how `column` compares in `table`, as a subscription is.
+    static func filter(_ text: String, on column: String, of table: TableName, kinds: [String: ColumnKind]) throws -> RowFilter {
+        try RowFilter(parsing: text).resolved(
+            numberIn: kinds[column]?.isNumber == true ? [table] : [],
+            float4In: kinds[column] == .float4 ? [table] : [],
+            float8In: kinds[column] == .float8 ? [table] : []
+        )
+    }
+
+    /// Whether `filter` takes `row`, an insert's row of `table`.
+    static func matches(_ filter: RowFilter, _ row: RawJSON, of table: TableName) -> Bool {
+        var record = ChangeRecord(cursor: .trigger(stream: 0, sequence: 0), source: .trigger, op: .insert)
+        record.schema = table.schema
+        record.table = table.name
+        record.row = row
+        var values = RecordValues(record)
+        return filter.matches(&values)
+    }
+
     @Test func filtersMatchWhatPostgreSQLSelects() throws {
         var generator = SystemRandomNumberGenerator()
         let table = TableName(schema: "public", name: LiveDatabase.uniqueName("oracle"))
@@ -60,19 +79,8 @@ struct FilterOracleTests {
                 : "\(pool.column)\(collate) \(sql) $1::\(pool.type)"
             let parameter = name == "in" ? "{" + values.map { "\"" + $0 + "\"" }.joined(separator: ",") + "}" : values[0]
             let expected = Set(try database.execute("SELECT id FROM \(table.quoted) WHERE \(condition)", [parameter]).rows.compactMap { $0[0].flatMap { Int($0) } })
-            let filter = try RowFilter(parsing: text).resolved(
-                numberIn: kinds[pool.column]?.isNumber == true ? [table] : [],
-                float4In: kinds[pool.column] == .float4 ? [table] : [],
-                float8In: kinds[pool.column] == .float8 ? [table] : []
-            )
-            let actual = Set(rows.filter { _, json in
-                var record = ChangeRecord(cursor: .trigger(stream: 0, sequence: 0), source: .trigger, op: .insert)
-                record.schema = table.schema
-                record.table = table.name
-                record.row = json
-                var values = RecordValues(record)
-                return filter.matches(&values)
-            }.map(\.0))
+            let filter = try Self.filter(text, on: pool.column, of: table, kinds: kinds)
+            let actual = Set(rows.filter { Self.matches(filter, $0.1, of: table) }.map(\.0))
             if actual != expected {
                 mismatches.append("\(text): rowcast \(actual.count) rows, PostgreSQL \(expected.count) (differ on ids \(actual.symmetricDifference(expected).sorted().prefix(3)))")
             }
@@ -128,19 +136,8 @@ struct FilterOracleTests {
             let values = name == "in" ? (0..<Int.random(in: 1...3, using: &generator)).map { _ in value() }.filter { !$0.isEmpty } : [value()]
             if values.isEmpty { continue }
             let text = "\(pool.0)=\(name)." + (name == "in" ? "(" + values.joined(separator: ",") + ")" : values[0])
-            let filter = try RowFilter(parsing: text).resolved(
-                numberIn: kinds[pool.0]?.isNumber == true ? [table] : [],
-                float4In: kinds[pool.0] == .float4 ? [table] : [],
-                float8In: kinds[pool.0] == .float8 ? [table] : []
-            )
-            let matching = Set(all.filter { _, row in
-                var record = ChangeRecord(cursor: .trigger(stream: 0, sequence: 0), source: .trigger, op: .insert)
-                record.schema = table.schema
-                record.table = table.name
-                record.row = row
-                var values = RecordValues(record)
-                return filter.matches(&values)
-            }.keys)
+            let filter = try Self.filter(text, on: pool.0, of: table, kinds: kinds)
+            let matching = Set(all.filter { Self.matches(filter, $0.value, of: table) }.keys)
             let read = Set(try ids([filter]).keys)
             if !matching.isSubset(of: read) {
                 lost.append("\(text): the snapshot lost \(matching.subtracting(read).count) of \(matching.count) matching rows")
