@@ -80,7 +80,7 @@ package struct Subscription: Sendable, Equatable {
             return .send
         }
         func meets(_ side: RecordValues.Side) -> Bool {
-            rule.allSatisfy { $0.matches(&values, side: side) }
+            rule.allSatisfy { $0.matches(&values, side: side, strict: true) }
         }
         let verdict: Verdict, side: RecordValues.Side?
         switch op {
@@ -114,7 +114,7 @@ package struct Subscription: Sendable, Equatable {
     /// passes its filter.
     package func sees(_ values: inout RecordValues) -> Bool {
         if let knownTables, let table = values.table, !knownTables.contains(table) { return false }
-        if let table = values.table, let rule = rules[table], !rule.allSatisfy({ $0.matches(&values, side: .new) }) { return false }
+        if let table = values.table, let rule = rules[table], !rule.allSatisfy({ $0.matches(&values, side: .new, strict: true) }) { return false }
         return filter.map { $0.matches(&values, side: .new) } ?? true
     }
 
@@ -250,6 +250,9 @@ package struct RowFilter: Sendable, Equatable, CustomStringConvertible {
     /// in that type.
     package private(set) var float4In: Set<TableName> = []
     package private(set) var float8In: Set<TableName> = []
+    /// How `column` compares in each table, as resolved: a row rule takes only values of
+    /// the shape such a column gives (``matches(_:side:strict:)``).
+    package private(set) var kindIn: [TableName: ColumnKind] = [:]
 
     /// Parses `column=op.value`; a ``RowFilterError`` says what is wrong. Read by
     /// Unicode scalar, not by Character: `=`, `.`, `(` or `,` followed by a combining
@@ -306,8 +309,13 @@ package struct RowFilter: Sendable, Equatable, CustomStringConvertible {
     /// Whether the record's value for `column` satisfies the filter; the value is parsed
     /// at most once per record, however many clients filter on it. `side` says which
     /// row to read (nil: `row`, or `old` for a record without one).
-    package func matches(_ record: inout RecordValues, side: RecordValues.Side? = nil) -> Bool {
+    ///
+    /// `strict` (a row rule): a value whose shape the column's kind does not give never
+    /// matches, whatever the comparison (``fits(_:in:)``): a rule fails closed on a
+    /// record written under another definition of its column.
+    package func matches(_ record: inout RecordValues, side: RecordValues.Side? = nil, strict: Bool = false) -> Bool {
         guard let value = side.map({ record.value(of: column, side: $0) }) ?? record.value(of: column) else { return false }
+        if strict, !kindIn.isEmpty, let table = record.table, !fits(value, in: table) { return false }
         if !float8In.isEmpty || !float4In.isEmpty, let table = record.table {
             if float8In.contains(table) { return matchesFloat(value, single: false) }
             if float4In.contains(table) { return matchesFloat(value, single: true) }
@@ -347,12 +355,37 @@ extension RowFilter {
 extension RowFilter {
     /// The filter, told which of the tables it may match hold `column` as a number, and
     /// of those which as `real` and `double precision`.
-    package func resolved(numberIn tables: Set<TableName>, float4In: Set<TableName> = [], float8In: Set<TableName> = []) -> RowFilter {
+    package func resolved(
+        numberIn tables: Set<TableName>, float4In: Set<TableName> = [], float8In: Set<TableName> = [], kinds: [TableName: ColumnKind] = [:]
+    ) -> RowFilter {
         var resolved = self
         resolved.numberIn = tables
         resolved.float4In = float4In
         resolved.float8In = float8In
+        resolved.kindIn = kinds
         return resolved
+    }
+
+    /// Whether `value` has the JSON shape a column of the kind the filter was resolved
+    /// against gives in `table`: a number (or `"NaN"`, `"Infinity"`, `"-Infinity"`) for
+    /// numbers, a string for text and uuids, `true`/`false` for booleans; null for any.
+    /// A value of another shape was written under another definition of the column (a
+    /// record from before an `ALTER … TYPE`, or one the capture matched before it heard
+    /// of the change), which the resolved comparison does not describe.
+    func fits(_ value: JSONScalar, in table: TableName) -> Bool {
+        guard let kind = kindIn[table] else { return true }
+        switch value {
+        case .literal("null"): return true
+        case .number: return kind.isNumber
+        case .string(let text):
+            switch kind {
+            case .text, .uuid: return true
+            case .number, .float4, .float8: return text == "NaN" || text == "Infinity" || text == "-Infinity"
+            case .bool, .other: return false
+            }
+        case .literal: return kind == .bool
+        case .composite: return false
+        }
     }
 
     /// The filter on a `real` (`single`) or `double precision` column: both sides read
@@ -479,7 +512,9 @@ package enum ColumnKind: Sendable, Equatable {
         case 700: self = .float4
         case 701: self = .float8
         case 16: self = .bool
-        case 25, 1043, 19, 18: self = .text  // text, varchar, name, "char"
+        // text and varchar; not name (PostgreSQL cuts what it compares with to 63 bytes)
+        // nor "char" (one byte, which to_jsonb writes as an escape past ASCII).
+        case 25, 1043: self = .text
         case 2950: self = .uuid
         default: self = .other
         }
@@ -495,7 +530,7 @@ package enum ColumnKind: Sendable, Equatable {
         case ("N", let oid?) where [20, 21, 23, 1700].contains(oid): self = .number
         case ("N", nil): self = .number
         case ("B", _): self = .bool
-        case (_, let oid?) where [25, 1043, 19, 18].contains(oid): self = deterministic ? .text : .other
+        case (_, let oid?) where [25, 1043].contains(oid): self = deterministic ? .text : .other
         case (_, 2950): self = .uuid
         default: self = .other
         }

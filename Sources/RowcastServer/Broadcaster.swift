@@ -600,7 +600,7 @@ package final class Broadcaster: RecordSink {
             }
         }
         for (table, count) in droppedFrom.sorted(by: { $0.key < $1.key }) {
-            onRulesDropped?("\(table) changed under \(count) client\(count == 1 ? "" : "s")' row rule\(count == 1 ? "" : "s") (\(why[table] ?? "")): they get nothing more of it until they subscribe again")
+            onRulesDropped?("\(table) changed under the row rules of \(count) client\(count == 1 ? "" : "s") (\(why[table] ?? "")): \(count == 1 ? "it gets" : "they get") nothing more of it until \(count == 1 ? "it subscribes" : "they subscribe") again")
         }
     }
 

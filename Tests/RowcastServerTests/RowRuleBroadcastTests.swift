@@ -163,4 +163,39 @@ import Testing
         #expect(recovered.rules[Self.table]?.map(\.description) == ["tenant=eq.2"])
         #expect(!recovered.matches(Self.record(1, .insert, id: 1, tenant: 1)) && recovered.matches(Self.record(2, .insert, id: 2, tenant: 2)))
     }
+
+    /// Records the window took before a rule column changed type are replayed (`last`,
+    /// `since`) to a client whose rule is resolved in the new type: a value of the old
+    /// type's shape is no value of the rule's column, and is not in view. The text `'42'`
+    /// from before `ALTER … TYPE int` reached a `tid=neq.42` client replaying the window
+    /// (the string could not compare with the number, and `neq` let it through).
+    @Test func aReplayOfRecordsFromBeforeATypeChangeFailsClosed() throws {
+        let catalog = CaptureState()
+        catalog.setCapturedTables([Self.table])
+        catalog.setColumns([Self.table: ["id": .number, "tid": .text]])
+        let origin = Self.record(0, .insert, id: 0, tenant: 0).cursor
+        let broadcaster = Broadcaster(queueLimit: 64, resumeWindow: 10, origin: origin, catalog: catalog)
+        func row(_ n: UInt64, _ tid: String) -> ChangeRecord {
+            var record = ChangeRecord(cursor: .trigger(stream: 7, sequence: n), source: .trigger, op: .insert)
+            (record.schema, record.table) = ("public", "orders")
+            record.row = RawJSON(trusted: Array(#"{"id":\#(n),"tid":\#(tid)}"#.utf8))
+            return record
+        }
+        broadcaster.deliver(row(1, #""42""#))
+        broadcaster.deliver(row(2, #""7""#))
+        // ALTER TABLE orders ALTER tid TYPE int USING tid::int
+        catalog.capture(Self.table, columns: ["id": .number, "tid": .number])
+        broadcaster.deliver(row(3, "8"))
+        let rule = try ClientAccess(tables: [Self.table], rows: [Self.table: [RowFilter(parsing: "tid=neq.42")]], expires: nil)
+        let latest = broadcaster.register(framing: .webSocket), since = broadcaster.register(framing: .webSocket)
+        broadcaster.subscribe(latest.id, to: try rule.restrict(.everything).checkingRules(by: catalog), last: 10)
+        #expect(broadcaster.subscribe(since.id, to: try rule.restrict(.everything).checkingRules(by: catalog), since: origin))
+        for registration in [latest, since] {
+            let ids = try registration.queue.take().items.compactMap { item -> Int? in
+                let frame = try JSONSerialization.jsonObject(with: Data(item.bytes.readableBytesView)) as? [String: Any]
+                return ((frame?["data"] as? [String: Any])?["row"] as? [String: Any])?["id"] as? Int
+            }
+            #expect(ids == [3], "replayed rows \(ids)")
+        }
+    }
 }

@@ -96,6 +96,9 @@ import Testing
         #expect(ColumnKind(typeCategory: "N", type: 26) == .other)
         #expect(ColumnKind(typeCategory: "N", type: 1700) == .number)
         #expect(ColumnKind(typeCategory: "S", type: 25, deterministic: false) == .other)
+        // "char" (one byte, written as an escape past ASCII) and name (cut to 63 bytes).
+        #expect(ColumnKind(typeOID: 18) == .other && ColumnKind(typeOID: 19) == .other)
+        #expect(ColumnKind(typeCategory: "S", type: 18) == .other && ColumnKind(typeCategory: "S", type: 19) == .other)
         let state = Self.capture()
         #expect(throws: ClientMessageError.self) { try Self.subscription(["public.orders": ["code=eq.ab"]]).checkingRules(by: state) }
     }

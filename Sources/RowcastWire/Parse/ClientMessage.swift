@@ -292,7 +292,8 @@ extension Subscription {
     /// `double precision`, from the catalog's `columns`.
     private static func resolve(_ filter: RowFilter, in columns: [TableName: [String: ColumnKind]]) -> RowFilter {
         let tables = { (kind: (ColumnKind) -> Bool) in Set(columns.compactMap { $0.value[filter.column].map(kind) == true ? $0.key : nil }) }
-        return filter.resolved(numberIn: tables(\.isNumber), float4In: tables { $0 == .float4 }, float8In: tables { $0 == .float8 })
+        let kinds = Dictionary(uniqueKeysWithValues: columns.compactMap { table, kinds in kinds[filter.column].map { (table, $0) } })
+        return filter.resolved(numberIn: tables(\.isNumber), float4In: tables { $0 == .float4 }, float8In: tables { $0 == .float8 }, kinds: kinds)
     }
 
     /// The credential's row rules, checked and resolved against the catalog, on the
@@ -301,7 +302,7 @@ extension Subscription {
     /// on a table whose updates lack the old row (replication without REPLICA IDENTITY FULL).
     package func checkingRules(by capture: CaptureState) throws(ClientMessageError) -> Subscription {
         guard !rules.isEmpty || claimedRules != nil else { return self }
-        let (checked, refused) = rulesChecked(by: capture, columns: capture.columns)
+        let (checked, refused) = rulesChecked(by: capture)
         if let (_, refusal) = refused.first { throw refusal }
         return checked
     }
@@ -317,7 +318,6 @@ extension Subscription {
     /// dropped with why.
     package func recheckingRules(by capture: CaptureState, columns: [TableName: [String: ColumnKind]]? = nil) -> (Subscription, dropped: [(TableName, String)]) {
         guard claimedRules != nil else { return (self, []) }
-        let columns = columns ?? capture.columns
         var (checked, refused) = rulesChecked(by: capture, columns: columns)
         // Only tables still in view are dropped (and told): one out of it stays out.
         let inView = { (table: TableName) in self.knownTables?.contains(table) ?? true }
@@ -333,15 +333,19 @@ extension Subscription {
         for (table, _) in dropped { known?.remove(table) }
         checked.knownTables = known
         // The client's own filter narrows only; its types follow the catalog too.
-        checked.filter = filter.map { Self.resolve($0, in: columns) }
+        checked.filter = filter.map { Self.resolve($0, in: columns ?? capture.columns) }
         return (checked, dropped)
     }
 
     /// The credential's rules against `columns`: resolved for each table whose rule can
     /// apply, and why each other cannot (in table order).
-    private func rulesChecked(by capture: CaptureState, columns: [TableName: [String: ColumnKind]]) -> (Subscription, refused: [(TableName, ClientMessageError)]) {
-        // Read first: a change after it makes the broadcaster check again.
+    private func rulesChecked(
+        by capture: CaptureState, columns given: [TableName: [String: ColumnKind]]? = nil
+    ) -> (Subscription, refused: [(TableName, ClientMessageError)]) {
+        // The version before what it counts: a change after it makes the broadcaster
+        // check again (read after the columns, a change between would be missed).
         let version = capture.catalogVersion
+        let columns = given ?? capture.columns
         let claims = claimedRules ?? rules
         var checked = self
         checked.claimedRules = claims
