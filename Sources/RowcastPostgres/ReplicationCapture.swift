@@ -438,17 +438,21 @@ struct SlotLost: Error, CustomStringConvertible {
 }
 
 extension ReplicationCapture {
-    /// How a Relation message's columns compare: as the catalog says where the column
-    /// has the type the message names (it knows domains and collations), `other` where
-    /// they differ (the stream is before or after a change of type: no rule may rely on
-    /// it until they agree again), as the message says where the catalog lacks it.
+    /// How a Relation message's columns compare: as the catalog says now where the
+    /// column has the type the message names (it knows domains and collations: rules
+    /// hold as the catalog is when a record is sent), and `other` where they differ
+    /// (the stream is before or after a change of type: no rule may rely on it until
+    /// they agree again) or the catalog lacks the column (dropped or renamed since).
     package static func kinds(
         _ told: [String: ColumnKind], types: [String: UInt32], catalog: [String: (type: UInt32, kind: ColumnKind)]
     ) -> [String: ColumnKind] {
         var kinds = told
         for name in told.keys {
-            guard let known = catalog[name] else { continue }
-            kinds[name] = known.type == types[name] ? known.kind : .other
+            guard let known = catalog[name], known.type == types[name] else {
+                kinds[name] = .other
+                continue
+            }
+            kinds[name] = known.kind
         }
         return kinds
     }

@@ -19,7 +19,8 @@ import Testing
             "code": (90_002, .other),
         ]
         let kinds = ReplicationCapture.kinds(told, types: types, catalog: catalog)
-        #expect(kinds == ["id": .number, "tenant": .number, "name": .other, "code": .other, "gone": .number])
+        // A column the catalog no longer has (dropped or renamed since): no rule's.
+        #expect(kinds == ["id": .number, "tenant": .number, "name": .other, "code": .other, "gone": .other])
         // The stream behind a change from text to int: no rule relies on it meanwhile.
         #expect(ReplicationCapture.kinds(["n": .text], types: ["n": 25], catalog: ["n": (23, .number)]) == ["n": .other])
     }
