@@ -366,6 +366,13 @@ extension RowFilter {
         return resolved
     }
 
+    /// Whether `text` is a uuid as PostgreSQL prints it: lowercase hex, hyphenated 8-4-4-4-12.
+    static func isCanonicalUUID(_ text: String) -> Bool {
+        text.utf8.count == 36 && text.utf8.enumerated().allSatisfy { index, byte in
+            [8, 13, 18, 23].contains(index) ? byte == UInt8(ascii: "-") : (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(byte)
+        }
+    }
+
     /// Whether `value` has the JSON shape a column of the kind the filter was resolved
     /// against gives in `table`: a number (or `"NaN"`, `"Infinity"`, `"-Infinity"`) for
     /// numbers, a string for text and uuids, `true`/`false` for booleans; null for any.
@@ -379,7 +386,9 @@ extension RowFilter {
         case .number: return kind.isNumber
         case .string(let text):
             switch kind {
-            case .text, .uuid: return true
+            case .text: return true
+            // As PostgreSQL prints a uuid: another spelling was written as text.
+            case .uuid: return Self.isCanonicalUUID(text)
             case .number, .float4, .float8: return text == "NaN" || text == "Infinity" || text == "-Infinity"
             case .bool, .other: return false
             }
@@ -552,12 +561,7 @@ extension RowFilter {
             return equality ? nil : "\(column) is text, whose order follows its collation: a rule on it takes eq, neq or in"
         case .uuid:
             guard equality else { return "\(column) is a uuid: a rule on it takes eq, neq or in" }
-            let canonical = values.allSatisfy { value in
-                value.utf8.count == 36 && value.utf8.enumerated().allSatisfy { index, byte in
-                    [8, 13, 18, 23].contains(index) ? byte == UInt8(ascii: "-") : (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(byte)
-                }
-            }
-            return canonical ? nil : "\(column) is a uuid: write it as PostgreSQL prints it (lowercase, hyphenated)"
+            return values.allSatisfy(Self.isCanonicalUUID) ? nil : "\(column) is a uuid: write it as PostgreSQL prints it (lowercase, hyphenated)"
         case .other:
             return "\(column)'s type is compared by rowcast as text, which is not always how PostgreSQL compares it (char(n) pads, citext ignores case, dates have other spellings): a rule takes number, boolean, text, varchar and uuid columns"
         }

@@ -299,6 +299,13 @@ struct Driver {
     let state: CaptureState
     let logger: Logger
     private var actions: [ReplicationSession.Action] = []
+    /// How often the captured tables' columns are read from the catalog again: a DDL
+    /// on a table with no change since sends no Relation message, and row rules would
+    /// go on resolving against the table as it was (a replay of its older records too).
+    static let catalogSeconds = 10.0
+    private var catalogReadAt: Double
+    /// The catalog's columns as last read: only what changed since is applied.
+    private var catalogSeen: [TableName: [String: ColumnKind]]
 
     init(session: ReplicationSession, types: TypeCatalog, sink: any RecordSink, state: CaptureState, logger: Logger) {
         self.session = session
@@ -306,7 +313,24 @@ struct Driver {
         self.sink = sink
         self.state = state
         self.logger = logger
+        catalogReadAt = Self.now()
+        catalogSeen = state.columns
         actions.reserveCapacity(16)
+    }
+
+    /// Every ``catalogSeconds``: the captured tables' columns and partitioned tables as
+    /// the catalog has them now, for each table whose columns changed since the last
+    /// read (rules hold as the catalog is when a record is sent).
+    private mutating func readCatalogIfDue() throws(PostgresError) {
+        let now = Self.now()
+        guard now - catalogReadAt >= Self.catalogSeconds else { return }
+        catalogReadAt = now
+        let tables = state.capturedTables ?? Set(state.columns.keys)
+        guard !tables.isEmpty else { return }
+        let read = try types.tables(tables)
+        for (table, kinds) in read.kinds where catalogSeen[table] != kinds { state.capture(table, columns: kinds) }
+        catalogSeen = read.kinds
+        state.setPartitionAncestors(read.ancestors, of: tables.union(state.ancestryKnown ?? []))
     }
 
     /// Streams until the session finishes; throws when the connection fails or the
@@ -332,6 +356,7 @@ struct Driver {
             case .wouldBlock:
                 try feed(.caughtUp(at: Self.now()), on: connection)
                 if session.finished != nil { break }
+                try readCatalogIfDue()
                 // Read the moment each message arrives, a busy stream comes a message
                 // per wakeup, and the system calls on both ends of the socket slow the
                 // walsender itself (1M small rows: 2 s of 4 s in the kernel). So after

@@ -78,6 +78,13 @@ final class TypeCatalog {
         try CatalogColumns.columns(ofRelation: oid, on: catalogConnection())
     }
 
+    /// How the columns of `tables` compare, and what each is a partition of, as the
+    /// catalog has them now (read every ``Driver/catalogSeconds``).
+    func tables(_ tables: Set<TableName>) throws(PostgresError) -> (kinds: [TableName: [String: ColumnKind]], ancestors: [TableName: Set<TableName>]) {
+        let connection = try catalogConnection()
+        return (try CatalogColumns.kinds(of: tables, on: connection), try CatalogColumns.partitionAncestors(of: tables, on: connection))
+    }
+
     /// The partitioned tables relation `oid` is a partition of, at any depth.
     func partitionAncestors(ofRelation oid: UInt32) throws(PostgresError) -> Set<TableName> {
         try CatalogColumns.partitionAncestors(ofRelation: oid, on: catalogConnection())

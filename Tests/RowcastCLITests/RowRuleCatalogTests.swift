@@ -148,4 +148,51 @@ struct RowRuleCatalogTests {
         #expect(try await server.stop() == 0)
         if mode == "replication" { try await LiveDatabase.psql(url, "SELECT pg_drop_replication_slot('\(slot)')") }
     }
+
+    /// A type change of a table that has not changed since: replication mode hears of
+    /// no Relation message for it, and trigger mode's catalog read comes every 10 s; the
+    /// catalog is read again every 10 s in both, so within that a new subscriber's
+    /// replay of the table's older records is matched against the column as it is now.
+    /// `'042'`, from before `ALTER … TYPE int`, is 42 now, which `tid=neq.42` keeps out;
+    /// in replication mode it was replayed for as long as the table did not change.
+    @Test(arguments: ["trigger", "replication"])
+    func aReplayIsMatchedAgainstTheCatalogEvenWhenTheTableDidNotChangeSince(mode: String) async throws {
+        let url = try await LiveDatabase.freshDatabase(prefix: "ruleidle")
+        let slot = LiveDatabase.uniqueName("ruleidle")
+        try await LiveDatabase.psql(url, """
+            CREATE TABLE b (id int PRIMARY KEY, tid text NOT NULL);
+            CREATE TABLE s (id int PRIMARY KEY);
+            ALTER TABLE b REPLICA IDENTITY FULL;
+            """)
+        let named = mode == "replication" ? ["--slot", slot, "--publication", slot] : []
+        #expect(try await Rowcast.run(["setup", "--mode", mode, "--table", "b", "--table", "s", "--db", url] + named).status == 0)
+        let server = try RunningProcess(Rowcast.binary.path, [
+            "serve", "--mode", mode, "--table", "b", "--table", "s", "--port", "0", "--db", url, "--jwt-secret", RowRuleServeTests.secret,
+        ] + named)
+        let port = try await server.waitFor(#"serving \w+ mode on http://127\.0\.0\.1:(\d+)/"#)
+        let token = try await RowRuleServeTests.jwts([#"{"tables":["public.b","public.s"],"rows":{"public.b":"tid=neq.42"}}"#])[0]
+        let before = Frames()
+        let first = Self.listen(port: port, token: token, subscribe: #"{"tables":["b","s"]}"#, into: before)
+        defer { first.cancel() }
+        try await eventually("the client to subscribe", within: 60, interval: .milliseconds(20), seen: { before.summary }) {
+            before.all.contains { $0.contains(#""event":"subscribed""#) }
+        }
+        try await LiveDatabase.psql(url, "INSERT INTO b VALUES (1, '042'), (2, '7')")
+        try await eventually("b's rows as text", within: 60, interval: .milliseconds(20), seen: { before.summary }) { before.rows.count >= 2 }
+        // b changes no more; s does, after the ALTER: a replay that reaches s's row is whole.
+        try await LiveDatabase.psql(url, "ALTER TABLE b ALTER tid TYPE int USING tid::int; INSERT INTO s VALUES (1)")
+        let attempts = Frames()
+        try await eventually("a replay without '042'", within: 60, interval: .milliseconds(500), seen: { attempts.all.last ?? "" }) {
+            let replay = Frames()
+            let client = Self.listen(port: port, token: token, subscribe: #"{"tables":["b","s"],"last":100}"#, into: replay)
+            defer { client.cancel() }
+            try await eventually("the replay to reach s", within: 60, interval: .milliseconds(20), seen: { replay.summary }) {
+                replay.rows.contains { $0.table == "s" }
+            }
+            attempts.add(replay.summary)
+            return !replay.rows.contains { $0.table == "b" && $0.row["id"] as? Int == 1 }
+        }
+        #expect(try await server.stop() == 0)
+        if mode == "replication" { try await LiveDatabase.psql(url, "SELECT pg_drop_replication_slot('\(slot)')") }
+    }
 }

@@ -155,4 +155,25 @@ import Testing
         record.row = RawJSON(trusted: Array(#"{"tenant":1}"#.utf8))
         #expect(checked.matches(record))
     }
+
+    /// A rule takes only values of its column kind's JSON shape, so a record written
+    /// under another definition of the column fails closed: a string where the column
+    /// is a number now, a number where it is text, and a uuid spelled otherwise than
+    /// PostgreSQL prints one (`'{A0EE…}'` from when the column was text) under `neq`.
+    @Test func aRuleTakesOnlyValuesOfItsColumnsShape() throws {
+        let state = Self.capture()
+        let uuid = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"
+        let checked = try Self.subscription(["public.orders": ["tenant=neq.42", "name=neq.x", "owner=neq.\(uuid)"]]).checkingRules(by: state)
+        func sees(_ json: String) -> Bool {
+            var record = ChangeRecord(cursor: .trigger(stream: 1, sequence: 1), source: .trigger, op: .insert)
+            (record.schema, record.table, record.row) = ("public", "orders", RawJSON(trusted: Array(json.utf8)))
+            return checked.matches(record)
+        }
+        #expect(sees(#"{"tenant":7,"name":"a","owner":"b0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"}"#))
+        #expect(sees(#"{"tenant":"NaN","name":"a","owner":"b0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"}"#))
+        #expect(!sees(#"{"tenant":"042","name":"a","owner":null}"#))
+        #expect(!sees(#"{"tenant":7,"name":5,"owner":null}"#))
+        #expect(!sees(#"{"tenant":7,"name":"a","owner":"{A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11}"}"#))
+        #expect(!sees(#"{"tenant":7,"name":"a","owner":"a0eebc999c0b4ef8bb6d6bb9bd380a11"}"#))
+    }
 }
