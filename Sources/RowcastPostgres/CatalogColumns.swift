@@ -2,24 +2,38 @@ import RowcastCore
 
 /// The columns of tables and how their values compare in a filter, from the catalog.
 package enum CatalogColumns {
+    /// How the columns of each of `tables` compare, in one query however many tables
+    /// (the capture reads them every 10 s: a query per table stalled it for seconds
+    /// with thousands). A table that is gone has no entry.
     package static func kinds(of tables: Set<TableName>, on connection: PostgresConnection) throws(PostgresError) -> [TableName: [String: ColumnKind]] {
+        guard !tables.isEmpty else { return [:] }
+        let named = Array(tables)
+        let rows = try connection.execute(
+            """
+            SELECT n.i, a.attname, t.typcategory, CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END,
+                   \(connection.serverVersion >= 120000 ? "coalesce(c.collisdeterministic, true)" : "true")
+            FROM unnest($1::text[]) WITH ORDINALITY AS n(name, i)
+            JOIN pg_attribute a ON a.attrelid = to_regclass(n.name)
+            JOIN pg_type t ON t.oid = a.atttypid LEFT JOIN pg_collation c ON c.oid = a.attcollation
+            WHERE a.attnum > 0 AND NOT a.attisdropped
+            """,
+            [textArray(named.map(\.quoted))]
+        ).rows
         var columns: [TableName: [String: ColumnKind]] = [:]
-        for table in tables {
-            let rows = try connection.execute(
-                """
-                SELECT a.attname, t.typcategory, CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END,
-                       \(connection.serverVersion >= 120000 ? "coalesce(c.collisdeterministic, true)" : "true")
-                FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid LEFT JOIN pg_collation c ON c.oid = a.attcollation
-                WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
-                """,
-                [table.quoted]
-            ).rows
-            guard !rows.isEmpty else { continue }
-            columns[table] = Dictionary(rows.compactMap { row in
-                row[0].map { ($0, ColumnKind(typeCategory: row[1] ?? "", type: row[2].flatMap { UInt32($0) }, deterministic: row[3] != "f")) }
-            }) { first, _ in first }
+        for row in rows {
+            guard let index = row[0].flatMap({ Int($0) }), named.indices.contains(index - 1), let name = row[1] else { continue }
+            let kind = ColumnKind(typeCategory: row[2] ?? "", type: row[3].flatMap { UInt32($0) }, deterministic: row[4] != "f")
+            if columns[named[index - 1], default: [:]][name] == nil { columns[named[index - 1], default: [:]][name] = kind }
         }
         return columns
+    }
+
+    /// `values` as a PostgreSQL `text[]` literal: each element quoted, its quotes and
+    /// backslashes escaped.
+    static func textArray(_ values: [String]) -> String {
+        "{" + values.map { value in
+            "\"" + value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+        }.joined(separator: ",") + "}"
     }
 
     /// The columns of relation `oid` (a Relation message's): each one's type OID and how
@@ -68,12 +82,25 @@ package enum CatalogColumns {
         return full
     }
 
-    /// For each of `tables` that is a partition, the partitioned tables it belongs to.
+    /// For each of `tables` that is a partition, the partitioned tables it belongs to
+    /// (at any depth; none before PostgreSQL 12), in one query however many tables.
     package static func partitionAncestors(of tables: Set<TableName>, on connection: PostgresConnection) throws(PostgresError) -> [TableName: Set<TableName>] {
+        guard !tables.isEmpty, connection.serverVersion >= 120000 else { return [:] }
+        let named = Array(tables)
+        let rows = try connection.execute(
+            """
+            SELECT n.i, pn.nspname, pc.relname
+            FROM unnest($1::text[]) WITH ORDINALITY AS n(name, i),
+                 LATERAL pg_partition_ancestors(to_regclass(n.name)) p
+            JOIN pg_class pc ON pc.oid = p.relid JOIN pg_namespace pn ON pn.oid = pc.relnamespace
+            WHERE p.relid <> to_regclass(n.name)
+            """,
+            [textArray(named.map(\.quoted))]
+        ).rows
         var ancestors: [TableName: Set<TableName>] = [:]
-        for table in tables {
-            let found = try partitionAncestors(of: table, on: connection)
-            if !found.isEmpty { ancestors[table] = found }
+        for row in rows {
+            guard let index = row[0].flatMap({ Int($0) }), named.indices.contains(index - 1), let schema = row[1], let name = row[2] else { continue }
+            ancestors[named[index - 1], default: []].insert(TableName(schema: schema, name: name))
         }
         return ancestors
     }

@@ -304,8 +304,6 @@ struct Driver {
     /// go on resolving against the table as it was (a replay of its older records too).
     static let catalogSeconds = 10.0
     private var catalogReadAt: Double
-    /// The catalog's columns as last read: only what changed since is applied.
-    private var catalogSeen: [TableName: [String: ColumnKind]]
 
     init(session: ReplicationSession, types: TypeCatalog, sink: any RecordSink, state: CaptureState, logger: Logger) {
         self.session = session
@@ -314,13 +312,13 @@ struct Driver {
         self.state = state
         self.logger = logger
         catalogReadAt = Self.now()
-        catalogSeen = state.columns
         actions.reserveCapacity(16)
     }
 
     /// Every ``catalogSeconds``: the captured tables' columns and partitioned tables as
-    /// the catalog has them now, for each table whose columns changed since the last
-    /// read (rules hold as the catalog is when a record is sent).
+    /// the catalog has them now, wherever they differ from what the capture holds (a
+    /// Relation message's view of a table the stream was behind on, say: rules hold as
+    /// the catalog is when a record is sent). Two queries, however many tables.
     private mutating func readCatalogIfDue() throws(PostgresError) {
         let now = Self.now()
         guard now - catalogReadAt >= Self.catalogSeconds else { return }
@@ -328,8 +326,8 @@ struct Driver {
         let tables = state.capturedTables ?? Set(state.columns.keys)
         guard !tables.isEmpty else { return }
         let read = try types.tables(tables)
-        for (table, kinds) in read.kinds where catalogSeen[table] != kinds { state.capture(table, columns: kinds) }
-        catalogSeen = read.kinds
+        let held = state.columns
+        for (table, kinds) in read.kinds where held[table] != kinds { state.capture(table, columns: kinds) }
         state.setPartitionAncestors(read.ancestors, of: tables.union(state.ancestryKnown ?? []))
     }
 
@@ -463,21 +461,20 @@ struct SlotLost: Error, CustomStringConvertible {
 }
 
 extension ReplicationCapture {
-    /// How a Relation message's columns compare: as the catalog says now where the
-    /// column has the type the message names (it knows domains and collations: rules
-    /// hold as the catalog is when a record is sent), and `other` where they differ
-    /// (the stream is before or after a change of type: no rule may rely on it until
-    /// they agree again) or the catalog lacks the column (dropped or renamed since).
+    /// How a table's columns compare when a Relation message names it: as the catalog
+    /// says now (it knows domains, collations and generated columns, which the message
+    /// does not carry: rules hold as the catalog is when a record is sent), but `other`
+    /// for a column of the message whose type the catalog does not have (the stream is
+    /// before or after a change of type: no rule may rely on it until they agree again,
+    /// at the next periodic read) or that the catalog lacks (dropped or renamed since).
+    /// A table the catalog no longer has: as the message says, every column `other`.
     package static func kinds(
         _ told: [String: ColumnKind], types: [String: UInt32], catalog: [String: (type: UInt32, kind: ColumnKind)]
     ) -> [String: ColumnKind] {
-        var kinds = told
+        var kinds = catalog.mapValues(\.kind)
         for name in told.keys {
-            guard let known = catalog[name], known.type == types[name] else {
-                kinds[name] = .other
-                continue
-            }
-            kinds[name] = known.kind
+            if let known = catalog[name], known.type == types[name] { continue }
+            kinds[name] = .other
         }
         return kinds
     }

@@ -21,6 +21,9 @@ import Testing
         let kinds = ReplicationCapture.kinds(told, types: types, catalog: catalog)
         // A column the catalog no longer has (dropped or renamed since): no rule's.
         #expect(kinds == ["id": .number, "tenant": .number, "name": .other, "code": .other, "gone": .other])
+        // A stored generated column, which the message leaves out: as the catalog says.
+        #expect(ReplicationCapture.kinds(["id": .number], types: ["id": 23], catalog: ["id": (23, .number), "total": (1700, .number)])
+            == ["id": .number, "total": .number])
         // The stream behind a change from text to int: no rule relies on it meanwhile.
         #expect(ReplicationCapture.kinds(["n": .text], types: ["n": 25], catalog: ["n": (23, .number)]) == ["n": .other])
     }
