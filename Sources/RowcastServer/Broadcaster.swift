@@ -111,7 +111,7 @@ package final class Broadcaster: RecordSink {
         /// its storage is not allocated again for each.
         var candidates: [UInt64] = []
         /// The ``CaptureState/catalogVersion`` every row rule subscription was last
-        /// checked at (``recheckRules(in:)``).
+        /// checked at (``Broadcaster/recheckRules(of:in:wakes:)``).
         var rulesCheckedAt: UInt64 = 0
 
         /// Gives client `id` its subscription and matches records against it.
