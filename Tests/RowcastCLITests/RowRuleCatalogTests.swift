@@ -42,6 +42,37 @@ struct RowRuleCatalogTests {
         }
     }
 
+    /// A database of its own where `sql` runs, `tables` set up in it, and `serve` on
+    /// them with a JWT secret (in replication mode on a slot of its own: slots are the
+    /// cluster's, and tests run side by side).
+    struct Served {
+        let server: RunningProcess
+        let port: String
+        let url: String
+        let slot: String?
+
+        /// Stops serve, which must exit 0, and drops its slot.
+        func finish() async throws {
+            #expect(try await server.stop() == 0)
+            if let slot { try await LiveDatabase.psql(url, "SELECT pg_drop_replication_slot('\(slot)')") }
+        }
+    }
+
+    static func serve(_ mode: String, prefix: String, tables: [String], sql: String) async throws -> Served {
+        let url = try await LiveDatabase.freshDatabase(prefix: prefix)
+        try await LiveDatabase.psql(url, sql)
+        let slot = mode == "replication" ? LiveDatabase.uniqueName(prefix) : nil
+        let named = slot.map { ["--slot", $0, "--publication", $0] } ?? []
+        let onTables = tables.flatMap { ["--table", $0] }
+        #expect(try await Rowcast.run(["setup", "--mode", mode] + onTables + ["--db", url] + named).status == 0)
+        let server = try RunningProcess(
+            Rowcast.binary.path,
+            ["serve", "--mode", mode] + onTables + ["--port", "0", "--db", url, "--jwt-secret", RowRuleServeTests.secret] + named
+        )
+        let port = try await server.waitFor(#"serving \w+ mode on http://127\.0\.0\.1:(\d+)/"#)
+        return Served(server: server, port: port, url: url, slot: slot)
+    }
+
     /// A `/ws` client with `token` that subscribes with `subscribe` (the message's data)
     /// and keeps every text frame in `frames` until its connection ends.
     static func listen(port: String, token: String, subscribe: String, into frames: Frames) -> Task<Void, any Error> {
@@ -58,22 +89,14 @@ struct RowRuleCatalogTests {
 
     @Test(arguments: ["trigger", "replication"])
     func aRuleWhoseColumnChangesTypeIsCheckedAgainBeforeTheNextRecord(mode: String) async throws {
-        let url = try await LiveDatabase.freshDatabase(prefix: "rulecat")
-        let slot = LiveDatabase.uniqueName("rulecat")
-        try await LiveDatabase.psql(url, """
+        let served = try await Self.serve(mode, prefix: "rulecat", tables: ["a", "b"], sql: """
             CREATE TABLE a (id int PRIMARY KEY, tid int NOT NULL);
             CREATE TABLE b (id int PRIMARY KEY, name text NOT NULL);
             ALTER TABLE a REPLICA IDENTITY FULL;
             ALTER TABLE b REPLICA IDENTITY FULL;
             CREATE COLLATION caseless (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
             """)
-        // A slot of its own: slots are the cluster's, and tests run side by side.
-        let named = mode == "replication" ? ["--slot", slot, "--publication", slot] : []
-        #expect(try await Rowcast.run(["setup", "--mode", mode, "--table", "a", "--table", "b", "--db", url] + named).status == 0)
-        let server = try RunningProcess(Rowcast.binary.path, [
-            "serve", "--mode", mode, "--table", "a", "--table", "b", "--port", "0", "--db", url, "--jwt-secret", RowRuleServeTests.secret,
-        ] + named)
-        let port = try await server.waitFor(#"serving \w+ mode on http://127\.0\.0\.1:(\d+)/"#)
+        let (port, url) = (served.port, served.url)
         let token = try await RowRuleServeTests.jwts([
             #"{"tables":["public.a","public.b"],"rows":{"public.a":"tid=neq.42","public.b":"name=neq.x"}}"#
         ])[0]
@@ -110,8 +133,7 @@ struct RowRuleCatalogTests {
             // Checked at the Relation message, before b's first change after the ALTER.
             #expect(!rows.dropFirst(before).contains { $0.table == "b" }, "b after the ALTER: \(frames.summary)")
         }
-        #expect(try await server.stop() == 0)
-        if mode == "replication" { try await LiveDatabase.psql(url, "SELECT pg_drop_replication_slot('\(slot)')") }
+        try await served.finish()
     }
 
     /// A collation changed before a snapshot and after the capture last heard of the
@@ -121,21 +143,13 @@ struct RowRuleCatalogTests {
     /// when trigger mode's catalog read came first).
     @Test(arguments: ["trigger", "replication"])
     func aSnapshotChecksTheRuleAgainstTheColumnsItReads(mode: String) async throws {
-        let url = try await LiveDatabase.freshDatabase(prefix: "rulesnap")
-        let slot = LiveDatabase.uniqueName("rulesnap")
-        try await LiveDatabase.psql(url, """
+        let served = try await Self.serve(mode, prefix: "rulesnap", tables: ["c"], sql: """
             CREATE TABLE c (id int PRIMARY KEY, name text NOT NULL);
             ALTER TABLE c REPLICA IDENTITY FULL;
             INSERT INTO c VALUES (1, 'X'), (2, 'y');
             CREATE COLLATION caseless (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
             """)
-        // A slot of its own: slots are the cluster's, and tests run side by side.
-        let named = mode == "replication" ? ["--slot", slot, "--publication", slot] : []
-        #expect(try await Rowcast.run(["setup", "--mode", mode, "--table", "c", "--db", url] + named).status == 0)
-        let server = try RunningProcess(Rowcast.binary.path, [
-            "serve", "--mode", mode, "--table", "c", "--port", "0", "--db", url, "--jwt-secret", RowRuleServeTests.secret,
-        ] + named)
-        let port = try await server.waitFor(#"serving \w+ mode on http://127\.0\.0\.1:(\d+)/"#)
+        let (port, url) = (served.port, served.url)
         try await LiveDatabase.psql(url, "ALTER TABLE c ALTER name TYPE text COLLATE caseless")
         let token = try await RowRuleServeTests.jwts([#"{"tables":["public.c"],"rows":{"public.c":"name=neq.x"}}"#])[0]
         let frames = Frames()
@@ -145,8 +159,7 @@ struct RowRuleCatalogTests {
             frames.all.contains { $0.contains(#""event":"snapshot_end""#) } || !frames.errors.isEmpty
         }
         #expect(frames.rows.isEmpty, "the snapshot sent \(frames.summary)")
-        #expect(try await server.stop() == 0)
-        if mode == "replication" { try await LiveDatabase.psql(url, "SELECT pg_drop_replication_slot('\(slot)')") }
+        try await served.finish()
     }
 
     /// A type change of a table that has not changed since: replication mode hears of
@@ -157,19 +170,12 @@ struct RowRuleCatalogTests {
     /// in replication mode it was replayed for as long as the table did not change.
     @Test(arguments: ["trigger", "replication"])
     func aReplayIsMatchedAgainstTheCatalogEvenWhenTheTableDidNotChangeSince(mode: String) async throws {
-        let url = try await LiveDatabase.freshDatabase(prefix: "ruleidle")
-        let slot = LiveDatabase.uniqueName("ruleidle")
-        try await LiveDatabase.psql(url, """
+        let served = try await Self.serve(mode, prefix: "ruleidle", tables: ["b", "s"], sql: """
             CREATE TABLE b (id int PRIMARY KEY, tid text NOT NULL);
             CREATE TABLE s (id int PRIMARY KEY);
             ALTER TABLE b REPLICA IDENTITY FULL;
             """)
-        let named = mode == "replication" ? ["--slot", slot, "--publication", slot] : []
-        #expect(try await Rowcast.run(["setup", "--mode", mode, "--table", "b", "--table", "s", "--db", url] + named).status == 0)
-        let server = try RunningProcess(Rowcast.binary.path, [
-            "serve", "--mode", mode, "--table", "b", "--table", "s", "--port", "0", "--db", url, "--jwt-secret", RowRuleServeTests.secret,
-        ] + named)
-        let port = try await server.waitFor(#"serving \w+ mode on http://127\.0\.0\.1:(\d+)/"#)
+        let (port, url) = (served.port, served.url)
         let token = try await RowRuleServeTests.jwts([#"{"tables":["public.b","public.s"],"rows":{"public.b":"tid=neq.42"}}"#])[0]
         let before = Frames()
         let first = Self.listen(port: port, token: token, subscribe: #"{"tables":["b","s"]}"#, into: before)
@@ -220,7 +226,6 @@ struct RowRuleCatalogTests {
             attempts.add(replay.summary)
             return replay.errors.isEmpty && !replay.rows.contains { $0.table == "b" && [1, 3].contains($0.row["id"] as? Int) }
         }
-        #expect(try await server.stop() == 0)
-        if mode == "replication" { try await LiveDatabase.psql(url, "SELECT pg_drop_replication_slot('\(slot)')") }
+        try await served.finish()
     }
 }
